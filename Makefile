@@ -1,0 +1,38 @@
+# Two commands set up everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Debian packages the test suite needs (none yet beyond a C toolchain for wheels).
+APT_PACKAGES :=
+
+.PHONY: run test venv apt bench clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test: apt venv
+	$(PY) -m pytest
+
+# For now the product is the detection engine: scan the bundled demo tree with the starter packs.
+run: venv
+	$(PY) bench/demo.py
+
+bench: venv
+	$(PY) bench/scan.py
+	$(PY) bench/bigfile.py
+
+clean:
+	rm -rf $(VENV) var bench/.corpus bench/.out

@@ -1,0 +1,1 @@
+"""The ``dlp-agent`` command line."""

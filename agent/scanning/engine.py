@@ -1,0 +1,258 @@
+"""The scanner: the only code that runs YARA.
+
+One ``Scanner`` is shared by every scanning thread (yara-python releases the GIL
+while matching, and libyara gives each call its own scan context). A scan never
+raises for bad content: every file gets a ``ScanResult`` with a named status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import shutil
+import stat
+import tempfile
+import time
+from typing import BinaryIO, Callable
+
+import yara
+
+from agent.scanning.budget import Budget
+from agent.scanning.cache import ResultCache
+from agent.scanning.doctext import xml_to_text
+from agent.scanning.errors import LimitHit
+from agent.scanning.extract import READ_ERRORS, Member, members
+from agent.scanning.job import Job
+from agent.scanning.limits import ScanLimits
+from agent.scanning.protected import ProtectedIndex
+from agent.scanning.results import ScanResult, Status
+from agent.scanning.rules import Ruleset
+from agent.scanning.sniff import CONTAINERS, SNIFF_BYTES, sniff
+
+_HASH_BLOCK = 8 * 1024 * 1024
+
+
+class Scanner:
+    """Scans files and byte strings against a ruleset within limits.
+
+    Args:
+        ruleset: compiled rules (see ``load_rules``).
+        limits: time, size and extraction bounds.
+        cache: results by content hash; pass ``None`` to scan everything afresh.
+        protected: hashes of the customer's files; a byte-identical copy matches.
+        clock: monotonic clock, swappable in tests.
+    """
+
+    def __init__(
+        self,
+        ruleset: Ruleset,
+        *,
+        limits: ScanLimits | None = None,
+        cache: ResultCache | None = None,
+        protected: ProtectedIndex | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.ruleset = ruleset
+        self.limits = limits or ScanLimits()
+        self.cache = cache
+        self.protected = protected
+        self._clock = clock
+
+    # Entry points --------------------------------------------------------
+
+    def scan_path(self, path: str) -> ScanResult:
+        """Scan one file. Never blocks on fifos or devices, never raises for content."""
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            reason = "broken symbolic link" if os.path.islink(path) else "no such file"
+            return ScanResult.problem(path, Status.UNREADABLE, reason)
+        except OSError as exc:
+            return ScanResult.problem(path, Status.UNREADABLE, exc.strerror or str(exc))
+        if not stat.S_ISREG(info.st_mode):
+            return ScanResult.problem(path, Status.SKIPPED, f"not a regular file ({_file_type(info.st_mode)})")
+        if info.st_size > self.limits.max_file_bytes:
+            return ScanResult.problem(
+                path, Status.TOO_LARGE, f"larger than {self.limits.max_file_bytes} bytes", size=info.st_size
+            )
+        try:
+            # O_NONBLOCK: if the path was swapped for a fifo since stat, open must not hang.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            return ScanResult.problem(path, Status.UNREADABLE, exc.strerror or str(exc), size=info.st_size)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return ScanResult.problem(path, Status.SKIPPED, "not a regular file")
+            try:
+                return self._scan_open(path, f)
+            except OSError as exc:
+                return ScanResult.problem(path, Status.UNREADABLE, f"read error: {exc.strerror or exc}")
+
+    def scan_bytes(self, data: bytes, *, name: str = "<bytes>") -> ScanResult:
+        """Scan content held in memory (clipboard text, say); ``name`` labels the result."""
+        return self._scan_stream(name, io.BytesIO(data), exclude_path=None)
+
+    # One file ------------------------------------------------------------
+
+    def _scan_open(self, path: str, f: BinaryIO) -> ScanResult:
+        return self._scan_stream(path, f, exclude_path=path)
+
+    def _scan_stream(self, path: str, f: BinaryIO, *, exclude_path: str | None) -> ScanResult:
+        limits = self.limits
+        head = f.read(limits.chunk_bytes + 1)
+        small = len(head) <= limits.chunk_bytes
+        if small:
+            size = len(head)
+            sha = hashlib.sha256(head).hexdigest()
+        else:
+            # Hash first (cheap next to YARA) so the cache can spare the scan.
+            digest = hashlib.sha256(head)
+            size = len(head)
+            for block in iter(lambda: f.read(_HASH_BLOCK), b""):
+                digest.update(block)
+                size += len(block)
+            sha = digest.hexdigest()
+        key = self._cache_key(sha)
+        cached = self.cache.get(key) if self.cache is not None else None
+        if cached is not None:
+            job = cached.copy()
+        else:
+            job = Job(Budget(limits, clock=self._clock), max_offsets=limits.max_offsets)
+            try:
+                if small:
+                    self._scan_small(job, head, None, 0)
+                else:
+                    del head
+                    self._scan_large(job, f, None, 0)
+            except LimitHit as hit:
+                job.problem(hit)
+            if self.cache is not None and job.cacheable:
+                self.cache.put(key, job.copy())
+        self._check_protected(job, sha, None, exclude_path=exclude_path)
+        return job.result(path, sha256=sha, size=size, cached=cached is not None)
+
+    def _cache_key(self, sha: str) -> tuple[str, ...]:
+        member_index = self.protected.version if self.protected is not None else ""
+        return (sha, self.ruleset.version, self.limits.fingerprint(), member_index)
+
+    # Content -------------------------------------------------------------
+
+    def _scan_small(self, job: Job, data: bytes, member: str | None, depth: int) -> None:
+        """Content that fits in one chunk: one YARA call, then its members."""
+        self._match(job, data, member, 0)
+        if member is not None:
+            self._check_protected(job, hashlib.sha256(data).hexdigest(), member)
+        kind = sniff(data[:SNIFF_BYTES])
+        if kind in CONTAINERS:
+            self._extract(job, kind, io.BytesIO(data), len(data), member, depth)
+
+    def _scan_large(self, job: Job, f: BinaryIO, member: str | None, depth: int) -> None:
+        """Content larger than a chunk: overlapping windows keep memory flat."""
+        limits = self.limits
+        digest = hashlib.sha256() if member is not None and self.protected else None
+        f.seek(0)
+        tail = b""
+        base = 0
+        size = 0
+        while True:
+            block = f.read(limits.chunk_bytes)
+            if not block:
+                break
+            if digest is not None:
+                digest.update(block)
+            window = tail + block if tail else block
+            self._match(job, window, member, base - len(tail))
+            tail = window[-limits.overlap_bytes :]
+            base += len(block)
+            size += len(block)
+            del window, block
+        if digest is not None:
+            self._check_protected(job, digest.hexdigest(), member)
+        f.seek(0)
+        kind = sniff(f.read(SNIFF_BYTES))
+        if kind in CONTAINERS:
+            f.seek(0)
+            self._extract(job, kind, f, size, member, depth)
+
+    def _extract(self, job: Job, kind: object, f: BinaryIO, size: int, prefix: str | None, depth: int) -> None:
+        if depth >= self.limits.max_depth:
+            label = prefix or "file"
+            job.problem(LimitHit(Status.SKIPPED, f"{label}: archives nested deeper than {self.limits.max_depth}", fatal=False))
+            return
+        try:
+            for item in members(kind, f, size, job.budget, prefix=prefix):  # type: ignore[arg-type]
+                job.budget.add_member()
+                name = f"{prefix}!{item.name}" if prefix else item.name
+                if item.problem is not None:
+                    job.problem(item.problem)
+                    continue
+                try:
+                    self._scan_member(job, item, name, depth + 1)
+                except LimitHit as hit:
+                    if hit.fatal:
+                        raise
+                    job.problem(hit)
+                except READ_ERRORS as exc:
+                    job.problem(LimitHit(Status.UNREADABLE, f"{name}: {exc}", fatal=False))
+        except LimitHit as hit:
+            if hit.fatal:
+                raise
+            job.problem(hit)
+        except READ_ERRORS as exc:
+            label = f"{prefix}: " if prefix else ""
+            job.problem(LimitHit(Status.UNREADABLE, f"{label}cannot extract {kind}: {exc}", fatal=False))
+
+    def _scan_member(self, job: Job, item: Member, name: str, depth: int) -> None:
+        chunk = self.limits.chunk_bytes
+        if item.data is not None:
+            data = item.data
+        else:
+            assert item.stream is not None
+            data = item.stream.read(chunk + 1)
+            if len(data) > chunk:
+                # Too big for memory: spill to an unlinked temporary file, scan it in chunks.
+                with tempfile.TemporaryFile() as spill:
+                    spill.write(data)
+                    del data
+                    shutil.copyfileobj(item.stream, spill, 1024 * 1024)
+                    self._scan_large(job, spill, name, depth)
+                return
+        if item.is_xml:
+            self._match(job, xml_to_text(data), name, 0)
+        elif item.is_text:
+            self._match(job, data, name, 0)
+        else:
+            self._scan_small(job, data, name, depth)
+
+    def _match(self, job: Job, data: bytes, member: str | None, base: int) -> None:
+        timeout = max(1, math.ceil(job.budget.remaining()))
+        try:
+            found = self.ruleset.rules.match(data=data, timeout=timeout)
+        except yara.TimeoutError as exc:
+            raise LimitHit(Status.TIMEOUT, f"rules took longer than {self.limits.timeout_s:g}s", fatal=True) from exc
+        except yara.Error as exc:
+            raise LimitHit(Status.UNREADABLE, f"{member or 'content'}: YARA error: {exc}", fatal=False) from exc
+        for hit in found:
+            job.add_yara(hit, member, base)
+
+    def _check_protected(self, job: Job, sha: str, member: str | None, *, exclude_path: str | None = None) -> None:
+        if self.protected is None:
+            return
+        original = self.protected.lookup(sha, exclude=exclude_path)
+        if original is not None:
+            job.add_protected(original, member)
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return "special file"

@@ -1,0 +1,45 @@
+"""Our own exception types, so no caller ever depends on yara-python's."""
+
+from __future__ import annotations
+
+
+class ScanError(Exception):
+    """Base class for every error the detection engine raises."""
+
+
+class RuleError(ScanError):
+    """Rules could not be loaded or compiled.
+
+    Attributes:
+        path: the rule file at fault, when known.
+        line: the line in that file, when known.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+        self.path = path
+        self.line = line
+        where = path if path else ""
+        if path and line:
+            where = f"{path}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ScanTimeout(ScanError):
+    """A scan ran past its per-file deadline."""
+
+
+class LimitHit(ScanError):
+    """Content hit one of the limits that protect against bombs and junk.
+
+    Attributes:
+        status: the named status the content gets (``too_large``, ``timeout``...).
+        reason: a human-readable explanation.
+        fatal: True when nothing more of the file may be scanned (time or total
+            budget spent); False when only the current member is abandoned.
+    """
+
+    def __init__(self, status: str, reason: str, *, fatal: bool):
+        self.status = status
+        self.reason = reason
+        self.fatal = fatal
+        super().__init__(reason)

@@ -1,0 +1,122 @@
+"""What one file's scan has found so far: matches merged across chunks, and problems."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from agent.scanning.budget import Budget
+from agent.scanning.errors import LimitHit
+from agent.scanning.results import PROBLEM_PRECEDENCE, PROTECTED_NAMESPACE, PROTECTED_RULE, Match, ScanResult, Status
+from agent.scanning.rules import Ruleset
+
+_MAX_REASONS = 5
+
+
+class _Found:
+    """One (namespace, rule, member) with everything its matches said."""
+
+    __slots__ = ("namespace", "rule", "meta", "tags", "member", "offsets", "strings", "protected_path")
+
+    def __init__(self, namespace: str, rule: str, meta: dict[str, Any], tags: list[str], member: str | None):
+        self.namespace = namespace
+        self.rule = rule
+        self.meta = meta
+        self.tags = tags
+        self.member = member
+        self.offsets: set[int] = set()
+        self.strings: set[str] = set()
+        self.protected_path: str | None = None
+
+    def freeze(self, max_offsets: int) -> Match:
+        info = Ruleset.rule_info(self.meta)
+        return Match(
+            rule=self.rule,
+            namespace=self.namespace,
+            severity=info.severity,
+            category=info.category,
+            description=info.description,
+            tags=tuple(self.tags),
+            member=self.member,
+            offsets=tuple(sorted(self.offsets)[:max_offsets]),
+            strings=tuple(sorted(self.strings)),
+            protected_path=self.protected_path,
+        )
+
+
+class Job:
+    """Accumulates the findings of one top-level file, archive members included."""
+
+    def __init__(self, budget: Budget, *, max_offsets: int):
+        self.budget = budget
+        self.max_offsets = max_offsets
+        self._found: dict[tuple[str, str, str | None], _Found] = {}
+        self.problems: list[LimitHit] = []
+
+    def add_yara(self, hit: Any, member: str | None, base: int) -> None:
+        """Record a yara-python match; ``base`` shifts offsets of a chunk into file offsets."""
+        key = (hit.namespace, hit.rule, member)
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = _Found(hit.namespace, hit.rule, hit.meta, list(hit.tags), member)
+        limit = self.max_offsets
+        for string in hit.strings:
+            found.strings.add(string.identifier)
+            for instance in string.instances:
+                if len(found.offsets) >= limit * 4:
+                    break  # enough evidence; do not let a repetitive file grow this set
+                found.offsets.add(base + instance.offset)
+
+    def add_protected(self, original: str, member: str | None) -> None:
+        found = _Found(
+            PROTECTED_NAMESPACE,
+            PROTECTED_RULE,
+            {"severity": "high", "category": "protected_copy", "description": "byte-identical copy of a protected file"},
+            [],
+            member,
+        )
+        found.protected_path = original
+        self._found[(PROTECTED_NAMESPACE, PROTECTED_RULE, member)] = found
+
+    def problem(self, hit: LimitHit) -> None:
+        self.problems.append(hit)
+
+    @property
+    def cacheable(self) -> bool:
+        """Timeouts depend on the machine's load, not on the content: never cache them."""
+        return all(p.status != Status.TIMEOUT for p in self.problems)
+
+    def copy(self) -> "Job":
+        """An independent copy (the cache hands these out to many threads)."""
+        twin = copy.copy(self)
+        twin._found = {k: copy.copy(v) for k, v in self._found.items()}
+        twin.problems = list(self.problems)
+        return twin
+
+    def result(self, path: str, *, sha256: str | None, size: int | None, cached: bool = False) -> ScanResult:
+        matches = tuple(f.freeze(self.max_offsets) for f in self._found.values())
+        status = Status.MATCH if matches else self._problem_status()
+        return ScanResult(
+            path=path,
+            status=status,
+            sha256=sha256,
+            size=size,
+            matches=matches,
+            reason=self._reason(),
+            cached=cached,
+        )
+
+    def _problem_status(self) -> Status:
+        seen = {Status(p.status) for p in self.problems}
+        for status in PROBLEM_PRECEDENCE:
+            if status in seen:
+                return status
+        return Status.CLEAN
+
+    def _reason(self) -> str | None:
+        reasons = list(dict.fromkeys(p.reason for p in self.problems))
+        if not reasons:
+            return None
+        extra = len(reasons) - _MAX_REASONS
+        text = "; ".join(reasons[:_MAX_REASONS])
+        return f"{text}; and {extra} more" if extra > 0 else text

@@ -1,0 +1,165 @@
+"""Loading YARA rule packs into a versioned, immutable ruleset.
+
+A rules location is either a directory of ``.yar``/``.yara`` files (one YARA
+namespace per file, named by its path relative to the directory), a single rule
+file, or a compiled rules file (as written by ``yarac`` or ``Rules.save``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+from typing import Any
+
+import yara
+
+from agent.scanning.errors import RuleError
+
+log = logging.getLogger(__name__)
+
+RULE_SUFFIXES = (".yar", ".yara")
+COMPILED_MAGIC = b"YARA"
+
+SEVERITIES = ("low", "medium", "high", "critical")
+DEFAULT_SEVERITY = "medium"
+DEFAULT_CATEGORY = "uncategorized"
+
+_YARA_LOCATION = re.compile(r"^(?P<path>.+?)\((?P<line>\d+)\): (?P<message>.*)$", re.S)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleInfo:
+    """The meta of one rule with documented defaults applied."""
+
+    severity: str
+    category: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Ruleset:
+    """Compiled rules plus what a result needs to say about them.
+
+    Attributes:
+        rules: the compiled yara-python rules (only the scanner touches them).
+        version: a digest of the rule sources; it keys the result cache and is
+            reported with every event so reviewers know what was in force.
+        source: where the rules came from, for messages.
+        namespaces: the namespaces compiled, in order.
+        rule_count: how many rules were compiled.
+    """
+
+    rules: Any
+    version: str
+    source: str
+    namespaces: tuple[str, ...]
+    rule_count: int
+
+    @staticmethod
+    def rule_info(meta: dict[str, Any]) -> RuleInfo:
+        """Apply defaults to a matched rule's meta (see docs/signatures.md)."""
+        severity = str(meta.get("severity", DEFAULT_SEVERITY)).lower()
+        if severity not in SEVERITIES:
+            severity = DEFAULT_SEVERITY
+        return RuleInfo(
+            severity=severity,
+            category=str(meta.get("category", DEFAULT_CATEGORY)) or DEFAULT_CATEGORY,
+            description=str(meta.get("description", "")),
+        )
+
+
+def load_rules(location: str | os.PathLike[str]) -> Ruleset:
+    """Compile (or load) the rules at ``location``.
+
+    Raises:
+        RuleError: the location is missing or empty, or a rule does not compile;
+            the message names the file and line.
+    """
+    path = os.fspath(location)
+    if os.path.isdir(path):
+        files = rule_files(path)
+        if not files:
+            raise RuleError("no .yar or .yara files in rules directory", path=path)
+        return _compile(files, source=path)
+    if not os.path.exists(path):
+        raise RuleError("rules not found", path=path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(COMPILED_MAGIC))
+    except OSError as exc:
+        raise RuleError(f"cannot read rules: {exc.strerror}", path=path) from exc
+    if head == COMPILED_MAGIC:
+        return _load_compiled(path)
+    namespace = os.path.splitext(os.path.basename(path))[0]
+    return _compile({namespace: path}, source=path)
+
+
+def rule_files(directory: str) -> dict[str, str]:
+    """Map namespace -> file for every rule file under ``directory``."""
+    files: dict[str, str] = {}
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in RULE_SUFFIXES:
+                continue
+            full = os.path.join(root, name)
+            rel = os.path.relpath(os.path.join(root, stem), directory)
+            namespace = rel.replace(os.sep, ".")
+            if namespace in files:
+                raise RuleError(f"two rule files give namespace {namespace!r}", path=full)
+            files[namespace] = full
+    return files
+
+
+def _compile(files: dict[str, str], *, source: str) -> Ruleset:
+    digest = hashlib.sha256()
+    for namespace in sorted(files):
+        try:
+            with open(files[namespace], "rb") as f:
+                body = f.read()
+        except OSError as exc:
+            raise RuleError(f"cannot read rule file: {exc.strerror}", path=files[namespace]) from exc
+        digest.update(namespace.encode() + b"\0" + hashlib.sha256(body).digest())
+    try:
+        rules = yara.compile(filepaths=files)
+    except yara.SyntaxError as exc:
+        raise _located(str(exc)) from exc
+    except yara.Error as exc:
+        raise RuleError(f"cannot compile rules: {exc}", path=source) from exc
+    return Ruleset(
+        rules=rules,
+        version=digest.hexdigest()[:16],
+        source=source,
+        namespaces=tuple(sorted(files)),
+        rule_count=sum(1 for _ in rules),
+    )
+
+
+def _load_compiled(path: str) -> Ruleset:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    try:
+        rules = yara.load(filepath=path)
+    except yara.Error as exc:
+        raise RuleError(f"not a compiled YARA rules file this engine can load: {exc}", path=path) from exc
+    return Ruleset(
+        rules=rules,
+        version=digest.hexdigest()[:16],
+        source=path,
+        namespaces=(),
+        rule_count=sum(1 for _ in rules),
+    )
+
+
+def _located(message: str) -> RuleError:
+    """Turn yara's ``file(line): message`` into a RuleError with path and line."""
+    found = _YARA_LOCATION.match(message)
+    if not found:
+        return RuleError(message)
+    return RuleError(found["message"], path=found["path"], line=int(found["line"]))

@@ -1,0 +1,1 @@
+"""The collector: enrollment, ingest and review for security staff."""

@@ -1,0 +1,3 @@
+class Level(Enum):
+    PUBLIC = 0
+    CONFIDENTIAL = 2
