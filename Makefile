@@ -28,7 +28,7 @@ test: apt venv
 
 # For now the product is the detection engine: scan the bundled demo tree with the starter packs.
 run: venv
-	$(PY) bench/demo.py
+	$(PY) scripts/demo.py
 
 bench: venv
 	$(PY) bench/scan.py

@@ -86,7 +86,7 @@ class Scanner:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return ScanResult.problem(path, Status.SKIPPED, "not a regular file")
             try:
-                return self._scan_open(path, f)
+                return self._scan_stream(path, f, exclude_path=path)
             except OSError as exc:
                 return ScanResult.problem(path, Status.UNREADABLE, f"read error: {exc.strerror or exc}")
 
@@ -95,9 +95,6 @@ class Scanner:
         return self._scan_stream(name, io.BytesIO(data), exclude_path=None)
 
     # One file ------------------------------------------------------------
-
-    def _scan_open(self, path: str, f: BinaryIO) -> ScanResult:
-        return self._scan_stream(path, f, exclude_path=path)
 
     def _scan_stream(self, path: str, f: BinaryIO, *, exclude_path: str | None) -> ScanResult:
         limits = self.limits
@@ -110,9 +107,10 @@ class Scanner:
             # Hash first (cheap next to YARA) so the cache can spare the scan.
             digest = hashlib.sha256(head)
             size = len(head)
-            for block in iter(lambda: f.read(_HASH_BLOCK), b""):
-                digest.update(block)
-                size += len(block)
+            block = memoryview(bytearray(_HASH_BLOCK))
+            while count := _fill(f, block):
+                digest.update(block[:count])
+                size += count
             sha = digest.hexdigest()
         key = self._cache_key(sha)
         cached = self.cache.get(key) if self.cache is not None else None
@@ -135,7 +133,7 @@ class Scanner:
 
     def _cache_key(self, sha: str) -> tuple[str, ...]:
         member_index = self.protected.version if self.protected is not None else ""
-        return (sha, self.ruleset.version, self.limits.fingerprint(), member_index)
+        return (sha, self.ruleset.version, self.limits.fingerprint, member_index)
 
     # Content -------------------------------------------------------------
 
@@ -149,27 +147,27 @@ class Scanner:
             self._extract(job, kind, io.BytesIO(data), len(data), member, depth)
 
     def _scan_large(self, job: Job, f: BinaryIO, member: str | None, depth: int) -> None:
-        """Content larger than a chunk: overlapping windows keep memory flat."""
+        """Content larger than a chunk: overlapping windows in one reused buffer keep memory flat."""
         limits = self.limits
         digest = hashlib.sha256() if member is not None and self.protected else None
         f.seek(0)
-        tail = b""
-        base = 0
-        size = 0
+        window = memoryview(bytearray(limits.overlap_bytes + limits.chunk_bytes))
+        kept = 0  # bytes carried over from the previous window's tail
+        base = 0  # offset in the content of window[0]
         while True:
-            block = f.read(limits.chunk_bytes)
-            if not block:
+            count = _fill(f, window[kept : kept + limits.chunk_bytes])
+            if count == 0:
                 break
             if digest is not None:
-                digest.update(block)
-            window = tail + block if tail else block
-            self._match(job, window, member, base - len(tail))
-            tail = window[-limits.overlap_bytes :]
-            base += len(block)
-            size += len(block)
-            del window, block
+                digest.update(window[kept : kept + count])
+            end = kept + count
+            self._match(job, window[:end], member, base)
+            kept = min(limits.overlap_bytes, end)
+            window[:kept] = bytes(window[end - kept : end])
+            base += end - kept
         if digest is not None:
             self._check_protected(job, digest.hexdigest(), member)
+        size = base + kept
         f.seek(0)
         kind = sniff(f.read(SNIFF_BYTES))
         if kind in CONTAINERS:
@@ -243,6 +241,17 @@ class Scanner:
         original = self.protected.lookup(sha, exclude=exclude_path)
         if original is not None:
             job.add_protected(original, member)
+
+
+def _fill(f: BinaryIO, view: memoryview) -> int:
+    """Read into ``view`` until it is full or the content ends; return the count."""
+    filled = 0
+    while filled < len(view):
+        count = f.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not count:
+            break
+        filled += count
+    return filled
 
 
 def _file_type(mode: int) -> str:

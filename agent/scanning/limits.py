@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 
@@ -50,6 +51,7 @@ class ScanLimits:
         if self.overlap_bytes >= self.chunk_bytes:
             raise ValueError("scan limit overlap_bytes must be smaller than chunk_bytes")
 
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A short digest of these limits, part of the result cache key."""
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
