@@ -3,15 +3,25 @@ whose literal strings are lines of that text (as signatures built from a custome
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
-_SYLLABLES = "ka lo mi ne ru sa te vo zi pa qu ex an or is ul ob et im ar".split()
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _KEYWORDS = ["def", "return", "if", "for", "while", "class", "import", "const", "let", "func", "var", "static"]
 
 
+def _vocabulary(rng: random.Random, size: int = 20_000) -> list[str]:
+    """Identifier-like words; a Zipf-like pick makes some common, most rare, as in real code."""
+    return ["".join(rng.choices(_LETTERS, k=rng.randint(3, 10))) for _ in range(size)]
+
+
+_VOCAB = _vocabulary(random.Random(0))
+_CUMULATIVE = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(_VOCAB))))
+
+
 def _word(rng: random.Random) -> str:
-    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
+    return rng.choices(_VOCAB, cum_weights=_CUMULATIVE)[0]
 
 
 def _line(rng: random.Random) -> str:

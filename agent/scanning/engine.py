@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 import time
 from typing import BinaryIO, Callable
 
@@ -59,11 +60,47 @@ class Scanner:
         self.cache = cache
         self.protected = protected
         self._clock = clock
+        self._local = threading.local()
 
     # Entry points --------------------------------------------------------
 
     def scan_path(self, path: str) -> ScanResult:
         """Scan one file. Never blocks on fifos or devices, never raises for content."""
+        opened = self._open(path)
+        if isinstance(opened, ScanResult):
+            return opened
+        with opened as f:
+            try:
+                buffer = self._buffer()
+                count = _fill(f, buffer)
+                if count < len(buffer):
+                    head = buffer[:count]
+                    return self._scan_whole(path, head, hashlib.sha256(head).hexdigest(), exclude_path=path)
+                return self._scan_chunked(path, f, exclude_path=path)
+            except OSError as exc:
+                return ScanResult.problem(path, Status.UNREADABLE, f"read error: {exc.strerror or exc}")
+
+    def scan_bytes(self, data: bytes, *, name: str = "<bytes>") -> ScanResult:
+        """Scan content held in memory (clipboard text, say); ``name`` labels the result."""
+        if len(data) <= self.limits.chunk_bytes:
+            return self._scan_whole(name, data, hashlib.sha256(data).hexdigest(), exclude_path=None)
+        return self._scan_chunked(name, io.BytesIO(data), exclude_path=None)
+
+    def _buffer(self) -> memoryview:
+        """This thread's read buffer, one chunk plus a byte (to tell "fits" from "larger").
+
+        Reusing it spares an allocation, and the kernel's zeroing of fresh pages,
+        for every file: on small files that costs as much as hashing them.
+        """
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None:
+            buffer = self._local.buffer = memoryview(bytearray(self.limits.chunk_bytes + 1))
+        return buffer
+
+    # One file ------------------------------------------------------------
+
+    def _open(self, path: str) -> BinaryIO | ScanResult:
+        """An open regular file, or the result that says why there is none."""
         try:
             info = os.stat(path)
         except FileNotFoundError:
@@ -82,52 +119,45 @@ class Scanner:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             return ScanResult.problem(path, Status.UNREADABLE, exc.strerror or str(exc), size=info.st_size)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ScanResult.problem(path, Status.SKIPPED, "not a regular file")
-            try:
-                return self._scan_stream(path, f, exclude_path=path)
-            except OSError as exc:
-                return ScanResult.problem(path, Status.UNREADABLE, f"read error: {exc.strerror or exc}")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return ScanResult.problem(path, Status.SKIPPED, "not a regular file")
+        return os.fdopen(fd, "rb")
 
-    def scan_bytes(self, data: bytes, *, name: str = "<bytes>") -> ScanResult:
-        """Scan content held in memory (clipboard text, say); ``name`` labels the result."""
-        return self._scan_stream(name, io.BytesIO(data), exclude_path=None)
+    def _scan_whole(self, path: str, data: bytes | memoryview, sha: str, *, exclude_path: str | None) -> ScanResult:
+        """Content that fits in one chunk, already hashed."""
+        return self._verdict(path, sha, len(data), exclude_path, lambda job: self._scan_small(job, data, None, 0))
 
-    # One file ------------------------------------------------------------
+    def _scan_chunked(self, path: str, f: BinaryIO, *, exclude_path: str | None) -> ScanResult:
+        """Content larger than a chunk: hashed in a first pass (cheap next to YARA) so the
+        cache can spare the scan, then scanned in overlapping chunks."""
+        digest = hashlib.sha256()
+        size = 0
+        f.seek(0)
+        block = memoryview(bytearray(_HASH_BLOCK))
+        while count := _fill(f, block):
+            digest.update(block[:count])
+            size += count
+        del block
+        return self._verdict(path, digest.hexdigest(), size, exclude_path, lambda job: self._scan_large(job, f, None, 0))
 
-    def _scan_stream(self, path: str, f: BinaryIO, *, exclude_path: str | None) -> ScanResult:
-        limits = self.limits
-        head = f.read(limits.chunk_bytes + 1)
-        small = len(head) <= limits.chunk_bytes
-        if small:
-            size = len(head)
-            sha = hashlib.sha256(head).hexdigest()
-        else:
-            # Hash first (cheap next to YARA) so the cache can spare the scan.
-            digest = hashlib.sha256(head)
-            size = len(head)
-            block = memoryview(bytearray(_HASH_BLOCK))
-            while count := _fill(f, block):
-                digest.update(block[:count])
-                size += count
-            sha = digest.hexdigest()
+    def _verdict(
+        self, path: str, sha: str, size: int, exclude_path: str | None, scan: Callable[[Job], None]
+    ) -> ScanResult:
+        """Run ``scan`` unless the cache knows these bytes; add the protected-copy check."""
         key = self._cache_key(sha)
         cached = self.cache.get(key) if self.cache is not None else None
         if cached is not None:
             job = cached.copy()
         else:
-            job = Job(Budget(limits, clock=self._clock), max_offsets=limits.max_offsets)
+            job = Job(Budget(self.limits, clock=self._clock), max_offsets=self.limits.max_offsets)
             try:
-                if small:
-                    self._scan_small(job, head, None, 0)
-                else:
-                    del head
-                    self._scan_large(job, f, None, 0)
+                scan(job)
             except LimitHit as hit:
                 job.problem(hit)
             if self.cache is not None and job.cacheable:
                 self.cache.put(key, job.copy())
+        # Outside the cache: whether bytes are a copy depends on where they sit.
         self._check_protected(job, sha, None, exclude_path=exclude_path)
         return job.result(path, sha256=sha, size=size, cached=cached is not None)
 
@@ -137,12 +167,12 @@ class Scanner:
 
     # Content -------------------------------------------------------------
 
-    def _scan_small(self, job: Job, data: bytes, member: str | None, depth: int) -> None:
+    def _scan_small(self, job: Job, data: bytes | memoryview, member: str | None, depth: int) -> None:
         """Content that fits in one chunk: one YARA call, then its members."""
         self._match(job, data, member, 0)
         if member is not None:
             self._check_protected(job, hashlib.sha256(data).hexdigest(), member)
-        kind = sniff(data[:SNIFF_BYTES])
+        kind = sniff(bytes(data[:SNIFF_BYTES]))
         if kind in CONTAINERS:
             self._extract(job, kind, io.BytesIO(data), len(data), member, depth)
 
@@ -224,7 +254,7 @@ class Scanner:
         else:
             self._scan_small(job, data, name, depth)
 
-    def _match(self, job: Job, data: bytes, member: str | None, base: int) -> None:
+    def _match(self, job: Job, data: bytes | memoryview, member: str | None, base: int) -> None:
         timeout = max(1, math.ceil(job.budget.remaining()))
         try:
             found = self.ruleset.rules.match(data=data, timeout=timeout)
