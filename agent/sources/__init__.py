@@ -1,0 +1,1 @@
+"""Sources: watch what the user does and emit frozen work items; they never scan."""

@@ -1,0 +1,63 @@
+"""What sources emit: frozen work items and device facts, plain data only."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Union
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """A removable volume as far as this machine can tell; unknown fields are None."""
+
+    mountpoint: str
+    device: str | None = None
+    fstype: str | None = None
+    vendor: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    label: str | None = None
+    size_bytes: int | None = None
+    bus: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileWork:
+    """A file to scan: written, closed, moved or copied into a watched place."""
+
+    path: str
+    channel: str = "file"  # "file", or "usb" when the file sits on a removable volume
+    reason: str = "closed"  # closed | created | moved | folder
+    device: Device | None = None
+    observed_at: float = dataclasses.field(default_factory=time.time)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipboardWork:
+    """Clipboard text that changed. ``data`` is at most the configured cap."""
+
+    data: bytes
+    sha256: str
+    original_size: int
+    observed_at: float = dataclasses.field(default_factory=time.time)
+
+    @property
+    def truncated(self) -> bool:
+        return self.original_size > len(self.data)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceChange:
+    """A removable volume appeared (``usb.mount``) or went away (``usb.unmount``)."""
+
+    type: str
+    device: Device
+    observed_at: float = dataclasses.field(default_factory=time.time)
+
+
+Work = Union[FileWork, ClipboardWork, DeviceChange]
+Emit = Callable[[Work], None]
