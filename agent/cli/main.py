@@ -8,7 +8,9 @@ import sys
 from typing import Sequence
 
 from agent import __version__
+from agent.cli import run as run_command
 from agent.cli import scan as scan_command
+from agent.cli import status as status_command
 
 EXIT_ERROR = 2
 
@@ -23,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     scan_command.register(commands)
+    run_command.register(commands)
+    status_command.register(commands)
     version = commands.add_parser("version", help="print the agent version")
     version.set_defaults(handler=lambda args: print(f"dlp-agent {__version__}") or 0)
     return parser

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -14,6 +13,7 @@ from typing import Any, Iterator, TextIO
 from agent.scanning import ProtectedIndex, RuleError, ScanLimits, ScanResult, Scanner, Status, load_rules
 from agent.scanning.batch import scan_targets
 from agent.scanning.cache import ResultCache
+from agent.scanning.rules import starter_packs_dir
 from agent.scanning.walk import iter_targets
 
 EXIT_CLEAN = 0
@@ -36,6 +36,7 @@ def register(commands: Any) -> None:
     p.add_argument("--timeout", type=float, default=ScanLimits.timeout_s, metavar="SECONDS", help="time budget per file")
     p.add_argument("--max-file-size", type=_positive_int, default=ScanLimits.max_file_bytes, metavar="BYTES", help="larger files are reported too_large")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    p.add_argument("--config", metavar="FILE", help="take the rules directory from this agent configuration")
     p.set_defaults(handler=run)
 
 
@@ -46,20 +47,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def default_rules_dir() -> str | None:
-    """The starter packs installed with the product, found without importing their code."""
-    spec = importlib.util.find_spec("signatures")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        packs = os.path.join(location, "packs")
-        if os.path.isdir(packs):
-            return packs
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
-    rules_location = args.rules or default_rules_dir()
+    rules_location = args.rules
+    if rules_location is None and args.config:
+        from agent.cli.run import load_or_report
+
+        config = load_or_report(args.config)
+        if config is None:
+            return EXIT_ERROR
+        if config.rules_explicit or os.path.exists(config.rules.dir):
+            rules_location = config.rules.dir
+    rules_location = rules_location or starter_packs_dir()
     if rules_location is None:
         print("dlp-agent: no rules: pass --rules DIR", file=sys.stderr)
         return EXIT_ERROR

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -69,6 +70,18 @@ class Ruleset:
             category=str(meta.get("category", DEFAULT_CATEGORY)) or DEFAULT_CATEGORY,
             description=str(meta.get("description", "")),
         )
+
+
+def starter_packs_dir() -> str | None:
+    """The starter packs installed with the product, found without importing their code."""
+    spec = importlib.util.find_spec("signatures")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        packs = os.path.join(location, "packs")
+        if os.path.isdir(packs):
+            return packs
+    return None
 
 
 def load_rules(location: str | os.PathLike[str]) -> Ruleset:

@@ -30,7 +30,7 @@ def iter_targets(roots: Iterable[str], *, exclude: Iterable[str] = ()) -> Iterat
     for root in roots:
         if os.path.isdir(root):
             yield from _walk(root, patterns)
-        elif not _excluded(root, patterns):
+        elif not matches_any(root, patterns):
             yield Target(root)
 
 
@@ -46,7 +46,7 @@ def _walk(root: str, patterns: tuple[str, ...]) -> Iterator[Target]:
             continue
         subdirs = []
         for entry in entries:
-            if _excluded(entry.path, patterns):
+            if matches_any(entry.path, patterns):
                 continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
@@ -59,7 +59,8 @@ def _walk(root: str, patterns: tuple[str, ...]) -> Iterator[Target]:
         stack.extend(reversed(subdirs))
 
 
-def _excluded(path: str, patterns: tuple[str, ...]) -> bool:
+def matches_any(path: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``path`` (or its name) matches one of the exclude globs."""
     if not patterns:
         return False
     name = os.path.basename(path)

@@ -1,0 +1,84 @@
+"""``dlp-agent status``: what the agent is doing, read from its spool (works while it runs)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from typing import Any
+
+from agent.cli.run import EXIT_ERROR, load_or_report
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("status", help="spool depth, drops, sources' health, ruleset, last shipment")
+    p.add_argument("--config", metavar="FILE", help="agent configuration (TOML)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=status)
+
+
+def collect(spool_path: str) -> dict[str, Any]:
+    """The status document (``--json``); raises SpoolError when there is no spool yet."""
+    from agent.spool import Spool
+
+    reader = Spool.open_readonly(spool_path)
+    try:
+        stats = reader.stats()
+        state = reader.all_state()
+    finally:
+        reader.close()
+    daemon = state.get("daemon") or {}
+    pid = daemon.get("pid")
+    return {
+        "spool_depth": stats["depth"],
+        "dropped": stats["dropped_total"],
+        "ruleset_version": state.get("ruleset_version"),
+        "last_shipped_at": state.get("last_shipped_at"),
+        "spool_bytes": stats["bytes"],
+        "matched_events": stats.get("matched"),
+        "running": bool(daemon.get("running")) and isinstance(pid, int) and _alive(pid),
+        "pid": pid,
+        "started_at": _iso(daemon.get("started_at")),
+        "sources": state.get("sources") or {},
+    }
+
+
+def status(args: argparse.Namespace) -> int:
+    from agent.spool import SpoolError
+
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_ERROR
+    try:
+        doc = collect(config.spool.path)
+    except SpoolError as exc:
+        print(f"dlp-agent: no status: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    print(f"agent:     {'running (pid %s)' % doc['pid'] if doc['running'] else 'not running'}")
+    print(f"spool:     {doc['spool_depth']} event(s), {doc['spool_bytes']} bytes, {doc['dropped']} dropped")
+    print(f"ruleset:   {doc['ruleset_version'] or '-'}")
+    print(f"shipped:   {doc['last_shipped_at'] or 'never'}")
+    for name, health in sorted(doc["sources"].items()):
+        print(f"{name + ':':<10} {health.get('state', '?')}: {health.get('message', '')}")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _iso(timestamp: Any) -> str | None:
+    if not isinstance(timestamp, (int, float)):
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,179 @@
+"""Typed agent configuration: defaults, then the TOML file, then DLP_AGENT_* variables.
+
+Validated once at start; every error names the key (``spool.max_bytes``) so an IT
+admin can fix a rolled-out config without reading code. Relative paths inside the
+file are relative to the file. ``dlp-agent check-config`` prints the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "DLP_AGENT_"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message lists every problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AgentSection(_Section):
+    host: str = ""
+    """Host name reported in events; empty means the machine's name."""
+
+
+class ServerSection(_Section):
+    url: str = ""
+    ca_file: str = ""
+
+
+class FilesSection(_Section):
+    watch: list[str] = Field(default_factory=lambda: ["~/Desktop", "~/Documents", "~/Downloads"])
+    exclude: list[str] = Field(
+        default_factory=lambda: ["**/.cache/**", "**/.git/**", "**/node_modules/**", "**/__pycache__/**", "*.tmp", "*.swp", "*~"]
+    )
+    quiet_ms: int = Field(default=1000, ge=50, le=60_000)
+    """A file created but never closed (or closed before its folder was watched) is scanned after this quiet time."""
+    report_clean: bool = False
+    """Also spool routine clean writes (normally only matches and unscannable files are events)."""
+
+
+class UsbSection(_Section):
+    enabled: bool = True
+    removable_roots: list[str] = Field(default_factory=lambda: ["/media", "/run/media"])
+    poll_interval_ms: int = Field(default=1000, ge=100, le=60_000)
+
+
+class ClipboardSection(_Section):
+    enabled: bool = True
+    interval_ms: int = Field(default=500, ge=100, le=60_000)
+    max_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+
+
+class RulesSection(_Section):
+    dir: str = "rules"
+
+
+class SpoolSection(_Section):
+    path: str = "spool.db"
+    max_bytes: int = Field(default=104_857_600, ge=1 << 20)
+
+
+class ScanSection(_Section):
+    threads: int = Field(default=2, ge=1, le=64)
+    nice: int = Field(default=10, ge=0, le=19)
+    queue_size: int = Field(default=10_000, ge=10)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_file_bytes: int = Field(default=8 << 30, ge=1)
+
+
+class AgentConfig(_Section):
+    """The whole agent configuration (keys as in docs/deployment and the public contract)."""
+
+    agent: AgentSection = Field(default_factory=AgentSection)
+    server: ServerSection = Field(default_factory=ServerSection)
+    files: FilesSection = Field(default_factory=FilesSection)
+    usb: UsbSection = Field(default_factory=UsbSection)
+    clipboard: ClipboardSection = Field(default_factory=ClipboardSection)
+    rules: RulesSection = Field(default_factory=RulesSection)
+    spool: SpoolSection = Field(default_factory=SpoolSection)
+    scan: ScanSection = Field(default_factory=ScanSection)
+
+    source: str | None = None
+    """The file this configuration was read from (None: defaults and environment only)."""
+
+    rules_explicit: bool = False
+    """Whether ``rules.dir`` was set by the file or environment (else missing means: use the starter packs)."""
+
+    @field_validator("source")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return os.path.abspath(value) if value else value
+
+
+def load_config(path: str | None = None, *, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read, layer, validate and resolve the configuration.
+
+    Raises:
+        ConfigError: unreadable file, TOML syntax, unknown keys or bad values.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    _apply_environment(data, environ)
+    rules_explicit = "dir" in data.get("rules", {})
+    for reserved in ("source", "rules_explicit"):
+        if reserved in data:
+            raise ConfigError(f"{path or 'environment'}: unknown section {reserved!r}")
+    try:
+        config = AgentConfig.model_validate({**data, "source": path, "rules_explicit": rules_explicit})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    return _resolve_paths(config)
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """``DLP_AGENT_SPOOL_MAX_BYTES=...`` sets ``[spool] max_bytes``; lists take JSON or commas."""
+    sections = {name: type(field.default_factory()) for name, field in AgentConfig.model_fields.items() if field.default_factory}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        rest = key[len(ENV_PREFIX) :].lower()
+        for section, model in sections.items():
+            prefix = section + "_"
+            if rest.startswith(prefix) and rest[len(prefix) :] in model.model_fields:
+                field = rest[len(prefix) :]
+                value: Any = raw
+                if model.model_fields[field].annotation == list[str]:
+                    value = json.loads(raw) if raw.strip().startswith("[") else [p for p in raw.split(",") if p]
+                data.setdefault(section, {})[field] = value
+                break
+        else:
+            raise ConfigError(f"environment: {key} names no configuration key")
+
+
+def _describe(exc: ValidationError, path: str | None) -> str:
+    where = path or "configuration"
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"])
+        lines.append(f"{where}: {key}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(config: AgentConfig) -> AgentConfig:
+    base = os.path.dirname(config.source) if config.source else os.getcwd()
+
+    def resolve(value: str) -> str:
+        if not value:
+            return value
+        return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+    config.files.watch = [resolve(p) for p in config.files.watch]
+    config.usb.removable_roots = [resolve(p) for p in config.usb.removable_roots]
+    config.rules.dir = resolve(config.rules.dir)
+    config.spool.path = resolve(config.spool.path)
+    config.server.ca_file = resolve(config.server.ca_file)
+    return config
+
+
+def effective(config: AgentConfig) -> dict[str, Any]:
+    """The configuration as ``check-config`` prints it."""
+    return config.model_dump(exclude={"source", "rules_explicit"})

@@ -1,0 +1,207 @@
+"""The agent daemon: wires config, rules, scanner, spool, pipeline and sources, and runs them.
+
+Start order: spool, pipeline, then sources; stop order is the reverse (sources
+first, so nothing new arrives while queued work drains into the spool). Work
+still queued at the deadline is kept in the spool's state and queued again at
+the next start; clipboard work is not kept, as its text must never touch disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.pipeline import Pipeline
+from agent.policy import Context
+from agent.scanning import RuleError, ScanLimits, Scanner, load_rules
+from agent.scanning.cache import ResultCache
+from agent.scanning.rules import starter_packs_dir
+from agent.sources.clipboard import ClipboardSource
+from agent.sources.files import FileSource
+from agent.sources.removable import RemovablePolicy
+from agent.sources.usb import UsbSource
+from agent.sources.work import Device, FileWork
+from agent.spool import Spool
+from agent.threads import StoppableThread
+
+log = logging.getLogger(__name__)
+
+HEALTH_INTERVAL_S = 2.0
+PENDING_KEY = "pending_work"
+
+
+class Daemon:
+    """One agent run. ``run()`` blocks until SIGTERM/SIGINT or ``request_stop()``."""
+
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.host = config.agent.host or socket.gethostname()
+        self._stop_requested = threading.Event()
+        self.spool: Spool | None = None
+        self.pipeline: Pipeline | None = None
+        self.sources: dict[str, Any] = {}
+        self._volumes: dict[str, FileSource] = {}
+        self._volumes_lock = threading.Lock()
+        self._health: _HealthWriter | None = None
+
+    # Life cycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bring everything up; raises RuleError or SpoolError when it cannot."""
+        config = self.config
+        _lower_priority(config.scan.nice)
+        ruleset = load_rules(self._rules_dir())
+        scanner = Scanner(
+            ruleset,
+            limits=ScanLimits(timeout_s=config.scan.timeout_s, max_file_bytes=config.scan.max_file_bytes),
+            cache=ResultCache(),
+        )
+        self.spool = spool = Spool(config.spool.path, max_bytes=config.spool.max_bytes)
+        spool.set_state("ruleset_version", ruleset.version)
+        spool.set_state("daemon", {"pid": os.getpid(), "started_at": time.time(), "version": __version__, "running": True})
+        context = Context(host=self.host, agent_version=__version__, ruleset_version=ruleset.version, report_clean=config.files.report_clean)
+        self.pipeline = pipeline = Pipeline(scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size)
+        pipeline.start()
+        for path in spool.get_state(PENDING_KEY, []) or []:
+            pipeline.submit(FileWork(path=path, reason="requeued"))
+        spool.set_state(PENDING_KEY, [])
+        self._start_sources()
+        self._health = _HealthWriter(self)
+        self._health.start()
+        log.info("agent %s running on %s: ruleset %s (%d rules)", __version__, self.host, ruleset.version, ruleset.rule_count)
+
+    def run(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.request_stop())
+        self.start()
+        try:
+            self._stop_requested.wait()
+        finally:
+            self.stop()
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    def stop(self) -> None:
+        """Sources first, then drain the queue, then the spool. Safe to call twice."""
+        for source in self.sources.values():
+            source.stop()
+        with self._volumes_lock:
+            volumes = list(self._volumes.values())
+            self._volumes.clear()
+        for volume in volumes:
+            volume.stop()
+        if self._health is not None:
+            self._health.stop()
+        if self.pipeline is not None and self.spool is not None:
+            left = self.pipeline.stop()
+            pending = [w.path for w in left if isinstance(w, FileWork)]
+            self.spool.set_state(PENDING_KEY, pending)
+            if pending:
+                log.info("%d queued file(s) will be scanned at the next start", len(pending))
+            self._write_health()
+            daemon = self.spool.get_state("daemon", {}) or {}
+            self.spool.set_state("daemon", {**daemon, "running": False, "stopped_at": time.time()})
+            self.spool.close()
+        self.pipeline = None
+
+    # Pieces ----------------------------------------------------------------
+
+    def _rules_dir(self) -> str:
+        configured = self.config.rules.dir
+        if os.path.exists(configured) or self.config.rules_explicit:
+            return configured
+        starter = starter_packs_dir()
+        if starter is None:
+            raise RuleError("rules not found and no starter packs installed", path=configured)
+        log.warning("rules directory %s does not exist; using the starter packs", configured)
+        return starter
+
+    def _start_sources(self) -> None:
+        config = self.config
+        assert self.pipeline is not None
+        emit = self.pipeline.submit
+        files = FileSource(emit, config.files.watch, exclude=config.files.exclude, quiet_s=config.files.quiet_ms / 1000)
+        self.sources["files"] = files
+        if config.usb.enabled:
+            self.sources["usb"] = UsbSource(
+                emit,
+                RemovablePolicy(config.usb.removable_roots),
+                interval_s=config.usb.poll_interval_ms / 1000,
+                on_mount=self._watch_volume,
+                on_unmount=self._unwatch_volume,
+            )
+        if config.clipboard.enabled:
+            self.sources["clipboard"] = ClipboardSource(
+                emit, interval_s=config.clipboard.interval_ms / 1000, max_bytes=config.clipboard.max_bytes
+            )
+        for source in self.sources.values():
+            source.start()
+
+    def _watch_volume(self, device: Device) -> None:
+        """Every file written to a removable volume from now on is scanned as ``usb``."""
+        assert self.pipeline is not None
+        source = FileSource(
+            self.pipeline.submit,
+            [device.mountpoint],
+            exclude=self.config.files.exclude,
+            quiet_s=self.config.files.quiet_ms / 1000,
+            channel="usb",
+            device=device,
+        )
+        with self._volumes_lock:
+            old = self._volumes.pop(device.mountpoint, None)
+            self._volumes[device.mountpoint] = source
+        if old is not None:
+            old.stop()
+        source.start()
+
+    def _unwatch_volume(self, device: Device) -> None:
+        with self._volumes_lock:
+            source = self._volumes.pop(device.mountpoint, None)
+        if source is not None:
+            source.stop()
+
+    def health(self) -> dict[str, Any]:
+        sources = {name: source.health() for name, source in self.sources.items()}
+        with self._volumes_lock:
+            for mountpoint, volume in self._volumes.items():
+                sources[f"usb:{mountpoint}"] = volume.health()
+        if self.pipeline is not None:
+            sources["pipeline"] = self.pipeline.health() | {"queue_depth": str(self.pipeline.depth())}
+        return sources
+
+    def _write_health(self) -> None:
+        if self.spool is not None:
+            self.spool.set_state("sources", self.health())
+
+
+class _HealthWriter(StoppableThread):
+    """Records source health in the spool so ``dlp-agent status`` can show it."""
+
+    def __init__(self, daemon: Daemon):
+        super().__init__(name="health")
+        self._daemon = daemon
+
+    def run_loop(self) -> None:
+        while not self.wait(HEALTH_INTERVAL_S):
+            try:
+                self._daemon._write_health()
+            except Exception:  # status is best effort; the daemon's work goes on
+                log.exception("cannot record health")
+
+
+def _lower_priority(nice: int) -> None:
+    """Scanning is background work: yield the CPU to the user's applications."""
+    if nice and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError as exc:
+            log.warning("cannot lower priority: %s", exc)

@@ -1,0 +1,164 @@
+"""The pipeline: a bounded queue from sources to scanner threads, then policy, then spool.
+
+Sources call ``submit``; scanner threads take work, scan it, let the policy decide
+and put the record in the spool, the only durable hand-off. A spool that cannot
+take a record (disk full) keeps the record in its thread and retries: nothing the
+policy decided is dropped on the floor, and back-pressure reaches the sources.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import queue
+import threading
+import time
+from typing import Callable
+
+from agent.policy import Context, decide
+from agent.scanning import Scanner
+from agent.scanning.results import ScanResult
+from agent.sources.work import ClipboardWork, DeviceChange, FileWork, Work
+from agent.spool import Spool, SpoolError, SpoolFull
+from agent.threads import StoppableThread
+
+log = logging.getLogger(__name__)
+
+SUBMIT_TIMEOUT_S = 5.0
+_RETRY_MAX_S = 30.0
+
+
+class Pipeline:
+    """Scanner threads between a bounded queue and the spool."""
+
+    def __init__(
+        self,
+        scanner: Scanner,
+        spool: Spool,
+        context: Context,
+        *,
+        threads: int = 2,
+        queue_size: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.scanner = scanner
+        self.spool = spool
+        self.context = context
+        self._clock = clock
+        self._queue: queue.Queue[Work] = queue.Queue(maxsize=queue_size)
+        self._workers = [_Worker(self, i) for i in range(threads)]
+        self._lock = threading.Lock()
+        self.overflowed = 0
+        self.processed = 0
+        self.spool_error: str | None = None
+
+    def start(self) -> None:
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, work: Work) -> bool:
+        """Queue ``work``; blocks a while when full (back-pressure), then counts it as lost."""
+        try:
+            self._queue.put(work, timeout=SUBMIT_TIMEOUT_S)
+            return True
+        except queue.Full:
+            with self._lock:
+                self.overflowed += 1
+            log.warning("work queue full for %.0fs: a %s was not scanned", SUBMIT_TIMEOUT_S, type(work).__name__)
+            return False
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self, *, drain_s: float = 10.0) -> list[Work]:
+        """Finish queued work for up to ``drain_s``, stop the threads, return what is left."""
+        deadline = time.monotonic() + drain_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for worker in self._workers:
+            worker.stop()
+        left = []
+        while True:
+            try:
+                left.append(self._queue.get_nowait())
+            except queue.Empty:
+                return left
+
+    def health(self) -> dict[str, str]:
+        if self.spool_error:
+            return {"state": "degraded", "message": f"spool: {self.spool_error}"}
+        if self.overflowed:
+            return {"state": "degraded", "message": f"{self.overflowed} item(s) lost to a full work queue"}
+        return {"state": "ok", "message": f"{self.processed} item(s) processed"}
+
+    # Worker side -----------------------------------------------------------
+
+    def process(self, work: Work, stopping: Callable[[], bool]) -> None:
+        """Scan, decide, spool one item (on a worker thread)."""
+        result: ScanResult | None = None
+        if isinstance(work, FileWork):
+            result = self.scanner.scan_path(work.path)
+        elif isinstance(work, ClipboardWork):
+            result = self.scanner.scan_bytes(work.data, name="clipboard")
+        decision = decide(work, result, self.context, user=_owner(work), now=self._clock())
+        if decision is not None:
+            self._spool(decision.event, decision.matched, stopping)
+        with self._lock:
+            self.processed += 1
+
+    def _spool(self, event: dict, matched: bool, stopping: Callable[[], bool]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.spool.put(event, matched=matched)
+                if self.spool_error:
+                    log.info("spool writable again")
+                    self.spool_error = None
+                return
+            except SpoolError as exc:
+                message = "disk full" if isinstance(exc, SpoolFull) else str(exc)
+                if self.spool_error != message:
+                    log.error("cannot write the spool (%s); holding the event and retrying", message)
+                self.spool_error = message
+                if stopping() and delay >= _RETRY_MAX_S:
+                    log.error("giving up on event %s at shutdown: %s", event["id"], message)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
+
+class _Worker(StoppableThread):
+    def __init__(self, pipeline: Pipeline, index: int):
+        super().__init__(name=f"scanner-{index}")
+        self._pipeline = pipeline
+
+    def run_loop(self) -> None:
+        q = self._pipeline._queue
+        while not self.stopping:
+            try:
+                work = q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._pipeline.process(work, lambda: self.stopping)
+            except Exception:  # one bad item must not take the scanner thread down
+                log.exception("failed to process %s", type(work).__name__)
+            finally:
+                q.task_done()
+
+
+def _owner(work: Work) -> str | None:
+    """The user behind an item: a file's owner; for other work, the agent's own user."""
+    uid = os.getuid()
+    if isinstance(work, FileWork):
+        try:
+            uid = os.stat(work.path).st_uid
+        except OSError:
+            pass
+    elif isinstance(work, DeviceChange):
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

@@ -1,0 +1,102 @@
+"""Policy: a pure decision from (what happened, what the scan found) to an event record or nothing.
+
+No I/O here: the pipeline gathers facts, this module only decides, so every rule
+of "what becomes an event" is testable with plain values. The record's shape is
+documented in docs/events.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from typing import Any
+
+from agent.scanning.results import ScanResult, Status
+from agent.sources.work import ClipboardWork, DeviceChange, FileWork, Work
+
+SCHEMA_VERSION = 1
+SEVERITY_ORDER = ("low", "medium", "high", "critical")
+
+# Statuses that are events even without a match: content we could not inspect is itself a signal.
+_UNINSPECTED_ON_FILE = {Status.ENCRYPTED, Status.TOO_LARGE, Status.TIMEOUT}
+_UNINSPECTED_ON_USB = _UNINSPECTED_ON_FILE | {Status.UNREADABLE, Status.SKIPPED}
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """Facts the same for every event of this agent run."""
+
+    host: str
+    agent_version: str
+    ruleset_version: str | None
+    report_clean: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """An event to spool; ``matched`` decides how the spool's size cap treats it."""
+
+    event: dict[str, Any]
+    matched: bool
+
+
+def decide(work: Work, result: ScanResult | None, context: Context, *, user: str | None, now: float) -> Decision | None:
+    """The event for ``work`` (scanned into ``result``), or None when it is routine noise."""
+    if isinstance(work, DeviceChange):
+        return Decision(_base(work.type, "usb", work.observed_at, now, context, user) | {"device": work.device.to_dict()}, False)
+    assert result is not None, "only device changes come without a scan"
+    matched = result.status is Status.MATCH
+    if isinstance(work, ClipboardWork):
+        if not matched:
+            return None
+        event = _base("clipboard.copy", "clipboard", work.observed_at, now, context, user)
+        event.update(size=work.original_size, sha256=work.sha256, truncated=work.truncated)
+        return Decision(_with_scan(event, result, include_file=False), True)
+    assert isinstance(work, FileWork)
+    uninspected = _UNINSPECTED_ON_USB if work.channel == "usb" else _UNINSPECTED_ON_FILE
+    if not matched and result.status not in uninspected and not context.report_clean:
+        return None
+    event = _base(f"{work.channel}.write", work.channel, work.observed_at, now, context, user)
+    event.update(path=work.path, trigger=work.reason, device=work.device.to_dict() if work.device else None)
+    return Decision(_with_scan(event, result, include_file=True), matched)
+
+
+def _base(kind: str, channel: str, observed_at: float, now: float, context: Context, user: str | None) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "id": str(uuid.uuid4()),
+        "type": kind,
+        "channel": channel,
+        "occurred_at": _iso(observed_at),
+        "detected_at": _iso(now),
+        "host": context.host,
+        "user": user,
+        "agent_version": context.agent_version,
+        "ruleset_version": context.ruleset_version,
+        "path": None,
+        "size": None,
+        "sha256": None,
+        "status": None,
+        "reason": None,
+        "severity": None,
+        "matches": [],
+        "device": None,
+    }
+
+
+def _with_scan(event: dict[str, Any], result: ScanResult, *, include_file: bool) -> dict[str, Any]:
+    matches = [m.to_dict() for m in result.matches]
+    event.update(status=result.status.value, reason=result.reason, matches=matches, severity=_worst(matches))
+    if include_file:
+        event.update(size=result.size, sha256=result.sha256)
+    return event
+
+
+def _worst(matches: list[dict[str, Any]]) -> str | None:
+    ranks = [SEVERITY_ORDER.index(m["severity"]) for m in matches if m["severity"] in SEVERITY_ORDER]
+    return SEVERITY_ORDER[max(ranks)] if ranks else None
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

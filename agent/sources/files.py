@@ -1,0 +1,244 @@
+"""File source: watchdog over the watched folders, emitting files worth scanning.
+
+A file is emitted when it is closed after writing, when it was created and then
+stayed quiet (files created in a fresh folder often come with no close event,
+since the folder's watch is added after they were written), and when it arrives
+by move. A folder that appears is walked, as its files may predate its watch.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from agent.scanning.walk import iter_targets
+from agent.scanning.walk import matches_any as excluded
+from agent.sources.work import Device, Emit, FileWork
+from agent.threads import StoppableThread
+
+log = logging.getLogger(__name__)
+
+# Only what we act on: without this filter, busy trees flood the queue with modify/open events.
+EVENT_FILTER = [FileClosedEvent, FileCreatedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent]
+_WATCH_LIMIT_ERRORS = (errno.ENOSPC, errno.EMFILE)
+_RECENT_LIMIT = 20_000
+_ROOT_CHECK_S = 2.0
+
+
+class FileSource(StoppableThread):
+    """Watches ``roots`` recursively; its thread runs quiet timers and re-watches roots.
+
+    Args:
+        emit: where work goes (the pipeline's queue).
+        roots: folders to watch; missing ones are watched once they appear.
+        exclude: globs of paths never emitted (caches, build output).
+        quiet_s: how long a created file must stay unchanged before it is emitted without a close.
+        channel: ``file``, or ``usb`` for a removable volume (with ``device``).
+        observer_factory: the watchdog observer class (polling in tests of the fallback).
+    """
+
+    def __init__(
+        self,
+        emit: Emit,
+        roots: list[str],
+        *,
+        exclude: list[str] = (),  # type: ignore[assignment]
+        quiet_s: float = 1.0,
+        channel: str = "file",
+        device: Device | None = None,
+        observer_factory: Callable[[], BaseObserver] = Observer,
+        poll_interval_s: float = 2.0,
+    ):
+        super().__init__(name=f"source-{channel}")
+        self._emit = emit
+        self.roots = [os.path.abspath(r) for r in roots]
+        self._exclude = tuple(exclude)
+        self._quiet_s = quiet_s
+        self._channel = channel
+        self._device = device
+        self._observer_factory = observer_factory
+        self._poll_interval_s = poll_interval_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, float] = {}  # created, not yet closed: path -> last seen
+        self._recent: dict[str, tuple[int, int]] = {}  # emitted: path -> (size, mtime_ns)
+        self._watched: dict[str, tuple[BaseObserver, int]] = {}  # root -> (observer, inode)
+        self._problems: dict[str, str] = {}
+
+    # Thread ---------------------------------------------------------------
+
+    def run_loop(self) -> None:
+        next_root_check = 0.0
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= next_root_check:
+                self._check_roots()
+                next_root_check = now + _ROOT_CHECK_S
+            self._flush_quiet(now)
+            self.wait(min(0.1, self._quiet_s / 4))
+        for observer, _ in self._watched.values():
+            observer.stop()
+        for observer, _ in self._watched.values():
+            observer.join(timeout=5)
+        self._watched.clear()
+
+    def health(self) -> dict[str, str]:
+        if self._problems:
+            return {"state": "degraded", "message": "; ".join(f"{k}: {v}" for k, v in sorted(self._problems.items()))}
+        return {"state": "ok", "message": f"watching {len(self._watched)} folder(s)"}
+
+    # Roots ----------------------------------------------------------------
+
+    def _check_roots(self) -> None:
+        """Watch roots that exist and are not watched; re-watch ones deleted and recreated."""
+        for root in self.roots:
+            try:
+                inode = os.stat(root).st_ino if os.path.isdir(root) else None
+            except OSError:
+                inode = None
+            current = self._watched.get(root)
+            if current is not None and current[1] == inode and current[0].is_alive():
+                continue
+            if current is not None:
+                current[0].stop()
+                del self._watched[root]
+                log.info("%s went away; watching it again when it comes back", root)
+            if inode is None:
+                self._problems[root] = "does not exist (watched once it appears)"
+                continue
+            self._watch(root, inode, first=current is None)
+
+    def _watch(self, root: str, inode: int, *, first: bool) -> None:
+        handler = _Handler(self)
+        observer = self._observer_factory()
+        try:
+            observer.schedule(handler, root, recursive=True, event_filter=EVENT_FILTER)
+            observer.start()
+        except OSError as exc:
+            if exc.errno not in _WATCH_LIMIT_ERRORS:
+                self._problems[root] = f"cannot watch: {exc.strerror or exc}"
+                return
+            # Out of inotify watches: polling costs CPU but misses nothing; say so once.
+            log.warning("inotify watch limit reached under %s; polling it every %gs instead", root, self._poll_interval_s)
+            observer = PollingObserver(timeout=self._poll_interval_s)
+            observer.schedule(handler, root, recursive=True, event_filter=EVENT_FILTER)
+            observer.start()
+            self._problems[root] = "inotify watch limit reached: polling"
+        else:
+            self._problems.pop(root, None)
+        self._watched[root] = (observer, inode)
+        if not first:
+            # Files may have landed in the recreated folder before the new watch was up.
+            self.folder_appeared(root)
+
+    # Called from watchdog threads ---------------------------------------------
+
+    def file_closed(self, path: str) -> None:
+        with self._lock:
+            self._pending.pop(path, None)
+        self._offer(path, "closed")
+
+    def file_created(self, path: str) -> None:
+        if self._is_excluded(path):
+            return
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        if info.st_size and time.time() - info.st_mtime >= self._quiet_s:
+            # Old content appearing at once: a move from outside the watched tree (inotify
+            # reports those as creations). Nothing more will be written: no need to wait.
+            self._offer(path, "moved")
+            return
+        with self._lock:
+            self._pending[path] = time.monotonic()
+
+    def file_moved_in(self, path: str) -> None:
+        self._offer(path, "moved")
+
+    def folder_appeared(self, path: str) -> None:
+        for target in iter_targets([path], exclude=self._exclude):
+            if target.error is None:
+                self._offer(target.path, "folder")
+
+    # Emission -------------------------------------------------------------
+
+    def _flush_quiet(self, now: float) -> None:
+        with self._lock:
+            due = [p for p, seen in self._pending.items() if now - seen >= self._quiet_s]
+        for path in due:
+            try:
+                mtime = os.stat(path).st_mtime
+            except OSError:
+                with self._lock:
+                    self._pending.pop(path, None)
+                continue
+            if time.time() - mtime < self._quiet_s:
+                with self._lock:  # still being written: wait another quiet period
+                    self._pending[path] = now
+                continue
+            with self._lock:
+                self._pending.pop(path, None)
+            self._offer(path, "created")
+
+    def _offer(self, path: str, reason: str) -> None:
+        """Emit ``path`` unless excluded, gone, not a file, or already emitted as it is now."""
+        if self._is_excluded(path):
+            return
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        if not os.path.isfile(path):
+            return
+        signature = (info.st_size, info.st_mtime_ns)
+        with self._lock:
+            if self._recent.get(path) == signature:
+                return  # the same bytes were already emitted (close after a folder walk, say)
+            self._recent[path] = signature
+            if len(self._recent) > _RECENT_LIMIT:
+                del self._recent[next(iter(self._recent))]
+        self._emit(FileWork(path=path, channel=self._channel, reason=reason, device=self._device))
+
+    def _is_excluded(self, path: str) -> bool:
+        return excluded(path, self._exclude)
+
+
+class _Handler(FileSystemEventHandler):
+    """Routes watchdog's events to the source; runs on watchdog's threads."""
+
+    def __init__(self, source: FileSource):
+        self._source = source
+
+    def on_closed(self, event: FileSystemEvent) -> None:
+        self._source.file_closed(os.fsdecode(event.src_path))
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        path = os.fsdecode(event.src_path)
+        if event.is_directory:
+            self._source.folder_appeared(path)
+        else:
+            self._source.file_created(path)
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        dest = os.fsdecode(event.dest_path)
+        if event.is_directory:
+            self._source.folder_appeared(dest)
+        else:
+            self._source.file_moved_in(dest)

@@ -1,0 +1,143 @@
+"""The file source on real inotify: closes, quiet creations, folders moved or copied in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.sources.files import FileSource
+from agent.sources.work import FileWork
+from tests.waiting import wait_for
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.items: list[FileWork] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, work: FileWork) -> None:
+        with self.lock:
+            self.items.append(work)
+
+    def paths(self) -> set[str]:
+        with self.lock:
+            return {w.path for w in self.items}
+
+    def reasons(self, path: Path) -> list[str]:
+        with self.lock:
+            return [w.reason for w in self.items if w.path == str(path)]
+
+
+@pytest.fixture
+def watched(tmp_path: Path):
+    root = tmp_path / "Documents"
+    root.mkdir()
+    collected = Collector()
+    source = FileSource(collected, [str(root)], exclude=["**/.cache/**", "*.tmp"], quiet_s=0.3)
+    source.start()
+    wait_for(lambda: source.health()["state"] == "ok" and "1 folder" in source.health()["message"], message="watch up")
+    yield root, collected, source
+    source.stop()
+    source.stop()  # twice is harmless
+
+
+def test_closed_file_is_emitted_once(watched) -> None:
+    root, collected, _ = watched
+    f = root / "report.txt"
+    f.write_text("draft")
+    wait_for(lambda: str(f) in collected.paths())
+    assert collected.reasons(f) == ["closed"]
+
+
+def test_rewrite_with_new_content_is_emitted_again(watched) -> None:
+    root, collected, _ = watched
+    f = root / "a.txt"
+    f.write_text("one")
+    wait_for(lambda: collected.reasons(f) == ["closed"])
+    f.write_text("two, longer")
+    wait_for(lambda: collected.reasons(f) == ["closed", "closed"])
+
+
+def test_folder_copied_in_is_walked(watched, tmp_path: Path) -> None:
+    root, collected, _ = watched
+    src = tmp_path / "export"
+    (src / "deep" / "deeper").mkdir(parents=True)
+    for i in range(20):
+        (src / "deep" / "deeper" / f"f{i}.py").write_text(f"x = {i}\n")
+    shutil.copytree(src, root / "export")
+    expected = {str(root / "export" / "deep" / "deeper" / f"f{i}.py") for i in range(20)}
+    wait_for(lambda: expected <= collected.paths())
+    # Each file once, whether the walk or its close event got there first.
+    assert len([w for w in collected.items if w.path in expected]) == 20
+
+
+def test_folder_moved_in_is_walked(watched, tmp_path: Path) -> None:
+    root, collected, _ = watched
+    src = tmp_path / "staging"
+    src.mkdir()
+    (src / "plan.docx").write_bytes(b"PK...")
+    os.rename(src, root / "staging")
+    wait_for(lambda: str(root / "staging" / "plan.docx") in collected.paths())
+    assert collected.reasons(root / "staging" / "plan.docx") == ["folder"]
+
+
+def test_file_moved_in_is_emitted(watched, tmp_path: Path) -> None:
+    root, collected, _ = watched
+    outside = tmp_path / "draft.txt"
+    outside.write_text("moved")
+    os.utime(outside, (1_700_000_000, 1_700_000_000))  # written long before the move
+    os.rename(outside, root / "draft.txt")
+    wait_for(lambda: collected.reasons(root / "draft.txt") == ["moved"])
+
+
+def test_created_but_never_closed_file_is_emitted_after_quiet(watched) -> None:
+    root, collected, _ = watched
+    f = root / "held-open.log"
+    handle = open(f, "w")
+    try:
+        handle.write("still open")
+        handle.flush()
+        wait_for(lambda: collected.reasons(f) == ["created"], timeout=5)
+    finally:
+        handle.close()
+
+
+def test_excluded_paths_are_ignored(watched) -> None:
+    root, collected, _ = watched
+    (root / ".cache").mkdir()
+    (root / ".cache" / "blob").write_text("cache")
+    (root / "scratch.tmp").write_text("tmp")
+    marker = root / "marker.txt"
+    marker.write_text("m")
+    wait_for(lambda: str(marker) in collected.paths())
+    assert collected.paths() == {str(marker)}
+
+
+def test_watched_folder_deleted_and_recreated(watched) -> None:
+    root, collected, source = watched
+    shutil.rmtree(root)
+    wait_for(lambda: source.health()["state"] == "degraded", timeout=10)
+    root.mkdir()
+    wait_for(lambda: source.health()["state"] == "ok", timeout=10)
+    f = root / "after.txt"
+    f.write_text("back")
+    wait_for(lambda: str(f) in collected.paths(), timeout=10)
+
+
+def test_missing_root_is_watched_once_it_appears(tmp_path: Path) -> None:
+    root = tmp_path / "Later"
+    collected = Collector()
+    source = FileSource(collected, [str(root)], quiet_s=0.3)
+    source.start()
+    try:
+        wait_for(lambda: "does not exist" in source.health()["message"])
+        root.mkdir()
+        wait_for(lambda: source.health()["state"] == "ok", timeout=10)
+        (root / "x.txt").write_text("x")
+        wait_for(lambda: str(root / "x.txt") in collected.paths())
+    finally:
+        source.stop()
