@@ -75,9 +75,10 @@ class FileSource(StoppableThread):
         self._device = device
         self._observer_factory = observer_factory
         self._poll_interval_s = poll_interval_s
+        self._same_window = max(1.0, 2 * quiet_s)
         self._lock = threading.Lock()
-        self._pending: dict[str, float] = {}  # created, not yet closed: path -> last seen
-        self._recent: dict[str, tuple[int, int]] = {}  # emitted: path -> (size, mtime_ns)
+        self._pending: dict[str, tuple[float, str]] = {}  # created, not yet closed: path -> (last seen, reason)
+        self._recent: dict[str, tuple[int, int, float]] = {}  # emitted: path -> (size, mtime_ns, when)
         self._watched: dict[str, tuple[BaseObserver, int]] = {}  # root -> (observer, inode)
         self._problems: dict[str, str] = {}
 
@@ -154,7 +155,7 @@ class FileSource(StoppableThread):
             self._pending.pop(path, None)
         self._offer(path, "closed")
 
-    def file_created(self, path: str) -> None:
+    def file_created(self, path: str, reason: str = "moved") -> None:
         if self._is_excluded(path):
             return
         try:
@@ -164,25 +165,27 @@ class FileSource(StoppableThread):
         if info.st_size and time.time() - info.st_mtime >= self._quiet_s:
             # Old content appearing at once: a move from outside the watched tree (inotify
             # reports those as creations). Nothing more will be written: no need to wait.
-            self._offer(path, "moved")
+            self._offer(path, reason)
             return
         with self._lock:
-            self._pending[path] = time.monotonic()
+            self._pending[path] = (time.monotonic(), "created" if reason == "moved" else reason)
 
     def file_moved_in(self, path: str) -> None:
         self._offer(path, "moved")
 
     def folder_appeared(self, path: str) -> None:
+        """Files in a new folder: old ones (moved or copied with their times) go now,
+        ones still being written wait for their close or for quiet."""
         for target in iter_targets([path], exclude=self._exclude):
             if target.error is None:
-                self._offer(target.path, "folder")
+                self.file_created(target.path, reason="folder")
 
     # Emission -------------------------------------------------------------
 
     def _flush_quiet(self, now: float) -> None:
         with self._lock:
-            due = [p for p, seen in self._pending.items() if now - seen >= self._quiet_s]
-        for path in due:
+            due = [(p, why) for p, (seen, why) in self._pending.items() if now - seen >= self._quiet_s]
+        for path, reason in due:
             try:
                 mtime = os.stat(path).st_mtime
             except OSError:
@@ -191,11 +194,11 @@ class FileSource(StoppableThread):
                 continue
             if time.time() - mtime < self._quiet_s:
                 with self._lock:  # still being written: wait another quiet period
-                    self._pending[path] = now
+                    self._pending[path] = (now, reason)
                 continue
             with self._lock:
                 self._pending.pop(path, None)
-            self._offer(path, "created")
+            self._offer(path, reason)
 
     def _offer(self, path: str, reason: str) -> None:
         """Emit ``path`` unless excluded, gone, not a file, or already emitted as it is now."""
@@ -207,11 +210,14 @@ class FileSource(StoppableThread):
             return
         if not os.path.isfile(path):
             return
-        signature = (info.st_size, info.st_mtime_ns)
+        now = time.monotonic()
         with self._lock:
-            if self._recent.get(path) == signature:
-                return  # the same bytes were already emitted (close after a folder walk, say)
-            self._recent[path] = signature
+            seen = self._recent.get(path)
+            if seen is not None and seen[0] == info.st_size and (seen[1] == info.st_mtime_ns or now - seen[2] < self._same_window):
+                # Already emitted as it is now. A copy that sets the source's mtime after closing
+                # (cp -p, copytree) looks changed by mtime alone: the time window absorbs it.
+                return
+            self._recent[path] = (info.st_size, info.st_mtime_ns, now)
             if len(self._recent) > _RECENT_LIMIT:
                 del self._recent[next(iter(self._recent))]
         self._emit(FileWork(path=path, channel=self._channel, reason=reason, device=self._device))

@@ -1,0 +1,120 @@
+"""`dlp-agent run` as a real process: files become spooled events; status; signals; SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.spool import Spool
+from tests.conftest import SECRET_WORD, run_cli
+from tests.waiting import wait_for
+
+
+def write_config(tmp_path: Path, rules_dir: Path, **extra: str) -> Path:
+    watch = tmp_path / "Desktop"
+    watch.mkdir(exist_ok=True)
+    config = tmp_path / "agent.toml"
+    lines = [
+        "[files]",
+        f'watch = ["{watch}"]',
+        "quiet_ms = 200",
+        extra.get("files", ""),
+        "[usb]",
+        "enabled = false",
+        "[clipboard]",
+        "enabled = false",
+        "[rules]",
+        f'dir = "{rules_dir}"',
+        "[spool]",
+        'path = "spool.db"',
+        "[scan]",
+        "nice = 0",
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+class Agent:
+    """A running `dlp-agent run` child process."""
+
+    def __init__(self, config: Path):
+        self.config = config
+        self.log = open(config.parent / "agent.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli.main", "-v", "run", "--config", str(config)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: self.status().get("running") or self.proc.poll() is not None, timeout=20, message="agent up")
+        assert self.proc.poll() is None, self.read_log()
+
+    def status(self) -> dict:
+        proc = run_cli("status", "--config", str(self.config), "--json")
+        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+    def events(self) -> list[dict]:
+        with Spool.open_readonly(str(self.config.parent / "spool.db")) as reader:
+            return reader.peek(10_000)
+
+    def read_log(self) -> str:
+        self.log.flush()
+        return (self.config.parent / "agent.log").read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=30)
+        self.log.close()
+        return code
+
+
+@pytest.fixture
+def agent(tmp_path: Path, rules_dir: Path):
+    running = Agent(write_config(tmp_path, rules_dir))
+    yield running
+    running.stop(signal.SIGKILL)
+
+
+def test_file_written_becomes_a_spooled_event(agent: Agent, tmp_path: Path) -> None:
+    leak = tmp_path / "Desktop" / "leak.py"
+    leak.write_bytes(b"key = '" + SECRET_WORD.encode() + b"'\n")
+    (tmp_path / "Desktop" / "harmless.txt").write_text("hello")
+    wait_for(lambda: agent.status().get("spool_depth") == 1, timeout=15, message="event spooled")
+    (event,) = agent.events()
+    assert (event["type"], event["channel"], event["path"], event["status"]) == ("file.write", "file", str(leak), "match")
+    assert event["matches"][0]["rule"] == "secret_word" and event["severity"] == "high"
+    assert event["sha256"] and event["ruleset_version"] == agent.status()["ruleset_version"]
+
+
+def test_status_reports_sources(agent: Agent) -> None:
+    status = agent.status()
+    assert status["running"] and status["dropped"] == 0 and status["last_shipped_at"] is None
+    wait_for(lambda: "files" in agent.status().get("sources", {}), timeout=10)
+    assert agent.status()["sources"]["files"]["state"] == "ok"
+
+
+def test_sigterm_stops_cleanly(agent: Agent) -> None:
+    assert agent.stop(signal.SIGTERM) == 0
+    assert agent.status()["running"] is False
+
+
+def test_sigkill_loses_nothing_already_spooled(agent: Agent, tmp_path: Path) -> None:
+    for i in range(30):
+        (tmp_path / "Desktop" / f"leak{i}.py").write_bytes(SECRET_WORD.encode() * (i + 1))
+    wait_for(lambda: agent.status().get("spool_depth") == 30, timeout=30, message="30 events")
+    agent.stop(signal.SIGKILL)
+    assert len({e["id"] for e in agent.events()}) == 30
+
+
+def test_rule_error_exits_2(tmp_path: Path) -> None:
+    rules = tmp_path / "badrules"
+    rules.mkdir()
+    (rules / "x.yar").write_text("rule x { condition: nope }")
+    proc = run_cli("run", "--config", str(write_config(tmp_path, rules)), timeout=30)
+    assert proc.returncode == 2 and b"x.yar:1" in proc.stderr
