@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the test suite needs (none yet beyond a C toolchain for wheels).
-APT_PACKAGES :=
+# Debian packages the test suite needs: loop-mounted USB sticks (ext4, exFAT through FUSE)
+# and a virtual display with a clipboard tool.
+APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip
 
 .PHONY: run test venv apt bench clean
 
@@ -33,6 +34,7 @@ run: venv
 bench: venv
 	$(PY) bench/scan.py
 	$(PY) bench/bigfile.py
+	$(PY) bench/agent.py
 
 clean:
 	rm -rf $(VENV) var bench/.corpus bench/.out

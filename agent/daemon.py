@@ -25,6 +25,7 @@ from agent.scanning.cache import ResultCache
 from agent.scanning.rules import starter_packs_dir
 from agent.sources.clipboard import ClipboardSource
 from agent.sources.files import FileSource
+from agent.sources.mounts import MountWatcher
 from agent.sources.removable import RemovablePolicy
 from agent.sources.usb import UsbSource
 from agent.sources.work import Device, FileWork
@@ -134,7 +135,7 @@ class Daemon:
             self.sources["usb"] = UsbSource(
                 emit,
                 RemovablePolicy(config.usb.removable_roots),
-                interval_s=config.usb.poll_interval_ms / 1000,
+                MountWatcher(interval=config.usb.poll_interval_ms / 1000),
                 on_mount=self._watch_volume,
                 on_unmount=self._unwatch_volume,
             )

@@ -118,3 +118,40 @@ def test_rule_error_exits_2(tmp_path: Path) -> None:
     (rules / "x.yar").write_text("rule x { condition: nope }")
     proc = run_cli("run", "--config", str(write_config(tmp_path, rules)), timeout=30)
     assert proc.returncode == 2 and b"x.yar:1" in proc.stderr
+
+
+def test_usb_stick_mount_and_write(tmp_path: Path, rules_dir: Path) -> None:
+    from tests.loopdev import LoopMounts, require_mount_rights, require_tools
+
+    require_mount_rights()
+    require_tools("mkfs.ext4")
+    media = tmp_path / "media"
+    media.mkdir()
+    config = write_config(tmp_path, rules_dir)
+    text = config.read_text().replace("[usb]\nenabled = false", f'[usb]\nenabled = true\nremovable_roots = ["{media}"]')
+    config.write_text(text)
+    with LoopMounts(tmp_path) as mounts:
+        stick = media / "STICK"
+        stick.mkdir()
+        image = mounts.image("stick.img", "ext4", label="STICK")
+        # Already on the stick before it is plugged in: not exfiltration.
+        mounts.mount_loop(image, stick)
+        (stick / "old.py").write_bytes(SECRET_WORD.encode())
+        mounts.umount(stick)
+        agent = Agent(config)
+        try:
+            mounts.mount_loop(image, stick)
+            wait_for(lambda: any(e["type"] == "usb.mount" for e in agent.events()), timeout=15, message="usb.mount")
+            wait_for(lambda: f"usb:{stick}" in agent.status().get("sources", {}), timeout=15, message="stick watched")
+            (stick / "exfil.py").write_bytes(b"x = '" + SECRET_WORD.encode() + b"'\n")
+            wait_for(lambda: any(e["type"] == "usb.write" for e in agent.events()), timeout=15, message="usb.write")
+            mounts.umount(stick)
+            wait_for(lambda: any(e["type"] == "usb.unmount" for e in agent.events()), timeout=15, message="usb.unmount")
+            events = agent.events()
+            (write,) = [e for e in events if e["type"] == "usb.write"]
+            assert write["path"] == str(stick / "exfil.py") and write["channel"] == "usb"
+            assert write["device"]["mountpoint"] == str(stick) and write["device"]["fstype"] == "ext4"
+            assert write["device"]["label"] == "STICK"
+            assert not any(e.get("path") == str(stick / "old.py") for e in events)
+        finally:
+            agent.stop(signal.SIGKILL)

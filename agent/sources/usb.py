@@ -1,0 +1,123 @@
+"""The USB source: reports removable volumes as they are mounted and unmounted."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Any, Callable
+
+from agent.sources.mounts import Mount, MountChange, MountWatcher
+from agent.sources.removable import RemovablePolicy
+from agent.sources.work import Device, DeviceChange, Emit
+from agent.threads import StoppableThread
+
+log = logging.getLogger(__name__)
+
+DeviceCallback = Callable[[Device], None]
+
+
+def _ignore(device: Device) -> None:
+    """The default callback: nothing to start or stop."""
+
+
+class UsbSource(StoppableThread):
+    """Watches the mount table and emits ``usb.mount`` / ``usb.unmount`` for removable volumes.
+
+    Volumes already mounted when the source starts are not emitted (nothing happened while we watched),
+    but ``on_mount`` is still called for them, so that files written to a stick that was plugged in
+    before the agent started are watched like any other. ``on_unmount`` is called once the volume has
+    gone, with the same ``Device`` that ``on_mount`` got; stopping the source calls neither.
+
+    Args:
+        emit: where the ``DeviceChange`` items go.
+        policy: decides which mounts are removable and identifies them.
+        watcher: the mount table watcher; a default one (Linux: kernel signals, 1 s fallback) if None.
+        on_mount: called with each removable volume that is or becomes mounted.
+        on_unmount: called with each removable volume that went away.
+    """
+
+    def __init__(
+        self,
+        emit: Emit,
+        policy: RemovablePolicy,
+        watcher: MountWatcher | None = None,
+        *,
+        on_mount: DeviceCallback = _ignore,
+        on_unmount: DeviceCallback = _ignore,
+        name: str = "usb-source",
+    ):
+        super().__init__(name=name)
+        self._emit = emit
+        self._policy = policy
+        self._watcher = watcher if watcher is not None else MountWatcher()
+        self._on_mount = on_mount
+        self._on_unmount = on_unmount
+        self._lock = threading.Lock()
+        self._present: dict[tuple[str, str], Device] = {}
+        self._ready = threading.Event()
+        self._failure: str | None = None
+
+    def devices(self) -> list[Device]:
+        """The removable volumes mounted now, as far as the source has seen."""
+        with self._lock:
+            return list(self._present.values())
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the volumes present at start have been handled; False on timeout."""
+        return self._ready.wait(timeout)
+
+    def health(self) -> dict[str, Any]:
+        """``{"state": "ok"|"degraded", "message": str, "devices": int}``."""
+        if self._failure is not None:
+            return {"state": "degraded", "message": f"usb source stopped: {self._failure}", "devices": 0}
+        health: dict[str, Any] = dict(self._watcher.health())
+        health["devices"] = len(self.devices())
+        return health
+
+    def on_stop(self) -> None:
+        self._watcher.close()
+
+    def run_loop(self) -> None:
+        try:
+            with contextlib.closing(self._watcher.changes()) as changes:
+                for change in changes:
+                    self._apply(change)
+        except Exception as e:
+            self._failure = f"{type(e).__name__}: {e}"
+            raise
+
+    def _apply(self, change: MountChange) -> None:
+        # Removals first, so a volume swapped at the same mountpoint reads as out-then-in.
+        for mount in change.removed:
+            with self._lock:
+                device = self._present.pop(mount.key, None)
+            if device is not None:
+                self._emit(DeviceChange(type="usb.unmount", device=device))
+                self._call(self._on_unmount, device)
+        for mount in change.added:
+            device = self._identify(mount)
+            if device is None:
+                continue
+            with self._lock:
+                self._present[mount.key] = device
+            if not change.initial:
+                self._emit(DeviceChange(type="usb.mount", device=device))
+            self._call(self._on_mount, device)
+        if change.initial:
+            self._ready.set()
+
+    def _identify(self, mount: Mount) -> Device | None:
+        try:
+            if not self._policy.is_removable(mount):
+                return None
+            return self._policy.identify(mount)
+        except OSError as e:  # the volume can go between the table read and the sysfs look-up
+            log.warning("cannot identify %s on %s: %s", mount.device, mount.mountpoint, e)
+            return None
+
+    def _call(self, callback: DeviceCallback, device: Device) -> None:
+        try:
+            callback(device)
+        except Exception:  # a failing consumer must not stop USB reporting
+            log.exception("%s callback failed for %s", getattr(callback, "__name__", callback), device.mountpoint)
