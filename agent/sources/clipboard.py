@@ -1,0 +1,278 @@
+"""Clipboard source: poll the clipboard text and emit a ClipboardWork each time it changes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Callable
+
+import pyperclip
+
+from agent.sources.work import ClipboardWork, Emit
+from agent.threads import StoppableThread
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+# Text is encoded a slice at a time so a huge clipboard never exists twice (str and bytes) in full.
+ENCODE_CHUNK_CHARS = 1 << 20
+FAILURE_LOG_EVERY_S = 60.0
+X_PROBE_TIMEOUT_S = 1.0
+READ_THREAD_NAME = "clipboard-read"
+
+Paste = Callable[[], str]
+
+
+def x_display_answers(display: str) -> bool:
+    """Whether an X server listens where the display name ``[host]:number[.screen]`` points."""
+    host, colon, rest = display.rpartition(":")
+    number = rest.partition(".")[0]
+    if not colon or not number.isdigit():
+        return False
+    if host in ("", "unix"):
+        # Linux servers listen on an abstract socket as well as the file, and may have only one of them.
+        addresses = [f"/tmp/.X11-unix/X{number}", f"\0/tmp/.X11-unix/X{number}"]
+        for address in addresses:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(X_PROBE_TIMEOUT_S)
+                try:
+                    sock.connect(address)
+                except OSError:
+                    continue
+                return True
+        return False
+    try:
+        socket.create_connection((host, 6000 + int(number)), timeout=X_PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def system_paste() -> str:
+    """Read the clipboard text through pyperclip, choosing its mechanism afresh on every call.
+
+    pyperclip caches its first choice for the whole process, so one call made without a display
+    would pin "no clipboard" forever; choosing again costs about 60 microseconds and lets a display
+    that appears later be used. pyperclip's xclip and xsel backends return "" when the X display
+    cannot be opened, so on Linux an empty read is believed only if the display answers.
+
+    Raises:
+        pyperclip.PyperclipException: no clipboard mechanism, or DISPLAY names an X server that is not there.
+    """
+    _, paste = pyperclip.determine_clipboard()
+    try:
+        text = paste()
+    except pyperclip.PyperclipException as exc:
+        if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+            raise pyperclip.PyperclipException("no display: neither DISPLAY nor WAYLAND_DISPLAY is set") from exc
+        raise
+    display = os.environ.get("DISPLAY")
+    # With WAYLAND_DISPLAY set pyperclip may be reading through wl-paste, where DISPLAY says nothing.
+    if not text and display and sys.platform.startswith("linux") and not os.environ.get("WAYLAND_DISPLAY"):
+        if not x_display_answers(display):
+            raise pyperclip.PyperclipException(f"the X display {display} does not answer")
+    return text
+
+
+def fingerprint(text: str, max_bytes: int) -> tuple[str, int, bytes]:
+    """Return the sha256 hex and byte size of ``text`` as UTF-8, and its first ``max_bytes`` bytes.
+
+    Besides ``text`` itself, at most one encoded slice and the capped head are alive at a time.
+    Lone surrogates (possible from some platforms' clipboards) are passed through rather than raised on.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    head: list[bytes] = []
+    head_size = 0
+    for start in range(0, len(text), ENCODE_CHUNK_CHARS):
+        chunk = text[start : start + ENCODE_CHUNK_CHARS].encode("utf-8", "surrogatepass")
+        digest.update(chunk)
+        size += len(chunk)
+        if head_size < max_bytes:
+            piece = chunk[: max_bytes - head_size]
+            head.append(piece)
+            head_size += len(piece)
+    return digest.hexdigest(), size, b"".join(head)
+
+
+class _Read:
+    """One paste call on its own daemon thread; ``wake`` is set when it returns, or by a stop."""
+
+    def __init__(self, paste: Paste):
+        self.wake = threading.Event()
+        self.finished = False
+        self.text: str | None = None
+        self.error: Exception | None = None
+        self._paste = paste
+        threading.Thread(target=self._run, name=READ_THREAD_NAME, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.text = self._paste()
+        except Exception as exc:  # handed to the source, which decides how loud to be
+            self.error = exc
+        finally:
+            self.finished = True
+            self.wake.set()
+
+
+class ClipboardSource(StoppableThread):
+    """Polls the clipboard text and emits a ``ClipboardWork`` whenever it changes.
+
+    The first successful read after start-up is a baseline only: what the clipboard held then was
+    put there before the agent was watching, so it is not an action we observed. The same holds
+    after a spell without any clipboard mechanism. An empty read is neither an event nor a change:
+    pyperclip's xclip backend reads every failure (an owner busy or handing over) as "", so
+    treating "" as content would report the next read of unchanged text as a fresh copy.
+
+    Only the sha256 of the last content is kept between polls, never the text, and nothing logs it.
+
+    Each read runs on a short-lived daemon thread and is waited for at most ``paste_timeout_s``.
+    pyperclip gives no handle on the xclip child it runs, so a hung read cannot be killed, only
+    abandoned; no new read starts while an abandoned one is still running, so at most one thread
+    (and one xclip) is ever stuck, and being a daemon it never holds up the agent's exit. When the
+    abandoned read does return, its result is used: a clipboard that always reads slower than the
+    timeout (a huge one on a loaded machine) is still watched, with health saying "degraded".
+    """
+
+    def __init__(
+        self,
+        emit: Emit,
+        *,
+        interval_s: float = 0.5,
+        max_bytes: int = MIB,
+        paste: Paste | None = None,
+        paste_timeout_s: float = 5.0,
+        unavailable_retry_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """Create the source; ``start()`` begins polling.
+
+        Args:
+            emit: Receives each ``ClipboardWork``.
+            interval_s: Pause between reads while a clipboard is available.
+            max_bytes: Cap on the bytes handed on; ``sha256`` and ``original_size`` cover the full text.
+            paste: Returns the clipboard text; ``system_paste`` (pyperclip) when None. Raising
+                ``pyperclip.PyperclipException`` itself means "no clipboard here"; anything else,
+                its subclasses included, is a failed read.
+            paste_timeout_s: How long one read may take before it counts as failed and is abandoned.
+            unavailable_retry_s: Pause between quiet retries while there is no clipboard mechanism.
+            clock: Monotonic seconds, for spacing out failure logs.
+        """
+        super().__init__(name="clipboard-source")
+        self._emit = emit
+        self._interval_s = interval_s
+        self._max_bytes = max_bytes
+        self._paste = paste or system_paste
+        self._paste_timeout_s = paste_timeout_s
+        self._unavailable_retry_s = unavailable_retry_s
+        self._clock = clock
+        self._baseline_taken = False
+        self._last_sha: str | None = None  # of the last non-empty content
+        self._current: _Read | None = None
+        self._hung: _Read | None = None
+        self._health: tuple[str, str] = ("ok", "starting")
+        self._reads = 0
+        self._failures = 0
+        self._unlogged_failures = 0
+        self._last_failure_log: float | None = None
+
+    @property
+    def reads(self) -> int:
+        """Successful clipboard reads so far: shows that a poll has happened."""
+        return self._reads
+
+    @property
+    def failures(self) -> int:
+        """Polls that got no reading because a read failed, timed out or still hung ("no clipboard" aside)."""
+        return self._failures
+
+    def health(self) -> dict[str, str]:
+        """``{"state": "ok" | "unavailable" | "degraded", "message": ...}``."""
+        state, message = self._health
+        return {"state": state, "message": message}
+
+    def run_loop(self) -> None:
+        while not self.stopping:
+            text = self._read()
+            if text is not None:
+                self._observe(text)
+                del text  # a huge clipboard must not stay alive through the pause
+            pause = self._unavailable_retry_s if self._health[0] == "unavailable" else self._interval_s
+            if self.wait(pause):
+                return
+
+    def on_stop(self) -> None:
+        read = self._current
+        if read is not None:
+            read.wake.set()
+
+    def _read(self) -> str | None:
+        """One bounded read; None when it failed (already accounted for) or the source is stopping."""
+        read = self._hung
+        if read is not None:
+            if not read.finished:
+                self._fail(f"a clipboard read has been hanging for more than {self._paste_timeout_s:g}s")
+                return None
+            # Late but real: a clipboard that always reads slower than the timeout is still watched.
+            self._hung = None
+        else:
+            read = self._current = _Read(self._paste)
+            # stop() sets the stop flag before on_stop() wakes the read, so checking here closes the gap.
+            if not self.stopping:
+                read.wake.wait(self._paste_timeout_s)
+            self._current = None
+            if self.stopping:
+                return None
+            if not read.finished:
+                self._hung = read
+                self._fail(f"a clipboard read took longer than {self._paste_timeout_s:g}s")
+                return None
+        # pyperclip's subclasses (a Windows call failing, a timeout) are passing trouble; the base class
+        # alone is what it raises when this machine has no clipboard mechanism.
+        if type(read.error) is pyperclip.PyperclipException:
+            self._unavailable(str(read.error))
+            return None
+        if read.error is not None:
+            # The type only: an exception's text could quote what was on the clipboard.
+            self._fail(f"a clipboard read failed with {type(read.error).__name__}")
+            return None
+        return read.text
+
+    def _observe(self, text: str) -> None:
+        sha, size, head = fingerprint(text, self._max_bytes)
+        self._reads += 1
+        if self._health[0] == "unavailable":
+            log.info("clipboard monitoring is on again")
+        self._health = ("ok", f"watching the clipboard every {self._interval_s:g}s")
+        baseline = not self._baseline_taken
+        self._baseline_taken = True
+        if size == 0 or sha == self._last_sha:
+            return
+        self._last_sha = sha
+        if not baseline:
+            self._emit(ClipboardWork(data=head, sha256=sha, original_size=size))
+
+    def _unavailable(self, why: str) -> None:
+        if self._health[0] != "unavailable":
+            log.warning(
+                "clipboard monitoring is off: %s; retrying quietly every %gs", why, self._unavailable_retry_s
+            )
+        self._health = ("unavailable", f"no clipboard: {why}")
+        # What is on the clipboard when it comes back was not copied under our eyes.
+        self._baseline_taken = False
+
+    def _fail(self, why: str) -> None:
+        self._failures += 1
+        self._unlogged_failures += 1
+        self._health = ("degraded", f"{why} ({self._failures} failed reads so far)")
+        now = self._clock()
+        if self._last_failure_log is None or now - self._last_failure_log >= FAILURE_LOG_EVERY_S:
+            log.warning("%d clipboard read(s) failed since the last report; latest: %s", self._unlogged_failures, why)
+            self._last_failure_log = now
+            self._unlogged_failures = 0

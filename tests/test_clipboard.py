@@ -1,0 +1,308 @@
+"""Clipboard source against a real X server (Xvfb) read through pyperclip and xclip."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+import tracemalloc
+from typing import Callable, Iterator
+
+import pytest
+
+from agent.sources.clipboard import MIB, READ_THREAD_NAME, ClipboardSource, fingerprint, system_paste
+from agent.sources.work import ClipboardWork
+from tests.waiting import wait_for
+from tests.xvfb import require_x_tools, unused_display, xvfb_display  # noqa: F401 (fixture)
+
+LOGGER = "agent.sources.clipboard"
+StartSource = Callable[..., tuple[ClipboardSource, list[ClipboardWork]]]
+
+
+def copy(text: str, display: str | None = None) -> None:
+    """Put ``text`` on the CLIPBOARD selection the way a user's copy does (xclip keeps owning it)."""
+    env = None if display is None else dict(os.environ, DISPLAY=display)
+    # A file, not a pipe: xclip forks a child that keeps owning the selection (and its stderr) until
+    # the next copy, and it says "connection broken" when Xvfb goes at teardown.
+    with tempfile.TemporaryFile() as stderr:
+        done = subprocess.run(["xclip", "-selection", "clipboard"], input=text.encode("utf-8"), env=env, stderr=stderr)
+        if done.returncode != 0:
+            stderr.seek(0)
+            raise AssertionError(f"xclip failed with {done.returncode}: {stderr.read().decode(errors='replace')}")
+
+
+def settle(source: ClipboardSource) -> None:
+    """Wait until a whole read has started and finished after this call."""
+    seen = source.reads
+    wait_for(lambda: source.reads >= seen + 2, message="two more clipboard reads")
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def start_source() -> Iterator[StartSource]:
+    started: list[ClipboardSource] = []
+
+    def start(**kwargs) -> tuple[ClipboardSource, list[ClipboardWork]]:
+        emitted: list[ClipboardWork] = []
+        kwargs.setdefault("interval_s", 0.05)
+        source = ClipboardSource(emitted.append, **kwargs)
+        source.start()
+        started.append(source)
+        return source, emitted
+
+    yield start
+    for source in started:
+        source.stop()
+        assert not source.is_alive(), "clipboard source did not stop"
+    # stop() abandons a read in flight; it must still end, not leak into the next test.
+    wait_for(lambda: not reads_in_flight(), message="clipboard reads to finish")
+
+
+def reads_in_flight() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == READ_THREAD_NAME]
+
+
+def test_a_copy_emits_one_work_item_with_hash_and_size(xvfb_display: str, start_source: StartSource) -> None:
+    source, emitted = start_source()
+    wait_for(lambda: source.reads >= 1, message="baseline read")
+    text = "def secret():\n    return 'ZEBRAFISH' # façade ✓\n"
+    copy(text)
+    wait_for(lambda: emitted, message="a ClipboardWork")
+    settle(source)
+    (work,) = emitted
+    full = text.encode("utf-8")
+    assert work.data == full
+    assert work.sha256 == sha(full)
+    assert work.original_size == len(full)
+    assert not work.truncated
+    assert source.health()["state"] == "ok"
+
+
+def test_the_same_text_again_is_not_an_event_but_a_change_is(xvfb_display: str, start_source: StartSource) -> None:
+    source, emitted = start_source()
+    wait_for(lambda: source.reads >= 1, message="baseline read")
+    copy("first text")
+    wait_for(lambda: len(emitted) == 1, message="first event")
+    copy("first text")
+    settle(source)
+    assert len(emitted) == 1
+    copy("second text")
+    wait_for(lambda: len(emitted) == 2, message="second event")
+    settle(source)
+    assert [w.data for w in emitted] == [b"first text", b"second text"]
+
+
+def test_an_empty_clipboard_is_no_event_and_does_not_reset_what_was_seen(
+    xvfb_display: str, start_source: StartSource
+) -> None:
+    source, emitted = start_source()
+    wait_for(lambda: source.reads >= 1, message="baseline read")
+    copy("same text")
+    wait_for(lambda: len(emitted) == 1, message="first event")
+    copy("")
+    settle(source)
+    copy("same text")
+    settle(source)
+    assert len(emitted) == 1
+    copy("other text")
+    wait_for(lambda: len(emitted) == 2, message="the event for a real change")
+    assert emitted[1].data == b"other text"
+
+
+def test_what_was_on_the_clipboard_at_start_up_is_a_baseline_only(
+    xvfb_display: str, start_source: StartSource
+) -> None:
+    copy("copied before the agent started")
+    source, emitted = start_source()
+    settle(source)
+    assert emitted == []
+    copy("copied while watched")
+    wait_for(lambda: emitted, message="an event for the new copy")
+    settle(source)
+    assert [w.data for w in emitted] == [b"copied while watched"]
+
+
+@pytest.mark.parametrize(
+    "megabytes", [20, pytest.param(100, marks=pytest.mark.slow)], ids=lambda mb: f"{mb}MB"
+)
+def test_a_large_clipboard_is_capped_but_hashed_and_sized_in_full(
+    xvfb_display: str, start_source: StartSource, megabytes: int
+) -> None:
+    source, emitted = start_source(max_bytes=MIB)
+    wait_for(lambda: source.reads >= 1, message="baseline read")
+    line = "SELECT * FROM customers WHERE région = 'nord'; -- ünïcode line\n"
+    text = line * (megabytes * MIB // len(line.encode("utf-8")))
+    copy(text)
+    try:
+        wait_for(lambda: emitted, timeout=60, message=f"the large clipboard's event")
+    except AssertionError:
+        print("DEBUG", source.health(), source.reads, source.failures, reads_in_flight())
+        raise
+    print("DEBUG", source.health(), source.reads, source.failures)
+    (work,) = emitted
+    full = text.encode("utf-8")
+    assert work.original_size == len(full) > megabytes * MIB - len(line.encode("utf-8"))
+    assert work.sha256 == sha(full)
+    assert work.data == full[:MIB]
+    assert work.truncated
+
+
+def test_hashing_a_huge_text_never_holds_a_full_encoded_copy() -> None:
+    text = "é" * (50 * MIB)  # 100 MiB as UTF-8
+    tracemalloc.start()
+    try:
+        digest, size, head = fingerprint(text, MIB)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size == 100 * MIB
+    assert digest == sha(text.encode("utf-8"))
+    assert head == text.encode("utf-8")[:MIB]
+    assert peak < 8 * MIB, f"peak {peak / MIB:.1f} MiB"
+
+
+@pytest.mark.parametrize("display", ["unset", "nonexistent"])
+def test_without_a_display_the_source_warns_once_and_keeps_running(
+    display: str, start_source: StartSource, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    require_x_tools()  # with xclip present, only the display itself is missing
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if display == "unset":
+        monkeypatch.delenv("DISPLAY", raising=False)
+    else:
+        monkeypatch.setenv("DISPLAY", unused_display())
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    calls: list[int] = []
+
+    def counting_paste() -> str:
+        calls.append(1)
+        return system_paste()
+
+    source, emitted = start_source(paste=counting_paste, unavailable_retry_s=0.05)
+    wait_for(lambda: len(calls) >= 5, message="several retries")
+    assert source.is_alive()
+    health = source.health()
+    assert health["state"] == "unavailable"
+    assert "DISPLAY" in health["message"] or "display" in health["message"]
+    (warning,) = warnings(caplog)
+    assert "clipboard monitoring is off" in warning.getMessage()
+    assert emitted == []
+    assert source.failures == 0
+
+
+def test_a_display_that_comes_later_or_comes_back_starts_with_a_fresh_baseline(
+    xvfb_display: str, start_source: StartSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DISPLAY")
+    source, emitted = start_source(unavailable_retry_s=0.05)
+    wait_for(lambda: source.health()["state"] == "unavailable", message="no clipboard at start")
+    copy("copied before the agent could see", display=xvfb_display)
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    wait_for(lambda: source.health()["state"] == "ok", message="the display to be picked up")
+    settle(source)
+    copy("copied while watched")
+    wait_for(lambda: emitted, message="an event once the display is there")
+
+    monkeypatch.delenv("DISPLAY")
+    wait_for(lambda: source.health()["state"] == "unavailable", message="the display to be gone")
+    copy("copied while the agent was blind", display=xvfb_display)
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    wait_for(lambda: source.health()["state"] == "ok", message="the display to come back")
+    settle(source)
+    copy("copied while watched again")
+    wait_for(lambda: len(emitted) == 2, message="an event after the display came back")
+    assert [w.data for w in emitted] == [b"copied while watched", b"copied while watched again"]
+
+
+def test_failed_reads_degrade_health_and_are_logged_at_most_once_a_minute(
+    start_source: StartSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    now = [1000.0]
+    broken = threading.Event()
+    broken.set()
+
+    def paste() -> str:
+        if broken.is_set():
+            raise OSError("xclip went away")
+        return "fine"
+
+    source, emitted = start_source(paste=paste, clock=lambda: now[0])
+    wait_for(lambda: source.failures >= 5, message="several failed reads")
+    assert source.health()["state"] == "degraded"
+    assert len(warnings(caplog)) == 1
+    now[0] += 60
+    seen = source.failures
+    wait_for(lambda: source.failures >= seen + 2, message="failures after a minute")
+    assert len(warnings(caplog)) == 2
+    assert "OSError" in warnings(caplog)[1].getMessage()
+    assert "xclip went away" not in caplog.text, "exception text could quote the clipboard"
+    broken.clear()
+    wait_for(lambda: source.health()["state"] == "ok", message="recovery")
+    assert source.is_alive()
+    assert emitted == [], "the first good read is a baseline"
+
+
+def test_a_hung_read_is_abandoned_and_not_piled_up(start_source: StartSource) -> None:
+    release = threading.Event()
+    calls: list[int] = []
+
+    def paste() -> str:
+        calls.append(1)
+        release.wait()
+        return "late"
+
+    source, emitted = start_source(paste=paste, paste_timeout_s=0.05)
+    wait_for(lambda: source.failures >= 5, message="reads counted as hanging")
+    assert source.health()["state"] == "degraded"
+    assert len(calls) == 1, "no second read while the first one hangs"
+    release.set()
+    wait_for(lambda: source.health()["state"] == "ok", message="reads to work again")
+    settle(source)
+    assert len(calls) >= 2
+    assert emitted == [], "the late result was the baseline"
+
+
+def test_a_read_slower_than_the_timeout_is_still_used_when_it_ends(start_source: StartSource) -> None:
+    texts = iter(["baseline", "slow copy"])
+    release = threading.Event()
+
+    def paste() -> str:
+        text = next(texts, "slow copy")
+        if text == "slow copy":
+            release.wait()
+        return text
+
+    source, emitted = start_source(paste=paste, paste_timeout_s=0.05)
+    wait_for(lambda: source.health()["state"] == "degraded", message="the slow read to time out")
+    release.set()
+    wait_for(lambda: emitted, message="the slow read's event")
+    assert [w.data for w in emitted] == [b"slow copy"]
+
+
+def test_stop_returns_promptly_while_a_read_hangs(start_source: StartSource) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def paste() -> str:
+        started.set()
+        release.wait()
+        return ""
+
+    source, _ = start_source(paste=paste, paste_timeout_s=3600)
+    try:
+        wait_for(started.is_set, message="the read to start")
+        source.stop()
+        assert not source.is_alive()
+    finally:
+        release.set()
