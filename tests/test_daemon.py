@@ -14,6 +14,7 @@ import pytest
 from agent.spool import Spool
 from tests.conftest import SECRET_WORD, run_cli
 from tests.waiting import wait_for
+from tests.xvfb import xvfb_display  # noqa: F401 (fixture)
 
 
 def write_config(tmp_path: Path, rules_dir: Path, **extra: str) -> Path:
@@ -155,3 +156,24 @@ def test_usb_stick_mount_and_write(tmp_path: Path, rules_dir: Path) -> None:
             assert not any(e.get("path") == str(stick / "old.py") for e in events)
         finally:
             agent.stop(signal.SIGKILL)
+
+
+def test_clipboard_copy_becomes_an_event_without_its_text(tmp_path: Path, rules_dir: Path, xvfb_display: str) -> None:
+    from tests.test_clipboard import copy
+
+    config = write_config(tmp_path, rules_dir)
+    config.write_text(config.read_text().replace("[clipboard]\nenabled = false", "[clipboard]\nenabled = true\ninterval_ms = 100"))
+    agent = Agent(config)  # DISPLAY is inherited from the fixture
+    try:
+        wait_for(lambda: agent.status().get("sources", {}).get("clipboard", {}).get("state") == "ok", timeout=15)
+        copy("harmless words")
+        text = f"token = {SECRET_WORD} # copied from the customer's repo"
+        copy(text)
+        wait_for(lambda: any(e["type"] == "clipboard.copy" for e in agent.events()), timeout=15, message="clipboard event")
+        (event,) = agent.events()
+        assert event["channel"] == "clipboard" and event["matches"][0]["rule"] == "secret_word"
+        assert event["size"] == len(text.encode()) and event["path"] is None
+        spool_bytes = (tmp_path / "spool.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("spool.db-*"))
+        assert b"copied from the customer" not in spool_bytes
+    finally:
+        agent.stop(signal.SIGKILL)
