@@ -51,6 +51,7 @@ class Daemon:
         self._volumes: dict[str, FileSource] = {}
         self._volumes_lock = threading.Lock()
         self._health: _HealthWriter | None = None
+        self._last_health: dict[str, Any] | None = None
 
     # Life cycle ------------------------------------------------------------
 
@@ -180,8 +181,13 @@ class Daemon:
         return sources
 
     def _write_health(self) -> None:
-        if self.spool is not None:
-            self.spool.set_state("sources", self.health())
+        """Record health when it changed (an idle daemon then writes nothing)."""
+        if self.spool is None:
+            return
+        health = self.health()
+        if health != self._last_health:
+            self.spool.set_state("sources", health)
+            self._last_health = health
 
 
 class _HealthWriter(StoppableThread):

@@ -137,7 +137,7 @@ class _Worker(StoppableThread):
         q = self._pipeline._queue
         while not self.stopping:
             try:
-                work = q.get(timeout=0.2)
+                work = q.get(timeout=1.0)
             except queue.Empty:
                 continue
             try:

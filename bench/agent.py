@@ -122,15 +122,15 @@ def latency(samples: int, size: int) -> list[float]:
             proc.wait(30)
 
 
-def idle(folders: int, seconds: float) -> dict[str, float]:
-    display = _xvfb()
+def idle(folders: int, seconds: float, *, clipboard: bool = True) -> dict[str, float]:
+    display = _xvfb() if clipboard else None
     with tempfile.TemporaryDirectory() as work:
         watch = os.path.join(work, "watched")
         make_folders(watch, folders)
         env_display = os.environ.get("DISPLAY")
         if display:
             os.environ["DISPLAY"] = display[0]
-        proc = start_agent(work, watch, clipboard=True)
+        proc = start_agent(work, watch, clipboard=clipboard)
         try:
             p = psutil.Process(proc.pid)
             time.sleep(3)

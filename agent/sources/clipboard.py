@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Callable
 
+import psutil
 import pyperclip
 
 from agent.sources.work import ClipboardWork, Emit
@@ -23,34 +24,48 @@ MIB = 1 << 20
 ENCODE_CHUNK_CHARS = 1 << 20
 FAILURE_LOG_EVERY_S = 60.0
 X_PROBE_TIMEOUT_S = 1.0
+# Each cancelled read doubles the next one's time limit up to this factor, so a clipboard that is
+# merely slow (100 MB on a loaded machine) still gets read; a success restores the configured limit.
+TIMEOUT_BACKOFF_MAX = 8
 READ_THREAD_NAME = "clipboard-read"
+# Programs pyperclip runs to read the clipboard on Linux.
+PASTE_HELPERS = frozenset({"xclip", "xsel", "wl-paste"})
+# Proof that nothing listens at an address; a timeout or a full backlog may just be a busy server.
+_ABSENT = (FileNotFoundError, ConnectionRefusedError, socket.gaierror)
 
 Paste = Callable[[], str]
 
 
-def x_display_answers(display: str) -> bool:
-    """Whether an X server listens where the display name ``[host]:number[.screen]`` points."""
+def x_display_missing(display: str) -> str | None:
+    """Why no X server is at the display name ``[host]:number[.screen]``, or None when one may be.
+
+    Only proof of absence counts: calling a busy server "no clipboard" would blind the source
+    until its next quiet retry.
+    """
     host, colon, rest = display.rpartition(":")
     number = rest.partition(".")[0]
     if not colon or not number.isdigit():
-        return False
-    if host in ("", "unix"):
-        # Linux servers listen on an abstract socket as well as the file, and may have only one of them.
-        addresses = [f"/tmp/.X11-unix/X{number}", f"\0/tmp/.X11-unix/X{number}"]
-        for address in addresses:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(X_PROBE_TIMEOUT_S)
-                try:
-                    sock.connect(address)
-                except OSError:
-                    continue
-                return True
-        return False
+        return f"DISPLAY={display!r} is not an X display name"
     try:
-        socket.create_connection((host, 6000 + int(number)), timeout=X_PROBE_TIMEOUT_S).close()
+        if host in ("", "unix"):
+            try:
+                _connect_unix(f"/tmp/.X11-unix/X{number}")
+            except _ABSENT:
+                # Linux servers also listen on an abstract socket, which works without the file.
+                _connect_unix(f"\0/tmp/.X11-unix/X{number}")
+        else:
+            socket.create_connection((host, 6000 + int(number)), timeout=X_PROBE_TIMEOUT_S).close()
+    except _ABSENT as exc:
+        return f"the X display {display} does not answer ({exc.strerror or exc})"
     except OSError:
-        return False
-    return True
+        return None
+    return None
+
+
+def _connect_unix(address: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(X_PROBE_TIMEOUT_S)
+        sock.connect(address)
 
 
 def system_paste() -> str:
@@ -74,9 +89,24 @@ def system_paste() -> str:
     display = os.environ.get("DISPLAY")
     # With WAYLAND_DISPLAY set pyperclip may be reading through wl-paste, where DISPLAY says nothing.
     if not text and display and sys.platform.startswith("linux") and not os.environ.get("WAYLAND_DISPLAY"):
-        if not x_display_answers(display):
-            raise pyperclip.PyperclipException(f"the X display {display} does not answer")
+        missing = x_display_missing(display)
+        if missing:
+            raise pyperclip.PyperclipException(missing)
     return text
+
+
+def kill_paste_helpers() -> None:
+    """Kill this process's clipboard-reading children (xclip, xsel, wl-paste).
+
+    pyperclip keeps no handle on the child it runs, so this is the only way to end a read stuck in
+    one; xclip is known to hang for good on large selections (astrand/xclip issues 34, 43 and 162).
+    """
+    for child in psutil.Process().children():
+        try:
+            if child.name() in PASTE_HELPERS:
+                child.kill()
+        except psutil.Error:  # it ended meanwhile
+            continue
 
 
 def fingerprint(text: str, max_bytes: int) -> tuple[str, int, bytes]:
@@ -133,11 +163,11 @@ class ClipboardSource(StoppableThread):
     Only the sha256 of the last content is kept between polls, never the text, and nothing logs it.
 
     Each read runs on a short-lived daemon thread and is waited for at most ``paste_timeout_s``.
-    pyperclip gives no handle on the xclip child it runs, so a hung read cannot be killed, only
-    abandoned; no new read starts while an abandoned one is still running, so at most one thread
-    (and one xclip) is ever stuck, and being a daemon it never holds up the agent's exit. When the
-    abandoned read does return, its result is used: a clipboard that always reads slower than the
-    timeout (a huge one on a loaded machine) is still watched, with health saying "degraded".
+    Then it is abandoned: ``cancel`` kills the child pyperclip runs (xclip, say), which ends the
+    read, and whatever it returns, possibly cut short, is thrown away; the next read gets twice
+    the time (up to ``TIMEOUT_BACKOFF_MAX`` times the setting). No new read starts while an
+    abandoned one is still running, so a backend that cannot be cancelled leaves at most one
+    thread stuck, and being a daemon it never holds up the agent's exit.
     """
 
     def __init__(
@@ -147,7 +177,8 @@ class ClipboardSource(StoppableThread):
         interval_s: float = 0.5,
         max_bytes: int = MIB,
         paste: Paste | None = None,
-        paste_timeout_s: float = 5.0,
+        paste_timeout_s: float = 10.0,
+        cancel: Callable[[], None] = kill_paste_helpers,
         unavailable_retry_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -160,7 +191,10 @@ class ClipboardSource(StoppableThread):
             paste: Returns the clipboard text; ``system_paste`` (pyperclip) when None. Raising
                 ``pyperclip.PyperclipException`` itself means "no clipboard here"; anything else,
                 its subclasses included, is a failed read.
-            paste_timeout_s: How long one read may take before it counts as failed and is abandoned.
+            paste_timeout_s: How long one read may take before it counts as failed and is abandoned
+                (doubled after each such read, back to this after a success).
+                Reading 100 MB through xclip takes about 1.5 s on an idle machine.
+            cancel: Ends an abandoned read; called again on each poll while it still runs.
             unavailable_retry_s: Pause between quiet retries while there is no clipboard mechanism.
             clock: Monotonic seconds, for spacing out failure logs.
         """
@@ -170,6 +204,8 @@ class ClipboardSource(StoppableThread):
         self._max_bytes = max_bytes
         self._paste = paste or system_paste
         self._paste_timeout_s = paste_timeout_s
+        self._timeout_s = paste_timeout_s
+        self._cancel = cancel
         self._unavailable_retry_s = unavailable_retry_s
         self._clock = clock
         self._baseline_taken = False
@@ -189,7 +225,7 @@ class ClipboardSource(StoppableThread):
 
     @property
     def failures(self) -> int:
-        """Polls that got no reading because a read failed, timed out or still hung ("no clipboard" aside)."""
+        """Polls that got no reading: a read failed, timed out or still hung ("no clipboard" aside)."""
         return self._failures
 
     def health(self) -> dict[str, str]:
@@ -214,25 +250,25 @@ class ClipboardSource(StoppableThread):
 
     def _read(self) -> str | None:
         """One bounded read; None when it failed (already accounted for) or the source is stopping."""
-        read = self._hung
-        if read is not None:
-            if not read.finished:
-                self._fail(f"a clipboard read has been hanging for more than {self._paste_timeout_s:g}s")
+        if self._hung is not None:
+            if not self._hung.finished:
+                self._cancel()
+                self._fail("a cancelled clipboard read is still hanging")
                 return None
-            # Late but real: a clipboard that always reads slower than the timeout is still watched.
-            self._hung = None
-        else:
-            read = self._current = _Read(self._paste)
-            # stop() sets the stop flag before on_stop() wakes the read, so checking here closes the gap.
-            if not self.stopping:
-                read.wake.wait(self._paste_timeout_s)
-            self._current = None
-            if self.stopping:
-                return None
-            if not read.finished:
-                self._hung = read
-                self._fail(f"a clipboard read took longer than {self._paste_timeout_s:g}s")
-                return None
+            self._hung = None  # cut short by cancel, or late: either way not a reading to trust
+        read = self._current = _Read(self._paste)
+        # stop() sets the stop flag before on_stop() wakes the read, so checking here closes the gap.
+        if not self.stopping:
+            read.wake.wait(self._timeout_s)
+        self._current = None
+        if self.stopping:
+            return None
+        if not read.finished:
+            self._hung = read
+            self._cancel()
+            self._fail(f"a clipboard read took longer than {self._timeout_s:g}s and was cancelled")
+            self._timeout_s = min(self._timeout_s * 2, self._paste_timeout_s * TIMEOUT_BACKOFF_MAX)
+            return None
         # pyperclip's subclasses (a Windows call failing, a timeout) are passing trouble; the base class
         # alone is what it raises when this machine has no clipboard mechanism.
         if type(read.error) is pyperclip.PyperclipException:
@@ -242,6 +278,7 @@ class ClipboardSource(StoppableThread):
             # The type only: an exception's text could quote what was on the clipboard.
             self._fail(f"a clipboard read failed with {type(read.error).__name__}")
             return None
+        self._timeout_s = self._paste_timeout_s
         return read.text
 
     def _observe(self, text: str) -> None:

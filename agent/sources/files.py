@@ -81,6 +81,7 @@ class FileSource(StoppableThread):
         self._recent: dict[str, tuple[int, int, float]] = {}  # emitted: path -> (size, mtime_ns, when)
         self._watched: dict[str, tuple[BaseObserver, int]] = {}  # root -> (observer, inode)
         self._problems: dict[str, str] = {}
+        self._wake = threading.Event()
 
     # Thread ---------------------------------------------------------------
 
@@ -92,12 +93,19 @@ class FileSource(StoppableThread):
                 self._check_roots()
                 next_root_check = now + _ROOT_CHECK_S
             self._flush_quiet(now)
-            self.wait(min(0.1, self._quiet_s / 4))
+            with self._lock:
+                busy = bool(self._pending)
+            # Idle, sleep until the next root check (a creation wakes us early); busy, tick.
+            self._wake.wait(min(0.1, self._quiet_s / 4) if busy else max(0.0, next_root_check - now))
+            self._wake.clear()
         for observer, _ in self._watched.values():
             observer.stop()
         for observer, _ in self._watched.values():
             observer.join(timeout=5)
         self._watched.clear()
+
+    def on_stop(self) -> None:
+        self._wake.set()
 
     def health(self) -> dict[str, str]:
         if self._problems:
@@ -169,6 +177,7 @@ class FileSource(StoppableThread):
             return
         with self._lock:
             self._pending[path] = (time.monotonic(), "created" if reason == "moved" else reason)
+        self._wake.set()
 
     def file_moved_in(self, path: str) -> None:
         self._offer(path, "moved")
