@@ -142,3 +142,26 @@ def test_missing_root_is_watched_once_it_appears(tmp_path: Path) -> None:
         wait_for(lambda: str(root / "x.txt") in collected.paths())
     finally:
         source.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to lower the inotify watch limit")
+def test_watch_limit_falls_back_to_polling(tmp_path: Path) -> None:
+    root = tmp_path / "big"
+    for i in range(60):
+        (root / f"d{i}").mkdir(parents=True)
+    limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
+    old = limit_file.read_text()
+    collected = Collector()
+    source = FileSource(collected, [str(root)], quiet_s=0.3, poll_interval_s=0.3)
+    limit_file.write_text("30\n")  # fewer watches than folders: watchdog would skip some silently
+    try:
+        source.start()
+        wait_for(lambda: "polling" in source.health()["message"], timeout=10, message="fallback to polling")
+    finally:
+        limit_file.write_text(old)
+    try:
+        target = root / "d50" / "x.txt"
+        target.write_text("deep in the tree")
+        wait_for(lambda: str(target) in collected.paths(), timeout=10)
+    finally:
+        source.stop()

@@ -8,9 +8,11 @@ by move. A folder that appears is walked, as its files may predate its watch.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Callable
@@ -139,6 +141,10 @@ class FileSource(StoppableThread):
         try:
             observer.schedule(handler, root, recursive=True, event_filter=EVENT_FILTER)
             observer.start()
+            if isinstance(observer, Observer) and watches_exhausted(root):
+                # watchdog skips sub-folders it cannot watch without a word: ask the kernel.
+                observer.stop()
+                raise OSError(errno.ENOSPC, "inotify watch limit reached")
         except OSError as exc:
             if exc.errno not in _WATCH_LIMIT_ERRORS:
                 self._problems[root] = f"cannot watch: {exc.strerror or exc}"
@@ -166,11 +172,11 @@ class FileSource(StoppableThread):
     def file_created(self, path: str, reason: str = "moved") -> None:
         if self._is_excluded(path):
             return
-        try:
-            info = os.stat(path)
-        except OSError:
+        age = self._age(path)
+        if age is None:
             return
-        if info.st_size and time.time() - info.st_mtime >= self._quiet_s:
+        size, idle = age
+        if size and idle >= self._quiet_s:
             # Old content appearing at once: a move from outside the watched tree (inotify
             # reports those as creations). Nothing more will be written: no need to wait.
             self._offer(path, reason)
@@ -195,19 +201,23 @@ class FileSource(StoppableThread):
         with self._lock:
             due = [(p, why) for p, (seen, why) in self._pending.items() if now - seen >= self._quiet_s]
         for path, reason in due:
-            try:
-                mtime = os.stat(path).st_mtime
-            except OSError:
-                with self._lock:
-                    self._pending.pop(path, None)
-                continue
-            if time.time() - mtime < self._quiet_s:
-                with self._lock:  # still being written: wait another quiet period
-                    self._pending[path] = (now, reason)
-                continue
+            age = self._age(path)
             with self._lock:
+                if age is not None and age[1] < self._quiet_s:  # still being written: wait again
+                    self._pending[path] = (now, reason)
+                    continue
                 self._pending.pop(path, None)
-            self._offer(path, reason)
+            if age is not None:
+                self._offer(path, reason)
+
+    @staticmethod
+    def _age(path: str) -> tuple[int, float] | None:
+        """(size, seconds since last modified), or None when the file is gone."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return info.st_size, time.time() - info.st_mtime
 
     def _offer(self, path: str, reason: str) -> None:
         """Emit ``path`` unless excluded, gone, not a file, or already emitted as it is now."""
@@ -233,6 +243,25 @@ class FileSource(StoppableThread):
 
     def _is_excluded(self, path: str) -> bool:
         return excluded(path, self._exclude)
+
+
+def watches_exhausted(path: str) -> bool:
+    """Whether this user has no inotify watch left (Linux; False elsewhere).
+
+    Probed by adding one watch on a fresh inotify instance and removing it again.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        return ctypes.get_errno() == errno.EMFILE
+    try:
+        # IN_ATTRIB: any mask will do; the watch is removed with the instance.
+        wd = libc.inotify_add_watch(fd, os.fsencode(path), 0x00000004)
+        return wd < 0 and ctypes.get_errno() == errno.ENOSPC
+    finally:
+        os.close(fd)
 
 
 class _Handler(FileSystemEventHandler):
