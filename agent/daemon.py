@@ -29,7 +29,7 @@ from agent.sources.mounts import MountWatcher
 from agent.sources.removable import RemovablePolicy
 from agent.sources.usb import UsbSource
 from agent.sources.work import Device, FileWork
-from agent.spool import Spool
+from agent.spool import Spool, SpoolError
 from agent.threads import StoppableThread
 
 log = logging.getLogger(__name__)
@@ -198,11 +198,15 @@ class _HealthWriter(StoppableThread):
         self._daemon = daemon
 
     def run_loop(self) -> None:
+        failing = False
         while not self.wait(HEALTH_INTERVAL_S):
             try:
                 self._daemon._write_health()
-            except Exception:  # status is best effort; the daemon's work goes on
-                log.exception("cannot record health")
+                failing = False
+            except SpoolError as exc:  # status is best effort (the pipeline reports a full disk)
+                if not failing:
+                    log.warning("cannot record health in the spool: %s", exc)
+                failing = True
 
 
 def _lower_priority(nice: int) -> None:

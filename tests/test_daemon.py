@@ -44,8 +44,9 @@ def write_config(tmp_path: Path, rules_dir: Path, **extra: str) -> Path:
 class Agent:
     """A running `dlp-agent run` child process."""
 
-    def __init__(self, config: Path):
+    def __init__(self, config: Path, spool: Path | None = None):
         self.config = config
+        self.spool = spool or config.parent / "spool.db"
         self.log = open(config.parent / "agent.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli.main", "-v", "run", "--config", str(config)],
@@ -60,7 +61,7 @@ class Agent:
         return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
     def events(self) -> list[dict]:
-        with Spool.open_readonly(str(self.config.parent / "spool.db")) as reader:
+        with Spool.open_readonly(str(self.spool)) as reader:
             return reader.peek(10_000)
 
     def read_log(self) -> str:
@@ -177,3 +178,39 @@ def test_clipboard_copy_becomes_an_event_without_its_text(tmp_path: Path, rules_
         assert b"copied from the customer" not in spool_bytes
     finally:
         agent.stop(signal.SIGKILL)
+
+
+def test_disk_full_under_the_spool(tmp_path: Path, rules_dir: Path) -> None:
+    from tests.loopdev import require_mount_rights
+
+    require_mount_rights()
+    disk = tmp_path / "small"
+    disk.mkdir()
+    # Room for the spool's write-ahead log to grow to its checkpoint size (about 4 MiB).
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "dlp-test", str(disk)], check=True)
+    try:
+        spool = disk / "spool.db"
+        config = write_config(tmp_path, rules_dir)
+        config.write_text(config.read_text().replace('path = "spool.db"', f'path = "{spool}"'))
+        agent = Agent(config, spool)
+        try:
+            filler = disk / "filler"
+            with open(filler, "wb", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 4096)
+                except OSError:
+                    pass
+            for i in range(60):
+                (tmp_path / "Desktop" / f"leak{i}.py").write_bytes(SECRET_WORD.encode() + b"-" * 1000 + str(i).encode())
+            wait_for(lambda: "disk full" in agent.read_log(), timeout=30, message="disk full reported")
+            assert agent.proc.poll() is None
+            status = agent.status()
+            assert status["running"] and status["spool_disk_free"] < 64 * 1024
+            filler.unlink()
+            wait_for(lambda: agent.status().get("spool_depth") == 60, timeout=60, message="all 60 spooled")
+            assert "spool writable again" in agent.read_log()
+        finally:
+            agent.stop(signal.SIGKILL)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

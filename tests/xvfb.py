@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -59,36 +58,36 @@ def _display_taken(number: int) -> bool:
     return (SOCKET_DIR / f"X{number}").exists() or Path(f"/tmp/.X{number}-lock").exists()
 
 
-def _accepts_connections(number: int) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.connect(str(SOCKET_DIR / f"X{number}"))
-        except OSError:
-            return False
-    return True
-
-
 def _start(number: int, log_path: Path) -> subprocess.Popen | None:
-    """Start Xvfb on ``:number`` and wait until it listens; None when another server took the display meanwhile."""
+    """Start Xvfb on ``:number`` and wait until it is ready; None when another server holds the display."""
+    # -displayfd: Xvfb writes the display number there once it accepts connections, and exits without
+    # writing when the display is taken, so readiness is our server's own word; a connect() could be
+    # answered by a server some parallel test started on the same number.
     # -noreset: by default the server resets whenever its last client leaves, which with short-lived
-    # xclip clients (and this readiness probe) means a connection now and then lands mid-reset and fails.
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            ["Xvfb", f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while proc.poll() is None:
-        if _accepts_connections(number):
-            return proc
-        if time.monotonic() >= deadline:
-            _terminate(proc)
-            raise RuntimeError(f"Xvfb :{number} did not listen within {START_TIMEOUT_S}s: {log_path.read_text()}")
-        time.sleep(0.02)
-    if _display_taken(number):
+    # xclip clients means a connection now and then lands mid-reset and fails.
+    read_fd, write_fd = os.pipe()
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                ["Xvfb", f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"]
+                + ["-displayfd", str(write_fd)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                pass_fds=(write_fd,),
+            )
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        readable, _, _ = select.select([ready], [], [], START_TIMEOUT_S)
+        announced = ready.readline().strip() if readable else None
+    if announced == str(number).encode():
+        return proc
+    _terminate(proc)
+    if announced is None:
+        raise RuntimeError(f"Xvfb :{number} was not ready within {START_TIMEOUT_S}s: {log_path.read_text()}")
+    if announced == b"" and _display_taken(number):
         return None
-    raise RuntimeError(f"Xvfb :{number} exited with {proc.returncode}: {log_path.read_text()}")
+    raise RuntimeError(f"Xvfb :{number} failed ({announced!r}): {log_path.read_text()}")
 
 
 def _terminate(proc: subprocess.Popen) -> None:

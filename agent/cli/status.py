@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -41,6 +42,7 @@ def collect(spool_path: str) -> dict[str, Any]:
         "running": bool(daemon.get("running")) and isinstance(pid, int) and _alive(pid),
         "pid": pid,
         "started_at": _iso(daemon.get("started_at")),
+        "spool_disk_free": _disk_free(spool_path),
         "sources": state.get("sources") or {},
     }
 
@@ -61,11 +63,21 @@ def status(args: argparse.Namespace) -> int:
         return 0
     print(f"agent:     {'running (pid %s)' % doc['pid'] if doc['running'] else 'not running'}")
     print(f"spool:     {doc['spool_depth']} event(s), {doc['spool_bytes']} bytes, {doc['dropped']} dropped")
+    if doc["spool_disk_free"] is not None:
+        print(f"disk:      {doc['spool_disk_free']} bytes free under the spool")
     print(f"ruleset:   {doc['ruleset_version'] or '-'}")
     print(f"shipped:   {doc['last_shipped_at'] or 'never'}")
     for name, health in sorted(doc["sources"].items()):
         print(f"{name + ':':<10} {health.get('state', '?')}: {health.get('message', '')}")
     return 0
+
+
+def _disk_free(path: str) -> int | None:
+    """Free bytes where the spool lives: when that disk is full the daemon cannot record it."""
+    try:
+        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return None
 
 
 def _alive(pid: int) -> bool:

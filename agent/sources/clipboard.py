@@ -247,6 +247,8 @@ class ClipboardSource(StoppableThread):
         read = self._current
         if read is not None:
             read.wake.set()
+        if read is not None or self._hung is not None:
+            self._cancel()  # nobody will collect its answer; leave no xclip behind
 
     def _read(self) -> str | None:
         """One bounded read; None when it failed (already accounted for) or the source is stopping."""
