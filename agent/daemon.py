@@ -105,12 +105,16 @@ class Daemon:
         if self.pipeline is not None and self.spool is not None:
             left = self.pipeline.stop()
             pending = [w.path for w in left if isinstance(w, FileWork)]
-            self.spool.set_state(PENDING_KEY, pending)
-            if pending:
-                log.info("%d queued file(s) will be scanned at the next start", len(pending))
-            self._write_health()
-            daemon = self.spool.get_state("daemon", {}) or {}
-            self.spool.set_state("daemon", {**daemon, "running": False, "stopped_at": time.time()})
+            try:
+                self.spool.set_state(PENDING_KEY, pending)
+                self._write_health()
+                daemon = self.spool.get_state("daemon", {}) or {}
+                self.spool.set_state("daemon", {**daemon, "running": False, "stopped_at": time.time()})
+            except SpoolError as exc:
+                log.error("could not record the shutdown in the spool (%s); %d queued file(s) not kept", exc, len(pending))
+            else:
+                if pending:
+                    log.info("%d queued file(s) will be scanned at the next start", len(pending))
             self.spool.close()
         self.pipeline = None
 

@@ -52,6 +52,7 @@ class Pipeline:
         self.overflowed = 0
         self.processed = 0
         self.spool_error: str | None = None
+        self._unspooled: list[Work] = []  # decided, but the spool could not take it before shutdown
 
     def start(self) -> None:
         for worker in self._workers:
@@ -78,7 +79,9 @@ class Pipeline:
             time.sleep(0.02)
         for worker in self._workers:
             worker.stop()
-        left = []
+        with self._lock:
+            left: list[Work] = list(self._unspooled)
+            self._unspooled.clear()
         while True:
             try:
                 left.append(self._queue.get_nowait())
@@ -94,20 +97,26 @@ class Pipeline:
 
     # Worker side -----------------------------------------------------------
 
-    def process(self, work: Work, stopping: Callable[[], bool]) -> None:
-        """Scan, decide, spool one item (on a worker thread)."""
+    def process(self, work: Work, pause: Callable[[float], bool]) -> None:
+        """Scan, decide, spool one item (on a worker thread).
+
+        ``pause(seconds)`` sleeps between spool retries and returns True once shutdown is asked.
+        """
         result: ScanResult | None = None
         if isinstance(work, FileWork):
             result = self.scanner.scan_path(work.path)
         elif isinstance(work, ClipboardWork):
             result = self.scanner.scan_bytes(work.data, name="clipboard")
         decision = decide(work, result, self.context, user=_owner(work), now=self._clock())
-        if decision is not None:
-            self._spool(decision.event, decision.matched, stopping)
+        if decision is not None and not self._spool(decision.event, decision.matched, pause):
+            with self._lock:
+                self._unspooled.append(work)  # handed back by stop(), to be redone at the next start
+            return
         with self._lock:
             self.processed += 1
 
-    def _spool(self, event: dict, matched: bool, stopping: Callable[[], bool]) -> None:
+    def _spool(self, event: dict, matched: bool, pause: Callable[[float], bool]) -> bool:
+        """Put ``event``, retrying while the spool cannot take it; False if shutdown came first."""
         delay = 0.5
         while True:
             try:
@@ -115,16 +124,15 @@ class Pipeline:
                 if self.spool_error:
                     log.info("spool writable again")
                     self.spool_error = None
-                return
+                return True
             except SpoolError as exc:
                 message = "disk full" if isinstance(exc, SpoolFull) else str(exc)
                 if self.spool_error != message:
                     log.error("cannot write the spool (%s); holding the event and retrying", message)
                 self.spool_error = message
-                if stopping() and delay >= _RETRY_MAX_S:
-                    log.error("giving up on event %s at shutdown: %s", event["id"], message)
-                    return
-                time.sleep(delay)
+                if pause(delay):
+                    log.error("shutting down before the spool could take event %s (%s)", event["id"], message)
+                    return False
                 delay = min(delay * 2, _RETRY_MAX_S)
 
 
@@ -141,7 +149,7 @@ class _Worker(StoppableThread):
             except queue.Empty:
                 continue
             try:
-                self._pipeline.process(work, lambda: self.stopping)
+                self._pipeline.process(work, self.wait)
             except Exception:  # one bad item must not take the scanner thread down
                 log.exception("failed to process %s", type(work).__name__)
             finally:

@@ -78,3 +78,25 @@ def test_full_queue_is_counted_not_silent(tmp_path: Path, rules_dir: Path, monke
     assert accepted.count(False) == 2 and pipeline.overflowed == 2
     assert pipeline.health()["state"] == "degraded"
     spool.close()
+
+
+def test_work_the_spool_could_not_take_is_handed_back_at_stop(tmp_path: Path, rules_dir: Path) -> None:
+    from agent.spool import SpoolFull
+
+    class FullSpool:
+        """A spool on a full disk (the real one is exercised in test_daemon's tmpfs test)."""
+
+        attempts = 0
+
+        def put(self, event, *, matched):
+            FullSpool.attempts += 1
+            raise SpoolFull("database or disk is full")
+
+    pipeline = Pipeline(Scanner(load_rules(rules_dir)), FullSpool(), CONTEXT, threads=1, queue_size=10)  # type: ignore[arg-type]
+    pipeline.start()
+    leak = tmp_path / "leak.txt"
+    leak.write_bytes(SECRET_WORD.encode())
+    pipeline.submit(FileWork(path=str(leak)))
+    wait_for(lambda: FullSpool.attempts >= 2 and pipeline.health()["message"] == "spool: disk full")
+    left = pipeline.stop(drain_s=0.1)
+    assert [w.path for w in left] == [str(leak)]
