@@ -56,6 +56,8 @@ class ClipboardSection(_Section):
     enabled: bool = True
     interval_ms: int = Field(default=500, ge=100, le=60_000)
     max_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    snippets: bool = False
+    """Add a redacted snippet (words masked after their first letter) to each clipboard match."""
 
 
 class RulesSection(_Section):

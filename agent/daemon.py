@@ -68,7 +68,13 @@ class Daemon:
         self.spool = spool = Spool(config.spool.path, max_bytes=config.spool.max_bytes)
         spool.set_state("ruleset_version", ruleset.version)
         spool.set_state("daemon", {"pid": os.getpid(), "started_at": time.time(), "version": __version__, "running": True})
-        context = Context(host=self.host, agent_version=__version__, ruleset_version=ruleset.version, report_clean=config.files.report_clean)
+        context = Context(
+            host=self.host,
+            agent_version=__version__,
+            ruleset_version=ruleset.version,
+            report_clean=config.files.report_clean,
+            clipboard_snippets=config.clipboard.snippets,
+        )
         self.pipeline = pipeline = Pipeline(scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size)
         pipeline.start()
         for path in spool.get_state(PENDING_KEY, []) or []:

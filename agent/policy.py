@@ -12,6 +12,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
+from agent.redact import snippet
 from agent.scanning.results import ScanResult, Status
 from agent.sources.work import ClipboardWork, DeviceChange, FileWork, Work
 
@@ -31,6 +32,7 @@ class Context:
     agent_version: str
     ruleset_version: str | None
     report_clean: bool = False
+    clipboard_snippets: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +54,12 @@ def decide(work: Work, result: ScanResult | None, context: Context, *, user: str
             return None
         event = _base("clipboard.copy", "clipboard", work.observed_at, now, context, user)
         event.update(size=work.original_size, sha256=work.sha256, truncated=work.truncated)
-        return Decision(_with_scan(event, result, include_file=False), True)
+        event = _with_scan(event, result, include_file=False)
+        if context.clipboard_snippets:
+            for match in event["matches"]:
+                if match["offsets"]:
+                    match["snippet"] = snippet(work.data, match["offsets"][0])
+        return Decision(event, True)
     assert isinstance(work, FileWork)
     uninspected = _UNINSPECTED_ON_USB if work.channel == "usb" else _UNINSPECTED_ON_FILE
     if not matched and result.status not in uninspected and not context.report_clean:

@@ -64,3 +64,17 @@ def test_clipboard_event_never_holds_the_text() -> None:
 def test_device_changes_are_events() -> None:
     decision = decide(DeviceChange(type="usb.mount", device=STICK), None, CTX, user=None, now=0)
     assert decision is not None and decision.event["type"] == "usb.mount" and decision.event["device"]["vendor"] == "SanDisk"
+
+
+def test_clipboard_snippets_only_when_configured_and_redacted() -> None:
+    text = b"note: aws_secret = 'wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY' end"
+    offset = text.index(b"aws_secret")
+    match = Match(rule="aws", namespace="credentials", severity="critical", category="secret", offsets=(offset,))
+    work = ClipboardWork(data=text, sha256="ef" * 32, original_size=len(text))
+    plain = decide(work, result(Status.MATCH, matches=[match]), CTX, user="v", now=0)
+    assert plain is not None and "snippet" not in plain.event["matches"][0]
+    ctx = Context(host="h", agent_version="1", ruleset_version=None, clipboard_snippets=True)
+    decision = decide(work, result(Status.MATCH, matches=[match]), ctx, user="v", now=0)
+    assert decision is not None
+    shown = decision.event["matches"][0]["snippet"]
+    assert shown == "n***: a********* = 'w***************************"
