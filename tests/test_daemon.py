@@ -213,3 +213,37 @@ def test_disk_full_under_the_spool(tmp_path: Path, rules_dir: Path) -> None:
             agent.stop(signal.SIGKILL)
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_stick_pulled_in_the_middle_of_a_copy(tmp_path: Path, rules_dir: Path) -> None:
+    from tests.loopdev import LoopMounts, require_mount_rights, require_tools
+
+    require_mount_rights()
+    require_tools("mkfs.ext4")
+    media = tmp_path / "media"
+    media.mkdir()
+    config = write_config(tmp_path, rules_dir)
+    config.write_text(config.read_text().replace("[usb]\nenabled = false", f'[usb]\nenabled = true\nremovable_roots = ["{media}"]'))
+    with LoopMounts(tmp_path) as mounts:
+        stick = media / "STICK"
+        stick.mkdir()
+        image = mounts.image("stick.img", "ext4", label="STICK")
+        agent = Agent(config)
+        try:
+            mounts.mount_loop(image, stick)
+            wait_for(lambda: f"usb:{stick}" in agent.status().get("sources", {}), timeout=15, message="stick watched")
+            # A copy in progress: the file is open and growing when the stick goes away.
+            handle = open(stick / "dump.sql", "wb")
+            handle.write(SECRET_WORD.encode() + b"\n" + b"-- rows\n" * 50_000)
+            handle.flush()
+            subprocess.run(["umount", "-l", str(stick)], check=True)
+            handle.close()  # the lazy unmount lets the writer finish against the detached volume
+            wait_for(lambda: any(e["type"] == "usb.unmount" for e in agent.events()), timeout=15, message="usb.unmount")
+            (stick / "after.txt").write_text("on the internal disk now")  # the mount point itself is not the stick
+            wait_for(lambda: f"usb:{stick}" not in agent.status().get("sources", {}), timeout=15, message="watch dropped")
+            status = agent.status()
+            assert status["running"] and agent.proc.poll() is None
+            assert status["sources"]["pipeline"]["state"] == "ok"
+            assert not any(e.get("path") == str(stick / "after.txt") and e["channel"] == "usb" for e in agent.events())
+        finally:
+            agent.stop(signal.SIGKILL)
