@@ -6,7 +6,7 @@ import io
 import time
 from typing import BinaryIO, Callable
 
-from agent.scanning.errors import LimitHit
+from agent.scanning.errors import LimitHit, ScanTimeout
 from agent.scanning.limits import ScanLimits
 from agent.scanning.results import Status
 
@@ -25,7 +25,7 @@ class Budget:
         """Seconds left before the deadline; raises once it has passed."""
         left = self.deadline - self._clock()
         if left <= 0:
-            raise LimitHit(Status.TIMEOUT, f"scan took longer than {self.limits.timeout_s:g}s", fatal=True)
+            raise ScanTimeout(f"scan took longer than {self.limits.timeout_s:g}s")
         return left
 
     def add_member(self) -> None:

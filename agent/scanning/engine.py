@@ -23,7 +23,7 @@ import yara
 from agent.scanning.budget import Budget
 from agent.scanning.cache import ResultCache
 from agent.scanning.doctext import xml_to_text
-from agent.scanning.errors import LimitHit
+from agent.scanning.errors import LimitHit, ScanTimeout
 from agent.scanning.extract import READ_ERRORS, Member, members
 from agent.scanning.job import Job
 from agent.scanning.limits import ScanLimits
@@ -259,7 +259,7 @@ class Scanner:
         try:
             found = self.ruleset.rules.match(data=data, timeout=timeout)
         except yara.TimeoutError as exc:
-            raise LimitHit(Status.TIMEOUT, f"rules took longer than {self.limits.timeout_s:g}s", fatal=True) from exc
+            raise ScanTimeout(f"rules took longer than {self.limits.timeout_s:g}s") from exc
         except yara.Error as exc:
             raise LimitHit(Status.UNREADABLE, f"{member or 'content'}: YARA error: {exc}", fatal=False) from exc
         for hit in found:

@@ -24,10 +24,6 @@ class RuleError(ScanError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-class ScanTimeout(ScanError):
-    """A scan ran past its per-file deadline."""
-
-
 class LimitHit(ScanError):
     """Content hit one of the limits that protect against bombs and junk.
 
@@ -43,3 +39,10 @@ class LimitHit(ScanError):
         self.reason = reason
         self.fatal = fatal
         super().__init__(reason)
+
+
+class ScanTimeout(LimitHit):
+    """A scan ran past its per-file deadline: nothing more of the file is scanned."""
+
+    def __init__(self, reason: str):
+        super().__init__("timeout", reason, fatal=True)
