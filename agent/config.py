@@ -60,6 +60,13 @@ class ClipboardSection(_Section):
     """Add a redacted snippet (words masked after their first letter) to each clipboard match."""
 
 
+class ProtectedSection(_Section):
+    folders: list[str] = Field(default_factory=list)
+    """The customer's repositories and document folders on this machine: byte-identical copies
+    of their files elsewhere are reported, and writes inside them are not events."""
+    refresh_minutes: int = Field(default=60, ge=1, le=24 * 60)
+
+
 class RulesSection(_Section):
     dir: str = "rules"
 
@@ -85,6 +92,7 @@ class AgentConfig(_Section):
     files: FilesSection = Field(default_factory=FilesSection)
     usb: UsbSection = Field(default_factory=UsbSection)
     clipboard: ClipboardSection = Field(default_factory=ClipboardSection)
+    protected: ProtectedSection = Field(default_factory=ProtectedSection)
     rules: RulesSection = Field(default_factory=RulesSection)
     spool: SpoolSection = Field(default_factory=SpoolSection)
     scan: ScanSection = Field(default_factory=ScanSection)
@@ -171,6 +179,7 @@ def _resolve_paths(config: AgentConfig) -> AgentConfig:
     config.files.watch = [resolve(p) for p in config.files.watch]
     config.usb.removable_roots = [resolve(p) for p in config.usb.removable_roots]
     config.rules.dir = resolve(config.rules.dir)
+    config.protected.folders = [resolve(p) for p in config.protected.folders]
     config.spool.path = resolve(config.spool.path)
     config.server.ca_file = resolve(config.server.ca_file)
     return config

@@ -20,7 +20,7 @@ from agent import __version__
 from agent.config import AgentConfig
 from agent.pipeline import Pipeline
 from agent.policy import Context
-from agent.scanning import RuleError, ScanLimits, Scanner, load_rules
+from agent.scanning import ProtectedIndex, RuleError, ScanLimits, Scanner, load_rules
 from agent.scanning.cache import ResultCache
 from agent.scanning.rules import starter_packs_dir
 from agent.sources.clipboard import ClipboardSource
@@ -80,6 +80,8 @@ class Daemon:
         for path in spool.get_state(PENDING_KEY, []) or []:
             pipeline.submit(FileWork(path=path, reason="requeued"))
         spool.set_state(PENDING_KEY, [])
+        if config.protected.folders:
+            self.sources["protected"] = _ProtectedIndexer(scanner, config.protected.folders, config.files.exclude, config.protected.refresh_minutes * 60)
         self._start_sources()
         self._health = _HealthWriter(self)
         self._health.start()
@@ -140,7 +142,9 @@ class Daemon:
         config = self.config
         assert self.pipeline is not None
         emit = self.pipeline.submit
-        files = FileSource(emit, config.files.watch, exclude=config.files.exclude, quiet_s=config.files.quiet_ms / 1000)
+        # The vendor's staff work inside the customer's repositories: writes there are not leaks.
+        exclude = [*config.files.exclude, *(f"{folder}/**" for folder in config.protected.folders)]
+        files = FileSource(emit, config.files.watch, exclude=exclude, quiet_s=config.files.quiet_ms / 1000)
         self.sources["files"] = files
         if config.usb.enabled:
             self.sources["usb"] = UsbSource(
@@ -217,6 +221,33 @@ class _HealthWriter(StoppableThread):
                 if not failing:
                     log.warning("cannot record health in the spool: %s", exc)
                 failing = True
+
+
+class _ProtectedIndexer(StoppableThread):
+    """Builds the protected-file index off the start-up path and refreshes it periodically."""
+
+    def __init__(self, scanner: Scanner, folders: list[str], exclude: list[str], refresh_s: float):
+        super().__init__(name="protected-index")
+        self._scanner = scanner
+        self._folders = folders
+        self._exclude = exclude
+        self._refresh_s = refresh_s
+        self._health = {"state": "ok", "message": "indexing"}
+
+    def health(self) -> dict[str, str]:
+        return self._health
+
+    def run_loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            index = ProtectedIndex.build(self._folders, exclude=self._exclude, previous=self._scanner.protected)
+            self._scanner.protected = index  # one reference swap: scans in flight keep the old index
+            self._health = {
+                "state": "ok",
+                "message": f"{len(index)} distinct file(s) in {len(self._folders)} folder(s), indexed in {time.monotonic() - started:.1f}s",
+            }
+            if self.wait(self._refresh_s):
+                return
 
 
 def _lower_priority(nice: int) -> None:

@@ -247,3 +247,24 @@ def test_stick_pulled_in_the_middle_of_a_copy(tmp_path: Path, rules_dir: Path) -
             assert not any(e.get("path") == str(stick / "after.txt") and e["channel"] == "usb" for e in agent.events())
         finally:
             agent.stop(signal.SIGKILL)
+
+
+def test_copy_of_a_protected_file_is_reported_and_work_inside_the_repo_is_not(tmp_path: Path, rules_dir: Path) -> None:
+    repo = tmp_path / "Desktop" / "customer-repo"
+    repo.mkdir(parents=True)
+    original = repo / "ledger.go"
+    original.write_bytes(b"package ledger\n\nfunc Settle() error {\n" + b"\t// reconcile\n" * 20 + b"}\n")
+    config = write_config(tmp_path, rules_dir)
+    config.write_text(config.read_text() + f'[protected]\nfolders = ["{repo}"]\n')
+    agent = Agent(config)
+    try:
+        wait_for(lambda: "1 distinct file" in agent.status().get("sources", {}).get("protected", {}).get("message", ""), timeout=15)
+        (repo / "notes.txt").write_bytes(SECRET_WORD.encode())  # inside the repo: the engineer's own work
+        copy = tmp_path / "Desktop" / "innocent.txt"
+        copy.write_bytes(original.read_bytes())
+        wait_for(lambda: agent.status().get("spool_depth") == 1, timeout=15, message="one event")
+        (event,) = agent.events()
+        assert event["path"] == str(copy)
+        assert [(m["rule"], m["protected_path"]) for m in event["matches"]] == [("protected_file_copy", str(original))]
+    finally:
+        agent.stop(signal.SIGKILL)

@@ -67,3 +67,17 @@ def test_small_files_and_changed_copies_are_not_reported(make_scanner, tmp_path:
     changed.write_bytes(SOURCE + b"\n")
     assert scanner.scan_path(str(small)).status is Status.CLEAN
     assert scanner.scan_path(str(changed)).status is Status.CLEAN
+
+
+def test_refresh_reuses_hashes_of_unchanged_files(tmp_path: Path, monkeypatch) -> None:
+    import agent.scanning.protected as protected_module
+
+    repo = make_repo(tmp_path)
+    first = ProtectedIndex.build([str(repo)])
+    hashed: list[str] = []
+    real_hash = protected_module._hash_file
+    monkeypatch.setattr(protected_module, "_hash_file", lambda p: hashed.append(p) or real_hash(p))
+    (repo / "ledger" / "new.go").write_bytes(SOURCE.replace(b"reconcile", b"recompute"))
+    second = ProtectedIndex.build([str(repo)], previous=first)
+    assert [Path(p).name for p in hashed] == ["new.go"]
+    assert len(second) == len(first) + 1 and second.version != first.version

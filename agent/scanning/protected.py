@@ -23,8 +23,9 @@ DEFAULT_MIN_BYTES = 128
 class ProtectedIndex:
     """Maps sha256 -> the protected paths holding those bytes."""
 
-    def __init__(self, entries: dict[str, list[str]] | None = None):
+    def __init__(self, entries: dict[str, list[str]] | None = None, stamps: dict[str, tuple[int, int, str]] | None = None):
         self._by_hash: dict[str, list[str]] = entries or {}
+        self._stamps = stamps or {}  # path -> (size, mtime_ns, sha256), to skip rehashing unchanged files
         self.version = _version(self._by_hash)
 
     @classmethod
@@ -35,9 +36,16 @@ class ProtectedIndex:
         exclude: Iterable[str] = (),
         min_bytes: int = DEFAULT_MIN_BYTES,
         max_bytes: int = 1 << 31,
+        previous: "ProtectedIndex | None" = None,
     ) -> "ProtectedIndex":
-        """Hash every regular file under ``roots`` between the size bounds."""
+        """Hash every regular file under ``roots`` between the size bounds.
+
+        With ``previous``, files whose size and mtime did not change keep their hash,
+        so refreshing the index of a large repository costs a walk, not a re-read.
+        """
         entries: dict[str, list[str]] = {}
+        stamps: dict[str, tuple[int, int, str]] = {}
+        known = previous._stamps if previous is not None else {}
         for target in iter_targets(roots, exclude=exclude):
             if target.error:
                 log.warning("protected index: %s: %s", target.path, target.error)
@@ -47,14 +55,19 @@ class ProtectedIndex:
                 info = os.stat(real)
                 if not stat.S_ISREG(info.st_mode) or not min_bytes <= info.st_size <= max_bytes:
                     continue
-                digest = _hash_file(real)
+                stamp = known.get(real)
+                if stamp is not None and stamp[:2] == (info.st_size, info.st_mtime_ns):
+                    digest = stamp[2]
+                else:
+                    digest = _hash_file(real)
             except OSError as exc:
                 log.warning("protected index: cannot read %s: %s", target.path, exc.strerror or exc)
                 continue
+            stamps[real] = (info.st_size, info.st_mtime_ns, digest)
             paths = entries.setdefault(digest, [])
             if real not in paths:
                 paths.append(real)
-        return cls(entries)
+        return cls(entries, stamps)
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -75,7 +88,8 @@ class ProtectedIndex:
 
 def _hash_file(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    # O_NONBLOCK: a file swapped for a fifo since the stat must not hang the index.
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
