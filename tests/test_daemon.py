@@ -12,6 +12,7 @@ import pytest
 
 from agent.spool import Spool
 from tests.conftest import SECRET_WORD, run_cli
+from tests.loopdev import LoopMounts, require_mount_rights, require_tools
 from tests.waiting import wait_for
 from tests.xvfb import xvfb_display  # noqa: F401 (fixture)
 
@@ -121,16 +122,19 @@ def test_rule_error_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and b"x.yar:1" in proc.stderr
 
 
-def test_usb_stick_mount_and_write(tmp_path: Path, rules_dir: Path) -> None:
-    from tests.loopdev import LoopMounts, require_mount_rights, require_tools
-
+def usb_config(tmp_path: Path, rules_dir: Path) -> tuple[Path, Path]:
+    """A config with USB on and a temporary removable root; skips where sticks cannot be mounted."""
     require_mount_rights()
     require_tools("mkfs.ext4")
     media = tmp_path / "media"
     media.mkdir()
     config = write_config(tmp_path, rules_dir)
-    text = config.read_text().replace("[usb]\nenabled = false", f'[usb]\nenabled = true\nremovable_roots = ["{media}"]')
-    config.write_text(text)
+    config.write_text(config.read_text().replace("[usb]\nenabled = false", f'[usb]\nenabled = true\nremovable_roots = ["{media}"]'))
+    return config, media
+
+
+def test_usb_stick_mount_and_write(tmp_path: Path, rules_dir: Path) -> None:
+    config, media = usb_config(tmp_path, rules_dir)
     with LoopMounts(tmp_path) as mounts:
         stick = media / "STICK"
         stick.mkdir()
@@ -180,8 +184,6 @@ def test_clipboard_copy_becomes_an_event_without_its_text(tmp_path: Path, rules_
 
 
 def test_disk_full_under_the_spool(tmp_path: Path, rules_dir: Path) -> None:
-    from tests.loopdev import require_mount_rights
-
     require_mount_rights()
     disk = tmp_path / "small"
     disk.mkdir()
@@ -216,14 +218,7 @@ def test_disk_full_under_the_spool(tmp_path: Path, rules_dir: Path) -> None:
 
 
 def test_stick_pulled_in_the_middle_of_a_copy(tmp_path: Path, rules_dir: Path) -> None:
-    from tests.loopdev import LoopMounts, require_mount_rights, require_tools
-
-    require_mount_rights()
-    require_tools("mkfs.ext4")
-    media = tmp_path / "media"
-    media.mkdir()
-    config = write_config(tmp_path, rules_dir)
-    config.write_text(config.read_text().replace("[usb]\nenabled = false", f'[usb]\nenabled = true\nremovable_roots = ["{media}"]'))
+    config, media = usb_config(tmp_path, rules_dir)
     with LoopMounts(tmp_path) as mounts:
         stick = media / "STICK"
         stick.mkdir()
