@@ -9,8 +9,8 @@ policy decided is dropped on the floor, and back-pressure reaches the sources.
 from __future__ import annotations
 
 import logging
+import getpass
 import os
-import pwd
 import queue
 import threading
 import time
@@ -156,16 +156,24 @@ class _Worker(StoppableThread):
                 q.task_done()
 
 
+try:
+    import pwd
+except ImportError:  # Windows: no uid-to-name table; files are then attributed to the agent's user
+    pwd = None  # type: ignore[assignment]
+
+
 def _owner(work: Work) -> str | None:
     """The user behind an item: a file's owner; for other work, the agent's own user."""
+    if isinstance(work, DeviceChange):
+        return None
+    if pwd is None:
+        return getpass.getuser()
     uid = os.getuid()
     if isinstance(work, FileWork):
         try:
             uid = os.stat(work.path).st_uid
         except OSError:
             pass
-    elif isinstance(work, DeviceChange):
-        return None
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:

@@ -14,10 +14,10 @@ from typing import Any
 
 from agent.redact import snippet
 from agent.scanning.results import ScanResult, Status
+from agent.scanning.rules import worst_severity
 from agent.sources.work import ClipboardWork, DeviceChange, FileWork, Work
 
 SCHEMA_VERSION = 1
-SEVERITY_ORDER = ("low", "medium", "high", "critical")
 
 # Statuses that are events even without a match: content we could not inspect is itself a signal.
 _UNINSPECTED_ON_FILE = {Status.ENCRYPTED, Status.TOO_LARGE, Status.TIMEOUT}
@@ -94,15 +94,10 @@ def _base(kind: str, channel: str, observed_at: float, now: float, context: Cont
 
 def _with_scan(event: dict[str, Any], result: ScanResult, *, include_file: bool) -> dict[str, Any]:
     matches = [m.to_dict() for m in result.matches]
-    event.update(status=result.status.value, reason=result.reason, matches=matches, severity=_worst(matches))
+    event.update(status=result.status.value, reason=result.reason, matches=matches, severity=worst_severity(m["severity"] for m in matches))
     if include_file:
         event.update(size=result.size, sha256=result.sha256)
     return event
-
-
-def _worst(matches: list[dict[str, Any]]) -> str | None:
-    ranks = [SEVERITY_ORDER.index(m["severity"]) for m in matches if m["severity"] in SEVERITY_ORDER]
-    return SEVERITY_ORDER[max(ranks)] if ranks else None
 
 
 def _iso(timestamp: float) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.config import AgentConfig, ConfigError, effective, load_config
-from agent.scanning import RuleError
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 EXIT_ERROR = 2
 
@@ -23,6 +23,9 @@ def register(commands: Any) -> None:
 
 
 def load_or_report(path: str | None) -> AgentConfig | None:
+    # Imported here: pydantic costs start-up time and ~10 MB that `dlp-agent scan` does not need.
+    from agent.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -31,6 +34,8 @@ def load_or_report(path: str | None) -> AgentConfig | None:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    from agent.config import effective
+
     config = load_or_report(args.config)
     if config is None:
         return EXIT_ERROR
@@ -40,6 +45,7 @@ def check_config(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from agent.daemon import Daemon  # the daemon pulls in watchdog and friends: only for this command
+    from agent.scanning import RuleError
     from agent.spool import SpoolError
 
     config = load_or_report(args.config)

@@ -13,7 +13,7 @@ from typing import Any, Iterator, TextIO
 from agent.scanning import ProtectedIndex, RuleError, ScanLimits, ScanResult, Scanner, Status, load_rules
 from agent.scanning.batch import scan_targets
 from agent.scanning.cache import ResultCache
-from agent.scanning.rules import starter_packs_dir
+from agent.scanning.rules import starter_packs_dir, worst_severity
 from agent.scanning.walk import iter_targets
 
 EXIT_CLEAN = 0
@@ -95,16 +95,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_text(result: ScanResult, out: TextIO) -> None:
     if result.status is Status.MATCH:
-        worst = max(result.matches, key=lambda m: _SEVERITY_RANK.get(m.severity, 0)).severity
+        worst = worst_severity(m.severity for m in result.matches)
         found = "; ".join(_describe(m) for m in result.matches)
         out.write(f"{result.path}: {worst}: {found}\n")
         if result.reason:
             out.write(f"{result.path}: note: {result.reason}\n")
     elif result.status is not Status.CLEAN:
         print(f"dlp-agent: {result.path}: {result.status.value}: {result.reason}", file=sys.stderr)
-
-
-_SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
 def _describe(match: Any) -> str:

@@ -30,10 +30,7 @@ from agent.scanning.limits import ScanLimits
 from agent.scanning.protected import ProtectedIndex
 from agent.scanning.results import ScanResult, Status
 from agent.scanning.rules import Ruleset
-from agent.scanning.sniff import CONTAINERS, SNIFF_BYTES, sniff
-
-_HASH_BLOCK = 8 * 1024 * 1024
-
+from agent.scanning.sniff import CONTAINERS, SNIFF_BYTES, Kind, sniff
 
 class Scanner:
     """Scans files and byte strings against a ruleset within limits.
@@ -134,11 +131,10 @@ class Scanner:
         digest = hashlib.sha256()
         size = 0
         f.seek(0)
-        block = memoryview(bytearray(_HASH_BLOCK))
+        block = self._buffer()  # free here: small content never takes this path
         while count := _fill(f, block):
             digest.update(block[:count])
             size += count
-        del block
         return self._verdict(path, digest.hexdigest(), size, exclude_path, lambda job: self._scan_large(job, f, None, 0))
 
     def _verdict(
@@ -204,13 +200,13 @@ class Scanner:
             f.seek(0)
             self._extract(job, kind, f, size, member, depth)
 
-    def _extract(self, job: Job, kind: object, f: BinaryIO, size: int, prefix: str | None, depth: int) -> None:
+    def _extract(self, job: Job, kind: Kind, f: BinaryIO, size: int, prefix: str | None, depth: int) -> None:
         if depth >= self.limits.max_depth:
             label = prefix or "file"
             job.problem(LimitHit(Status.SKIPPED, f"{label}: archives nested deeper than {self.limits.max_depth}", fatal=False))
             return
         try:
-            for item in members(kind, f, size, job.budget, prefix=prefix):  # type: ignore[arg-type]
+            for item in members(kind, f, size, job.budget, prefix=prefix):
                 job.budget.add_member()
                 name = f"{prefix}!{item.name}" if prefix else item.name
                 if item.problem is not None:

@@ -13,7 +13,7 @@ import importlib.util
 import logging
 import os
 import re
-from typing import Any
+from typing import Any, Iterable
 
 import yara
 
@@ -70,6 +70,12 @@ class Ruleset:
             category=str(meta.get("category", DEFAULT_CATEGORY)) or DEFAULT_CATEGORY,
             description=str(meta.get("description", "")),
         )
+
+
+def worst_severity(severities: Iterable[str]) -> str | None:
+    """The highest of ``severities`` in SEVERITIES order, or None when there is none."""
+    ranks = [SEVERITIES.index(s) for s in severities if s in SEVERITIES]
+    return SEVERITIES[max(ranks)] if ranks else None
 
 
 def starter_packs_dir() -> str | None:

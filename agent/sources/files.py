@@ -30,8 +30,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from agent.scanning.walk import iter_targets
-from agent.scanning.walk import matches_any as excluded
+from agent.scanning.walk import iter_targets, matches_any
 from agent.sources.work import Device, Emit, FileWork
 from agent.threads import StoppableThread
 
@@ -242,7 +241,7 @@ class FileSource(StoppableThread):
         self._emit(FileWork(path=path, channel=self._channel, reason=reason, device=self._device))
 
     def _is_excluded(self, path: str) -> bool:
-        return excluded(path, self._exclude)
+        return matches_any(path, self._exclude)
 
 
 def watches_exhausted(path: str) -> bool:
