@@ -34,7 +34,7 @@ run: venv
 bench: venv
 	$(PY) bench/scan.py
 	$(PY) bench/bigfile.py
-	$(PY) bench/agent.py
+	$(PY) bench/daemon.py
 
 clean:
 	rm -rf $(VENV) var bench/.corpus bench/.out

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.scanning.rules import starter_packs_dir
+
 ENV_PREFIX = "DLP_AGENT_"
 
 
@@ -102,6 +104,12 @@ class AgentConfig(_Section):
 
     rules_explicit: bool = False
     """Whether ``rules.dir`` was set by the file or environment (else missing means: use the starter packs)."""
+
+    def rules_location(self) -> str | None:
+        """The rules to load: ``rules.dir``, or the starter packs when the default dir is absent."""
+        if self.rules_explicit or os.path.exists(self.rules.dir):
+            return self.rules.dir
+        return starter_packs_dir()
 
     @field_validator("source")
     @classmethod

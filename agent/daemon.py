@@ -22,7 +22,6 @@ from agent.pipeline import Pipeline
 from agent.policy import Context
 from agent.scanning import ProtectedIndex, RuleError, ScanLimits, Scanner, load_rules
 from agent.scanning.cache import ResultCache
-from agent.scanning.rules import starter_packs_dir
 from agent.sources.clipboard import ClipboardSource
 from agent.sources.files import FileSource
 from agent.sources.mounts import MountWatcher
@@ -129,14 +128,12 @@ class Daemon:
     # Pieces ----------------------------------------------------------------
 
     def _rules_dir(self) -> str:
-        configured = self.config.rules.dir
-        if os.path.exists(configured) or self.config.rules_explicit:
-            return configured
-        starter = starter_packs_dir()
-        if starter is None:
-            raise RuleError("rules not found and no starter packs installed", path=configured)
-        log.warning("rules directory %s does not exist; using the starter packs", configured)
-        return starter
+        location = self.config.rules_location()
+        if location is None:
+            raise RuleError("rules not found and no starter packs installed", path=self.config.rules.dir)
+        if location != self.config.rules.dir:
+            log.warning("rules directory %s does not exist; using the starter packs", self.config.rules.dir)
+        return location
 
     def _start_sources(self) -> None:
         config = self.config

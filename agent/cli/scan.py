@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -55,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_or_report(args.config)
         if config is None:
             return EXIT_ERROR
-        if config.rules_explicit or os.path.exists(config.rules.dir):
-            rules_location = config.rules.dir
+        rules_location = config.rules_location()
     rules_location = rules_location or starter_packs_dir()
     if rules_location is None:
         print("dlp-agent: no rules: pass --rules DIR", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Agent daemon figures: a burst of writes, close-to-spool latency, and the idle cost.
 
-Usage: python bench/agent.py [--files 10000] [--folders 1000] [--latency-samples 200] [--idle-seconds 60]
+Usage: python bench/daemon.py [--files 10000] [--folders 1000] [--latency-samples 200] [--idle-seconds 60]
 Runs a real `dlp-agent run` on a temporary tree (every write made an event with
 `report_clean = true`, so the spool counts what was scanned) and prints a table.
 """
