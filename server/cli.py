@@ -1,25 +1,274 @@
-"""``dlp-server``: the collector's command line."""
+"""``dlp-server``: the collector's command line (init, serve, users, tokens, agents, export)."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
+import logging
+import os
 import sys
-from typing import Sequence
+from datetime import datetime
+from typing import Any, Callable, Sequence
 
 from agent import __version__
 
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
-def main(argv: Sequence[str] | None = None) -> int:
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _print(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    print(json.dumps(payload) if getattr(args, "json", False) else text)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from server.bootstrap import initialize
+
+    result = initialize(args.data_dir)
+    payload = {"admin_user": result.admin_user, "admin_password": result.admin_password, "api_token": result.api_token}
+    if result.created:
+        text = (
+            f"Collector initialised.\n  admin user:     {result.admin_user}\n  admin password: {result.admin_password}\n"
+            f"  API token:      {result.api_token}\nThe password and token are shown only this once."
+        )
+    else:
+        text = "Collector already initialised; schema is current. No new admin was created."
+    _print(args, payload, text)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.api.app import create_app
+    from server.bootstrap import open_collector
+    from server.maintenance import Maintenance
+
+    collector = open_collector(_settings(args), migrate=True)
+    app = create_app(collector)
+    maintenance = Maintenance(collector)
+    maintenance.start()
+    try:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            ssl_certfile=args.tls_cert,
+            ssl_keyfile=args.tls_key,
+            log_level=args.log_level,
+            access_log=args.access_log,
+            proxy_headers=False,
+            server_header=False,
+        )
+    finally:
+        maintenance.stop()
+        collector.close()
+    return EXIT_OK
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from server.store import audit
+    from server.store import users as user_store
+
+    with _collector(args) as collector:
+        now = collector.clock()
+        with collector.db.write() as conn:
+            user, password, token = user_store.create(conn, name=args.name, role=args.role, now=now)
+            audit.append(conn, actor=_actor(), action="user.create", target=user.name, details={"role": user.role}, now=now)
+    _print(args, {"user": user.name, "password": password, "api_token": token}, f"user {user.name} ({user.role})\n  password:  {password}\n  API token: {token}")
+    return EXIT_OK
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from server.durations import parse_duration
+    from server.store import audit, enrollment
+
+    lifetime = parse_duration(args.expires_in)
+    with _collector(args) as collector:
+        now = collector.clock()
+        with collector.db.write() as conn:
+            token, record = enrollment.create_token(conn, vendor=args.vendor, uses=args.uses, lifetime=lifetime, created_by=_actor(), now=now)
+            audit.append(conn, actor=_actor(), action="token.create", target=args.vendor, details=record, now=now)
+    _print(args, {"token": token, **record}, token)
+    return EXIT_OK
+
+
+def cmd_agent_list(args: argparse.Namespace) -> int:
+    from server.store import agents
+
+    with _collector(args) as collector, collector.db.read() as conn:
+        items = agents.list_agents(conn, vendor=args.vendor, status=args.status)
+    if args.json:
+        print(json.dumps({"items": items}))
+        return EXIT_OK
+    print(f"{'ID':32}  {'VENDOR':16}  {'HOSTNAME':24}  {'STATUS':8}  {'LAST SEEN':24}  {'RULESET':16}  SPOOL")
+    for a in items:
+        print(f"{a['id']:32}  {a['vendor'][:16]:16}  {a['hostname'][:24]:24}  {a['status']:8}  {a['last_seen_at']:24}  {(a['ruleset_version'] or '-')[:16]:16}  {a['spool_depth']}")
+    return EXIT_OK
+
+
+def cmd_agent_revoke(args: argparse.Namespace) -> int:
+    from server.store import agents, audit
+
+    with _collector(args) as collector:
+        now = collector.clock()
+        with collector.db.write() as conn:
+            agents.revoke(conn, agent_id=args.agent_id, now=now)
+            audit.append(conn, actor=_actor(), action="agent.revoke", target=args.agent_id, now=now)
+    _print(args, {"revoked": args.agent_id}, f"agent {args.agent_id} revoked")
+    return EXIT_OK
+
+
+def cmd_vendor_ranges(args: argparse.Namespace) -> int:
+    from server.netaddr import parse_networks
+    from server.store import audit, vendors
+
+    cidrs = [str(n) for n in parse_networks(args.cidrs)]
+    with _collector(args) as collector:
+        now = collector.clock()
+        with collector.db.write() as conn:
+            vendors.get_or_create(conn, name=args.name, now=now)
+            vendor = vendors.set_ranges(conn, name=args.name, allowed_cidrs=cidrs)
+            audit.append(conn, actor=_actor(), action="vendor.ranges", target=args.name, details={"allowed_cidrs": cidrs}, now=now)
+    _print(args, vendor, f"vendor {args.name}: {', '.join(cidrs) or 'any address'}")
+    return EXIT_OK
+
+
+def cmd_export_events(args: argparse.Namespace) -> int:
+    from server.siem.export import write_events
+    from server.store import audit, events
+
+    filters = events.EventFilter(since=args.since, until=args.until, vendor=args.vendor, min_severity=args.min_severity)
+    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    try:
+        with _collector(args) as collector:
+            with collector.db.read() as conn:
+                count = write_events(events.iter_for_export(conn, filters=filters), out, fmt=args.format, product_version=__version__)
+            with collector.db.write() as conn:
+                details = {"format": args.format, "count": count, "since": args.since.isoformat() if args.since else None}
+                audit.append(conn, actor=_actor(), action="events.export", target=args.output or "stdout", details=details, now=collector.clock())
+    finally:
+        if args.output:
+            out.close()
+    print(f"exported {count} events", file=sys.stderr)
+    return EXIT_OK
+
+
+class _collector:
+    """``with _collector(args) as c``: open the data directory's collector and close it after."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+
+    def __enter__(self) -> Any:
+        from server.bootstrap import open_collector
+
+        self._c = open_collector(_settings(self._args))
+        return self._c
+
+    def __exit__(self, *exc: object) -> None:
+        self._c.close()
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from server.settings import load_settings
+
+    return load_settings(args.data_dir)
+
+
+def _timestamp(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. 2026-11-24T00:00:00Z")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", metavar="DIR", help="collector data directory (default: the platform's data directory)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print one JSON object")
+
     parser = argparse.ArgumentParser(prog="dlp-server", description="DLP collector: enrollment, ingest and review.")
     parser.add_argument("--version", action="version", version=f"dlp-server {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("version", help="print the collector version")
+
+    def add(sub: Any, name: str, handler: Callable[[argparse.Namespace], int], help_text: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common, *parents])
+        p.set_defaults(handler=handler)
+        return p
+
+    commands.add_parser("version", help="print the collector version", parents=[common]).set_defaults(handler=lambda _a: print(f"dlp-server {__version__}") or 0)
+    add(commands, "init", cmd_init, "create the data directory, database, signing key and first admin", as_json)
+
+    serve = add(commands, "serve", cmd_serve, "serve the agent API, the review API and the UI")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--tls-cert", metavar="FILE")
+    serve.add_argument("--tls-key", metavar="FILE")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--access-log", action="store_true", help="log every request (off by default: agents call often)")
+
+    user = commands.add_parser("user", help="manage reviewers and admins").add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    user_add = add(user, "add", cmd_user_add, "add a user with a generated password and API token", as_json)
+    user_add.add_argument("name")
+    user_add.add_argument("--role", required=True, choices=["admin", "reviewer"])
+
+    token = commands.add_parser("token", help="enrollment tokens").add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    token_create = add(token, "create", cmd_token_create, "create an enrollment token for a vendor", as_json)
+    token_create.add_argument("--vendor", required=True)
+    token_create.add_argument("--uses", type=int, default=1, help="how many agents may enroll with it (default 1)")
+    token_create.add_argument("--expires-in", default="7d", help="lifetime like 12h, 7d, 2w (default 7d)")
+
+    agent = commands.add_parser("agent", help="enrolled agents").add_subparsers(dest="agent_command", metavar="ACTION", required=True)
+    agent_list = add(agent, "list", cmd_agent_list, "list agents with their health", as_json)
+    agent_list.add_argument("--vendor")
+    agent_list.add_argument("--status", choices=["online", "offline", "revoked"])
+    agent_revoke = add(agent, "revoke", cmd_agent_revoke, "refuse every further call from an agent", as_json)
+    agent_revoke.add_argument("agent_id")
+
+    vendor = commands.add_parser("vendor", help="vendors").add_subparsers(dest="vendor_command", metavar="ACTION", required=True)
+    vendor_ranges = add(vendor, "ranges", cmd_vendor_ranges, "set the address ranges a vendor's agents may call from (none: any)", as_json)
+    vendor_ranges.add_argument("name")
+    vendor_ranges.add_argument("cidrs", nargs="*", metavar="CIDR")
+
+    export = commands.add_parser("export", help="export data").add_subparsers(dest="export_command", metavar="WHAT", required=True)
+    export_events = add(export, "events", cmd_export_events, "write events for a SIEM or an archive")
+    export_events.add_argument("--format", default="jsonl", choices=["jsonl", "csv", "cef"])
+    export_events.add_argument("--since", type=_timestamp, help="occurred at or after (ISO 8601 with a zone)")
+    export_events.add_argument("--until", type=_timestamp)
+    export_events.add_argument("--vendor")
+    export_events.add_argument("--min-severity", choices=["low", "medium", "high", "critical"])
+    export_events.add_argument("--output", "-o", metavar="FILE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    handler = getattr(args, "handler", None)
+    if handler is None:
         parser.print_help()
-        return 2
-    print(f"dlp-server {__version__}")
-    return 0
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The data directory holds the database and the signing key: nothing in it is for other users.
+    os.umask(0o077)
+    from server.bootstrap import NotInitialized
+    from server.errors import CollectorError
+    from server.settings import SettingsError
+
+    try:
+        return handler(args)
+    except (CollectorError, SettingsError, NotInitialized, ValueError) as exc:
+        print(f"dlp-server: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

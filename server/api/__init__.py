@@ -1,0 +1,1 @@
+"""The collector's HTTP interface: agent API, review API, operations endpoints."""

@@ -1,0 +1,91 @@
+"""Admin-only API: vendors and their office ranges, enrollment tokens, users, revocation, audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from server.api.deps import AddressDep, AdminDep, CollectorDep
+from server.api.schemas import EnrollmentTokenIn, UserIn, VendorIn, VendorRangesIn
+from server.durations import parse_duration
+from server.errors import InvalidInput
+from server.netaddr import parse_networks
+from server.store import agents, audit, enrollment, vendors
+from server.store import users as user_store
+
+router = APIRouter(prefix="/api/v1", tags=["admin"])
+
+
+def _ranges(values: list[str]) -> list[str]:
+    try:
+        return [str(network) for network in parse_networks(values)]
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+@router.post("/vendors", status_code=201, summary="Create a vendor, optionally with its office ranges")
+def create_vendor(body: VendorIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
+    now = collector.clock()
+    cidrs = _ranges(body.allowed_cidrs)
+    with collector.db.write() as conn:
+        created = vendors.create(conn, name=body.name, allowed_cidrs=cidrs, now=now)
+        audit.append(conn, actor=admin.name, action="vendor.create", target=body.name, details={"allowed_cidrs": cidrs}, address=address, now=now)
+    return created
+
+
+@router.put("/vendors/{name}/ranges", summary="Replace a vendor's allowed address ranges (CIDR)")
+def set_vendor_ranges(name: Annotated[str, Path(max_length=128)], body: VendorRangesIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
+    now = collector.clock()
+    cidrs = _ranges(body.allowed_cidrs)
+    with collector.db.write() as conn:
+        updated = vendors.set_ranges(conn, name=name, allowed_cidrs=cidrs)
+        audit.append(conn, actor=admin.name, action="vendor.ranges", target=name, details={"allowed_cidrs": cidrs}, address=address, now=now)
+    return updated
+
+
+@router.post("/enrollment-tokens", status_code=201, summary="Create an enrollment token for a vendor")
+def create_enrollment_token(body: EnrollmentTokenIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
+    now = collector.clock()
+    with collector.db.write() as conn:
+        token, record = enrollment.create_token(conn, vendor=body.vendor, uses=body.uses, lifetime=parse_duration(body.expires_in), created_by=admin.name, now=now)
+        audit.append(conn, actor=admin.name, action="token.create", target=body.vendor, details=record, address=address, now=now)
+    return {"token": token, **record}
+
+
+@router.post("/agents/{agent_id}/revoke", summary="Revoke an agent: its calls are refused from now on")
+def revoke_agent(agent_id: Annotated[str, Path(max_length=64)], collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
+    now = collector.clock()
+    with collector.db.write() as conn:
+        agents.revoke(conn, agent_id=agent_id, now=now)
+        audit.append(conn, actor=admin.name, action="agent.revoke", target=agent_id, address=address, now=now)
+        return agents.get(conn, agent_id=agent_id)
+
+
+@router.get("/users", summary="Reviewers and admins")
+def list_users(collector: CollectorDep, admin: AdminDep) -> dict[str, Any]:
+    with collector.db.read() as conn:
+        return {"items": user_store.list_all(conn)}
+
+
+@router.post("/users", status_code=201, summary="Add a reviewer or admin (the password is shown once)")
+def create_user(body: UserIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
+    now = collector.clock()
+    with collector.db.write() as conn:
+        user, password, token = user_store.create(conn, name=body.name, role=body.role, now=now)
+        audit.append(conn, actor=admin.name, action="user.create", target=user.name, details={"role": user.role}, address=address, now=now)
+    return {"user": user.name, "role": user.role, "password": password, "api_token": token}
+
+
+@router.get("/audit", summary="The audit log, newest first, with the hash chain verified")
+def list_audit(
+    collector: CollectorDep,
+    admin: AdminDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> dict[str, Any]:
+    with collector.db.read() as conn:
+        check = audit.verify(conn)
+        items = audit.list_entries(conn, limit=limit, before=before)
+    next_before = items[-1]["seq"] if len(items) == limit and items[-1]["seq"] > 1 else None
+    return {"chain": {"ok": check.ok, "entries": check.entries, "problem": check.problem}, "items": items, "next_before": next_before}

@@ -1,0 +1,141 @@
+"""The agent API: enrollment, event ingest, heartbeats. Thin: auth, limits, then one transaction."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import Connection
+
+from server.api.deps import AddressDep, CollectorDep, TokenDep
+from server.api.schemas import (
+    BatchIn,
+    BatchOut,
+    EnrollIn,
+    EnrollOut,
+    HeartbeatIn,
+    HeartbeatOut,
+)
+from server.collector import Collector
+from server.errors import Forbidden, TooLarge
+from server.netaddr import in_networks, parse_networks
+from server.store import addresses, agents, enrollment, events
+from server.store.agents import AgentIdentity
+from server.store.sql import iso
+
+router = APIRouter(prefix="/api/v1", tags=["agent"])
+
+
+@router.post("/enroll", response_model=EnrollOut, summary="Enroll an agent with a vendor's enrollment token")
+def enroll(body: EnrollIn, collector: CollectorDep, address: AddressDep) -> EnrollOut:
+    now = collector.clock()
+    with collector.db.write() as conn:
+        enrolled = enrollment.enroll(
+            conn,
+            token=body.token,
+            hostname=body.hostname,
+            os_name=body.os,
+            machine_id=body.machine_id,
+            agent_version=body.agent_version,
+            address=address,
+            now=now,
+        )
+        identity = agents.authenticate(conn, value=enrolled.credential)
+        _record_call(conn, collector, identity, address)
+    return EnrollOut(
+        agent_id=enrolled.agent_id,
+        credential=enrolled.credential,
+        vendor=enrolled.vendor,
+        heartbeat_interval_s=collector.settings.agents.heartbeat_interval_s,
+        signing_public_key=collector.signing_public_key,
+    )
+
+
+@router.post(
+    "/events",
+    response_model=BatchOut,
+    summary="Submit a batch of events (idempotent by event id; gzip accepted)",
+    responses={413: {"description": "batch or body too large"}, 403: {"description": "revoked agent or forged agent id"}},
+)
+def ingest(batch: BatchIn, collector: CollectorDep, token: TokenDep, address: AddressDep) -> BatchOut:
+    limits = collector.settings.ingest
+    if len(batch.events) > limits.max_batch_events:
+        collector.metrics.batches.labels("413").inc()
+        raise TooLarge(f"a batch holds at most {limits.max_batch_events} events; this one has {len(batch.events)}")
+    records: list[dict[str, Any]] = []
+    for index, event in enumerate(batch.events):
+        record = event.model_dump(mode="json", by_alias=True)
+        if len(json.dumps(record, ensure_ascii=False)) > limits.max_event_bytes:
+            raise TooLarge(f"events[{index}] is larger than {limits.max_event_bytes} bytes")
+        records.append(record)
+    now = collector.clock()
+    with collector.db.write() as conn:
+        identity = agents.authenticate(conn, value=token)
+        for index, record in enumerate(records):
+            claimed = record.get("agent_id")
+            if claimed is not None and claimed != identity.id:
+                raise Forbidden(f"events[{index}] claims agent {str(claimed)[:64]!r}; an agent may only submit its own events")
+        _record_call(conn, collector, identity, address)
+        result = events.ingest(
+            conn,
+            agent=identity,
+            records=records,
+            occurred=[e.occurred_at for e in batch.events],
+            address=address,
+            country=collector.country(address),
+            now=now,
+            alert_targets=collector.alert_targets,
+            alert_min_rank=collector.alert_min_rank,
+        )
+    if result.alert_seqs and collector.alert_targets:
+        collector.alerts_pending.set()
+    metrics = collector.metrics
+    metrics.batches.labels("200").inc()
+    metrics.events.labels("accepted").inc(len(result.accepted))
+    metrics.events.labels("duplicate").inc(len(result.duplicates))
+    metrics.events.labels("conflict").inc(len(result.conflicts))
+    return BatchOut(accepted=len(result.accepted), duplicates=result.duplicates, conflicts=result.conflicts)
+
+
+@router.post("/heartbeat", response_model=HeartbeatOut, summary="Report agent health")
+def heartbeat(body: HeartbeatIn, collector: CollectorDep, token: TokenDep, address: AddressDep) -> HeartbeatOut:
+    now = collector.clock()
+    with collector.db.write() as conn:
+        identity = agents.authenticate(conn, value=token)
+        _record_call(conn, collector, identity, address)
+        agents.heartbeat(conn, agent_id=identity.id, report=body.model_dump(), now=now)
+    collector.metrics.heartbeats.inc()
+    return HeartbeatOut(server_time=iso(now) or "", heartbeat_interval_s=collector.settings.agents.heartbeat_interval_s, status="online")
+
+
+def _record_call(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None) -> None:
+    """Every authenticated agent call: seen now, from this address, which may be out of range."""
+    now = collector.clock()
+    agents.touch(conn, agent_id=identity.id, address=address, now=now)
+    if identity.status == "offline":
+        _raise(conn, collector, identity, "agent.online", {"reason": "the agent called again after going offline"}, None, address)
+    if not address:
+        return
+    expected = in_networks(address, parse_networks(identity.allowed_cidrs)) if identity.allowed_cidrs else None
+    sighting = addresses.record_agent(conn, agent_id=identity.id, address=address, country=collector.country(address), expected=expected, now=now)
+    if sighting.first_time and expected is False:
+        details = {"address": address, "country": sighting.country, "allowed_cidrs": list(identity.allowed_cidrs)}
+        _raise(conn, collector, identity, "agent.unexpected_ip", details, "high", address)
+
+
+def _raise(conn: Connection, collector: Collector, identity: AgentIdentity, kind: str, details: dict[str, Any], severity: str | None, address: str | None) -> None:
+    events.raise_agent_event(
+        conn,
+        agent=identity,
+        kind=kind,
+        details=details,
+        now=collector.clock(),
+        severity=severity,
+        address=address,
+        country=collector.country(address),
+        alert_targets=collector.alert_targets,
+        alert_min_rank=collector.alert_min_rank,
+    )
+    if severity and collector.alert_targets:
+        collector.alerts_pending.set()

@@ -1,0 +1,92 @@
+"""The collector's ASGI application: routers, bounded bodies, errors as clear JSON."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Awaitable, Callable
+from urllib.parse import unquote_to_bytes
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import OperationalError
+
+from agent import __version__
+from server.api import (
+    admin_routes,
+    agent_routes,
+    auth_routes,
+    ops_routes,
+    review_routes,
+)
+from server.api.bodies import BoundedBodies
+from server.collector import Collector
+from server.errors import CollectorError
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_BODY_LIMIT = 1 << 20
+
+
+def create_app(collector: Collector) -> FastAPI:
+    app = FastAPI(
+        title="DLP collector",
+        version=__version__,
+        description="Enrollment, authenticated idempotent ingest and heartbeats for agents; the review API for security staff.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.collector = collector
+    for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, ops_routes.router):
+        app.include_router(router)
+    _install_error_handlers(app)
+    _install_timing(app, collector)
+    ingest = collector.settings.ingest
+    app.add_middleware(
+        BoundedBodies,
+        default_limit=_DEFAULT_BODY_LIMIT,
+        route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes},
+        max_decoded=ingest.max_decoded_bytes,
+    )
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CollectorError)
+    async def collector_error(_request: Request, exc: CollectorError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+            for error in exc.errors()[:100]
+        ]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
+        return JSONResponse({"detail": "database unavailable; retry later"}, status_code=503, headers={"Retry-After": "5"})
+
+
+def _install_timing(app: FastAPI, collector: Collector) -> None:
+    @app.middleware("http")
+    async def timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+        if b"%00" in request.scope.get("query_string", b"") or "\x00" in request.url.path or not _utf8(request.scope.get("query_string", b"")):
+            return JSONResponse({"detail": "NUL characters or invalid UTF-8 in the URL"}, status_code=400)
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        collector.metrics.latency.labels(getattr(route, "path", "unmatched")).observe(time.perf_counter() - started)
+        return response
+
+
+def _utf8(query: bytes) -> bool:
+    try:
+        unquote_to_bytes(query).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -1,0 +1,53 @@
+"""Logins for reviewers and admins: sessions as bearer tokens, failed attempts limited and recorded."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter
+
+from server.api.deps import AddressDep, CollectorDep, TokenDep, UserDep
+from server.api.schemas import LoginIn, LoginOut
+from server.errors import Unauthorized
+from server.store import addresses, audit
+from server.store import users as user_store
+from server.store.sql import iso
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+
+@router.post("/login", response_model=LoginOut, summary="Exchange a user name and password for a session token")
+def login(body: LoginIn, collector: CollectorDep, address: AddressDep) -> LoginOut:
+    now = collector.clock()
+    auth = collector.settings.auth
+    lifetime = timedelta(hours=auth.session_hours)
+    with collector.db.write() as conn:
+        user_store.check_login_allowed(
+            conn, name=body.username, address=address, now=now, limit=auth.failed_login_limit, window=timedelta(seconds=auth.failed_login_window_s)
+        )
+        outcome = user_store.login(conn, name=body.username, password=body.password, address=address, now=now, session_lifetime=lifetime)
+        if outcome is not None:
+            user, token = outcome
+            if address:
+                addresses.record_user(conn, user_id=user.id, address=address, country=collector.country(address), now=now)
+            audit.append(conn, actor=user.name, action="user.login", address=address, now=now)
+    if outcome is None:
+        raise Unauthorized("wrong user name or password")
+    return LoginOut(token=token, expires_at=iso(now + lifetime) or "", user=user.name, role=user.role)
+
+
+@router.post("/logout", summary="End the session whose token is sent")
+def logout(collector: CollectorDep, user: UserDep, token: TokenDep, address: AddressDep) -> dict[str, Any]:
+    now = collector.clock()
+    with collector.db.write() as conn:
+        user_store.revoke_token(conn, value=token)
+        audit.append(conn, actor=user.name, action="user.logout", address=address, now=now)
+    return {"ok": True}
+
+
+@router.get("/me", summary="Who the token belongs to")
+def me(collector: CollectorDep, user: UserDep) -> dict[str, Any]:
+    with collector.db.read() as conn:
+        history = addresses.user_history(conn, user_id=user.id)
+    return {"user": user.name, "role": user.role, "ip_addresses": history}

@@ -1,0 +1,33 @@
+"""Operations endpoints: liveness with a database check, and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent import __version__
+from server.api.deps import CollectorDep
+from server.db.migrate import current_revision, head_revision
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Is this collector able to serve (database reachable, schema current)?")
+def healthz(collector: CollectorDep) -> JSONResponse:
+    try:
+        with collector.db.read() as conn:
+            conn.execute(text("SELECT 1"))
+        revision = current_revision(collector.db)
+    except SQLAlchemyError as exc:
+        return JSONResponse({"status": "unavailable", "detail": f"database: {type(exc).__name__}"}, status_code=503)
+    ok = revision == head_revision()
+    body = {"status": "ok" if ok else "unavailable", "version": __version__, "schema": revision, "database": collector.db.dialect}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics of this collector process")
+def metrics(collector: CollectorDep) -> Response:
+    return Response(collector.metrics.render(), media_type=CONTENT_TYPE_LATEST)

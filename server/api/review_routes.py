@@ -1,0 +1,138 @@
+"""The review API for reviewers and scripts: events, triage, agents, vendors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from server.api.deps import AddressDep, CollectorDep, UserDep
+from server.api.schemas import BulkTriageIn, CommentIn, EventPage, Severity, TriageIn
+from server.errors import InvalidInput
+from server.store import agents, audit, events, vendors
+from server.store import users as user_store
+from server.store.events import EventFilter
+
+router = APIRouter(prefix="/api/v1", tags=["review"])
+
+_Filter = Annotated[str | None, Query(max_length=255)]
+_EventId = Annotated[str, Path(max_length=64)]
+_AgentId = Annotated[str, Path(max_length=64)]
+
+
+def _split(value: str | None, allowed: tuple[str, ...] | None = None, name: str = "") -> tuple[str, ...]:
+    if not value:
+        return ()
+    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    if allowed is not None:
+        bad = [item for item in items if item not in allowed]
+        if bad:
+            raise InvalidInput(f"{name} must be among {', '.join(allowed)}; got {', '.join(bad)[:200]}")
+    return items
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidInput(f"{name} needs a time zone, e.g. 2026-11-24T09:00:00Z")
+    return value
+
+
+@router.get("/events", response_model=EventPage, summary="List events, newest first, with filters and keyset paging")
+def list_events(
+    collector: CollectorDep,
+    user: UserDep,
+    channel: Annotated[str | None, Query(max_length=255, description="comma-separated: file, usb, clipboard, agent")] = None,
+    type: Annotated[str | None, Query(max_length=255, description="comma-separated event types, e.g. usb.write")] = None,
+    severity: Annotated[str | None, Query(max_length=255, description="comma-separated exact severities")] = None,
+    min_severity: Severity | None = None,
+    vendor: _Filter = None,
+    agent: _Filter = None,
+    user_name: Annotated[str | None, Query(alias="user", max_length=255)] = None,
+    rule: _Filter = None,
+    status: Annotated[str | None, Query(max_length=255, description="triage status, comma-separated")] = None,
+    sha256: _Filter = None,
+    device: Annotated[str | None, Query(max_length=255, description="device serial")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    filters = EventFilter(
+        channels=_split(channel, ("file", "usb", "clipboard", "agent"), "channel"),
+        types=_split(type),
+        severities=_split(severity, ("low", "medium", "high", "critical"), "severity"),
+        min_severity=min_severity,
+        vendor=vendor,
+        agent=agent,
+        user=user_name,
+        rule=rule,
+        statuses=_split(status, events.TRIAGE_STATUSES, "status"),
+        sha256=sha256,
+        device_serial=device,
+        since=_aware(since, "since"),
+        until=_aware(until, "until"),
+    )
+    with collector.db.read() as conn:
+        items, next_cursor = events.query(conn, filters=filters, limit=limit, cursor=cursor)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get("/events/{event_id}", summary="One event with comments and related events")
+def get_event(event_id: _EventId, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
+    with collector.db.read() as conn:
+        return events.get(conn, event_id=event_id)
+
+
+@router.patch("/events/{event_id}/triage", summary="Set triage status and/or assignee")
+def triage_event(event_id: _EventId, body: TriageIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
+    now = collector.clock()
+    with collector.db.write() as conn:
+        assignee_id = user_store.get(conn, name=body.assignee).id if body.assignee else None
+        before = events.triage(conn, event_id=event_id, status=body.status, assignee_id=assignee_id, clear_assignee=body.clear_assignee)
+        after = {"status": body.status or before["status"], "assignee": None if body.clear_assignee else (body.assignee or before["assignee"])}
+        audit.append(conn, actor=user.name, action="event.triage", target=event_id, details={"before": before, "after": after}, address=address, now=now)
+        return events.get(conn, event_id=event_id)
+
+
+@router.post("/events/triage", summary="Set the triage status of many events at once")
+def bulk_triage(body: BulkTriageIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
+    now = collector.clock()
+    with collector.db.write() as conn:
+        for event_id in body.ids:
+            events.triage(conn, event_id=event_id, status=body.status, assignee_id=None)
+        audit.append(conn, actor=user.name, action="event.triage_bulk", target=f"{len(body.ids)} events", details={"ids": body.ids, "status": body.status}, address=address, now=now)
+    return {"updated": len(body.ids), "status": body.status}
+
+
+@router.post("/events/{event_id}/comments", status_code=201, summary="Comment on an event")
+def comment_event(event_id: _EventId, body: CommentIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
+    now = collector.clock()
+    with collector.db.write() as conn:
+        events.comment(conn, event_id=event_id, user_id=user.id, body=body.body, now=now)
+        audit.append(conn, actor=user.name, action="event.comment", target=event_id, details={"length": len(body.body)}, address=address, now=now)
+        return events.get(conn, event_id=event_id)
+
+
+@router.get("/agents", summary="Agents with health and IP-address history")
+def list_agents(
+    collector: CollectorDep,
+    user: UserDep,
+    vendor: _Filter = None,
+    status: Annotated[str | None, Query(pattern="^(online|offline|revoked)$")] = None,
+) -> dict[str, Any]:
+    with collector.db.read() as conn:
+        return {"items": agents.list_agents(conn, vendor=vendor, status=status)}
+
+
+@router.get("/agents/{agent_id}", summary="One agent")
+def get_agent(agent_id: _AgentId, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
+    with collector.db.read() as conn:
+        return agents.get(conn, agent_id=agent_id)
+
+
+@router.get("/vendors", summary="Vendors with their office ranges and agent counts")
+def list_vendors(collector: CollectorDep, user: UserDep) -> dict[str, Any]:
+    with collector.db.read() as conn:
+        return {"items": vendors.list_all(conn)}
+

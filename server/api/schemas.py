@@ -1,0 +1,191 @@
+"""Request and response bodies. Inputs are bounded in every dimension; secrets never appear in outputs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+MAX_INT = 2**53 - 1
+Severity = Literal["low", "medium", "high", "critical"]
+TriageStatus = Literal["new", "investigating", "benign", "confirmed_leak"]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@ -]*$")]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- agent API -------------------------------------------------------------------------------
+
+
+class EnrollIn(_In):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    hostname: Annotated[Text, StringConstraints(min_length=1, max_length=255)]
+    os: Annotated[Text, StringConstraints(max_length=64)] = ""
+    machine_id: Annotated[Text, StringConstraints(max_length=128)] = ""
+    agent_version: Annotated[Text, StringConstraints(max_length=64)] = ""
+
+
+class EnrollOut(BaseModel):
+    agent_id: str
+    credential: str = Field(description="Send as `Authorization: Bearer <credential>` on every agent call.")
+    vendor: str
+    heartbeat_interval_s: int
+    signing_public_key: str = Field(description="Ed25519 public key (hex) that signs rule bundles.")
+
+
+class MatchIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    rule: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    namespace: Annotated[str, StringConstraints(max_length=255)] | None = None
+    severity: Severity | None = None
+    category: Annotated[str, StringConstraints(max_length=64)] | None = None
+    tags: list[Annotated[str, StringConstraints(max_length=64)]] = Field(default_factory=list, max_length=64)
+    member: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    offsets: list[Annotated[int, Field(ge=0, le=MAX_INT)]] = Field(default_factory=list, max_length=1000)
+
+
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    mountpoint: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    vendor: Annotated[str, StringConstraints(max_length=255)] | None = None
+    model: Annotated[str, StringConstraints(max_length=255)] | None = None
+    serial: Annotated[str, StringConstraints(max_length=255)] | None = None
+    fstype: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class EventIn(BaseModel):
+    """One agent event record (schema 1, docs/events.md). Unknown fields are kept for newer agents."""
+
+    model_config = ConfigDict(extra="allow")
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    id: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,30}\.[a-z][a-z_]{0,30}$")]
+    channel: Literal["file", "usb", "clipboard", "agent"]
+    occurred_at: AwareDatetime
+    detected_at: AwareDatetime | None = None
+    host: Annotated[str, StringConstraints(max_length=255)] | None = None
+    user: Annotated[str, StringConstraints(max_length=255)] | None = None
+    path: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    size: Count | None = None
+    status: Literal["match", "clean", "too_large", "timeout", "encrypted", "unreadable", "skipped"] | None = None
+    severity: Severity | None = None
+    matches: list[MatchIn] = Field(default_factory=list, max_length=1000)
+    device: DeviceIn | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
+class BatchIn(_In):
+    events: list[EventIn] = Field(max_length=10_000)
+
+
+class BatchOut(BaseModel):
+    accepted: int
+    duplicates: list[str] = Field(description="Ids already stored from an earlier send: safe to forget.")
+    conflicts: list[str] = Field(description="Ids another agent already used: not stored.")
+
+
+class HeartbeatIn(_In):
+    agent_version: Annotated[Text, StringConstraints(max_length=64)]
+    ruleset_version: Annotated[Text, StringConstraints(max_length=64)] | None = None
+    ruleset_error: Annotated[Text, StringConstraints(max_length=4096)] | None = None
+    spool_depth: Count = 0
+    dropped: Count = 0
+    sources: dict[Annotated[str, StringConstraints(max_length=64)], Any] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("sources")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        encoded = json.dumps(value, allow_nan=False)
+        if len(encoded) > 16384:
+            raise ValueError("source health report is larger than 16 KiB")
+        if "\\u0000" in encoded:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+
+class HeartbeatOut(BaseModel):
+    server_time: str
+    heartbeat_interval_s: int
+    status: str
+
+
+# --- review API ------------------------------------------------------------------------------
+
+
+class LoginIn(_In):
+    username: Annotated[Text, StringConstraints(min_length=1, max_length=128)]
+    password: Annotated[Text, StringConstraints(min_length=1, max_length=1024)]
+
+
+class LoginOut(BaseModel):
+    token: str
+    expires_at: str
+    user: str
+    role: str
+
+
+class EventPage(BaseModel):
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class TriageIn(_In):
+    status: TriageStatus | None = None
+    assignee: Name | None = Field(default=None, description="User name; empty string clears the assignee.")
+    clear_assignee: bool = False
+
+
+class BulkTriageIn(_In):
+    ids: list[Annotated[str, StringConstraints(max_length=36)]] = Field(min_length=1, max_length=500)
+    status: TriageStatus
+
+
+class CommentIn(_In):
+    body: Annotated[Text, StringConstraints(min_length=1, max_length=10_000)]
+
+
+class VendorIn(_In):
+    name: Name
+    allowed_cidrs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(default_factory=list, max_length=1000)
+
+
+class VendorRangesIn(_In):
+    allowed_cidrs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(max_length=1000)
+
+
+class EnrollmentTokenIn(_In):
+    vendor: Name
+    uses: Annotated[int, Field(ge=1, le=100_000)] = 1
+    expires_in: Annotated[str, StringConstraints(pattern=r"^\d{1,6}[smhdw]$")] = "7d"
+
+
+class UserIn(_In):
+    name: Name
+    role: Literal["admin", "reviewer"]
+

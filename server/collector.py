@@ -1,0 +1,50 @@
+"""Everything one collector process holds: settings, database, clock, lookups, metrics.
+
+Nothing here is state that other collector processes would need to agree on; agreement
+lives in the database, so any number of these can serve behind one load balancer.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Callable
+
+from server.db.engine import Database
+from server.keys import load_signing_key, public_key_hex
+from server.metrics import Metrics
+from server.netaddr import CountryLookup, default_lookup, parse_networks
+from server.settings import SEVERITY_NAMES, ServerSettings
+from server.store.sql import utcnow
+
+
+class Collector:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        db: Database | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        countries: CountryLookup | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.effective_database_url)
+        self.clock = clock
+        self.countries = countries or default_lookup()
+        self.trusted_proxies = parse_networks(settings.network.trusted_proxies)
+        key_path = settings.signing_key_path
+        self.signing_public_key = public_key_hex(load_signing_key(key_path)) if key_path.exists() else ""
+        self.metrics = Metrics(self.db)
+        alerts = settings.alerts
+        self.alert_targets: tuple[str, ...] = tuple(
+            name for name, configured in (("webhook", alerts.webhook_url), ("syslog", alerts.syslog_host)) if configured
+        )
+        self.alert_min_rank = SEVERITY_NAMES.index(alerts.min_severity) + 1
+        self.alerts_pending = threading.Event()
+        """Set after a commit that queued alerts, so this process's forwarder sends at once."""
+
+    def country(self, address: str | None) -> str | None:
+        return self.countries.country(address) if address else None
+
+    def close(self) -> None:
+        self.db.dispose()

@@ -1,0 +1,1 @@
+"""Collector storage: schema, engine, migrations."""

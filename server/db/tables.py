@@ -1,0 +1,258 @@
+"""The collector's schema, declared once for queries and for Alembic's migrations.
+
+Secrets are only ever stored as hashes. Times are UTC (``UtcDateTime`` keeps SQLite and
+PostgreSQL comparable). Events are addressed two ways: ``seq`` (the collector's arrival order,
+used for keyset paging) and ``id`` (the agent's UUID, which makes ingest idempotent).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# Portable auto-increment: BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+vendors = Table(
+    "vendors",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("allowed_cidrs", JSON, nullable=False, default=list),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # "api" (scripts) or "session" (a login)
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("last_used_at", UtcDateTime),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+enrollment_tokens = Table(
+    "enrollment_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("vendor_id", Integer, ForeignKey("vendors.id"), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("max_uses", Integer, nullable=False),
+    Column("uses", Integer, nullable=False, default=0),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("vendor_id", Integer, ForeignKey("vendors.id"), nullable=False, index=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("os", String(64), nullable=False, default=""),
+    Column("machine_id", String(128), nullable=False, default=""),
+    Column("agent_version", String(64), nullable=False, default=""),
+    Column("ruleset_version", String(64)),
+    Column("ruleset_error", Text),
+    Column("spool_depth", BigInteger, nullable=False, default=0),
+    Column("dropped", BigInteger, nullable=False, default=0),
+    Column("sources", JSON),
+    Column("status", String(16), nullable=False),  # online | offline | revoked
+    Column("enrolled_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("last_heartbeat_at", UtcDateTime),
+    Column("last_ip", String(45)),
+    Column("revoked_at", UtcDateTime),
+    Index("ix_agents_status_last_seen_at", "status", "last_seen_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("agent_id", String(32), ForeignKey("agents.id"), nullable=False),
+    Column("vendor_id", Integer, ForeignKey("vendors.id"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("severity", String(16)),
+    Column("severity_rank", SmallInteger, nullable=False, default=0),
+    Column("status", String(16)),
+    Column("host", String(255)),
+    Column("user_name", String(255)),
+    Column("path", Text),
+    Column("sha256", String(64)),
+    Column("device_serial", String(255)),
+    Column("body", Text, nullable=False),  # the validated record as the agent sent it
+    Column("source_ip", String(45)),
+    Column("source_country", String(2)),
+    Column("triage_status", String(16), nullable=False, default="new"),
+    Column("assignee_id", Integer, ForeignKey("users.id")),
+    Index("ix_events_vendor_id_seq", "vendor_id", "seq"),
+    Index("ix_events_agent_id_seq", "agent_id", "seq"),
+    Index("ix_events_channel_seq", "channel", "seq"),
+    Index("ix_events_severity_rank_seq", "severity_rank", "seq"),
+    Index("ix_events_triage_status_seq", "triage_status", "seq"),
+    Index("ix_events_user_name_seq", "user_name", "seq"),
+    Index("ix_events_occurred_at", "occurred_at"),
+    Index("ix_events_sha256", "sha256"),
+    Index("ix_events_device_serial", "device_serial"),
+)
+
+event_rules = Table(
+    "event_rules",
+    metadata,
+    Column("event_seq", SeqType, ForeignKey("events.seq", ondelete="CASCADE"), primary_key=True),
+    Column("rule", String(255), primary_key=True),
+    Index("ix_event_rules_rule_event_seq", "rule", "event_seq"),
+)
+
+event_comments = Table(
+    "event_comments",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("event_seq", SeqType, ForeignKey("events.seq", ondelete="CASCADE"), nullable=False, index=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+agent_addresses = Table(
+    "agent_addresses",
+    metadata,
+    Column("agent_id", String(32), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("address", String(45), primary_key=True),
+    Column("country", String(2)),
+    Column("expected", Boolean),  # null: the vendor has no ranges configured
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False, index=True),
+    Column("count", BigInteger, nullable=False, default=1),
+)
+
+user_addresses = Table(
+    "user_addresses",
+    metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("address", String(45), primary_key=True),
+    Column("country", String(2)),
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False, index=True),
+    Column("count", BigInteger, nullable=False, default=1),
+)
+
+login_attempts = Table(
+    "login_attempts",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("user_name", String(128), nullable=False),
+    Column("address", String(45)),
+    Column("success", Boolean, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_login_attempts_user_name_at", "user_name", "at"),
+    Index("ix_login_attempts_address_at", "address", "at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(255), nullable=False, default=""),
+    Column("details", Text, nullable=False),
+    Column("address", String(45)),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row: the chain's head. Updating it first serialises appenders on both backends.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", SeqType, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+alert_outbox = Table(
+    "alert_outbox",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("event_seq", SeqType, ForeignKey("events.seq", ondelete="CASCADE"), nullable=False),
+    Column("target", String(16), nullable=False),  # webhook | syslog
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("lease_until", UtcDateTime),
+    Column("delivered_at", UtcDateTime),
+    Column("failed", Boolean, nullable=False, default=False),
+    Column("last_error", Text),
+    Index("ix_alert_outbox_delivered_at_next_attempt_at", "delivered_at", "next_attempt_at"),
+)

@@ -1,0 +1,117 @@
+"""Background duties of a collector process: liveness sweep, address retention, alert delivery.
+
+Each duty is one atomic statement or a leased claim in the database, so running them in
+every collector process behind a load balancer is safe: an agent goes offline once, and an
+alert is sent by one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from agent.threads import StoppableThread
+from server.alerts import Sender, build_senders, deliver_due
+from server.collector import Collector
+from server.store import addresses, agents, events
+from server.store.agents import AgentIdentity
+
+log = logging.getLogger(__name__)
+
+OFFLINE_SEVERITY = "medium"
+RETENTION_INTERVAL_S = 3600.0
+ALERT_POLL_S = 5.0
+
+
+def sweep_offline(collector: Collector) -> int:
+    """Mark silent agents offline and raise one ``agent.offline`` event for each."""
+    now = collector.clock()
+    silent_since = now - timedelta(seconds=collector.settings.agents.offline_after_s)
+    with collector.db.write() as conn:
+        gone = agents.mark_offline(conn, silent_since=silent_since)
+        for agent in gone:
+            identity = AgentIdentity(agent["id"], agent["vendor_id"], "", agent["hostname"], (), "offline")
+            silence = int((now - agent["last_seen_at"]).total_seconds())
+            events.raise_agent_event(
+                conn,
+                agent=identity,
+                kind="agent.offline",
+                details={"last_seen_at": agent["last_seen_at"].isoformat(), "silent_for_s": silence},
+                now=now,
+                severity=OFFLINE_SEVERITY,
+                alert_targets=collector.alert_targets,
+                alert_min_rank=collector.alert_min_rank,
+            )
+    if gone:
+        log.info("%d agent(s) went offline", len(gone))
+        collector.alerts_pending.set()
+    return len(gone)
+
+
+def purge_expired_addresses(collector: Collector) -> dict[str, int]:
+    cutoff = collector.clock() - timedelta(days=collector.settings.network.ip_retention_days)
+    with collector.db.write() as conn:
+        counts = addresses.purge(conn, older_than=cutoff)
+    if any(counts.values()):
+        log.info("address retention erased %s", ", ".join(f"{n} {kind}" for kind, n in counts.items() if n))
+    return counts
+
+
+class _Periodic(StoppableThread):
+    def __init__(self, name: str, interval: float, duty: object) -> None:
+        super().__init__(name)
+        self._interval = interval
+        self._duty = duty
+
+    def run_loop(self) -> None:
+        while not self.stopping:
+            try:
+                self._duty()  # type: ignore[operator]
+            except Exception:
+                log.exception("%s failed; retrying in %.0f s", self.name, self._interval)
+            if self.wait(self._interval):
+                return
+
+
+class _AlertForwarder(StoppableThread):
+    def __init__(self, collector: Collector, senders: dict[str, Sender]) -> None:
+        super().__init__("alert-forwarder")
+        self._collector = collector
+        self._senders = senders
+
+    def on_stop(self) -> None:
+        self._collector.alerts_pending.set()
+
+    def run_loop(self) -> None:
+        pending = self._collector.alerts_pending
+        while not self.stopping:
+            pending.clear()
+            try:
+                deliver_due(self._collector, self._senders)
+            except Exception:
+                log.exception("alert delivery failed; retrying")
+            pending.wait(ALERT_POLL_S)
+        for sender in self._senders.values():
+            sender.close()
+
+
+class Maintenance:
+    """Starts and stops the background duties of one collector process."""
+
+    def __init__(self, collector: Collector) -> None:
+        sweep_every = max(5.0, min(30.0, collector.settings.agents.offline_after_s / 4))
+        self._threads: list[StoppableThread] = [
+            _Periodic("liveness-sweep", sweep_every, lambda: sweep_offline(collector)),
+            _Periodic("address-retention", RETENTION_INTERVAL_S, lambda: purge_expired_addresses(collector)),
+        ]
+        senders = build_senders(collector.settings.alerts)
+        if senders:
+            self._threads.append(_AlertForwarder(collector, senders))
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        for thread in self._threads:
+            thread.stop()

@@ -1,0 +1,1 @@
+"""Data functions of the collector: keyword-only arguments, a connection, no HTTP."""

@@ -1,0 +1,128 @@
+"""Enrolled agents: authentication, heartbeats, liveness, revocation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from server import credentials
+from server.db.tables import agents, vendors
+from server.errors import Forbidden, NotFound, Unauthorized
+from server.store import addresses
+from server.store.sql import iso
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    id: str
+    vendor_id: int
+    vendor: str
+    hostname: str
+    allowed_cidrs: tuple[str, ...]
+    status: str
+
+
+def authenticate(conn: Connection, *, value: str | None) -> AgentIdentity:
+    """The agent whose credential ``value`` is; revoked agents are refused with 403."""
+    token = credentials.parse_token(value, credentials.AGENT_KIND)
+    if token is None:
+        raise Unauthorized("missing or malformed agent credential")
+    row = conn.execute(
+        select(agents.c.id, agents.c.secret_hash, agents.c.status, agents.c.vendor_id, agents.c.hostname, vendors.c.name, vendors.c.allowed_cidrs)
+        .join(vendors, vendors.c.id == agents.c.vendor_id)
+        .where(agents.c.id == token.id)
+    ).first()
+    if row is None or not credentials.secret_matches(token.secret, row.secret_hash):
+        raise Unauthorized("invalid agent credential")
+    if row.status == "revoked":
+        raise Forbidden("this agent has been revoked; enroll it again")
+    return AgentIdentity(row.id, row.vendor_id, row.name, row.hostname, tuple(row.allowed_cidrs or ()), row.status)
+
+
+def touch(conn: Connection, *, agent_id: str, address: str | None, now: datetime) -> None:
+    """Mark the agent seen now (and online again if it had gone quiet)."""
+    conn.execute(
+        agents.update().where(agents.c.id == agent_id, agents.c.status != "revoked").values(last_seen_at=now, last_ip=address, status="online")
+    )
+
+
+def heartbeat(conn: Connection, *, agent_id: str, report: dict[str, Any], now: datetime) -> None:
+    conn.execute(
+        agents.update()
+        .where(agents.c.id == agent_id)
+        .values(
+            agent_version=report["agent_version"],
+            ruleset_version=report.get("ruleset_version"),
+            ruleset_error=report.get("ruleset_error"),
+            spool_depth=report["spool_depth"],
+            dropped=report["dropped"],
+            sources=report.get("sources") or {},
+            last_heartbeat_at=now,
+        )
+    )
+
+
+def mark_offline(conn: Connection, *, silent_since: datetime) -> list[dict[str, Any]]:
+    """Flip agents silent since ``silent_since`` to offline and return them.
+
+    One conditional UPDATE does it, so when several collectors run this sweep each agent
+    goes offline (and raises its event) exactly once.
+    """
+    rows = conn.execute(
+        agents.update()
+        .where(agents.c.status == "online", agents.c.last_seen_at < silent_since)
+        .values(status="offline")
+        .returning(agents.c.id, agents.c.vendor_id, agents.c.hostname, agents.c.last_seen_at)
+    ).all()
+    return [{"id": r.id, "vendor_id": r.vendor_id, "hostname": r.hostname, "last_seen_at": r.last_seen_at} for r in rows]
+
+
+def revoke(conn: Connection, *, agent_id: str, now: datetime) -> None:
+    result = conn.execute(agents.update().where(agents.c.id == agent_id).values(status="revoked", revoked_at=now))
+    if result.rowcount == 0:
+        raise NotFound(f"no agent {agent_id!r}")
+
+
+def list_agents(conn: Connection, *, vendor: str | None = None, status: str | None = None, agent_id: str | None = None) -> list[dict[str, Any]]:
+    query = select(agents, vendors.c.name.label("vendor")).join(vendors, vendors.c.id == agents.c.vendor_id).order_by(vendors.c.name, agents.c.hostname)
+    if vendor:
+        query = query.where(vendors.c.name == vendor)
+    if status:
+        query = query.where(agents.c.status == status)
+    if agent_id:
+        query = query.where(agents.c.id == agent_id)
+    rows = conn.execute(query).all()
+    history = addresses.agent_history(conn, agent_ids=[r.id for r in rows])
+    return [_public(row, history[row.id]) for row in rows]
+
+
+def get(conn: Connection, *, agent_id: str) -> dict[str, Any]:
+    found = list_agents(conn, agent_id=agent_id)
+    if not found:
+        raise NotFound(f"no agent {agent_id!r}")
+    return found[0]
+
+
+def _public(row: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "hostname": row.hostname,
+        "vendor": row.vendor,
+        "os": row.os,
+        "status": row.status,
+        "enrolled_at": iso(row.enrolled_at),
+        "last_seen_at": iso(row.last_seen_at),
+        "last_heartbeat_at": iso(row.last_heartbeat_at),
+        "agent_version": row.agent_version,
+        "ruleset_version": row.ruleset_version,
+        "ruleset_error": row.ruleset_error,
+        "spool_depth": row.spool_depth,
+        "dropped": row.dropped,
+        "sources": row.sources or {},
+        "last_ip": row.last_ip,
+        "unexpected_ip": any(entry["expected"] is False for entry in history),
+        "ip_addresses": history,
+    }

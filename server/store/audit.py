@@ -1,0 +1,102 @@
+"""The append-only audit log of reviewer and admin actions, hash-chained so a gap shows.
+
+Each entry's hash covers the previous entry's hash and the entry's own content, and the
+``audit_head`` row holds the newest hash: deleting or editing any entry, or cutting off the
+newest ones, breaks the chain that ``verify`` walks. Appenders first update the head row,
+which takes the row lock on PostgreSQL and the write lock on SQLite, so concurrent collectors
+extend the chain one at a time. The caller's address is recorded beside the entry but is not
+chained, because address retention must be able to erase it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from server.db.tables import audit_head, audit_log
+from server.store.sql import iso
+
+GENESIS = "0" * 64
+
+
+def _entry_hash(prev_hash: str, *, seq: int, at: datetime, actor: str, action: str, target: str, details: str) -> str:
+    content = json.dumps([seq, iso(at), actor, action, target, details], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256((prev_hash + content).encode("utf-8")).hexdigest()
+
+
+def append(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    target: str = "",
+    details: dict[str, Any] | None = None,
+    address: str | None = None,
+    now: datetime,
+) -> int:
+    """Add one entry inside the caller's transaction, so the action and its record commit together."""
+    # Truncate to what the chain hashes: iso() keeps milliseconds, so must the stored time.
+    at = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    head = conn.execute(
+        audit_head.update().where(audit_head.c.id == 1).values(seq=audit_head.c.seq + 1).returning(audit_head.c.seq, audit_head.c.hash)
+    ).one()
+    encoded = json.dumps(details or {}, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    digest = _entry_hash(head.hash, seq=head.seq, at=at, actor=actor, action=action, target=target, details=encoded)
+    conn.execute(
+        audit_log.insert().values(
+            seq=head.seq, at=at, actor=actor, action=action, target=target, details=encoded, address=address, prev_hash=head.hash, hash=digest
+        )
+    )
+    conn.execute(audit_head.update().where(audit_head.c.id == 1).values(hash=digest))
+    return head.seq
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    ok: bool
+    entries: int
+    problem: str | None = None
+    """The first break found, e.g. "entry 17 is missing"."""
+
+
+def verify(conn: Connection) -> ChainCheck:
+    """Walk the whole chain from the first entry to the head."""
+    prev_hash, expected_seq, count = GENESIS, 1, 0
+    rows = conn.execution_options(yield_per=1000).execute(select(audit_log).order_by(audit_log.c.seq))
+    for row in rows:
+        if row.seq != expected_seq:
+            return ChainCheck(False, count, f"entry {expected_seq} is missing" if row.seq > expected_seq else f"entry {row.seq} repeats")
+        if row.prev_hash != prev_hash:
+            return ChainCheck(False, count, f"entry {row.seq} does not follow entry {row.seq - 1}")
+        digest = _entry_hash(prev_hash, seq=row.seq, at=row.at, actor=row.actor, action=row.action, target=row.target, details=row.details)
+        if digest != row.hash:
+            return ChainCheck(False, count, f"entry {row.seq} was altered")
+        prev_hash, expected_seq, count = digest, expected_seq + 1, count + 1
+    head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one()
+    if head.seq != count or head.hash != prev_hash:
+        return ChainCheck(False, count, f"the newest entries after {count} were removed")
+    return ChainCheck(True, count)
+
+
+def list_entries(conn: Connection, *, limit: int, before: int | None = None) -> list[dict[str, Any]]:
+    query = select(audit_log).order_by(audit_log.c.seq.desc()).limit(limit)
+    if before is not None:
+        query = query.where(audit_log.c.seq < before)
+    return [
+        {
+            "seq": row.seq,
+            "at": iso(row.at),
+            "actor": row.actor,
+            "action": row.action,
+            "target": row.target,
+            "details": json.loads(row.details),
+            "address": row.address,
+            "hash": row.hash,
+        }
+        for row in conn.execute(query)
+    ]
