@@ -79,3 +79,18 @@ def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedPr
     if check and proc.returncode not in (0, 1):
         raise AssertionError(proc.stderr.decode(errors="replace"))
     return proc
+
+
+from collector_env import (  # noqa: E402,F401  (fixtures for the collector suites)
+    admin,
+    backend,
+    client,
+    clock,
+    collector,
+    database_url,
+    enroll,
+    pg_url,
+    reviewer,
+    settings_toml,
+    sqlite_template,
+)

@@ -38,7 +38,7 @@ _HASH_CHARS = 255
 _EXTERNAL_ID_CHARS = 40
 _CUSTOM_STRING_CHARS = 4000
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 # A piece of the line: fixed text we wrote (never cut) followed by escaped tokens of a value (cut as needed).
 _Piece = tuple[str, list[str]]
@@ -131,7 +131,7 @@ def _epoch_ms(value: Any) -> str | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return str((moment - _EPOCH) // dt.timedelta(milliseconds=1))
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import re
-from typing import Any, Callable, Iterable, Literal, TextIO
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TextIO
 
 from server.siem.cef import format_cef
 from server.siem.fields import device_label, rule_names, text, triage_status

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import re
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Callable, Literal, Self
+from typing import Any, Literal, Self
 
 from server.siem.cef import format_cef
 from server.siem.errors import DeliveryError
@@ -91,8 +93,8 @@ def _timestamp(moment: dt.datetime | None) -> str:
     if moment is None:
         return _NILVALUE
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    utc = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        moment = moment.replace(tzinfo=dt.UTC)
+    utc = moment.astimezone(dt.UTC).replace(tzinfo=None)
     return utc.isoformat(timespec="microseconds") + "Z"
 
 
@@ -101,7 +103,7 @@ def _header_field(value: str | None, limit: int) -> str:
 
 
 def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class SyslogSender:
@@ -172,19 +174,22 @@ class SyslogSender:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.close()
 
     def _message(self, event: dict[str, Any], product_version: str) -> bytes:
-        header = {
-            "hostname": self._hostname,
-            "msgid": text(event.get("type")) or "",
-            "severity": text(event.get("severity")),
-            "timestamp": self._clock(),
-            "procid": self._procid,
-        }
-        budget = MAX_MESSAGE_BYTES - len(format_rfc5424("", **header)) - len(b" " + _BOM)
-        return format_rfc5424(format_cef(event, product_version=product_version, max_bytes=budget), **header)
+        frame = functools.partial(
+            format_rfc5424,
+            hostname=self._hostname,
+            msgid=text(event.get("type")) or "",
+            severity=text(event.get("severity")),
+            timestamp=self._clock(),
+            procid=self._procid,
+        )
+        budget = MAX_MESSAGE_BYTES - len(frame("")) - len(b" " + _BOM)
+        return frame(format_cef(event, product_version=product_version, max_bytes=budget))
 
     def _send_datagram(self, message: bytes) -> None:
         try:

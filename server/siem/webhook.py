@@ -80,7 +80,12 @@ class WebhookSender:
         with self._lock:
             try:
                 response = self._session.post(
-                    self._url, data=body, headers=headers, timeout=self._timeout, verify=self._verify, allow_redirects=False
+                    self._url,
+                    data=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    verify=self._verify,
+                    allow_redirects=False,
                 )
             except requests.Timeout:
                 raise DeliveryError(f"{self._destination}: no answer within {self._timeout}s") from None
@@ -99,7 +104,9 @@ class WebhookSender:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.close()
 
 

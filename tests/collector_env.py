@@ -1,0 +1,242 @@
+"""Collector fixtures: one suite, run against SQLite and PostgreSQL.
+
+``backend`` is parametrised, so every test that uses ``collector`` runs on both. PostgreSQL
+tests share one scratch database per session (created beside the ``test`` database and
+dropped at the end) and start each test from empty tables; SQLite tests get a fresh file
+copied from a migrated template.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+PG_ADMIN_URL = os.environ.get("DLP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+class FakeClock:
+    """The collector's clock, moved by the test."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+def _pg_available() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    if not _pg_available():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}; the collector contract suite needs it")
+    name = f"dlp_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    from server.db.engine import Database
+    from server.db.migrate import upgrade
+
+    db = Database(url)
+    upgrade(db)
+    db.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from server.db.engine import Database
+    from server.db.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("template") / "collector.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    db.dispose()
+    return path
+
+
+def _truncate_all(url: str) -> None:
+    from server.db.tables import metadata
+
+    engine = create_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        conn.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :h)"), {"h": "0" * 64})
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "postgresql":
+        url = request.getfixturevalue("pg_url")
+        _truncate_all(url)
+        return url
+    template = request.getfixturevalue("sqlite_template")
+    path = tmp_path / "data" / "collector.db"
+    path.parent.mkdir(exist_ok=True)
+    shutil.copy(template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def write_settings(data_dir: Path, toml: str = "") -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "server.toml").write_text(toml)
+
+
+@pytest.fixture
+def settings_toml() -> str:
+    """Override in a test module to give the collector other settings."""
+    return ""
+
+
+@pytest.fixture
+def collector(database_url: str, tmp_path: Path, clock: FakeClock, settings_toml: str) -> Iterator[Any]:
+    from server.collector import Collector
+    from server.keys import create_signing_key
+    from server.settings import load_settings
+
+    data_dir = tmp_path / "data"
+    write_settings(data_dir, settings_toml)
+    create_signing_key(data_dir / "signing.key")
+    settings = load_settings(data_dir, environ={"DLP_DATABASE_URL": database_url})
+    instance = Collector(settings, clock=clock)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def client(collector: Any) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from server.api.app import create_app
+
+    with TestClient(create_app(collector), client=("127.0.0.1", 50000)) as test_client:
+        yield test_client
+
+
+@dataclass
+class Person:
+    name: str
+    password: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def add_user(collector: Any, name: str, role: str) -> Person:
+    from server.store import users
+
+    with collector.db.write() as conn:
+        user, password, token = users.create(conn, name=name, role=role, now=collector.clock())
+    return Person(user.name, password, token)
+
+
+@pytest.fixture
+def admin(collector: Any) -> Person:
+    return add_user(collector, "alice", "admin")
+
+
+@pytest.fixture
+def reviewer(collector: Any) -> Person:
+    return add_user(collector, "rita", "reviewer")
+
+
+@dataclass
+class EnrolledAgent:
+    id: str
+    credential: str
+    vendor: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credential}"}
+
+
+def enrollment_token(collector: Any, vendor: str = "acme-bpo", uses: int = 10, lifetime: timedelta = timedelta(days=7)) -> str:
+    from server.store import enrollment
+
+    with collector.db.write() as conn:
+        token, _ = enrollment.create_token(conn, vendor=vendor, uses=uses, lifetime=lifetime, created_by="test", now=collector.clock())
+    return token
+
+
+@pytest.fixture
+def enroll(client: Any, collector: Any):
+    """``enroll(vendor=..., hostname=..., headers=...)`` -> an enrolled agent."""
+
+    def make(vendor: str = "acme-bpo", hostname: str = "ws-1", headers: dict[str, str] | None = None) -> EnrolledAgent:
+        token = enrollment_token(collector, vendor)
+        response = client.post("/api/v1/enroll", json={"token": token, "hostname": hostname, "os": "linux", "agent_version": "0.1.0"}, headers=headers or {})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return EnrolledAgent(body["agent_id"], body["credential"], body["vendor"])
+
+    return make
+
+
+def event_record(**overrides: Any) -> dict[str, Any]:
+    """A schema-1 agent event as the agent's policy writes it (docs/events.md)."""
+    record = {
+        "schema": 1,
+        "id": str(uuid.uuid4()),
+        "type": "usb.write",
+        "channel": "usb",
+        "occurred_at": "2026-11-24T08:59:58.120Z",
+        "detected_at": "2026-11-24T08:59:58.300Z",
+        "host": "ws-1",
+        "user": "jdoe",
+        "agent_version": "0.1.0",
+        "ruleset_version": "148583d2a3f6984c",
+        "path": "/media/jdoe/STICK/backup.zip",
+        "trigger": "closed",
+        "size": 20480,
+        "sha256": "9f2c" + "0" * 60,
+        "status": "match",
+        "reason": None,
+        "severity": "critical",
+        "matches": [
+            {"rule": "private_key_pem", "namespace": "credentials", "severity": "critical", "category": "secret", "description": "PEM key",
+             "tags": [], "member": "keys/id_rsa", "offsets": [0], "strings": ["$pem"]}
+        ],
+        "device": {"mountpoint": "/media/jdoe/STICK", "device": "/dev/sdb1", "fstype": "exfat", "vendor": "SanDisk", "model": "Ultra",
+                   "serial": "4C530001", "label": "STICK", "size_bytes": 61505273856, "bus": "usb"},
+    }
+    record.update(overrides)
+    return record
