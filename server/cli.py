@@ -44,28 +44,16 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from server.api.app import create_app
     from server.bootstrap import open_collector
     from server.maintenance import Maintenance
+    from server.serving import run_server
 
     collector = open_collector(_settings(args), migrate=True)
-    app = create_app(collector)
     maintenance = Maintenance(collector)
     maintenance.start()
     try:
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            ssl_certfile=args.tls_cert,
-            ssl_keyfile=args.tls_key,
-            log_level=args.log_level,
-            access_log=args.access_log,
-            proxy_headers=False,
-            server_header=False,
-        )
+        run_server(create_app(collector), host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level, access_log=args.access_log)
     finally:
         maintenance.stop()
         collector.close()

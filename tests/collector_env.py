@@ -240,3 +240,51 @@ def event_record(**overrides: Any) -> dict[str, Any]:
     }
     record.update(overrides)
     return record
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServeProcess:
+    """A real ``dlp-server serve`` on a loopback port, stopped (and checked) by the test."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"serve-{self.port}.log"
+        self._log = open(self.log, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port)],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        import requests
+        from waiting import wait_for
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"dlp-server serve exited: {self.log.read_text()[-2000:]}")
+            try:
+                return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(ready, timeout=timeout, message="collector ready")
+
+    def stop(self) -> int:
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(20)
+        self._log.close()
+        return self.process.returncode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -15,6 +16,8 @@ from server.store import agents, audit, enrollment, vendors
 from server.store import users as user_store
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
+# Far enough for any real rollout; beyond it a typo like 999999w would overflow the expiry date.
+_MAX_TOKEN_LIFETIME = timedelta(days=3650)
 
 
 def _ranges(values: list[str]) -> list[str]:
@@ -22,6 +25,16 @@ def _ranges(values: list[str]) -> list[str]:
         return [str(network) for network in parse_networks(values)]
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+
+
+def _lifetime(text: str) -> timedelta:
+    try:
+        lifetime = parse_duration(text)
+    except ValueError as exc:
+        raise InvalidInput(f"expires_in: {exc}") from None
+    if lifetime > _MAX_TOKEN_LIFETIME:
+        raise InvalidInput(f"expires_in is at most {_MAX_TOKEN_LIFETIME.days}d")
+    return lifetime
 
 
 @router.post("/vendors", status_code=201, summary="Create a vendor, optionally with its office ranges")
@@ -47,8 +60,9 @@ def set_vendor_ranges(name: Annotated[str, Path(max_length=128)], body: VendorRa
 @router.post("/enrollment-tokens", status_code=201, summary="Create an enrollment token for a vendor")
 def create_enrollment_token(body: EnrollmentTokenIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
+    lifetime = _lifetime(body.expires_in)
     with collector.db.write() as conn:
-        token, record = enrollment.create_token(conn, vendor=body.vendor, uses=body.uses, lifetime=parse_duration(body.expires_in), created_by=admin.name, now=now)
+        token, record = enrollment.create_token(conn, vendor=body.vendor, uses=body.uses, lifetime=lifetime, created_by=admin.name, now=now)
         audit.append(conn, actor=admin.name, action="token.create", target=body.vendor, details=record, address=address, now=now)
     return {"token": token, **record}
 
