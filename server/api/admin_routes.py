@@ -8,7 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from server.api.deps import AddressDep, AdminDep, CollectorDep
-from server.api.schemas import EnrollmentTokenIn, UserIn, VendorIn, VendorRangesIn
+from server.api.schemas import (
+    AgentPublic,
+    AuditPage,
+    EnrollmentTokenCreated,
+    EnrollmentTokenIn,
+    UserCreated,
+    UserIn,
+    UserList,
+    VendorIn,
+    VendorPublic,
+    VendorRangesIn,
+)
 from server.durations import parse_duration
 from server.errors import InvalidInput
 from server.netaddr import parse_networks
@@ -37,7 +48,7 @@ def _lifetime(text: str) -> timedelta:
     return lifetime
 
 
-@router.post("/vendors", status_code=201, summary="Create a vendor, optionally with its office ranges")
+@router.post("/vendors", status_code=201, response_model=VendorPublic, summary="Create a vendor, optionally with its office ranges")
 def create_vendor(body: VendorIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     cidrs = _ranges(body.allowed_cidrs)
@@ -47,7 +58,7 @@ def create_vendor(body: VendorIn, collector: CollectorDep, admin: AdminDep, addr
     return created
 
 
-@router.put("/vendors/{name}/ranges", summary="Replace a vendor's allowed address ranges (CIDR)")
+@router.put("/vendors/{name}/ranges", response_model=VendorPublic, summary="Replace a vendor's allowed address ranges (CIDR)")
 def set_vendor_ranges(name: Annotated[str, Path(max_length=128)], body: VendorRangesIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     cidrs = _ranges(body.allowed_cidrs)
@@ -57,7 +68,7 @@ def set_vendor_ranges(name: Annotated[str, Path(max_length=128)], body: VendorRa
     return updated
 
 
-@router.post("/enrollment-tokens", status_code=201, summary="Create an enrollment token for a vendor")
+@router.post("/enrollment-tokens", status_code=201, response_model=EnrollmentTokenCreated, summary="Create an enrollment token for a vendor")
 def create_enrollment_token(body: EnrollmentTokenIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     lifetime = _lifetime(body.expires_in)
@@ -67,7 +78,7 @@ def create_enrollment_token(body: EnrollmentTokenIn, collector: CollectorDep, ad
     return {"token": token, **record}
 
 
-@router.post("/agents/{agent_id}/revoke", summary="Revoke an agent: its calls are refused from now on")
+@router.post("/agents/{agent_id}/revoke", response_model=AgentPublic, summary="Revoke an agent: its calls are refused from now on")
 def revoke_agent(agent_id: Annotated[str, Path(max_length=64)], collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     with collector.db.write() as conn:
@@ -76,13 +87,13 @@ def revoke_agent(agent_id: Annotated[str, Path(max_length=64)], collector: Colle
         return agents.get(conn, agent_id=agent_id)
 
 
-@router.get("/users", summary="Reviewers and admins")
+@router.get("/users", response_model=UserList, summary="Reviewers and admins")
 def list_users(collector: CollectorDep, admin: AdminDep) -> dict[str, Any]:
     with collector.db.read() as conn:
         return {"items": user_store.list_all(conn)}
 
 
-@router.post("/users", status_code=201, summary="Add a reviewer or admin (the password is shown once)")
+@router.post("/users", status_code=201, response_model=UserCreated, summary="Add a reviewer or admin (the password is shown once)")
 def create_user(body: UserIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     with collector.db.write() as conn:
@@ -91,7 +102,7 @@ def create_user(body: UserIn, collector: CollectorDep, admin: AdminDep, address:
     return {"user": user.name, "role": user.role, "password": password, "api_token": token}
 
 
-@router.get("/audit", summary="The audit log, newest first, with the hash chain verified")
+@router.get("/audit", response_model=AuditPage, summary="The audit log, newest first, with the hash chain verified")
 def list_audit(
     collector: CollectorDep,
     admin: AdminDep,

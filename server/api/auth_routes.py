@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from server.api.deps import AddressDep, CollectorDep, TokenDep, UserDep
-from server.api.schemas import LoginIn, LoginOut
+from server.api.schemas import LoginIn, LoginOut, MeOut
 from server.errors import Unauthorized
 from server.store import addresses, audit
 from server.store import users as user_store
@@ -46,7 +46,7 @@ def logout(collector: CollectorDep, user: UserDep, token: TokenDep, address: Add
     return {"ok": True}
 
 
-@router.get("/me", summary="Who the token belongs to")
+@router.get("/me", response_model=MeOut, summary="Who the token belongs to")
 def me(collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
         history = addresses.user_history(conn, user_id=user.id)

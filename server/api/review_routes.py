@@ -8,7 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from server.api.deps import AddressDep, CollectorDep, UserDep
-from server.api.schemas import BulkTriageIn, CommentIn, EventPage, Severity, TriageIn
+from server.api.schemas import (
+    AgentList,
+    AgentPublic,
+    BulkTriageIn,
+    BulkTriageOut,
+    CommentIn,
+    EventDetail,
+    EventPage,
+    Severity,
+    TriageIn,
+    VendorList,
+)
 from server.errors import InvalidInput
 from server.store import agents, audit, events, vendors
 from server.store import users as user_store
@@ -78,13 +89,13 @@ def list_events(
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.get("/events/{event_id}", summary="One event with comments and related events")
+@router.get("/events/{event_id}", response_model=EventDetail, summary="One event with comments and related events")
 def get_event(event_id: _EventId, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
         return events.get(conn, event_id=event_id)
 
 
-@router.patch("/events/{event_id}/triage", summary="Set triage status and/or assignee")
+@router.patch("/events/{event_id}/triage", response_model=EventDetail, summary="Set triage status and/or assignee")
 def triage_event(event_id: _EventId, body: TriageIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     with collector.db.write() as conn:
@@ -95,7 +106,7 @@ def triage_event(event_id: _EventId, body: TriageIn, collector: CollectorDep, us
         return events.get(conn, event_id=event_id)
 
 
-@router.post("/events/triage", summary="Set the triage status of many events at once")
+@router.post("/events/triage", response_model=BulkTriageOut, summary="Set the triage status of many events at once")
 def bulk_triage(body: BulkTriageIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     with collector.db.write() as conn:
@@ -105,7 +116,7 @@ def bulk_triage(body: BulkTriageIn, collector: CollectorDep, user: UserDep, addr
     return {"updated": len(body.ids), "status": body.status}
 
 
-@router.post("/events/{event_id}/comments", status_code=201, summary="Comment on an event")
+@router.post("/events/{event_id}/comments", status_code=201, response_model=EventDetail, summary="Comment on an event")
 def comment_event(event_id: _EventId, body: CommentIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     with collector.db.write() as conn:
@@ -114,7 +125,7 @@ def comment_event(event_id: _EventId, body: CommentIn, collector: CollectorDep, 
         return events.get(conn, event_id=event_id)
 
 
-@router.get("/agents", summary="Agents with health and IP-address history")
+@router.get("/agents", response_model=AgentList, summary="Agents with health and IP-address history")
 def list_agents(
     collector: CollectorDep,
     user: UserDep,
@@ -125,13 +136,13 @@ def list_agents(
         return {"items": agents.list_agents(conn, vendor=vendor, status=status)}
 
 
-@router.get("/agents/{agent_id}", summary="One agent")
+@router.get("/agents/{agent_id}", response_model=AgentPublic, summary="One agent")
 def get_agent(agent_id: _AgentId, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
         return agents.get(conn, agent_id=agent_id)
 
 
-@router.get("/vendors", summary="Vendors with their office ranges and agent counts")
+@router.get("/vendors", response_model=VendorList, summary="Vendors with their office ranges and agent counts")
 def list_vendors(collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
         return {"items": vendors.list_all(conn)}

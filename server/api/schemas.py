@@ -150,11 +150,6 @@ class LoginOut(BaseModel):
     role: str
 
 
-class EventPage(BaseModel):
-    items: list[dict[str, Any]]
-    next_cursor: str | None
-
-
 class TriageIn(_In):
     status: TriageStatus | None = None
     assignee: Name | None = Field(default=None, description="User name; empty string clears the assignee.")
@@ -189,3 +184,159 @@ class UserIn(_In):
     name: Name
     role: Literal["admin", "reviewer"]
 
+
+
+# --- review API outputs: what leaves the server (no hashes, no secrets) -----------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TriagePublic(_Out):
+    status: TriageStatus
+    assignee: str | None
+
+
+class EventPublic(BaseModel):
+    """The agent's record (docs/events.md, extra fields kept) plus what the collector knows."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    seq: int
+    agent_id: str
+    vendor: str
+    host: str | None
+    channel: str
+    type: str
+    occurred_at: str
+    received_at: str
+    severity: Severity | None
+    path: str | None
+    sha256: str | None
+    matches: list[dict[str, Any]]
+    device: dict[str, Any] | None
+    source_ip: str | None
+    source_country: str | None
+    triage: TriagePublic
+
+
+class EventPage(_Out):
+    items: list[EventPublic]
+    next_cursor: str | None
+
+
+class CommentPublic(_Out):
+    author: str
+    body: str
+    created_at: str
+
+
+class EventDetail(EventPublic):
+    comments: list[CommentPublic]
+    related: dict[str, int]
+
+
+class AddressPublic(_Out):
+    address: str
+    country: str | None
+    expected: bool | None = None
+    first_seen_at: str
+    last_seen_at: str
+    count: int
+
+
+class AgentPublic(_Out):
+    id: str
+    hostname: str
+    vendor: str
+    os: str
+    status: Literal["online", "offline", "revoked"]
+    enrolled_at: str
+    last_seen_at: str
+    last_heartbeat_at: str | None
+    agent_version: str
+    ruleset_version: str | None
+    ruleset_error: str | None
+    spool_depth: int
+    dropped: int
+    sources: dict[str, Any]
+    last_ip: str | None
+    unexpected_ip: bool
+    ip_addresses: list[AddressPublic]
+
+
+class AgentList(_Out):
+    items: list[AgentPublic]
+
+
+class VendorPublic(_Out):
+    name: str
+    allowed_cidrs: list[str]
+    created_at: str
+    agents: int
+    agents_online: int
+
+
+class VendorList(_Out):
+    items: list[VendorPublic]
+
+
+class UserPublic(_Out):
+    name: str
+    role: str
+    disabled: bool
+    created_at: str
+
+
+class UserList(_Out):
+    items: list[UserPublic]
+
+
+class UserCreated(_Out):
+    user: str
+    role: str
+    password: str = Field(description="Shown once; stored only as an argon2 hash.")
+    api_token: str = Field(description="Shown once; stored only as a SHA-256 hash.")
+
+
+class EnrollmentTokenCreated(_Out):
+    token: str = Field(description="Shown once; stored only as a SHA-256 hash.")
+    id: str
+    vendor: str
+    uses: int
+    expires_at: str
+
+
+class ChainPublic(_Out):
+    ok: bool
+    entries: int
+    problem: str | None
+
+
+class AuditEntry(_Out):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+    address: str | None
+    hash: str
+
+
+class AuditPage(_Out):
+    chain: ChainPublic
+    items: list[AuditEntry]
+    next_before: int | None
+
+
+class BulkTriageOut(_Out):
+    updated: int
+    status: TriageStatus
+
+
+class MeOut(_Out):
+    user: str
+    role: str
+    ip_addresses: list[AddressPublic]
