@@ -34,7 +34,17 @@ class AgentSection(_Section):
 
 class ServerSection(_Section):
     url: str = ""
+    """The collector; empty means the URL given at enrollment."""
     ca_file: str = ""
+    """PEM file of CAs to verify the collector against instead of the system store."""
+    client_cert: str = ""
+    """Client certificate (PEM) for collectors behind mutual TLS; ``client_key`` if kept apart."""
+    client_key: str = ""
+    credentials: str = "credentials.json"
+    """Written by ``dlp-agent enroll`` (mode 0600): the agent's id and secret."""
+    batch_events: int = Field(default=500, ge=1, le=1000)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """How long one request to the collector may take before it is retried."""
 
 
 class FilesSection(_Section):
@@ -190,6 +200,9 @@ def _resolve_paths(config: AgentConfig) -> AgentConfig:
     config.protected.folders = [resolve(p) for p in config.protected.folders]
     config.spool.path = resolve(config.spool.path)
     config.server.ca_file = resolve(config.server.ca_file)
+    config.server.client_cert = resolve(config.server.client_cert)
+    config.server.client_key = resolve(config.server.client_key)
+    config.server.credentials = resolve(config.server.credentials)
     return config
 
 

@@ -18,10 +18,14 @@ from typing import Any
 
 from agent import __version__
 from agent.config import AgentConfig
+from agent.credentials import Credentials
+from agent.heartbeat import Heartbeat
+from agent.identity import Identity
 from agent.pipeline import Pipeline
 from agent.policy import Context
 from agent.scanning import ProtectedIndex, RuleError, ScanLimits, Scanner, load_rules
 from agent.scanning.cache import ResultCache
+from agent.shipper import Shipper
 from agent.sources.clipboard import ClipboardSource
 from agent.sources.files import FileSource
 from agent.sources.mounts import MountWatcher
@@ -30,6 +34,7 @@ from agent.sources.usb import UsbSource
 from agent.sources.work import Device, FileWork
 from agent.spool import Spool, SpoolError
 from agent.threads import StoppableThread
+from agent.transport import CollectorClient
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,8 @@ class Daemon:
         self._volumes: dict[str, FileSource] = {}
         self._volumes_lock = threading.Lock()
         self._health: _HealthWriter | None = None
+        self.shipper: Shipper | None = None
+        self.heartbeat: Heartbeat | None = None
         self._last_health: dict[str, Any] | None = None
 
     # Life cycle ------------------------------------------------------------
@@ -74,8 +81,15 @@ class Daemon:
             report_clean=config.files.report_clean,
             clipboard_snippets=config.clipboard.snippets,
         )
-        self.pipeline = pipeline = Pipeline(scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size)
+        identity = Identity(config.server.credentials)
+        self.shipper = Shipper(spool, identity, self._client_for, batch_events=config.server.batch_events)
+        self.heartbeat = Heartbeat(identity, self._client_for, self._heartbeat_report)
+        self.pipeline = pipeline = Pipeline(
+            scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size, on_spooled=self.shipper.wake
+        )
         pipeline.start()
+        self.shipper.start()
+        self.heartbeat.start()
         for path in spool.get_state(PENDING_KEY, []) or []:
             pipeline.submit(FileWork(path=path, reason="requeued"))
         spool.set_state(PENDING_KEY, [])
@@ -111,6 +125,9 @@ class Daemon:
             self._health.stop()
         if self.pipeline is not None and self.spool is not None:
             left = self.pipeline.stop()
+            for courier in (self.shipper, self.heartbeat):
+                if courier is not None:
+                    courier.stop(timeout=2 * self.config.server.timeout_s)
             pending = [w.path for w in left if isinstance(w, FileWork)]
             try:
                 self.spool.set_state(PENDING_KEY, pending)
@@ -182,8 +199,33 @@ class Daemon:
         if source is not None:
             source.stop()
 
+    def _client_for(self, credentials: Credentials) -> CollectorClient:
+        server = self.config.server
+        return CollectorClient(
+            server.url or credentials.server_url,
+            credential=credentials.credential,
+            ca_file=server.ca_file or credentials.ca_file,
+            client_cert=server.client_cert,
+            client_key=server.client_key,
+            timeout_s=server.timeout_s,
+        )
+
+    def _heartbeat_report(self) -> dict[str, Any]:
+        assert self.spool is not None
+        stats = self.spool.stats()
+        sources = {name: str(health.get("state", "ok")) for name, health in self.health().items()}
+        return {
+            "agent_version": __version__,
+            "ruleset_version": self.spool.get_state("ruleset_version"),
+            "spool_depth": stats["depth"],
+            "dropped": stats["dropped_total"],
+            "sources": sources,
+        }
+
     def health(self) -> dict[str, Any]:
         sources = {name: source.health() for name, source in self.sources.items()}
+        if self.shipper is not None:
+            sources["shipper"] = self.shipper.health()
         with self._volumes_lock:
             for mountpoint, volume in self._volumes.items():
                 sources[f"usb:{mountpoint}"] = volume.health()

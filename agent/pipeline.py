@@ -8,8 +8,8 @@ policy decided is dropped on the floor, and back-pressure reaches the sources.
 
 from __future__ import annotations
 
-import logging
 import getpass
+import logging
 import os
 import queue
 import threading
@@ -41,8 +41,10 @@ class Pipeline:
         threads: int = 2,
         queue_size: int = 10_000,
         clock: Callable[[], float] = time.time,
+        on_spooled: Callable[[], None] | None = None,
     ):
         self.scanner = scanner
+        self._on_spooled = on_spooled
         self.spool = spool
         self.context = context
         self._clock = clock
@@ -121,6 +123,8 @@ class Pipeline:
         while True:
             try:
                 self.spool.put(event, matched=matched)
+                if self._on_spooled is not None:
+                    self._on_spooled()
                 if self.spool_error:
                     log.info("spool writable again")
                     self.spool_error = None

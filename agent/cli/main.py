@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from agent import __version__
+from agent.cli import enroll as enroll_command
 from agent.cli import run as run_command
 from agent.cli import scan as scan_command
 from agent.cli import status as status_command
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     scan_command.register(commands)
+    enroll_command.register(commands)
     run_command.register(commands)
     status_command.register(commands)
     version = commands.add_parser("version", help="print the agent version")

@@ -44,7 +44,9 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.daemon import Daemon  # the daemon pulls in watchdog and friends: only for this command
+    from agent.daemon import (
+        Daemon,  # the daemon pulls in watchdog and friends: only for this command
+    )
     from agent.scanning import RuleError
     from agent.spool import SpoolError
 

@@ -9,7 +9,15 @@ import threading
 import time
 from typing import Any, Iterator, TextIO
 
-from agent.scanning import ProtectedIndex, RuleError, ScanLimits, ScanResult, Scanner, Status, load_rules
+from agent.scanning import (
+    ProtectedIndex,
+    RuleError,
+    ScanLimits,
+    Scanner,
+    ScanResult,
+    Status,
+    load_rules,
+)
 from agent.scanning.batch import scan_targets
 from agent.scanning.cache import ResultCache
 from agent.scanning.rules import starter_packs_dir, worst_severity
@@ -134,7 +142,13 @@ class _Summary:
 def _with_progress(results: Iterator[ScanResult], roots: list[str], exclude: list[str]) -> Iterator[ScanResult]:
     """A progress bar on stderr; the total is counted by a second walk in the background."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     progress = Progress(
         TextColumn("scanning"),

@@ -32,6 +32,7 @@ from agent.scanning.results import ScanResult, Status
 from agent.scanning.rules import Ruleset
 from agent.scanning.sniff import CONTAINERS, SNIFF_BYTES, Kind, sniff
 
+
 class Scanner:
     """Scans files and byte strings against a ruleset within limits.
 

@@ -7,7 +7,14 @@ from typing import Any
 
 from agent.scanning.budget import Budget
 from agent.scanning.errors import LimitHit
-from agent.scanning.results import PROBLEM_PRECEDENCE, PROTECTED_NAMESPACE, PROTECTED_RULE, Match, ScanResult, Status
+from agent.scanning.results import (
+    PROBLEM_PRECEDENCE,
+    PROTECTED_NAMESPACE,
+    PROTECTED_RULE,
+    Match,
+    ScanResult,
+    Status,
+)
 from agent.scanning.rules import Ruleset
 
 _MAX_REASONS = 5

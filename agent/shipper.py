@@ -1,0 +1,173 @@
+"""The shipper: moves events from the spool to the collector, losing and doubling nothing.
+
+An event leaves the spool only after the collector answered 2xx for the batch holding it;
+a crash between the collector's commit and our ack resends the batch, and the collector's
+idempotent ingest reports those events as duplicates. Failures back off exponentially
+with jitter (so a fleet does not return in lockstep after an outage) and honour the
+collector's Retry-After. A batch the collector finds too large or invalid is split until
+the offending event is alone; that one event is set aside (logged and counted) so one bad
+record never blocks the events behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+from agent.credentials import Credentials, CredentialsError
+from agent.identity import Identity
+from agent.spool import Spool, SpoolError
+from agent.threads import StoppableThread
+from agent.transport import CollectorClient, Reply
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 300.0
+IDLE_POLL_S = 1.0
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 300.0
+AUTH_BACKOFF_S = 60.0
+
+
+class Backoff:
+    """Exponential delays with full jitter over the upper half: 1, 2, 4 ... capped."""
+
+    def __init__(self, start: float = BACKOFF_START_S, cap: float = BACKOFF_MAX_S, rand: Callable[[], float] = random.random) -> None:
+        self._start, self._cap, self._rand = start, cap, rand
+        self._failures = 0
+
+    def reset(self) -> None:
+        self._failures = 0
+
+    def next(self) -> float:
+        ceiling = min(self._cap, self._start * 2**self._failures)
+        self._failures = min(self._failures + 1, 30)
+        return ceiling * (0.5 + self._rand() / 2)
+
+
+class Shipper(StoppableThread):
+    """Leases batches from the spool and posts them until stopped."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        identity: Identity,
+        client_factory: Callable[[Credentials], CollectorClient],
+        *,
+        batch_events: int = 500,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name="shipper")
+        self._spool = spool
+        self._identity = identity
+        self._client_factory = client_factory
+        self._batch_events = batch_events
+        self._limit = batch_events
+        self._clock = clock
+        self._wake = threading.Event()
+        self._backoff = Backoff()
+        self._client: CollectorClient | None = None
+        self._client_for: Credentials | None = None
+        self._last_problem = ""
+        self.health_state = {"state": "ok", "message": "starting"}
+
+    def wake(self) -> None:
+        """New events are in the spool: ship now rather than at the next poll."""
+        self._wake.set()
+
+    def on_stop(self) -> None:
+        self._wake.set()
+
+    def health(self) -> dict[str, str]:
+        return self.health_state
+
+    def run_loop(self) -> None:
+        while not self.stopping:
+            delay = self.ship_once()
+            if delay is None:
+                continue
+            self._wake.wait(delay)
+            self._wake.clear()
+        self.ship_once()  # one flush attempt at shutdown
+        if self._client is not None:
+            self._client.close()
+
+    def ship_once(self) -> float | None:
+        """Send one batch. Returns None to go on at once, else seconds to wait first."""
+        try:
+            credentials = self._identity.current()
+        except CredentialsError as exc:
+            self._problem(str(exc))
+            return AUTH_BACKOFF_S
+        client = self._client_of(credentials)
+        try:
+            lease = self._spool.lease(self._limit, lease_seconds=LEASE_SECONDS)
+        except SpoolError as exc:
+            self._problem(f"cannot read the spool: {exc}")
+            return self._backoff.next()
+        if not lease.events:
+            self._spool.release(lease.id)
+            return IDLE_POLL_S
+        reply = client.post_events(lease.events)
+        return self._settle(lease.id, len(lease.events), reply)
+
+    def _settle(self, lease_id: str, count: int, reply: Reply) -> float | None:
+        if reply.kind == "ok":
+            self._spool.ack(lease_id)
+            body = reply.body or {}
+            if body.get("conflicts"):
+                log.warning("collector refused %d event id(s) already used by another agent: %s", len(body["conflicts"]), body["conflicts"][:5])
+            self._spool.set_state("last_shipped_at", datetime.fromtimestamp(self._clock(), timezone.utc).isoformat(timespec="milliseconds"))
+            self._backoff.reset()
+            self._limit = min(self._batch_events, self._limit * 2)
+            self._ok("delivering")
+            return None
+        self._spool.release(lease_id)
+        if reply.kind in ("too_large", "rejected"):
+            if count > 1:
+                self._limit = max(1, count // 2)
+                return None
+            self._set_aside(reply)
+            return None
+        if reply.kind == "auth":
+            self._problem(f"collector refused this agent ({reply.detail}); events are kept until it is enrolled again")
+            self._identity.forget_cached()
+            return AUTH_BACKOFF_S
+        self._problem(reply.detail)
+        delay = self._backoff.next()
+        return max(delay, reply.retry_after) if reply.retry_after is not None else delay
+
+    def _set_aside(self, reply: Reply) -> None:
+        """Delete the one event the collector will never take, and count it."""
+        lease = self._spool.lease(1, lease_seconds=LEASE_SECONDS)
+        if not lease.events:
+            return
+        event = lease.events[0]
+        self._spool.ack(lease.id)
+        rejected = (self._spool.get_state("rejected_total", 0) or 0) + 1
+        self._spool.set_state("rejected_total", rejected)
+        log.error("collector rejected event %s (%s) for good (%s); %d rejected so far", event.get("id"), event.get("type"), reply.detail, rejected)
+
+    def _client_of(self, credentials: Credentials) -> CollectorClient:
+        if self._client is None or self._client_for != credentials:
+            if self._client is not None:
+                self._client.close()
+            self._client = self._client_factory(credentials)
+            self._client_for = credentials
+        return self._client
+
+    def _problem(self, message: str) -> None:
+        if message != self._last_problem:
+            log.error("shipping paused: %s", message)
+            self._last_problem = message
+        self.health_state = {"state": "degraded", "message": message[:300]}
+
+    def _ok(self, message: str) -> None:
+        if self._last_problem:
+            log.warning("shipping resumed")
+            self._last_problem = ""
+        self.health_state = {"state": "ok", "message": message}

@@ -1,0 +1,139 @@
+"""HTTP to the collector: the only code in the agent that touches the network.
+
+Every answer becomes a ``Reply`` whose ``kind`` tells the shipper what to do, so retry
+policy lives in one place (the shipper) and HTTP details in another (here). TLS is verified
+against the system store or ``[server] ca_file``; a client certificate is sent when set.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import requests
+
+from agent import __version__
+
+ReplyKind = Literal["ok", "retry", "too_large", "rejected", "auth"]
+_MAX_RETRY_AFTER_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: ReplyKind
+    detail: str = ""
+    retry_after: float | None = None
+    """Seconds the collector asked us to wait (429/503 Retry-After)."""
+    body: dict[str, Any] | None = None
+
+
+class TransportError(Exception):
+    """A call that cannot be retried into success (enrollment refused, bad URL)."""
+
+
+class CollectorClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        credential: str = "",
+        ca_file: str = "",
+        client_cert: str = "",
+        client_key: str = "",
+        timeout_s: float = 30.0,
+    ) -> None:
+        if not base_url.startswith(("https://", "http://")):
+            raise TransportError(f"collector URL must start with https:// or http://, not {base_url[:40]!r}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (min(10.0, timeout_s), timeout_s)
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"dlp-agent/{__version__}"
+        self.session.verify = ca_file or True
+        if client_cert:
+            self.session.cert = (client_cert, client_key) if client_key else client_cert
+        self.set_credential(credential)
+
+    def set_credential(self, credential: str) -> None:
+        if credential:
+            self.session.headers["Authorization"] = f"Bearer {credential}"
+        else:
+            self.session.headers.pop("Authorization", None)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def enroll(self, token: str, facts: dict[str, str]) -> dict[str, Any]:
+        reply = self._post("/api/v1/enroll", json.dumps({"token": token, **facts}).encode(), gzipped=False)
+        if reply.kind != "ok" or reply.body is None:
+            raise TransportError(f"enrollment refused: {reply.detail}")
+        return reply.body
+
+    def post_events(self, events: list[dict[str, Any]]) -> Reply:
+        body = gzip.compress(json.dumps({"events": events}, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), compresslevel=5)
+        return self._post("/api/v1/events", body, gzipped=True)
+
+    def heartbeat(self, report: dict[str, Any]) -> Reply:
+        return self._post("/api/v1/heartbeat", json.dumps(report).encode(), gzipped=False)
+
+    def _post(self, path: str, body: bytes, *, gzipped: bool) -> Reply:
+        headers = {"Content-Type": "application/json"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        try:
+            response = self.session.post(self.base_url + path, data=body, headers=headers, timeout=self.timeout, allow_redirects=False)
+        except requests.exceptions.SSLError as exc:
+            return Reply("retry", f"TLS to {self.base_url} failed ({_reason(exc)}); check [server] ca_file")
+        except requests.exceptions.Timeout:
+            return Reply("retry", f"{self.base_url} did not answer within {self.timeout[1]:.0f} s")
+        except requests.exceptions.RequestException as exc:
+            return Reply("retry", f"cannot reach {self.base_url} ({_reason(exc)})")
+        return _classify(response)
+
+
+def _classify(response: requests.Response) -> Reply:
+    status = response.status_code
+    detail = f"HTTP {status}: {_detail(response)}"
+    if 200 <= status < 300:
+        try:
+            return Reply("ok", body=response.json())
+        except ValueError:
+            return Reply("retry", f"HTTP {status} with a body that is not JSON")
+    if status in (401, 403):
+        return Reply("auth", detail)
+    if status == 413:
+        return Reply("too_large", detail)
+    if status in (400, 422):
+        return Reply("rejected", detail)
+    if status in (429, 503):
+        return Reply("retry", detail, retry_after=_retry_after(response.headers.get("Retry-After")))
+    return Reply("retry", detail)
+
+
+def _detail(response: requests.Response) -> str:
+    try:
+        detail = response.json().get("detail", "")
+    except (ValueError, AttributeError):
+        detail = response.text
+    return (json.dumps(detail) if not isinstance(detail, str) else detail)[:500]
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, min(seconds, _MAX_RETRY_AFTER_S))
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text[-200:] if text else type(exc).__name__
