@@ -72,6 +72,9 @@ class Daemon:
             cache=ResultCache(),
         )
         self.spool = spool = Spool(config.spool.path, max_bytes=config.spool.max_bytes)
+        released = spool.release_all()
+        if released:
+            log.info("%d event(s) leased by the previous run (killed mid-send?) will be sent again", released)
         spool.set_state("ruleset_version", ruleset.version)
         spool.set_state("daemon", {"pid": os.getpid(), "started_at": time.time(), "version": __version__, "running": True})
         context = Context(

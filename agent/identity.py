@@ -32,6 +32,14 @@ class Identity:
                 self._stamp = stamp
             return self._cached
 
+    def stamp(self) -> tuple[int, int] | None:
+        """Changes whenever the file is rewritten (None while there is none)."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
     def forget_cached(self) -> None:
         with self._lock:
             self._cached = None

@@ -31,6 +31,7 @@ IDLE_POLL_S = 1.0
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 300.0
 AUTH_BACKOFF_S = 60.0
+CREDENTIALS_CHECK_S = 1.0
 
 
 class Backoff:
@@ -73,6 +74,7 @@ class Shipper(StoppableThread):
         self._client: CollectorClient | None = None
         self._client_for: Credentials | None = None
         self._last_problem = ""
+        self._auth_blocked = False
         self.health_state = {"state": "ok", "message": "starting"}
 
     def wake(self) -> None:
@@ -90,18 +92,32 @@ class Shipper(StoppableThread):
             delay = self.ship_once()
             if delay is None:
                 continue
-            self._wake.wait(delay)
+            if self._auth_blocked:
+                self._wait_for_new_credentials(delay)
+            else:
+                self._wake.wait(delay)
             self._wake.clear()
         self.ship_once()  # one flush attempt at shutdown
         if self._client is not None:
             self._client.close()
 
+    def _wait_for_new_credentials(self, delay: float) -> None:
+        """While refused, retry early when ``dlp-agent enroll`` rewrites the credentials."""
+        stamp = self._identity.stamp()
+        deadline = time.monotonic() + delay
+        while not self.stopping and time.monotonic() < deadline:
+            if self._identity.stamp() != stamp:
+                return
+            self._wake.wait(CREDENTIALS_CHECK_S)
+
     def ship_once(self) -> float | None:
         """Send one batch. Returns None to go on at once, else seconds to wait first."""
+        self._auth_blocked = False
         try:
             credentials = self._identity.current()
         except CredentialsError as exc:
             self._problem(str(exc))
+            self._auth_blocked = True
             return AUTH_BACKOFF_S
         client = self._client_of(credentials)
         try:
@@ -136,6 +152,7 @@ class Shipper(StoppableThread):
         if reply.kind == "auth":
             self._problem(f"collector refused this agent ({reply.detail}); events are kept until it is enrolled again")
             self._identity.forget_cached()
+            self._auth_blocked = True
             return AUTH_BACKOFF_S
         self._problem(reply.detail)
         delay = self._backoff.next()
@@ -170,4 +187,5 @@ class Shipper(StoppableThread):
         if self._last_problem:
             log.warning("shipping resumed")
             self._last_problem = ""
+        self._auth_blocked = False
         self.health_state = {"state": "ok", "message": message}

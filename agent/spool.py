@@ -287,6 +287,11 @@ class Spool(SpoolReader):
                 "UPDATE events SET lease_id = NULL, lease_expires = NULL WHERE lease_id = ?", (lease_id,)
             ).rowcount
 
+    def release_all(self) -> int:
+        """End every lease: at start-up, leases can only be left over from a killed process."""
+        with self._transaction() as db:
+            return db.execute("UPDATE events SET lease_id = NULL, lease_expires = NULL WHERE lease_id IS NOT NULL").rowcount
+
     def set_state(self, key: str, value: Any) -> None:
         encoded = json.dumps(value, allow_nan=False)
         with self._transaction() as db:

@@ -52,7 +52,9 @@ class CollectorClient:
         self.timeout = (min(10.0, timeout_s), timeout_s)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"dlp-agent/{__version__}"
-        self.session.verify = ca_file or True
+        # Passed with every request: a session-level verify loses to REQUESTS_CA_BUNDLE in the
+        # environment, and the configured CA must win.
+        self._verify: str | bool = ca_file or True
         if client_cert:
             self.session.cert = (client_cert, client_key) if client_key else client_cert
         self.set_credential(credential)
@@ -84,7 +86,9 @@ class CollectorClient:
         if gzipped:
             headers["Content-Encoding"] = "gzip"
         try:
-            response = self.session.post(self.base_url + path, data=body, headers=headers, timeout=self.timeout, allow_redirects=False)
+            response = self.session.post(
+                self.base_url + path, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, verify=self._verify
+            )
         except requests.exceptions.SSLError as exc:
             return Reply("retry", f"TLS to {self.base_url} failed ({_reason(exc)}); check [server] ca_file")
         except requests.exceptions.Timeout:

@@ -253,16 +253,18 @@ def free_port() -> int:
 class ServeProcess:
     """A real ``dlp-server serve`` on a loopback port, stopped (and checked) by the test."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str], *, port: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
         import subprocess
         import sys
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = port or free_port()
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self._verify: str | bool = str(tls[0]) if tls else True
+        extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
         self.log = data_dir.parent / f"serve-{self.port}.log"
         self._log = open(self.log, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port)],
+            [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port), *extra],
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )
 
@@ -274,17 +276,15 @@ class ServeProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"dlp-server serve exited: {self.log.read_text()[-2000:]}")
             try:
-                return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
+                return requests.get(f"{self.url}/healthz", timeout=1, verify=self._verify).status_code == 200
             except requests.ConnectionError:
                 return False
 
         wait_for(ready, timeout=timeout, message="collector ready")
 
-    def stop(self) -> int:
-        import signal
-
+    def stop(self, sig: int = 15) -> int:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
             self.process.wait(20)
         self._log.close()
         return self.process.returncode

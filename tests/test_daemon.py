@@ -2,78 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from agent.spool import Spool
+from tests.agent_process import Agent, write_config
 from tests.conftest import SECRET_WORD, run_cli
 from tests.loopdev import LoopMounts, require_mount_rights, require_tools
 from tests.waiting import wait_for
 from tests.xvfb import xvfb_display  # noqa: F401 (fixture)
-
-
-def write_config(tmp_path: Path, rules_dir: Path, **extra: str) -> Path:
-    watch = tmp_path / "Desktop"
-    watch.mkdir(exist_ok=True)
-    config = tmp_path / "agent.toml"
-    lines = [
-        "[files]",
-        f'watch = ["{watch}"]',
-        "quiet_ms = 200",
-        extra.get("files", ""),
-        "[usb]",
-        "enabled = false",
-        "[clipboard]",
-        "enabled = false",
-        "[rules]",
-        f'dir = "{rules_dir}"',
-        "[spool]",
-        'path = "spool.db"',
-        "[scan]",
-        "nice = 0",
-    ]
-    config.write_text("\n".join(lines) + "\n")
-    return config
-
-
-class Agent:
-    """A running `dlp-agent run` child process."""
-
-    def __init__(self, config: Path, spool: Path | None = None):
-        self.config = config
-        self.spool = spool or config.parent / "spool.db"
-        self.log = open(config.parent / "agent.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli.main", "-v", "run", "--config", str(config)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(lambda: self.status().get("running") or self.proc.poll() is not None, timeout=20, message="agent up")
-        assert self.proc.poll() is None, self.read_log()
-
-    def status(self) -> dict:
-        proc = run_cli("status", "--config", str(self.config), "--json")
-        return json.loads(proc.stdout) if proc.returncode == 0 else {}
-
-    def events(self) -> list[dict]:
-        with Spool.open_readonly(str(self.spool)) as reader:
-            return reader.peek(10_000)
-
-    def read_log(self) -> str:
-        self.log.flush()
-        return (self.config.parent / "agent.log").read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=30)
-        self.log.close()
-        return code
 
 
 @pytest.fixture
