@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # and a virtual display with a clipboard tool.
 APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip
 
-.PHONY: run test venv apt bench clean
+.PHONY: run demo test venv apt bench clean
 
 venv: $(STAMP)
 
@@ -27,8 +27,12 @@ apt:
 test: apt venv
 	$(PY) -m pytest
 
-# For now the product is the detection engine: scan the bundled demo tree with the starter packs.
+# The whole product: a collector on SQLite under var/ and an enrolled local agent (Ctrl-C stops both).
 run: venv
+	$(PY) scripts/run_product.py
+
+# The detection engine alone: scan the bundled demo tree with the starter packs.
+demo: venv
 	$(PY) scripts/demo.py
 
 bench: venv
