@@ -10,15 +10,17 @@ from sqlalchemy import Connection
 
 from server.api.deps import AddressDep, CollectorDep, TokenDep
 from server.api.schemas import (
+    LONE_SURROGATE,
     BatchIn,
     BatchOut,
     EnrollIn,
     EnrollOut,
     HeartbeatIn,
     HeartbeatOut,
+    encodable,
 )
 from server.collector import Collector
-from server.errors import Forbidden, TooLarge
+from server.errors import Forbidden, InvalidInput, TooLarge
 from server.netaddr import in_networks, parse_networks
 from server.store import addresses, agents, enrollment, events
 from server.store.agents import AgentIdentity
@@ -66,7 +68,14 @@ def ingest(batch: BatchIn, collector: CollectorDep, token: TokenDep, address: Ad
     records: list[dict[str, Any]] = []
     for index, event in enumerate(batch.events):
         record = event.model_dump(mode="json", by_alias=True)
-        if len(json.dumps(record, ensure_ascii=False)) > limits.max_event_bytes:
+        # Fields the schema does not know are kept as sent, so only here is all of their content seen.
+        try:
+            encoded = json.dumps(record, ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            raise InvalidInput(f"events[{index}] holds NaN or Infinity, which JSON cannot carry") from None
+        if not encodable(encoded):
+            raise InvalidInput(f"events[{index}] {LONE_SURROGATE}")
+        if len(encoded) > limits.max_event_bytes:
             raise TooLarge(f"events[{index}] is larger than {limits.max_event_bytes} bytes")
         records.append(record)
     now = collector.clock()

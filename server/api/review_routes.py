@@ -19,6 +19,7 @@ from server.api.schemas import (
     Severity,
     TriageIn,
     VendorList,
+    utc_representable,
 )
 from server.errors import InvalidInput
 from server.store import agents, audit, events, vendors
@@ -46,6 +47,8 @@ def _split(value: str | None, allowed: tuple[str, ...] | None = None, name: str 
 def _aware(value: datetime | None, name: str) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise InvalidInput(f"{name} needs a time zone, e.g. 2026-11-24T09:00:00Z")
+    if value is not None and not utc_representable(value):
+        raise InvalidInput(f"{name} is outside the years 1 to 9999 once converted to UTC")
     return value
 
 

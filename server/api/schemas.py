@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -13,22 +14,65 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 MAX_INT = 2**53 - 1
 Severity = Literal["low", "medium", "high", "critical"]
 TriageStatus = Literal["new", "investigating", "benign", "confirmed_leak"]
+LONE_SURROGATE = "must be valid Unicode: a lone surrogate (\\ud800-\\udfff) cannot be stored"
 
 
-def _no_nul(value: str) -> str:
+def encodable(text: str) -> bool:
+    """False for text with a lone surrogate, which JSON escapes allow but UTF-8 (and so the database) cannot hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    if not encodable(value):
+        raise ValueError(LONE_SURROGATE)
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[str, AfterValidator(_storable)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@ -]*$")]
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+
+
+def utc_representable(value: datetime) -> bool:
+    """False for times like 0001-01-01T00:00+14:00 that fall outside datetime's range in UTC, where they are stored."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
+def _instant(value: datetime) -> datetime:
+    if not utc_representable(value):
+        raise ValueError("is outside the years 1 to 9999 once converted to UTC")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_instant)]
+MAX_NESTING = 32
+
+
+def _nesting(value: Any) -> int:
+    """How deeply JSON data nests, found without recursion so a hostile document cannot overflow the check."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class _In(BaseModel):
@@ -82,8 +126,8 @@ class EventIn(BaseModel):
     id: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,30}\.[a-z][a-z_]{0,30}$")]
     channel: Literal["file", "usb", "clipboard", "agent"]
-    occurred_at: AwareDatetime
-    detected_at: AwareDatetime | None = None
+    occurred_at: Instant
+    detected_at: Instant | None = None
     host: Annotated[str, StringConstraints(max_length=255)] | None = None
     user: Annotated[str, StringConstraints(max_length=255)] | None = None
     path: Annotated[str, StringConstraints(max_length=4096)] | None = None
@@ -98,6 +142,14 @@ class EventIn(BaseModel):
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.lower()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shallow(cls, data: Any) -> Any:
+        # Unknown fields are kept as sent; a deeply nested one could be stored but never serialized again.
+        if _nesting(data) > MAX_NESTING:
+            raise ValueError(f"an event nests deeper than {MAX_NESTING} levels")
+        return data
 
 
 class BatchIn(_In):
@@ -121,11 +173,15 @@ class HeartbeatIn(_In):
     @field_validator("sources")
     @classmethod
     def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _nesting(value) > MAX_NESTING:
+            raise ValueError(f"source health report nests deeper than {MAX_NESTING} levels")
         encoded = json.dumps(value, allow_nan=False)
         if len(encoded) > 16384:
             raise ValueError("source health report is larger than 16 KiB")
         if "\\u0000" in encoded:
             raise ValueError("must not contain NUL characters")
+        if not encodable(json.dumps(value, ensure_ascii=False)):
+            raise ValueError(LONE_SURROGATE)
         return value
 
 
@@ -157,7 +213,7 @@ class TriageIn(_In):
 
 
 class BulkTriageIn(_In):
-    ids: list[Annotated[str, StringConstraints(max_length=36)]] = Field(min_length=1, max_length=500)
+    ids: list[Annotated[Text, StringConstraints(max_length=36)]] = Field(min_length=1, max_length=500)
     status: TriageStatus
 
 

@@ -4,13 +4,18 @@ Every write goes through ``Database.write()``. On SQLite that transaction starts
 ``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes can fail at once with
 "database is locked" when another writer got in between, which would surface as 500s under
 ingest load; taking the write lock up front makes writers queue on ``busy_timeout`` instead.
-Reads use plain deferred transactions and never block writers in WAL mode.
+Within one process, SQLite writers first queue on a thread lock: a writer waiting in SQLite's
+busy handler sleeps in steps growing to 100 ms and is not woken when the lock frees, so under
+concurrent calls the database sat idle between transactions and throughput collapsed (see
+docs/performance.md); the thread lock hands over at once. Other processes still queue on
+``busy_timeout``. Reads use plain deferred transactions and never block writers in WAL mode.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+import threading
+from contextlib import contextmanager, nullcontext
+from typing import Any, ContextManager, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -32,6 +37,8 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
+        # Re-entrant, so a nested write in one thread still waits on busy_timeout as before.
+        self._writer_turn: ContextManager[Any] = threading.RLock() if self.dialect == "sqlite" else nullcontext()
         if self.dialect == "sqlite":
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             _configure_sqlite(self.engine)
@@ -50,7 +57,7 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(dlp_write=True) as conn:
+        with self._writer_turn, self.engine.connect().execution_options(dlp_write=True) as conn:
             with conn.begin():
                 yield conn
 

@@ -33,6 +33,8 @@ from server.store.sql import insert, iso
 
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 TRIAGE_STATUSES = ("new", "investigating", "benign", "confirmed_leak")
+# seq is a BIGINT: a cursor beyond it was never issued, and both databases refuse to compare with it.
+_MAX_SEQ = 2**63 - 1
 
 
 @dataclass
@@ -184,7 +186,10 @@ def encode_cursor(seq: int) -> str:
 def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        if not raw.startswith("s") or not raw[1:].isdigit() or len(raw) > 20:
+        if not raw.startswith("s") or not raw[1:].isdigit() or len(raw) > 20 or int(raw[1:]) > _MAX_SEQ:
+            raise ValueError
+        # base64 decoding skips junk and padding, so only the exact spelling we issue is one we returned.
+        if encode_cursor(int(raw[1:])) != cursor:
             raise ValueError
         return int(raw[1:])
     except (ValueError, binascii.Error, UnicodeDecodeError):
