@@ -81,6 +81,10 @@ class ProtectedSection(_Section):
 
 class RulesSection(_Section):
     dir: str = "rules"
+    bundle_dir: str = "bundle"
+    """Where the last verified bundle from the collector is kept (used at start, even offline)."""
+    poll_interval_s: int = Field(default=300, ge=5, le=86400)
+    """How often the collector is asked for a newer signed bundle (one cheap 304 when unchanged)."""
 
 
 class SpoolSection(_Section):
@@ -197,6 +201,7 @@ def _resolve_paths(config: AgentConfig) -> AgentConfig:
     config.files.watch = [resolve(p) for p in config.files.watch]
     config.usb.removable_roots = [resolve(p) for p in config.usb.removable_roots]
     config.rules.dir = resolve(config.rules.dir)
+    config.rules.bundle_dir = resolve(config.rules.bundle_dir)
     config.protected.folders = [resolve(p) for p in config.protected.folders]
     config.spool.path = resolve(config.spool.path)
     config.server.ca_file = resolve(config.server.ca_file)

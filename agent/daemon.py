@@ -8,6 +8,7 @@ the next start; clipboard work is not kept, as its text must never touch disk.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -17,14 +18,18 @@ import time
 from typing import Any
 
 from agent import __version__
+from agent.bundle import Bundle, BundleError
+from agent.bundle_store import BundleStore
 from agent.config import AgentConfig
-from agent.credentials import Credentials
+from agent.credentials import Credentials, CredentialsError
 from agent.heartbeat import Heartbeat
 from agent.identity import Identity
 from agent.pipeline import Pipeline
 from agent.policy import Context
+from agent.rules_updater import RulesUpdater
 from agent.scanning import ProtectedIndex, RuleError, ScanLimits, Scanner, load_rules
 from agent.scanning.cache import ResultCache
+from agent.scanning.rules import RULE_SUFFIXES, Ruleset, compile_rule_files, rule_files
 from agent.shipper import Shipper
 from agent.sources.clipboard import ClipboardSource
 from agent.sources.files import FileSource
@@ -56,6 +61,9 @@ class Daemon:
         self._volumes_lock = threading.Lock()
         self._health: _HealthWriter | None = None
         self.shipper: Shipper | None = None
+        self.rules_updater: RulesUpdater | None = None
+        self.scanner: Scanner | None = None
+        self._ruleset_error: str | None = None
         self.heartbeat: Heartbeat | None = None
         self._last_health: dict[str, Any] | None = None
 
@@ -65,17 +73,21 @@ class Daemon:
         """Bring everything up; raises RuleError or SpoolError when it cannot."""
         config = self.config
         _lower_priority(config.scan.nice)
-        ruleset = load_rules(self._rules_dir())
+        identity = Identity(config.server.credentials)
+        self._bundles = BundleStore(config.rules.bundle_dir)
+        ruleset, bundle, etag = self._initial_rules(identity)
         scanner = Scanner(
             ruleset,
             limits=ScanLimits(timeout_s=config.scan.timeout_s, max_file_bytes=config.scan.max_file_bytes),
             cache=ResultCache(),
         )
+        self.scanner = scanner
         self.spool = spool = Spool(config.spool.path, max_bytes=config.spool.max_bytes)
         released = spool.release_all()
         if released:
             log.info("%d event(s) leased by the previous run (killed mid-send?) will be sent again", released)
         spool.set_state("ruleset_version", ruleset.version)
+        spool.set_state("bundle_version", bundle.version if bundle else None)
         spool.set_state("daemon", {"pid": os.getpid(), "started_at": time.time(), "version": __version__, "running": True})
         context = Context(
             host=self.host,
@@ -84,15 +96,19 @@ class Daemon:
             report_clean=config.files.report_clean,
             clipboard_snippets=config.clipboard.snippets,
         )
-        identity = Identity(config.server.credentials)
         self.shipper = Shipper(spool, identity, self._client_for, batch_events=config.server.batch_events)
         self.heartbeat = Heartbeat(identity, self._client_for, self._heartbeat_report)
         self.pipeline = pipeline = Pipeline(
             scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size, on_spooled=self.shipper.wake
         )
         pipeline.start()
+        self.rules_updater = RulesUpdater(
+            identity, self._client_for, self._bundles, self._install_bundle,
+            interval_s=config.rules.poll_interval_s, version=bundle.version if bundle else 0, etag=etag,
+        )
         self.shipper.start()
         self.heartbeat.start()
+        self.rules_updater.start()
         for path in spool.get_state(PENDING_KEY, []) or []:
             pipeline.submit(FileWork(path=path, reason="requeued"))
         spool.set_state(PENDING_KEY, [])
@@ -128,6 +144,8 @@ class Daemon:
             self._health.stop()
         if self.pipeline is not None and self.spool is not None:
             left = self.pipeline.stop()
+            if self.rules_updater is not None:
+                self.rules_updater.stop()
             for courier in (self.shipper, self.heartbeat):
                 if courier is not None:
                     courier.stop(timeout=2 * self.config.server.timeout_s)
@@ -147,13 +165,49 @@ class Daemon:
 
     # Pieces ----------------------------------------------------------------
 
-    def _rules_dir(self) -> str:
+    def _local_rule_files(self) -> dict[str, str]:
+        """The local packs (``[rules] dir``, else the starter packs), used beside any bundle."""
+        location = self.config.rules_location()
+        if location is None:
+            return {}
+        if location != self.config.rules.dir:
+            log.warning("rules directory %s does not exist; using the starter packs", self.config.rules.dir)
+        if os.path.isdir(location):
+            return rule_files(location)
+        if os.path.splitext(location)[1].lower() in RULE_SUFFIXES:
+            return {os.path.splitext(os.path.basename(location))[0]: location}
+        return {}
+
+    def _initial_rules(self, identity: Identity) -> tuple[Ruleset, Bundle | None, str]:
+        """Local packs plus the last good bundle on disk (verified again); local alone if that fails."""
+        local = self._local_rule_files()
+        try:
+            credentials = identity.current()
+            stored = self._bundles.load(public_key_hex=credentials.signing_public_key, vendor=credentials.vendor)
+            if stored is not None:
+                bundle, etag = stored
+                return compile_rule_files({**local, **self._bundles.unpack(bundle)}, source="local packs + bundle"), bundle, etag
+        except CredentialsError:
+            pass
+        except (BundleError, RuleError) as exc:
+            self._ruleset_error = f"stored signature bundle not used: {exc}"
+            log.error("%s", self._ruleset_error)
+        if local:
+            return compile_rule_files(local, source=self.config.rules.dir), None, ""
         location = self.config.rules_location()
         if location is None:
             raise RuleError("rules not found and no starter packs installed", path=self.config.rules.dir)
-        if location != self.config.rules.dir:
-            log.warning("rules directory %s does not exist; using the starter packs", self.config.rules.dir)
-        return location
+        return load_rules(location), None, ""
+
+    def _install_bundle(self, bundle: Bundle, pack_files: dict[str, str]) -> None:
+        """Compile local packs with the new bundle and swap them in (one reference swap each)."""
+        ruleset = compile_rule_files({**self._local_rule_files(), **pack_files}, source=f"local packs + bundle {bundle.version}")
+        assert self.scanner is not None and self.pipeline is not None and self.spool is not None
+        self.scanner.ruleset = ruleset
+        self.pipeline.context = dataclasses.replace(self.pipeline.context, ruleset_version=ruleset.version)
+        self._ruleset_error = None
+        self.spool.set_state("ruleset_version", ruleset.version)
+        self.spool.set_state("bundle_version", bundle.version)
 
     def _start_sources(self) -> None:
         config = self.config
@@ -217,9 +271,12 @@ class Daemon:
         assert self.spool is not None
         stats = self.spool.stats()
         sources = {name: str(health.get("state", "ok")) for name, health in self.health().items()}
+        updater_error = self.rules_updater.error if self.rules_updater else None
         return {
             "agent_version": __version__,
             "ruleset_version": self.spool.get_state("ruleset_version"),
+            "bundle_version": self.spool.get_state("bundle_version"),
+            "ruleset_error": updater_error or self._ruleset_error,
             "spool_depth": stats["depth"],
             "dropped": stats["dropped_total"],
             "sources": sources,

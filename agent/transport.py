@@ -18,7 +18,7 @@ import requests
 
 from agent import __version__
 
-ReplyKind = Literal["ok", "retry", "too_large", "rejected", "auth"]
+ReplyKind = Literal["ok", "retry", "too_large", "rejected", "auth", "unchanged", "none"]
 _MAX_RETRY_AFTER_S = 3600.0
 
 
@@ -29,6 +29,8 @@ class Reply:
     retry_after: float | None = None
     """Seconds the collector asked us to wait (429/503 Retry-After)."""
     body: dict[str, Any] | None = None
+    content: bytes = b""
+    etag: str = ""
 
 
 class TransportError(Exception):
@@ -80,6 +82,21 @@ class CollectorClient:
 
     def heartbeat(self, report: dict[str, Any]) -> Reply:
         return self._post("/api/v1/heartbeat", json.dumps(report).encode(), gzipped=False)
+
+    def get_signatures(self, etag: str | None) -> Reply:
+        """The signed bundle: ``ok`` with ``content`` and ``etag``, ``unchanged`` (304), or ``none`` (404)."""
+        headers = {"If-None-Match": f'"{etag}"'} if etag else {}
+        try:
+            response = self.session.get(self.base_url + "/api/v1/signatures", headers=headers, timeout=self.timeout, allow_redirects=False, verify=self._verify)
+        except requests.exceptions.RequestException as exc:
+            return Reply("retry", f"cannot fetch signatures from {self.base_url} ({_reason(exc)})")
+        if response.status_code == 304:
+            return Reply("unchanged")
+        if response.status_code == 404:
+            return Reply("none", _detail(response))
+        if response.status_code == 200:
+            return Reply("ok", content=response.content, etag=response.headers.get("ETag", "").strip('"'))
+        return _classify(response)
 
     def _post(self, path: str, body: bytes, *, gzipped: bool) -> Reply:
         headers = {"Content-Type": "application/json"}

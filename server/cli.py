@@ -148,6 +148,53 @@ def cmd_export_events(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_signatures_publish(args: argparse.Namespace) -> int:
+    from agent.scanning.rules import rule_files
+    from server.api.signature_routes import publish_packs
+
+    path = os.path.abspath(args.path)
+    if os.path.isdir(path):
+        files = rule_files(path)
+    elif os.path.isfile(path):
+        files = {os.path.splitext(os.path.basename(path))[0]: path}
+    else:
+        raise ValueError(f"{args.path}: no such file or directory")
+    if not files:
+        raise ValueError(f"{args.path}: no .yar or .yara files")
+    packs = {}
+    for name, file in files.items():
+        with open(file, encoding="utf-8") as handle:
+            packs[name] = handle.read()
+    with _collector(args) as collector:
+        result = publish_packs(collector, packs=packs, vendors=args.vendor or None, remove=args.remove or [], note=args.note, actor=_actor(), address=None)
+    scope = ", ".join(args.vendor) if args.vendor else "every vendor"
+    _print(args, result, f"published version {result['version']} ({result['rules']} rules); {', '.join(sorted(packs))} for {scope}")
+    return EXIT_OK
+
+
+def cmd_signatures_rollback(args: argparse.Namespace) -> int:
+    from server.api.signature_routes import rollback_to
+
+    with _collector(args) as collector:
+        result = rollback_to(collector, version=args.version, actor=_actor(), address=None)
+    _print(args, result, f"published version {result['version']} with the packs of version {args.version}")
+    return EXIT_OK
+
+
+def cmd_signatures_list(args: argparse.Namespace) -> int:
+    from server.store import signatures
+
+    with _collector(args) as collector, collector.db.read() as conn:
+        items = signatures.versions(conn)
+    if args.json:
+        print(json.dumps({"items": items}))
+        return EXIT_OK
+    for v in items:
+        packs = ", ".join(p["name"] + (f" [{', '.join(p['vendors'])}]" if p["vendors"] else "") for p in v["packs"])
+        print(f"{'*' if v['current'] else ' '} v{v['version']:<5} {v['created_at']}  {v['created_by'][:20]:20}  agents {v['agents']:<6} {packs}  {v['note']}")
+    return EXIT_OK
+
+
 class _collector:
     """``with _collector(args) as c``: open the data directory's collector and close it after."""
 
@@ -225,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     vendor_ranges = add(vendor, "ranges", cmd_vendor_ranges, "set the address ranges a vendor's agents may call from (none: any)", as_json)
     vendor_ranges.add_argument("name")
     vendor_ranges.add_argument("cidrs", nargs="*", metavar="CIDR")
+
+    signatures = commands.add_parser("signatures", help="published rule bundles").add_subparsers(dest="signatures_command", metavar="ACTION", required=True)
+    publish = add(signatures, "publish", cmd_signatures_publish, "publish a pack (.yar) or a directory of packs as a new version", as_json)
+    publish.add_argument("path")
+    publish.add_argument("--vendor", action="append", metavar="NAME", help="only this vendor's agents get these packs (repeatable; default: every vendor)")
+    publish.add_argument("--remove", action="append", metavar="PACK", help="also take this pack out of the new version (repeatable)")
+    publish.add_argument("--note", default="", help="why, for the version list and the audit log")
+    rollback = add(signatures, "rollback", cmd_signatures_rollback, "publish an earlier version's packs again as a new version", as_json)
+    rollback.add_argument("version", type=int)
+    add(signatures, "list", cmd_signatures_list, "versions, their packs and how many agents run each", as_json)
 
     export = commands.add_parser("export", help="export data").add_subparsers(dest="export_command", metavar="WHAT", required=True)
     export_events = add(export, "events", cmd_export_events, "write events for a SIEM or an archive")

@@ -10,11 +10,14 @@ import threading
 from datetime import datetime
 from typing import Callable
 
+from cachetools import LRUCache
+
 from server.db.engine import Database
 from server.keys import load_signing_key, public_key_hex
 from server.metrics import Metrics
 from server.netaddr import CountryLookup, default_lookup, parse_networks
 from server.settings import SEVERITY_NAMES, ServerSettings
+from server.signing import BuiltBundle
 from server.store.sql import utcnow
 
 
@@ -33,7 +36,11 @@ class Collector:
         self.countries = countries or default_lookup()
         self.trusted_proxies = parse_networks(settings.network.trusted_proxies)
         key_path = settings.signing_key_path
-        self.signing_public_key = public_key_hex(load_signing_key(key_path)) if key_path.exists() else ""
+        self.signing_key = load_signing_key(key_path) if key_path.exists() else None
+        self.signing_public_key = public_key_hex(self.signing_key) if self.signing_key else ""
+        self.bundles: LRUCache[tuple[int, str], BuiltBundle] = LRUCache(maxsize=256)
+        """Signed bundles by (version, vendor): deterministic, so a cache per process is safe."""
+        self.bundles_lock = threading.Lock()
         self.metrics = Metrics(self.db)
         alerts = settings.alerts
         self.alert_targets: tuple[str, ...] = tuple(

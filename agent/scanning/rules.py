@@ -134,6 +134,13 @@ def rule_files(directory: str) -> dict[str, str]:
     return files
 
 
+def compile_rule_files(files: dict[str, str], *, source: str) -> Ruleset:
+    """Compile namespace -> rule file (e.g. local packs beside a published bundle's packs)."""
+    if not files:
+        raise RuleError("no rule files", path=source)
+    return _compile(files, source=source)
+
+
 def _compile(files: dict[str, str], *, source: str) -> Ruleset:
     digest = hashlib.sha256()
     for namespace in sorted(files):

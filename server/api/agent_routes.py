@@ -44,7 +44,7 @@ def enroll(body: EnrollIn, collector: CollectorDep, address: AddressDep) -> Enro
             now=now,
         )
         identity = agents.authenticate(conn, value=enrolled.credential)
-        _record_call(conn, collector, identity, address)
+        record_agent_call(conn, collector, identity, address)
     return EnrollOut(
         agent_id=enrolled.agent_id,
         credential=enrolled.credential,
@@ -85,7 +85,7 @@ def ingest(batch: BatchIn, collector: CollectorDep, token: TokenDep, address: Ad
             claimed = record.get("agent_id")
             if claimed is not None and claimed != identity.id:
                 raise Forbidden(f"events[{index}] claims agent {str(claimed)[:64]!r}; an agent may only submit its own events")
-        _record_call(conn, collector, identity, address)
+        record_agent_call(conn, collector, identity, address)
         result = events.ingest(
             conn,
             agent=identity,
@@ -112,13 +112,13 @@ def heartbeat(body: HeartbeatIn, collector: CollectorDep, token: TokenDep, addre
     now = collector.clock()
     with collector.db.write() as conn:
         identity = agents.authenticate(conn, value=token)
-        _record_call(conn, collector, identity, address)
+        record_agent_call(conn, collector, identity, address)
         agents.heartbeat(conn, agent_id=identity.id, report=body.model_dump(), now=now)
     collector.metrics.heartbeats.inc()
     return HeartbeatOut(server_time=iso(now) or "", heartbeat_interval_s=collector.settings.agents.heartbeat_interval_s, status="online")
 
 
-def _record_call(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None) -> None:
+def record_agent_call(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None) -> None:
     """Every authenticated agent call: seen now, from this address, which may be out of range."""
     now = collector.clock()
     agents.touch(conn, agent_id=identity.id, address=address, now=now)

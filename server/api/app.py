@@ -19,6 +19,7 @@ from server.api import (
     auth_routes,
     ops_routes,
     review_routes,
+    signature_routes,
 )
 from server.api.bodies import BoundedBodies
 from server.collector import Collector
@@ -38,7 +39,7 @@ def create_app(collector: Collector) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.collector = collector
-    for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, ops_routes.router):
+    for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, ops_routes.router):
         app.include_router(router)
     _install_error_handlers(app)
     _install_timing(app, collector)
@@ -46,7 +47,7 @@ def create_app(collector: Collector) -> FastAPI:
     app.add_middleware(
         BoundedBodies,
         default_limit=_DEFAULT_BODY_LIMIT,
-        route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes},
+        route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes, ("POST", "/api/v1/signatures"): 64 << 20},
         max_decoded=ingest.max_decoded_bytes,
     )
     return app

@@ -165,6 +165,8 @@ class BatchOut(BaseModel):
 class HeartbeatIn(_In):
     agent_version: Annotated[Text, StringConstraints(max_length=64)]
     ruleset_version: Annotated[Text, StringConstraints(max_length=64)] | None = None
+    bundle_version: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    """The published signature version the agent runs (null: local packs only)."""
     ruleset_error: Annotated[Text, StringConstraints(max_length=4096)] | None = None
     spool_depth: Count = 0
     dropped: Count = 0
@@ -313,6 +315,7 @@ class AgentPublic(_Out):
     last_heartbeat_at: str | None
     agent_version: str
     ruleset_version: str | None
+    bundle_version: int | None
     ruleset_error: str | None
     spool_depth: int
     dropped: int
@@ -396,3 +399,42 @@ class MeOut(_Out):
     user: str
     role: str
     ip_addresses: list[AddressPublic]
+
+
+class SignaturesPublishIn(_In):
+    packs: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")], Annotated[Text, StringConstraints(max_length=32 << 20)]] = Field(
+        default_factory=dict, max_length=1000, description="pack name (without .yar) -> YARA source"
+    )
+    vendors: list[Name] | None = Field(default=None, max_length=1000, description="only these vendors get the packs; null: every vendor")
+    remove: list[Annotated[str, StringConstraints(max_length=128)]] = Field(default_factory=list, max_length=1000)
+    note: Annotated[Text, StringConstraints(max_length=1000)] = ""
+
+
+class SignaturesRollbackIn(_In):
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class SignaturePackPublic(_Out):
+    name: str
+    sha256: str
+    vendors: list[str] | None
+
+
+class SignatureVersionPublic(_Out):
+    version: int
+    current: bool
+    created_at: str
+    created_by: str
+    note: str
+    rollback_of: int | None
+    packs: list[SignaturePackPublic]
+    agents: int = Field(description="agents (not revoked) whose last heartbeat reported this version")
+
+
+class SignatureVersionList(_Out):
+    items: list[SignatureVersionPublic]
+
+
+class PublishedOut(_Out):
+    version: int
+    rules: int

@@ -118,6 +118,7 @@ agents = Table(
     Column("machine_id", String(128), nullable=False, default=""),
     Column("agent_version", String(64), nullable=False, default=""),
     Column("ruleset_version", String(64)),
+    Column("bundle_version", Integer),
     Column("ruleset_error", Text),
     Column("spool_depth", BigInteger, nullable=False, default=0),
     Column("dropped", BigInteger, nullable=False, default=0),
@@ -255,4 +256,26 @@ alert_outbox = Table(
     Column("failed", Boolean, nullable=False, default=False),
     Column("last_error", Text),
     Index("ix_alert_outbox_delivered_at_next_attempt_at", "delivered_at", "next_attempt_at"),
+)
+
+# Rule bundles. A version is an immutable snapshot of packs; a rollback is a new version
+# whose packs are copied from an older one, so versions only grow (agents refuse replays).
+signature_versions = Table(
+    "signature_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("rollback_of", Integer),
+)
+
+signature_packs = Table(
+    "signature_packs",
+    metadata,
+    Column("version", Integer, ForeignKey("signature_versions.version", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("vendors", JSON),  # null: every vendor; else the vendor names that get this pack
 )

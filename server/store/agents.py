@@ -56,6 +56,7 @@ def heartbeat(conn: Connection, *, agent_id: str, report: dict[str, Any], now: d
         .values(
             agent_version=report["agent_version"],
             ruleset_version=report.get("ruleset_version"),
+            bundle_version=report.get("bundle_version"),
             ruleset_error=report.get("ruleset_error"),
             spool_depth=report["spool_depth"],
             dropped=report["dropped"],
@@ -118,6 +119,7 @@ def _public(row: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         "last_heartbeat_at": iso(row.last_heartbeat_at),
         "agent_version": row.agent_version,
         "ruleset_version": row.ruleset_version,
+        "bundle_version": row.bundle_version,
         "ruleset_error": row.ruleset_error,
         "spool_depth": row.spool_depth,
         "dropped": row.dropped,

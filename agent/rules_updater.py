@@ -1,0 +1,90 @@
+"""Keeps the running ruleset current: polls for the collector's signed bundle and swaps it in.
+
+Anything wrong with a new bundle (signature, hashes, vendor, an older version, a rule that
+does not compile here) leaves the last good ruleset running and is reported in the
+heartbeat; the agent never scans with nothing because an update failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from agent.bundle import Bundle, BundleError, read_bundle
+from agent.bundle_store import BundleStore
+from agent.credentials import Credentials, CredentialsError
+from agent.identity import Identity
+from agent.scanning import RuleError
+from agent.threads import StoppableThread
+from agent.transport import CollectorClient
+
+log = logging.getLogger(__name__)
+
+
+class RulesUpdater(StoppableThread):
+    def __init__(
+        self,
+        identity: Identity,
+        client_factory: Callable[[Credentials], CollectorClient],
+        store: BundleStore,
+        install: Callable[[Bundle, dict[str, str]], None],
+        *,
+        interval_s: float,
+        version: int = 0,
+        etag: str = "",
+    ) -> None:
+        """``install(bundle, pack_files)`` compiles and swaps, raising RuleError when it cannot."""
+        super().__init__(name="rules-updater")
+        self._identity = identity
+        self._client_factory = client_factory
+        self._store = store
+        self._install = install
+        self._interval_s = interval_s
+        self.version = version
+        self._etag = etag
+        self.error: str | None = None
+
+    def run_loop(self) -> None:
+        client: CollectorClient | None = None
+        client_for: Credentials | None = None
+        while not self.stopping:
+            try:
+                credentials = self._identity.current()
+                if client is None or client_for != credentials:
+                    if client is not None:
+                        client.close()
+                    client, client_for = self._client_factory(credentials), credentials
+                self.check_once(client, credentials)
+            except CredentialsError:
+                pass  # not enrolled: local packs only, and the shipper already says why
+            if self.wait(self._interval_s):
+                break
+        if client is not None:
+            client.close()
+
+    def check_once(self, client: CollectorClient, credentials: Credentials) -> bool:
+        """Fetch, verify and install a newer bundle; True when one was installed."""
+        reply = client.get_signatures(self._etag)
+        if reply.kind in ("unchanged", "none"):
+            return False
+        if reply.kind != "ok":
+            log.debug("signatures not fetched: %s", reply.detail)
+            return False
+        try:
+            bundle = read_bundle(reply.content, public_key_hex=credentials.signing_public_key, vendor=credentials.vendor, newer_than=self.version)
+            if bundle.version == self.version:
+                self._etag = reply.etag
+                return False
+            self._install(bundle, self._store.unpack(bundle))
+        except (BundleError, RuleError) as exc:
+            self._fail(f"signature bundle refused: {exc}")
+            return False
+        self._store.save(reply.content, bundle, reply.etag)
+        self.version, self._etag, self.error = bundle.version, reply.etag, None
+        log.warning("signature bundle version %d installed (%d pack(s))", bundle.version, len(bundle.packs))
+        return True
+
+    def _fail(self, message: str) -> None:
+        if message != self.error:
+            log.error("%s; keeping the rules in force", message)
+        self.error = message
