@@ -48,6 +48,7 @@ class BundleStore:
 
     def unpack(self, bundle: Bundle) -> dict[str, str]:
         """Write the packs for the compiler; returns namespace -> file."""
+        os.makedirs(self.directory, exist_ok=True)
         target = os.path.join(self.directory, f"{PACKS_DIR}-{bundle.version}")
         scratch = tempfile.mkdtemp(prefix=".packs-", dir=self.directory)
         for name, body in bundle.packs.items():

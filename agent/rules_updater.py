@@ -79,7 +79,13 @@ class RulesUpdater(StoppableThread):
         except (BundleError, RuleError) as exc:
             self._fail(f"signature bundle refused: {exc}")
             return False
-        self._store.save(reply.content, bundle, reply.etag)
+        except OSError as exc:
+            self._fail(f"signature bundle not installed: cannot write {self._store.directory}: {exc.strerror}")
+            return False
+        try:
+            self._store.save(reply.content, bundle, reply.etag)
+        except OSError as exc:
+            log.error("bundle %d runs but could not be kept for the next start: %s", bundle.version, exc.strerror)
         self.version, self._etag, self.error = bundle.version, reply.etag, None
         log.warning("signature bundle version %d installed (%d pack(s))", bundle.version, len(bundle.packs))
         return True

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from agent.spool import Spool
-from tests.conftest import run_cli
 from tests.waiting import wait_for
 
 
@@ -57,6 +56,8 @@ class Agent:
         assert self.proc.poll() is None, self.read_log()
 
     def status(self) -> dict:
+        from tests.conftest import run_cli  # late: conftest imports this module's users
+
         proc = run_cli("status", "--config", str(self.config), "--json")
         return json.loads(proc.stdout) if proc.returncode == 0 else {}
 

@@ -94,3 +94,6 @@ from collector_env import (  # noqa: E402,F401  (fixtures for the collector suit
     settings_toml,
     sqlite_template,
 )
+
+from tests.faultproxy import fault_proxy_factory  # noqa: E402,F401  (fixtures for the shipping suites)
+from tests.stack import running, stack  # noqa: E402,F401

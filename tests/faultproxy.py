@@ -25,6 +25,8 @@ class FaultProxy(http.server.ThreadingHTTPServer):
         self.fail_remaining = 0
         self.fail_status = 500
         self.hold_replies_s = 0.0
+        self.replace_get_body: bytes | None = None
+        """When set, GET replies carry these bytes instead of the collector's (a forged bundle)."""
         self.forwarded = 0
         self.failed = 0
         self._released = threading.Event()
@@ -49,16 +51,36 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: FaultProxy
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+    def do_GET(self) -> None:  # noqa: N802
+        status, payload, kind, etag = self._forward("GET", None)
+        with self.server.lock:
+            forged = self.server.replace_get_body
+        if forged is not None:
+            status, payload, kind, etag = 200, forged, "application/octet-stream", "forged"
+        self._reply(status, payload, kind, etag)
+
+    def _forward(self, method: str, body: bytes | None) -> tuple[int, bytes, str, str | None]:
         upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-            upstream.request("POST", self.path, body=body, headers=headers)
+            upstream.request(method, self.path, body=body, headers=headers)
             reply = upstream.getresponse()
-            status, payload, kind = reply.status, reply.read(), reply.getheader("Content-Type", "application/json")
+            return reply.status, reply.read(), reply.getheader("Content-Type", "application/json"), reply.getheader("ETag")
         finally:
             upstream.close()
+
+    def _reply(self, status: int, payload: bytes, kind: str, etag: str | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(payload)))
+        if etag:
+            self.send_header("ETag", etag)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        status, payload, kind, _ = self._forward("POST", body)
         with self.server.lock:
             self.server.forwarded += 1
             failing = self.server.fail_remaining > 0
@@ -70,11 +92,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.server._released.wait(hold)
         if failing:
             status, payload, kind = self.server.fail_status, b'{"detail": "injected failure"}', "application/json"
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self._reply(status, payload, kind)
 
     def log_message(self, *args: object) -> None:
         pass
