@@ -13,6 +13,7 @@ import re
 
 from agent.scanning import RuleError, Ruleset, Scanner, load_rules
 from agent.scanning.rules import rule_files
+from signatures.lint import duplicate_rule_names, lint_source
 
 PACKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "packs")
 
@@ -60,6 +61,7 @@ def collect(packs_dir: str = PACKS_DIR, samples_dir: str | None = None) -> tuple
         return [], [Problem(exc.path or packs_dir, exc.line, str(exc))]
     if not files:
         problems.append(Problem(packs_dir, None, "no .yar or .yara files"))
+    sources: dict[str, str] = {}
     for pack, path in files.items():
         try:
             ruleset = load_rules(path)
@@ -68,7 +70,11 @@ def collect(packs_dir: str = PACKS_DIR, samples_dir: str | None = None) -> tuple
             continue
         with open(path, encoding="utf-8", errors="replace") as f:
             source = f.read()
+        sources[pack] = source
+        problems.extend(Problem(path, finding.line, finding.message) for finding in lint_source(source, ruleset.rules))
         for rule in ruleset.rules:
+            if rule.meta.get("corpus"):
+                continue  # built from a corpus by `dlp-signatures build`, which measures it on the corpus itself
             base = os.path.join(samples_dir, pack, rule.identifier)
             cases.append(
                 RuleCase(
@@ -80,6 +86,9 @@ def collect(packs_dir: str = PACKS_DIR, samples_dir: str | None = None) -> tuple
                     negatives=_files(os.path.join(base, "negative")),
                 )
             )
+    for name, packs in duplicate_rule_names(sources).items():
+        first = files[packs[0]]
+        problems.append(Problem(first, _rule_line(sources[packs[0]], name), f"rule {name} is also defined in {', '.join(files[p] for p in packs[1:])}"))
     return cases, problems
 
 
@@ -124,7 +133,7 @@ def _files(directory: str) -> tuple[str, ...]:
 
 
 def _rule_line(source: str, identifier: str) -> int | None:
-    found = re.search(rf"^\s*(?:(?:private|global)\s+)*rule\s+{re.escape(identifier)}\b", source, re.M)
+    found = re.search(rf"^[ \t]*(?:(?:private|global)\s+)*rule\s+{re.escape(identifier)}\b", source, re.M)
     return source.count("\n", 0, found.start()) + 1 if found else None
 
 

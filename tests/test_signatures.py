@@ -34,7 +34,7 @@ def test_a_rule_without_samples_fails_the_check(tmp_path: Path) -> None:
     shutil.copytree(PACKS_DIR, packs)
     shutil.copytree(Path(PACKS_DIR).parent / "samples", tmp_path / "samples")
     with open(packs / "canary.yar", "a") as f:
-        f.write('\nrule unproven { strings: $a = "unproven-marker" condition: $a }\n')
+        f.write('\nrule unproven { meta: severity = "low" category = "test" strings: $a = "unproven-marker" condition: $a }\n')
     problems = [str(p) for p in check(str(packs))]
     assert len(problems) == 2
     assert all(p.startswith(f"{packs / 'canary.yar'}:") for p in problems)
