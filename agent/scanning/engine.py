@@ -142,25 +142,28 @@ class Scanner:
         self, path: str, sha: str, size: int, exclude_path: str | None, scan: Callable[[Job], None]
     ) -> ScanResult:
         """Run ``scan`` unless the cache knows these bytes; add the protected-copy check."""
-        key = self._cache_key(sha)
+        ruleset = self.ruleset
+        key = self._cache_key(sha, ruleset)
         cached = self.cache.get(key) if self.cache is not None else None
         if cached is not None:
             job = cached.copy()
         else:
-            job = Job(Budget(self.limits, clock=self._clock), max_offsets=self.limits.max_offsets)
+            job = Job(Budget(self.limits, clock=self._clock), max_offsets=self.limits.max_offsets, rules=ruleset.rules)
             try:
                 scan(job)
             except LimitHit as hit:
                 job.problem(hit)
             if self.cache is not None and job.cacheable:
-                self.cache.put(key, job.copy())
+                stored = job.copy()
+                stored.rules = None  # a cached result must not keep an old ruleset alive
+                self.cache.put(key, stored)
         # Outside the cache: whether bytes are a copy depends on where they sit.
         self._check_protected(job, sha, None, exclude_path=exclude_path)
         return job.result(path, sha256=sha, size=size, cached=cached is not None)
 
-    def _cache_key(self, sha: str) -> tuple[str, ...]:
+    def _cache_key(self, sha: str, ruleset: Ruleset) -> tuple[str, ...]:
         member_index = self.protected.version if self.protected is not None else ""
-        return (sha, self.ruleset.version, self.limits.fingerprint, member_index)
+        return (sha, ruleset.version, self.limits.fingerprint, member_index)
 
     # Content -------------------------------------------------------------
 
@@ -254,7 +257,7 @@ class Scanner:
     def _match(self, job: Job, data: bytes | memoryview, member: str | None, base: int) -> None:
         timeout = max(1, math.ceil(job.budget.remaining()))
         try:
-            found = self.ruleset.rules.match(data=data, timeout=timeout)
+            found = (job.rules or self.ruleset.rules).match(data=data, timeout=timeout)
         except yara.TimeoutError as exc:
             raise ScanTimeout(f"rules took longer than {self.limits.timeout_s:g}s") from exc
         except yara.Error as exc:

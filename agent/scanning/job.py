@@ -54,8 +54,11 @@ class _Found:
 class Job:
     """Accumulates the findings of one top-level file, archive members included."""
 
-    def __init__(self, budget: Budget, *, max_offsets: int):
+    def __init__(self, budget: Budget, *, max_offsets: int, rules: Any = None):
         self.budget = budget
+        self.rules = rules
+        """The compiled rules this file is scanned with, fixed for the whole file even if the
+        scanner's ruleset is swapped meanwhile (a published bundle arriving mid-scan)."""
         self.max_offsets = max_offsets
         self._found: dict[tuple[str, str, str | None], _Found] = {}
         self.problems: list[LimitHit] = []
