@@ -91,10 +91,14 @@ def test_serve_enroll_ingest_review_export_revoke(initialised, env, tmp_path):
         assert serve.stop() == 0
 
 
-def test_two_collectors_on_one_database_store_each_retried_event_once(initialised, env, backend):
-    if backend != "postgresql":
-        pytest.skip("several collector processes share one database only on PostgreSQL")
-    data_dir, _ = initialised
+def test_two_collectors_on_one_postgresql_store_each_retried_event_once(pg_url, tmp_path):
+    """Several collectors share one database only on PostgreSQL; this runs there alone."""
+    from collector_env import _truncate_all
+
+    _truncate_all(pg_url)
+    env = {**os.environ, "DLP_DATABASE_URL": pg_url}
+    data_dir = tmp_path / "collector"
+    assert dlp_server("init", "--data-dir", str(data_dir), "--json", env=env).returncode == 0
     token = json.loads(dlp_server("token", "create", "--data-dir", str(data_dir), "--vendor", "acme-bpo", "--json", env=env).stdout)["token"]
     first, second = ServeProcess(data_dir, env), ServeProcess(data_dir, env)
     try:
