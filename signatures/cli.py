@@ -1,14 +1,16 @@
-"""``dlp-signatures``: check packs, make canary tokens, render rule templates."""
+"""``dlp-signatures``: check packs, make canary tokens, render rule templates, build packs from a corpus."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from agent import __version__
-from signatures import canary, template
+from agent.scanning import RuleError
+from signatures import baseline, build, canary, template
 from signatures.check import PACKS_DIR, check
 
 
@@ -33,6 +35,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--severity", default="high", choices=template.SEVERITIES)
     p.add_argument("--out", metavar="FILE", help="write the pack here instead of stdout")
     p.set_defaults(handler=_copyright_rule)
+
+    p = commands.add_parser("build", help="build a pack that detects copies of your code and documents")
+    p.add_argument("corpus", nargs="+", metavar="CORPUS", help="folders and files of source code and documents")
+    p.add_argument("--name", required=True, help="the corpus's name, kept in every rule's meta")
+    p.add_argument("--out", required=True, metavar="FILE", help="the .yar file to write")
+    p.add_argument("--baseline", action="append", default=[], metavar="DIR", help="common code to leave out (repeatable)")
+    p.add_argument(
+        "--no-default-baseline", action="store_true", help="do not compare with this Python's stdlib and site-packages"
+    )
+    p.add_argument("--max-strings", type=_positive(int), default=build.DEFAULT_MAX_STRINGS, metavar="N", help="%(default)s by default")
+    p.add_argument("--severity", default=build.DEFAULT_SEVERITY, choices=template.SEVERITIES)
+    p.add_argument("--max-file-mb", type=_positive(float), default=16.0, metavar="MB", help="skip larger corpus files (%(default)s)")
+    p.set_defaults(handler=_build)
 
     args = parser.parse_args(argv)
     return int(args.handler(args))
@@ -66,6 +81,50 @@ def _copyright_rule(args: argparse.Namespace) -> int:
             f.write(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    return parse
+
+
+def _build(args: argparse.Namespace) -> int:
+    for path in args.baseline:
+        if not os.path.exists(path):
+            print(f"dlp-signatures: no such baseline folder: {path}", file=sys.stderr)
+            return 2
+    roots = [] if args.no_default_baseline else baseline.default_roots()
+    try:
+        report = build.build_pack(
+            args.corpus,
+            name=args.name,
+            out=args.out,
+            baseline_roots=roots + args.baseline,
+            max_strings=args.max_strings,
+            severity=args.severity,
+            max_file_bytes=int(args.max_file_mb * 1024 * 1024),
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except FileNotFoundError as exc:
+        print(f"dlp-signatures: no such file or folder: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"dlp-signatures: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"dlp-signatures: cannot write the pack: {exc}", file=sys.stderr)
+        return 1
+    except RuleError as exc:
+        print(f"dlp-signatures: the pack built does not compile (please report it): {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(report.summary()))
     return 0
 
 
