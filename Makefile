@@ -39,6 +39,7 @@ bench: venv
 	$(PY) bench/scan.py
 	$(PY) bench/bigfile.py
 	$(PY) bench/daemon.py
+	$(PY) bench/signatures.py
 
 clean:
 	rm -rf $(VENV) var bench/.corpus bench/.out
