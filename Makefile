@@ -40,6 +40,7 @@ bench: venv
 	$(PY) bench/bigfile.py
 	$(PY) bench/daemon.py
 	$(PY) bench/signatures.py
+	$(PY) bench/e2e.py
 
 clean:
 	rm -rf $(VENV) var bench/.corpus bench/.out

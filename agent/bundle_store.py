@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 
+from agent.atomic import write_atomically
 from agent.bundle import Bundle, read_bundle
 
 BUNDLE_FILE = "bundle.tar.gz"
@@ -43,8 +44,8 @@ class BundleStore:
 
     def save(self, data: bytes, bundle: Bundle, etag: str) -> None:
         os.makedirs(self.directory, exist_ok=True)
-        _atomic_write(os.path.join(self.directory, BUNDLE_FILE), data)
-        _atomic_write(os.path.join(self.directory, STATE_FILE), json.dumps({"etag": etag, "version": bundle.version}).encode())
+        write_atomically(os.path.join(self.directory, BUNDLE_FILE), data)
+        write_atomically(os.path.join(self.directory, STATE_FILE), json.dumps({"etag": etag, "version": bundle.version}).encode())
 
     def unpack(self, bundle: Bundle) -> dict[str, str]:
         """Write the packs for the compiler; returns namespace -> file."""
@@ -60,17 +61,3 @@ class BundleStore:
             if entry.startswith(f"{PACKS_DIR}-") and entry != os.path.basename(target):
                 shutil.rmtree(os.path.join(self.directory, entry), ignore_errors=True)
         return {name: os.path.join(target, f"{name}.yar") for name in bundle.packs}
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

@@ -7,10 +7,10 @@ temporary file and a rename: a crash mid-write leaves the old identity, never ha
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from agent.atomic import write_atomically
 
 
 class CredentialsError(Exception):
@@ -34,20 +34,7 @@ class Credentials:
 
 
 def save(path: str, credentials: Credentials) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".credentials-", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(asdict(credentials), handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_atomically(path, json.dumps(asdict(credentials), indent=2).encode(), mode=0o600)
 
 
 def load(path: str) -> Credentials:

@@ -23,7 +23,7 @@ from agent.bundle_store import BundleStore
 from agent.config import AgentConfig
 from agent.credentials import Credentials, CredentialsError
 from agent.heartbeat import Heartbeat
-from agent.identity import Identity
+from agent.identity import Identity, Link
 from agent.pipeline import Pipeline
 from agent.policy import Context
 from agent.rules_updater import RulesUpdater
@@ -96,14 +96,14 @@ class Daemon:
             report_clean=config.files.report_clean,
             clipboard_snippets=config.clipboard.snippets,
         )
-        self.shipper = Shipper(spool, identity, self._client_for, batch_events=config.server.batch_events)
-        self.heartbeat = Heartbeat(identity, self._client_for, self._heartbeat_report)
+        self.shipper = Shipper(spool, Link(identity, self._client_for), batch_events=config.server.batch_events)
+        self.heartbeat = Heartbeat(Link(identity, self._client_for), self._heartbeat_report)
         self.pipeline = pipeline = Pipeline(
             scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size, on_spooled=self.shipper.wake
         )
         pipeline.start()
         self.rules_updater = RulesUpdater(
-            identity, self._client_for, self._bundles, self._install_bundle,
+            Link(identity, self._client_for), self._bundles, self._install_bundle,
             interval_s=config.rules.poll_interval_s, version=bundle.version if bundle else 0, etag=etag,
         )
         self.shipper.start()

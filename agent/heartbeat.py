@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from agent.credentials import Credentials, CredentialsError
-from agent.identity import Identity
+from agent.credentials import CredentialsError
+from agent.identity import Link
 from agent.threads import StoppableThread
-from agent.transport import CollectorClient
 
 log = logging.getLogger(__name__)
 
@@ -22,30 +21,22 @@ RETRY_S = 15.0
 class Heartbeat(StoppableThread):
     def __init__(
         self,
-        identity: Identity,
-        client_factory: Callable[[Credentials], CollectorClient],
+        link: Link,
         report: Callable[[], dict[str, Any]],
         *,
         interval_s: float | None = None,
     ) -> None:
         super().__init__(name="heartbeat")
-        self._identity = identity
-        self._client_factory = client_factory
+        self._link = link
         self._report = report
         self._interval_override = interval_s
         self.last_error = ""
 
     def run_loop(self) -> None:
-        client: CollectorClient | None = None
-        client_for: Credentials | None = None
         while not self.stopping:
             delay = RETRY_S
             try:
-                credentials = self._identity.current()
-                if client is None or client_for != credentials:
-                    if client is not None:
-                        client.close()
-                    client, client_for = self._client_factory(credentials), credentials
+                client, credentials = self._link.current()
                 reply = client.heartbeat(self._report())
                 if reply.kind == "ok":
                     self._note("")
@@ -57,8 +48,7 @@ class Heartbeat(StoppableThread):
                 self._note(str(exc))
             if self.wait(delay):
                 break
-        if client is not None:
-            client.close()
+        self._link.close()
 
     def _note(self, error: str) -> None:
         if error and error != self.last_error:

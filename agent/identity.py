@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Callable
 
 from agent.credentials import Credentials, CredentialsError, load
+from agent.transport import CollectorClient
 
 
 class Identity:
@@ -43,3 +45,30 @@ class Identity:
     def forget_cached(self) -> None:
         with self._lock:
             self._cached = None
+
+
+class Link:
+    """One thread's client to the collector, rebuilt whenever the credentials on disk change.
+
+    Each courier thread (shipper, heartbeat, rules updater) holds its own Link, because a
+    requests session is not meant to be shared between threads.
+    """
+
+    def __init__(self, identity: Identity, factory: Callable[[Credentials], CollectorClient]) -> None:
+        self.identity = identity
+        self._factory = factory
+        self._client: CollectorClient | None = None
+        self._client_for: Credentials | None = None
+
+    def current(self) -> tuple[CollectorClient, Credentials]:
+        """The client for the current credentials; raises CredentialsError when not enrolled."""
+        credentials = self.identity.current()
+        if self._client is None or self._client_for != credentials:
+            self.close()
+            self._client, self._client_for = self._factory(credentials), credentials
+        return self._client, credentials
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = self._client_for = None

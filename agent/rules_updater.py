@@ -13,7 +13,7 @@ from typing import Callable
 from agent.bundle import Bundle, BundleError, read_bundle
 from agent.bundle_store import BundleStore
 from agent.credentials import Credentials, CredentialsError
-from agent.identity import Identity
+from agent.identity import Link
 from agent.scanning import RuleError
 from agent.threads import StoppableThread
 from agent.transport import CollectorClient
@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 class RulesUpdater(StoppableThread):
     def __init__(
         self,
-        identity: Identity,
-        client_factory: Callable[[Credentials], CollectorClient],
+        link: Link,
         store: BundleStore,
         install: Callable[[Bundle, dict[str, str]], None],
         *,
@@ -35,8 +34,7 @@ class RulesUpdater(StoppableThread):
     ) -> None:
         """``install(bundle, pack_files)`` compiles and swaps, raising RuleError when it cannot."""
         super().__init__(name="rules-updater")
-        self._identity = identity
-        self._client_factory = client_factory
+        self._link = link
         self._store = store
         self._install = install
         self._interval_s = interval_s
@@ -45,22 +43,14 @@ class RulesUpdater(StoppableThread):
         self.error: str | None = None
 
     def run_loop(self) -> None:
-        client: CollectorClient | None = None
-        client_for: Credentials | None = None
         while not self.stopping:
             try:
-                credentials = self._identity.current()
-                if client is None or client_for != credentials:
-                    if client is not None:
-                        client.close()
-                    client, client_for = self._client_factory(credentials), credentials
-                self.check_once(client, credentials)
+                self.check_once(*self._link.current())
             except CredentialsError:
                 pass  # not enrolled: local packs only, and the shipper already says why
             if self.wait(self._interval_s):
                 break
-        if client is not None:
-            client.close()
+        self._link.close()
 
     def check_once(self, client: CollectorClient, credentials: Credentials) -> bool:
         """Fetch, verify and install a newer bundle; True when one was installed."""

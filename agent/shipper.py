@@ -18,11 +18,11 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
-from agent.credentials import Credentials, CredentialsError
-from agent.identity import Identity
+from agent.credentials import CredentialsError
+from agent.identity import Link
 from agent.spool import Spool, SpoolError
 from agent.threads import StoppableThread
-from agent.transport import CollectorClient, Reply
+from agent.transport import Reply
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +56,20 @@ class Shipper(StoppableThread):
     def __init__(
         self,
         spool: Spool,
-        identity: Identity,
-        client_factory: Callable[[Credentials], CollectorClient],
+        link: Link,
         *,
         batch_events: int = 500,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(name="shipper")
         self._spool = spool
-        self._identity = identity
-        self._client_factory = client_factory
+        self._link = link
+        self._identity = link.identity
         self._batch_events = batch_events
         self._limit = batch_events
         self._clock = clock
         self._wake = threading.Event()
         self._backoff = Backoff()
-        self._client: CollectorClient | None = None
-        self._client_for: Credentials | None = None
         self._last_problem = ""
         self._auth_blocked = False
         self.health_state = {"state": "ok", "message": "starting"}
@@ -98,8 +95,7 @@ class Shipper(StoppableThread):
                 self._wake.wait(delay)
             self._wake.clear()
         self.ship_once()  # one flush attempt at shutdown
-        if self._client is not None:
-            self._client.close()
+        self._link.close()
 
     def _wait_for_new_credentials(self, delay: float) -> None:
         """While refused, retry early when ``dlp-agent enroll`` rewrites the credentials."""
@@ -114,12 +110,11 @@ class Shipper(StoppableThread):
         """Send one batch. Returns None to go on at once, else seconds to wait first."""
         self._auth_blocked = False
         try:
-            credentials = self._identity.current()
+            client, _ = self._link.current()
         except CredentialsError as exc:
             self._problem(str(exc))
             self._auth_blocked = True
             return AUTH_BACKOFF_S
-        client = self._client_of(credentials)
         try:
             lease = self._spool.lease(self._limit, lease_seconds=LEASE_SECONDS)
         except SpoolError as exc:
@@ -168,14 +163,6 @@ class Shipper(StoppableThread):
         rejected = (self._spool.get_state("rejected_total", 0) or 0) + 1
         self._spool.set_state("rejected_total", rejected)
         log.error("collector rejected event %s (%s) for good (%s); %d rejected so far", event.get("id"), event.get("type"), reply.detail, rejected)
-
-    def _client_of(self, credentials: Credentials) -> CollectorClient:
-        if self._client is None or self._client_for != credentials:
-            if self._client is not None:
-                self._client.close()
-            self._client = self._client_factory(credentials)
-            self._client_for = credentials
-        return self._client
 
     def _problem(self, message: str) -> None:
         if message != self._last_problem:
