@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import time
 
+from agent.spool import Spool
 from tests.agent_process import Agent
 from tests.collector_env import free_port
 from tests.conftest import SECRET_WORD
@@ -169,3 +170,23 @@ def test_wrong_ca_keeps_events_and_ships_once_fixed(stack, running, tmp_path):
     agent = Agent(config)
     running.append(agent)
     delivered(stack, 20, timeout=60)
+
+
+def test_an_event_the_collector_refuses_is_set_aside_and_the_rest_delivered(stack, running):
+    (stack.data_dir / "server.toml").write_text("[ingest]\nmax_batch_events = 40\n")  # the agent sends 500: 413, then halves
+    serve = stack.collector()
+    running.append(serve)
+    config = stack.agent_config()
+    stack.enroll(config, serve.url)
+    agent = Agent(config)
+    running.append(agent)
+    produce(agent.spool, 150)
+    with Spool(str(agent.spool), max_bytes=1 << 30) as spool:
+        spool.put({"id": "not-a-uuid", "type": "file.write", "channel": "carrier-pigeon", "occurred_at": "yesterday"}, matched=True)
+    produce(agent.spool, 150)
+    delivered(stack, 300, timeout=120)
+    wait_for(lambda: spool_depth(agent.spool) == 0, timeout=60, message="spool drained")
+    assert stack.stored() == (300, 300)
+    with Spool.open_readonly(str(agent.spool)) as reader:
+        assert reader.get_state("rejected_total") == 1
+    assert "rejected event not-a-uuid" in agent.read_log()
