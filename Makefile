@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the test suite needs: loop-mounted USB sticks (ext4, exFAT through FUSE)
-# and a virtual display with a clipboard tool.
-APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip
+# Debian packages the test suite needs: loop-mounted USB sticks (ext4, exFAT through FUSE),
+# a virtual display with a clipboard tool, and Chromium for the review UI's browser tests.
+APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip chromium
 
 .PHONY: run demo test venv apt bench clean
 

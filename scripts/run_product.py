@@ -152,6 +152,7 @@ def main() -> int:
             f"""
 DLP collector and agent are running.
 
+  review UI       {url}/ui/events
   review API      {url}/docs   (events: {url}/api/v1/events)
   admin login     user {login['admin_user']}  password {login['admin_password']}
   API token       {login['api_token']}

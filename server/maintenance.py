@@ -1,4 +1,4 @@
-"""Background duties of a collector process: liveness sweep, address retention, alert delivery.
+"""Background duties of a collector process: liveness sweep, address retention, alert delivery, stats.
 
 Each duty is one atomic statement or a leased claim in the database, so running them in
 every collector process behind a load balancer is safe: an agent goes offline once, and an
@@ -13,7 +13,7 @@ from datetime import timedelta
 from agent.threads import StoppableThread
 from server.alerts import Sender, build_senders, deliver_due
 from server.collector import Collector
-from server.store import addresses, agents, events
+from server.store import addresses, agents, events, stats
 from server.store.agents import AgentIdentity
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 OFFLINE_SEVERITY = "medium"
 RETENTION_INTERVAL_S = 3600.0
 ALERT_POLL_S = 5.0
+STATS_INTERVAL_S = 30.0
+# Chunks per round: a collector upgraded with a million events catches up in a few rounds.
+STATS_CHUNKS_PER_ROUND = 50
 
 
 def sweep_offline(collector: Collector) -> int:
@@ -55,6 +58,18 @@ def purge_expired_addresses(collector: Collector) -> dict[str, int]:
     if any(counts.values()):
         log.info("address retention erased %s", ", ".join(f"{n} {kind}" for kind, n in counts.items() if n))
     return counts
+
+
+def roll_up_stats(collector: Collector) -> int:
+    """Fold newly arrived events into the vendors overview's daily counts, one short transaction per chunk."""
+    folded = 0
+    for _ in range(STATS_CHUNKS_PER_ROUND):
+        with collector.db.write() as conn:
+            step = stats.fold(conn, now=collector.clock())
+        if not step:
+            break
+        folded += step
+    return folded
 
 
 class _Periodic(StoppableThread):
@@ -103,6 +118,7 @@ class Maintenance:
         self._threads: list[StoppableThread] = [
             _Periodic("liveness-sweep", sweep_every, lambda: sweep_offline(collector)),
             _Periodic("address-retention", RETENTION_INTERVAL_S, lambda: purge_expired_addresses(collector)),
+            _Periodic("stats-rollup", STATS_INTERVAL_S, lambda: roll_up_stats(collector)),
         ]
         senders = build_senders(collector.settings.alerts)
         if senders:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from agent import __version__
+from server import ui
 from server.api import (
     admin_routes,
     agent_routes,
@@ -41,13 +42,14 @@ def create_app(collector: Collector) -> FastAPI:
     app.state.collector = collector
     for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, ops_routes.router):
         app.include_router(router)
+    ui.install(app)
     _install_error_handlers(app)
     _install_timing(app, collector)
     ingest = collector.settings.ingest
     app.add_middleware(
         BoundedBodies,
         default_limit=_DEFAULT_BODY_LIMIT,
-        route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes, ("POST", "/api/v1/signatures"): 64 << 20},
+        route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes, ("POST", "/api/v1/signatures"): 64 << 20, ("POST", ui.UPLOAD_PATH): ui.UPLOAD_LIMIT},
         max_decoded=ingest.max_decoded_bytes,
     )
     return app

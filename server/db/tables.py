@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -278,4 +279,27 @@ signature_packs = Table(
     Column("body", Text, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("vendors", JSON),  # null: every vendor; else the vendor names that get this pack
+)
+
+# Daily event counts per vendor for the vendors overview, so it never aggregates a month of
+# events per view: ``kind`` is severity | rule | user | device and ``key`` the severity name,
+# rule, user name or device serial. Events are folded in by seq, at least a few minutes after
+# arrival (server/store/stats.py); ``stats_progress`` holds the last folded seq.
+event_counts = Table(
+    "event_counts",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("vendor_id", Integer, ForeignKey("vendors.id"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    # SQLite: the rows live in the primary key's B-tree, so a window's counts are one range read.
+    sqlite_with_rowid=False,
+)
+
+stats_progress = Table(
+    "stats_progress",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", SeqType, nullable=False),
 )

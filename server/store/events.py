@@ -9,15 +9,13 @@ alert outbox) commits in the caller's single transaction.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, and_, exists, func, select
+from sqlalchemy import Connection, and_, exists, func, select, tuple_
 
 from server.db.tables import (
     alert_outbox,
@@ -29,12 +27,11 @@ from server.db.tables import (
 )
 from server.errors import InvalidInput, NotFound
 from server.store.agents import AgentIdentity
+from server.store.cursors import SORTS, Cursor
 from server.store.sql import insert, iso
 
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 TRIAGE_STATUSES = ("new", "investigating", "benign", "confirmed_leak")
-# seq is a BIGINT: a cursor beyond it was never issued, and both databases refuse to compare with it.
-_MAX_SEQ = 2**63 - 1
 
 
 @dataclass
@@ -179,21 +176,12 @@ class EventFilter:
     until: datetime | None = None
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        if not raw.startswith("s") or not raw[1:].isdigit() or len(raw) > 20 or int(raw[1:]) > _MAX_SEQ:
-            raise ValueError
-        # base64 decoding skips junk and padding, so only the exact spelling we issue is one we returned.
-        if encode_cursor(int(raw[1:])) != cursor:
-            raise ValueError
-        return int(raw[1:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("cursor is not one this collector returned") from None
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    prev_cursor: str | None
+    """None on the first page (and on a page reached backwards that has nothing before it)."""
 
 
 def _base_query() -> Any:
@@ -204,18 +192,66 @@ def _base_query() -> Any:
     )
 
 
-def query(conn: Connection, *, filters: EventFilter, limit: int, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-    """Newest first, ``limit`` at a time; the cursor continues after the last item (keyset paging)."""
-    stmt = _base_query().order_by(events.c.seq.desc()).limit(limit + 1)
+def _keys(sort: str) -> list[Any]:
+    return [events.c.severity_rank, events.c.seq] if sort == "severity" else [events.c.seq]
+
+
+def _key_of(sort: str, row: Any) -> tuple[int, ...]:
+    return (row.severity_rank, row.seq) if sort == "severity" else (row.seq,)
+
+
+def _cursor_at(sort: str, row: Any, *, backward: bool) -> str:
+    return Cursor(sort, row.seq, row.severity_rank if sort == "severity" else None, backward).encode()
+
+
+def query(
+    conn: Connection, *, filters: EventFilter, limit: int, cursor: str | None = None, sort: str = "newest"
+) -> tuple[list[dict[str, Any]], str | None]:
+    """``limit`` events in ``sort`` order; the cursor continues after the last item (keyset paging)."""
+    found = page(conn, filters=filters, limit=limit, cursor=cursor, sort=sort)
+    return found.items, found.next_cursor
+
+
+def page(conn: Connection, *, filters: EventFilter, limit: int, cursor: str | None = None, sort: str = "newest") -> Page:
+    """One page in ``sort`` order, with cursors to the pages after and before it.
+
+    Keyset paging on (severity_rank, seq) or seq, each backed by an index, so page 5,000 costs
+    what page 1 does and never counts or skips rows. A backward cursor reads the keys on the
+    other side in reverse index order and flips the result.
+    """
+    if sort not in SORTS:
+        raise InvalidInput(f"sort must be one of {', '.join(SORTS)}")
+    position = Cursor.decode(cursor) if cursor else None
+    if position is not None and position.sort != sort:
+        raise InvalidInput("cursor belongs to another sort order; start again from the first page")
+    descending = sort != "oldest"
+    backward = position is not None and position.backward
+    keys = _keys(sort)
     conditions = _conditions(filters)
-    if cursor:
-        conditions.append(events.c.seq < decode_cursor(cursor))
+    if position is not None:
+        key = tuple_(*keys) if len(keys) > 1 else keys[0]
+        value = tuple_(position.rank, position.seq) if sort == "severity" else position.seq
+        # Forward on a descending sort (or backward on an ascending one) wants smaller keys.
+        conditions.append(key < value if descending != backward else key > value)
+    reading_descending = descending != backward
+    order = [k.desc() if reading_descending else k.asc() for k in keys]
+    stmt = _base_query().order_by(*order).limit(limit + 1)
     if conditions:
         stmt = stmt.where(and_(*conditions))
     rows = conn.execute(stmt).all()
-    items = [public(row) for row in rows[:limit]]
-    next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
-    return items, next_cursor
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backward:
+        rows.reverse()
+    if not rows:
+        return Page([], None, None)
+    if backward:
+        next_cursor = _cursor_at(sort, rows[-1], backward=False)
+        prev_cursor = _cursor_at(sort, rows[0], backward=True) if more else None
+    else:
+        next_cursor = _cursor_at(sort, rows[-1], backward=False) if more else None
+        prev_cursor = _cursor_at(sort, rows[0], backward=True) if position is not None else None
+    return Page([public(row) for row in rows], next_cursor, prev_cursor)
 
 
 def _conditions(f: EventFilter) -> list[Any]:
@@ -225,7 +261,8 @@ def _conditions(f: EventFilter) -> list[Any]:
     if f.types:
         c.append(events.c.type.in_(f.types))
     if f.severities:
-        c.append(events.c.severity.in_(f.severities))
+        # The rank mirrors the severity name and is indexed with seq; unknown names match nothing.
+        c.append(events.c.severity_rank.in_([SEVERITY_RANK.get(name, -1) for name in f.severities]))
     if f.min_severity:
         c.append(events.c.severity_rank >= SEVERITY_RANK[f.min_severity])
     if f.vendor:

@@ -1,0 +1,104 @@
+"""Logging in and out of the review UI, with the API's failed-login limits and audit records."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request
+from starlette.responses import Response
+
+from server.api.deps import AddressDep, CollectorDep
+from server.errors import Forbidden, RateLimited
+from server.store import addresses, audit
+from server.store import users as user_store
+from server.ui.render import UiRoute, redirect, render
+from server.ui.session import (
+    HOME,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    PosterDep,
+    check_login_nonce,
+    clear_cookie,
+    new_login_nonce,
+    safe_next,
+    set_cookie,
+)
+
+router = APIRouter(route_class=UiRoute, include_in_schema=False)
+_LOGIN_NONCE_AGE = 3600
+
+
+def _login_page(request: Request, *, next_url: str, message: str | None = None, username: str = "", status: int = 200) -> Response:
+    nonce = new_login_nonce()
+    response = render(request, "login.html", {"next": next_url, "message": message, "username": username, "nonce": nonce}, status=status)
+    set_cookie(request, response, LOGIN_COOKIE, nonce, max_age=_LOGIN_NONCE_AGE)
+    return response
+
+
+@router.get("/")
+def root() -> Response:
+    return redirect(HOME)
+
+
+@router.get("/ui")
+@router.get("/ui/")
+def ui_root() -> Response:
+    return redirect(HOME)
+
+
+@router.get("/ui/login")
+def login_form(request: Request, next: Annotated[str | None, Query(max_length=2000)] = None) -> Response:
+    return _login_page(request, next_url=safe_next(next))
+
+
+@router.post("/ui/login")
+def login(
+    request: Request,
+    collector: CollectorDep,
+    address: AddressDep,
+    username: Annotated[str, Form(max_length=128)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    nonce: Annotated[str, Form(max_length=128)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    target = safe_next(next)
+    try:
+        check_login_nonce(request, nonce)
+    except Forbidden as exc:
+        return _login_page(request, next_url=target, message=str(exc), username=username, status=403)
+    if not username or not password:
+        return _login_page(request, next_url=target, message="Enter your user name and password.", username=username, status=422)
+    now = collector.clock()
+    auth = collector.settings.auth
+    lifetime = timedelta(hours=auth.session_hours)
+    try:
+        with collector.db.write() as conn:
+            window = timedelta(seconds=auth.failed_login_window_s)
+            user_store.check_login_allowed(conn, name=username, address=address, now=now, limit=auth.failed_login_limit, window=window)
+            outcome = user_store.login(conn, name=username, password=password, address=address, now=now, session_lifetime=lifetime)
+            if outcome is not None:
+                user, token = outcome
+                if address:
+                    addresses.record_user(conn, user_id=user.id, address=address, country=collector.country(address), now=now)
+                audit.append(conn, actor=user.name, action="user.login", details={"via": "ui"}, address=address, now=now)
+    except RateLimited:
+        message = "Too many failed logins from this address or for this user. Wait a few minutes, then try again."
+        return _login_page(request, next_url=target, message=message, username=username, status=429)
+    if outcome is None:
+        return _login_page(request, next_url=target, message="Wrong user name or password.", username=username, status=401)
+    response = redirect(target)
+    set_cookie(request, response, SESSION_COOKIE, token, max_age=int(lifetime.total_seconds()))
+    clear_cookie(request, response, LOGIN_COOKIE)
+    return response
+
+
+@router.post("/ui/logout")
+def logout(request: Request, collector: CollectorDep, viewer: PosterDep, address: AddressDep) -> Response:
+    now = collector.clock()
+    with collector.db.write() as conn:
+        user_store.revoke_token(conn, value=viewer.token)
+        audit.append(conn, actor=viewer.user.name, action="user.logout", details={"via": "ui"}, address=address, now=now)
+    response = redirect("/ui/login")
+    clear_cookie(request, response, SESSION_COOKIE)
+    return response

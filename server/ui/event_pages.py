@@ -1,0 +1,207 @@
+"""Event pages: the filtered, sorted list with bulk triage and export, and one event with its triage."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Path, Request
+from pydantic import ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from agent import __version__
+from server.api.deps import AddressDep, CollectorDep
+from server.api.schemas import BulkTriageIn, CommentIn, TriageIn
+from server.collector import Collector
+from server.errors import InvalidInput
+from server.siem.export import write_events
+from server.store import agents, audit, events, vendors
+from server.store import users as user_store
+from server.store.events import TRIAGE_STATUSES, EventFilter
+from server.ui import filters
+from server.ui.render import UiRoute, redirect, render
+from server.ui.session import PosterDep, ViewerDep
+
+router = APIRouter(prefix="/ui/events", route_class=UiRoute, include_in_schema=False)
+_EventId = Annotated[str, Path(max_length=64)]
+EXPORT_FORMATS = {"csv": ("text/csv; charset=utf-8", "csv"), "jsonl": ("application/x-ndjson; charset=utf-8", "jsonl")}
+_EXPORT_BATCH = 500
+RELATED_SHOWN = 5
+# Notices after a redirect are codes, never text from the URL, so a link cannot put words on the page.
+NOTICES = {"triaged": "Triage updated.", "commented": "Comment added.", "bulk": "Status set on the selected events."}
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", "invalid")
+
+
+@router.get("")
+def event_list(request: Request, collector: CollectorDep, viewer: ViewerDep) -> Response:
+    view = filters.parse(request.query_params)
+    with collector.db.read() as conn:
+        try:
+            found = events.page(conn, filters=view.filters, limit=view.limit, cursor=view.cursor, sort=view.sort)
+        except InvalidInput as exc:
+            view.problems.append(f"{exc} (showing the first page)")
+            view.cursor = None
+            found = events.page(conn, filters=view.filters, limit=view.limit, sort=view.sort)
+        vendor_names = [v["name"] for v in vendors.list_all(conn)]
+    notice = NOTICES.get(request.query_params.get("notice", ""))
+    context = {
+        "view": view,
+        "page": found,
+        "vendors": vendor_names,
+        "notice": notice,
+        "statuses": TRIAGE_STATUSES,
+        "channels": filters.CHANNELS,
+        "sorts": (("newest", "Newest first"), ("oldest", "Oldest first"), ("severity", "Most severe first")),
+        "page_sizes": filters.PAGE_SIZES,
+        "here": view.url(cursor=view.cursor),
+    }
+    return render(request, "events.html", context, status=422 if view.problems else 200)
+
+
+def _back(value: str) -> str:
+    """Where a form on the list returns to: the same list view, never another page or site."""
+    return value if value.startswith("/ui/events") and "\\" not in value and not value.startswith("/ui/events/") else "/ui/events"
+
+
+def _with_notice(url: str, notice: str) -> str:
+    return url + ("&" if "?" in url else "?") + f"notice={notice}"
+
+
+@router.post("/triage")
+async def bulk_triage(request: Request, collector: CollectorDep, viewer: PosterDep, address: AddressDep) -> Response:
+    form = await request.form()
+    ids = [value for value in form.getlist("ids") if isinstance(value, str)]
+    back = _back(str(form.get("back") or ""))
+    if not ids:
+        raise InvalidInput("Select at least one event (the boxes in the first column), then choose a status.")
+    try:
+        body = BulkTriageIn(ids=ids, status=form.get("status"))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise InvalidInput(_first_problem(exc)) from None
+    now = collector.clock()
+    with collector.db.write() as conn:
+        for event_id in body.ids:
+            events.triage(conn, event_id=event_id, status=body.status, assignee_id=None)
+        details = {"ids": body.ids, "status": body.status}
+        audit.append(conn, actor=viewer.user.name, action="event.triage_bulk", target=f"{len(body.ids)} events", details=details, address=address, now=now)
+    return redirect(_with_notice(back, "bulk"))
+
+
+@router.post("/export")
+async def export(request: Request, collector: CollectorDep, viewer: PosterDep, address: AddressDep) -> Response:
+    """The list's filtered events, oldest first, streamed as CSV or JSON lines; audited before the first byte."""
+    form = await request.form()
+    fmt = str(form.get("format") or "")
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInput("format must be csv or jsonl")
+    view = filters.parse({name: str(form.get(name) or "") for name in filters.FIELDS})
+    if view.problems:
+        raise InvalidInput("; ".join(view.problems))
+    with collector.db.write() as conn:
+        details = {"format": fmt, "filters": view.params, "via": "ui"}
+        audit.append(conn, actor=viewer.user.name, action="events.export", target="download", details=details, address=address, now=collector.clock())
+    media_type, extension = EXPORT_FORMATS[fmt]
+    stamp = collector.clock().strftime("%Y%m%dT%H%M%SZ")
+    headers = {"Content-Disposition": f'attachment; filename="dlp-events-{stamp}.{extension}"'}
+    return StreamingResponse(_exported(collector, view.filters, fmt), media_type=media_type, headers=headers)
+
+
+def _exported(collector: Collector, event_filter: EventFilter, fmt: str) -> Iterator[str]:
+    """The export in pieces of a few hundred events, from one read transaction (a consistent snapshot)."""
+    header = ""
+    if fmt == "csv":
+        buffer = io.StringIO(newline="")
+        write_events([], buffer, fmt="csv", product_version=__version__)
+        header = buffer.getvalue()
+        yield header
+    with collector.db.read() as conn:
+        batch: list[dict[str, Any]] = []
+        for item in events.iter_for_export(conn, filters=event_filter):
+            batch.append(item)
+            if len(batch) >= _EXPORT_BATCH:
+                yield _written(batch, fmt, header)
+                batch = []
+        if batch:
+            yield _written(batch, fmt, header)
+
+
+def _written(batch: list[dict[str, Any]], fmt: str, header: str) -> str:
+    buffer = io.StringIO(newline="")
+    write_events(batch, buffer, fmt=fmt, product_version=__version__)  # type: ignore[arg-type]
+    # The CSV writer starts every call with the header row; it was sent once already.
+    return buffer.getvalue()[len(header):]
+
+
+@router.get("/{event_id}")
+def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, viewer: ViewerDep) -> Response:
+    with collector.db.read() as conn:
+        item = events.get(conn, event_id=event_id)
+        people = [u["name"] for u in user_store.list_all(conn) if not u["disabled"]]
+        agent = agents.get(conn, agent_id=item["agent_id"])
+        same_file = _latest(conn, EventFilter(sha256=item["sha256"]), event_id) if item.get("sha256") else []
+        serial = (item.get("device") or {}).get("serial")
+        same_device = _latest(conn, EventFilter(device_serial=serial), event_id) if serial else []
+    context = {
+        "item": item,
+        "agent": agent,
+        "people": people,
+        "statuses": TRIAGE_STATUSES,
+        "same_file": same_file,
+        "same_device": same_device,
+        "notice": NOTICES.get(request.query_params.get("notice", "")),
+    }
+    return render(request, "event.html", context)
+
+
+def _latest(conn: Any, event_filter: EventFilter, event_id: str) -> list[dict[str, Any]]:
+    """The newest few other events matching ``event_filter``."""
+    items = events.page(conn, filters=event_filter, limit=RELATED_SHOWN + 1).items
+    return [item for item in items if item["id"] != event_id][:RELATED_SHOWN]
+
+
+@router.post("/{event_id}/triage")
+def triage(
+    event_id: _EventId,
+    collector: CollectorDep,
+    viewer: PosterDep,
+    address: AddressDep,
+    status: Annotated[str, Form(max_length=32)] = "",
+    assignee: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    try:
+        body = TriageIn(status=status or None, assignee=assignee or None, clear_assignee=not assignee)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise InvalidInput(_first_problem(exc)) from None
+    now = collector.clock()
+    with collector.db.write() as conn:
+        assignee_id = user_store.get(conn, name=body.assignee).id if body.assignee else None
+        before = events.triage(conn, event_id=event_id, status=body.status, assignee_id=assignee_id, clear_assignee=body.clear_assignee)
+        after = {"status": body.status or before["status"], "assignee": body.assignee}
+        if after != before:
+            audit.append(conn, actor=viewer.user.name, action="event.triage", target=event_id, details={"before": before, "after": after}, address=address, now=now)
+    return redirect(f"/ui/events/{event_id}?notice=triaged")
+
+
+@router.post("/{event_id}/comments")
+def comment(
+    event_id: _EventId,
+    collector: CollectorDep,
+    viewer: PosterDep,
+    address: AddressDep,
+    body: Annotated[str, Form(max_length=10_000)] = "",
+) -> Response:
+    try:
+        checked = CommentIn(body=body.strip())
+    except ValidationError as exc:
+        raise InvalidInput("The comment is empty or not valid text." if body.strip() else "Write a comment first.") from exc
+    now = collector.clock()
+    with collector.db.write() as conn:
+        events.comment(conn, event_id=event_id, user_id=viewer.user.id, body=checked.body, now=now)
+        audit.append(conn, actor=viewer.user.name, action="event.comment", target=event_id, details={"length": len(checked.body)}, address=address, now=now)
+    return redirect(f"/ui/events/{event_id}?notice=commented")
