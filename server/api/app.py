@@ -83,7 +83,7 @@ class _Timing:
     """Refuses URLs with NUL or invalid UTF-8; times each request (to its response start) by route.
 
     Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs the
-    app in a task with memory streams and cost about 1 ms of a 3 ms heartbeat (docs/performance.md).
+    app in a task with memory streams and cost 0.6-1 ms of a 3-4 ms heartbeat (docs/performance.md).
     """
 
     def __init__(self, app: Any, *, collector: Collector) -> None:

@@ -1,0 +1,122 @@
+"""The ingest baseline: a bare FastAPI + SQLAlchemy Core app that stores a gzip JSON batch of events.
+
+Usage: python bench/baseline_ingest.py --database-url URL --port N
+
+``bench/ingest.py`` starts this in its own process under uvicorn, as ``dlp-server serve`` is,
+and compares the two. It does what any ingest endpoint must (gunzip, parse the JSON, one
+executemany INSERT per batch in one transaction on a table of the columns the collector
+keeps) and nothing a product adds: no authentication, no validation beyond the JSON
+parsing, no idempotency (no unique id), no secondary indexes, no address records. SQLite
+gets the collector's settings (WAL, synchronous=NORMAL, a busy timeout) and the same pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+events = Table(
+    "baseline_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", String(40), nullable=False),
+    Column("severity", String(16)),
+    Column("host", String(255)),
+    Column("user_name", String(255)),
+    Column("path", Text),
+    Column("sha256", String(64)),
+    Column("device_serial", String(255)),
+    Column("body", Text, nullable=False),
+)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=10, max_overflow=20, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+async def raw_body(request: Request) -> bytes:
+    body = await request.body()
+    if request.headers.get("content-encoding") == "gzip":
+        body = gzip.decompress(body)
+    return body
+
+
+def create_app(engine: Engine) -> FastAPI:
+    metadata.create_all(engine)
+    app = FastAPI(title="ingest baseline")
+
+    @app.get("/ping")
+    def ping() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/api/v1/events")
+    def ingest(body: Annotated[bytes, Depends(raw_body)]) -> dict[str, int]:
+        rows = [
+            {
+                "id": record["id"],
+                "channel": record["channel"],
+                "type": record["type"],
+                "occurred_at": record["occurred_at"],
+                "severity": record.get("severity"),
+                "host": record.get("host"),
+                "user_name": record.get("user"),
+                "path": record.get("path"),
+                "sha256": record.get("sha256"),
+                "device_serial": (record.get("device") or {}).get("serial"),
+                "body": json.dumps(record, ensure_ascii=False, separators=(",", ":")),
+            }
+            for record in json.loads(body)["events"]
+        ]
+        with engine.begin() as conn:
+            conn.execute(events.insert(), rows)
+        return {"accepted": len(rows)}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(create_app(make_engine(args.database_url)), host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False, server_header=False)
+
+
+if __name__ == "__main__":
+    main()
