@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import json
 import logging
@@ -50,6 +51,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.serving import run_server
 
     collector = open_collector(_settings(args), migrate=True)
+    # Everything imported so far lives as long as the process: keep the collector's full
+    # garbage collections (80-185 ms pauses under load) from walking it again and again.
+    gc.collect()
+    gc.freeze()
     maintenance = Maintenance(collector)
     maintenance.start()
     try:

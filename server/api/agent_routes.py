@@ -66,11 +66,12 @@ def ingest(batch: BatchIn, collector: CollectorDep, token: TokenDep, address: Ad
         collector.metrics.batches.labels("413").inc()
         raise TooLarge(f"a batch holds at most {limits.max_batch_events} events; this one has {len(batch.events)}")
     records: list[dict[str, Any]] = []
+    bodies: list[str] = []
     for index, event in enumerate(batch.events):
         record = event.model_dump(mode="json", by_alias=True)
         # Fields the schema does not know are kept as sent, so only here is all of their content seen.
         try:
-            encoded = json.dumps(record, ensure_ascii=False, allow_nan=False)
+            encoded = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except ValueError:
             raise InvalidInput(f"events[{index}] holds NaN or Infinity, which JSON cannot carry") from None
         if not encodable(encoded):
@@ -78,6 +79,7 @@ def ingest(batch: BatchIn, collector: CollectorDep, token: TokenDep, address: Ad
         if len(encoded) > limits.max_event_bytes:
             raise TooLarge(f"events[{index}] is larger than {limits.max_event_bytes} bytes")
         records.append(record)
+        bodies.append(encoded)
     now = collector.clock()
     with collector.db.write() as conn:
         identity = agents.authenticate(conn, value=token)
@@ -90,6 +92,7 @@ def ingest(batch: BatchIn, collector: CollectorDep, token: TokenDep, address: Ad
             conn,
             agent=identity,
             records=records,
+            bodies=bodies,
             occurred=[e.occurred_at for e in batch.events],
             address=address,
             country=collector.country(address),
@@ -112,16 +115,18 @@ def heartbeat(body: HeartbeatIn, collector: CollectorDep, token: TokenDep, addre
     now = collector.clock()
     with collector.db.write() as conn:
         identity = agents.authenticate(conn, value=token)
-        record_agent_call(conn, collector, identity, address)
-        agents.heartbeat(conn, agent_id=identity.id, report=body.model_dump(), now=now)
+        record_agent_call(conn, collector, identity, address, touch=False)
+        agents.heartbeat(conn, agent_id=identity.id, report=body.model_dump(), address=address, now=now)
     collector.metrics.heartbeats.inc()
     return HeartbeatOut(server_time=iso(now) or "", heartbeat_interval_s=collector.settings.agents.heartbeat_interval_s, status="online")
 
 
-def record_agent_call(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None) -> None:
-    """Every authenticated agent call: seen now, from this address, which may be out of range."""
+def record_agent_call(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None, *, touch: bool = True) -> None:
+    """Every authenticated agent call: seen now (``touch=False`` when the caller's own UPDATE
+    of the agent row says so), from this address, which may be out of range."""
     now = collector.clock()
-    agents.touch(conn, agent_id=identity.id, address=address, now=now)
+    if touch:
+        agents.touch(conn, agent_id=identity.id, address=address, now=now)
     if identity.status == "offline":
         _raise(conn, collector, identity, "agent.online", {"reason": "the agent called again after going offline"}, None, address)
     if not address:

@@ -49,7 +49,9 @@ def _clean(value: Any, limit: int = 4096) -> str | None:
     return str(value).replace("\x00", "")[:limit]
 
 
-def _row(record: dict[str, Any], *, agent: AgentIdentity, received_at: datetime, occurred_at: datetime, address: str | None, country: str | None) -> dict[str, Any]:
+def _row(
+    record: dict[str, Any], *, body: str | None, agent: AgentIdentity, received_at: datetime, occurred_at: datetime, address: str | None, country: str | None
+) -> dict[str, Any]:
     severity = record.get("severity")
     device = record.get("device") or {}
     return {
@@ -68,7 +70,7 @@ def _row(record: dict[str, Any], *, agent: AgentIdentity, received_at: datetime,
         "path": _clean(record.get("path")),
         "sha256": record.get("sha256"),
         "device_serial": _clean(device.get("serial"), 255),
-        "body": json.dumps(record, ensure_ascii=False, separators=(",", ":")),
+        "body": body if body is not None else json.dumps(record, ensure_ascii=False, separators=(",", ":")),
         "source_ip": address,
         "source_country": country,
         "triage_status": "new",
@@ -81,24 +83,26 @@ def ingest(
     agent: AgentIdentity,
     records: Sequence[dict[str, Any]],
     occurred: Sequence[datetime],
+    bodies: Sequence[str] | None = None,
     address: str | None,
     country: str | None,
     now: datetime,
     alert_targets: Sequence[str] = (),
     alert_min_rank: int = 5,
 ) -> IngestResult:
-    """Store a validated batch; ``occurred`` holds each record's parsed ``occurred_at``."""
+    """Store a validated batch; ``occurred`` holds each record's parsed ``occurred_at`` and
+    ``bodies`` (optional) each record already encoded as compact JSON."""
     result = IngestResult()
-    unique: dict[str, tuple[dict[str, Any], datetime]] = {}
-    for record, occurred_at in zip(records, occurred):
+    unique: dict[str, tuple[dict[str, Any], datetime, str | None]] = {}
+    for record, occurred_at, body in zip(records, occurred, bodies or [None] * len(records)):
         if record["id"] in unique:
             result.duplicates.append(record["id"])
         else:
-            unique[record["id"]] = (record, occurred_at)
+            unique[record["id"]] = (record, occurred_at, body)
     if not unique:
         return result
-    records = [record for record, _ in unique.values()]
-    rows = [_row(r, agent=agent, received_at=now, occurred_at=t, address=address, country=country) for r, t in unique.values()]
+    records = [record for record, _, _ in unique.values()]
+    rows = [_row(r, body=b, agent=agent, received_at=now, occurred_at=t, address=address, country=country) for r, t, b in unique.values()]
     stmt = insert(conn, events).on_conflict_do_nothing(index_elements=[events.c.id]).returning(events.c.seq, events.c.id, events.c.severity_rank)
     inserted = {row.id: row for row in conn.execute(stmt, rows)} if len(rows) > 1 else _insert_one(conn, stmt, rows[0])
     missing = [r["id"] for r in rows if r["id"] not in inserted]
