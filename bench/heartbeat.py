@@ -267,6 +267,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
     parser.add_argument("--connections", type=int, default=100, help="most HTTP connections the load generator keeps open (default 100)")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="asyncio streams (default) or httpx.AsyncClient")
+    parser.add_argument("--workers", type=int, default=1, help="collector worker processes (PostgreSQL only; server CPU then counts the supervisor alone)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dlp-heartbeat-"))
@@ -280,7 +281,7 @@ def main() -> None:
         enroll_s = time.perf_counter() - began
         console.print(f"enrolled {len(credentials):,} agents through the store functions in {enroll_s:.1f} s")
         firings = schedule(args.agents, args.interval, args.seconds)
-        server = serve_collector(data_dir, log_path=work / "collector.log")
+        server = serve_collector(data_dir, log_path=work / "collector.log", workers=args.workers)
         try:
             server_cpu, db_cpu, client_cpu = server.cpu_seconds(), postgres_backend_cpu_seconds(database_url), time.process_time()
             results = asyncio.run(run_load(server.base_url, credentials, firings, args.connections, args.client))

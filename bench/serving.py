@@ -134,10 +134,10 @@ class ServerProcess:
         self.stop()
 
 
-def serve_collector(data_dir: Path, *, log_path: Path) -> ServerProcess:
+def serve_collector(data_dir: Path, *, log_path: Path, workers: int = 1) -> ServerProcess:
     """A real ``dlp-server serve`` on an initialised data directory."""
     port = free_port()
-    argv = [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    argv = [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--workers", str(workers)]
     return ServerProcess("dlp-server serve", argv, port=port, log_path=log_path, ready_path="/healthz")
 
 

@@ -48,9 +48,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.api.app import create_app
     from server.bootstrap import open_collector
     from server.maintenance import Maintenance
-    from server.serving import run_server
+    from server.serving import run_server, run_workers
 
-    collector = open_collector(_settings(args), migrate=True)
+    settings = _settings(args)
+    collector = open_collector(settings, migrate=True)
+    if args.workers > 1:
+        if collector.db.is_sqlite:
+            collector.close()
+            raise ValueError("--workers needs PostgreSQL (DLP_DATABASE_URL): SQLite takes one writer process")
+        collector.close()
+        run_workers(str(settings.data_dir), workers=args.workers, host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level, access_log=args.access_log)
+        return EXIT_OK
     # Everything imported so far lives as long as the process: keep the collector's full
     # garbage collections (80-185 ms pauses under load) from walking it again and again.
     gc.collect()
@@ -254,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", metavar="FILE")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--access-log", action="store_true", help="log every request (off by default: agents call often)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (PostgreSQL only; default 1)")
 
     user = commands.add_parser("user", help="manage reviewers and admins").add_subparsers(dest="user_command", metavar="ACTION", required=True)
     user_add = add(user, "add", cmd_user_add, "add a user with a generated password and API token", as_json)

@@ -38,3 +38,61 @@ def run_server(app: Any, *, host: str, port: int, tls_cert: str | None, tls_key:
         server_header=False,
     )
     GracefulServer(config).run()
+
+
+DATA_DIR_ENV = "DLP_SERVER_DATA_DIR"
+
+
+def app_from_environment() -> Any:
+    """The app one worker process of ``dlp-server serve --workers N`` runs.
+
+    uvicorn starts each worker afresh and builds its app from this factory; the worker opens
+    its own collector (the schema was migrated once by the parent) and runs its own
+    background duties, which are safe to run in every process.
+    """
+    import gc
+    import os
+    from contextlib import asynccontextmanager
+
+    from server.api.app import create_app
+    from server.bootstrap import open_collector
+    from server.maintenance import Maintenance
+    from server.settings import load_settings
+
+    collector = open_collector(load_settings(os.environ[DATA_DIR_ENV]))
+    app = create_app(collector)
+    maintenance = Maintenance(collector)
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        maintenance.start()
+        try:
+            yield
+        finally:
+            maintenance.stop()
+            collector.close()
+
+    app.router.lifespan_context = lifespan
+    gc.collect()
+    gc.freeze()
+    return app
+
+
+def run_workers(data_dir: str, *, workers: int, host: str, port: int, tls_cert: str | None, tls_key: str | None, log_level: str, access_log: bool) -> None:
+    """Several worker processes on one port (PostgreSQL only: they share nothing but the database)."""
+    import os
+
+    os.environ[DATA_DIR_ENV] = data_dir
+    uvicorn.run(
+        "server.serving:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        log_level=log_level,
+        access_log=access_log,
+        proxy_headers=False,
+        server_header=False,
+    )
