@@ -24,20 +24,24 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def run_server(app: Any, *, host: str, port: int, tls_cert: str | None, tls_key: str | None, log_level: str, access_log: bool) -> None:
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
-        log_level=log_level,
-        access_log=access_log,
+def _options(*, host: str, port: int, tls_cert: str | None, tls_key: str | None, log_level: str, access_log: bool) -> dict[str, Any]:
+    """uvicorn settings shared by one process and several workers."""
+    return {
+        "host": host,
+        "port": port,
+        "ssl_certfile": tls_cert,
+        "ssl_keyfile": tls_key,
+        "log_level": log_level,
+        "access_log": access_log,
         # X-Forwarded-For is ours to judge (settings: network.trusted_proxies), not uvicorn's.
-        proxy_headers=False,
-        server_header=False,
-    )
-    GracefulServer(config).run()
+        "proxy_headers": False,
+        "server_header": False,
+    }
+
+
+def run_server(app: Any, **options: Any) -> None:
+    """One process (``options`` as ``_options`` takes them)."""
+    GracefulServer(uvicorn.Config(app, **_options(**options))).run()
 
 
 DATA_DIR_ENV = "DLP_SERVER_DATA_DIR"
@@ -78,21 +82,9 @@ def app_from_environment() -> Any:
     return app
 
 
-def run_workers(data_dir: str, *, workers: int, host: str, port: int, tls_cert: str | None, tls_key: str | None, log_level: str, access_log: bool) -> None:
+def run_workers(data_dir: str, *, workers: int, **options: Any) -> None:
     """Several worker processes on one port (PostgreSQL only: they share nothing but the database)."""
     import os
 
     os.environ[DATA_DIR_ENV] = data_dir
-    uvicorn.run(
-        "server.serving:app_from_environment",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
-        log_level=log_level,
-        access_log=access_log,
-        proxy_headers=False,
-        server_header=False,
-    )
+    uvicorn.run("server.serving:app_from_environment", factory=True, workers=workers, **_options(**options))

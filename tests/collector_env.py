@@ -253,14 +253,16 @@ def free_port() -> int:
 class ServeProcess:
     """A real ``dlp-server serve`` on a loopback port, stopped (and checked) by the test."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], *, port: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str], *, port: int | None = None, tls: tuple[Path, Path] | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         import subprocess
         import sys
 
         self.port = port or free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._verify: str | bool = str(tls[0]) if tls else True
-        extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
+        extra = [*(["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []), *extra_args]
         self.log = data_dir.parent / f"serve-{self.port}.log"
         self._log = open(self.log, "wb")
         self.process = subprocess.Popen(

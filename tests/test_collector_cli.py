@@ -100,7 +100,8 @@ def test_two_collectors_on_one_postgresql_store_each_retried_event_once(pg_url, 
     data_dir = tmp_path / "collector"
     assert dlp_server("init", "--data-dir", str(data_dir), "--json", env=env).returncode == 0
     token = json.loads(dlp_server("token", "create", "--data-dir", str(data_dir), "--vendor", "acme-bpo", "--json", env=env).stdout)["token"]
-    first, second = ServeProcess(data_dir, env), ServeProcess(data_dir, env)
+    # One collector with two worker processes, one with one: three processes on one database.
+    first, second = ServeProcess(data_dir, env, extra_args=("--workers", "2")), ServeProcess(data_dir, env)
     try:
         first.wait_ready()
         second.wait_ready()
@@ -122,3 +123,11 @@ def test_two_collectors_on_one_postgresql_store_each_retried_event_once(pg_url, 
     finally:
         first.stop()
         second.stop()
+
+
+def test_workers_need_postgresql(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DLP_DATABASE_URL"}
+    data_dir = tmp_path / "collector"
+    assert dlp_server("init", "--data-dir", str(data_dir), env=env).returncode == 0
+    result = dlp_server("serve", "--data-dir", str(data_dir), "--workers", "2", env=env)
+    assert result.returncode == 1 and "--workers needs PostgreSQL" in result.stderr
