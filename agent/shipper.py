@@ -121,8 +121,7 @@ class Shipper(StoppableThread):
             self._problem(f"cannot read the spool: {exc}")
             return self._backoff.next()
         if not lease.events:
-            self._spool.release(lease.id)
-            return IDLE_POLL_S
+            return IDLE_POLL_S  # an empty lease holds nothing: no release to write
         reply = client.post_events(lease.events)
         return self._settle(lease.id, len(lease.events), reply)
 

@@ -54,7 +54,7 @@ def _bundle(collector: Collector, conn: Any, version: int, vendor: str) -> Built
         return cached
     if collector.signing_key is None:
         raise NotFound("this collector has no signing key; run dlp-server init")
-    row = next(v for v in signature_store.versions(conn) if v["version"] == version)
+    row = signature_store.version_info(conn, version=version)
     built = build_bundle(
         version=version,
         vendor=vendor,

@@ -23,6 +23,14 @@ def _next_version(conn: Connection) -> int:
     return (current_version(conn) or 0) + 1
 
 
+def version_info(conn: Connection, *, version: int) -> dict[str, Any]:
+    """Who made ``version`` and when (what a bundle's manifest carries)."""
+    row = conn.execute(select(signature_versions.c.created_by, signature_versions.c.created_at).where(signature_versions.c.version == version)).first()
+    if row is None:
+        raise NotFound(f"no signature version {version}")
+    return {"created_by": row.created_by, "created_at": iso(row.created_at)}
+
+
 def _packs(conn: Connection, version: int) -> dict[str, dict[str, Any]]:
     rows = conn.execute(select(signature_packs).where(signature_packs.c.version == version).order_by(signature_packs.c.name))
     return {row.name: {"body": row.body, "sha256": row.sha256, "vendors": row.vendors} for row in rows}
