@@ -436,3 +436,12 @@ def test_a_bad_cursor_or_a_naive_datetime_is_422(client, enroll, admin):
     for name in ("since", "until"):
         for value in ("2026-11-24T09:00:00", "2026-11-24", "2026-11-24 09:00"):
             assert "time zone" in _refused(client.get("/api/v1/events", params={name: value}, headers=admin.headers), 422, why=f"{name}={value}")
+
+
+def test_the_ingest_body_schema_is_published_although_the_route_reads_the_raw_body(client):
+    document = client.get("/openapi.json").json()
+    body = document["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    batch = document["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    event = document["components"]["schemas"][batch["properties"]["events"]["items"]["$ref"].rsplit("/", 1)[1]]
+    assert {"id", "type", "channel", "occurred_at", "matches", "device"} <= set(event["properties"])
+    assert set(event["required"]) >= {"id", "type", "channel", "occurred_at"}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
 from agent import __version__
@@ -23,6 +25,7 @@ from server.api import (
     signature_routes,
 )
 from server.api.bodies import BoundedBodies
+from server.api.schemas import BatchIn
 from server.collector import Collector
 from server.errors import CollectorError
 
@@ -45,6 +48,7 @@ def create_app(collector: Collector) -> FastAPI:
     ui.install(app)
     _install_error_handlers(app)
     _install_timing(app, collector)
+    _publish_raw_body_schemas(app, [BatchIn])
     ingest = collector.settings.ingest
     app.add_middleware(
         BoundedBodies,
@@ -53,6 +57,24 @@ def create_app(collector: Collector) -> FastAPI:
         max_decoded=ingest.max_decoded_bytes,
     )
     return app
+
+
+def _publish_raw_body_schemas(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
+    """Routes that validate their raw body themselves (ingest) name their model in ``openapi_extra``;
+    FastAPI does not see it, so its schema is added to the document's components here."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -54,14 +55,30 @@ def utc_representable(value: datetime) -> bool:
     return True
 
 
-def _instant(value: datetime) -> datetime:
-    if not utc_representable(value):
-        raise ValueError("is outside the years 1 to 9999 once converted to UTC")
-    return value
-
-
-Instant = Annotated[AwareDatetime, AfterValidator(_instant)]
+# Checked inside pydantic-core (no Python call per value): the instant, whatever its offset,
+# must fall within the years 1 to 9999 in UTC, where it is stored.
+Instant = Annotated[AwareDatetime, Field(ge=datetime.min.replace(tzinfo=UTC), le=datetime.max.replace(tzinfo=UTC))]
 MAX_NESTING = 32
+MAX_INT_DIGITS = 4000
+_INT_LIMIT = 10**MAX_INT_DIGITS
+
+
+def check_json_values(value: Any, what: str, *, depth: int = 1) -> None:
+    """Refuse what could be stored but not read back: nesting past MAX_NESTING (``value`` sits at
+    ``depth``), NaN or infinities (which JSON cannot carry) and integers longer than Python reads
+    back from text. One pass without recursion, so a hostile document cannot overflow the check."""
+    pending = [(value, depth)]
+    while pending:
+        item, level = pending.pop()
+        if level > MAX_NESTING:
+            raise ValueError(f"{what} nests deeper than {MAX_NESTING} levels")
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                pending.append((child, level + 1))
+            elif isinstance(child, float) and not math.isfinite(child):
+                raise ValueError(f"{what} holds NaN or Infinity, which JSON cannot carry")
+            elif isinstance(child, int) and abs(child) >= _INT_LIMIT:
+                raise ValueError(f"{what} holds a number longer than {MAX_INT_DIGITS} digits")
 
 
 def _nesting(value: Any) -> int:
@@ -123,7 +140,7 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     schema_: Literal[1] = Field(default=1, alias="schema")
-    id: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    id: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", to_lower=True)]
     type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,30}\.[a-z][a-z_]{0,30}$")]
     channel: Literal["file", "usb", "clipboard", "agent"]
     occurred_at: Instant
@@ -138,18 +155,28 @@ class EventIn(BaseModel):
     matches: list[MatchIn] = Field(default_factory=list, max_length=1000)
     device: DeviceIn | None = None
 
-    @field_validator("id")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.lower()
+    def columns(self) -> dict[str, Any]:
+        """The fields the events table keeps in columns, shaped as the stored record (see store.events)."""
+        return {
+            "id": self.id,
+            "channel": self.channel,
+            "type": self.type,
+            "severity": self.severity,
+            "status": self.status,
+            "host": self.host,
+            "user": self.user,
+            "path": self.path,
+            "sha256": self.sha256,
+            "device": {"serial": self.device.serial} if self.device else None,
+            "matches": [{"rule": m.rule} for m in self.matches],
+        }
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shallow(cls, data: Any) -> Any:
-        # Unknown fields are kept as sent; a deeply nested one could be stored but never serialized again.
-        if _nesting(data) > MAX_NESTING:
-            raise ValueError(f"an event nests deeper than {MAX_NESTING} levels")
-        return data
+    @model_validator(mode="after")
+    def _storable_extras(self) -> "EventIn":
+        # Unknown fields are kept as sent, so they are the only values no type above has bounded.
+        extras = [self.model_extra, *(m.model_extra for m in self.matches), self.device.model_extra if self.device else None]
+        check_json_values([values for values in extras if values], "an event", depth=0)
+        return self
 
 
 class BatchIn(_In):
