@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # a virtual display with a clipboard tool, and Chromium for the review UI's browser tests.
 APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip chromium
 
-.PHONY: run demo test venv apt bench clean
+.PHONY: run demo test venv apt bench clean agent-binary deb
 
 venv: $(STAMP)
 
@@ -34,6 +34,14 @@ run: venv
 # The detection engine alone: scan the bundled demo tree with the starter packs.
 demo: venv
 	$(PY) scripts/demo.py
+
+# The one-file agent binary (dist/dlp-agent) and its Debian package (dist/dlp-agent_VERSION_ARCH.deb);
+# installer/README.md describes both.
+agent-binary: venv
+	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller installer/dlp-agent.spec
+
+deb: agent-binary
+	installer/linux/build-deb.sh dist/dlp-agent dist
 
 bench: venv
 	$(PY) bench/scan.py

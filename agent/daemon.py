@@ -45,6 +45,18 @@ log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 2.0
 PENDING_KEY = "pending_work"
+DRAIN_S = 10.0
+"""How long queued work may keep scanning once a stop is asked."""
+_THREAD_JOIN_S = 5.0  # StoppableThread.stop's default wait, for the sources and the rules updater
+
+
+def stop_budget_s(config: AgentConfig) -> float:
+    """The longest ``Daemon.stop()`` takes: the queue drains, then the shipper and the heartbeat each
+    finish the request in flight (up to two timeouts apiece), then the sources and updater are joined.
+
+    A service manager that must be told how long a stop may take (Windows' SCM wait hint) uses this.
+    """
+    return DRAIN_S + 2 * (2 * config.server.timeout_s) + 2 * _THREAD_JOIN_S
 
 
 class Daemon:
@@ -120,8 +132,11 @@ class Daemon:
         log.info("agent %s running on %s: ruleset %s (%d rules)", __version__, self.host, ruleset.version, ruleset.rule_count)
 
     def run(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self.request_stop())
+        # Signal handlers can only be set from the main thread; a service host (the Windows
+        # service) runs this on its own thread and stops it through request_stop().
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: self.request_stop())
         self.start()
         try:
             self._stop_requested.wait()
@@ -143,7 +158,7 @@ class Daemon:
         if self._health is not None:
             self._health.stop()
         if self.pipeline is not None and self.spool is not None:
-            left = self.pipeline.stop()
+            left = self.pipeline.stop(drain_s=DRAIN_S)
             if self.rules_updater is not None:
                 self.rules_updater.stop()
             for courier in (self.shipper, self.heartbeat):

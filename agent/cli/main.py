@@ -11,6 +11,7 @@ from agent import __version__
 from agent.cli import enroll as enroll_command
 from agent.cli import run as run_command
 from agent.cli import scan as scan_command
+from agent.cli import service as service_command
 from agent.cli import status as status_command
 
 EXIT_ERROR = 2
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll_command.register(commands)
     run_command.register(commands)
     status_command.register(commands)
+    service_command.register(commands)
     version = commands.add_parser("version", help="print the agent version")
     version.set_defaults(handler=lambda args: print(f"dlp-agent {__version__}") or 0)
     return parser

@@ -81,13 +81,10 @@ def _disk_free(path: str) -> int | None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # Not os.kill(pid, 0): on Windows signal 0 is CTRL_C_EVENT, which would interrupt the agent.
+    import psutil
+
+    return psutil.pid_exists(pid)
 
 
 def _iso(timestamp: Any) -> str | None:

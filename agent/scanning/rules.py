@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 import re
+import sys
 from typing import Any, Iterable
 
 import yara
@@ -79,7 +80,14 @@ def worst_severity(severities: Iterable[str]) -> str | None:
 
 
 def starter_packs_dir() -> str | None:
-    """The starter packs installed with the product, found without importing their code."""
+    """The starter packs installed with the product, found without importing their code.
+
+    The one-file agent binary carries them as data in the folder it unpacks to (``sys._MEIPASS``).
+    """
+    unpacked = getattr(sys, "_MEIPASS", None)
+    if unpacked is not None:
+        packs = os.path.join(unpacked, "signatures", "packs")
+        return packs if os.path.isdir(packs) else None
     spec = importlib.util.find_spec("signatures")
     if spec is None or not spec.submodule_search_locations:
         return None
