@@ -171,16 +171,19 @@ class EventIn(BaseModel):
             "matches": [{"rule": m.rule} for m in self.matches],
         }
 
-    @model_validator(mode="after")
-    def _storable_extras(self) -> "EventIn":
-        # Unknown fields are kept as sent, so they are the only values no type above has bounded.
-        extras = [self.model_extra, *(m.model_extra for m in self.matches), self.device.model_extra if self.device else None]
-        check_json_values([values for values in extras if values], "an event", depth=0)
-        return self
-
 
 class BatchIn(_In):
     events: list[EventIn] = Field(max_length=10_000)
+
+    @model_validator(mode="after")
+    def _storable_extras(self) -> "BatchIn":
+        # Unknown fields are kept as sent, so they are the only values no type above has bounded.
+        # Checked once per batch rather than per event: a Python call per event cost 10% of ingest.
+        for index, event in enumerate(self.events):
+            extras = [event.model_extra, *(m.model_extra for m in event.matches), event.device.model_extra if event.device else None]
+            if any(extras):
+                check_json_values([values for values in extras if values], f"events[{index}]", depth=0)
+        return self
 
 
 class BatchOut(BaseModel):

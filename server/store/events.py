@@ -115,7 +115,7 @@ def ingest(
     inserted = _insert_new(conn, rows)
     missing = [row[0] for row in rows if row[0] not in inserted]
     owners = dict(conn.execute(select(events.c.id, events.c.agent_id).where(events.c.id.in_(missing))).all()) if missing else {}
-    rule_rows: list[dict[str, Any]] = []
+    rule_rows: list[tuple[int, str]] = []
     outbox_rows: list[dict[str, Any]] = []
     for record in records:
         event_id = record["id"]
@@ -125,12 +125,12 @@ def ingest(
         seq, severity_rank = inserted[event_id]
         result.accepted.append(event_id)
         for rule in sorted({_clean(m.get("rule"), 255) for m in record.get("matches") or [] if m.get("rule")}):
-            rule_rows.append({"event_seq": seq, "rule": rule})
+            rule_rows.append((seq, rule))
         if severity_rank >= alert_min_rank:
             result.alert_seqs.append(seq)
             outbox_rows.extend({"event_seq": seq, "target": t, "attempts": 0, "next_attempt_at": now, "failed": False} for t in alert_targets)
     if rule_rows:
-        conn.execute(event_rules.insert(), rule_rows)
+        _insert_rules(conn, rule_rows)
     if outbox_rows:
         conn.execute(alert_outbox.insert(), outbox_rows)
     return result
@@ -162,6 +162,15 @@ def _insert_new(conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, tupl
     conn.exec_driver_sql(f"INSERT INTO events ({columns}) VALUES ({placeholders}) ON CONFLICT (id) DO NOTHING", prepared)
     found = conn.exec_driver_sql("SELECT seq, id, severity_rank FROM events WHERE seq > ?", (before,)).all()
     return {row.id: (row.seq, row.severity_rank) for row in found}
+
+
+def _insert_rules(conn: Connection, rows: list[tuple[int, str]]) -> None:
+    """The rule index of the events just inserted, by driver SQL for the reasons ``_insert_new`` gives."""
+    if conn.dialect.name == "postgresql":
+        seqs, rules = zip(*rows)
+        conn.exec_driver_sql("INSERT INTO event_rules (event_seq, rule) SELECT * FROM unnest(%b::bigint[], %b::varchar[])", (list(seqs), list(rules)))
+    else:
+        conn.exec_driver_sql("INSERT INTO event_rules (event_seq, rule) VALUES (?, ?)", rows)
 
 
 _PG_ARRAY_TYPES = {
