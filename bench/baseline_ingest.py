@@ -8,6 +8,10 @@ executemany INSERT per batch in one transaction on a table of the columns the co
 keeps) and nothing a product adds: no authentication, no validation beyond the JSON
 parsing, no idempotency (no unique id), no secondary indexes, no address records. SQLite
 gets the collector's settings (WAL, synchronous=NORMAL, a busy timeout) and the same pool.
+
+``--indexes`` gives the table the collector's unique id and secondary indexes (the ones its
+review API pages through), still with a plain INSERT: it separates what the stored schema costs
+from what the collector's code costs.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
@@ -32,6 +37,7 @@ from sqlalchemy import (
     event,
 )
 
+SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 metadata = MetaData()
 events = Table(
     "baseline_events",
@@ -48,6 +54,11 @@ events = Table(
     Column("sha256", String(64)),
     Column("device_serial", String(255)),
     Column("body", Text, nullable=False),
+    # Columns the collector fills from the agent's identity, so --indexes has them to index.
+    Column("vendor_id", Integer),
+    Column("agent_id", String(32)),
+    Column("severity_rank", Integer),
+    Column("triage_status", String(16)),
 )
 
 
@@ -76,8 +87,24 @@ async def raw_body(request: Request) -> bytes:
     return body
 
 
-def create_app(engine: Engine) -> FastAPI:
+def collector_indexes() -> list[Index]:
+    """The collector's indexes on its events table (server/db/tables.py), on this table's columns.
+
+    Built only when asked for: an Index on a table's columns joins that table's metadata, and
+    ``create_all`` would then give the bare baseline the indexes too.
+    """
+    return [
+        Index("ix_baseline_id", events.c.id, unique=True),
+        *(Index(f"ix_baseline_{name}_seq", events.c[name], events.c.seq) for name in ("vendor_id", "agent_id", "channel", "severity_rank", "triage_status", "user_name")),
+        *(Index(f"ix_baseline_{name}", events.c[name]) for name in ("occurred_at", "sha256", "device_serial")),
+    ]
+
+
+def create_app(engine: Engine, *, indexes: bool = False) -> FastAPI:
     metadata.create_all(engine)
+    if indexes:
+        for index in collector_indexes():
+            index.create(engine, checkfirst=True)
     app = FastAPI(title="ingest baseline")
 
     @app.get("/ping")
@@ -98,6 +125,10 @@ def create_app(engine: Engine) -> FastAPI:
                 "path": record.get("path"),
                 "sha256": record.get("sha256"),
                 "device_serial": (record.get("device") or {}).get("serial"),
+                "vendor_id": 1,
+                "agent_id": record.get("host"),
+                "severity_rank": SEVERITY_RANK.get(record.get("severity") or "", 0),
+                "triage_status": "new",
                 "body": json.dumps(record, ensure_ascii=False, separators=(",", ":")),
             }
             for record in json.loads(body)["events"]
@@ -114,8 +145,9 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--indexes", action="store_true", help="give the table the collector's unique id and secondary indexes")
     args = parser.parse_args()
-    uvicorn.run(create_app(make_engine(args.database_url)), host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False, server_header=False)
+    uvicorn.run(create_app(make_engine(args.database_url), indexes=args.indexes), host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False, server_header=False)
 
 
 if __name__ == "__main__":

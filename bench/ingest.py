@@ -7,7 +7,9 @@ them, built before the clock starts) back to back on a kept-alive connection. Bo
 run in their own processes for the whole run; rounds alternate which one goes first, and
 the ratio reported is the median of the per-round ratios (this machine is noisy, so only
 ratios within one run mean much). Target: ours >= 0.75 of the baseline on each backend.
-Baseline: bench/baseline_ingest.py. PostgreSQL: DLP_BENCH_PG_URL (default the local `test`).
+Baseline: bench/baseline_ingest.py. A third contender is the same baseline with the collector's
+unique id and secondary indexes on its table (`--indexes`): the share of the gap the stored
+schema accounts for. PostgreSQL: DLP_BENCH_PG_URL (default the local `test`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ BATCH_EVENTS = 100
 WARM_UP_SECONDS = 2.0
 WARM_UP_RATE_CAP = 40_000
 SEVERITIES = ("low", "medium", "high", "critical")
-OURS, BASELINE = "dlp-server serve", "baseline (bare FastAPI + Core)"
+OURS, BASELINE, INDEXED = "dlp-server serve", "baseline (bare FastAPI + Core)", "baseline + the collector's indexes"
 console = Console(width=150)
 
 
@@ -182,11 +184,12 @@ def start_ours(work: Path, database_url: str | None, clients: int) -> Contender:
     return Contender(OURS, server, collector_database_url(data_dir, database_url), credentials, "SELECT count(*) FROM events WHERE channel <> 'agent'")
 
 
-def start_baseline(work: Path, database_url: str, clients: int) -> Contender:
+def start_baseline(work: Path, database_url: str, clients: int, *, indexes: bool = False) -> Contender:
     port = free_port()
-    argv = [sys.executable, str(HERE / "baseline_ingest.py"), "--database-url", database_url, "--port", str(port)]
-    server = ServerProcess(BASELINE, argv, port=port, log_path=work / "baseline.log", ready_path="/ping")
-    return Contender(BASELINE, server, database_url, ["none"] * clients, "SELECT count(*) FROM baseline_events")
+    name = INDEXED if indexes else BASELINE
+    argv = [sys.executable, str(HERE / "baseline_ingest.py"), "--database-url", database_url, "--port", str(port), *(["--indexes"] if indexes else [])]
+    server = ServerProcess(name, argv, port=port, log_path=work / f"baseline-{port}.log", ready_path="/ping")
+    return Contender(name, server, database_url, ["none"] * clients, "SELECT count(*) FROM baseline_events")
 
 
 def count_stored(contender: Contender) -> int:
@@ -198,41 +201,48 @@ def count_stored(contender: Contender) -> int:
         engine.dispose()
 
 
-def bench_backend(backend: str, args: argparse.Namespace, scratch: ScratchPostgres) -> tuple[Contender, Contender]:
+def bench_backend(backend: str, args: argparse.Namespace, scratch: ScratchPostgres) -> list[Contender]:
+    """Ours, the bare baseline and the baseline with our indexes, in rounds that rotate their order."""
     work = Path(tempfile.mkdtemp(prefix=f"dlp-ingest-{backend}-"))
     ours_url = scratch.create("collector") if backend == "postgresql" else None
     base_url = scratch.create("baseline") if backend == "postgresql" else sqlite_url(work / "baseline.db")
-    ours = start_ours(work, ours_url, args.clients)
-    baseline = start_baseline(work, base_url, args.clients)
+    indexed_url = scratch.create("indexed") if backend == "postgresql" else sqlite_url(work / "indexed.db")
+    contenders = [start_ours(work, ours_url, args.clients), start_baseline(work, base_url, args.clients), start_baseline(work, indexed_url, args.clients, indexes=True)]
+    ours, baseline, indexed = contenders
     try:
         warm_up_batches = int(WARM_UP_RATE_CAP * WARM_UP_SECONDS / BATCH_EVENTS / args.clients) + 1
-        for contender in (ours, baseline):
+        for contender in contenders:
             contender.warm_up_rate = run_round(contender, WARM_UP_SECONDS, warm_up_batches, warm_up=True)
         for round_no in range(args.rounds):
-            order = (ours, baseline) if round_no % 2 == 0 else (baseline, ours)
-            for contender in order:
+            shift = round_no % len(contenders)
+            for contender in contenders[shift:] + contenders[:shift]:
                 # Enough prepared batches for 1.6x the fastest rate seen so far (this machine swings ~30%).
                 expected = max([contender.warm_up_rate, *contender.rates]) * 1.6
                 run_round(contender, args.seconds, int(expected * args.seconds / BATCH_EVENTS / args.clients) + 2)
-            console.print(f"{backend} round {round_no + 1}: ours {ours.rates[-1]:,.0f} ev/s, baseline {baseline.rates[-1]:,.0f} ev/s, ratio {ours.rates[-1] / baseline.rates[-1]:.2f}")
+            console.print(
+                f"{backend} round {round_no + 1}: ours {ours.rates[-1]:,.0f} ev/s, baseline {baseline.rates[-1]:,.0f} ev/s "
+                f"(ratio {ours.rates[-1] / baseline.rates[-1]:.2f}), with our indexes {indexed.rates[-1]:,.0f} ev/s (ratio {ours.rates[-1] / indexed.rates[-1]:.2f})"
+            )
     finally:
-        ours.server.stop()
-        baseline.server.stop()
-    ours.stored, baseline.stored = count_stored(ours), count_stored(baseline)
+        for contender in contenders:
+            contender.server.stop()
+    for contender in contenders:
+        contender.stored = count_stored(contender)
     shutil.rmtree(work, ignore_errors=True)
-    return ours, baseline
+    return contenders
 
 
-def report(results: dict[str, tuple[Contender, Contender]], args: argparse.Namespace) -> bool:
-    detail = Table(title=f"Ingest, {args.clients} clients x 100-event gzip batches, {args.rounds} interleaved rounds of {args.seconds:g} s")
+def report(results: dict[str, list[Contender]], args: argparse.Namespace) -> bool:
+    detail = Table(title=f"Ingest, {args.clients} clients x 100-event gzip batches, {args.rounds} rotating rounds of {args.seconds:g} s")
     for column in ("backend", "contender", "events/s per round", "median events/s", "server CPU ms/batch", "PostgreSQL CPU ms/batch", "client CPU ms/batch"):
         detail.add_column(column, justify="left" if column in ("backend", "contender") else "right")
     summary = Table(title="ours / baseline (median of per-round ratios)")
-    for column in ("backend", "ratio", "target", "stored == sent (ours)", "errors"):
+    for column in ("backend", "ratio to the bare baseline", "target", "ratio to the baseline with our indexes", "stored == sent (ours)", "errors"):
         summary.add_column(column, justify="left" if column == "backend" else "right")
     ok = True
-    for backend, (ours, baseline) in results.items():
-        for c in (ours, baseline):
+    for backend, contenders in results.items():
+        ours, baseline, indexed = contenders
+        for c in contenders:
             detail.add_row(
                 backend,
                 c.name,
@@ -243,12 +253,20 @@ def report(results: dict[str, tuple[Contender, Contender]], args: argparse.Names
                 f"{statistics.median(c.client_ms_per_batch):.1f}",
             )
         ratio = statistics.median(o / b for o, b in zip(ours.rates, baseline.rates))
+        to_indexed = statistics.median(o / b for o, b in zip(ours.rates, indexed.rates))
         count = ours.stored
-        errors = len(ours.errors) + len(baseline.errors)
+        errors = sum(len(c.errors) for c in contenders)
         met = ratio >= 0.75
         ok = ok and met and count == ours.sent and not errors
-        summary.add_row(backend, f"{ratio:.2f}", ">= 0.75 " + ("met" if met else "MISSED"), f"{count:,} == {ours.sent:,}" if count == ours.sent else f"NO: {count:,} != {ours.sent:,}", str(errors))
-        for error in (ours.errors + baseline.errors)[:5]:
+        summary.add_row(
+            backend,
+            f"{ratio:.2f}",
+            ">= 0.75 " + ("met" if met else "MISSED"),
+            f"{to_indexed:.2f}",
+            f"{count:,} == {ours.sent:,}" if count == ours.sent else f"NO: {count:,} != {ours.sent:,}",
+            str(errors),
+        )
+        for error in [e for c in contenders for e in c.errors][:5]:
             console.print(f"[red]{backend}: {error}[/]")
     console.print(detail)
     console.print(summary)
