@@ -36,7 +36,7 @@ class ServerSection(_Section):
     url: str = ""
     """The collector; empty means the URL given at enrollment."""
     ca_file: str = ""
-    """PEM file of CAs to verify the collector against instead of the system store."""
+    """PEM file of CAs to verify the collector against instead of the bundled Mozilla CAs (certifi) or REQUESTS_CA_BUNDLE."""
     client_cert: str = ""
     """Client certificate (PEM) for collectors behind mutual TLS; ``client_key`` if kept apart."""
     client_key: str = ""

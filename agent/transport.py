@@ -2,7 +2,7 @@
 
 Every answer becomes a ``Reply`` whose ``kind`` tells the shipper what to do, so retry
 policy lives in one place (the shipper) and HTTP details in another (here). TLS is verified
-against the system store or ``[server] ca_file``; a client certificate is sent when set.
+against ``[server] ca_file`` or, without one, certifi's Mozilla CAs (REQUESTS_CA_BUNDLE when set); a client certificate is sent when set.
 """
 
 from __future__ import annotations

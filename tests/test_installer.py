@@ -379,6 +379,26 @@ def test_deb_enrolls_upgrades_keeping_state_and_purges(debs: dict[str, Path], li
     assert passwd_entry(root, "dlp-agent") is None
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the maintainer scripts create a user and chown files: needs root")
+def test_deb_into_an_image_root_records_the_ca_at_its_installed_path(debs: dict[str, Path], tmp_path: Path) -> None:
+    """Enrolling while assembling an image (dpkg --root) must leave credentials that work once the image boots."""
+    cert, key = self_signed(tmp_path / "tls")
+    data_dir = tmp_path / "collector"
+    assert cli("server.cli", "init", "--data-dir", str(data_dir), "--json").returncode == 0
+    serve = ServeProcess(data_dir, dict(os.environ), tls=(cert, key))
+    try:
+        serve.wait_ready()
+        token = Collector(serve.url, data_dir, "").token()
+        root = dpkg_root(tmp_path / "root")
+        dpkg(root, "-i", str(debs[__version__]), env={"DLP_SERVER": serve.url, "DLP_TOKEN": token, "DLP_CA": str(cert)})
+    finally:
+        serve.stop()
+    credentials = root / "var/lib/dlp-agent/credentials.json"
+    assert json.loads(credentials.read_text())["ca_file"] == "/etc/dlp-agent/ca.pem"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert (root / "etc/dlp-agent/ca.pem").read_bytes() == cert.read_bytes()
+
+
 # install.sh ---------------------------------------------------------------------------------
 
 

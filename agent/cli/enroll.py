@@ -18,7 +18,7 @@ def register(commands: Any) -> None:
     p.add_argument("--config", metavar="FILE", help="agent configuration (TOML); credentials go to [server] credentials")
     p.add_argument("--server", required=True, metavar="URL", help="the collector, e.g. https://collector.example:8443")
     p.add_argument("--token", metavar="TOKEN", help="enrollment token from dlp-server token create (or DLP_TOKEN)")
-    p.add_argument("--ca", metavar="FILE", help="PEM CA file to verify the collector (default: the system store)")
+    p.add_argument("--ca", metavar="FILE", help="PEM CA file to verify the collector (default: the Mozilla CA bundle built into the agent, certifi, or REQUESTS_CA_BUNDLE when set)")
     p.set_defaults(handler=enroll)
 
 

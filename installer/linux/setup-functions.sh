@@ -91,6 +91,12 @@ dlp_enroll() {
     else
         DLP_TOKEN=$DLP_TOKEN "$root$binary" "$@"
     fi
+    if [ -n "$root" ] && [ -n "${DLP_CA:-}" ]; then
+        # Enrollment recorded the CA where this run read it, inside ROOT; the installed system
+        # reads it at its own path.
+        (umask 077 && sed "s|\"$root$DLP_ETC/ca.pem\"|\"$DLP_ETC/ca.pem\"|" "$credentials" >"$credentials.new")
+        mv "$credentials.new" "$credentials"
+    fi
     owner=$(dlp_owner "$root")
     if [ -n "$owner" ]; then
         chown "$owner" "$credentials"
