@@ -8,8 +8,8 @@ from typing import Any, Awaitable, Callable, Sequence
 from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
