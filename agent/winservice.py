@@ -37,6 +37,7 @@ EXIT_ERROR = 2
 _ERROR_FAILED_SERVICE_CONTROLLER_CONNECT = 1063
 _ERROR_SERVICE_NOT_ACTIVE = 1062
 _ERROR_SERVICE_EXISTS = 1073
+_ERROR_SERVICE_ALREADY_RUNNING = 1056
 
 Notify = Callable[[str, str], None]
 """``notify(level, message)`` with level ``info`` or ``error``: the Windows event log in the service."""
@@ -264,7 +265,12 @@ def start(config_path: str) -> int:
     import win32serviceutil
 
     try:
-        win32serviceutil.StartService(SERVICE_NAME)
+        try:
+            win32serviceutil.StartService(SERVICE_NAME)
+        except pywintypes.error as exc:
+            # Started meanwhile (a delayed automatic start at boot, the recovery actions): wait for it.
+            if exc.winerror != _ERROR_SERVICE_ALREADY_RUNNING:
+                raise
         win32serviceutil.WaitForServiceStatus(SERVICE_NAME, win32service.SERVICE_RUNNING, START_WAIT_S)
     except pywintypes.error as exc:
         print(f"dlp-agent: cannot start {SERVICE_NAME}: {exc.strerror} ({exc.winerror}); see {log_dir()}", file=sys.stderr)

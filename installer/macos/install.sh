@@ -81,7 +81,9 @@ launchd_loaded() { launchctl print "system/$LABEL" >/dev/null 2>&1; }
 unload() {
 	if [ -z "$destdir" ] && launchd_loaded; then
 		say "stopping $LABEL"
-		launchctl bootout "system/$LABEL" || die 5 "launchctl bootout system/$LABEL failed"
+		# bootout of a job that takes a while to exit (the agent drains its queue) may fail with
+		# "36: Operation now in progress" although the job does stop: what counts is that it goes.
+		launchctl bootout "system/$LABEL" || say "launchctl bootout system/$LABEL returned $?; waiting for the job to go"
 		# bootout can return before launchd has let go of the job; bootstrap would then fail.
 		for _ in $(seq 1 170); do
 			launchd_loaded || return 0
@@ -150,7 +152,7 @@ if [ -z "$destdir" ]; then
 fi
 
 if [ "$first_install" = 1 ]; then
-	ca_line="# ca_file = \"$CA_PATH\"   # PEM CAs for the collector instead of the system store"
+	ca_line="# ca_file = \"$CA_PATH\"   # PEM CAs for the collector instead of the bundled Mozilla CAs"
 	if [ -n "$ca" ]; then
 		cp "$ca" "$destdir$CA_PATH"
 		chmod 0600 "$destdir$CA_PATH"
@@ -203,9 +205,21 @@ fi
 
 if [ ! -f "$STATE_DIR/credentials.json" ]; then
 	# The token travels in the environment, never on a command line that ps can show.
-	DLP_TOKEN=$token "$BIN" enroll --config "$CONFIG" --server "$server" || die 4 "enrollment failed (see above); nothing was started"
+	if ! DLP_TOKEN=$token "$BIN" enroll --config "$CONFIG" --server "$server"; then
+		if [ "$first_install" = 1 ]; then
+			# Otherwise the next run would keep this agent.toml and ignore a corrected --server or --ca.
+			rm -f "$CONFIG"
+			[ -z "$ca" ] || rm -f "$CA_PATH"
+		fi
+		die 4 "enrollment failed (see above); nothing was started"
+	fi
 fi
 
 launchctl enable "system/$LABEL" 2>/dev/null || true
-launchctl bootstrap system "$PLIST" || die 5 "launchctl bootstrap system $PLIST failed"
+# Right after a bootout launchd may still refuse the label for a few seconds (5: Input/output error).
+for attempt in 1 2 3 4 5 6; do
+	launchctl bootstrap system "$PLIST" && break
+	[ "$attempt" -lt 6 ] || die 5 "launchctl bootstrap system $PLIST failed"
+	sleep 2
+done
 say "running: sudo launchctl print system/$LABEL; dlp-agent status --config \"$CONFIG\""

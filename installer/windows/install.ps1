@@ -115,6 +115,22 @@ function Stop-AgentService {
     }
 }
 
+# The service's process (and the one-file exe's bootloader around it) can hold dlp-agent.exe for a
+# moment after the SCM reports the service stopped: copying over it or deleting it then fails with
+# "being used by another process". Retry for up to a minute before giving up.
+function Invoke-WhenUnlocked([string]$What, [scriptblock]$Action) {
+    for ($attempt = 1; ; $attempt++) {
+        try {
+            & $Action
+            return
+        } catch {
+            if ($attempt -ge 30) { throw }
+            Write-Log "  $What failed ($($_.Exception.Message)); retrying"
+            Start-Sleep -Seconds 2
+        }
+    }
+}
+
 # A TOML basic string; Windows paths are written with forward slashes, which the agent accepts.
 function ConvertTo-TomlString([string]$Value) {
     if ($Value -match "[`r`n]") { Stop-Install $ExitUsage "a value with a line break: $Value" }
@@ -123,17 +139,25 @@ function ConvertTo-TomlString([string]$Value) {
 
 function Set-DataDirAcl {
     # Inheritance removed, full control for SYSTEM and Administrators only: credentials and spool
-    # are not readable by the vendor's users.
-    # Children inherit these entries (OI)(CI); icacls carries the change down to what exists already.
+    # are not readable by the vendor's users. Standard users may create folders in ProgramData: one
+    # who made "DLP Agent" (or a folder in it) before the first install would own it, and an owner
+    # can rewrite an ACL at any time; entries set on what is inside would survive too. So: owner
+    # Administrators throughout, then the folder's own entries (OI)(CI), then everything inside
+    # reset to inherit only those.
+    $code = Invoke-Native 'icacls.exe' @($DataDir, '/setowner', $AdministratorsSid, '/T', '/Q')
+    if ($code -ne 0) { Stop-Install $ExitError "icacls /setowner on $DataDir failed (exit $code)" }
     $code = Invoke-Native 'icacls.exe' @($DataDir, '/inheritance:r', '/grant:r', "${SystemSid}:(OI)(CI)F", "${AdministratorsSid}:(OI)(CI)F", '/Q')
     if ($code -ne 0) { Stop-Install $ExitError "icacls on $DataDir failed (exit $code)" }
+    # The state and logs folders always exist here, so the wildcard matches.
+    $code = Invoke-Native 'icacls.exe' @((Join-Path $DataDir '*'), '/reset', '/T', '/Q')
+    if ($code -ne 0) { Stop-Install $ExitError "icacls /reset inside $DataDir failed (exit $code)" }
 }
 
 function Write-AgentConfig {
     $watchPaths = @($Watch | Where-Object { $_ } | ForEach-Object { $_ -split ',' } | ForEach-Object { $_.Trim() } | Where-Object { $_ })
     if ($watchPaths.Count -eq 0) { $watchPaths = @(Join-Path $env:SystemDrive 'Users') }
     $watchList = ($watchPaths | ForEach-Object { ConvertTo-TomlString $_ }) -join ', '
-    $caLine = '# ca_file = ' + (ConvertTo-TomlString $CaPath) + '   # PEM CAs for the collector instead of the Windows store'
+    $caLine = '# ca_file = ' + (ConvertTo-TomlString $CaPath) + '   # PEM CAs for the collector instead of the bundled Mozilla CAs'
     if ($Ca) {
         Copy-Item -LiteralPath $Ca -Destination $CaPath -Force
         $caLine = 'ca_file = ' + (ConvertTo-TomlString $CaPath)
@@ -182,7 +206,9 @@ function Uninstall-Agent {
         if ($code -ne 0) { Stop-Install $ExitService "could not remove $ServiceName (exit $code)" }
         Write-Log "removed service $ServiceName"
     }
-    if (Test-Path -LiteralPath $ProgramDir) { Remove-Item -LiteralPath $ProgramDir -Recurse -Force }
+    if (Test-Path -LiteralPath $ProgramDir) {
+        Invoke-WhenUnlocked "removing $ProgramDir" { Remove-Item -LiteralPath $ProgramDir -Recurse -Force }
+    }
     if ($Purge) {
         # The log lives in the folder being removed: say it first.
         Write-Log "removing $DataDir (configuration, credentials, spool, logs)"
@@ -223,7 +249,7 @@ function Install-Agent {
     }
     if (-not $sameExe) {
         Stop-AgentService
-        Copy-Item -LiteralPath $Binary -Destination $Exe -Force
+        Invoke-WhenUnlocked "copying $Exe" { Copy-Item -LiteralPath $Binary -Destination $Exe -Force }
         Write-Log "installed $Exe"
     }
     if ($firstInstall) { Write-AgentConfig }
@@ -236,7 +262,14 @@ function Install-Agent {
         } finally {
             Remove-Item Env:DLP_TOKEN -ErrorAction SilentlyContinue
         }
-        if ($code -ne 0) { Stop-Install $ExitEnroll "enrollment failed (exit $code); the service was not started" }
+        if ($code -ne 0) {
+            if ($firstInstall) {
+                # Otherwise the next run would keep this agent.toml and ignore a corrected -Server or -Ca.
+                Remove-Item -LiteralPath $Config -Force -ErrorAction SilentlyContinue
+                if ($Ca) { Remove-Item -LiteralPath $CaPath -Force -ErrorAction SilentlyContinue }
+            }
+            Stop-Install $ExitEnroll "enrollment failed (exit $code); the service was not started"
+        }
     }
 
     $code = Invoke-Agent @('service', 'install', '--config', $Config)
