@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the test suite needs: loop-mounted USB sticks (ext4, exFAT through FUSE),
-# a virtual display with a clipboard tool, and Chromium for the review UI's browser tests.
-APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip chromium
+# a virtual display with a clipboard tool, Chromium for the review UI's browser tests, and for the
+# installer tests binutils (PyInstaller strips the binary), systemd (systemd-analyze verify) and shellcheck.
+APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip chromium binutils systemd shellcheck
 
 .PHONY: run demo test venv apt bench clean agent-binary deb
 
