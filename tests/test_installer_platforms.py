@@ -350,6 +350,15 @@ def test_ps1_requires_elevation_and_documents_its_exit_codes(ps1):
         assert re.search(rf"\| `{code}` \|[^\n]*{meaning}", docs), f"exit code {code} not documented in docs/deploy.md"
 
 
+def test_ps1_sets_aside_files_others_placed_before_the_lockdown(ps1):
+    install = ps1[ps1.index("function Install-Agent"):]
+    # Before anything decides "first install" or "enrolled" from those files, and before the lockdown.
+    assert install.index("Set-AsideUntrusted") < install.index("$firstInstall = ") < install.index("Set-DataDirAcl")
+    aside = ps1[ps1.index("function Set-AsideUntrusted"):ps1.index("function Set-DataDirAcl")]
+    assert "@($Config, $CaPath, $Credentials)" in aside and "AreAccessRulesProtected" in aside
+    assert "$TrustedOwners = @('S-1-5-18', 'S-1-5-32-544')" in ps1
+
+
 def test_ps1_registers_the_service_through_the_agent_with_recovery(ps1):
     assert f"$ServiceName = '{winservice.SERVICE_NAME}'" in ps1
     assert "@('service', 'install', '--config', $Config)" in ps1

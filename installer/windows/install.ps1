@@ -137,6 +137,36 @@ function ConvertTo-TomlString([string]$Value) {
     return '"' + ($Value.Replace('\', '/').Replace('"', '\"')) + '"'
 }
 
+# Owners this script and the service create files as (an elevated administrator's default owner is
+# the Administrators group).
+$TrustedOwners = @('S-1-5-18', 'S-1-5-32-544')
+
+function Get-OwnerSid([string]$Path) {
+    return (Get-Acl -LiteralPath $Path).GetOwner([System.Security.Principal.SecurityIdentifier]).Value
+}
+
+# Standard users may create folders and files under ProgramData. Until Set-DataDirAcl has locked the
+# folder down (owner Administrators, inheritance removed), a configuration, CA file or credentials
+# that someone other than SYSTEM or Administrators placed there (one naming another collector, say)
+# must not be taken as this installation's: each is set aside as NAME.untrusted-TIMESTAMP, logged,
+# and the install goes on without it. Once locked, only administrators can write there, so an
+# upgrade keeps every file whoever of them wrote it.
+function Set-AsideUntrusted {
+    if (-not (Test-Path -LiteralPath $DataDir)) { return }
+    $acl = Get-Acl -LiteralPath $DataDir
+    $folderOwner = $acl.GetOwner([System.Security.Principal.SecurityIdentifier]).Value
+    if ($acl.AreAccessRulesProtected -and ($TrustedOwners -contains $folderOwner)) { return }
+    $stamp = Get-Date -Format 'yyyyMMddHHmmss'
+    foreach ($path in @($Config, $CaPath, $Credentials)) {
+        if (-not (Test-Path -LiteralPath $path -PathType Leaf)) { continue }
+        $owner = Get-OwnerSid $path
+        if ($TrustedOwners -contains $owner) { continue }
+        $aside = "$path.untrusted-$stamp"
+        Move-Item -LiteralPath $path -Destination $aside -Force
+        Write-Log "warning: $path was owned by $owner, not SYSTEM or Administrators; set aside as $aside and not used"
+    }
+}
+
 function Set-DataDirAcl {
     # Inheritance removed, full control for SYSTEM and Administrators only: credentials and spool
     # are not readable by the vendor's users. Standard users may create folders in ProgramData: one
@@ -222,6 +252,7 @@ function Install-Agent {
     if (-not $Binary) { $Binary = Join-Path $PSScriptRoot 'dlp-agent.exe' }
     if (-not (Test-Path -LiteralPath $Binary -PathType Leaf)) { Stop-Install $ExitUsage "no agent binary at $Binary (pass -Binary)" }
     if (-not $Token) { $Token = $env:DLP_TOKEN }
+    Set-AsideUntrusted
     $firstInstall = -not (Test-Path -LiteralPath $Config)
     if ($firstInstall) {
         if (-not $Server) { Stop-Install $ExitUsage 'a first install needs -Server URL' }
