@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from agent import __version__
+from agent.display import TerminalFormatter, echo
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -25,7 +26,16 @@ def _actor() -> str:
 
 
 def _print(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
-    print(json.dumps(payload) if getattr(args, "json", False) else text)
+    """``payload`` as JSON with ``--json``, else ``text``; neither passes a control character on raw.
+
+    Host names, versions, pack and file names come from agents or from disk, and an ESC,
+    CSI, CR or BEL in one would drive the admin's terminal or forge a line: ``echo`` shows
+    them as ``<U+001B>``, ``json.dumps`` as ``\\u001b`` (ensure_ascii).
+    """
+    if getattr(args, "json", False):
+        print(json.dumps(payload))
+    else:
+        echo(*text.split("\n"))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -110,7 +120,7 @@ def cmd_agent_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'ID':32}  {'VENDOR':16}  {'HOSTNAME':24}  {'STATUS':8}  {'LAST SEEN':24}  {'RULESET':16}  SPOOL")
     for a in items:
-        print(f"{a['id']:32}  {a['vendor'][:16]:16}  {a['hostname'][:24]:24}  {a['status']:8}  {a['last_seen_at']:24}  {(a['ruleset_version'] or '-')[:16]:16}  {a['spool_depth']}")
+        echo(f"{a['id']:32}  {a['vendor'][:16]:16}  {a['hostname'][:24]:24}  {a['status']:8}  {a['last_seen_at']:24}  {(a['ruleset_version'] or '-')[:16]:16}  {a['spool_depth']}")
     return EXIT_OK
 
 
@@ -150,7 +160,9 @@ def cmd_export_events(args: argparse.Namespace) -> int:
     try:
         with _collector(args) as collector:
             with collector.db.read() as conn:
-                count = write_events(events.iter_for_export(conn, filters=filters), out, fmt=args.format, product_version=__version__)
+                count = write_events(
+                    events.iter_for_export(conn, filters=filters), out, fmt=args.format, product_version=__version__, terminal=not args.output
+                )
             with collector.db.write() as conn:
                 details = {"format": args.format, "count": count, "since": args.since.isoformat() if args.since else None}
                 audit.append(conn, actor=_actor(), action="events.export", target=args.output or "stdout", details=details, now=collector.clock())
@@ -204,7 +216,7 @@ def cmd_signatures_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     for v in items:
         packs = ", ".join(p["name"] + (f" [{', '.join(p['vendors'])}]" if p["vendors"] else "") for p in v["packs"])
-        print(f"{'*' if v['current'] else ' '} v{v['version']:<5} {v['created_at']}  {v['created_by'][:20]:20}  agents {v['agents']:<6} {packs}  {v['note']}")
+        echo(f"{'*' if v['current'] else ' '} v{v['version']:<5} {v['created_at']}  {v['created_by'][:20]:20}  agents {v['agents']:<6} {packs}  {v['note']}")
     return EXIT_OK
 
 
@@ -315,7 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_handler = logging.StreamHandler()
+    log_handler.setFormatter(TerminalFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[log_handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # The data directory holds the database and the signing key: nothing in it is for other users.
     os.umask(0o077)
@@ -326,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (CollectorError, SettingsError, NotInitialized, ValueError) as exc:
-        print(f"dlp-server: {exc}", file=sys.stderr)
+        echo(*f"dlp-server: {exc}".split("\n"), file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -151,3 +152,26 @@ def test_permission_denied_is_unreadable(tmp_path: Path, make_scanner) -> None:
         row = json.loads(pipe.read() or b"{}")
     os.waitpid(pid, 0)
     assert (row["status"], row["reason"]) == ("unreadable", "Permission denied")
+
+
+# Never raw on the user's terminal: C0 and C1 controls (ESC, CSI, BEL, CR, backspace) and bidi controls.
+RAW_CONTROL = "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+
+
+def test_names_from_disk_show_controls_as_marks(tmp_path: Path, rules_dir: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "invoice\u202egpj.exe").write_bytes(WORD)
+    (tree / "k.zip").write_bytes(factories.zip_bytes({"a\x1b[31m\r.py": WORD}))
+    (tree / "x\x1b]0;owned\x07.zip").write_bytes(factories.encrypted_zip_bytes({"a.py": WORD}))
+
+    text = run_cli("scan", str(tree), "--rules", str(rules_dir))
+    out, err = text.stdout.decode(), text.stderr.decode()
+    assert re.search(RAW_CONTROL, out) is None and re.search(RAW_CONTROL, err) is None
+    assert f"{tree}/invoice<U+202E>gpj.exe: high: testpack.secret_word" in out
+    assert f"{tree}/k.zip: high: testpack.secret_word in a<U+001B>[31m<U+000D>.py" in out
+    assert f"{tree}/x<U+001B>]0;owned<U+0007>.zip: encrypted:" in err
+
+    as_json = run_cli("scan", str(tree), "--rules", str(rules_dir), "--json")
+    assert re.search(RAW_CONTROL, as_json.stdout.decode()) is None and "invoice\\u202egpj.exe" in as_json.stdout.decode()
+    assert str(tree / "invoice\u202egpj.exe") in {row["path"] for row in json_lines(as_json)}, "JSON escapes, the value is unchanged"

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -131,3 +132,35 @@ def test_workers_need_postgresql(tmp_path):
     assert dlp_server("init", "--data-dir", str(data_dir), env=env).returncode == 0
     result = dlp_server("serve", "--data-dir", str(data_dir), "--workers", "2", env=env)
     assert result.returncode == 1 and "--workers needs PostgreSQL" in result.stderr
+
+
+# Never raw on an admin's terminal: C0 and C1 controls (ESC, CSI, BEL, CR, backspace) and bidi controls.
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_agent_list_and_exports_show_what_agents_send_as_marks(collector, client, enroll, env, tmp_path):
+    agent = enroll(hostname="ws-9\x1b]0;owned\x07\r\n\x9b2J\u202e")
+    client.post("/api/v1/heartbeat", json={"agent_version": "0.1.0", "ruleset_version": "rs\x1b[31m"}, headers=agent.headers)
+    record = event_record(path="/tmp/invoice\u202egpj.exe\x1b[2J", user="j\rdoe\x08\t")
+    assert client.post("/api/v1/events", json={"events": [record]}, headers=agent.headers).status_code == 200
+    data_dir = str(tmp_path / "data")
+
+    listed = dlp_server("agent", "list", "--data-dir", data_dir, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert RAW_CONTROL.search(listed.stdout) is None and len(listed.stdout.splitlines()) == 2
+    assert "ws-9<U+001B>]0;owned<U+0007><U+000D><U+000A><U+009B>2J<U+202E>" in listed.stdout and "rs<U+001B>[31m" in listed.stdout
+
+    shown = dlp_server("export", "events", "--format", "csv", "--data-dir", data_dir, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert RAW_CONTROL.search(shown.stdout) is None and len(shown.stdout.splitlines()) == 2
+    (row,) = csv.DictReader(io.StringIO(shown.stdout))
+    assert row["path"] == "/tmp/invoice<U+202E>gpj.exe<U+001B>[2J" and row["user"] == "j<U+000D>doe<U+0008><U+0009>"
+
+    lines = dlp_server("export", "events", "--format", "jsonl", "--data-dir", data_dir, env=env).stdout
+    assert RAW_CONTROL.search(lines) is None and "invoice\\u202egpj.exe\\u001b[2J" in lines
+    assert json.loads(lines)["path"] == record["path"]
+
+    kept = tmp_path / "events.csv"
+    assert dlp_server("export", "events", "--format", "csv", "--data-dir", data_dir, "--output", str(kept), env=env).returncode == 0
+    (row,) = csv.DictReader(io.StringIO(kept.read_bytes().decode("utf-8"), newline=""))
+    assert row["path"] == "/tmp/invoice<U+202E>gpj.exe<U+001B>[2J" and row["user"] == "j\rdoe<U+0008>\t", "a file keeps tab and CR in quoted cells"

@@ -742,8 +742,18 @@ def test_csv_has_fixed_columns_and_derived_fields() -> None:
         ("@SUM(A1)", "'@SUM(A1)"),
         ("\t=1", "'\t=1"),
         ("\r=1", "'\r=1"),
+        ("\tplain", "'\tplain"),
+        ("\rplain", "'\rplain"),
+        (" =cmd|' /C calc'!A0", "' =cmd|' /C calc'!A0"),
+        ("\n@SUM(A1)", "'\n@SUM(A1)"),
+        (" \t\r\n+1", "' \t\r\n+1"),
+        ("\u00a0\u3000-1", "'\u00a0\u3000-1"),
+        ("a=b", "a=b"),
+        ("\nplain", "\nplain"),
         ('plain, "quoted"\nnext line', 'plain, "quoted"\nnext line'),
-        ("nul\x00gone\udc80", "nulgone"),
+        ("nul\x00kept\udc80", "nul<U+0000>kept<U+DC80>"),
+        ("invoice\u202egpj.exe", "invoice<U+202E>gpj.exe"),
+        ("\x1b[2J\x9b31m\x07\x08", "<U+001B>[2J<U+009B>31m<U+0007><U+0008>"),
     ],
 )
 def test_csv_cells_cannot_become_formulas(value: str, shown: str) -> None:
@@ -752,6 +762,44 @@ def test_csv_cells_cannot_become_formulas(value: str, shown: str) -> None:
     row = dict(zip(CSV_COLUMNS, list(csv.reader(io.StringIO(out.getvalue(), newline="")))[1]))
 
     assert row["user"] == shown and row["host"] == shown and row["rules"] == shown
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ("ws\x1b]0;owned\x07", "ws<U+001B>]0;owned<U+0007>"),
+        ("a\rb\nc\td", "a<U+000D>b<U+000A>c<U+0009>d"),
+        ("\t=1", "<U+0009>=1"),
+        ("\n@SUM(A1)", "<U+000A>@SUM(A1)"),
+        (" =1", "' =1"),
+    ],
+)
+def test_csv_for_a_terminal_keeps_no_control_character_raw(value: str, shown: str) -> None:
+    out = io.StringIO(newline="")
+    write_events([event(user=value, host=value)], out, fmt="csv", product_version=VERSION, terminal=True)
+    text = out.getvalue()
+    row = dict(zip(CSV_COLUMNS, list(csv.reader(io.StringIO(text, newline="")))[1]))
+
+    assert row["user"] == shown and row["host"] == shown
+    assert re.search("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]", text) is None and text.count("\n") == 2
+
+
+def test_jsonl_writes_bidi_and_terminal_controls_as_escapes() -> None:
+    hostile = event(path="invoice\u202egpj.exe", host="ws\x1b[2J\x9b31m\x7f", user="\u2066\u200e\u061c")
+    out = io.StringIO()
+    write_events([hostile], out, fmt="jsonl", product_version=VERSION)
+    line = out.getvalue()
+
+    assert re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]", line) is None
+    assert "invoice\\u202egpj.exe" in line and "\\u009b" in line and "\\u001b" in line
+    assert json.loads(line) == hostile
+
+
+def test_cef_shows_bidi_controls_as_visible_marks() -> None:
+    header, fields = parse_cef(format_cef(event(type="t\u202e", path="invoice\u202egpj.exe", host="ws\u2066-1"), product_version=VERSION))
+
+    assert fields["filePath"] == "invoice<U+202E>gpj.exe" and fields["dhost"] == "ws<U+2066>-1"
+    assert header[4] == "t<U+202E>"
 
 
 def test_cef_export_writes_one_parsable_line_per_event() -> None:

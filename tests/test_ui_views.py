@@ -590,6 +590,34 @@ def test_pages_carry_a_strict_csp_and_escape_what_agents_send(client, enroll, re
     assert client.get("/api/v1/events", headers=reviewer.headers).headers.get("content-security-policy") is None
 
 
+# Every character the review UI must never pass on raw: it reorders text (bidi) or is invisible.
+HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_bidi_and_control_characters_from_agents_show_as_visible_marks(client, enroll, admin):
+    agent = enroll(hostname="ws\u202e1-\x1b[2J")
+    hostile = event_record(
+        path="/home/jdoe/invoice\u202egpj.exe", user="j\u2066doe\u2069\u200f", severity="high",
+        matches=[{"rule": "label\u202bx", "namespace": "n\u061c", "severity": "high", "member": "a\x9b31m.py\x07", "offsets": [0]}],
+        device={"vendor": "San\u202dDisk", "serial": "4C53\x08\x08", "label": "ST\u2067ICK"},
+    )  # fmt: skip
+    _ingest(client, agent, [hostile])
+    client.post("/api/v1/heartbeat", json={"agent_version": "0.1.0", "ruleset_version": "rs\u202e7", "ruleset_error": "x.yar\x1b]0;owned\x07"}, headers=agent.headers)
+    _log_in(client, admin)
+    for path in ("/ui/events", f"/ui/events/{hostile['id']}", "/ui/agents", "/ui/audit"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert HIDDEN.search(page.text) is None, f"{path}: raw {HIDDEN.search(page.text).group()!r}"
+    listed = client.get("/ui/events").text
+    assert "invoice&lt;U+202E&gt;gpj.exe" in listed and "j&lt;U+2066&gt;doe&lt;U+2069&gt;&lt;U+200F&gt;" in listed
+    detail = client.get(f"/ui/events/{hostile['id']}").text
+    for shown in ("invoice&lt;U+202E&gt;gpj.exe", "label&lt;U+202B&gt;x", "a&lt;U+009B&gt;31m.py&lt;U+0007&gt;", "San&lt;U+202D&gt;Disk",
+                  "4C53&lt;U+0008&gt;&lt;U+0008&gt;", "ST&lt;U+2067&gt;ICK"):
+        assert shown in detail, shown
+    agents = client.get("/ui/agents").text
+    assert "ws&lt;U+202E&gt;1-&lt;U+001B&gt;[2J" in agents and "rs&lt;U+202E&gt;7" in agents and "x.yar&lt;U+001B&gt;]0;owned&lt;U+0007&gt;" in agents
+
+
 def test_ui_routes_stay_out_of_the_openapi_schema(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert paths and not [path for path in paths if path == "/" or path.startswith("/ui")]

@@ -10,6 +10,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from agent.display import echo
+
 EXIT_ERROR = 2
 
 
@@ -47,7 +49,7 @@ def enroll(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     ca_file = os.path.abspath(args.ca) if args.ca else config.server.ca_file
     if ca_file and not os.path.isfile(ca_file):
-        print(f"dlp-agent: CA file {ca_file} does not exist", file=sys.stderr)
+        echo(f"dlp-agent: CA file {ca_file} does not exist", file=sys.stderr)
         return EXIT_ERROR
     hostname = config.agent.host or socket.gethostname()
     facts = {"hostname": hostname, "os": f"{platform.system()} {platform.release()}"[:64], "machine_id": _machine_id(), "agent_version": __version__}
@@ -58,7 +60,7 @@ def enroll(args: argparse.Namespace) -> int:
         finally:
             client.close()
     except TransportError as exc:
-        print(f"dlp-agent: {exc}", file=sys.stderr)
+        echo(f"dlp-agent: {exc}", file=sys.stderr)
         return EXIT_ERROR
     credentials = Credentials(
         server_url=args.server.rstrip("/"),
@@ -71,5 +73,6 @@ def enroll(args: argparse.Namespace) -> int:
         ca_file=ca_file,
     )
     save(config.server.credentials, credentials)
-    print(f"enrolled {hostname} as agent {credentials.agent_id} of vendor {credentials.vendor}; credentials in {config.server.credentials}")
+    # The agent ID and vendor are the collector's answer: marked like any text from elsewhere.
+    echo(f"enrolled {hostname} as agent {credentials.agent_id} of vendor {credentials.vendor}; credentials in {config.server.credentials}")
     return 0

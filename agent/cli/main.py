@@ -13,6 +13,7 @@ from agent.cli import run as run_command
 from agent.cli import scan as scan_command
 from agent.cli import service as service_command
 from agent.cli import status as status_command
+from agent.display import TerminalFormatter
 
 EXIT_ERROR = 2
 
@@ -39,10 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="dlp-agent: %(levelname)s: %(message)s",
-    )
+    # Log lines name watched files, whose names anyone who can write there chooses.
+    log_handler = logging.StreamHandler()
+    log_handler.setFormatter(TerminalFormatter("dlp-agent: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[log_handler])
     # Paths on disk need not be UTF-8; print them rather than crash on them.
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)

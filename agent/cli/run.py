@@ -7,6 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from agent.display import echo
+
 if TYPE_CHECKING:
     from agent.config import AgentConfig
 
@@ -29,7 +31,7 @@ def load_or_report(path: str | None) -> AgentConfig | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"dlp-agent: configuration error:\n{exc}", file=sys.stderr)
+        echo("dlp-agent: configuration error:", *str(exc).split("\n"), file=sys.stderr)
         return None
 
 
@@ -56,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         Daemon(config).run()
     except RuleError as exc:
-        print(f"dlp-agent: rules error: {exc}", file=sys.stderr)
+        echo(*f"dlp-agent: rules error: {exc}".split("\n"), file=sys.stderr)
         return EXIT_ERROR
     except SpoolError as exc:
-        print(f"dlp-agent: spool error: {exc}", file=sys.stderr)
+        echo(f"dlp-agent: spool error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return 0

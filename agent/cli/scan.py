@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any, Iterator, TextIO
 
+from agent.display import echo, visible
 from agent.scanning import (
     ProtectedIndex,
     RuleError,
@@ -71,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
         ruleset = load_rules(rules_location)
         limits = ScanLimits(timeout_s=args.timeout, max_file_bytes=args.max_file_size)
     except RuleError as exc:
-        print(f"dlp-agent: rules error: {exc}", file=sys.stderr)
+        echo(*f"dlp-agent: rules error: {exc}".split("\n"), file=sys.stderr)
         return EXIT_ERROR
     except ValueError as exc:
-        print(f"dlp-agent: {exc}", file=sys.stderr)
+        echo(*f"dlp-agent: {exc}".split("\n"), file=sys.stderr)
         return EXIT_ERROR
     protected = ProtectedIndex.build(args.protected, exclude=args.exclude) if args.protected else None
     scanner = Scanner(ruleset, limits=limits, cache=ResultCache(), protected=protected)
@@ -100,14 +101,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_text(result: ScanResult, out: TextIO) -> None:
+    """One line per finding; a file's or a member's name cannot drive the terminal or add a line."""
     if result.status is Status.MATCH:
         worst = worst_severity(m.severity for m in result.matches)
         found = "; ".join(_describe(m) for m in result.matches)
-        out.write(f"{result.path}: {worst}: {found}\n")
+        out.write(visible(f"{result.path}: {worst}: {found}") + "\n")
         if result.reason:
-            out.write(f"{result.path}: note: {result.reason}\n")
+            out.write(visible(f"{result.path}: note: {result.reason}") + "\n")
     elif result.status is not Status.CLEAN:
-        print(f"dlp-agent: {result.path}: {result.status.value}: {result.reason}", file=sys.stderr)
+        echo(f"dlp-agent: {result.path}: {result.status.value}: {result.reason}", file=sys.stderr)
 
 
 def _describe(match: Any) -> str:

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from agent.cli.run import EXIT_ERROR, load_or_report
+from agent.display import echo
 
 
 def register(commands: Any) -> None:
@@ -56,19 +57,20 @@ def status(args: argparse.Namespace) -> int:
     try:
         doc = collect(config.spool.path)
     except SpoolError as exc:
-        print(f"dlp-agent: no status: {exc}", file=sys.stderr)
+        echo(f"dlp-agent: no status: {exc}", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
         print(json.dumps(doc))
         return 0
-    print(f"agent:     {'running (pid %s)' % doc['pid'] if doc['running'] else 'not running'}")
-    print(f"spool:     {doc['spool_depth']} event(s), {doc['spool_bytes']} bytes, {doc['dropped']} dropped")
+    # The ruleset version comes from the collector, sources' messages name files: echo marks controls.
+    echo(f"agent:     {'running (pid %s)' % doc['pid'] if doc['running'] else 'not running'}")
+    echo(f"spool:     {doc['spool_depth']} event(s), {doc['spool_bytes']} bytes, {doc['dropped']} dropped")
     if doc["spool_disk_free"] is not None:
-        print(f"disk:      {doc['spool_disk_free']} bytes free under the spool")
-    print(f"ruleset:   {doc['ruleset_version'] or '-'}")
-    print(f"shipped:   {doc['last_shipped_at'] or 'never'}")
+        echo(f"disk:      {doc['spool_disk_free']} bytes free under the spool")
+    echo(f"ruleset:   {doc['ruleset_version'] or '-'}")
+    echo(f"shipped:   {doc['last_shipped_at'] or 'never'}")
     for name, health in sorted(doc["sources"].items()):
-        print(f"{name + ':':<10} {health.get('state', '?')}: {health.get('message', '')}")
+        echo(f"{name + ':':<10} {health.get('state', '?')}: {health.get('message', '')}")
     return 0
 
 

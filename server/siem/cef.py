@@ -2,9 +2,10 @@
 
 Every value is cleaned (control characters and lone surrogates removed; LF and CR
 kept in the extension as the ``\\n`` and ``\\r`` escapes, turned into spaces in the
-header), cut to the length the CEF specification allows for its key, escaped, and
-finally the longest values are shortened until the whole line fits ``max_bytes``
-of UTF-8. Cuts fall between characters, never inside an escape sequence.
+header; bidi controls shown as ``<U+202E>``), cut to the length the CEF
+specification allows for its key, escaped, and finally the longest values are
+shortened until the whole line fits ``max_bytes`` of UTF-8. Cuts fall between
+characters, never inside an escape sequence or a mark.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ipaddress
 import re
 from typing import Any
 
+from agent.display import BIDI_CONTROLS, unicode_mark
 from server.siem.fields import device_label, rule_names, text
 
 VENDOR = "DLP Endpoint"
@@ -26,8 +28,11 @@ _DEFAULT_SEVERITY = 1
 
 # Lone surrogates are legal in JSON text but cannot be encoded as UTF-8, so they go too.
 _UNPRINTABLE = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-_HEADER_ESCAPES = {"\\": "\\\\", "|": "\\|", "\n": " ", "\r": " "}
-_EXTENSION_ESCAPES = {"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r"}
+# Bidi controls would reorder what a SIEM console shows (``invoice\u202egpj.exe`` as ``invoiceexe.jpg``):
+# they become visible marks, one token each so a cut never splits one.
+_BIDI_MARKS = {char: unicode_mark(char) for char in BIDI_CONTROLS}
+_HEADER_ESCAPES = {"\\": "\\\\", "|": "\\|", "\n": " ", "\r": " ", **_BIDI_MARKS}
+_EXTENSION_ESCAPES = {"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r", **_BIDI_MARKS}
 
 # Maximum lengths (characters) the CEF specification gives for the fields we fill from event text.
 _VERSION_CHARS = 31

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, TextIO
 
+from agent.display import BIDI_CONTROLS, LAYOUT, TERMINAL, visible
 from server.siem.cef import format_cef
 from server.siem.fields import device_label, rule_names, text, triage_status
 
@@ -19,28 +21,38 @@ CSV_COLUMNS = (
     "triage_status",
 )  # fmt: skip
 
-# Characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection list).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-# NUL breaks some CSV readers; lone surrogates cannot be written as UTF-8.
-_CSV_UNWRITABLE = re.compile(r"[\x00\ud800-\udfff]")
+# A cell a spreadsheet may read as a formula (OWASP's CSV injection list: = + - @ tab CR), also
+# behind leading whitespace, which some spreadsheets trim before they look (" =cmd", "\n@SUM").
+_FORMULA = re.compile(r"[\t\r]|\s*[=+\-@]")
 # Left raw by json.dumps(ensure_ascii=False), yet line breaks to str.splitlines() (U+0085, U+2028,
-# U+2029) or unwritable as UTF-8 (lone surrogates); as \u escapes they are still the same JSON.
-_JSON_UNSAFE = re.compile(r"[\x85\u2028\u2029\ud800-\udfff]")
+# U+2029), terminal controls (DEL, C1 such as CSI U+009B), bidi controls that reorder what a
+# viewer shows, or unwritable as UTF-8 (lone surrogates); as \u escapes they are the same JSON.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff" + "".join(sorted(BIDI_CONTROLS)) + "]")
 
 
-def write_events(events: Iterable[dict[str, Any]], out: TextIO, *, fmt: Format, product_version: str) -> int:
+def write_events(
+    events: Iterable[dict[str, Any]], out: TextIO, *, fmt: Format, product_version: str, terminal: bool = False
+) -> int:
     """Write ``events`` to ``out`` one at a time and return how many were written.
 
-    jsonl: one compact JSON object per line. csv: a header row, then the columns in
-    ``CSV_COLUMNS`` (open ``out`` with ``newline=""``, as the csv module asks). cef:
-    one CEF line per event. ``product_version`` goes into CEF lines only.
+    jsonl: one compact JSON object per line; controls, bidi controls and line
+    separators are ``\\u`` escapes, never raw. csv: a header row, then the columns in
+    ``CSV_COLUMNS`` (open ``out`` with ``newline=""``, as the csv module asks); a
+    would-be formula gets a leading ``'``, controls and bidi controls show as
+    ``<U+XXXX>``. cef: one CEF line per event. ``product_version`` goes into CEF
+    lines only.
+
+    Args:
+        terminal: ``out`` may be a terminal (standard output): CSV cells then keep no
+            tab, CR or LF either, so no cell can rewrite or split what is on screen.
+            Written to a file, they stay inside their quoted cells as data.
 
     Raises:
         ValueError: an unknown format (before anything is written).
     """
     writers: dict[str, Callable[[Iterable[dict[str, Any]], TextIO, str], int]] = {
         "jsonl": _write_jsonl,
-        "csv": _write_csv,
+        "csv": functools.partial(_write_csv, keep=TERMINAL if terminal else LAYOUT),
         "cef": _write_cef,
     }
     if fmt not in writers:
@@ -57,12 +69,12 @@ def _write_jsonl(events: Iterable[dict[str, Any]], out: TextIO, product_version:
     return count
 
 
-def _write_csv(events: Iterable[dict[str, Any]], out: TextIO, product_version: str) -> int:
+def _write_csv(events: Iterable[dict[str, Any]], out: TextIO, product_version: str, *, keep: str) -> int:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     count = 0
     for event in events:
-        writer.writerow([_cell(value) for value in _row(event)])
+        writer.writerow([_cell(value, keep=keep) for value in _row(event)])
         count += 1
     return count
 
@@ -85,7 +97,12 @@ def _row(event: dict[str, Any]) -> list[str | None]:
     return [derived[column] if column in derived else text(event.get(column)) for column in CSV_COLUMNS]
 
 
-def _cell(value: str | None) -> str:
-    """A cell no spreadsheet will evaluate: a leading ``'`` makes a would-be formula plain text."""
-    cell = _CSV_UNWRITABLE.sub("", value or "")
-    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+def _cell(value: str | None, *, keep: str) -> str:
+    """A cell no spreadsheet evaluates or shows reordered, and no terminal obeys.
+
+    Hidden characters other than ``keep`` become ``<U+XXXX>`` marks (NUL and lone
+    surrogates too, which CSV readers and UTF-8 cannot take); then a leading ``'``
+    makes a would-be formula plain text.
+    """
+    cell = visible(value or "", keep=keep)
+    return "'" + cell if _FORMULA.match(cell) else cell

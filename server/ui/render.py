@@ -18,8 +18,10 @@ from jinja2 import (
     pass_context,
     select_autoescape,
 )
+from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from agent.display import LAYOUT, visible
 from server.errors import CollectorError
 from server.ui.session import CSRF_FIELD, LoginRequired, login_url
 
@@ -73,11 +75,30 @@ def thousands(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
+def _html_mark(char: str) -> str:
+    return f"&lt;U+{ord(char):04X}&gt;"
+
+
+def shown(value: Any) -> Markup:
+    """What every ``{{ ... }}`` writes: the value HTML-escaped, its hidden characters as ``<U+202E>`` marks.
+
+    The environment's ``finalize``, so no template can forget it: agents choose paths,
+    host names and labels, and a bidi override in one would reverse what the reviewer
+    reads (``invoice<U+202E>gpj.exe`` shows as ``invoiceexe.jpg``) and spill into the
+    text after it. Markup (a macro's output, ``join``) is marked too: the characters
+    are never part of HTML syntax, so replacing them cannot break the markup. Tab and
+    line breaks stay, for comments. A plain mark, not a styled element, as the same
+    value may sit in an attribute (``title``, ``value``).
+    """
+    return Markup(visible(str(escape(value)), keep=LAYOUT, mark=_html_mark))
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(["html"], default=True),
         undefined=StrictUndefined,
+        finalize=shown,
         trim_blocks=True,
         lstrip_blocks=True,
     )
