@@ -58,10 +58,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.api.app import create_app
     from server.bootstrap import open_collector
     from server.maintenance import Maintenance
+    from server.metrics_access import ensure_token, expected_digest
     from server.serving import run_server, run_workers
 
     settings = _settings(args)
     collector = open_collector(settings, migrate=True)
+    token_file = ensure_token(settings, host=args.host)
+    if token_file is not None:
+        collector.metrics_token_digest = expected_digest(settings)
+        print(f"dlp-server: GET /metrics needs Authorization: Bearer <the token in {token_file}>", file=sys.stderr)
     if args.workers > 1:
         if collector.db.is_sqlite:
             collector.close()

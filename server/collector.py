@@ -12,6 +12,8 @@ from typing import Callable
 
 from cachetools import LRUCache
 
+from server import metrics_access
+from server.credentials import AGENT_KIND, ConfirmedTokens
 from server.db.engine import Database
 from server.keys import load_signing_key, public_key_hex
 from server.metrics import Metrics
@@ -41,7 +43,11 @@ class Collector:
         self.bundles: LRUCache[tuple[int, str], BuiltBundle] = LRUCache(maxsize=256)
         """Signed bundles by (version, vendor): deterministic, so a cache per process is safe."""
         self.bundles_lock = threading.Lock()
+        self.confirmed_agents = ConfirmedTokens(kind=AGENT_KIND)
+        """Agent credentials confirmed lately: ingest refuses strangers before parsing their batch."""
         self.metrics = Metrics(self.db)
+        self.metrics_token_digest = metrics_access.expected_digest(settings)
+        """SHA-256 of the bearer token /metrics requires; None: open (loopback only)."""
         alerts = settings.alerts
         self.alert_targets: tuple[str, ...] = tuple(
             name for name, configured in (("webhook", alerts.webhook_url), ("syslog", alerts.syslog_host)) if configured

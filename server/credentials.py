@@ -12,10 +12,12 @@ import functools
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cachetools import TTLCache
 
 AGENT_KIND = "dlpa"
 USER_KIND = "dlpu"
@@ -63,6 +65,41 @@ def hash_secret(secret: str) -> str:
 
 def secret_matches(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+class ConfirmedTokens:
+    """Tokens the database confirmed lately, held as their hashes, so a route can turn a stranger
+    away before costly work (parsing a batch) without a database read on every call.
+
+    Membership is never authorization: the route's own transaction still authenticates, and
+    forgets a token it refuses. A token confirmed before its revocation stays here at most
+    ``ttl_s``, and then only spares the database read, not the refusal.
+    """
+
+    def __init__(self, *, kind: str, maxsize: int = 65536, ttl_s: float = 300) -> None:
+        self._kind = kind
+        self._hashes: TTLCache[str, str] = TTLCache(maxsize=maxsize, ttl=ttl_s)
+        self._lock = threading.Lock()
+
+    def __contains__(self, value: str | None) -> bool:
+        token = parse_token(value, self._kind)
+        if token is None:
+            return False
+        with self._lock:
+            stored = self._hashes.get(token.id)
+        return stored is not None and secret_matches(token.secret, stored)
+
+    def add(self, value: str | None) -> None:
+        token = parse_token(value, self._kind)
+        if token is not None:
+            with self._lock:
+                self._hashes[token.id] = hash_secret(token.secret)
+
+    def discard(self, value: str | None) -> None:
+        token = parse_token(value, self._kind)
+        if token is not None:
+            with self._lock:
+                self._hashes.pop(token.id, None)
 
 
 def new_password() -> str:

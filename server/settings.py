@@ -74,8 +74,31 @@ class AlertsSection(_Section):
 class AuthSection(_Section):
     session_hours: int = Field(default=12, ge=1, le=24 * 30)
     failed_login_limit: int = Field(default=5, ge=1, le=1000)
-    """Failed logins per user name or per address within ``failed_login_window_s`` before refusing."""
+    """Failed logins for one user name from one address within ``failed_login_window_s`` before
+    that pair gets 429; as many failures for the name from anywhere only slow its logins down."""
+    failed_login_address_limit: int = Field(default=20, ge=1, le=10_000)
+    """Failed logins from one address, whatever the names, before the address gets 429."""
     failed_login_window_s: int = Field(default=900, ge=10, le=86400)
+    failed_login_max_delay_s: float = Field(default=5.0, ge=0, le=60)
+    """Cap of the wait (doubling from 1 s) before checking a password for a name that failed
+    ``failed_login_limit`` times from anywhere; 0 turns the slowdown off."""
+
+
+MIN_TOKEN_LENGTH = 16
+
+
+class MetricsSection(_Section):
+    token: str = ""
+    """Bearer token ``GET /metrics`` requires (``DLP_METRICS_TOKEN`` overrides). Empty: the one in
+    ``<data-dir>/metrics.token``, which ``serve`` writes when listening beyond loopback; with
+    neither, /metrics is open (server.metrics_access)."""
+
+    @field_validator("token")
+    @classmethod
+    def _usable(cls, value: str) -> str:
+        if value and (len(value) < MIN_TOKEN_LENGTH or not value.isascii() or not value.isprintable() or " " in value):
+            raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} printable ASCII characters without spaces")
+        return value
 
 
 class ServerSettings(_Section):
@@ -87,6 +110,7 @@ class ServerSettings(_Section):
     network: NetworkSection = Field(default_factory=NetworkSection)
     alerts: AlertsSection = Field(default_factory=AlertsSection)
     auth: AuthSection = Field(default_factory=AuthSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
 
     @property
     def effective_database_url(self) -> str:
@@ -117,6 +141,8 @@ def load_settings(data_dir: str | Path | None = None, *, environ: Mapping[str, s
     raw["data_dir"] = root
     if environ.get("DLP_DATABASE_URL"):
         raw["database_url"] = environ["DLP_DATABASE_URL"]
+    if environ.get("DLP_METRICS_TOKEN") and isinstance(raw.get("metrics", {}), dict):
+        raw["metrics"] = {**raw.get("metrics", {}), "token": environ["DLP_METRICS_TOKEN"]}
     try:
         return ServerSettings.model_validate(raw)
     except ValidationError as exc:
@@ -142,4 +168,8 @@ webhook_url = ""
 syslog_host = ""
 syslog_port = 514
 syslog_protocol = "udp"       # udp | tcp | tls
+
+[metrics]
+# token = ""                  # GET /metrics needs "Authorization: Bearer <token>"; or DLP_METRICS_TOKEN.
+                              # Unset: serve beyond loopback writes one to metrics.token here.
 """

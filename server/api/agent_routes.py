@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from server import credentials
 from server.api.deps import AddressDep, CollectorDep, TokenDep
 from server.api.schemas import (
     LONE_SURROGATE,
@@ -21,7 +22,7 @@ from server.api.schemas import (
     HeartbeatOut,
 )
 from server.collector import Collector
-from server.errors import Forbidden, TooLarge
+from server.errors import Forbidden, TooLarge, Unauthorized
 from server.netaddr import in_networks, parse_networks
 from server.store import addresses, agents, enrollment, events
 from server.store.agents import AgentIdentity
@@ -55,15 +56,41 @@ def enroll(body: EnrollIn, collector: CollectorDep, address: AddressDep) -> Enro
     )
 
 
+def agent_credential_problem(authorization: bytes | None) -> str | None:
+    """The ingest body's guard (``BoundedBodies``): without an agent credential of the right
+    shape a caller is refused before the collector reads or gunzips a byte of its body."""
+    scheme, _, value = (authorization or b"").decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or credentials.parse_token(value.strip(), credentials.AGENT_KIND) is None:
+        return "missing or malformed agent credential"
+    return None
+
+
+async def confirmed_agent(collector: CollectorDep, token: TokenDep) -> str | None:
+    """The caller's credential, checked before its batch is parsed: from this process's memory of
+    credentials confirmed lately, else by one read. The ingest transaction still authenticates,
+    so a busy agent costs no second transaction and a stranger costs no parsing."""
+    if token in collector.confirmed_agents:
+        return token
+
+    def confirm() -> None:
+        with collector.db.read() as conn:
+            agents.authenticate(conn, value=token)
+
+    await to_thread.run_sync(confirm)
+    collector.confirmed_agents.add(token)
+    return token
+
+
 # Batches are read from the raw body by pydantic-core (JSON parsing and validation in one pass,
 # no Python dicts built first); the schema is published in the OpenAPI document by app.py.
 BATCH_REQUEST_BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}}}}
 _PARSE_ON_LOOP_BYTES = 256 << 10
 
 
-async def batch_body(request: Request) -> BatchIn:
-    """The request body as a validated batch; errors are FastAPI's usual 422, with lone
-    surrogates (which the JSON parser refuses as bad escapes) named for what they are."""
+async def batch_body(request: Request, _caller: Annotated[str | None, Depends(confirmed_agent)]) -> BatchIn:
+    """The request body as a validated batch, parsed only for a confirmed agent; errors are
+    FastAPI's usual 422, with lone surrogates (which the JSON parser refuses as bad escapes)
+    named for what they are."""
     raw = await request.body()
     try:
         if len(raw) <= _PARSE_ON_LOOP_BYTES:
@@ -84,7 +111,11 @@ def _readable(error: Any) -> dict[str, Any]:
     "/events",
     response_model=BatchOut,
     summary="Submit a batch of events (idempotent by event id; gzip accepted)",
-    responses={413: {"description": "batch or body too large"}, 403: {"description": "revoked agent or forged agent id"}},
+    responses={
+        401: {"description": "no valid agent credential (checked before the body is read)"},
+        413: {"description": "batch or body too large"},
+        403: {"description": "revoked agent or forged agent id"},
+    },
     openapi_extra={"requestBody": BATCH_REQUEST_BODY},
 )
 def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorDep, token: TokenDep, address: AddressDep) -> BatchOut:
@@ -98,7 +129,11 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
             raise TooLarge(f"events[{index}] is larger than {limits.max_event_bytes} bytes")
     now = collector.clock()
     with collector.db.write() as conn:
-        identity = agents.authenticate(conn, value=token)
+        try:
+            identity = agents.authenticate(conn, value=token)
+        except (Unauthorized, Forbidden):
+            collector.confirmed_agents.discard(token)
+            raise
         for index, event in enumerate(batch.events):
             claimed = (event.model_extra or {}).get("agent_id")
             if claimed is not None and claimed != identity.id:

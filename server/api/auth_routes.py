@@ -1,4 +1,4 @@
-"""Logins for reviewers and admins: sessions as bearer tokens, failed attempts limited and recorded."""
+"""Logins for reviewers and admins: sessions as bearer tokens, failed attempts limited and audited (``logins``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from server.api import logins
 from server.api.deps import AddressDep, CollectorDep, TokenDep, UserDep
 from server.api.schemas import LoginIn, LoginOut, MeOut
 from server.errors import Unauthorized
@@ -18,23 +19,13 @@ router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
 @router.post("/login", response_model=LoginOut, summary="Exchange a user name and password for a session token")
-def login(body: LoginIn, collector: CollectorDep, address: AddressDep) -> LoginOut:
-    now = collector.clock()
-    auth = collector.settings.auth
-    lifetime = timedelta(hours=auth.session_hours)
-    with collector.db.write() as conn:
-        user_store.check_login_allowed(
-            conn, name=body.username, address=address, now=now, limit=auth.failed_login_limit, window=timedelta(seconds=auth.failed_login_window_s)
-        )
-        outcome = user_store.login(conn, name=body.username, password=body.password, address=address, now=now, session_lifetime=lifetime)
-        if outcome is not None:
-            user, token = outcome
-            if address:
-                addresses.record_user(conn, user_id=user.id, address=address, country=collector.country(address), now=now)
-            audit.append(conn, actor=user.name, action="user.login", address=address, now=now)
+async def login(body: LoginIn, collector: CollectorDep, address: AddressDep) -> LoginOut:
+    outcome = await logins.log_in(collector, name=body.username, password=body.password, address=address, via="api")
     if outcome is None:
         raise Unauthorized("wrong user name or password")
-    return LoginOut(token=token, expires_at=iso(now + lifetime) or "", user=user.name, role=user.role)
+    user, token = outcome
+    expires_at = collector.clock() + timedelta(hours=collector.settings.auth.session_hours)
+    return LoginOut(token=token, expires_at=iso(expires_at) or "", user=user.name, role=user.role)
 
 
 @router.post("/logout", summary="End the session whose token is sent")

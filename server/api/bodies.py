@@ -2,7 +2,9 @@
 
 FastAPI would otherwise read a body of any length into memory, and a gzip body can expand
 a thousandfold; both are refused with 413 here, a corrupt gzip stream with 400 and an
-unknown Content-Encoding with 415. Routes then receive a plain, bounded body.
+unknown Content-Encoding with 415. Routes then receive a plain, bounded body. A route may
+also name a guard on its Authorization header, so a caller without a credential of the right
+shape gets 401 before its body is read or decompressed at all.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
+Guard = Callable[[bytes | None], str | None]
+"""Given the raw Authorization header (None when absent): why the caller is refused with 401, or None."""
 
 _THREAD_THRESHOLD = 256 << 10
 
@@ -48,18 +52,33 @@ def gunzip(data: bytes, max_bytes: int) -> bytes:
 
 
 class BoundedBodies:
-    def __init__(self, app: App, *, default_limit: int, route_limits: Mapping[tuple[str, str], int], max_decoded: int) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        default_limit: int,
+        route_limits: Mapping[tuple[str, str], int],
+        max_decoded: int,
+        guards: Mapping[tuple[str, str], Guard] | None = None,
+    ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.route_limits = dict(route_limits)
         self.max_decoded = max_decoded
+        self.guards = dict(guards or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.route_limits.get((scope["method"], scope["path"]), self.default_limit)
+        route = (scope["method"], scope["path"])
         headers = {k.lower(): v for k, v in scope["headers"]}
+        guard = self.guards.get(route)
+        problem = guard(headers.get(b"authorization")) if guard else None
+        if problem is not None:
+            await _reply(send, 401, problem, [(b"www-authenticate", b"Bearer")])
+            return
+        limit = self.route_limits.get(route, self.default_limit)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             await _reply(send, 413, f"request body larger than {limit} bytes")
@@ -106,7 +125,8 @@ class BoundedBodies:
         await self.app(scope, replay, send)
 
 
-async def _reply(send: Send, status: int, detail: str) -> None:
+async def _reply(send: Send, status: int, detail: str, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra_headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,4 @@
-"""Operations endpoints: liveness with a database check, and Prometheus metrics."""
+"""Operations endpoints: liveness with a database check, and Prometheus metrics (behind a token once reachable)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent import __version__
-from server.api.deps import CollectorDep
+from server import metrics_access
+from server.api.deps import CollectorDep, TokenDep
 from server.db.migrate import current_revision, head_revision
+from server.errors import Unauthorized
 
 router = APIRouter(tags=["operations"])
 
@@ -28,6 +30,12 @@ def healthz(collector: CollectorDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics of this collector process")
-def metrics(collector: CollectorDep) -> Response:
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this collector process",
+    responses={401: {"description": "the metrics token is required (docs/deployment.md) and was not sent"}},
+)
+def metrics(collector: CollectorDep, token: TokenDep) -> Response:
+    if not metrics_access.allowed(collector.metrics_token_digest, token):
+        raise Unauthorized("send Authorization: Bearer <metrics token>")
     return Response(collector.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,4 @@
-"""Reviewers and admins: accounts, API tokens for scripts, login sessions, failed-login limits."""
+"""Reviewers and admins: accounts, API tokens for scripts, login sessions (limits: ``logins``)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, select
 
 from server import credentials
 from server.db.tables import api_tokens, login_attempts, users
-from server.errors import Conflict, NotFound, RateLimited, Unauthorized
+from server.errors import Conflict, NotFound, Unauthorized
 from server.store.sql import iso
 
 ROLES = ("admin", "reviewer")
@@ -82,25 +82,11 @@ def revoke_token(conn: Connection, *, value: str | None) -> None:
         conn.execute(api_tokens.update().where(api_tokens.c.id == token.id).values(revoked=True))
 
 
-def check_login_allowed(conn: Connection, *, name: str, address: str | None, now: datetime, limit: int, window: timedelta) -> None:
-    """Refuse a login when the name or the address failed too often lately (checked in the database,
-    so every collector behind a load balancer counts the same attempts)."""
-    since = now - window
-    by = [login_attempts.c.user_name == name]
-    if address:
-        by.append(login_attempts.c.address == address)
-    failures = conn.execute(
-        select(func.count()).select_from(login_attempts).where(login_attempts.c.at >= since, login_attempts.c.success.is_(False), or_(*by))
-    ).scalar_one()
-    if failures >= limit:
-        raise RateLimited("too many failed logins; try again later")
-
-
 def login(conn: Connection, *, name: str, password: str, address: str | None, now: datetime, session_lifetime: timedelta) -> tuple[User, str] | None:
     """Check a password and open a session; every attempt is recorded with its address.
 
     A failure returns None rather than raising, so the caller commits the failed attempt
-    (which the rate limit counts) before answering 401.
+    (which ``logins`` counts) before answering 401. Call it through ``logins.attempt``.
     """
     row = conn.execute(select(users).where(users.c.name == name)).first()
     if row is None:

@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import Response
 
+from server.api import logins
 from server.api.deps import AddressDep, CollectorDep
 from server.errors import Forbidden, RateLimited
-from server.store import addresses, audit
+from server.store import audit
 from server.store import users as user_store
 from server.ui.render import UiRoute, redirect, render
 from server.ui.session import (
@@ -53,7 +54,7 @@ def login_form(request: Request, next: Annotated[str | None, Query(max_length=20
 
 
 @router.post("/ui/login")
-def login(
+async def login(
     request: Request,
     collector: CollectorDep,
     address: AddressDep,
@@ -69,24 +70,15 @@ def login(
         return _login_page(request, next_url=target, message=str(exc), username=username, status=403)
     if not username or not password:
         return _login_page(request, next_url=target, message="Enter your user name and password.", username=username, status=422)
-    now = collector.clock()
-    auth = collector.settings.auth
-    lifetime = timedelta(hours=auth.session_hours)
     try:
-        with collector.db.write() as conn:
-            window = timedelta(seconds=auth.failed_login_window_s)
-            user_store.check_login_allowed(conn, name=username, address=address, now=now, limit=auth.failed_login_limit, window=window)
-            outcome = user_store.login(conn, name=username, password=password, address=address, now=now, session_lifetime=lifetime)
-            if outcome is not None:
-                user, token = outcome
-                if address:
-                    addresses.record_user(conn, user_id=user.id, address=address, country=collector.country(address), now=now)
-                audit.append(conn, actor=user.name, action="user.login", details={"via": "ui"}, address=address, now=now)
+        outcome = await logins.log_in(collector, name=username, password=password, address=address, via="ui")
     except RateLimited:
-        message = "Too many failed logins from this address or for this user. Wait a few minutes, then try again."
+        message = "Too many failed logins from this address. Wait a few minutes, then try again."
         return _login_page(request, next_url=target, message=message, username=username, status=429)
     if outcome is None:
         return _login_page(request, next_url=target, message="Wrong user name or password.", username=username, status=401)
+    _user, token = outcome
+    lifetime = timedelta(hours=collector.settings.auth.session_hours)
     response = redirect(target)
     set_cookie(request, response, SESSION_COOKIE, token, max_age=int(lifetime.total_seconds()))
     clear_cookie(request, response, LOGIN_COOKIE)
