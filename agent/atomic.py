@@ -5,14 +5,20 @@ from __future__ import annotations
 import os
 import tempfile
 
+from agent.private import FILE_MODE, make_private_dir
 
-def write_atomically(path: str, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary file beside ``path`` (created with ``mode``), sync, rename."""
+
+def write_atomically(path: str, data: bytes, *, mode: int = FILE_MODE) -> None:
+    """Write ``data`` to a temporary file beside ``path`` (created with ``mode``), sync, rename.
+
+    A missing directory is created 0700 (the agent's files are its own; see agent/private.py).
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    make_private_dir(directory)
     fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
-        os.fchmod(fd, mode)
+        if hasattr(os, "fchmod"):  # Windows: mkstemp's file is the user's alone already
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -1,12 +1,17 @@
 """Signed rule bundles: the format, and the agent's reader that trusts nothing it did not verify.
 
-A bundle is a gzip-compressed tar archive holding exactly:
+A bundle is a gzip-compressed tar archive holding exactly, in this order:
 
 - ``manifest.json``: ``{"format": 1, "version": int, "vendor": str | null, "content_hash": hex,
   "packs": [{"name": str, "sha256": hex, "size": int}, ...], "created_by": str, "created_at": str}``
 - ``manifest.sig``: the Ed25519 signature (hex) of the exact bytes of ``manifest.json``, made
   with the collector's signing key; agents receive the public key at enrollment;
-- ``packs/<name>.yar``: each pack the manifest lists, whose SHA-256 must match.
+- ``packs/<name>.yar``: each pack the manifest lists, whose size and SHA-256 must match.
+
+Members are regular files in ustar headers (a PAX header may carry a long ``path``); anything
+else (links, devices, directories, sparse files) is refused, so is any size beyond the caps
+below, before a byte of it is read. The manifest comes first so that its signature is checked
+before any pack is unpacked.
 
 ``content_hash`` is the SHA-256 of the lines ``<name>\\0<sha256>\\n`` sorted by name, so equal
 pack sets have equal hashes whatever the archive bytes. ``version`` only grows (a rollback is
@@ -23,17 +28,20 @@ import hashlib
 import io
 import json
 import re
-import tarfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.strict_tar import StrictTar, TarError
 
 FORMAT = 1
 MAX_BUNDLE_BYTES = 64 << 20
 MAX_UNPACKED_BYTES = 256 << 20
 MAX_PACKS = 1000
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_SIGNATURE_BYTES = 1024
 PACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -59,6 +67,10 @@ def content_hash(pack_hashes: dict[str, str]) -> str:
 def read_bundle(data: bytes, *, public_key_hex: str, vendor: str | None, newer_than: int = 0) -> Bundle:
     """Verify and unpack ``data``.
 
+    Nothing is unpacked beyond the small, capped manifest and signature before the signature
+    verifies; after that each pack is read only when its header declares the size the signed
+    manifest gives it.
+
     Args:
         public_key_hex: the collector's signing key from enrollment.
         vendor: this agent's vendor; a bundle made for another vendor is refused.
@@ -69,58 +81,55 @@ def read_bundle(data: bytes, *, public_key_hex: str, vendor: str | None, newer_t
     """
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError(f"bundle larger than {MAX_BUNDLE_BYTES} bytes")
-    members = _members(data)
     try:
-        manifest_bytes, signature_hex = members.pop("manifest.json"), members.pop("manifest.sig")
-    except KeyError as missing:
-        raise BundleError(f"bundle has no {missing.args[0]}") from None
+        return _read(data, public_key_hex=public_key_hex, vendor=vendor, newer_than=newer_than)
+    except TarError as exc:
+        raise BundleError(str(exc)) from None
+
+
+def _read(data: bytes, *, public_key_hex: str, vendor: str | None, newer_than: int) -> Bundle:
+    if data[:2] != b"\x1f\x8b":
+        raise BundleError("not a gzip archive")
+    archive = StrictTar(gzip.GzipFile(fileobj=io.BytesIO(data)), max_total=MAX_UNPACKED_BYTES, max_members=MAX_PACKS + 2)
+    manifest_bytes = _expect(archive, "manifest.json", MAX_MANIFEST_BYTES)
+    signature_hex = _expect(archive, "manifest.sig", MAX_SIGNATURE_BYTES)
     _verify_signature(manifest_bytes, signature_hex, public_key_hex)
     manifest = _parse_manifest(manifest_bytes)
-    packs: dict[str, bytes] = {}
-    hashes: dict[str, str] = {}
-    for entry in manifest["packs"]:
-        name = entry["name"]
-        body = members.pop(f"packs/{name}.yar", None)
-        if body is None:
-            raise BundleError(f"pack {name} is listed but missing")
-        if hashlib.sha256(body).hexdigest() != entry["sha256"]:
-            raise BundleError(f"pack {name} does not match its signed hash (tampered)")
-        packs[name] = body
-        hashes[name] = entry["sha256"]
-    if members:
-        raise BundleError(f"bundle holds files its manifest does not list: {', '.join(sorted(members))[:200]}")
-    if content_hash(hashes) != manifest["content_hash"]:
-        raise BundleError("content hash does not match the packs")
     if manifest["vendor"] is not None and manifest["vendor"] != vendor:
         raise BundleError(f"bundle is for vendor {manifest['vendor']!r}, not this agent's")
     if manifest["version"] < newer_than:
         raise BundleError(f"bundle version {manifest['version']} is older than the {newer_than} in force (replay?)")
-    return Bundle(manifest["version"], manifest["vendor"], manifest["content_hash"], packs, manifest)
+    listed = {f"packs/{entry['name']}.yar": entry for entry in manifest["packs"]}
+    packs: dict[str, bytes] = {}
+    while (member := archive.next()) is not None:
+        entry = listed.get(member.name)
+        if entry is None or entry["name"] in packs:
+            raise BundleError(f"bundle holds files its manifest does not list: {member.name[:100]!r}")
+        name = entry["name"]
+        if member.size != entry["size"]:
+            raise BundleError(f"pack {name} is {member.size} bytes, not the {entry['size']} signed (tampered)")
+        body = archive.read(member, limit=entry["size"])
+        if hashlib.sha256(body).hexdigest() != entry["sha256"]:
+            raise BundleError(f"pack {name} does not match its signed hash (tampered)")
+        packs[name] = body
+    for entry in manifest["packs"]:
+        if entry["name"] not in packs:
+            raise BundleError(f"pack {entry['name']} is listed but missing")
+    hashes = {entry["name"]: entry["sha256"] for entry in manifest["packs"]}
+    if content_hash(hashes) != manifest["content_hash"]:
+        raise BundleError("content hash does not match the packs")
+    ordered = {entry["name"]: packs[entry["name"]] for entry in manifest["packs"]}
+    return Bundle(manifest["version"], manifest["vendor"], manifest["content_hash"], ordered, manifest)
 
 
-def _members(data: bytes) -> dict[str, bytes]:
-    try:
-        raw = gzip.GzipFile(fileobj=io.BytesIO(data)).read(MAX_UNPACKED_BYTES + 1)
-    except (OSError, EOFError) as exc:
-        raise BundleError(f"not a gzip archive: {exc}") from None
-    if len(raw) > MAX_UNPACKED_BYTES:
-        raise BundleError(f"bundle unpacks to more than {MAX_UNPACKED_BYTES} bytes")
-    members: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as archive:
-            for info in archive:
-                if len(members) > MAX_PACKS + 2:
-                    raise BundleError("bundle holds too many files")
-                if not info.isfile():
-                    raise BundleError(f"bundle member {info.name[:100]!r} is not a regular file")
-                name = info.name
-                if name in members or not (name in ("manifest.json", "manifest.sig") or _is_pack_path(name)):
-                    raise BundleError(f"unexpected bundle member {name[:100]!r}")
-                handle = archive.extractfile(info)
-                members[name] = handle.read() if handle else b""
-    except tarfile.TarError as exc:
-        raise BundleError(f"not a tar archive: {exc}") from None
-    return members
+def _expect(archive: StrictTar, name: str, limit: int) -> bytes:
+    """The next member, which must be ``name``: the signed part of a bundle comes first."""
+    member = archive.next()
+    if member is None:
+        raise BundleError(f"bundle has no {name}")
+    if member.name != name:
+        raise BundleError(f"unexpected bundle member {member.name[:100]!r} where {name} must come")
+    return archive.read(member, limit=limit)
 
 
 def _is_pack_path(name: str) -> bool:
@@ -153,10 +162,17 @@ def _parse_manifest(data: bytes) -> dict[str, Any]:
         and isinstance(manifest.get("packs"), list)
         and len(manifest["packs"]) <= MAX_PACKS
         and all(
-            isinstance(p, dict) and isinstance(p.get("name"), str) and PACK_NAME.match(p["name"]) and isinstance(p.get("sha256"), str)
+            isinstance(p, dict)
+            and isinstance(p.get("name"), str)
+            and PACK_NAME.match(p["name"])
+            and isinstance(p.get("sha256"), str)
+            and type(p.get("size")) is int
+            and 0 <= p["size"] <= MAX_UNPACKED_BYTES
             for p in manifest["packs"]
         )
+        and len({p["name"] for p in manifest["packs"]}) == len(manifest["packs"])
+        and sum(p["size"] for p in manifest["packs"]) <= MAX_UNPACKED_BYTES
     )
     if not ok:
         raise BundleError(f"manifest is not a format-{FORMAT} bundle manifest")
-    return manifest
+    return cast(dict[str, Any], manifest)

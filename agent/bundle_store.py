@@ -1,18 +1,23 @@
 """The last good bundle on disk, so an agent restarted without its collector keeps its rules.
 
 The bundle is kept as received (still signed) and verified again when loaded; its packs are
-unpacked beside it for the compiler. Writes go through a temporary name and a rename.
+unpacked beside it for the compiler. Writes go through a temporary name and a rename. The
+directory is the agent's alone: 0700, its files 0600, whatever the umask (agent/private.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 
 from agent.atomic import write_atomically
-from agent.bundle import Bundle, read_bundle
+from agent.bundle import MAX_BUNDLE_BYTES, Bundle, BundleError, read_bundle
+from agent.private import create_private_file, make_private_dir, tighten_file
+
+log = logging.getLogger(__name__)
 
 BUNDLE_FILE = "bundle.tar.gz"
 STATE_FILE = "bundle.json"
@@ -32,8 +37,11 @@ class BundleStore:
         path = os.path.join(self.directory, BUNDLE_FILE)
         if not os.path.exists(path):
             return None
+        self._tighten()
         with open(path, "rb") as handle:
-            data = handle.read()
+            data = handle.read(MAX_BUNDLE_BYTES + 1)
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise BundleError(f"stored bundle {path} is larger than {MAX_BUNDLE_BYTES} bytes")
         bundle = read_bundle(data, public_key_hex=public_key_hex, vendor=vendor)
         try:
             with open(os.path.join(self.directory, STATE_FILE), encoding="utf-8") as handle:
@@ -42,18 +50,29 @@ class BundleStore:
             etag = ""
         return bundle, etag
 
+    def _tighten(self) -> None:
+        """Modes of a bundle kept by an older agent under a looser umask (best effort: it may not be ours to change)."""
+        try:
+            make_private_dir(self.directory, tighten=True)
+            for name in (BUNDLE_FILE, STATE_FILE):
+                tighten_file(os.path.join(self.directory, name))
+        except OSError as exc:
+            log.warning("cannot make %s private (mode 0700, files 0600): %s", self.directory, exc.strerror)
+
     def save(self, data: bytes, bundle: Bundle, etag: str) -> None:
-        os.makedirs(self.directory, exist_ok=True)
+        make_private_dir(self.directory, tighten=True)
         write_atomically(os.path.join(self.directory, BUNDLE_FILE), data)
         write_atomically(os.path.join(self.directory, STATE_FILE), json.dumps({"etag": etag, "version": bundle.version}).encode())
 
     def unpack(self, bundle: Bundle) -> dict[str, str]:
         """Write the packs for the compiler; returns namespace -> file."""
-        os.makedirs(self.directory, exist_ok=True)
+        make_private_dir(self.directory, tighten=True)
         target = os.path.join(self.directory, f"{PACKS_DIR}-{bundle.version}")
-        scratch = tempfile.mkdtemp(prefix=".packs-", dir=self.directory)
+        scratch = tempfile.mkdtemp(prefix=".packs-", dir=self.directory)  # 0700
         for name, body in bundle.packs.items():
-            with open(os.path.join(scratch, f"{name}.yar"), "wb") as handle:
+            path = os.path.join(scratch, f"{name}.yar")
+            create_private_file(path)
+            with open(path, "wb") as handle:
                 handle.write(body)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(scratch, target)

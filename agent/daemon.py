@@ -4,11 +4,14 @@ Start order: spool, pipeline, then sources; stop order is the reverse (sources
 first, so nothing new arrives while queued work drains into the spool). Work
 still queued at the deadline is kept in the spool's state and queued again at
 the next start; clipboard work is not kept, as its text must never touch disk.
+Every background thread runs under one ``Supervisor``: a thread that dies is
+restarted with backoff and its deaths show in ``status`` and the heartbeat.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import signal
@@ -31,6 +34,7 @@ from agent.scanning import ProtectedIndex, RuleError, ScanLimits, Scanner, load_
 from agent.scanning.cache import ResultCache
 from agent.scanning.rules import RULE_SUFFIXES, Ruleset, compile_rule_files, rule_files
 from agent.shipper import Shipper
+from agent.sources.base import Source
 from agent.sources.clipboard import ClipboardSource
 from agent.sources.files import FileSource
 from agent.sources.mounts import MountWatcher
@@ -38,6 +42,7 @@ from agent.sources.removable import RemovablePolicy
 from agent.sources.usb import UsbSource
 from agent.sources.work import Device, FileWork
 from agent.spool import Spool, SpoolError
+from agent.supervisor import Supervisor
 from agent.threads import StoppableThread
 from agent.transport import CollectorClient
 
@@ -68,7 +73,8 @@ class Daemon:
         self._stop_requested = threading.Event()
         self.spool: Spool | None = None
         self.pipeline: Pipeline | None = None
-        self.sources: dict[str, Any] = {}
+        self.sources: dict[str, Source] = {}
+        self.supervisor = Supervisor()
         self._volumes: dict[str, FileSource] = {}
         self._volumes_lock = threading.Lock()
         self._health: _HealthWriter | None = None
@@ -113,14 +119,16 @@ class Daemon:
         self.pipeline = pipeline = Pipeline(
             scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size, on_spooled=self.shipper.wake
         )
+        for worker in pipeline.workers:
+            self.supervisor.watch(worker)
         pipeline.start()
         self.rules_updater = RulesUpdater(
             Link(identity, self._client_for), self._bundles, self._install_bundle,
             interval_s=config.rules.poll_interval_s, version=bundle.version if bundle else 0, etag=etag,
         )
-        self.shipper.start()
-        self.heartbeat.start()
-        self.rules_updater.start()
+        for label, thread in (("shipper", self.shipper), ("heartbeat", self.heartbeat), ("rules", self.rules_updater)):
+            self.supervisor.watch(thread, label)
+            thread.start()
         for path in spool.get_state(PENDING_KEY, []) or []:
             pipeline.submit(FileWork(path=path, reason="requeued"))
         spool.set_state(PENDING_KEY, [])
@@ -128,6 +136,7 @@ class Daemon:
             self.sources["protected"] = _ProtectedIndexer(scanner, config.protected.folders, config.files.exclude, config.protected.refresh_minutes * 60)
         self._start_sources()
         self._health = _HealthWriter(self)
+        self.supervisor.watch(self._health, "health")
         self._health.start()
         log.info("agent %s running on %s: ruleset %s (%d rules)", __version__, self.host, ruleset.version, ruleset.rule_count)
 
@@ -137,6 +146,9 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.request_stop())
+        # Whatever this process writes is the agent's alone, files the code does not name included
+        # (agent/private.py sets the modes of those it does, whatever the umask).
+        os.umask(0o077)
         self.start()
         try:
             self._stop_requested.wait()
@@ -244,7 +256,9 @@ class Daemon:
             self.sources["clipboard"] = ClipboardSource(
                 emit, interval_s=config.clipboard.interval_ms / 1000, max_bytes=config.clipboard.max_bytes
             )
-        for source in self.sources.values():
+        for name, source in self.sources.items():
+            if isinstance(source, StoppableThread):
+                self.supervisor.watch(source, name)
             source.start()
 
     def _watch_volume(self, device: Device) -> None:
@@ -262,13 +276,16 @@ class Daemon:
             old = self._volumes.pop(device.mountpoint, None)
             self._volumes[device.mountpoint] = source
         if old is not None:
+            self.supervisor.forget(old)
             old.stop()
+        self.supervisor.watch(source, f"usb:{device.mountpoint}")
         source.start()
 
     def _unwatch_volume(self, device: Device) -> None:
         with self._volumes_lock:
             source = self._volumes.pop(device.mountpoint, None)
         if source is not None:
+            self.supervisor.forget(source)
             source.stop()
 
     def _client_for(self, credentials: Credentials) -> CollectorClient:
@@ -285,7 +302,12 @@ class Daemon:
     def _heartbeat_report(self) -> dict[str, Any]:
         assert self.spool is not None
         stats = self.spool.stats()
-        sources = {name: str(health.get("state", "ok")) for name, health in self.health().items()}
+        sources: dict[str, Any] = {}
+        for name, health in self.health().items():
+            state = str(health.get("state", "ok"))
+            # A thread that has died says how often and why (short: the collector takes 16 KiB of
+            # health at most); every other entry stays a bare state.
+            sources[name] = {"state": state, "deaths": health["deaths"], "last_error": health["last_error"][:200]} if "deaths" in health else state
         updater_error = self.rules_updater.error if self.rules_updater else None
         return {
             "agent_version": __version__,
@@ -298,14 +320,23 @@ class Daemon:
         }
 
     def health(self) -> dict[str, Any]:
-        sources = {name: source.health() for name, source in self.sources.items()}
+        """Each source's and courier's health; a thread that has died also has ``deaths``,
+        ``last_error`` and ``last_died_at``, and while it waits to restart (or was given up on)
+        its state says so."""
+        sources: dict[str, dict[str, Any]] = {name: dict(source.health()) for name, source in self.sources.items()}
         if self.shipper is not None:
-            sources["shipper"] = self.shipper.health()
+            sources["shipper"] = dict(self.shipper.health())
         with self._volumes_lock:
             for mountpoint, volume in self._volumes.items():
                 sources[f"usb:{mountpoint}"] = volume.health()
         if self.pipeline is not None:
             sources["pipeline"] = self.pipeline.health() | {"queue_depth": str(self.pipeline.depth())}
+        for label, death in self.supervisor.health().items():
+            entry = sources.setdefault(label, {"state": "ok", "message": "running"})
+            if death["state"] != "ok":
+                restart = "given up on" if death["state"] == "failed" else "restarting"
+                entry.update(state=death["state"], message=f"thread died ({death['last_error']}); {restart}")
+            entry.update(deaths=death["deaths"], last_error=death["last_error"], last_died_at=_iso(death["last_died_at"]))
         return sources
 
     def _write_health(self) -> None:
@@ -362,6 +393,12 @@ class _ProtectedIndexer(StoppableThread):
             }
             if self.wait(self._refresh_s):
                 return
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _lower_priority(nice: int) -> None:

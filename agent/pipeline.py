@@ -56,6 +56,11 @@ class Pipeline:
         self.spool_error: str | None = None
         self._unspooled: list[Work] = []  # decided, but the spool could not take it before shutdown
 
+    @property
+    def workers(self) -> list[StoppableThread]:
+        """The scanner threads, for the daemon's supervisor to watch before ``start``."""
+        return list(self._workers)
+
     def start(self) -> None:
         for worker in self._workers:
             worker.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from agent.bundle import Bundle, BundleError, read_bundle
+from agent.bundle import MAX_BUNDLE_BYTES, Bundle, BundleError, read_bundle
 from agent.bundle_store import BundleStore
 from agent.credentials import Credentials, CredentialsError
 from agent.identity import Link
@@ -54,8 +54,11 @@ class RulesUpdater(StoppableThread):
 
     def check_once(self, client: CollectorClient, credentials: Credentials) -> bool:
         """Fetch, verify and install a newer bundle; True when one was installed."""
-        reply = client.get_signatures(self._etag)
+        reply = client.get_signatures(self._etag, max_bytes=MAX_BUNDLE_BYTES)
         if reply.kind in ("unchanged", "none"):
+            return False
+        if reply.kind == "too_large":
+            self._fail(f"signature bundle refused: {reply.detail}")
             return False
         if reply.kind != "ok":
             log.debug("signatures not fetched: %s", reply.detail)

@@ -26,9 +26,12 @@ import time
 import uuid
 from typing import Any, Callable, Iterator, Self
 
+from agent.private import create_private_file, make_private_dir, tighten_file
+
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 class SpoolError(Exception):
@@ -195,6 +198,7 @@ class Spool(SpoolReader):
     def __init__(self, path: str, *, max_bytes: int, clock: Callable[[], float] = time.time):
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
+        _prepare_private(path)
         super().__init__(path, _connect(path, readonly=False))
         self._max_bytes = max_bytes
         self._clock = clock
@@ -359,6 +363,21 @@ class Spool(SpoolReader):
             (drop_id, now, encoded, len(encoded.encode())),
         )
         db.execute("INSERT OR REPLACE INTO spool_meta VALUES ('pending_drop', ?)", (drop_id,))
+
+
+def _prepare_private(path: str) -> None:
+    """The spool is 0600 in a directory created 0700, whatever the umask, before SQLite opens it.
+
+    SQLite creates the WAL and shared-memory files with the database file's mode, so a database
+    created 0600 here keeps its side files private too.
+    """
+    try:
+        make_private_dir(os.path.dirname(os.path.abspath(path)))
+        create_private_file(path)
+        for suffix in _SIDE_FILES:  # left by an older agent under a looser umask
+            tighten_file(path + suffix)
+    except OSError as exc:
+        raise SpoolError(f"spool {path}: cannot create it private (mode 0600): {exc.strerror or exc}") from exc
 
 
 def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:

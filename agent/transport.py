@@ -83,20 +83,29 @@ class CollectorClient:
     def heartbeat(self, report: dict[str, Any]) -> Reply:
         return self._post("/api/v1/heartbeat", json.dumps(report).encode(), gzipped=False)
 
-    def get_signatures(self, etag: str | None) -> Reply:
-        """The signed bundle: ``ok`` with ``content`` and ``etag``, ``unchanged`` (304), or ``none`` (404)."""
+    def get_signatures(self, etag: str | None, *, max_bytes: int) -> Reply:
+        """The signed bundle: ``ok`` with ``content`` and ``etag``, ``unchanged`` (304), or ``none`` (404).
+
+        A body over ``max_bytes`` (after any Content-Encoding) is ``too_large`` and not read further:
+        what an unverified download may cost in memory is bounded here, before any check.
+        """
         headers = {"If-None-Match": f'"{etag}"'} if etag else {}
         try:
-            response = self.session.get(self.base_url + "/api/v1/signatures", headers=headers, timeout=self.timeout, allow_redirects=False, verify=self._verify)
+            with self.session.get(
+                self.base_url + "/api/v1/signatures", headers=headers, timeout=self.timeout, allow_redirects=False, verify=self._verify, stream=True
+            ) as response:
+                if response.status_code == 304:
+                    return Reply("unchanged")
+                if response.status_code == 404:
+                    return Reply("none", _detail(response))
+                if response.status_code != 200:
+                    return _classify(response)
+                content = _read_capped(response, max_bytes)
+                if content is None:
+                    return Reply("too_large", f"signature bundle from {self.base_url} is larger than {max_bytes} bytes")
+                return Reply("ok", content=content, etag=response.headers.get("ETag", "").strip('"'))
         except requests.exceptions.RequestException as exc:
             return Reply("retry", f"cannot fetch signatures from {self.base_url} ({_reason(exc)})")
-        if response.status_code == 304:
-            return Reply("unchanged")
-        if response.status_code == 404:
-            return Reply("none", _detail(response))
-        if response.status_code == 200:
-            return Reply("ok", content=response.content, etag=response.headers.get("ETag", "").strip('"'))
-        return _classify(response)
 
     def _post(self, path: str, body: bytes, *, gzipped: bool) -> Reply:
         headers = {"Content-Type": "application/json"}
@@ -132,6 +141,19 @@ def _classify(response: requests.Response) -> Reply:
     if status in (429, 503):
         return Reply("retry", detail, retry_after=_retry_after(response.headers.get("Retry-After")))
     return Reply("retry", detail)
+
+
+def _read_capped(response: requests.Response, max_bytes: int) -> bytes | None:
+    """The body, or None as soon as it exceeds ``max_bytes``."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes and "Content-Encoding" not in response.headers:
+        return None
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=1 << 16):
+        body += chunk
+        if len(body) > max_bytes:
+            return None
+    return bytes(body)
 
 
 def _detail(response: requests.Response) -> str:

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from agent.sources.clipboard import MIB, READ_THREAD_NAME, ClipboardSource, fingerprint, system_paste
-from agent.sources.work import ClipboardWork
+from agent.sources.work import ClipboardWork, Work
 from tests.waiting import wait_for
 from tests.xvfb import require_x_tools, unused_display, xvfb_display  # noqa: F401 (fixture)
 
@@ -60,7 +60,13 @@ def start_source() -> Iterator[StartSource]:
     def start(**kwargs) -> tuple[ClipboardSource, list[ClipboardWork]]:
         emitted: list[ClipboardWork] = []
         kwargs.setdefault("interval_s", 0.05)
-        source = ClipboardSource(emitted.append, **kwargs)
+
+        def take(work: Work) -> bool:
+            assert isinstance(work, ClipboardWork)
+            emitted.append(work)
+            return True
+
+        source = ClipboardSource(take, **kwargs)
         source.start()
         started.append(source)
         return source, emitted

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.sources.files import FileSource
-from agent.sources.work import FileWork
+from agent.sources.work import FileWork, Work
 from tests.waiting import wait_for
 
 
@@ -19,9 +19,11 @@ class Collector:
         self.items: list[FileWork] = []
         self.lock = threading.Lock()
 
-    def __call__(self, work: FileWork) -> None:
+    def __call__(self, work: Work) -> bool:
+        assert isinstance(work, FileWork)
         with self.lock:
             self.items.append(work)
+        return True
 
     def paths(self) -> set[str]:
         with self.lock:

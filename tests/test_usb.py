@@ -29,6 +29,10 @@ class Recorder:
         self.mounted: list[Device] = []
         self.unmounted: list[Device] = []
 
+    def emit(self, work: Work) -> bool:
+        self.emitted.append(work)
+        return True
+
     def of_type(self, kind: str) -> list[DeviceChange]:
         return [w for w in self.emitted if isinstance(w, DeviceChange) and w.type == kind]
 
@@ -53,7 +57,7 @@ def start_source(removable_root: Path) -> Iterator[Callable[..., tuple[UsbSource
     def start(interval: float = SLOW_FALLBACK) -> tuple[UsbSource, Recorder]:
         rec = Recorder()
         source = UsbSource(
-            rec.emitted.append,
+            rec.emit,
             RemovablePolicy([str(removable_root)]),
             MountWatcher(interval=interval),
             on_mount=rec.mounted.append,
@@ -220,7 +224,7 @@ def test_a_failing_callback_does_not_stop_reporting(loop_mounts: LoopMounts, rem
         raise RuntimeError("watch could not start")
 
     source = UsbSource(
-        rec.emitted.append, RemovablePolicy([str(removable_root)]), MountWatcher(SLOW_FALLBACK), on_mount=broken
+        rec.emit, RemovablePolicy([str(removable_root)]), MountWatcher(SLOW_FALLBACK), on_mount=broken
     )
     source.start()
     try:

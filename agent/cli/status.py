@@ -71,6 +71,8 @@ def status(args: argparse.Namespace) -> int:
     echo(f"shipped:   {doc['last_shipped_at'] or 'never'}")
     for name, health in sorted(doc["sources"].items()):
         echo(f"{name + ':':<10} {health.get('state', '?')}: {health.get('message', '')}")
+        if health.get("deaths"):
+            echo(f"{'':<10} died {health['deaths']} time(s), last at {health.get('last_died_at') or '?'}: {health.get('last_error', '')}")
     return 0
 
 

@@ -215,6 +215,7 @@ class ClipboardSource(StoppableThread):
         self._health: tuple[str, str] = ("ok", "starting")
         self._reads = 0
         self._failures = 0
+        self._not_taken = 0  # changes emitted while the work queue stayed full
         self._unlogged_failures = 0
         self._last_failure_log: float | None = None
 
@@ -231,6 +232,8 @@ class ClipboardSource(StoppableThread):
     def health(self) -> dict[str, str]:
         """``{"state": "ok" | "unavailable" | "degraded", "message": ...}``."""
         state, message = self._health
+        if self._not_taken and state == "ok":
+            state, message = "degraded", f"{message}; {self._not_taken} change(s) not scanned: the work queue was full"
         return {"state": state, "message": message}
 
     def run_loop(self) -> None:
@@ -294,8 +297,8 @@ class ClipboardSource(StoppableThread):
         if size == 0 or sha == self._last_sha:
             return
         self._last_sha = sha
-        if not baseline:
-            self._emit(ClipboardWork(data=head, sha256=sha, original_size=size))
+        if not baseline and not self._emit(ClipboardWork(data=head, sha256=sha, original_size=size)):
+            self._not_taken += 1
 
     def _unavailable(self, why: str) -> None:
         if self._health[0] != "unavailable":

@@ -82,6 +82,7 @@ class FileSource(StoppableThread):
         self._recent: dict[str, tuple[int, int, float]] = {}  # emitted: path -> (size, mtime_ns, when)
         self._watched: dict[str, tuple[BaseObserver, int]] = {}  # root -> (observer, inode)
         self._problems: dict[str, str] = {}
+        self._not_taken = 0  # files emitted while the work queue stayed full
         self._wake = threading.Event()
 
     # Thread ---------------------------------------------------------------
@@ -109,8 +110,11 @@ class FileSource(StoppableThread):
         self._wake.set()
 
     def health(self) -> dict[str, str]:
-        if self._problems:
-            return {"state": "degraded", "message": "; ".join(f"{k}: {v}" for k, v in sorted(self._problems.items()))}
+        problems = [f"{k}: {v}" for k, v in sorted(self._problems.items())]
+        if self._not_taken:
+            problems.append(f"{self._not_taken} file(s) not scanned: the work queue was full")
+        if problems:
+            return {"state": "degraded", "message": "; ".join(problems)}
         return {"state": "ok", "message": f"watching {len(self._watched)} folder(s)"}
 
     # Roots ----------------------------------------------------------------
@@ -238,7 +242,10 @@ class FileSource(StoppableThread):
             self._recent[path] = (info.st_size, info.st_mtime_ns, now)
             if len(self._recent) > _RECENT_LIMIT:
                 del self._recent[next(iter(self._recent))]
-        self._emit(FileWork(path=path, channel=self._channel, reason=reason, device=self._device))
+        if not self._emit(FileWork(path=path, channel=self._channel, reason=reason, device=self._device)):
+            with self._lock:
+                self._not_taken += 1
+                self._recent.pop(path, None)  # not seen as emitted: its next close offers it again
 
     def _is_excluded(self, path: str) -> bool:
         return matches_any(path, self._exclude)

@@ -54,14 +54,15 @@ class UsbSource(StoppableThread):
         self._on_mount = on_mount
         self._on_unmount = on_unmount
         self._lock = threading.Lock()
-        self._present: dict[tuple[str, str], Device] = {}
+        self._present: dict[tuple[str, str], tuple[Mount, Device]] = {}
         self._ready = threading.Event()
         self._failure: str | None = None
+        self._not_taken = 0  # mount and unmount changes emitted while the work queue stayed full
 
     def devices(self) -> list[Device]:
         """The removable volumes mounted now, as far as the source has seen."""
         with self._lock:
-            return list(self._present.values())
+            return [device for _, device in self._present.values()]
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the volumes present at start have been handled; False on timeout."""
@@ -73,39 +74,58 @@ class UsbSource(StoppableThread):
             return {"state": "degraded", "message": f"usb source stopped: {self._failure}", "devices": 0}
         health: dict[str, Any] = dict(self._watcher.health())
         health["devices"] = len(self.devices())
+        if self._not_taken:
+            health["state"] = "degraded"
+            health["message"] = f"{health.get('message', '')}; {self._not_taken} change(s) not reported: the work queue was full"
         return health
 
     def on_stop(self) -> None:
         self._watcher.close()
 
     def run_loop(self) -> None:
+        self._failure = None
         try:
             with contextlib.closing(self._watcher.changes()) as changes:
                 for change in changes:
-                    self._apply(change)
+                    self._apply(self._since_last_run(change) if change.initial and self._ready.is_set() else change)
         except Exception as e:
             self._failure = f"{type(e).__name__}: {e}"
             raise
+
+    def _since_last_run(self, snapshot: MountChange) -> MountChange:
+        """After a restart, the first snapshot as changes against what the last run knew: volumes
+        mounted or pulled while the loop was down were seen by nobody, so they are events now."""
+        current = {mount.key: mount for mount in snapshot.added}
+        with self._lock:
+            known = {key: mount for key, (mount, _) in self._present.items()}
+        return MountChange(
+            added=tuple(mount for key, mount in current.items() if key not in known),
+            removed=tuple(mount for key, mount in known.items() if key not in current),
+        )
 
     def _apply(self, change: MountChange) -> None:
         # Removals first, so a volume swapped at the same mountpoint reads as out-then-in.
         for mount in change.removed:
             with self._lock:
-                device = self._present.pop(mount.key, None)
-            if device is not None:
-                self._emit(DeviceChange(type="usb.unmount", device=device))
-                self._call(self._on_unmount, device)
+                present = self._present.pop(mount.key, None)
+            if present is not None:
+                self._offer(DeviceChange(type="usb.unmount", device=present[1]))
+                self._call(self._on_unmount, present[1])
         for mount in change.added:
             device = self._identify(mount)
             if device is None:
                 continue
             with self._lock:
-                self._present[mount.key] = device
+                self._present[mount.key] = (mount, device)
             if not change.initial:
-                self._emit(DeviceChange(type="usb.mount", device=device))
+                self._offer(DeviceChange(type="usb.mount", device=device))
             self._call(self._on_mount, device)
         if change.initial:
             self._ready.set()
+
+    def _offer(self, change: DeviceChange) -> None:
+        if not self._emit(change):
+            self._not_taken += 1
 
     def _identify(self, mount: Mount) -> Device | None:
         try:

@@ -60,4 +60,6 @@ class DeviceChange:
 
 
 Work = Union[FileWork, ClipboardWork, DeviceChange]
-Emit = Callable[[Work], None]
+Emit = Callable[[Work], bool]
+"""Hands work on (the pipeline's ``submit``); False when it was not taken (the queue stayed full),
+which the source counts in its health: nothing a source saw is lost without being counted."""
