@@ -12,12 +12,10 @@ import datetime as dt
 import uuid
 from typing import Any
 
+from agent import events
 from agent.redact import snippet
 from agent.scanning.results import ScanResult, Status
-from agent.scanning.rules import worst_severity
 from agent.sources.work import ClipboardWork, DeviceChange, FileWork, Work
-
-SCHEMA_VERSION = 1
 
 # Statuses that are events even without a match: content we could not inspect is itself a signal.
 _UNINSPECTED_ON_FILE = {Status.ENCRYPTED, Status.TOO_LARGE, Status.TIMEOUT}
@@ -46,13 +44,13 @@ class Decision:
 def decide(work: Work, result: ScanResult | None, context: Context, *, user: str | None, now: float) -> Decision | None:
     """The event for ``work`` (scanned into ``result``), or None when it is routine noise."""
     if isinstance(work, DeviceChange):
-        return Decision(_base(work.type, "usb", work.observed_at, now, context, user) | {"device": work.device.to_dict()}, False)
+        return Decision(_base(work.type, work.observed_at, now, context, user) | {"device": work.device.to_dict()}, False)
     assert result is not None, "only device changes come without a scan"
     matched = result.status is Status.MATCH
     if isinstance(work, ClipboardWork):
         if not matched:
             return None
-        event = _base("clipboard.copy", "clipboard", work.observed_at, now, context, user)
+        event = _base(events.CLIPBOARD_COPY, work.observed_at, now, context, user)
         event.update(size=work.original_size, sha256=work.sha256, truncated=work.truncated)
         event = _with_scan(event, result, include_file=False)
         if context.clipboard_snippets:
@@ -64,17 +62,17 @@ def decide(work: Work, result: ScanResult | None, context: Context, *, user: str
     uninspected = _UNINSPECTED_ON_USB if work.channel == "usb" else _UNINSPECTED_ON_FILE
     if not matched and result.status not in uninspected and not context.report_clean:
         return None
-    event = _base(f"{work.channel}.write", work.channel, work.observed_at, now, context, user)
+    event = _base(events.USB_WRITE if work.channel == "usb" else events.FILE_WRITE, work.observed_at, now, context, user)
     event.update(path=work.path, trigger=work.reason, device=work.device.to_dict() if work.device else None)
     return Decision(_with_scan(event, result, include_file=True), matched)
 
 
-def _base(kind: str, channel: str, observed_at: float, now: float, context: Context, user: str | None) -> dict[str, Any]:
+def _base(kind: str, observed_at: float, now: float, context: Context, user: str | None) -> dict[str, Any]:
     return {
-        "schema": SCHEMA_VERSION,
+        "schema": events.SCHEMA_VERSION,
         "id": str(uuid.uuid4()),
         "type": kind,
-        "channel": channel,
+        "channel": events.AGENT_TYPES[kind],
         "occurred_at": _iso(observed_at),
         "detected_at": _iso(now),
         "host": context.host,
@@ -94,7 +92,7 @@ def _base(kind: str, channel: str, observed_at: float, now: float, context: Cont
 
 def _with_scan(event: dict[str, Any], result: ScanResult, *, include_file: bool) -> dict[str, Any]:
     matches = [m.to_dict() for m in result.matches]
-    event.update(status=result.status.value, reason=result.reason, matches=matches, severity=worst_severity(m["severity"] for m in matches))
+    event.update(status=result.status.value, reason=result.reason, matches=matches, severity=events.worst_severity(m["severity"] for m in matches))
     if include_file:
         event.update(size=result.size, sha256=result.sha256)
     return event

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from agent import __version__
 from agent.display import TerminalFormatter, echo
+from agent.events import SEVERITIES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -158,15 +159,15 @@ def cmd_vendor_ranges(args: argparse.Namespace) -> int:
 
 def cmd_export_events(args: argparse.Namespace) -> int:
     from server.siem.export import write_events
-    from server.store import audit, events
+    from server.store import audit, review
 
-    filters = events.EventFilter(since=args.since, until=args.until, vendor=args.vendor, min_severity=args.min_severity)
+    filters = review.EventFilter(since=args.since, until=args.until, vendor=args.vendor, min_severity=args.min_severity)
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
         with _collector(args) as collector:
             with collector.db.read() as conn:
                 count = write_events(
-                    events.iter_for_export(conn, filters=filters), out, fmt=args.format, product_version=__version__, terminal=not args.output
+                    review.iter_for_export(conn, filters=filters), out, fmt=args.format, product_version=__version__, terminal=not args.output
                 )
             with collector.db.write() as conn:
                 details = {"format": args.format, "count": count, "since": args.since.isoformat() if args.since else None}
@@ -320,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_events.add_argument("--since", type=_timestamp, help="occurred at or after (ISO 8601 with a zone)")
     export_events.add_argument("--until", type=_timestamp)
     export_events.add_argument("--vendor")
-    export_events.add_argument("--min-severity", choices=["low", "medium", "high", "critical"])
+    export_events.add_argument("--min-severity", choices=SEVERITIES)
     export_events.add_argument("--output", "-o", metavar="FILE")
     return parser
 

@@ -18,7 +18,8 @@ from server.db.engine import Database
 from server.keys import load_signing_key, public_key_hex
 from server.metrics import Metrics
 from server.netaddr import CountryLookup, default_lookup, parse_networks
-from server.settings import SEVERITY_NAMES, ServerSettings
+from agent.events import SEVERITY_RANK
+from server.settings import ServerSettings
 from server.signing import BuiltBundle
 from server.store.sql import utcnow
 
@@ -52,7 +53,7 @@ class Collector:
         self.alert_targets: tuple[str, ...] = tuple(
             name for name, configured in (("webhook", alerts.webhook_url), ("syslog", alerts.syslog_host)) if configured
         )
-        self.alert_min_rank = SEVERITY_NAMES.index(alerts.min_severity) + 1
+        self.alert_min_rank = SEVERITY_RANK[alerts.min_severity]
         self.alerts_pending = threading.Event()
         """Set after a commit that queued alerts, so this process's forwarder sends at once."""
 

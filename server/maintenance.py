@@ -13,7 +13,8 @@ from datetime import timedelta
 from agent.threads import StoppableThread
 from server.alerts import Sender, build_senders, deliver_due
 from server.collector import Collector
-from server.store import addresses, agents, events, stats
+from agent.events import AGENT_OFFLINE
+from server.store import addresses, agents, ingest, stats
 from server.store.agents import AgentIdentity
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,10 @@ def sweep_offline(collector: Collector) -> int:
         for agent in gone:
             identity = AgentIdentity(agent["id"], agent["vendor_id"], "", agent["hostname"], (), "offline")
             silence = int((now - agent["last_seen_at"]).total_seconds())
-            events.raise_agent_event(
+            ingest.raise_agent_event(
                 conn,
                 agent=identity,
-                kind="agent.offline",
+                kind=AGENT_OFFLINE,
                 details={"last_seen_at": agent["last_seen_at"].isoformat(), "silent_for_s": silence},
                 now=now,
                 severity=OFFLINE_SEVERITY,

@@ -15,8 +15,9 @@ from typing import Any, Literal, Mapping
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.events import Severity
+
 SETTINGS_FILE = "server.toml"
-SEVERITY_NAMES = ("low", "medium", "high", "critical")
 
 
 class SettingsError(Exception):
@@ -59,7 +60,7 @@ class NetworkSection(_Section):
 
 
 class AlertsSection(_Section):
-    min_severity: Literal["low", "medium", "high", "critical"] = "high"
+    min_severity: Severity = "high"
     webhook_url: str = ""
     webhook_secret: str = ""
     """HMAC key for the ``X-DLP-Signature`` header; empty sends no signature."""

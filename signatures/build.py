@@ -37,7 +37,7 @@ import time
 from typing import Callable, Sequence
 
 from agent.scanning import Scanner, load_rules
-from agent.scanning.rules import SEVERITIES
+from agent.events import SEVERITIES
 from signatures import baseline as baseline_mod
 from signatures.corpus import DEFAULT_MAX_FILE_BYTES, Corpus, Unit, imports_someone_elses, keys, own_modules, read_corpus
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import yara
 
-from agent.scanning.rules import SEVERITIES
+from agent.events import SEVERITIES
 
 MIN_TEXT_STRING = 6
 MIN_HEX_BYTES = 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from agent.scanning.rules import SEVERITIES
+from agent.events import SEVERITIES
 
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 COPYRIGHT_TEMPLATE = os.path.join(TEMPLATES_DIR, "copyright_owner.yar.in")

@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 
 from server.db.tables import audit_log, login_attempts
 from server.db.tables import events as event_table
-from server.store import events, stats
+from server.store import review, stats
 from server.store.cursors import Cursor
-from server.store.events import EventFilter
+from server.store.review import EventFilter
 from server.ui.session import csrf_token, safe_next
 
 BROKEN = 'rule broken { strings: $a = "x" condition: $b }'
@@ -244,7 +244,7 @@ def test_every_sort_pages_forward_and_back_over_each_event_once(collector, clien
     for start in range(0, 23, 5):
         _ingest(client, agent, records[start:start + 5])
     with collector.db.read() as conn:
-        everything = events.page(conn, filters=EventFilter(), limit=1000, sort="oldest").items
+        everything = review.page(conn, filters=EventFilter(), limit=1000, sort="oldest").items
     rank = {"low": 1, "medium": 2, "high": 3, "critical": 4, None: 0}
     expected = {
         "newest": [e["id"] for e in sorted(everything, key=lambda e: -e["seq"])],
@@ -254,7 +254,7 @@ def test_every_sort_pages_forward_and_back_over_each_event_once(collector, clien
     pages, cursor = [], None
     with collector.db.read() as conn:
         while True:
-            found = events.page(conn, filters=EventFilter(), limit=5, cursor=cursor, sort=sort)
+            found = review.page(conn, filters=EventFilter(), limit=5, cursor=cursor, sort=sort)
             pages.append(found)
             if found.next_cursor is None:
                 break
@@ -263,14 +263,14 @@ def test_every_sort_pages_forward_and_back_over_each_event_once(collector, clien
         assert [len(p.items) for p in pages] == [5, 5, 5, 5, 3] and pages[0].prev_cursor is None
         walked_back = [pages[-1]]
         while walked_back[-1].prev_cursor:
-            walked_back.append(events.page(conn, filters=EventFilter(), limit=5, cursor=walked_back[-1].prev_cursor, sort=sort))
+            walked_back.append(review.page(conn, filters=EventFilter(), limit=5, cursor=walked_back[-1].prev_cursor, sort=sort))
         assert [[e["id"] for e in p.items] for p in reversed(walked_back)] == [[e["id"] for e in p.items] for p in pages]
         assert walked_back[-1].next_cursor == pages[0].next_cursor
-        filtered = events.page(conn, filters=EventFilter(severities=("low", "critical")), limit=100, sort=sort).items
+        filtered = review.page(conn, filters=EventFilter(severities=("low", "critical")), limit=100, sort=sort).items
         assert [e["id"] for e in filtered] == [i for i in expected if next(e for e in everything if e["id"] == i)["severity"] in ("low", "critical")]
         other = "oldest" if sort != "oldest" else "newest"
         with pytest.raises(Exception, match="another sort order"):
-            events.page(conn, filters=EventFilter(), limit=5, cursor=pages[0].next_cursor, sort=other)
+            review.page(conn, filters=EventFilter(), limit=5, cursor=pages[0].next_cursor, sort=other)
 
 
 def test_the_list_pages_through_links_that_keep_filters_and_sort(client, enroll, reviewer):

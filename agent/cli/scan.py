@@ -21,7 +21,8 @@ from agent.scanning import (
 )
 from agent.scanning.batch import scan_targets
 from agent.scanning.cache import ResultCache
-from agent.scanning.rules import starter_packs_dir, worst_severity
+from agent.events import worst_severity
+from agent.scanning.rules import starter_packs_dir
 from agent.scanning.walk import iter_targets
 
 EXIT_CLEAN = 0

@@ -14,10 +14,11 @@ import logging
 import os
 import re
 import sys
-from typing import Any, Iterable
+from typing import Any
 
 import yara
 
+from agent.events import SEVERITIES
 from agent.scanning.errors import RuleError
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 RULE_SUFFIXES = (".yar", ".yara")
 COMPILED_MAGIC = b"YARA"
 
-SEVERITIES = ("low", "medium", "high", "critical")
 DEFAULT_SEVERITY = "medium"
 DEFAULT_CATEGORY = "uncategorized"
 
@@ -71,12 +71,6 @@ class Ruleset:
             category=str(meta.get("category", DEFAULT_CATEGORY)) or DEFAULT_CATEGORY,
             description=str(meta.get("description", "")),
         )
-
-
-def worst_severity(severities: Iterable[str]) -> str | None:
-    """The highest of ``severities`` in SEVERITIES order, or None when there is none."""
-    ranks = [SEVERITIES.index(s) for s in severities if s in SEVERITIES]
-    return SEVERITIES[max(ranks)] if ranks else None
 
 
 def starter_packs_dir() -> str | None:

@@ -24,7 +24,9 @@ from server.api.schemas import (
 from server.collector import Collector
 from server.errors import Forbidden, TooLarge, Unauthorized
 from server.netaddr import in_networks, parse_networks
-from server.store import addresses, agents, enrollment, events
+from agent.events import AGENT_ONLINE, AGENT_UNEXPECTED_IP
+from server.store import addresses, agents, enrollment
+from server.store import ingest as event_ingest
 from server.store.agents import AgentIdentity
 from server.store.sql import iso
 
@@ -139,7 +141,7 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
             if claimed is not None and claimed != identity.id:
                 raise Forbidden(f"events[{index}] claims agent {str(claimed)[:64]!r}; an agent may only submit its own events")
         record_agent_call(conn, collector, identity, address)
-        result = events.ingest(
+        result = event_ingest.ingest(
             conn,
             agent=identity,
             records=[event.columns() for event in batch.events],
@@ -179,18 +181,18 @@ def record_agent_call(conn: Connection, collector: Collector, identity: AgentIde
     if touch:
         agents.touch(conn, agent_id=identity.id, address=address, now=now)
     if identity.status == "offline":
-        _raise(conn, collector, identity, "agent.online", {"reason": "the agent called again after going offline"}, None, address)
+        _raise(conn, collector, identity, AGENT_ONLINE, {"reason": "the agent called again after going offline"}, None, address)
     if not address:
         return
     expected = in_networks(address, parse_networks(identity.allowed_cidrs)) if identity.allowed_cidrs else None
     sighting = addresses.record_agent(conn, agent_id=identity.id, address=address, country=collector.country(address), expected=expected, now=now)
     if sighting.first_time and expected is False:
         details = {"address": address, "country": sighting.country, "allowed_cidrs": list(identity.allowed_cidrs)}
-        _raise(conn, collector, identity, "agent.unexpected_ip", details, "high", address)
+        _raise(conn, collector, identity, AGENT_UNEXPECTED_IP, details, "high", address)
 
 
 def _raise(conn: Connection, collector: Collector, identity: AgentIdentity, kind: str, details: dict[str, Any], severity: str | None, address: str | None) -> None:
-    events.raise_agent_event(
+    event_ingest.raise_agent_event(
         conn,
         agent=identity,
         kind=kind,

@@ -16,15 +16,14 @@ from server.api.schemas import (
     CommentIn,
     EventDetail,
     EventPage,
-    Severity,
     TriageIn,
     VendorList,
     utc_representable,
 )
+from agent.events import CHANNELS, SEVERITIES, Severity
 from server.errors import InvalidInput
-from server.store import agents, audit, events, vendors
-from server.store import users as user_store
-from server.store.events import EventFilter
+from server.store import agents, review, vendors
+from server.store.review import TRIAGE_STATUSES, EventFilter, TriageChange
 
 router = APIRouter(prefix="/api/v1", tags=["review"])
 
@@ -56,7 +55,7 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 def list_events(
     collector: CollectorDep,
     user: UserDep,
-    channel: Annotated[str | None, Query(max_length=255, description="comma-separated: file, usb, clipboard, agent")] = None,
+    channel: Annotated[str | None, Query(max_length=255, description=f"comma-separated: {', '.join(CHANNELS)}")] = None,
     type: Annotated[str | None, Query(max_length=255, description="comma-separated event types, e.g. usb.write")] = None,
     severity: Annotated[str | None, Query(max_length=255, description="comma-separated exact severities")] = None,
     min_severity: Severity | None = None,
@@ -73,59 +72,51 @@ def list_events(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     filters = EventFilter(
-        channels=_split(channel, ("file", "usb", "clipboard", "agent"), "channel"),
+        channels=_split(channel, CHANNELS, "channel"),
         types=_split(type),
-        severities=_split(severity, ("low", "medium", "high", "critical"), "severity"),
+        severities=_split(severity, SEVERITIES, "severity"),
         min_severity=min_severity,
         vendor=vendor,
         agent=agent,
         user=user_name,
         rule=rule,
-        statuses=_split(status, events.TRIAGE_STATUSES, "status"),
+        statuses=_split(status, TRIAGE_STATUSES, "status"),
         sha256=sha256,
         device_serial=device,
         since=_aware(since, "since"),
         until=_aware(until, "until"),
     )
     with collector.db.read() as conn:
-        items, next_cursor = events.query(conn, filters=filters, limit=limit, cursor=cursor)
+        items, next_cursor = review.query(conn, filters=filters, limit=limit, cursor=cursor)
     return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/events/{event_id}", response_model=EventDetail, summary="One event with comments and related events")
 def get_event(event_id: _EventId, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
-        return events.get(conn, event_id=event_id)
+        return review.get(conn, event_id=event_id)
 
 
 @router.patch("/events/{event_id}/triage", response_model=EventDetail, summary="Set triage status and/or assignee")
 def triage_event(event_id: _EventId, body: TriageIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
-    now = collector.clock()
+    change = TriageChange(status=body.status, assignee=body.assignee, clear_assignee=body.clear_assignee)
     with collector.db.write() as conn:
-        assignee_id = user_store.get(conn, name=body.assignee).id if body.assignee else None
-        before = events.triage(conn, event_id=event_id, status=body.status, assignee_id=assignee_id, clear_assignee=body.clear_assignee)
-        after = {"status": body.status or before["status"], "assignee": None if body.clear_assignee else (body.assignee or before["assignee"])}
-        audit.append(conn, actor=user.name, action="event.triage", target=event_id, details={"before": before, "after": after}, address=address, now=now)
-        return events.get(conn, event_id=event_id)
+        review.set_triage(conn, event_ids=[event_id], change=change, actor=user.name, address=address, now=collector.clock())
+        return review.get(conn, event_id=event_id)
 
 
 @router.post("/events/triage", response_model=BulkTriageOut, summary="Set the triage status of many events at once")
 def bulk_triage(body: BulkTriageIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
-    now = collector.clock()
     with collector.db.write() as conn:
-        for event_id in body.ids:
-            events.triage(conn, event_id=event_id, status=body.status, assignee_id=None)
-        audit.append(conn, actor=user.name, action="event.triage_bulk", target=f"{len(body.ids)} events", details={"ids": body.ids, "status": body.status}, address=address, now=now)
-    return {"updated": len(body.ids), "status": body.status}
+        changed = review.set_triage(conn, event_ids=body.ids, change=TriageChange(status=body.status), actor=user.name, address=address, now=collector.clock())
+    return {"updated": len(changed), "status": body.status}
 
 
 @router.post("/events/{event_id}/comments", status_code=201, response_model=EventDetail, summary="Comment on an event")
 def comment_event(event_id: _EventId, body: CommentIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
-    now = collector.clock()
     with collector.db.write() as conn:
-        events.comment(conn, event_id=event_id, user_id=user.id, body=body.body, now=now)
-        audit.append(conn, actor=user.name, action="event.comment", target=event_id, details={"length": len(body.body)}, address=address, now=now)
-        return events.get(conn, event_id=event_id)
+        review.add_comment(conn, event_id=event_id, author=user, body=body.body, address=address, now=collector.clock())
+        return review.get(conn, event_id=event_id)
 
 
 @router.get("/agents", response_model=AgentList, summary="Agents with health and IP-address history")

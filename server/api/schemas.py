@@ -18,9 +18,11 @@ from pydantic import (
     model_validator,
 )
 
+from agent import events as contract
+from agent.events import Channel, Origin, Severity
+from server.store.review import TriageStatus
+
 MAX_INT = 2**53 - 1
-Severity = Literal["low", "medium", "high", "critical"]
-TriageStatus = Literal["new", "investigating", "benign", "confirmed_leak"]
 LONE_SURROGATE = "must be valid Unicode: a lone surrogate (\\ud800-\\udfff) cannot be stored"
 
 
@@ -127,22 +129,30 @@ class MatchIn(BaseModel):
 
 
 class DeviceIn(BaseModel):
+    """What the agent learnt of a removable volume (agent/sources/work.py ``Device``). The known
+    fields are typed, since pages compute on them; unknown extras are kept and only ever shown as text."""
+
     model_config = ConfigDict(extra="allow")
     mountpoint: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    device: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    fstype: Annotated[str, StringConstraints(max_length=64)] | None = None
     vendor: Annotated[str, StringConstraints(max_length=255)] | None = None
     model: Annotated[str, StringConstraints(max_length=255)] | None = None
     serial: Annotated[str, StringConstraints(max_length=255)] | None = None
-    fstype: Annotated[str, StringConstraints(max_length=64)] | None = None
+    label: Annotated[str, StringConstraints(max_length=255)] | None = None
+    size_bytes: Count | None = None
+    bus: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
 class EventIn(BaseModel):
-    """One agent event record (schema 1, docs/events.md). Unknown fields are kept for newer agents."""
+    """One agent event record (schema 1, docs/events.md). Unknown fields are kept for newer agents;
+    names the collector owns are never believed from here (server/store/review.py ``public``)."""
 
     model_config = ConfigDict(extra="allow")
     schema_: Literal[1] = Field(default=1, alias="schema")
     id: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", to_lower=True)]
     type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,30}\.[a-z][a-z_]{0,30}$")]
-    channel: Literal["file", "usb", "clipboard", "agent"]
+    channel: Channel
     occurred_at: Instant
     detected_at: Instant | None = None
     host: Annotated[str, StringConstraints(max_length=255)] | None = None
@@ -180,6 +190,8 @@ class BatchIn(_In):
         # Unknown fields are kept as sent, so they are the only values no type above has bounded.
         # Checked once per batch rather than per event: a Python call per event cost 10% of ingest.
         for index, event in enumerate(self.events):
+            if contract.collector_raised(event.type):
+                raise ValueError(f"events[{index}] (id {event.id}) has type {event.type!r}, which only the collector raises")
             extras = [event.model_extra, *(m.model_extra for m in event.matches), event.device.model_extra if event.device else None]
             if any(extras):
                 check_json_values([values for values in extras if values], f"events[{index}]", depth=0)
@@ -307,6 +319,11 @@ class EventPublic(BaseModel):
     source_ip: str | None
     source_country: str | None
     triage: TriagePublic
+    origin: Origin = Field(description="`agent` for what an agent reported, `collector` for what the collector raised itself.")
+    claimed_host: str | None = Field(default=None, description="The agent's own name for its host when it differs from the enrolled `host`.")
+    agent_claims: dict[str, Any] | None = Field(
+        default=None, description="Values the agent sent under names only the collector may set (`vendor`, `triage`, ...), kept as its claim."
+    )
 
 
 class EventPage(_Out):

@@ -157,6 +157,8 @@ events = Table(
     Column("source_country", String(2)),
     Column("triage_status", String(16), nullable=False, default="new"),
     Column("assignee_id", Integer, ForeignKey("users.id")),
+    # "agent" or "collector" (agent/events.py): set by who stored the row, never read from a body.
+    Column("origin", String(16), nullable=False, default="agent", server_default="agent"),
     Index("ix_events_vendor_id_seq", "vendor_id", "seq"),
     Index("ix_events_agent_id_seq", "agent_id", "seq"),
     Index("ix_events_channel_seq", "channel", "seq"),

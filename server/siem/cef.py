@@ -16,13 +16,14 @@ import re
 from typing import Any
 
 from agent.display import BIDI_CONTROLS, unicode_mark
+from agent.events import SEVERITIES
 from server.siem.fields import device_label, rule_names, text
 
 VENDOR = "DLP Endpoint"
 PRODUCT = "dlp-endpoint"
 MAX_LINE_BYTES = 8192
 
-_SEVERITY = {"low": 3, "medium": 5, "high": 8, "critical": 10}
+_SEVERITY = dict(zip(SEVERITIES, (3, 5, 8, 10)))
 # No severity, or one outside our scale (agents are untrusted), is the lowest we use.
 _DEFAULT_SEVERITY = 1
 
@@ -69,7 +70,7 @@ def format_cef(event: dict[str, Any], *, product_version: str, max_bytes: int = 
 
 
 def _cef_severity(severity: Any) -> int:
-    """CEF's 0-10 severity for one of ours (None, "low", "medium", "high", "critical")."""
+    """CEF's 0-10 severity for one of ours (None or one of SEVERITIES)."""
     return _SEVERITY.get(severity, _DEFAULT_SEVERITY) if isinstance(severity, str) else _DEFAULT_SEVERITY
 
 

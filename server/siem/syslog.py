@@ -25,6 +25,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from agent.events import SEVERITIES
 from server.siem.cef import format_cef
 from server.siem.errors import DeliveryError
 from server.siem.fields import text
@@ -34,7 +35,7 @@ from server.siem.fields import text
 FACILITY_LOG_AUDIT = 13
 MAX_MESSAGE_BYTES = 8192
 
-_SEVERITY = {"critical": 2, "high": 3, "medium": 4, "low": 5}
+_SEVERITY = dict(zip(SEVERITIES, (5, 4, 3, 2)))
 # Events without a severity (mounts, clean writes) and unknown values are informational.
 _INFORMATIONAL = 6
 _NILVALUE = "-"

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 
 from server.db.tables import alert_outbox, events
-from server.store.events import _base_query, public
+from server.store.review import _base_query, public
 
 _MAX_BACKOFF = timedelta(hours=1)
 

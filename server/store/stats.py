@@ -19,11 +19,12 @@ from typing import Any
 
 from sqlalchemy import Connection, String, func, select
 
+from agent.events import SEVERITY_RANK
 from server.db.tables import event_counts, event_rules, events, stats_progress, vendors
 from server.store import vendors as vendor_store
 from server.store.sql import insert
 
-SEVERITY_BY_RANK = {0: "none", 1: "low", 2: "medium", 3: "high", 4: "critical"}
+SEVERITY_BY_RANK = {0: "none", **{rank: name for name, rank in SEVERITY_RANK.items()}}
 KINDS = ("severity", "rule", "user", "device")
 MAX_WINDOW_DAYS = 90
 FOLD_LAG = timedelta(minutes=5)

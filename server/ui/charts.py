@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from agent.events import SEVERITIES
+
 # Bottom to top: the most severe events sit on the axis, where they are easiest to compare.
-STACK_ORDER = ("critical", "high", "medium", "low", "none")
+STACK_ORDER = (*reversed(SEVERITIES), "none")
 WIDTH, HEIGHT = 640, 180
 LEFT, RIGHT, TOP, BOTTOM = 44, 8, 10, 24
 

@@ -12,13 +12,14 @@ from starlette.responses import Response, StreamingResponse
 
 from agent import __version__
 from server.api.deps import AddressDep, CollectorDep
-from server.api.schemas import BulkTriageIn, CommentIn, TriageIn
+from server.api.schemas import BulkTriageIn, CommentIn, DeviceIn, TriageIn
 from server.collector import Collector
 from server.errors import InvalidInput
 from server.siem.export import write_events
-from server.store import agents, audit, events, vendors
+from agent.events import CHANNELS
+from server.store import agents, audit, review, vendors
 from server.store import users as user_store
-from server.store.events import TRIAGE_STATUSES, EventFilter
+from server.store.review import TRIAGE_STATUSES, EventFilter, TriageChange
 from server.ui import filters
 from server.ui.render import UiRoute, redirect, render
 from server.ui.session import PosterDep, ViewerDep
@@ -28,6 +29,8 @@ _EventId = Annotated[str, Path(max_length=64)]
 EXPORT_FORMATS = {"csv": ("text/csv; charset=utf-8", "csv"), "jsonl": ("application/x-ndjson; charset=utf-8", "jsonl")}
 _EXPORT_BATCH = 500
 RELATED_SHOWN = 5
+# Device fields the page labels itself; any other key an agent sent is listed as plain text.
+DEVICE_FIELDS = frozenset(DeviceIn.model_fields)
 # Notices after a redirect are codes, never text from the URL, so a link cannot put words on the page.
 NOTICES = {"triaged": "Triage updated.", "commented": "Comment added.", "bulk": "Status set on the selected events."}
 
@@ -43,11 +46,11 @@ def event_list(request: Request, collector: CollectorDep, viewer: ViewerDep) -> 
     view = filters.parse(request.query_params)
     with collector.db.read() as conn:
         try:
-            found = events.page(conn, filters=view.filters, limit=view.limit, cursor=view.cursor, sort=view.sort)
+            found = review.page(conn, filters=view.filters, limit=view.limit, cursor=view.cursor, sort=view.sort)
         except InvalidInput as exc:
             view.problems.append(f"{exc} (showing the first page)")
             view.cursor = None
-            found = events.page(conn, filters=view.filters, limit=view.limit, sort=view.sort)
+            found = review.page(conn, filters=view.filters, limit=view.limit, sort=view.sort)
         vendor_names = [v["name"] for v in vendors.list_all(conn)]
     notice = NOTICES.get(request.query_params.get("notice", ""))
     context = {
@@ -56,7 +59,7 @@ def event_list(request: Request, collector: CollectorDep, viewer: ViewerDep) -> 
         "vendors": vendor_names,
         "notice": notice,
         "statuses": TRIAGE_STATUSES,
-        "channels": filters.CHANNELS,
+        "channels": CHANNELS,
         "sorts": (("newest", "Newest first"), ("oldest", "Oldest first"), ("severity", "Most severe first")),
         "page_sizes": filters.PAGE_SIZES,
         "here": view.url(cursor=view.cursor),
@@ -84,12 +87,8 @@ async def bulk_triage(request: Request, collector: CollectorDep, viewer: PosterD
         body = BulkTriageIn(ids=ids, status=form.get("status"))  # type: ignore[arg-type]
     except ValidationError as exc:
         raise InvalidInput(_first_problem(exc)) from None
-    now = collector.clock()
     with collector.db.write() as conn:
-        for event_id in body.ids:
-            events.triage(conn, event_id=event_id, status=body.status, assignee_id=None)
-        details = {"ids": body.ids, "status": body.status}
-        audit.append(conn, actor=viewer.user.name, action="event.triage_bulk", target=f"{len(body.ids)} events", details=details, address=address, now=now)
+        review.set_triage(conn, event_ids=body.ids, change=TriageChange(status=body.status), actor=viewer.user.name, address=address, now=collector.clock())
     return redirect(_with_notice(back, "bulk"))
 
 
@@ -122,7 +121,7 @@ def _exported(collector: Collector, event_filter: EventFilter, fmt: str) -> Iter
         yield header
     with collector.db.read() as conn:
         batch: list[dict[str, Any]] = []
-        for item in events.iter_for_export(conn, filters=event_filter):
+        for item in review.iter_for_export(conn, filters=event_filter):
             batch.append(item)
             if len(batch) >= _EXPORT_BATCH:
                 yield _written(batch, fmt, header)
@@ -141,7 +140,7 @@ def _written(batch: list[dict[str, Any]], fmt: str, header: str) -> str:
 @router.get("/{event_id}")
 def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, viewer: ViewerDep) -> Response:
     with collector.db.read() as conn:
-        item = events.get(conn, event_id=event_id)
+        item = review.get(conn, event_id=event_id)
         people = [u["name"] for u in user_store.list_all(conn) if not u["disabled"]]
         agent = agents.get(conn, agent_id=item["agent_id"])
         same_file = _latest(conn, EventFilter(sha256=item["sha256"]), event_id) if item.get("sha256") else []
@@ -154,6 +153,7 @@ def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, 
         "statuses": TRIAGE_STATUSES,
         "same_file": same_file,
         "same_device": same_device,
+        "device_fields": DEVICE_FIELDS,
         "notice": NOTICES.get(request.query_params.get("notice", "")),
     }
     return render(request, "event.html", context)
@@ -161,7 +161,7 @@ def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, 
 
 def _latest(conn: Any, event_filter: EventFilter, event_id: str) -> list[dict[str, Any]]:
     """The newest few other events matching ``event_filter``."""
-    items = events.page(conn, filters=event_filter, limit=RELATED_SHOWN + 1).items
+    items = review.page(conn, filters=event_filter, limit=RELATED_SHOWN + 1).items
     return [item for item in items if item["id"] != event_id][:RELATED_SHOWN]
 
 
@@ -178,13 +178,9 @@ def triage(
         body = TriageIn(status=status or None, assignee=assignee or None, clear_assignee=not assignee)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise InvalidInput(_first_problem(exc)) from None
-    now = collector.clock()
+    change = TriageChange(status=body.status, assignee=body.assignee, clear_assignee=body.clear_assignee)
     with collector.db.write() as conn:
-        assignee_id = user_store.get(conn, name=body.assignee).id if body.assignee else None
-        before = events.triage(conn, event_id=event_id, status=body.status, assignee_id=assignee_id, clear_assignee=body.clear_assignee)
-        after = {"status": body.status or before["status"], "assignee": body.assignee}
-        if after != before:
-            audit.append(conn, actor=viewer.user.name, action="event.triage", target=event_id, details={"before": before, "after": after}, address=address, now=now)
+        review.set_triage(conn, event_ids=[event_id], change=change, actor=viewer.user.name, address=address, now=collector.clock())
     return redirect(f"/ui/events/{event_id}?notice=triaged")
 
 
@@ -200,8 +196,6 @@ def comment(
         checked = CommentIn(body=body.strip())
     except ValidationError as exc:
         raise InvalidInput("The comment is empty or not valid text." if body.strip() else "Write a comment first.") from exc
-    now = collector.clock()
     with collector.db.write() as conn:
-        events.comment(conn, event_id=event_id, user_id=viewer.user.id, body=checked.body, now=now)
-        audit.append(conn, actor=viewer.user.name, action="event.comment", target=event_id, details={"length": len(checked.body)}, address=address, now=now)
+        review.add_comment(conn, event_id=event_id, author=viewer.user, body=checked.body, address=address, now=collector.clock())
     return redirect(f"/ui/events/{event_id}?notice=commented")

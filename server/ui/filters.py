@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+from agent.events import CHANNELS, SEVERITIES
 from server.store.cursors import SORTS
-from server.store.events import TRIAGE_STATUSES, EventFilter
+from server.store.review import TRIAGE_STATUSES, EventFilter
 
-CHANNELS = ("file", "usb", "clipboard", "agent")
-SEVERITIES = ("low", "medium", "high", "critical")
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_LIMIT = 50
 TEXT_FILTERS = ("vendor", "agent", "user", "rule", "sha256", "device")

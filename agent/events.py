@@ -1,0 +1,86 @@
+"""The event contract both ends share: channels, types, severities, the schema version, and who owns each field.
+
+The agent's policy builds records from these names and the collector validates, stores,
+filters and shows them by the same ones, so none of these lists is spelled out twice.
+Ownership is the security rule of the contract: an agent reports what it observed; what the
+collector knows (who sent the event, from where, when it arrived, what reviewers decided, and
+which events the collector raised itself) is never taken from an agent's body. The record's
+fields are described in docs/events.md.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Literal, get_args
+
+SCHEMA_VERSION = 1
+
+Channel = Literal["file", "usb", "clipboard", "agent"]
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
+"""``agent`` holds agent-health events: the spool's drop reports and what the collector raises."""
+
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+"""In rising order."""
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES, start=1)}
+"""1 (low) to 4 (critical); an event without a severity ranks 0."""
+
+# Types the agent's policy and spool make, with their channel.
+FILE_WRITE = "file.write"
+USB_WRITE = "usb.write"
+USB_MOUNT = "usb.mount"
+USB_UNMOUNT = "usb.unmount"
+CLIPBOARD_COPY = "clipboard.copy"
+SPOOL_DROPPED = "spool.dropped"
+AGENT_TYPES: dict[str, Channel] = {
+    FILE_WRITE: "file",
+    USB_WRITE: "usb",
+    USB_MOUNT: "usb",
+    USB_UNMOUNT: "usb",
+    CLIPBOARD_COPY: "clipboard",
+    SPOOL_DROPPED: "agent",
+}
+
+# Types the collector raises about an agent. The whole ``agent.`` family is the collector's,
+# today's members and any later one, so an older collector already refuses a newer one's names.
+AGENT_OFFLINE = "agent.offline"
+AGENT_ONLINE = "agent.online"
+AGENT_UNEXPECTED_IP = "agent.unexpected_ip"
+COLLECTOR_TYPES: dict[str, Channel] = {AGENT_OFFLINE: "agent", AGENT_ONLINE: "agent", AGENT_UNEXPECTED_IP: "agent"}
+COLLECTOR_TYPE_PREFIX = "agent."
+
+Origin = Literal["agent", "collector"]
+ORIGINS: tuple[Origin, ...] = get_args(Origin)
+
+AGENT_FIELDS = frozenset(
+    {
+        "schema", "id", "type", "channel", "occurred_at", "detected_at", "host", "user", "agent_version",
+        "ruleset_version", "path", "trigger", "size", "sha256", "status", "reason", "severity", "matches",
+        "device", "truncated", "dropped",
+    }
+)  # fmt: skip
+"""What an agent reports. ``host`` is only the agent's claim: events show the enrolled hostname."""
+
+COLLECTOR_FIELDS = frozenset(
+    {
+        "seq", "agent_id", "vendor", "received_at", "source_ip", "source_country", "triage", "comments",
+        "related", "origin", "claimed_host", "agent_claims",
+        # names of the collector's own columns, so a body cannot pose as them in any output either
+        "triage_status", "assignee", "vendor_id", "severity_rank",
+    }
+)  # fmt: skip
+"""What only the collector may set. An agent's values under these names are never shown as the
+collector's: the review API moves them under ``agent_claims``."""
+
+CLAIMED_HOST = "claimed_host"
+AGENT_CLAIMS = "agent_claims"
+
+
+def collector_raised(event_type: str) -> bool:
+    """True for a type only the collector may raise (refused when an agent submits it)."""
+    return event_type.startswith(COLLECTOR_TYPE_PREFIX) or event_type in COLLECTOR_TYPES
+
+
+def worst_severity(severities: Iterable[str | None]) -> Severity | None:
+    """The highest of ``severities`` in SEVERITIES order, or None when there is none."""
+    ranks = [SEVERITY_RANK[s] for s in severities if s in SEVERITY_RANK]
+    return SEVERITIES[max(ranks) - 1] if ranks else None

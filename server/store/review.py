@@ -1,0 +1,295 @@
+"""Events as reviewers see them: filtered keyset pages, one event with its comments, exports, and triage.
+
+``public`` is the one place a stored record becomes what the review API, the UI, exports and
+alerts show: the agent's record with the collector's own facts laid over it. Names the
+collector owns (agent/events.py) that an agent wrote into its body are moved under
+``agent_claims``, and an agent's ``host`` that differs from its enrolled hostname is shown as
+``claimed_host``, so nothing an agent sends can pose as the collector's word, including in
+rows stored before that rule existed. Triage and comments change here too, each with its
+audit entry in the same transaction, so the API and the UI follow one rule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Sequence, get_args
+
+from sqlalchemy import Connection, and_, exists, func, select, tuple_
+
+from agent.events import AGENT_CLAIMS, CLAIMED_HOST, COLLECTOR_FIELDS, SEVERITY_RANK
+from server.db.tables import event_comments, event_rules, events, users, vendors
+from server.errors import InvalidInput, NotFound
+from server.store import audit
+from server.store import users as user_store
+from server.store.cursors import SORTS, Cursor
+from server.store.sql import iso
+
+TriageStatus = Literal["new", "investigating", "benign", "confirmed_leak"]
+TRIAGE_STATUSES: tuple[TriageStatus, ...] = get_args(TriageStatus)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    channels: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    min_severity: str | None = None
+    vendor: str | None = None
+    agent: str | None = None
+    user: str | None = None
+    rule: str | None = None
+    statuses: tuple[str, ...] = ()
+    sha256: str | None = None
+    device_serial: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    prev_cursor: str | None
+    """None on the first page (and on a page reached backwards that has nothing before it)."""
+
+
+def _base_query() -> Any:
+    return (
+        select(events, vendors.c.name.label("vendor"), users.c.name.label("assignee"))
+        .join(vendors, vendors.c.id == events.c.vendor_id)
+        .outerjoin(users, users.c.id == events.c.assignee_id)
+    )
+
+
+def _keys(sort: str) -> list[Any]:
+    return [events.c.severity_rank, events.c.seq] if sort == "severity" else [events.c.seq]
+
+
+def _key_of(sort: str, row: Any) -> tuple[int, ...]:
+    return (row.severity_rank, row.seq) if sort == "severity" else (row.seq,)
+
+
+def _cursor_at(sort: str, row: Any, *, backward: bool) -> str:
+    return Cursor(sort, row.seq, row.severity_rank if sort == "severity" else None, backward).encode()
+
+
+def query(
+    conn: Connection, *, filters: EventFilter, limit: int, cursor: str | None = None, sort: str = "newest"
+) -> tuple[list[dict[str, Any]], str | None]:
+    """``limit`` events in ``sort`` order; the cursor continues after the last item (keyset paging)."""
+    found = page(conn, filters=filters, limit=limit, cursor=cursor, sort=sort)
+    return found.items, found.next_cursor
+
+
+def page(conn: Connection, *, filters: EventFilter, limit: int, cursor: str | None = None, sort: str = "newest") -> Page:
+    """One page in ``sort`` order, with cursors to the pages after and before it.
+
+    Keyset paging on (severity_rank, seq) or seq, each backed by an index, so page 5,000 costs
+    what page 1 does and never counts or skips rows. A backward cursor reads the keys on the
+    other side in reverse index order and flips the result.
+    """
+    if sort not in SORTS:
+        raise InvalidInput(f"sort must be one of {', '.join(SORTS)}")
+    position = Cursor.decode(cursor) if cursor else None
+    if position is not None and position.sort != sort:
+        raise InvalidInput("cursor belongs to another sort order; start again from the first page")
+    descending = sort != "oldest"
+    backward = position is not None and position.backward
+    keys = _keys(sort)
+    conditions = _conditions(filters)
+    if position is not None:
+        key = tuple_(*keys) if len(keys) > 1 else keys[0]
+        value = tuple_(position.rank, position.seq) if sort == "severity" else position.seq
+        # Forward on a descending sort (or backward on an ascending one) wants smaller keys.
+        conditions.append(key < value if descending != backward else key > value)
+    reading_descending = descending != backward
+    order = [k.desc() if reading_descending else k.asc() for k in keys]
+    stmt = _base_query().order_by(*order).limit(limit + 1)
+    if conditions:
+        stmt = stmt.where(and_(*conditions))
+    rows = conn.execute(stmt).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backward:
+        rows.reverse()
+    if not rows:
+        return Page([], None, None)
+    if backward:
+        next_cursor = _cursor_at(sort, rows[-1], backward=False)
+        prev_cursor = _cursor_at(sort, rows[0], backward=True) if more else None
+    else:
+        next_cursor = _cursor_at(sort, rows[-1], backward=False) if more else None
+        prev_cursor = _cursor_at(sort, rows[0], backward=True) if position is not None else None
+    return Page([public(row) for row in rows], next_cursor, prev_cursor)
+
+
+def _conditions(f: EventFilter) -> list[Any]:
+    c: list[Any] = []
+    if f.channels:
+        c.append(events.c.channel.in_(f.channels))
+    if f.types:
+        c.append(events.c.type.in_(f.types))
+    if f.severities:
+        # The rank mirrors the severity name and is indexed with seq; unknown names match nothing.
+        c.append(events.c.severity_rank.in_([SEVERITY_RANK.get(name, -1) for name in f.severities]))
+    if f.min_severity:
+        c.append(events.c.severity_rank >= SEVERITY_RANK[f.min_severity])
+    if f.vendor:
+        c.append(vendors.c.name == f.vendor)
+    if f.agent:
+        c.append(events.c.agent_id == f.agent)
+    if f.user:
+        c.append(events.c.user_name == f.user)
+    if f.rule:
+        c.append(exists().where(event_rules.c.event_seq == events.c.seq, event_rules.c.rule == f.rule))
+    if f.statuses:
+        c.append(events.c.triage_status.in_(f.statuses))
+    if f.sha256:
+        c.append(events.c.sha256 == f.sha256)
+    if f.device_serial:
+        c.append(events.c.device_serial == f.device_serial)
+    if f.since:
+        c.append(events.c.occurred_at >= f.since)
+    if f.until:
+        c.append(events.c.occurred_at < f.until)
+    return c
+
+
+def public(row: Any) -> dict[str, Any]:
+    """The review API's view of one event: the agent's record plus what the collector knows."""
+    item = json.loads(row.body)
+    claims: dict[str, Any] = {}
+    if row.origin == "collector":
+        item.pop("origin", None)  # rows raised before the origin column kept it in the body
+    else:
+        claims = {name: item.pop(name) for name in COLLECTOR_FIELDS & item.keys()}
+        if claims.get("agent_id") == row.agent_id:
+            del claims["agent_id"]
+    claimed_host = item.pop("host", None)
+    item.update(
+        id=row.id,
+        seq=row.seq,
+        agent_id=row.agent_id,
+        vendor=row.vendor,
+        channel=row.channel,
+        type=row.type,
+        host=row.host,
+        occurred_at=iso(row.occurred_at),
+        received_at=iso(row.received_at),
+        severity=row.severity,
+        source_ip=row.source_ip,
+        source_country=row.source_country,
+        triage={"status": row.triage_status, "assignee": row.assignee},
+        origin=row.origin,
+    )
+    if claimed_host is not None and claimed_host != row.host:
+        item[CLAIMED_HOST] = claimed_host
+    if claims:
+        item[AGENT_CLAIMS] = claims
+    item.setdefault("path", None)
+    item.setdefault("sha256", None)
+    item.setdefault("matches", [])
+    item.setdefault("device", None)
+    return item
+
+
+def _row_by_id(conn: Connection, event_id: str) -> Any:
+    row = conn.execute(_base_query().where(events.c.id == event_id)).first()
+    if row is None:
+        raise NotFound(f"no event {event_id!r}")
+    return row
+
+
+def get(conn: Connection, *, event_id: str) -> dict[str, Any]:
+    """One event with its comments and how many other events share its file or device."""
+    row = _row_by_id(conn, event_id)
+    item = public(row)
+    comments = conn.execute(
+        select(event_comments.c.body, event_comments.c.created_at, users.c.name)
+        .join(users, users.c.id == event_comments.c.user_id)
+        .where(event_comments.c.event_seq == row.seq)
+        .order_by(event_comments.c.id)
+    )
+    item["comments"] = [{"author": c.name, "body": c.body, "created_at": iso(c.created_at)} for c in comments]
+    related: dict[str, int] = {}
+    for key, column, value in (("same_sha256", events.c.sha256, row.sha256), ("same_device", events.c.device_serial, row.device_serial)):
+        related[key] = conn.execute(select(func.count()).where(column == value, events.c.seq != row.seq)).scalar_one() if value else 0
+    item["related"] = related
+    return item
+
+
+@dataclass(frozen=True)
+class TriageChange:
+    """What a reviewer asks of one or more events; None leaves a field as it is."""
+
+    status: TriageStatus | None = None
+    assignee: str | None = None
+    """A user's name."""
+    clear_assignee: bool = False
+
+
+def set_triage(
+    conn: Connection, *, event_ids: Sequence[str], change: TriageChange, actor: str, address: str | None, now: datetime
+) -> list[str]:
+    """Apply ``change`` to every event of ``event_ids`` and audit it; returns the ids it changed.
+
+    The audit rule, the same for the API and the UI: a request that changed something is one
+    entry (``event.triage`` with before and after for one event, ``event.triage_bulk`` with the
+    changed ids for several); a request that changed nothing is not an action and is not
+    recorded. An unknown event or assignee refuses the whole request.
+    """
+    if change.status is not None and change.status not in TRIAGE_STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(TRIAGE_STATUSES)}")
+    values: dict[str, Any] = {}
+    if change.status is not None:
+        values["triage_status"] = change.status
+    if change.clear_assignee:
+        values["assignee_id"] = None
+    elif change.assignee is not None:
+        values["assignee_id"] = user_store.get(conn, name=change.assignee).id
+    rows = [_row_by_id(conn, event_id) for event_id in dict.fromkeys(event_ids)]
+    changed: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
+    for row in rows:
+        before = {"status": row.triage_status, "assignee": row.assignee}
+        after = {
+            "status": change.status or row.triage_status,
+            "assignee": None if change.clear_assignee else (change.assignee if change.assignee is not None else row.assignee),
+        }
+        if after != before:
+            changed.append((row, before, after))
+    if not changed:
+        return []
+    conn.execute(events.update().where(events.c.seq.in_([row.seq for row, _, _ in changed])).values(**values))
+    ids = [row.id for row, _, _ in changed]
+    if len(event_ids) == 1:
+        _, before, after = changed[0]
+        audit.append(conn, actor=actor, action="event.triage", target=ids[0], details={"before": before, "after": after}, address=address, now=now)
+    else:
+        details: dict[str, Any] = {"ids": ids, "status": change.status}
+        if change.assignee is not None or change.clear_assignee:
+            details["assignee"] = None if change.clear_assignee else change.assignee
+        audit.append(conn, actor=actor, action="event.triage_bulk", target=f"{len(ids)} events", details=details, address=address, now=now)
+    return ids
+
+
+def add_comment(conn: Connection, *, event_id: str, author: user_store.User, body: str, address: str | None, now: datetime) -> None:
+    """A reviewer's comment on an event, audited (its length, never its text) in the same transaction."""
+    row = _row_by_id(conn, event_id)
+    conn.execute(event_comments.insert().values(event_seq=row.seq, user_id=author.id, body=body, created_at=now))
+    audit.append(conn, actor=author.name, action="event.comment", target=event_id, details={"length": len(body)}, address=address, now=now)
+
+
+def iter_for_export(conn: Connection, *, filters: EventFilter, batch: int = 1000) -> Any:
+    """Every matching event, oldest first, fetched in keyset batches (flat memory)."""
+    after = 0
+    conditions = _conditions(filters)
+    while True:
+        stmt = _base_query().where(and_(events.c.seq > after, *conditions)).order_by(events.c.seq).limit(batch)
+        rows = conn.execute(stmt).all()
+        if not rows:
+            return
+        for row in rows:
+            yield public(row)
+        after = rows[-1].seq
