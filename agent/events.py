@@ -55,7 +55,7 @@ AGENT_FIELDS = frozenset(
     {
         "schema", "id", "type", "channel", "occurred_at", "detected_at", "host", "user", "agent_version",
         "ruleset_version", "path", "trigger", "size", "sha256", "status", "reason", "severity", "matches",
-        "device", "truncated", "dropped",
+        "device", "truncated", "dropped", "first_dropped_at",
     }
 )  # fmt: skip
 """What an agent reports. ``host`` is only the agent's claim: events show the enrolled hostname."""

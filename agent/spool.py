@@ -26,6 +26,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterator, Self
 
+from agent import events as contract
 from agent.private import create_private_file, make_private_dir, tighten_file
 
 log = logging.getLogger(__name__)
@@ -350,8 +351,9 @@ class Spool(SpoolReader):
         drop_id = str(uuid.uuid4())
         report = {
             "id": drop_id,
-            "type": "spool.dropped",
-            "channel": "agent",
+            "schema": contract.SCHEMA_VERSION,
+            "type": contract.SPOOL_DROPPED,
+            "channel": contract.AGENT_TYPES[contract.SPOOL_DROPPED],
             "occurred_at": _iso(now),
             "first_dropped_at": _iso(now),
             "dropped": count,

@@ -7,6 +7,7 @@ import logging
 import threading
 from typing import Any, Callable
 
+from agent import events as contract
 from agent.sources.mounts import Mount, MountChange, MountWatcher
 from agent.sources.removable import RemovablePolicy
 from agent.sources.work import Device, DeviceChange, Emit
@@ -109,7 +110,7 @@ class UsbSource(StoppableThread):
             with self._lock:
                 present = self._present.pop(mount.key, None)
             if present is not None:
-                self._offer(DeviceChange(type="usb.unmount", device=present[1]))
+                self._offer(DeviceChange(type=contract.USB_UNMOUNT, device=present[1]))
                 self._call(self._on_unmount, present[1])
         for mount in change.added:
             device = self._identify(mount)
@@ -118,7 +119,7 @@ class UsbSource(StoppableThread):
             with self._lock:
                 self._present[mount.key] = (mount, device)
             if not change.initial:
-                self._offer(DeviceChange(type="usb.mount", device=device))
+                self._offer(DeviceChange(type=contract.USB_MOUNT, device=device))
             self._call(self._on_mount, device)
         if change.initial:
             self._ready.set()
