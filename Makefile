@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # installer tests binutils (PyInstaller strips the binary), systemd (systemd-analyze verify) and shellcheck.
 APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip chromium binutils systemd shellcheck
 
-.PHONY: run demo test venv apt bench clean agent-binary deb
+.PHONY: run demo test lint venv apt bench clean agent-binary deb
 
 venv: $(STAMP)
 
@@ -25,8 +25,13 @@ apt:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: apt venv
+test: apt venv lint
 	$(PY) -m pytest
+
+# ruff (rules in pyproject.toml) over everything, mypy over the product's packages; both part of make test.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # The whole product: a collector on SQLite under var/ and an enrolled local agent (Ctrl-C stops both).
 run: venv

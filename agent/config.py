@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -163,7 +164,7 @@ def load_config(path: str | None = None, *, environ: Mapping[str, str] | None = 
 
 def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
     """``DLP_AGENT_SPOOL_MAX_BYTES=...`` sets ``[spool] max_bytes``; lists take JSON or commas."""
-    sections = {name: type(field.default_factory()) for name, field in AgentConfig.model_fields.items() if field.default_factory}
+    sections = {name: type(field.get_default(call_default_factory=True)) for name, field in AgentConfig.model_fields.items() if field.default_factory}
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX):
             continue

@@ -10,7 +10,8 @@ fields are described in docs/events.md.
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, get_args
+from collections.abc import Iterable
+from typing import Literal, get_args
 
 SCHEMA_VERSION = 1
 

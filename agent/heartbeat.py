@@ -7,7 +7,8 @@ and raises ``agent.offline``), so this thread keeps beating while shipping is ba
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agent.credentials import CredentialsError
 from agent.identity import Link

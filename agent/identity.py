@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from agent.credentials import Credentials, CredentialsError, load
 from agent.transport import CollectorClient

@@ -8,7 +8,7 @@ heartbeat; the agent never scans with nothing because an update failed.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from agent.bundle import MAX_BUNDLE_BYTES, Bundle, BundleError, read_bundle
 from agent.bundle_store import BundleStore

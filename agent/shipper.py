@@ -15,8 +15,8 @@ import logging
 import random
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from agent.credentials import CredentialsError
 from agent.identity import Link
@@ -131,7 +131,7 @@ class Shipper(StoppableThread):
             body = reply.body or {}
             if body.get("conflicts"):
                 log.warning("collector refused %d event id(s) already used by another agent: %s", len(body["conflicts"]), body["conflicts"][:5])
-            self._spool.set_state("last_shipped_at", datetime.fromtimestamp(self._clock(), timezone.utc).isoformat(timespec="milliseconds"))
+            self._spool.set_state("last_shipped_at", datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="milliseconds"))
             self._backoff.reset()
             self._limit = min(self._batch_events, self._limit * 2)
             self._ok("delivering")

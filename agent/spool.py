@@ -24,7 +24,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, Self
+from collections.abc import Callable, Iterator
+from typing import Any, Self
 
 from agent import events as contract
 from agent.private import create_private_file, make_private_dir, tighten_file
@@ -420,4 +421,4 @@ def _meta(db: sqlite3.Connection, key: str) -> int:
 
 
 def _iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

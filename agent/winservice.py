@@ -15,7 +15,8 @@ import os
 import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -179,7 +180,7 @@ def service_class(config_path: str) -> type:
     import win32service
     import win32serviceutil
 
-    class DlpAgentService(win32serviceutil.ServiceFramework):  # type: ignore[misc]
+    class DlpAgentService(win32serviceutil.ServiceFramework):
         _svc_name_ = SERVICE_NAME
         _svc_display_name_ = DISPLAY_NAME
         _svc_description_ = DESCRIPTION

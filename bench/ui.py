@@ -39,9 +39,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from serving import init_collector, serve_collector, sqlite_url  # noqa: E402
 
+from agent.events import SEVERITY_RANK  # noqa: E402
 from server.db.engine import Database  # noqa: E402
 from server.db.tables import agent_addresses, agents, event_rules, events, vendors  # noqa: E402
-from agent.events import SEVERITY_RANK  # noqa: E402
 
 VENDORS = {"acme-bpo": 0.38, "globex-it": 0.24, "initech": 0.15, "umbrella-ops": 0.11, "hooli-dev": 0.08, "vandelay-import": 0.04}
 AGENTS = 300

@@ -9,8 +9,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from agent import __version__
 from agent.display import TerminalFormatter, echo

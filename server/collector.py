@@ -7,18 +7,18 @@ lives in the database, so any number of these can serve behind one load balancer
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from cachetools import LRUCache
 
+from agent.events import SEVERITY_RANK
 from server import metrics_access
 from server.credentials import AGENT_KIND, ConfirmedTokens
 from server.db.engine import Database
 from server.keys import load_signing_key, public_key_hex
 from server.metrics import Metrics
 from server.netaddr import CountryLookup, default_lookup, parse_networks
-from agent.events import SEVERITY_RANK
 from server.settings import ServerSettings
 from server.signing import BuiltBundle
 from server.store.sql import utcnow

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from agent.events import AGENT_OFFLINE
 from agent.threads import StoppableThread
 from server.alerts import Sender, build_senders, deliver_due
 from server.collector import Collector
-from agent.events import AGENT_OFFLINE
 from server.store import addresses, agents, ingest, stats
 from server.store.agents import AgentIdentity
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -36,7 +37,7 @@ class Metrics:
         online = Gauge("dlp_agents", "Agents by status (from the database at scrape time)", ["status"], registry=self.registry)
         self._db = db
         for status in ("online", "offline", "revoked"):
-            online.labels(status).set_function(lambda status=status: self._count_agents(status))
+            online.labels(status).set_function(functools.partial(self._count_agents, status))
 
     def _count_agents(self, status: str) -> float:
         with self._db.read() as conn:

@@ -16,6 +16,7 @@ strings by how often ``yara_atom`` of them occurs in the sample.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import dataclasses
 import os
@@ -24,7 +25,7 @@ import site
 import sys
 import sysconfig
 import time
-from typing import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from signatures.corpus import MAX_KEY_BYTES, is_binary, normalise, pieces
 
@@ -61,9 +62,10 @@ class Baseline:
     skipped: int = 0
     seconds: float = 0.0
 
-    def atom_counts(self, atoms: Collection[bytes]) -> collections.Counter[bytes]:
+    # ``bytes`` is a field of this class, so the type is named through builtins here.
+    def atom_counts(self, atoms: Collection[builtins.bytes]) -> collections.Counter[builtins.bytes]:
         """How often each of ``atoms`` (4 bytes each) occurs in the sample."""
-        counts: collections.Counter[bytes] = collections.Counter()
+        counts: collections.Counter[builtins.bytes] = collections.Counter()
         if not atoms:
             return counts
         wanted = atoms.__contains__

@@ -34,10 +34,10 @@ import os
 import re
 import tempfile
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-from agent.scanning import Scanner, load_rules
 from agent.events import SEVERITIES
+from agent.scanning import Scanner, load_rules
 from signatures import baseline as baseline_mod
 from signatures.corpus import DEFAULT_MAX_FILE_BYTES, Corpus, Unit, imports_someone_elses, keys, own_modules, read_corpus
 

@@ -15,7 +15,8 @@ import io
 import os
 import re
 import stat
-from typing import BinaryIO, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 from agent.scanning.budget import Budget
 from agent.scanning.doctext import xml_to_text
@@ -44,7 +45,7 @@ _OFFICE_TEXT_PART = re.compile(
     r"|ppt/(slides|notesSlides)/[^/]+\.xml|xl/(sharedStrings|worksheets/[^/]+)\.xml|content\.xml)",
     re.I,
 )
-_ERRORS = (LimitHit, *READ_ERRORS)
+_ERRORS: tuple[type[BaseException], ...] = (LimitHit, *READ_ERRORS)
 _COMMENT_MARK = re.compile(rb"^[ \t]*(?:#+|//+|/\*+|\*+|--+|;+)?[ \t]*", re.M)
 
 MIN_KEY_BYTES = 16

@@ -7,7 +7,7 @@ import os
 import platform
 import socket
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.display import echo
@@ -69,7 +69,7 @@ def enroll(args: argparse.Namespace) -> int:
         vendor=answer["vendor"],
         signing_public_key=answer.get("signing_public_key", ""),
         heartbeat_interval_s=int(answer.get("heartbeat_interval_s", 60)),
-        enrolled_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        enrolled_at=datetime.now(UTC).isoformat(timespec="seconds"),
         ca_file=ca_file,
     )
     save(config.server.credentials, credentials)

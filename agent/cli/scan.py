@@ -7,9 +7,11 @@ import json
 import sys
 import threading
 import time
-from typing import Any, Iterator, TextIO
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from agent.display import echo, visible
+from agent.events import worst_severity
 from agent.scanning import (
     ProtectedIndex,
     RuleError,
@@ -21,7 +23,6 @@ from agent.scanning import (
 )
 from agent.scanning.batch import scan_targets
 from agent.scanning.cache import ResultCache
-from agent.events import worst_severity
 from agent.scanning.rules import starter_packs_dir
 from agent.scanning.walk import iter_targets
 

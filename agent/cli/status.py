@@ -63,7 +63,8 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps(doc))
         return 0
     # The ruleset version comes from the collector, sources' messages name files: echo marks controls.
-    echo(f"agent:     {'running (pid %s)' % doc['pid'] if doc['running'] else 'not running'}")
+    running = f"running (pid {doc['pid']})" if doc["running"] else "not running"
+    echo(f"agent:     {running}")
     echo(f"spool:     {doc['spool_depth']} event(s), {doc['spool_bytes']} bytes, {doc['dropped']} dropped")
     if doc["spool_disk_free"] is not None:
         echo(f"disk:      {doc['spool_disk_free']} bytes free under the spool")
@@ -94,4 +95,4 @@ def _alive(pid: int) -> bool:
 def _iso(timestamp: Any) -> str | None:
     if not isinstance(timestamp, (int, float)):
         return None
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from agent.scanning.engine import Scanner
 from agent.scanning.results import ScanResult, Status

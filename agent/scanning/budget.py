@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import time
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import IO
 
 from agent.scanning.errors import LimitHit, ScanTimeout
 from agent.scanning.limits import ScanLimits
 from agent.scanning.results import Status
+
+RawStream = IO[bytes] | io.BufferedIOBase
+"""A stream to read decompressed bytes from: a file object, or a gzip/bz2/lzma reader."""
 
 
 class Budget:
@@ -42,7 +46,7 @@ class Budget:
                 fatal=True,
             )
 
-    def reader(self, raw: BinaryIO, *, name: str, compressed_size: int | None) -> io.BufferedReader:
+    def reader(self, raw: RawStream, *, name: str, compressed_size: int | None) -> io.BufferedReader:
         """Wrap a decompressing stream so that it cannot outrun the limits.
 
         ``compressed_size`` (when the format tells it) bounds the ratio: a member
@@ -61,7 +65,7 @@ _STEP = 1024 * 1024
 class _BoundedRaw(io.RawIOBase):
     """A raw stream that charges every byte it yields to a Budget."""
 
-    def __init__(self, raw: BinaryIO, budget: Budget, cap: int | None, name: str):
+    def __init__(self, raw: RawStream, budget: Budget, cap: int | None, name: str):
         self._raw = raw
         self._budget = budget
         self._cap = cap

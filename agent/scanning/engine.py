@@ -16,7 +16,8 @@ import stat
 import tempfile
 import threading
 import time
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 import yara
 

@@ -16,9 +16,10 @@ import lzma
 import tarfile
 import zipfile
 import zlib
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import IO, BinaryIO
 
-from agent.scanning.budget import Budget
+from agent.scanning.budget import Budget, RawStream
 from agent.scanning.doctext import pdf_text
 from agent.scanning.errors import LimitHit
 from agent.scanning.results import Status
@@ -51,7 +52,7 @@ class Member:
     """
 
     name: str
-    stream: BinaryIO | None = None
+    stream: IO[bytes] | None = None
     data: bytes | None = None
     problem: LimitHit | None = None
     is_xml: bool = False
@@ -129,7 +130,7 @@ def _stream_members(kind: Kind, f: BinaryIO, size: int, budget: Budget, prefix: 
     name = _gzip_name(f) if kind is Kind.GZIP else None
     f.seek(0)
     if kind is Kind.GZIP:
-        raw: BinaryIO = gzip.GzipFile(fileobj=f, mode="rb")
+        raw: RawStream = gzip.GzipFile(fileobj=f, mode="rb")
     elif kind is Kind.BZIP2:
         raw = bz2.BZ2File(f)
     else:

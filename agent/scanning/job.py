@@ -96,7 +96,7 @@ class Job:
         """Timeouts depend on the machine's load, not on the content: never cache them."""
         return all(p.status != Status.TIMEOUT for p in self.problems)
 
-    def copy(self) -> "Job":
+    def copy(self) -> Job:
         """An independent copy (the cache hands these out to many threads)."""
         twin = copy.copy(self)
         twin._found = {k: copy.copy(v) for k, v in self._found.items()}

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 import stat
-from typing import Iterable
+from collections.abc import Iterable
 
 from agent.scanning.walk import iter_targets
 
@@ -36,8 +36,8 @@ class ProtectedIndex:
         exclude: Iterable[str] = (),
         min_bytes: int = DEFAULT_MIN_BYTES,
         max_bytes: int = 1 << 31,
-        previous: "ProtectedIndex | None" = None,
-    ) -> "ProtectedIndex":
+        previous: ProtectedIndex | None = None,
+    ) -> ProtectedIndex:
         """Hash every regular file under ``roots`` between the size bounds.
 
         With ``previous``, files whose size and mtime did not change keep their hash,

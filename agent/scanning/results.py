@@ -65,7 +65,7 @@ class Match:
             out["protected_path"] = self.protected_path
         return out
 
-    def relocated(self, prefix: str | None) -> "Match":
+    def relocated(self, prefix: str | None) -> Match:
         """The same match with ``prefix!`` put before its member (nested archives)."""
         if prefix is None:
             return self
@@ -101,6 +101,6 @@ class ScanResult:
         }
 
     @classmethod
-    def problem(cls, path: str, status: Status, reason: str, *, size: int | None = None) -> "ScanResult":
+    def problem(cls, path: str, status: Status, reason: str, *, size: int | None = None) -> ScanResult:
         """A result for a path whose content could not be scanned at all."""
         return cls(path=path, status=status, size=size, reason=reason)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ import os
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -144,7 +145,7 @@ class FileSource(StoppableThread):
         try:
             observer.schedule(handler, root, recursive=True, event_filter=EVENT_FILTER)
             observer.start()
-            if isinstance(observer, Observer) and watches_exhausted(root):
+            if isinstance(observer, cast(type, Observer)) and watches_exhausted(root):
                 # watchdog skips sub-folders it cannot watch without a word: ask the kernel.
                 observer.stop()
                 raise OSError(errno.ENOSPC, "inotify watch limit reached")

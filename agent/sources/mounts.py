@@ -9,7 +9,8 @@ import re
 import select
 import sys
 import threading
-from typing import Callable, Generator, Protocol
+from collections.abc import Callable, Generator
+from typing import Protocol
 
 import psutil
 
@@ -80,12 +81,9 @@ def read_psutil_mounts() -> list[Mount]:
     ]
 
 
-def _default_path() -> str | None:
-    return PROC_MOUNTS if sys.platform.startswith("linux") else None
-
-
-def _default_poll() -> Callable[[], Poll] | None:
-    return getattr(select, "poll", None)
+# Chosen once per platform at import: the kernel's mount table and its poll, where they exist.
+_DEFAULT_PATH: str | None = PROC_MOUNTS if sys.platform.startswith("linux") else None
+_DEFAULT_POLL: Callable[[], Poll] | None = getattr(select, "poll", None)
 
 
 class MountWatcher:
@@ -106,8 +104,8 @@ class MountWatcher:
         self,
         interval: float = 1.0,
         *,
-        path: str | None = _default_path(),
-        poll_factory: Callable[[], Poll] | None = _default_poll(),
+        path: str | None = _DEFAULT_PATH,
+        poll_factory: Callable[[], Poll] | None = _DEFAULT_POLL,
     ):
         self.interval = interval
         self._path = path

@@ -10,7 +10,8 @@ import shutil
 import stat
 import subprocess
 import sys
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import psutil
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agent import events as contract
 from agent.sources.mounts import Mount, MountChange, MountWatcher

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +60,7 @@ class DeviceChange:
     observed_at: float = dataclasses.field(default_factory=time.time)
 
 
-Work = Union[FileWork, ClipboardWork, DeviceChange]
+Work = FileWork | ClipboardWork | DeviceChange
 Emit = Callable[[Work], bool]
 """Hands work on (the pipeline's ``submit``); False when it was not taken (the queue stayed full),
 which the source counts in its health: nothing a source saw is lost without being counted."""

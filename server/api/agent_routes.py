@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from agent.events import AGENT_ONLINE, AGENT_UNEXPECTED_IP
 from server import credentials
 from server.api.deps import AddressDep, CollectorDep, TokenDep
 from server.api.schemas import (
@@ -24,7 +25,6 @@ from server.api.schemas import (
 from server.collector import Collector
 from server.errors import Forbidden, TooLarge, Unauthorized
 from server.netaddr import in_networks, parse_networks
-from agent.events import AGENT_ONLINE, AGENT_UNEXPECTED_IP
 from server.store import addresses, agents, enrollment
 from server.store import ingest as event_ingest
 from server.store.agents import AgentIdentity

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from anyio import to_thread
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from agent.events import CHANNELS, SEVERITIES, Severity
 from server.api.deps import AddressDep, CollectorDep, UserDep
 from server.api.schemas import (
     AgentList,
@@ -20,7 +21,6 @@ from server.api.schemas import (
     VendorList,
     utc_representable,
 )
-from agent.events import CHANNELS, SEVERITIES, Severity
 from server.errors import InvalidInput
 from server.store import agents, review, vendors
 from server.store.review import TRIAGE_STATUSES, EventFilter, TriageChange

@@ -186,7 +186,7 @@ class BatchIn(_In):
     events: list[EventIn] = Field(max_length=10_000)
 
     @model_validator(mode="after")
-    def _storable_extras(self) -> "BatchIn":
+    def _storable_extras(self) -> BatchIn:
         # Unknown fields are kept as sent, so they are the only values no type above has bounded.
         # Checked once per batch rather than per event: a Python call per event cost 10% of ingest.
         for index, event in enumerate(self.events):

@@ -14,8 +14,9 @@ docs/performance.md); the thread lock hands over at once. Other processes still 
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager, nullcontext
-from typing import Any, ContextManager, Iterator
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -39,7 +40,7 @@ class Database:
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         # Re-entrant, so a nested write in one thread still waits on busy_timeout as before.
-        self._writer_turn: ContextManager[Any] = threading.RLock() if self.dialect == "sqlite" else nullcontext()
+        self._writer_turn: AbstractContextManager[Any] = threading.RLock() if self.dialect == "sqlite" else nullcontext()
         if self.dialect == "sqlite":
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             _configure_sqlite(self.engine)

@@ -23,7 +23,7 @@ VENDOR = "DLP Endpoint"
 PRODUCT = "dlp-endpoint"
 MAX_LINE_BYTES = 8192
 
-_SEVERITY = dict(zip(SEVERITIES, (3, 5, 8, 10)))
+_SEVERITY: dict[str, int] = dict(zip(SEVERITIES, (3, 5, 8, 10)))
 # No severity, or one outside our scale (agents are untrusted), is the lowest we use.
 _DEFAULT_SEVERITY = 1
 

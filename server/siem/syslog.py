@@ -35,7 +35,7 @@ from server.siem.fields import text
 FACILITY_LOG_AUDIT = 13
 MAX_MESSAGE_BYTES = 8192
 
-_SEVERITY = dict(zip(SEVERITIES, (5, 4, 3, 2)))
+_SEVERITY: dict[str, int] = dict(zip(SEVERITIES, (5, 4, 3, 2)))
 # Events without a severity (mounts, clean writes) and unknown values are informational.
 _INFORMATIONAL = 6
 _NILVALUE = "-"

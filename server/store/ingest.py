@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -71,8 +72,8 @@ def _row(
         record["channel"],
         record["type"],
         # In UTC before the driver sees it: PostgreSQL refuses offsets past 15:59 that agents may send.
-        occurred_at.astimezone(timezone.utc),
-        received_at.astimezone(timezone.utc),
+        occurred_at.astimezone(UTC),
+        received_at.astimezone(UTC),
         severity,
         SEVERITY_RANK.get(severity or "", 0),
         record.get("status"),
@@ -108,7 +109,8 @@ def ingest(
     the records: an agent's batch, or the collector's own event (``raise_agent_event``)."""
     result = IngestResult()
     unique: dict[str, tuple[dict[str, Any], datetime, str | None]] = {}
-    for record, occurred_at, body in zip(records, occurred, bodies or [None] * len(records)):
+    encoded: Sequence[str | None] = bodies or [None] * len(records)
+    for record, occurred_at, body in zip(records, occurred, encoded):
         if record["id"] in unique:
             result.duplicates.append(record["id"])
         else:
@@ -132,8 +134,8 @@ def ingest(
             continue
         seq, severity_rank = inserted[event_id]
         result.accepted.append(event_id)
-        for rule in sorted({_clean(m.get("rule"), 255) for m in record.get("matches") or [] if m.get("rule")}):
-            rule_rows.append((seq, rule))
+        rules = {_clean(m.get("rule"), 255) for m in record.get("matches") or [] if m.get("rule")}
+        rule_rows.extend((seq, rule) for rule in sorted(rule for rule in rules if rule))
         if severity_rank >= alert_min_rank:
             result.alert_seqs.append(seq)
             outbox_rows.extend({"event_seq": seq, "target": t, "attempts": 0, "next_attempt_at": now, "failed": False} for t in alert_targets)

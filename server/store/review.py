@@ -12,9 +12,10 @@ audit entry in the same transaction, so the API and the UI follow one rule.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Literal, get_args
 
 from sqlalchemy import Connection, and_, exists, func, select, tuple_
 
@@ -109,13 +110,15 @@ def page(conn: Connection, *, filters: EventFilter, limit: int, cursor: str | No
     stmt = _base_query().order_by(*order).limit(limit + 1)
     if conditions:
         stmt = stmt.where(and_(*conditions))
-    rows = conn.execute(stmt).all()
+    rows = list(conn.execute(stmt).all())
     more = len(rows) > limit
     rows = rows[:limit]
     if backward:
         rows.reverse()
     if not rows:
         return Page([], None, None)
+    next_cursor: str | None
+    prev_cursor: str | None
     if backward:
         next_cursor = _cursor_at(sort, rows[-1], backward=False)
         prev_cursor = _cursor_at(sort, rows[0], backward=True) if more else None

@@ -82,7 +82,7 @@ def all_packs(conn: Connection, *, version: int) -> dict[str, str]:
 
 def versions(conn: Connection) -> list[dict[str, Any]]:
     """Every version, newest first, with its packs (and their vendors) and how many agents run it."""
-    running = dict(
+    running: dict[int, int] = dict(
         conn.execute(
             select(agents.c.bundle_version, func.count()).where(agents.c.status != "revoked", agents.c.bundle_version.is_not(None)).group_by(agents.c.bundle_version)
         ).all()

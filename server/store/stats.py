@@ -130,19 +130,19 @@ def vendor_overview(conn: Connection, *, now: datetime, days: int = 30, top: int
             tallies[kind][vendor_id][key] += n
 
     for row in conn.execute(
-        select(event_counts.c.vendor_id, event_counts.c.day, event_counts.c.key, event_counts.c.count).where(
+        select(event_counts.c.vendor_id, event_counts.c.day, event_counts.c.key, event_counts.c.count.label("n")).where(
             event_counts.c.kind == "severity", event_counts.c.day >= first, event_counts.c.day <= last
         )
     ):
-        add("severity", row.vendor_id, row.day, row.key, row.count)
+        add("severity", row.vendor_id, row.day, row.key, row.n)
     for kind in KINDS[1:]:
         total = func.sum(event_counts.c.count)
-        for row in conn.execute(
+        for summed in conn.execute(
             select(event_counts.c.vendor_id, event_counts.c.key, total.label("n"))
             .where(event_counts.c.kind == kind, event_counts.c.day >= first, event_counts.c.day <= last)
             .group_by(event_counts.c.vendor_id, event_counts.c.key)
         ):
-            add(kind, row.vendor_id, last, row.key, int(row.n))
+            add(kind, summed.vendor_id, last, summed.key, int(summed.n))
     mark, newest = folded_upto(conn), conn.execute(select(func.max(events.c.seq))).scalar() or 0
     if newest > mark:
         for kind, vendor_id, day, key, n in _counted(conn, after=mark, upto=newest):

@@ -37,7 +37,9 @@ def create(conn: Connection, *, name: str, role: str, now: datetime, password: s
         raise Conflict(f"user {name!r} already exists")
     password = password or credentials.new_password()
     result = conn.execute(users.insert().values(name=name, role=role, password_hash=credentials.hash_password(password), disabled=False, created_at=now))
-    user = User(result.inserted_primary_key[0], name, role)
+    key = result.inserted_primary_key
+    assert key is not None, "an INSERT of one row has its key"
+    user = User(key[0], name, role)
     token = issue_token(conn, user=user, kind="api", now=now)
     return user, password, token
 

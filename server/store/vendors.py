@@ -18,7 +18,9 @@ def get_or_create(conn: Connection, *, name: str, now: datetime) -> tuple[int, b
     if row:
         return row.id, False
     result = conn.execute(vendors.insert().values(name=name, allowed_cidrs=[], created_at=now))
-    return result.inserted_primary_key[0], True
+    key = result.inserted_primary_key
+    assert key is not None, "an INSERT of one row has its key"
+    return key[0], True
 
 
 def create(conn: Connection, *, name: str, allowed_cidrs: list[str], now: datetime) -> dict[str, Any]:

@@ -11,12 +11,12 @@ from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from agent import __version__
+from agent.events import CHANNELS
 from server.api.deps import AddressDep, CollectorDep
 from server.api.schemas import BulkTriageIn, CommentIn, DeviceIn, TriageIn
 from server.collector import Collector
 from server.errors import InvalidInput
 from server.siem.export import write_events
-from agent.events import CHANNELS
 from server.store import agents, audit, review, vendors
 from server.store import users as user_store
 from server.store.review import TRIAGE_STATUSES, EventFilter, TriageChange

@@ -45,7 +45,9 @@ class ListView:
         values.update(changes)
         # One spelling per view: filters in FIELDS order, then sort, page size and cursor.
         order = {name: index for index, name in enumerate(FIELDS + ("sort", "limit", "cursor", "notice"))}
-        return urlencode(sorted(((k, v) for k, v in values.items() if v not in (None, "")), key=lambda item: order.get(item[0], len(order))))
+        pairs: list[tuple[str, str | int | None]] = [(k, v) for k, v in values.items() if v not in (None, "")]
+        pairs.sort(key=lambda item: order.get(item[0], len(order)))
+        return urlencode(pairs)
 
     def url(self, **changes: str | int | None) -> str:
         query = self.query(**changes)

@@ -1,7 +1,7 @@
 """Initial schema: vendors, users, tokens, agents, events, addresses, audit log, alert outbox.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24 02:32:56.948190
 """
 
