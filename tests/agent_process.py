@@ -52,8 +52,12 @@ class Agent:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: self.status().get("running") or self.proc.poll() is not None, timeout=20, message="agent up")
-        assert self.proc.poll() is None, self.read_log()
+        try:
+            wait_for(lambda: self.status().get("running") or self.proc.poll() is not None, timeout=20, message="agent up")
+            assert self.proc.poll() is None, self.read_log()
+        except BaseException:
+            self.stop(signal.SIGKILL)  # the caller never gets this object to stop
+            raise
 
     def status(self) -> dict:
         from tests.conftest import run_cli  # late: conftest imports this module's users
@@ -70,8 +74,13 @@ class Agent:
         return (self.config.parent / "agent.log").read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=30)
-        self.log.close()
-        return code
+        """Stop with ``sig``; harmless twice. One that ignores it fails the test but is killed, not left running."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            return self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.log.close()

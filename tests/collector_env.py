@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -26,7 +27,7 @@ class FakeClock:
     """The collector's clock, moved by the test."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+        self.now = start or datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -272,7 +273,8 @@ class ServeProcess:
 
     def wait_ready(self, timeout: float = 30) -> None:
         import requests
-        from waiting import wait_for
+
+        from tests.waiting import wait_for
 
         def ready() -> bool:
             if self.process.poll() is not None:
@@ -285,8 +287,20 @@ class ServeProcess:
         wait_for(ready, timeout=timeout, message="collector ready")
 
     def stop(self, sig: int = 15) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(20)
-        self._log.close()
+        """Stop with ``sig``; harmless twice. One that ignores it fails the test but is killed, not left running."""
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(sig)
+                self.process.wait(20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._log.close()
         return self.process.returncode
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

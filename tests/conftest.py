@@ -81,7 +81,7 @@ def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedPr
     return proc
 
 
-from collector_env import (  # noqa: E402,F401  (fixtures for the collector suites)
+from tests.collector_env import (  # noqa: E402,F401  (fixtures for the collector suites)
     admin,
     backend,
     client,
@@ -94,6 +94,6 @@ from collector_env import (  # noqa: E402,F401  (fixtures for the collector suit
     settings_toml,
     sqlite_template,
 )
-
 from tests.faultproxy import fault_proxy_factory  # noqa: E402,F401  (fixtures for the shipping suites)
-from tests.stack import running, stack  # noqa: E402,F401
+from tests.hygiene import no_leaks  # noqa: E402,F401  (autouse: every test)
+from tests.stack import stack  # noqa: E402,F401

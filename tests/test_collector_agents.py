@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from collector_env import enrollment_token, event_record
 
 from server.maintenance import purge_expired_addresses, sweep_offline
+from tests.collector_env import enrollment_token, event_record
 
 
 def _enroll_body(token: str, hostname: str = "ws-9") -> dict:

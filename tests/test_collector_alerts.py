@@ -7,12 +7,12 @@ import json
 import queue
 import socket
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-from collector_env import event_record
 
 from server.alerts import build_senders, deliver_due
+from tests.collector_env import event_record
 
 
 class _Webhook(http.server.BaseHTTPRequestHandler):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from collector_env import ServeProcess, event_record
+
+from tests.collector_env import ServeProcess, event_record
 
 
 def dlp_server(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -94,7 +95,7 @@ def test_serve_enroll_ingest_review_export_revoke(initialised, env, tmp_path):
 
 def test_two_collectors_on_one_postgresql_store_each_retried_event_once(pg_url, tmp_path):
     """Several collectors share one database only on PostgreSQL; this runs there alone."""
-    from collector_env import _truncate_all
+    from tests.collector_env import _truncate_all
 
     _truncate_all(pg_url)
     env = {**os.environ, "DLP_DATABASE_URL": pg_url}
@@ -102,8 +103,7 @@ def test_two_collectors_on_one_postgresql_store_each_retried_event_once(pg_url, 
     assert dlp_server("init", "--data-dir", str(data_dir), "--json", env=env).returncode == 0
     token = json.loads(dlp_server("token", "create", "--data-dir", str(data_dir), "--vendor", "acme-bpo", "--json", env=env).stdout)["token"]
     # One collector with two worker processes, one with one: three processes on one database.
-    first, second = ServeProcess(data_dir, env, extra_args=("--workers", "2")), ServeProcess(data_dir, env)
-    try:
+    with ServeProcess(data_dir, env, extra_args=("--workers", "2")) as first, ServeProcess(data_dir, env) as second:
         first.wait_ready()
         second.wait_ready()
         enrolled = requests.post(f"{first.url}/api/v1/enroll", json={"token": token, "hostname": "ws-1"}, timeout=10).json()
@@ -121,9 +121,6 @@ def test_two_collectors_on_one_postgresql_store_each_retried_event_once(pg_url, 
             results = list(pool.map(send, work))
         assert sum(r["accepted"] for r in results) == 500
         assert sum(len(r["duplicates"]) for r in results) == 500
-    finally:
-        first.stop()
-        second.stop()
 
 
 def test_workers_need_postgresql(tmp_path):

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import schemathesis
 from argon2 import PasswordHasher
-from collector_env import Person, enrollment_token, event_record
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
@@ -18,6 +17,7 @@ from schemathesis.python import asgi
 
 from server import credentials
 from server.store import users
+from tests.collector_env import Person, enrollment_token, event_record
 
 AGENT_OPERATIONS = {("POST", "/api/v1/events"), ("POST", "/api/v1/heartbeat")}
 LOGOUT = ("POST", "/api/v1/auth/logout")
@@ -108,7 +108,12 @@ def test_no_operation_answers_5xx_to_generated_input(client, collector, admin, e
             for mode in modes:
                 _fuzz(operation, mode, app, headers, known)
     finally:
-        asgi.shutdown_lifespans()
+        try:
+            asgi.shutdown_lifespans()
+        finally:
+            # schemathesis keeps one event-loop thread for the rest of the process (ended at exit);
+            # end it with the test, whose threads must not outlive it (tests/hygiene.py).
+            asgi._shutdown()
 
 
 # --- targeted bad input -----------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 
-from collector_env import event_record
+from tests.collector_env import event_record
 
 
 def _count(client, admin, **params) -> int:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collector_env import add_user, event_record
 from sqlalchemy import delete, update
 
 from server.db.tables import audit_log
+from tests.collector_env import add_user, event_record
 
 
 def _ingest(client, agent, records):

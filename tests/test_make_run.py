@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,7 +25,9 @@ def test_run_product_end_to_end(tmp_path: Path) -> None:
     env.pop("DISPLAY", None)
     log = tmp_path / "run.out"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_product.py")], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        # Its own process group, so a failing test can still kill the collector and agent it starts.
+        process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_product.py")], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                                   start_new_session=True)
         try:
             found = wait_for(lambda: re.search(r"API token\s+(\S+)", log.read_text()) or process.poll() is not None, timeout=90, message="make run ready")
             assert process.poll() is None, log.read_text()
@@ -45,6 +48,11 @@ def test_run_product_end_to_end(tmp_path: Path) -> None:
             assert login["api_token"] == token
         finally:
             process.send_signal(signal.SIGINT)
-            assert process.wait(60) == 0, log.read_text()
-    children = subprocess.run(["pgrep", "-f", str(tmp_path / "var")], capture_output=True, text=True).stdout.split()
+            try:
+                code = process.wait(60)
+            finally:
+                children = subprocess.run(["pgrep", "-f", str(tmp_path / "var")], capture_output=True, text=True).stdout.split()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+    assert code == 0, log.read_text()
     assert children == [], "make run left processes behind"

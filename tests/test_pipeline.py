@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from agent.pipeline import Pipeline
 from agent.policy import Context
@@ -28,10 +31,24 @@ class GatedScanner(Scanner):
         return super().scan_path(path)
 
 
-def test_matches_are_spooled_and_clean_files_are_not(tmp_path: Path, rules_dir: Path) -> None:
+@pytest.fixture
+def start_pipeline() -> Iterator[Callable[[Pipeline], Pipeline]]:
+    """``start_pipeline(pipeline)``: its worker threads are stopped at the end whatever the test did (stopping twice is harmless)."""
+    started: list[Pipeline] = []
+
+    def run(pipeline: Pipeline) -> Pipeline:
+        started.append(pipeline)
+        pipeline.start()
+        return pipeline
+
+    yield run
+    for pipeline in started:
+        pipeline.stop(drain_s=0)
+
+
+def test_matches_are_spooled_and_clean_files_are_not(tmp_path: Path, rules_dir: Path, start_pipeline) -> None:
     spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 20)
-    pipeline = Pipeline(Scanner(load_rules(rules_dir)), spool, CONTEXT, threads=2, queue_size=100)
-    pipeline.start()
+    pipeline = start_pipeline(Pipeline(Scanner(load_rules(rules_dir)), spool, CONTEXT, threads=2, queue_size=100))
     try:
         for i in range(10):
             f = tmp_path / f"f{i}.txt"
@@ -45,11 +62,10 @@ def test_matches_are_spooled_and_clean_files_are_not(tmp_path: Path, rules_dir: 
         spool.close()
 
 
-def test_stop_returns_work_it_could_not_finish(tmp_path: Path, rules_dir: Path) -> None:
+def test_stop_returns_work_it_could_not_finish(tmp_path: Path, rules_dir: Path, start_pipeline) -> None:
     spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 20)
     scanner = GatedScanner(load_rules(rules_dir))
-    pipeline = Pipeline(scanner, spool, CONTEXT, threads=1, queue_size=100)
-    pipeline.start()
+    pipeline = start_pipeline(Pipeline(scanner, spool, CONTEXT, threads=1, queue_size=100))
     items = [FileWork(path=str(tmp_path / f"f{i}.txt")) for i in range(5)]
     for work in items:
         (tmp_path / Path(work.path).name).write_bytes(SECRET_WORD.encode())
@@ -57,9 +73,11 @@ def test_stop_returns_work_it_could_not_finish(tmp_path: Path, rules_dir: Path) 
     left_holder: list = []
     stopper = threading.Thread(target=lambda: left_holder.append(pipeline.stop(drain_s=0.2)))
     stopper.start()
-    wait_for(lambda: pipeline._workers[0].stopping)  # draining gave up; the worker was told to stop
-    scanner.gate.set()  # the item in flight finishes
-    stopper.join(10)
+    try:
+        wait_for(lambda: pipeline._workers[0].stopping)  # draining gave up; the worker was told to stop
+    finally:
+        scanner.gate.set()  # the item in flight finishes
+        stopper.join(10)
     (left,) = left_holder
     # One item was in flight and finished; the rest come back to be queued at the next start.
     assert len(left) == 4 and all(isinstance(w, FileWork) for w in left)
@@ -80,7 +98,7 @@ def test_full_queue_is_counted_not_silent(tmp_path: Path, rules_dir: Path, monke
     spool.close()
 
 
-def test_work_the_spool_could_not_take_is_handed_back_at_stop(tmp_path: Path, rules_dir: Path) -> None:
+def test_work_the_spool_could_not_take_is_handed_back_at_stop(tmp_path: Path, rules_dir: Path, start_pipeline) -> None:
     from agent.spool import SpoolFull
 
     class FullSpool:
@@ -92,8 +110,7 @@ def test_work_the_spool_could_not_take_is_handed_back_at_stop(tmp_path: Path, ru
             FullSpool.attempts += 1
             raise SpoolFull("database or disk is full")
 
-    pipeline = Pipeline(Scanner(load_rules(rules_dir)), FullSpool(), CONTEXT, threads=1, queue_size=10)  # type: ignore[arg-type]
-    pipeline.start()
+    pipeline = start_pipeline(Pipeline(Scanner(load_rules(rules_dir)), FullSpool(), CONTEXT, threads=1, queue_size=10))  # type: ignore[arg-type]
     leak = tmp_path / "leak.txt"
     leak.write_bytes(SECRET_WORD.encode())
     pipeline.submit(FileWork(path=str(leak)))

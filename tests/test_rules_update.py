@@ -39,18 +39,16 @@ def _rules_of_events(stack) -> list[str]:
     return [m["rule"] for body in bodies for m in body["matches"]]
 
 
-def test_publish_hot_swap_forgery_and_rollback(stack, running, fault_proxy_factory, tmp_path):
+def test_publish_hot_swap_forgery_and_rollback(stack, fault_proxy_factory, tmp_path):
     (stack.data_dir / "server.toml").write_text("[agents]\nheartbeat_interval_s = 5\n")
     serve = stack.collector()
-    running.append(serve)
     proxy = fault_proxy_factory(serve.port)
     assert _publish(stack, tmp_path, "birds", FIRST) == 1
     config = stack.agent_config()
     text = config.read_text().replace(f'dir = "{stack.rules_dir}"', f'dir = "{stack.rules_dir}"\npoll_interval_s = {POLL_S}')
     config.write_text(text)
     stack.enroll(config, proxy.url)
-    agent = Agent(config)
-    running.append(agent)
+    agent = stack.agent(config)
     desktop = config.parent / "Desktop"
 
     wait_for(lambda: _agent_row(stack)["bundle_version"] == 1, timeout=30, interval=0.5, message="agent runs version 1")
@@ -80,7 +78,7 @@ def test_publish_hot_swap_forgery_and_rollback(stack, running, fault_proxy_facto
     (desktop / "e.txt").write_text("HUMMINGBIRD-0042 after the rollback\n")
     delivered(stack, 4, timeout=30)
     time.sleep(2)
-    assert stack.stored()[0] == 4, "the rolled-back rule no longer fires"
+    assert stack.stored() == 4, "the rolled-back rule no longer fires"
     wait_for(lambda: _agent_row(stack)["ruleset_error"] is None, timeout=15, interval=0.5, message="error cleared")
     versions = json.loads(cli("server.cli", "signatures", "list", "--data-dir", str(stack.data_dir), "--json").stdout)["items"]
     wait_for(lambda: json.loads(cli("server.cli", "signatures", "list", "--data-dir", str(stack.data_dir), "--json").stdout)["items"][0]["agents"] == 1,

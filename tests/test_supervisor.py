@@ -106,8 +106,10 @@ def test_a_stop_during_the_backoff_ends_the_thread_at_once() -> None:
     thread = Flaky(1)
     supervisor.watch(thread)
     thread.start()
-    wait_for(lambda: supervisor.health().get("flaky", {}).get("state") == "degraded", message="waiting to restart")
-    thread.stop(timeout=5)
+    try:
+        wait_for(lambda: supervisor.health().get("flaky", {}).get("state") == "degraded", message="waiting to restart")
+    finally:
+        thread.stop(timeout=5)  # also when the wait fails: the thread would otherwise sleep out its 60 s backoff
     assert not thread.is_alive() and thread.runs == 1
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import requests
-from collector_env import ServeProcess, event_record
+
+from tests.collector_env import ServeProcess, event_record
 
 CHROMIUM = "/usr/bin/chromium"
 GOOD_PACK = 'rule quiet_word { meta: severity = "high" strings: $a = "HUMMINGBIRD-0042" condition: $a }'

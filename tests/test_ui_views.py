@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from collector_env import Person, add_user, event_record
 from sqlalchemy import select, update
 
 from server.db.tables import audit_log, login_attempts
@@ -19,6 +18,7 @@ from server.store import review, stats
 from server.store.cursors import Cursor
 from server.store.review import EventFilter
 from server.ui.session import csrf_token, safe_next
+from tests.collector_env import Person, add_user, event_record
 
 BROKEN = 'rule broken { strings: $a = "x" condition: $b }'
 GOOD = 'rule quiet_word { meta: severity = "high" strings: $a = "HUMMINGBIRD-0042" condition: $a }'
