@@ -97,3 +97,4 @@ from tests.collector_env import (  # noqa: E402,F401  (fixtures for the collecto
 from tests.faultproxy import fault_proxy_factory  # noqa: E402,F401  (fixtures for the shipping suites)
 from tests.hygiene import no_leaks  # noqa: E402,F401  (autouse: every test)
 from tests.stack import stack  # noqa: E402,F401
+from tests.xvfb import xvfb_display  # noqa: E402,F401  (fixture for the clipboard suites)

@@ -6,7 +6,7 @@ import gzip
 import io
 import tarfile
 import zipfile
-from typing import Iterable
+from collections.abc import Iterable
 
 MARKING = "PROPRIETARY AND CONFIDENTIAL"
 

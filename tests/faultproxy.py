@@ -10,7 +10,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -12,8 +12,8 @@ import subprocess
 import tempfile
 import threading
 import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import pytest
@@ -21,7 +21,7 @@ import pytest
 from agent.sources.clipboard import MIB, READ_THREAD_NAME, ClipboardSource, fingerprint, system_paste
 from agent.sources.work import ClipboardWork, Work
 from tests.waiting import wait_for
-from tests.xvfb import require_x_tools, unused_display, xvfb_display  # noqa: F401 (fixture)
+from tests.xvfb import require_x_tools, unused_display
 
 LOGGER = "agent.sources.clipboard"
 StartSource = Callable[..., tuple[ClipboardSource, list[ClipboardWork]]]

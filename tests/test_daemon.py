@@ -12,7 +12,6 @@ from tests.agent_process import Agent, write_config
 from tests.conftest import SECRET_WORD, run_cli
 from tests.loopdev import LoopMounts, require_mount_rights, require_tools
 from tests.waiting import wait_for
-from tests.xvfb import xvfb_display  # noqa: F401 (fixture)
 
 
 @pytest.fixture

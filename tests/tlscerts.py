@@ -16,7 +16,7 @@ def self_signed(directory: Path, name: str = "collector") -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 that is its own CA: (cert.pem, key.pem)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
