@@ -36,9 +36,8 @@ from sqlalchemy import create_engine, text
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))
 
-from collector_env import event_record  # noqa: E402
 from serving import (  # noqa: E402
     ScratchPostgres,
     ServerProcess,
@@ -50,6 +49,8 @@ from serving import (  # noqa: E402
     serve_collector,
     sqlite_url,
 )
+
+from tests.collector_env import event_record  # noqa: E402
 
 BATCH_EVENTS = 100
 WARM_UP_SECONDS = 2.0
