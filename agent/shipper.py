@@ -4,7 +4,10 @@ An event leaves the spool only after the collector answered 2xx for the batch ho
 a crash between the collector's commit and our ack resends the batch, and the collector's
 idempotent ingest reports those events as duplicates. Failures back off exponentially
 with jitter (so a fleet does not return in lockstep after an outage) and honour the
-collector's Retry-After. A batch the collector finds too large or invalid is split until
+collector's Retry-After. While backing off, new events do not bring the retry forward (each
+would be one more failed attempt at a collector that is down, and one more doubling of the
+delay); the delay is capped low enough that every agent is back within a minute of the
+collector's return, still spread by the jitter. A batch the collector finds too large or invalid is split until
 the offending event is alone; that one event is set aside (logged and counted) so one bad
 record never blocks the events behind it.
 """
@@ -29,7 +32,9 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 300.0
 IDLE_POLL_S = 1.0
 BACKOFF_START_S = 1.0
-BACKOFF_MAX_S = 300.0
+# Delays at the cap fall between 22.5 and 45 s: after an outage of any length every agent tries
+# again within 45 s of the collector's return, and a fleet's retries stay spread over that window.
+BACKOFF_MAX_S = 45.0
 AUTH_BACKOFF_S = 60.0
 CREDENTIALS_CHECK_S = 1.0
 
@@ -60,6 +65,7 @@ class Shipper(StoppableThread):
         *,
         batch_events: int = 500,
         clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
     ) -> None:
         super().__init__(name="shipper")
         self._spool = spool
@@ -69,13 +75,14 @@ class Shipper(StoppableThread):
         self._limit = batch_events
         self._clock = clock
         self._wake = threading.Event()
-        self._backoff = Backoff()
+        self._backoff = backoff or Backoff()
+        self._backing_off = False
         self._last_problem = ""
         self._auth_blocked = False
         self.health_state = {"state": "ok", "message": "starting"}
 
     def wake(self) -> None:
-        """New events are in the spool: ship now rather than at the next poll."""
+        """New events are in the spool: ship now rather than at the next poll, unless backing off."""
         self._wake.set()
 
     def on_stop(self) -> None:
@@ -91,6 +98,8 @@ class Shipper(StoppableThread):
                 continue
             if self._auth_blocked:
                 self._wait_for_new_credentials(delay)
+            elif self._backing_off:
+                self.wait(delay)  # only a stop ends a backoff early: wake() is for an idle shipper
             else:
                 self._wake.wait(delay)
             self._wake.clear()
@@ -109,6 +118,7 @@ class Shipper(StoppableThread):
     def ship_once(self) -> float | None:
         """Send one batch. Returns None to go on at once, else seconds to wait first."""
         self._auth_blocked = False
+        self._backing_off = False
         try:
             client, _ = self._link.current()
         except CredentialsError as exc:
@@ -119,6 +129,7 @@ class Shipper(StoppableThread):
             lease = self._spool.lease(self._limit, lease_seconds=LEASE_SECONDS)
         except SpoolError as exc:
             self._problem(f"cannot read the spool: {exc}")
+            self._backing_off = True
             return self._backoff.next()
         if not lease.events:
             return IDLE_POLL_S  # an empty lease holds nothing: no release to write
@@ -149,6 +160,7 @@ class Shipper(StoppableThread):
             self._auth_blocked = True
             return AUTH_BACKOFF_S
         self._problem(reply.detail)
+        self._backing_off = True
         delay = self._backoff.next()
         return max(delay, reply.retry_after) if reply.retry_after is not None else delay
 
