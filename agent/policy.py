@@ -15,11 +15,16 @@ from typing import Any
 from agent import events
 from agent.redact import snippet
 from agent.scanning.results import ScanResult, Status
-from agent.sources.work import ClipboardWork, DeviceChange, FileWork, Work
+from agent.sources.work import ClipboardWork, DeviceChange, FileWork, SourceProblem, Work
 
 # Statuses that are events even without a match: content we could not inspect is itself a signal.
 _UNINSPECTED_ON_FILE = {Status.ENCRYPTED, Status.TOO_LARGE, Status.TIMEOUT}
 _UNINSPECTED_ON_USB = _UNINSPECTED_ON_FILE | {Status.UNREADABLE, Status.SKIPPED}
+
+UNINSPECTED_SEVERITY: events.Severity = "medium"
+"""The severity of an event for content that could not be inspected and matched nothing
+(docs/events.md). Content that hides what it holds (``ScanResult.uninspected``: encrypted,
+an unsupported container, nesting past the limit) is such an event on every channel."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +50,13 @@ def decide(work: Work, result: ScanResult | None, context: Context, *, user: str
     """The event for ``work`` (scanned into ``result``), or None when it is routine noise."""
     if isinstance(work, DeviceChange):
         return Decision(_base(work.type, work.observed_at, now, context, user) | {"device": work.device.to_dict()}, False)
+    if isinstance(work, SourceProblem):  # lost sight of writes: kept like a match under the spool's cap
+        device = work.device.to_dict() if work.device else None
+        return Decision(_base(work.type, work.observed_at, now, context, user) | {"path": work.path, "reason": work.message, "device": device}, True)
     assert result is not None, "only device changes come without a scan"
     matched = result.status is Status.MATCH
     if isinstance(work, ClipboardWork):
-        if not matched:
+        if not matched and not result.uninspected:
             return None
         event = _base(events.CLIPBOARD_COPY, work.observed_at, now, context, user)
         event.update(size=work.original_size, sha256=work.sha256, truncated=work.truncated)
@@ -57,14 +65,17 @@ def decide(work: Work, result: ScanResult | None, context: Context, *, user: str
             for match in event["matches"]:
                 if match["offsets"]:
                     match["snippet"] = snippet(work.data, match["offsets"][0])
-        return Decision(event, True)
+        return Decision(event, matched)
     assert isinstance(work, FileWork)
     uninspected = _UNINSPECTED_ON_USB if work.channel == "usb" else _UNINSPECTED_ON_FILE
-    if not matched and result.status not in uninspected and not context.report_clean:
+    if not matched and not result.uninspected and result.status not in uninspected and not context.report_clean:
         return None
     event = _base(events.USB_WRITE if work.channel == "usb" else events.FILE_WRITE, work.observed_at, now, context, user)
     event.update(path=work.path, trigger=work.reason, device=work.device.to_dict() if work.device else None)
-    return Decision(_with_scan(event, result, include_file=True), matched)
+    event = _with_scan(event, result, include_file=True)
+    if work.reason == "removed" and result.status is Status.UNREADABLE:
+        event["reason"] = "volume removed while writing"
+    return Decision(event, matched)
 
 
 def _base(kind: str, observed_at: float, now: float, context: Context, user: str | None) -> dict[str, Any]:
@@ -92,7 +103,10 @@ def _base(kind: str, observed_at: float, now: float, context: Context, user: str
 
 def _with_scan(event: dict[str, Any], result: ScanResult, *, include_file: bool) -> dict[str, Any]:
     matches = [m.to_dict() for m in result.matches]
-    event.update(status=result.status.value, reason=result.reason, matches=matches, severity=events.worst_severity(m["severity"] for m in matches))
+    severity = events.worst_severity(m["severity"] for m in matches)
+    if severity is None and result.status not in (Status.MATCH, Status.CLEAN):
+        severity = UNINSPECTED_SEVERITY
+    event.update(status=result.status.value, reason=result.reason, matches=matches, severity=severity)
     if include_file:
         event.update(size=result.size, sha256=result.sha256)
     return event

@@ -23,6 +23,7 @@ import yara
 
 from agent.scanning.budget import Budget
 from agent.scanning.cache import ResultCache
+from agent.scanning.decode import decoded_parts
 from agent.scanning.doctext import xml_to_text
 from agent.scanning.errors import LimitHit, ScanTimeout
 from agent.scanning.extract import READ_ERRORS, Member, members
@@ -176,6 +177,7 @@ class Scanner:
         kind = sniff(bytes(data[:SNIFF_BYTES]))
         if kind in CONTAINERS:
             self._extract(job, kind, io.BytesIO(data), len(data), member, depth)
+        self._decode(job, data, member, 0, depth)
 
     def _scan_large(self, job: Job, f: BinaryIO, member: str | None, depth: int) -> None:
         """Content larger than a chunk: overlapping windows in one reused buffer keep memory flat."""
@@ -193,6 +195,7 @@ class Scanner:
                 digest.update(window[kept : kept + count])
             end = kept + count
             self._match(job, window[:end], member, base)
+            self._decode(job, window[:end], member, base, depth)
             kept = min(limits.overlap_bytes, end)
             window[:kept] = bytes(window[end - kept : end])
             base += end - kept
@@ -205,10 +208,26 @@ class Scanner:
             f.seek(0)
             self._extract(job, kind, f, size, member, depth)
 
+    def _decode(self, job: Job, data: bytes | memoryview, member: str | None, base: int, depth: int) -> None:
+        """Encoded copies in ``data`` (see decode.py), scanned like archive members one level deeper."""
+        for part in decoded_parts(data):
+            name = f"{part.kind}@{base + part.offset}"
+            name = f"{member}!{name}" if member else name
+            if depth >= self.limits.max_depth:
+                job.problem(self._too_deep(member))
+                return
+            job.budget.add_member()
+            job.budget.add_bytes(len(part.data))
+            self._scan_small(job, part.data, name, depth + 1)
+
+    def _too_deep(self, member: str | None) -> LimitHit:
+        """Nesting past the limit hides what is inside: a signal in itself (see policy.py)."""
+        reason = f"{member or 'file'}: archives nested deeper than {self.limits.max_depth}"
+        return LimitHit(Status.SKIPPED, reason, fatal=False, uninspected=True)
+
     def _extract(self, job: Job, kind: Kind, f: BinaryIO, size: int, prefix: str | None, depth: int) -> None:
         if depth >= self.limits.max_depth:
-            label = prefix or "file"
-            job.problem(LimitHit(Status.SKIPPED, f"{label}: archives nested deeper than {self.limits.max_depth}", fatal=False))
+            job.problem(self._too_deep(prefix))
             return
         try:
             for item in members(kind, f, size, job.budget, prefix=prefix):
@@ -248,10 +267,10 @@ class Scanner:
                     shutil.copyfileobj(item.stream, spill, 1024 * 1024)
                     self._scan_large(job, spill, name, depth)
                 return
-        if item.is_xml:
-            self._match(job, xml_to_text(data), name, 0)
-        elif item.is_text:
-            self._match(job, data, name, 0)
+        if item.is_xml or item.is_text:
+            text = xml_to_text(data) if item.is_xml else data
+            self._match(job, text, name, 0)
+            self._decode(job, text, name, 0, depth)
         else:
             self._scan_small(job, data, name, depth)
 

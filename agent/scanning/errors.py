@@ -32,12 +32,16 @@ class LimitHit(ScanError):
         reason: a human-readable explanation.
         fatal: True when nothing more of the file may be scanned (time or total
             budget spent); False when only the current member is abandoned.
+        uninspected: True when the content may hide what it holds on purpose (an
+            encrypted or unsupported container, archives nested past the limit):
+            the policy makes that an event on every channel.
     """
 
-    def __init__(self, status: str, reason: str, *, fatal: bool):
+    def __init__(self, status: str, reason: str, *, fatal: bool, uninspected: bool = False):
         self.status = status
         self.reason = reason
         self.fatal = fatal
+        self.uninspected = uninspected
         super().__init__(reason)
 
 

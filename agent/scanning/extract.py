@@ -12,16 +12,20 @@ from __future__ import annotations
 import bz2
 import dataclasses
 import gzip
+import io
 import lzma
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, BinaryIO
+
+import zstandard
 
 from agent.scanning.budget import Budget, RawStream
 from agent.scanning.doctext import pdf_text
 from agent.scanning.errors import LimitHit
+from agent.scanning.gitpack import bundle_pack_start, pack_members
 from agent.scanning.results import Status
 from agent.scanning.sniff import Kind, is_tar
 
@@ -35,6 +39,7 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
     zlib.error,
     lzma.LZMAError,
     tarfile.TarError,
+    zstandard.ZstdError,
 )
 """Exceptions that mean "this member (or container) is corrupt", never a crash."""
 
@@ -65,8 +70,17 @@ def members(kind: Kind, f: BinaryIO, size: int, budget: Budget, *, prefix: str |
         yield from _zip_members(f, budget, prefix)
     elif kind is Kind.TAR:
         yield from _tar_members(tarfile.open(fileobj=f, mode="r:"))
-    elif kind in (Kind.GZIP, Kind.BZIP2, Kind.XZ):
+    elif kind in _STREAMS:
         yield from _stream_members(kind, f, size, budget, prefix)
+    elif kind is Kind.SEVEN_ZIP:
+        from agent.scanning.sevenzip import seven_zip_members  # lazily: py7zr is slow to import
+
+        for name, stream in seven_zip_members(f, size, budget, label=_label(prefix)):
+            yield Member(name, stream=stream)
+    elif kind in (Kind.GIT_PACK, Kind.GIT_BUNDLE):
+        start, id_length = bundle_pack_start(f) if kind is Kind.GIT_BUNDLE else (0, 20)
+        for item in pack_members(f, start, budget, id_length=id_length):
+            yield Member(item.name, data=item.data, problem=item.problem)
     elif kind is Kind.PDF:
         text, cut = pdf_text(f, budget)
         yield Member("text", data=text, is_text=True)
@@ -75,9 +89,9 @@ def members(kind: Kind, f: BinaryIO, size: int, budget: Budget, *, prefix: str |
     elif kind is Kind.OLE:
         # Password-protected .docx/.xlsx/.pptx are OLE files with an EncryptionInfo stream.
         if _ENCRYPTED_OLE_MARK in f.read(budget.limits.chunk_bytes):
-            raise LimitHit(Status.ENCRYPTED, f"{_label(prefix)}password-protected Office document", fatal=False)
-    elif kind in (Kind.SEVEN_ZIP, Kind.RAR):
-        raise LimitHit(Status.SKIPPED, f"{_label(prefix)}{kind.value} archive: contents not inspected", fatal=False)
+            raise LimitHit(Status.ENCRYPTED, f"{_label(prefix)}password-protected Office document", fatal=False, uninspected=True)
+    elif kind is Kind.RAR:
+        raise LimitHit(Status.SKIPPED, f"{_label(prefix)}{kind.value} archive: contents not inspected", fatal=False, uninspected=True)
 
 
 def _label(prefix: str | None) -> str:
@@ -101,7 +115,8 @@ def _zip_members(f: BinaryIO, budget: Budget, prefix: str | None) -> Iterator[Me
                 continue
             full = _full(prefix, info.filename)
             if info.flag_bits & 0x1:
-                yield Member(info.filename, problem=LimitHit(Status.ENCRYPTED, f"{full} is encrypted", fatal=False))
+                encrypted = LimitHit(Status.ENCRYPTED, f"{full} is encrypted", fatal=False, uninspected=True)
+                yield Member(info.filename, problem=encrypted)
                 continue
             try:
                 raw = archive.open(info)
@@ -126,15 +141,10 @@ def _tar_members(archive: tarfile.TarFile) -> Iterator[Member]:
 
 
 def _stream_members(kind: Kind, f: BinaryIO, size: int, budget: Budget, prefix: str | None) -> Iterator[Member]:
-    """A gzip/bzip2/xz stream: a tar inside is opened in place, else one member."""
+    """A compressed stream (gzip, bzip2, xz, zstd, lz4, zlib): a tar inside is opened in place, else one member."""
     name = _gzip_name(f) if kind is Kind.GZIP else None
     f.seek(0)
-    if kind is Kind.GZIP:
-        raw: RawStream = gzip.GzipFile(fileobj=f, mode="rb")
-    elif kind is Kind.BZIP2:
-        raw = bz2.BZ2File(f)
-    else:
-        raw = lzma.LZMAFile(f)
+    raw = _STREAMS[kind](f)
     with raw:
         inner_name = name or "data"
         stream = budget.reader(raw, name=_full(prefix, inner_name), compressed_size=size)
@@ -143,6 +153,48 @@ def _stream_members(kind: Kind, f: BinaryIO, size: int, budget: Budget, prefix: 
             yield from _tar_members(tarfile.open(fileobj=stream, mode="r|"))
         else:
             yield Member(inner_name, stream=stream)
+
+
+def _zstd(f: BinaryIO) -> RawStream:
+    return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+
+
+def _lz4(f: BinaryIO) -> RawStream:
+    import lz4.frame  # type: ignore[import-untyped]  # lazily: few files need it
+
+    return lz4.frame.LZ4FrameFile(f)
+
+
+class _ZlibRaw(io.RawIOBase):
+    """A zlib stream as a file: the standard library only offers it for gzip."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._inflater = zlib.decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._inflater.eof:
+            data = self._inflater.unconsumed_tail or self._f.read(64 * 1024)
+            if not data:
+                raise EOFError("zlib stream ends early")
+            out = self._inflater.decompress(data, len(buffer))
+            if out:
+                buffer[: len(out)] = out
+                return len(out)
+        return 0
+
+
+_STREAMS: dict[Kind, Callable[[BinaryIO], RawStream]] = {
+    Kind.GZIP: lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
+    Kind.BZIP2: bz2.BZ2File,
+    Kind.XZ: lzma.LZMAFile,
+    Kind.ZSTD: _zstd,
+    Kind.LZ4: _lz4,
+    Kind.ZLIB: lambda f: io.BufferedReader(_ZlibRaw(f)),
+}
 
 
 def _gzip_name(f: BinaryIO) -> str | None:

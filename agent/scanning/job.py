@@ -114,6 +114,7 @@ class Job:
             matches=matches,
             reason=self._reason(),
             cached=cached,
+            uninspected=any(p.uninspected for p in self.problems),
         )
 
     def _problem_status(self) -> Status:

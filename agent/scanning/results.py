@@ -84,6 +84,9 @@ class ScanResult:
     matches: tuple[Match, ...] = ()
     reason: str | None = None
     cached: bool = False
+    uninspected: bool = False
+    """Part of the content could not be opened in a way that can hide it on purpose
+    (encrypted, an unsupported container, nested too deep); see ``LimitHit.uninspected``."""
 
     @property
     def matched(self) -> bool:
