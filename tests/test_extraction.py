@@ -134,8 +134,14 @@ def test_corrupt_containers_are_unreadable(scanner, tmp_path: Path, name: str, d
 
 
 def test_unsupported_archive_is_not_called_clean(scanner, tmp_path: Path) -> None:
+    result = scan_file(scanner, tmp_path, "src.rar", b"Rar!\x1a\x07\x00" + bytes(100))
+    assert result.status is Status.SKIPPED and result.uninspected
+    assert "rar" in result.reason
+
+
+def test_corrupt_7z_is_unreadable(scanner, tmp_path: Path) -> None:
     result = scan_file(scanner, tmp_path, "src.7z", b"7z\xbc\xaf\x27\x1c" + bytes(100))
-    assert result.status is Status.SKIPPED
+    assert result.status is Status.UNREADABLE
     assert "7z" in result.reason
 
 
