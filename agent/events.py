@@ -50,7 +50,6 @@ COLLECTOR_TYPES: dict[str, Channel] = {AGENT_OFFLINE: "agent", AGENT_ONLINE: "ag
 COLLECTOR_TYPE_PREFIX = "agent."
 
 Origin = Literal["agent", "collector"]
-ORIGINS: tuple[Origin, ...] = get_args(Origin)
 
 AGENT_FIELDS = frozenset(
     {
@@ -78,7 +77,7 @@ AGENT_CLAIMS = "agent_claims"
 
 def collector_raised(event_type: str) -> bool:
     """True for a type only the collector may raise (refused when an agent submits it)."""
-    return event_type.startswith(COLLECTOR_TYPE_PREFIX) or event_type in COLLECTOR_TYPES
+    return event_type.startswith(COLLECTOR_TYPE_PREFIX)
 
 
 def worst_severity(severities: Iterable[str | None]) -> Severity | None:

@@ -34,6 +34,10 @@ def test_a_strangers_gzip_body_is_never_decompressed(client, collector):
     assert client.post("/api/v1/events", content=b"\x1f\x8b\x08garbage", headers=encoded).status_code == 401
     bomb = gzip.compress(b'{"events": [' + b" " * (collector.settings.ingest.max_decoded_bytes + 10) + b"]}")
     assert client.post("/api/v1/events", content=bomb, headers={**encoded, "Authorization": "Bearer dlpa_x"}).status_code == 401
+    # Well formed but unknown: refused by the credential itself, still before a byte is inflated.
+    forged = "Bearer dlpa_0123456789abcdef0123456789abcdef_" + "A" * 43
+    answer = client.post("/api/v1/events", content=bomb, headers={**encoded, "Authorization": forged})
+    assert answer.status_code == 401, answer.text
 
 
 def test_a_busy_agent_costs_no_extra_read_and_a_revoked_one_is_forgotten(client, collector, enroll, monkeypatch):

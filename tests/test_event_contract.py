@@ -10,6 +10,7 @@ import re
 import uuid
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -224,7 +225,7 @@ def test_channels_severities_and_triage_statuses_are_spelled_out_once():
     allowed = {ROOT / "agent" / "events.py", ROOT / "server" / "store" / "review.py"}
     offenders = []
     for folder in ("agent", "server", "signatures"):
-        for path in (ROOT / folder).rglob("*.py"):
+        for path in sorted((ROOT / folder).rglob("*.py")) + sorted((ROOT / folder).rglob("*.html")):
             if path in allowed:
                 continue
             text = path.read_text(encoding="utf-8")
@@ -258,36 +259,94 @@ def test_migrations_build_the_schema_the_code_declares(database_url):
     assert differences == []
 
 
-def test_an_upgraded_database_attributes_old_rows_by_type_and_enrolled_host(tmp_path):
-    """Rows stored before revision 0004: ``agent.*`` types become the collector's, hosts the enrolled ones."""
+@pytest.fixture
+def scratch_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database of ``backend``, dropped afterwards, for a migration to start from nothing."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    from tests.collector_env import PG_ADMIN_URL
+
+    name = f"dlp_migrate_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_an_upgraded_database_keeps_forgeries_the_agents_and_shows_the_enrolled_host(scratch_url):
+    """Rows stored before revision 0004: only an ``agent.*`` event written by the collector (one
+    clock reading for occurrence and arrival) becomes the collector's; a forged one stays the agent's."""
     from alembic import command
     from sqlalchemy import text
 
     from server.db.engine import Database
     from server.db.migrate import alembic_config
 
-    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    db = Database(scratch_url)
     config = alembic_config()
-    with db.engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0003")
-        conn.execute(text("INSERT INTO vendors (id, name, allowed_cidrs, created_at) VALUES (1, 'v', '[]', '2026-11-24 00:00:00')"))
-        conn.execute(
-            text(
-                "INSERT INTO agents (id, vendor_id, hostname, os, machine_id, agent_version, secret_hash, status, enrolled_at, last_seen_at, sources, spool_depth, dropped)"
-                " VALUES ('a1', 1, 'ws-a', '', '', '', 'x', 'online', '2026-11-24 00:00:00', '2026-11-24 00:00:00', '{}', 0, 0)"
-            )
-        )
-        for seq, kind, host in ((1, "agent.offline", "ws-a"), (2, "usb.write", "ws-c")):
+    try:
+        with db.engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0003")
+            conn.execute(text("INSERT INTO vendors (id, name, allowed_cidrs, created_at) VALUES (1, 'v', '[]', '2026-11-24 00:00:00+00')"))
             conn.execute(
                 text(
-                    "INSERT INTO events (seq, id, agent_id, vendor_id, channel, type, occurred_at, received_at, severity_rank, host, body, triage_status)"
-                    " VALUES (:seq, :id, 'a1', 1, 'usb', :kind, '2026-11-24 00:00:00', '2026-11-24 00:00:00', 0, :host, :body, 'new')"
-                ),
-                {"seq": seq, "id": str(uuid.uuid4()), "kind": kind, "host": host, "body": json.dumps({"host": host})},
+                    "INSERT INTO agents (id, vendor_id, hostname, os, machine_id, agent_version, secret_hash, status, enrolled_at, last_seen_at, sources, spool_depth, dropped)"
+                    " VALUES ('a1', 1, 'ws-a', '', '', '', 'x', 'online', '2026-11-24 00:00:00+00', '2026-11-24 00:00:00+00', '{}', 0, 0)"
+                )
             )
-        command.upgrade(config, "head")
-        conn.commit()
-        rows = conn.execute(text("SELECT type, origin, host FROM events ORDER BY seq")).all()
-    db.dispose()
-    assert [tuple(row) for row in rows] == [("agent.offline", "collector", "ws-a"), ("usb.write", "agent", "ws-a")]
+            rows = (
+                (1, "agent.offline", "ws-a", "2026-11-24 00:00:00.123456+00"),  # the collector's own
+                (2, "agent.online", "ws-a", "2026-11-24 00:00:00+00"),  # an agent's forgery
+                (3, "usb.write", "ws-c", "2026-11-24 00:00:00+00"),
+            )
+            for seq, kind, host, occurred in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO events (seq, id, agent_id, vendor_id, channel, type, occurred_at, received_at, severity_rank, host, body, triage_status)"
+                        " VALUES (:seq, :id, 'a1', 1, 'agent', :kind, :occurred, '2026-11-24 00:00:00.123456+00', 0, :host, :body, 'new')"
+                    ),
+                    {"seq": seq, "id": str(uuid.uuid4()), "kind": kind, "host": host, "occurred": occurred, "body": json.dumps({"host": host, "origin": "collector"})},
+                )
+            command.upgrade(config, "head")
+            conn.commit()
+            found = conn.execute(text("SELECT type, origin, host FROM events ORDER BY seq")).all()
+    finally:
+        db.dispose()
+    assert [tuple(row) for row in found] == [("agent.offline", "collector", "ws-a"), ("agent.online", "agent", "ws-a"), ("usb.write", "agent", "ws-a")]
+
+
+def test_bulk_triage_is_audited_as_bulk_even_for_one_event_and_an_unchanged_one_not_at_all(client, collector, enroll, reviewer):
+    agent = enroll()
+    record = event_record()
+    assert client.post("/api/v1/events", json={"events": [record]}, headers=agent.headers).status_code == 200
+    bulk = client.post("/api/v1/events/triage", json={"ids": [record["id"], record["id"]], "status": "benign"}, headers=reviewer.headers)
+    assert bulk.json() == {"updated": 1, "status": "benign"}
+    again = client.post("/api/v1/events/triage", json={"ids": [record["id"]], "status": "benign"}, headers=reviewer.headers)
+    assert again.json() == {"updated": 0, "status": "benign"}
+    unchanged = client.patch(f"/api/v1/events/{record['id']}/triage", json={"status": "benign"}, headers=reviewer.headers)
+    assert unchanged.status_code == 200
+    from server.db.tables import audit_log
+
+    with collector.db.read() as conn:
+        entries = conn.execute(audit_log.select().where(audit_log.c.action.like("event.triage%")).order_by(audit_log.c.seq)).all()
+    assert [(e.action, e.target, json.loads(e.details)) for e in entries] == [("event.triage_bulk", "1 events", {"ids": [record["id"]], "status": "benign"})]
+
+
+def test_the_collector_cannot_raise_an_event_whose_details_pose_as_its_columns(collector, enroll):
+    from server.store import ingest
+    from server.store.agents import AgentIdentity
+
+    identity = AgentIdentity("a" * 32, 1, "acme-bpo", "ws-a", (), "online")
+    with collector.db.write() as conn, pytest.raises(ValueError, match="triage"):
+        ingest.raise_agent_event(conn, agent=identity, kind=contract.AGENT_OFFLINE, details={"triage": {"status": "benign"}}, now=collector.clock())
+    with collector.db.write() as conn, pytest.raises(ValueError, match="not an event type"):
+        ingest.raise_agent_event(conn, agent=identity, kind=contract.USB_WRITE, details={}, now=collector.clock())

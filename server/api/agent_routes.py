@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from agent.events import AGENT_ONLINE, AGENT_UNEXPECTED_IP
 from server import credentials
+from server.api.bodies import Guard
 from server.api.deps import AddressDep, CollectorDep, TokenDep
 from server.api.schemas import (
     LONE_SURROGATE,
@@ -58,29 +59,35 @@ def enroll(body: EnrollIn, collector: CollectorDep, address: AddressDep) -> Enro
     )
 
 
-def agent_credential_problem(authorization: bytes | None) -> str | None:
-    """The ingest body's guard (``BoundedBodies``): without an agent credential of the right
-    shape a caller is refused before the collector reads or gunzips a byte of its body."""
-    scheme, _, value = (authorization or b"").decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or credentials.parse_token(value.strip(), credentials.AGENT_KIND) is None:
-        return "missing or malformed agent credential"
-    return None
+def credential_guard(collector: Collector) -> Guard:
+    """The ingest body's guard (``BoundedBodies``): a caller without a valid agent credential is
+    refused before the collector reads or gunzips a byte of its body, let alone parses it.
 
+    A credential is confirmed from this process's memory of credentials confirmed lately, else by
+    one read. The ingest transaction still authenticates, so a busy agent costs no second
+    transaction, and a stranger costs one indexed read at most, never decompression or parsing.
+    """
 
-async def confirmed_agent(collector: CollectorDep, token: TokenDep) -> str | None:
-    """The caller's credential, checked before its batch is parsed: from this process's memory of
-    credentials confirmed lately, else by one read. The ingest transaction still authenticates,
-    so a busy agent costs no second transaction and a stranger costs no parsing."""
-    if token in collector.confirmed_agents:
-        return token
+    async def guard(authorization: bytes | None) -> tuple[int, str] | None:
+        scheme, _, value = (authorization or b"").decode("latin-1").partition(" ")
+        token = value.strip()
+        if scheme.lower() != "bearer" or credentials.parse_token(token, credentials.AGENT_KIND) is None:
+            return Unauthorized.status_code, "missing or malformed agent credential"
+        if token in collector.confirmed_agents:
+            return None
 
-    def confirm() -> None:
-        with collector.db.read() as conn:
-            agents.authenticate(conn, value=token)
+        def confirm() -> None:
+            with collector.db.read() as conn:
+                agents.authenticate(conn, value=token)
 
-    await to_thread.run_sync(confirm)
-    collector.confirmed_agents.add(token)
-    return token
+        try:
+            await to_thread.run_sync(confirm)
+        except (Unauthorized, Forbidden) as exc:
+            return exc.status_code, str(exc)
+        collector.confirmed_agents.add(token)
+        return None
+
+    return guard
 
 
 # Batches are read from the raw body by pydantic-core (JSON parsing and validation in one pass,
@@ -89,8 +96,8 @@ BATCH_REQUEST_BODY = {"required": True, "content": {"application/json": {"schema
 _PARSE_ON_LOOP_BYTES = 256 << 10
 
 
-async def batch_body(request: Request, _caller: Annotated[str | None, Depends(confirmed_agent)]) -> BatchIn:
-    """The request body as a validated batch, parsed only for a confirmed agent; errors are
+async def batch_body(request: Request) -> BatchIn:
+    """The request body as a validated batch (the body guard has confirmed the caller); errors are
     FastAPI's usual 422, with lone surrogates (which the JSON parser refuses as bad escapes)
     named for what they are."""
     raw = await request.body()

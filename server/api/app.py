@@ -56,7 +56,7 @@ def create_app(collector: Collector) -> FastAPI:
         default_limit=_DEFAULT_BODY_LIMIT,
         route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes, ("POST", "/api/v1/signatures"): 64 << 20, ("POST", ui.UPLOAD_PATH): ui.UPLOAD_LIMIT},
         max_decoded=ingest.max_decoded_bytes,
-        guards={("POST", "/api/v1/events"): agent_routes.agent_credential_problem},
+        guards={("POST", "/api/v1/events"): agent_routes.credential_guard(collector)},
     )
     return app
 

@@ -3,8 +3,8 @@
 FastAPI would otherwise read a body of any length into memory, and a gzip body can expand
 a thousandfold; both are refused with 413 here, a corrupt gzip stream with 400 and an
 unknown Content-Encoding with 415. Routes then receive a plain, bounded body. A route may
-also name a guard on its Authorization header, so a caller without a credential of the right
-shape gets 401 before its body is read or decompressed at all.
+also name a guard on its Authorization header, so a caller without a valid credential is
+refused (401, or 403 for a revoked one) before its body is read or decompressed at all.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
-Guard = Callable[[bytes | None], str | None]
-"""Given the raw Authorization header (None when absent): why the caller is refused with 401, or None."""
+Guard = Callable[[bytes | None], Awaitable[tuple[int, str] | None]]
+"""Given the raw Authorization header (None when absent): the status and reason the caller is refused with, or None."""
 
 _THREAD_THRESHOLD = 256 << 10
 
@@ -75,9 +75,10 @@ class BoundedBodies:
         route = (scope["method"], scope["path"])
         headers = {k.lower(): v for k, v in scope["headers"]}
         guard = self.guards.get(route)
-        problem = guard(headers.get(b"authorization")) if guard else None
-        if problem is not None:
-            await _reply(send, 401, problem, [(b"www-authenticate", b"Bearer")])
+        refusal = await guard(headers.get(b"authorization")) if guard else None
+        if refusal is not None:
+            status, reason = refusal
+            await _reply(send, status, reason, [(b"www-authenticate", b"Bearer")] if status == 401 else None)
             return
         limit = self.route_limits.get(route, self.default_limit)
         length = headers.get(b"content-length")

@@ -108,7 +108,9 @@ def triage_event(event_id: _EventId, body: TriageIn, collector: CollectorDep, us
 @router.post("/events/triage", response_model=BulkTriageOut, summary="Set the triage status of many events at once")
 def bulk_triage(body: BulkTriageIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
     with collector.db.write() as conn:
-        changed = review.set_triage(conn, event_ids=body.ids, change=TriageChange(status=body.status), actor=user.name, address=address, now=collector.clock())
+        changed = review.set_triage(
+            conn, event_ids=body.ids, change=TriageChange(status=body.status), actor=user.name, address=address, now=collector.clock(), bulk=True
+        )
     return {"updated": len(changed), "status": body.status}
 
 

@@ -215,6 +215,8 @@ def raise_agent_event(
     its origin column says so, which no agent's batch can (agents may not submit these types)."""
     if not contract.collector_raised(kind):
         raise ValueError(f"{kind!r} is not an event type the collector raises")
+    if contract.COLLECTOR_FIELDS & details.keys():
+        raise ValueError(f"details may not hold the names the event's own columns fill: {sorted(contract.COLLECTOR_FIELDS & details.keys())}")
     record = {
         **details,
         "schema": contract.SCHEMA_VERSION,

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from server.db.tables import alert_outbox, events
-from server.store.review import _base_query, public
+from server.db.tables import alert_outbox
+from server.store import review
 
 _MAX_BACKOFF = timedelta(hours=1)
 
@@ -38,9 +38,9 @@ def claim(conn: Connection, *, now: datetime, lease: timedelta, limit: int) -> l
         ).first()
         if row is None:
             continue
-        event_row = conn.execute(_base_query().where(events.c.seq == row.event_seq)).first()
-        if event_row is not None:
-            claimed.append((outbox_id, row.target, public(event_row)))
+        event = review.by_seq(conn, seq=row.event_seq)
+        if event is not None:
+            claimed.append((outbox_id, row.target, event))
     return claimed
 
 

@@ -68,10 +68,6 @@ def _keys(sort: str) -> list[Any]:
     return [events.c.severity_rank, events.c.seq] if sort == "severity" else [events.c.seq]
 
 
-def _key_of(sort: str, row: Any) -> tuple[int, ...]:
-    return (row.severity_rank, row.seq) if sort == "severity" else (row.seq,)
-
-
 def _cursor_at(sort: str, row: Any, *, backward: bool) -> str:
     return Cursor(sort, row.seq, row.severity_rank if sort == "severity" else None, backward).encode()
 
@@ -163,13 +159,11 @@ def _conditions(f: EventFilter) -> list[Any]:
 def public(row: Any) -> dict[str, Any]:
     """The review API's view of one event: the agent's record plus what the collector knows."""
     item = json.loads(row.body)
-    claims: dict[str, Any] = {}
     if row.origin == "collector":
         item.pop("origin", None)  # rows raised before the origin column kept it in the body
-    else:
-        claims = {name: item.pop(name) for name in COLLECTOR_FIELDS & item.keys()}
-        if claims.get("agent_id") == row.agent_id:
-            del claims["agent_id"]
+    claims = {name: item.pop(name) for name in COLLECTOR_FIELDS & item.keys()}
+    if claims.get("agent_id") == row.agent_id:
+        del claims["agent_id"]
     claimed_host = item.pop("host", None)
     item.update(
         id=row.id,
@@ -196,6 +190,12 @@ def public(row: Any) -> dict[str, Any]:
     item.setdefault("matches", [])
     item.setdefault("device", None)
     return item
+
+
+def by_seq(conn: Connection, *, seq: int) -> dict[str, Any] | None:
+    """One event as shown, by its collector sequence number (alert deliveries keep that)."""
+    row = conn.execute(_base_query().where(events.c.seq == seq)).first()
+    return public(row) if row is not None else None
 
 
 def _row_by_id(conn: Connection, event_id: str) -> Any:
@@ -234,15 +234,25 @@ class TriageChange:
 
 
 def set_triage(
-    conn: Connection, *, event_ids: Sequence[str], change: TriageChange, actor: str, address: str | None, now: datetime
+    conn: Connection,
+    *,
+    event_ids: Sequence[str],
+    change: TriageChange,
+    actor: str,
+    address: str | None,
+    now: datetime,
+    bulk: bool = False,
 ) -> list[str]:
     """Apply ``change`` to every event of ``event_ids`` and audit it; returns the ids it changed.
 
     The audit rule, the same for the API and the UI: a request that changed something is one
-    entry (``event.triage`` with before and after for one event, ``event.triage_bulk`` with the
-    changed ids for several); a request that changed nothing is not an action and is not
-    recorded. An unknown event or assignee refuses the whole request.
+    entry (``event.triage`` with before and after for one event's page or PATCH,
+    ``event.triage_bulk`` with the changed ids for a ``bulk`` request from the list); a request
+    that changed nothing is not an action and is not recorded. An unknown event or assignee
+    refuses the whole request.
     """
+    if not bulk and len(event_ids) != 1:
+        raise ValueError("one event at a time unless bulk")
     if change.status is not None and change.status not in TRIAGE_STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(TRIAGE_STATUSES)}")
     values: dict[str, Any] = {}
@@ -266,7 +276,7 @@ def set_triage(
         return []
     conn.execute(events.update().where(events.c.seq.in_([row.seq for row, _, _ in changed])).values(**values))
     ids = [row.id for row, _, _ in changed]
-    if len(event_ids) == 1:
+    if not bulk:
         _, before, after = changed[0]
         audit.append(conn, actor=actor, action="event.triage", target=ids[0], details={"before": before, "after": after}, address=address, now=now)
     else:

@@ -60,6 +60,7 @@ def event_list(request: Request, collector: CollectorDep, viewer: ViewerDep) -> 
         "notice": notice,
         "statuses": TRIAGE_STATUSES,
         "channels": CHANNELS,
+        "severity_choices": filters.SEVERITY_CHOICES,
         "sorts": (("newest", "Newest first"), ("oldest", "Oldest first"), ("severity", "Most severe first")),
         "page_sizes": filters.PAGE_SIZES,
         "here": view.url(cursor=view.cursor),
@@ -88,7 +89,9 @@ async def bulk_triage(request: Request, collector: CollectorDep, viewer: PosterD
     except ValidationError as exc:
         raise InvalidInput(_first_problem(exc)) from None
     with collector.db.write() as conn:
-        review.set_triage(conn, event_ids=body.ids, change=TriageChange(status=body.status), actor=viewer.user.name, address=address, now=collector.clock())
+        review.set_triage(
+            conn, event_ids=body.ids, change=TriageChange(status=body.status), actor=viewer.user.name, address=address, now=collector.clock(), bulk=True
+        )
     return redirect(_with_notice(back, "bulk"))
 
 

@@ -16,6 +16,15 @@ from server.store.cursors import SORTS
 from server.store.review import TRIAGE_STATUSES, EventFilter
 
 PAGE_SIZES = (25, 50, 100, 200)
+# The severity menu, most severe first: each level alone, and "or above" for those in between.
+SEVERITY_CHOICES = [
+    choice
+    for rank in reversed(range(len(SEVERITIES)))
+    for choice in (
+        *([(",".join(SEVERITIES[rank:]), f"{SEVERITIES[rank].title()} or above")] if 0 < rank < len(SEVERITIES) - 1 else []),
+        (SEVERITIES[rank], SEVERITIES[rank].title()),
+    )
+]
 DEFAULT_LIMIT = 50
 TEXT_FILTERS = ("vendor", "agent", "user", "rule", "sha256", "device")
 FIELDS = ("since", "until", "vendor", "agent", "user", "channel", "rule", "severity", "status", "sha256", "device")
