@@ -24,8 +24,12 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tupl
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 # C0 and C1 controls and DEL; the bidi controls; U+2028/U+2029, which break lines in some readers;
-# lone surrogates (undecodable bytes of a file name), which no UTF-8 output can carry.
-_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
+# invisible format characters (soft hyphen, zero-width space and joiners, word joiner and invisible
+# operators, BOM), which hide inside a name that looks like another; lone surrogates (undecodable
+# bytes of a file name), which no UTF-8 output can carry.
+_HIDDEN = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\u2028\u2029\ud800-\udfff]"
+)
 
 # For text shown in a terminal, one line per record: nothing is kept.
 TERMINAL = ""

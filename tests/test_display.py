@@ -21,6 +21,11 @@ def test_every_bidi_control_and_terminal_control_is_marked() -> None:
     assert visible("".join(hidden)) == "".join(f"<U+{ord(c):04X}>" for c in hidden)
 
 
+def test_invisible_format_characters_are_marked_so_a_name_cannot_hide_one() -> None:
+    invisible = "\u00ad\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\u206a\u206f\ufeff"
+    assert visible(f"invoice{invisible}.exe") == "invoice" + "".join(f"<U+{ord(c):04X}>" for c in invisible) + ".exe"
+
+
 @pytest.mark.parametrize("text", ["plain", "café/naïve ü", "שלום عربي", "日本語", "\U0001f600", "<U+202E> typed by hand", ""])
 def test_printable_text_of_any_script_is_left_alone(text: str) -> None:
     assert visible(text) == text
