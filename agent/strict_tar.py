@@ -118,7 +118,7 @@ def _parse_header(block: bytes) -> tuple[bytes, str, int]:
     """(type flag, name, declared size) of a ustar header block."""
     stored = _octal(block[148:156], "checksum")
     unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    signed = unsigned - 2 * sum(b for b in block[:148] + block[156:] if b > 127)
+    signed = unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b > 127)  # bytes read as signed chars
     if stored not in (unsigned, signed):
         raise TarError("header checksum does not match (not a tar archive?)")
     if block[257:265] not in (b"ustar\x0000", b"ustar  \0"):

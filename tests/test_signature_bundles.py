@@ -247,3 +247,21 @@ def test_the_download_itself_is_bounded():
         server.server_close()
         thread.join()
     assert reply.kind == "too_large" and not reply.content and str(MAX_BUNDLE_BYTES) in reply.detail
+
+
+def test_a_header_checksummed_with_signed_bytes_is_read() -> None:
+    """Old tar writers sum header bytes as signed chars; a name with a byte over 127 then sums lower."""
+    import io
+    import tarfile
+
+    from agent.strict_tar import _parse_header
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT, encoding="utf-8") as archive:
+        info = tarfile.TarInfo("café.yar")
+        info.size = 0
+        archive.addfile(info)
+    block = bytearray(buffer.getvalue()[:512])
+    signed = sum(b - 256 if b > 127 else b for b in block[:148] + block[156:]) + 8 * 32
+    block[148:156] = b"%06o\0 " % signed
+    assert _parse_header(bytes(block))[1] == "café.yar"
