@@ -69,6 +69,15 @@ class ClipboardSection(_Section):
     enabled: bool = True
     interval_ms: int = Field(default=500, ge=100, le=60_000)
     max_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    """Kept from older configurations: the text scanned is the larger of this and ``max_scan_bytes``."""
+    max_scan_bytes: int = Field(default=16 << 20, ge=1 << 20, le=1 << 30)
+    """How much of a clipboard text is scanned (in the scanner's overlapping windows); past it, ``truncated``."""
+    primary: bool = True
+    """Also poll the PRIMARY selection (X11/Wayland: highlighted text, pasted with the middle button)."""
+    recent_count: int = Field(default=20, ge=0, le=1000)
+    """Recent clipboard texts scanned together (0: off), so code copied a few lines at a time is seen whole."""
+    recent_max_bytes: int = Field(default=256 << 10, ge=1024, le=16 << 20)
+    recent_seconds: int = Field(default=300, ge=1, le=24 * 3600)
     snippets: bool = False
     """Add a redacted snippet (words masked after their first letter) to each clipboard match."""
 

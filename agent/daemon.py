@@ -35,7 +35,7 @@ from agent.scanning.cache import ResultCache
 from agent.scanning.rules import RULE_SUFFIXES, Ruleset, compile_rule_files, rule_files
 from agent.shipper import Shipper
 from agent.sources.base import Source
-from agent.sources.clipboard import ClipboardSource
+from agent.sources.clipboard import clipboard_sources
 from agent.sources.files import FileSource
 from agent.sources.mounts import MountWatcher
 from agent.sources.removable import RemovablePolicy
@@ -253,9 +253,7 @@ class Daemon:
                 on_unmount=self._unwatch_volume,
             )
         if config.clipboard.enabled:
-            self.sources["clipboard"] = ClipboardSource(
-                emit, interval_s=config.clipboard.interval_ms / 1000, max_bytes=config.clipboard.max_bytes
-            )
+            self.sources.update(clipboard_sources(emit, config.clipboard))
         for name, source in self.sources.items():
             if isinstance(source, StoppableThread):
                 self.supervisor.watch(source, name)

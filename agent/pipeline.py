@@ -8,7 +8,9 @@ policy decided is dropped on the floor, and back-pressure reaches the sources.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import hashlib
 import logging
 import os
 import queue
@@ -18,7 +20,7 @@ from collections.abc import Callable
 
 from agent.policy import Context, decide
 from agent.scanning import Scanner
-from agent.scanning.results import ScanResult
+from agent.scanning.results import Match, ScanResult, Status
 from agent.sources.work import ClipboardWork, DeviceChange, FileWork, Work
 from agent.spool import Spool, SpoolError, SpoolFull
 from agent.threads import StoppableThread
@@ -114,13 +116,22 @@ class Pipeline:
             result = self.scanner.scan_path(work.path)
         elif isinstance(work, ClipboardWork):
             result = self.scanner.scan_bytes(work.data, name="clipboard")
-        decision = decide(work, result, self.context, user=_owner(work), now=self._clock())
-        if decision is not None and not self._spool(decision.event, decision.matched, pause):
+        if not self._decide_and_spool(work, result, pause):
             with self._lock:
                 self._unspooled.append(work)  # handed back by stop(), to be redone at the next start
             return
+        if isinstance(work, ClipboardWork) and work.earlier and result is not None:
+            combined = _recent_copies(self.scanner, work, result)
+            # Not kept for the next start when shutdown comes first: clipboard text never touches disk.
+            if combined is not None:
+                self._decide_and_spool(*combined, pause)
         with self._lock:
             self.processed += 1
+
+    def _decide_and_spool(self, work: Work, result: ScanResult | None, pause: Callable[[float], bool]) -> bool:
+        """Spool the event the policy makes of ``work``, if any; False if shutdown came first."""
+        decision = decide(work, result, self.context, user=_owner(work), now=self._clock())
+        return decision is None or self._spool(decision.event, decision.matched, pause)
 
     def _spool(self, event: dict, matched: bool, pause: Callable[[float], bool]) -> bool:
         """Put ``event``, retrying while the spool cannot take it; False if shutdown came first."""
@@ -143,6 +154,33 @@ class Pipeline:
                     log.error("shutting down before the spool could take event %s (%s)", event["id"], message)
                     return False
                 delay = min(delay * 2, _RETRY_MAX_S)
+
+
+def _recent_copies(scanner: Scanner, work: ClipboardWork, alone: ScanResult) -> tuple[ClipboardWork, ScanResult] | None:
+    """The recent texts and this one scanned as one, when that finds a rule neither finds without the other.
+
+    A rule the earlier texts already match together was reported when it first emerged, and one
+    this text matches alone is reported with it: neither is raised again for the concatenation.
+    """
+    combined = work.earlier + work.data
+    together = scanner.scan_bytes(combined, name="clipboard")
+    if together.status is not Status.MATCH:
+        return None
+    before = scanner.scan_bytes(work.earlier, name="clipboard")
+    known = {_rule(m) for m in (*alone.matches, *before.matches)}
+    new = tuple(m for m in together.matches if _rule(m) not in known)
+    if not new:
+        return None
+    concatenation = ClipboardWork(
+        data=combined, sha256=hashlib.sha256(combined).hexdigest(), original_size=len(combined),
+        observed_at=work.observed_at, trigger="recent_copies",
+    )
+    return concatenation, dataclasses.replace(together, matches=new)
+
+
+def _rule(match: Match) -> tuple[str, str]:
+    # Not the member: a decoded part's name carries its offset, which differs in the concatenation.
+    return match.namespace, match.rule
 
 
 class _Worker(StoppableThread):

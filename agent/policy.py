@@ -59,7 +59,7 @@ def decide(work: Work, result: ScanResult | None, context: Context, *, user: str
         if not matched and not result.uninspected:
             return None
         event = _base(events.CLIPBOARD_COPY, work.observed_at, now, context, user)
-        event.update(size=work.original_size, sha256=work.sha256, truncated=work.truncated)
+        event.update(size=work.original_size, sha256=work.sha256, truncated=work.truncated, trigger=work.trigger)
         event = _with_scan(event, result, include_file=False)
         if context.clipboard_snippets:
             for match in event["matches"]:

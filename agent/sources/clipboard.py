@@ -1,8 +1,9 @@
-"""Clipboard source: poll the clipboard text and emit a ClipboardWork each time it changes."""
+"""Clipboard source: poll the clipboard text (or X's PRIMARY selection) and emit a ClipboardWork each time it changes."""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import socket
@@ -10,12 +11,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import psutil
 import pyperclip
 
+from agent.sources.recent import RecentCopies
 from agent.sources.work import ClipboardWork, Emit
 from agent.threads import StoppableThread
+
+if TYPE_CHECKING:
+    from agent.config import ClipboardSection
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,10 @@ PASTE_HELPERS = frozenset({"xclip", "xsel", "wl-paste"})
 _ABSENT = (FileNotFoundError, ConnectionRefusedError, socket.gaierror)
 
 Paste = Callable[[], str]
+CLIPBOARD = "clipboard"
+PRIMARY = "primary"
+"""X's selection of whatever text is highlighted, pasted with the middle button; no copy command needed."""
+_TRIGGERS = {CLIPBOARD: "copy", PRIMARY: "select"}
 
 
 def x_display_missing(display: str) -> str | None:
@@ -69,6 +79,16 @@ def _connect_unix(address: str) -> None:
 
 
 def system_paste() -> str:
+    """Read the CLIPBOARD selection's text: ``read_selection(primary=False)``."""
+    return read_selection(primary=False)
+
+
+def system_paste_primary() -> str:
+    """Read the PRIMARY selection's text (X11, or Wayland through wl-paste): ``read_selection(primary=True)``."""
+    return read_selection(primary=True)
+
+
+def read_selection(*, primary: bool) -> str:
     """Read the clipboard text through pyperclip, choosing its mechanism afresh on every call.
 
     pyperclip caches its first choice for the whole process, so one call made without a display
@@ -77,11 +97,17 @@ def system_paste() -> str:
     cannot be opened, so on Linux an empty read is believed only if the display answers.
 
     Raises:
-        pyperclip.PyperclipException: no clipboard mechanism, or DISPLAY names an X server that is not there.
+        pyperclip.PyperclipException: no clipboard mechanism, or DISPLAY names an X server that is not there,
+            or (for ``primary``) a mechanism without a PRIMARY selection (Windows, macOS).
     """
     _, paste = pyperclip.determine_clipboard()
     try:
-        text = paste()
+        if not primary:
+            text = paste()
+        elif "primary" in inspect.signature(paste).parameters:
+            text = paste(primary=True)
+        else:
+            raise pyperclip.PyperclipException("this clipboard mechanism has no PRIMARY selection")
     except pyperclip.PyperclipException as exc:
         if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             raise pyperclip.PyperclipException("no display: neither DISPLAY nor WAYLAND_DISPLAY is set") from exc
@@ -95,18 +121,24 @@ def system_paste() -> str:
     return text
 
 
-def kill_paste_helpers() -> None:
-    """Kill this process's clipboard-reading children (xclip, xsel, wl-paste).
+def kill_paste_helpers(primary: bool = False) -> None:
+    """Kill this process's children (xclip, xsel, wl-paste) reading the CLIPBOARD, or with ``primary`` the PRIMARY, selection.
 
     pyperclip keeps no handle on the child it runs, so this is the only way to end a read stuck in
     one; xclip is known to hang for good on large selections (astrand/xclip issues 34, 43 and 162).
+    The other selection's reader, polled by another thread, is left alone.
     """
     for child in psutil.Process().children():
         try:
-            if child.name() in PASTE_HELPERS:
+            if child.name() in PASTE_HELPERS and _reads_primary(child.cmdline()) == primary:
                 child.kill()
         except psutil.Error:  # it ended meanwhile
             continue
+
+
+def _reads_primary(argv: list[str]) -> bool:
+    """Whether a helper's command line (as pyperclip builds it) reads the PRIMARY selection."""
+    return "-p" in argv or any(a == "-selection" and b in ("p", "primary") for a, b in zip(argv, argv[1:], strict=False))
 
 
 def fingerprint(text: str, max_bytes: int) -> tuple[str, int, bytes]:
@@ -160,7 +192,8 @@ class ClipboardSource(StoppableThread):
     pyperclip's xclip backend reads every failure (an owner busy or handing over) as "", so
     treating "" as content would report the next read of unchanged text as a fresh copy.
 
-    Only the sha256 of the last content is kept between polls, never the text, and nothing logs it.
+    Between polls only the sha256 of the last content is kept, and, when a ``recent`` window is given,
+    the last few short texts, in memory (never written down) for at most its age; nothing logs them.
 
     Each read runs on a short-lived daemon thread and is waited for at most ``paste_timeout_s``.
     Then it is abandoned: ``cancel`` kills the child pyperclip runs (xclip, say), which ends the
@@ -178,9 +211,11 @@ class ClipboardSource(StoppableThread):
         max_bytes: int = MIB,
         paste: Paste | None = None,
         paste_timeout_s: float = 10.0,
-        cancel: Callable[[], None] = kill_paste_helpers,
+        cancel: Callable[[], None] | None = None,
         unavailable_retry_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        selection: str = CLIPBOARD,
+        recent: RecentCopies | None = None,
     ):
         """Create the source; ``start()`` begins polling.
 
@@ -188,24 +223,30 @@ class ClipboardSource(StoppableThread):
             emit: Receives each ``ClipboardWork``.
             interval_s: Pause between reads while a clipboard is available.
             max_bytes: Cap on the bytes handed on; ``sha256`` and ``original_size`` cover the full text.
-            paste: Returns the clipboard text; ``system_paste`` (pyperclip) when None. Raising
+            paste: Returns the clipboard text; ``system_paste`` (or ``system_paste_primary``) when None. Raising
                 ``pyperclip.PyperclipException`` itself means "no clipboard here"; anything else,
                 its subclasses included, is a failed read.
             paste_timeout_s: How long one read may take before it counts as failed and is abandoned
                 (doubled after each such read, back to this after a success).
                 Reading 100 MB through xclip takes about 1.5 s on an idle machine.
-            cancel: Ends an abandoned read; called again on each poll while it still runs.
+            cancel: Ends an abandoned read; called again on each poll while it still runs
+                (when None, ``kill_paste_helpers`` for this selection).
             unavailable_retry_s: Pause between quiet retries while there is no clipboard mechanism.
             clock: Monotonic seconds, for spacing out failure logs.
+            selection: ``CLIPBOARD`` or ``PRIMARY``: which selection this source polls.
+            recent: The window of recent texts each change joins; the work carries those before it.
         """
-        super().__init__(name="clipboard-source")
+        super().__init__(name=f"{selection}-source")
+        self._selection = selection
+        self._recent = recent
         self._emit = emit
         self._interval_s = interval_s
         self._max_bytes = max_bytes
-        self._paste = paste or system_paste
+        primary = selection == PRIMARY
+        self._paste = paste or (system_paste_primary if primary else system_paste)
         self._paste_timeout_s = paste_timeout_s
         self._timeout_s = paste_timeout_s
-        self._cancel = cancel
+        self._cancel = cancel or (lambda: kill_paste_helpers(primary))
         self._unavailable_retry_s = unavailable_retry_s
         self._clock = clock
         self._baseline_taken = False
@@ -290,20 +331,24 @@ class ClipboardSource(StoppableThread):
         sha, size, head = fingerprint(text, self._max_bytes)
         self._reads += 1
         if self._health[0] == "unavailable":
-            log.info("clipboard monitoring is on again")
-        self._health = ("ok", f"watching the clipboard every {self._interval_s:g}s")
+            log.info("%s monitoring is on again", self._selection)
+        self._health = ("ok", f"watching the {self._selection} selection every {self._interval_s:g}s")
         baseline = not self._baseline_taken
         self._baseline_taken = True
         if size == 0 or sha == self._last_sha:
             return
         self._last_sha = sha
-        if not baseline and not self._emit(ClipboardWork(data=head, sha256=sha, original_size=size)):
+        if baseline:
+            return
+        earlier = self._recent.add(head) if self._recent is not None else b""
+        work = ClipboardWork(data=head, sha256=sha, original_size=size, trigger=_TRIGGERS[self._selection], earlier=earlier)
+        if not self._emit(work):
             self._not_taken += 1
 
     def _unavailable(self, why: str) -> None:
         if self._health[0] != "unavailable":
             log.warning(
-                "clipboard monitoring is off: %s; retrying quietly every %gs", why, self._unavailable_retry_s
+                "%s monitoring is off: %s; retrying quietly every %gs", self._selection, why, self._unavailable_retry_s
             )
         self._health = ("unavailable", f"no clipboard: {why}")
         # What is on the clipboard when it comes back was not copied under our eyes.
@@ -318,3 +363,24 @@ class ClipboardSource(StoppableThread):
             log.warning("%d clipboard read(s) failed since the last report; latest: %s", self._unlogged_failures, why)
             self._last_failure_log = now
             self._unlogged_failures = 0
+
+
+def clipboard_sources(emit: Emit, settings: ClipboardSection) -> dict[str, ClipboardSource]:
+    """The sources ``[clipboard]`` asks for, by name: ``clipboard``, and ``primary`` where there is such a selection."""
+    def source(selection: str) -> ClipboardSource:
+        recent = RecentCopies(
+            max_count=settings.recent_count, max_bytes=settings.recent_max_bytes, max_age_s=settings.recent_seconds
+        )
+        return ClipboardSource(
+            emit,
+            interval_s=settings.interval_ms / 1000,
+            max_bytes=max(settings.max_bytes, settings.max_scan_bytes),
+            selection=selection,
+            recent=recent,
+        )
+
+    sources = {CLIPBOARD: source(CLIPBOARD)}
+    # Windows and macOS have one clipboard; PRIMARY is X11's (and Wayland's, through wl-paste).
+    if settings.primary and sys.platform not in ("win32", "darwin"):
+        sources[PRIMARY] = source(PRIMARY)
+    return sources

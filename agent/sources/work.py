@@ -39,12 +39,19 @@ class FileWork:
 
 @dataclasses.dataclass(frozen=True)
 class ClipboardWork:
-    """Clipboard text that changed. ``data`` is at most the configured cap."""
+    """Clipboard text that changed. ``data`` is at most the configured cap.
+
+    ``trigger``: ``copy`` (the CLIPBOARD selection), ``select`` (the PRIMARY selection), or
+    ``recent_copies`` (the concatenation of recent texts, made by the pipeline). ``earlier``: the
+    recent texts before this one, joined; the pipeline scans them with this one after them.
+    """
 
     data: bytes
     sha256: str
     original_size: int
     observed_at: float = dataclasses.field(default_factory=time.time)
+    trigger: str = "copy"
+    earlier: bytes = b""
 
     @property
     def truncated(self) -> bool:
