@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TextIO
 
@@ -65,13 +66,56 @@ def echo(*lines: str, file: TextIO | None = None) -> None:
 
 
 class TerminalFormatter(logging.Formatter):
-    """Log lines as ``echo`` prints text: a logged path or host name cannot drive the terminal or add a line."""
+    """Log lines as ``echo`` prints text: a logged path or host name cannot drive the terminal or add a line.
+
+    Every handler the agent installs (stderr for ``dlp-agent``, the Windows service's file) uses it.
+    A traceback keeps its own line breaks, but one inside an exception's message (which may quote
+    a file name) is marked like any other control, so no value can start a line of its own.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Not logging.Formatter.format: it reuses ``record.exc_text`` as another handler's
+        # formatter left it, unescaped.
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        if record.exc_info and record.exc_info[0] is not None:
+            text += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            text += "\n" + "\n".join(visible(line) for line in record.exc_text.split("\n"))
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return text
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         return visible(super().formatMessage(record))
 
     def formatException(self, ei: ExcInfo) -> str:
-        return "\n".join(visible(line) for line in super().formatException(ei).split("\n"))
+        _, exc, tb = ei
+        if exc is None:
+            return ""
+        return "".join(_traceback_lines(traceback.TracebackException(type(exc), exc, tb))).rstrip("\n")
 
     def formatStack(self, stack_info: str) -> str:
         return "\n".join(visible(line) for line in super().formatStack(stack_info).split("\n"))
+
+
+# What TracebackException.format() yields between the parts of a chain: the layout, kept as it is.
+_TRACEBACK_LAYOUT = frozenset({
+    "Traceback (most recent call last):\n",
+    "\nThe above exception was the direct cause of the following exception:\n\n",
+    "\nDuring handling of the above exception, another exception occurred:\n\n",
+})
+
+
+def _traceback_lines(exception: traceback.TracebackException) -> Iterator[str]:
+    """``exception.format()`` with hidden characters marked: a frame's own line breaks are kept, while in
+    the exception's message (and notes) every line break but the last is marked."""
+    for part in exception.format():
+        if part in _TRACEBACK_LAYOUT:
+            yield part
+        elif part.startswith("  File ") or part.startswith("  [Previous line repeated"):
+            yield "".join(visible(line) + "\n" for line in part.rstrip("\n").split("\n"))
+        else:
+            yield visible(part.removesuffix("\n")) + "\n"

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from agent.display import TerminalFormatter
+
 if TYPE_CHECKING:
     from agent.config import AgentConfig
     from agent.daemon import Daemon
@@ -88,7 +90,8 @@ def configure_logging(directory: str) -> logging.Handler:
     handler = logging.handlers.RotatingFileHandler(
         os.path.join(directory, LOG_FILE), maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
     )
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Log lines name files and volumes, whose names anyone who can write there chooses.
+    handler.setFormatter(TerminalFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

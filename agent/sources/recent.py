@@ -10,6 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+
 class RecentCopies:
     """The last few copied texts, oldest first; each ``add`` returns what came before it."""
 
