@@ -287,8 +287,14 @@ def _usable(candidate: Candidate, chosen: list[Candidate]) -> bool:
 # Output ----------------------------------------------------------------------
 
 
-def render(rules: list[Rule], *, corpus: str, severity: str) -> str:
-    """The pack: a header comment and one rule per covered unit, named after the corpus."""
+def render(rules: list[Rule], *, corpus: str, severity: str, wide: bool = True) -> str:
+    """The pack: a header comment and one rule per covered unit, named after the corpus.
+
+    With ``wide`` every string also matches as UTF-16LE (``ascii wide``), so a copy saved
+    by a Windows editor or PowerShell's ``>`` still fires without a decode pass; measured
+    on this repository's code it costs little (docs/scan.md, "Encoded copies").
+    """
+    modifiers = " ascii wide" if wide else ""
     slug = identifier(corpus)[:40]
     corpus_text = yara_text(corpus.encode())
     parts = [
@@ -299,7 +305,7 @@ def render(rules: list[Rule], *, corpus: str, severity: str) -> str:
     ]
     for index, rule in enumerate(rules):
         unit_name = yara_text(rule.unit.name.encode())
-        strings = "\n".join(f'        $s{n} = "{yara_text(s)}"' for n, s in enumerate(rule.strings))
+        strings = "\n".join(f'        $s{n} = "{yara_text(s)}"{modifiers}' for n, s in enumerate(rule.strings))
         parts.append(
             f"rule {slug}_{index:05d}_{identifier(os.path.basename(rule.unit.name))[:40]}\n{{\n    meta:\n"
             f'        severity = "{severity}"\n'

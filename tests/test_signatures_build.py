@@ -147,7 +147,7 @@ def built(tree: dict[str, Path]) -> build.Report:
 def pack_strings(path: str) -> list[bytes]:
     """The literal strings of a built pack, unescaped."""
     text = Path(path).read_text(encoding="ascii")
-    found = re.findall(r'^\s+\$s\d+ = "((?:[^"\\]|\\.)*)"$', text, re.M)
+    found = re.findall(r'^\s+\$s\d+ = "((?:[^"\\]|\\.)*)"(?: ascii wide)?$', text, re.M)
     return [re.sub(rb"\\(x[0-9a-f]{2}|.)", _unescape, s.encode()) for s in found]
 
 
@@ -183,6 +183,14 @@ def test_an_excerpt_reindented_among_other_text_fires(tree: dict[str, Path], bui
         result = scanner.scan_bytes(copied)
         stem = Path(name).stem
         assert any(m.rule.endswith(stem + "_" + Path(name).suffix[1:]) for m in result.matches), name
+
+
+def test_a_utf16_copy_fires_on_its_own_bytes(tree: dict[str, Path], built: build.Report) -> None:
+    """Strings are ``ascii wide``: a copy saved as UTF-16LE matches without any decoding."""
+    scanner = Scanner(load_rules(built.out))
+    lines = (tree["corpus"] / "billing/ledger_3.py").read_text().splitlines()
+    wide = "\r\n".join(lines[70:120]).encode("utf-16-le")
+    assert any(m.member is None and m.rule.endswith("ledger_3_py") for m in scanner.scan_bytes(wide).matches)
 
 
 def test_copied_paragraphs_of_a_document_fire(tree: dict[str, Path], built: build.Report) -> None:

@@ -218,7 +218,12 @@ class Scanner:
                 return
             job.budget.add_member()
             job.budget.add_bytes(len(part.data))
-            self._scan_small(job, part.data, name, depth + 1)
+            try:
+                self._scan_small(job, part.data, name, depth + 1)
+            except LimitHit as hit:
+                if hit.fatal:
+                    raise
+                job.problem(hit)
 
     def _too_deep(self, member: str | None) -> LimitHit:
         """Nesting past the limit hides what is inside: a signal in itself (see policy.py)."""
