@@ -63,6 +63,12 @@ class UsbSection(_Section):
     enabled: bool = True
     removable_roots: list[str] = Field(default_factory=lambda: ["/media", "/run/media"])
     poll_interval_ms: int = Field(default=1000, ge=100, le=60_000)
+    exclude: list[str] = Field(default_factory=list)
+    """Globs never scanned on removable volumes; empty by default (``[files] exclude`` does not apply there)."""
+    writing_quiet_ms: int = Field(default=500, ge=50, le=60_000)
+    """A file on a removable volume still open for writing is scanned once its writes pause this long."""
+    writing_interval_ms: int = Field(default=5000, ge=100, le=600_000)
+    """A file written without pause is scanned after this long, then after twice as long each time (up to 60 s)."""
 
 
 class ClipboardSection(_Section):

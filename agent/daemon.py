@@ -36,7 +36,7 @@ from agent.scanning.rules import RULE_SUFFIXES, Ruleset, compile_rule_files, rul
 from agent.shipper import Shipper
 from agent.sources.base import Source
 from agent.sources.clipboard import clipboard_sources
-from agent.sources.files import FileSource
+from agent.sources.files import FileSource, WriteWatch
 from agent.sources.mounts import MountWatcher
 from agent.sources.removable import RemovablePolicy
 from agent.sources.usb import UsbSource
@@ -262,13 +262,16 @@ class Daemon:
     def _watch_volume(self, device: Device) -> None:
         """Every file written to a removable volume from now on is scanned as ``usb``."""
         assert self.pipeline is not None
+        usb = self.config.usb
+        # Not ``[files] exclude``: a .tmp or node_modules/ on a stick is as much a leak as any file.
         source = FileSource(
             self.pipeline.submit,
             [device.mountpoint],
-            exclude=self.config.files.exclude,
+            exclude=usb.exclude,
             quiet_s=self.config.files.quiet_ms / 1000,
             channel="usb",
             device=device,
+            writes=WriteWatch(quiet_s=usb.writing_quiet_ms / 1000, interval_s=usb.writing_interval_ms / 1000),
         )
         with self._volumes_lock:
             old = self._volumes.pop(device.mountpoint, None)
@@ -284,6 +287,7 @@ class Daemon:
             source = self._volumes.pop(device.mountpoint, None)
         if source is not None:
             self.supervisor.forget(source)
+            source.volume_removed()
             source.stop()
 
     def _client_for(self, credentials: Credentials) -> CollectorClient:

@@ -32,6 +32,7 @@ USB_MOUNT = "usb.mount"
 USB_UNMOUNT = "usb.unmount"
 CLIPBOARD_COPY = "clipboard.copy"
 SPOOL_DROPPED = "spool.dropped"
+SOURCE_EVENTS_LOST = "source.events_lost"
 AGENT_TYPES: dict[str, Channel] = {
     FILE_WRITE: "file",
     USB_WRITE: "usb",
@@ -39,6 +40,7 @@ AGENT_TYPES: dict[str, Channel] = {
     USB_UNMOUNT: "usb",
     CLIPBOARD_COPY: "clipboard",
     SPOOL_DROPPED: "agent",
+    SOURCE_EVENTS_LOST: "agent",
 }
 
 # Types the collector raises about an agent. The whole ``agent.`` family is the collector's,

@@ -4,18 +4,22 @@ A file is emitted when it is closed after writing, when it was created and then
 stayed quiet (files created in a fresh folder often come with no close event,
 since the folder's watch is added after they were written), and when it arrives
 by move. A folder that appears is walked, as its files may predate its watch.
+On removable volumes a file is also emitted while it is being written (``writing``),
+and one the volume took away before its last write was scanned is emitted as
+``removed``. When the kernel drops events, what changed since is walked again
+(``rescan``) and the loss is reported.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import cast
 
 from watchdog.events import (
@@ -23,6 +27,7 @@ from watchdog.events import (
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -31,21 +36,52 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from agent import events as contract
 from agent.scanning.walk import iter_targets, matches_any
-from agent.sources.work import Device, Emit, FileWork
+from agent.sources.inotify import EventsLostEvent, ObserverFactory, default_observer
+from agent.sources.work import Device, Emit, FileWork, SourceProblem
 from agent.threads import StoppableThread
 
 log = logging.getLogger(__name__)
 
 # Only what we act on: without this filter, busy trees flood the queue with modify/open events.
-EVENT_FILTER = [FileClosedEvent, FileCreatedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent]
+EVENT_FILTER = [FileClosedEvent, FileCreatedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent, EventsLostEvent]
+# Removable volumes also pay for every write, so that a file still open is scanned before a pull.
+WRITES_FILTER = [*EVENT_FILTER, FileModifiedEvent]
 _WATCH_LIMIT_ERRORS = (errno.ENOSPC, errno.EMFILE)
 _RECENT_LIMIT = 20_000
 _ROOT_CHECK_S = 2.0
+_CALM_GAP_S = 1.0  # no event for this long: the kernel's queue was empty, nothing lost before
+_STAMP_SLACK_S = 2.0  # file times lag the clock (coarse ticks; FAT keeps 2 s steps)
+_RESCAN_SETTLE_S = 1.0  # rescan once overflows stop for this long...
+_RESCAN_LONGEST_WAIT_S = 10.0  # ...or this long after the first, whichever is sooner
+_RESCAN_MAX_FILES = 200_000
+_RESCAN_MAX_S = 60.0
+_REMOVAL_SETTLE_S = 0.2  # a removed volume's last events: handled once none came for this long...
+_REMOVAL_SETTLE_MAX_S = 2.0  # ...or after this long
+
+_Identity = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteWatch:
+    """Scan files while they are written: after ``quiet_s`` without a write, or ``interval_s``
+    into an unbroken stream of writes (doubling per file up to ``max_interval_s``)."""
+
+    quiet_s: float = 0.5
+    interval_s: float = 5.0
+    max_interval_s: float = 60.0
+
+
+@dataclasses.dataclass
+class _Writing:
+    last: float  # monotonic time of the last write seen
+    due: float  # scan by then even if writes go on
+    interval: float
 
 
 class FileSource(StoppableThread):
-    """Watches ``roots`` recursively; its thread runs quiet timers and re-watches roots.
+    """Watches ``roots`` recursively; its thread runs quiet timers, retries and rescans, and re-watches roots.
 
     Args:
         emit: where work goes (the pipeline's queue).
@@ -54,6 +90,8 @@ class FileSource(StoppableThread):
         quiet_s: how long a created file must stay unchanged before it is emitted without a close.
         channel: ``file``, or ``usb`` for a removable volume (with ``device``).
         observer_factory: the watchdog observer class (polling in tests of the fallback).
+        writes: scan files while they are written (removable volumes); None to wait for their close.
+        retry_s: how often files the full work queue refused are offered again.
     """
 
     def __init__(
@@ -65,8 +103,10 @@ class FileSource(StoppableThread):
         quiet_s: float = 1.0,
         channel: str = "file",
         device: Device | None = None,
-        observer_factory: Callable[[], BaseObserver] = Observer,
+        observer_factory: ObserverFactory = default_observer,
         poll_interval_s: float = 2.0,
+        writes: WriteWatch | None = None,
+        retry_s: float = 1.0,
     ):
         super().__init__(name=f"source-{channel}")
         self._emit = emit
@@ -77,29 +117,50 @@ class FileSource(StoppableThread):
         self._device = device
         self._observer_factory = observer_factory
         self._poll_interval_s = poll_interval_s
-        self._same_window = max(1.0, 2 * quiet_s)
+        self._writes = writes
+        self._filter = WRITES_FILTER if writes is not None else EVENT_FILTER
+        self._retry_s = retry_s
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, str]] = {}  # created, not yet closed: path -> (last seen, reason)
-        self._recent: dict[str, tuple[int, int, float]] = {}  # emitted: path -> (size, mtime_ns, when)
+        self._writing: dict[str, _Writing] = {}  # written to, not scanned since (removable volumes)
+        self._recent: dict[str, _Identity] = {}  # emitted, as it was then
+        self._refused: dict[str, str] = {}  # refused by the full work queue: path -> reason, offered again
+        self._removed: set[str] = set()  # reported as taken away with their volume
         self._watched: dict[str, tuple[BaseObserver, int]] = {}  # root -> (observer, inode)
+        self._volume_dev: int | None = None
         self._problems: dict[str, str] = {}
-        self._not_taken = 0  # files emitted while the work queue stayed full
+        self._not_taken = 0  # times the work queue stayed full
+        self._refused_at = 0.0
+        self._lost: str | None = None  # what the last overflow cost
+        self._rescan_from: float | None = None  # wall time: files changed since need a look
+        self._lost_first = self._lost_last = 0.0  # monotonic times of the overflows awaiting a rescan
+        self._last_walk = 0.0
+        self._calm_at = self._last_event_end = time.time()
+        self._in_event = False
         self._wake = threading.Event()
 
     # Thread ---------------------------------------------------------------
 
     def run_loop(self) -> None:
         next_root_check = 0.0
+        next_retry = 0.0
         while not self.stopping:
             now = time.monotonic()
             if now >= next_root_check:
                 self._check_roots()
                 next_root_check = now + _ROOT_CHECK_S
             self._flush_quiet(now)
+            self._flush_writing(now)
+            if self._refused and now >= max(next_retry, self._refused_at + self._retry_s):
+                self._retry_refused()
+                next_retry = time.monotonic() + self._retry_s
+            if self._rescan_due(now):
+                self._rescan()
             with self._lock:
-                busy = bool(self._pending)
+                busy = bool(self._pending or self._writing or self._refused or self._rescan_from is not None)
             # Idle, sleep until the next root check (a creation wakes us early); busy, tick.
-            self._wake.wait(min(0.1, self._quiet_s / 4) if busy else max(0.0, next_root_check - now))
+            tick = min(0.1, self._quiet_s / 4, self._writes.quiet_s / 4 if self._writes else 1.0)
+            self._wake.wait(tick if busy else max(0.0, next_root_check - now))
             self._wake.clear()
         for observer, _ in self._watched.values():
             observer.stop()
@@ -112,11 +173,14 @@ class FileSource(StoppableThread):
 
     def health(self) -> dict[str, str]:
         problems = [f"{k}: {v}" for k, v in sorted(self._problems.items())]
-        if self._not_taken:
-            problems.append(f"{self._not_taken} file(s) not scanned: the work queue was full")
+        if self._refused:
+            problems.append(f"{len(self._refused)} file(s) not scanned: the work queue was full (offered again every {self._retry_s:g}s)")
+        if self._lost:
+            problems.append(self._lost)
         if problems:
             return {"state": "degraded", "message": "; ".join(problems)}
-        return {"state": "ok", "message": f"watching {len(self._watched)} folder(s)"}
+        held = f"; {self._not_taken} offer(s) refused by a full work queue, all taken since" if self._not_taken else ""
+        return {"state": "ok", "message": f"watching {len(self._watched)} folder(s){held}"}
 
     # Roots ----------------------------------------------------------------
 
@@ -137,13 +201,16 @@ class FileSource(StoppableThread):
             if inode is None:
                 self._problems[root] = "does not exist (watched once it appears)"
                 continue
+            if self._volume_gone():
+                self._problems[root] = "the volume went away"
+                continue
             self._watch(root, inode, first=current is None)
 
     def _watch(self, root: str, inode: int, *, first: bool) -> None:
         handler = _Handler(self)
         observer = self._observer_factory()
         try:
-            observer.schedule(handler, root, recursive=True, event_filter=EVENT_FILTER)
+            observer.schedule(handler, root, recursive=True, event_filter=self._filter)
             observer.start()
             if isinstance(observer, cast(type, Observer)) and watches_exhausted(root):
                 # watchdog skips sub-folders it cannot watch without a word: ask the kernel.
@@ -156,12 +223,14 @@ class FileSource(StoppableThread):
             # Out of inotify watches: polling costs CPU but misses nothing; say so once.
             log.warning("inotify watch limit reached under %s; polling it every %gs instead", root, self._poll_interval_s)
             observer = PollingObserver(timeout=self._poll_interval_s)
-            observer.schedule(handler, root, recursive=True, event_filter=EVENT_FILTER)
+            observer.schedule(handler, root, recursive=True, event_filter=self._filter)
             observer.start()
             self._problems[root] = "inotify watch limit reached: polling"
         else:
             self._problems.pop(root, None)
         self._watched[root] = (observer, inode)
+        if first and self._device is not None:
+            self._volume_dev = os.stat(root).st_dev
         if not first:
             # Files may have landed in the recreated folder before the new watch was up.
             self.folder_appeared(root)
@@ -171,6 +240,7 @@ class FileSource(StoppableThread):
     def file_closed(self, path: str) -> None:
         with self._lock:
             self._pending.pop(path, None)
+            self._writing.pop(path, None)
         self._offer(path, "closed")
 
     def file_created(self, path: str, reason: str = "moved") -> None:
@@ -189,6 +259,19 @@ class FileSource(StoppableThread):
             self._pending[path] = (time.monotonic(), "created" if reason == "moved" else reason)
         self._wake.set()
 
+    def file_modified(self, path: str) -> None:
+        """A write (removable volumes only): scan it soon, even if the file stays open."""
+        if self._writes is None or self._is_excluded(path):
+            return
+        now = time.monotonic()
+        with self._lock:
+            writing = self._writing.get(path)
+            if writing is not None:
+                writing.last = now
+                return
+            self._writing[path] = _Writing(last=now, due=now + self._writes.interval_s, interval=self._writes.interval_s)
+        self._wake.set()
+
     def file_moved_in(self, path: str) -> None:
         self._offer(path, "moved")
 
@@ -199,7 +282,30 @@ class FileSource(StoppableThread):
             if target.error is None:
                 self.file_created(target.path, reason="folder")
 
-    # Emission -------------------------------------------------------------
+    def event_started(self) -> None:
+        """Called before each event: a long enough gap since the last one means the kernel's
+        queue was empty then, so a later overflow lost nothing older than that."""
+        self._in_event = True
+        if time.time() - self._last_event_end >= _CALM_GAP_S:
+            self._calm_at = self._last_event_end
+
+    def event_finished(self) -> None:
+        self._last_event_end = time.time()
+        self._in_event = False
+
+    def events_lost(self) -> None:
+        """The kernel's queue overflowed: files changed since the last calm moment get a rescan."""
+        now = time.monotonic()
+        log.warning("inotify queue overflowed under %s: events were lost; rescanning what changed", ", ".join(self.roots))
+        with self._lock:
+            if self._rescan_from is None:
+                self._rescan_from = max(self._calm_at, self._last_walk) - _STAMP_SLACK_S
+                self._lost_first = now
+            self._lost_last = now
+            self._lost = f"inotify queue overflowed at {time.strftime('%H:%M:%S')}: events were lost; rescan pending"
+        self._wake.set()
+
+    # Timers ---------------------------------------------------------------
 
     def _flush_quiet(self, now: float) -> None:
         with self._lock:
@@ -213,6 +319,74 @@ class FileSource(StoppableThread):
                 self._pending.pop(path, None)
             if age is not None:
                 self._offer(path, reason)
+            elif self._volume_gone():
+                self._report_removed([path])
+
+    def _flush_writing(self, now: float) -> None:
+        if self._writes is None:
+            return
+        due = []
+        with self._lock:
+            for path, writing in list(self._writing.items()):
+                if now - writing.last >= self._writes.quiet_s:
+                    del self._writing[path]
+                    due.append(path)
+                elif now >= writing.due:
+                    # Written without pause: scan what is there, then wait longer before the next look.
+                    writing.interval = min(2 * writing.interval, self._writes.max_interval_s)
+                    writing.due = now + writing.interval
+                    due.append(path)
+        for path in due:
+            self._offer(path, "writing")
+
+    def _retry_refused(self) -> None:
+        """Offer refused files again, oldest first, until the queue refuses one more."""
+        while not self.stopping:
+            with self._lock:
+                if not self._refused:
+                    return
+                path = next(iter(self._refused))
+                reason = self._refused.pop(path)
+            if not self._offer(path, reason, retry=True):
+                return
+
+    def _rescan_due(self, now: float) -> bool:
+        with self._lock:
+            if self._rescan_from is None:
+                return False
+            return now - self._lost_last >= _RESCAN_SETTLE_S or now - self._lost_first >= _RESCAN_LONGEST_WAIT_S
+
+    def _rescan(self) -> None:
+        """Walk the roots for files changed since the events were lost (bounded), and report the loss."""
+        with self._lock:
+            since = self._rescan_from
+            self._rescan_from = None
+        if since is None:
+            return
+        self._last_walk = time.time()
+        deadline = time.monotonic() + _RESCAN_MAX_S
+        seen = changed = 0
+        complete = True
+        for target in iter_targets(self.roots, exclude=self._exclude):
+            seen += 1
+            if seen > _RESCAN_MAX_FILES or time.monotonic() > deadline or self.stopping:
+                complete = False
+                break
+            try:
+                info = os.stat(target.path, follow_symlinks=False)
+            except OSError:
+                continue
+            if target.error is None and max(info.st_mtime, info.st_ctime) >= since:
+                changed += 1
+                self._offer(target.path, "rescan")
+        when = time.strftime("%H:%M:%S", time.localtime(since))
+        extent = "" if complete else f" (stopped after {seen - 1} file(s): the rest was not looked at)"
+        message = f"inotify queue overflowed: events were lost; {changed} file(s) changed since {when} rescanned{extent}"
+        self._lost = message
+        for root in self.roots:
+            self._hand_over(SourceProblem(type=contract.SOURCE_EVENTS_LOST, path=root, message=message, device=self._device), None)
+
+    # Emission -------------------------------------------------------------
 
     @staticmethod
     def _age(path: str) -> tuple[int, float] | None:
@@ -223,30 +397,93 @@ class FileSource(StoppableThread):
             return None
         return info.st_size, time.time() - info.st_mtime
 
-    def _offer(self, path: str, reason: str) -> None:
-        """Emit ``path`` unless excluded, gone, not a file, or already emitted as it is now."""
+    def _offer(self, path: str, reason: str, *, retry: bool = False) -> bool:
+        """Emit ``path`` unless excluded, gone, not a file, or already emitted as it is now.
+
+        "As it is now" is the file's identity and content stamps (device, inode, size, mtime
+        and ctime): a rewrite to the same size within a second is a new file to scan.
+        Returns False when the work queue refused it (it is kept and offered again).
+        """
         if self._is_excluded(path):
-            return
+            return True
         try:
             info = os.stat(path)
         except OSError:
-            return
+            if self._volume_gone():
+                self._report_removed([path])
+            return True
         if not os.path.isfile(path):
-            return
-        now = time.monotonic()
+            return True
+        identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         with self._lock:
-            seen = self._recent.get(path)
-            if seen is not None and seen[0] == info.st_size and (seen[1] == info.st_mtime_ns or now - seen[2] < self._same_window):
-                # Already emitted as it is now. A copy that sets the source's mtime after closing
-                # (cp -p, copytree) looks changed by mtime alone: the time window absorbs it.
-                return
-            self._recent[path] = (info.st_size, info.st_mtime_ns, now)
+            if self._recent.get(path) == identity:
+                return True
+            self._recent[path] = identity
             if len(self._recent) > _RECENT_LIMIT:
                 del self._recent[next(iter(self._recent))]
-        if not self._emit(FileWork(path=path, channel=self._channel, reason=reason, device=self._device)):
+            if self._refused and not retry:
+                # Older files wait for the queue: queue behind them rather than block a watchdog thread.
+                self._recent.pop(path, None)
+                self._refused[path] = reason
+                return False
+        return self._hand_over(FileWork(path=path, channel=self._channel, reason=reason, device=self._device), path)
+
+    def _hand_over(self, work: FileWork | SourceProblem, path: str | None) -> bool:
+        if self._emit(work):
+            return True
+        with self._lock:
+            self._not_taken += 1
+            self._refused_at = time.monotonic()
+            if path is not None and isinstance(work, FileWork):
+                self._recent.pop(path, None)
+                self._removed.discard(path)
+                self._refused[path] = work.reason
+        self._wake.set()
+        return False
+
+    # Removable volumes ----------------------------------------------------
+
+    def volume_removed(self) -> None:
+        """The volume went away: files written since their last scan are reported as ``removed``.
+
+        Waits (a little) for watchdog to hand over the events it still holds, as the mount table
+        can tell of the removal before the last writes' events reach the source.
+        """
+        deadline = time.monotonic() + _REMOVAL_SETTLE_MAX_S
+        time.sleep(_REMOVAL_SETTLE_S)
+        while time.monotonic() < deadline and not self._settled():
+            time.sleep(_REMOVAL_SETTLE_S / 5)
+        with self._lock:
+            paths = [*self._writing, *self._pending, *(p for p, why in self._refused.items() if why != "removed")]
+            self._writing.clear()
+            self._pending.clear()
+        self._report_removed(paths)
+
+    def _settled(self) -> bool:
+        """No event being handled or waiting in an observer's queue, and none for a moment."""
+        if self._in_event or any(not observer.event_queue.empty() for observer, _ in list(self._watched.values())):
+            return False
+        return time.time() - self._last_event_end >= _REMOVAL_SETTLE_S
+
+    def _volume_gone(self) -> bool:
+        if self._volume_dev is None:
+            return False
+        try:
+            return os.stat(self.roots[0]).st_dev != self._volume_dev
+        except OSError:
+            return True
+
+    def _report_removed(self, paths: list[str]) -> None:
+        """Writes the agent could not scan before their volume went: each is an event (status unreadable)."""
+        for path in paths:
             with self._lock:
-                self._not_taken += 1
-                self._recent.pop(path, None)  # not seen as emitted: its next close offers it again
+                if path in self._removed or self._is_excluded(path):
+                    continue
+                self._removed.add(path)
+                self._writing.pop(path, None)
+                self._refused.pop(path, None)
+            log.warning("%s: the volume went away before its last write was scanned", path)
+            self._hand_over(FileWork(path=path, channel=self._channel, reason="removed", device=self._device), path)
 
     def _is_excluded(self, path: str) -> bool:
         return matches_any(path, self._exclude)
@@ -277,6 +514,13 @@ class _Handler(FileSystemEventHandler):
     def __init__(self, source: FileSource):
         self._source = source
 
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self._source.event_started()
+        try:
+            super().dispatch(event)
+        finally:
+            self._source.event_finished()
+
     def on_closed(self, event: FileSystemEvent) -> None:
         self._source.file_closed(os.fsdecode(event.src_path))
 
@@ -287,9 +531,16 @@ class _Handler(FileSystemEventHandler):
         else:
             self._source.file_created(path)
 
+    def on_modified(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self._source.file_modified(os.fsdecode(event.src_path))
+
     def on_moved(self, event: FileSystemEvent) -> None:
         dest = os.fsdecode(event.dest_path)
         if event.is_directory:
             self._source.folder_appeared(dest)
         else:
             self._source.file_moved_in(dest)
+
+    def on_events_lost(self, event: FileSystemEvent) -> None:
+        self._source.events_lost()

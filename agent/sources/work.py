@@ -32,7 +32,7 @@ class FileWork:
 
     path: str
     channel: str = "file"  # "file", or "usb" when the file sits on a removable volume
-    reason: str = "closed"  # closed | created | moved | folder
+    reason: str = "closed"  # closed | created | moved | folder | writing | rescan | removed
     device: Device | None = None
     observed_at: float = dataclasses.field(default_factory=time.time)
 
@@ -67,7 +67,18 @@ class DeviceChange:
     observed_at: float = dataclasses.field(default_factory=time.time)
 
 
-Work = FileWork | ClipboardWork | DeviceChange
+@dataclasses.dataclass(frozen=True)
+class SourceProblem:
+    """Something a source could not see as it happened, and what it did about it (``source.events_lost``)."""
+
+    type: str
+    path: str  # the watched folder or volume it concerns
+    message: str
+    device: Device | None = None
+    observed_at: float = dataclasses.field(default_factory=time.time)
+
+
+Work = FileWork | ClipboardWork | DeviceChange | SourceProblem
 Emit = Callable[[Work], bool]
 """Hands work on (the pipeline's ``submit``); False when it was not taken (the queue stayed full),
 which the source counts in its health: nothing a source saw is lost without being counted."""
