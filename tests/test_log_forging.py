@@ -113,3 +113,25 @@ def test_an_exception_quoting_a_name_stays_inside_its_traceback(tmp_path: Path) 
     assert_not_forged(log)
     assert "ValueError: cannot scan Desk<U+000A>dlp-agent: ERROR: FORGED" in log
     assert "Traceback (most recent call last):\n  File " in log  # the traceback's own layout is kept
+
+
+def test_a_thread_the_agent_does_not_run_dies_into_the_log_not_raw_onto_stderr(tmp_path: Path) -> None:
+    # `dlp-agent run`'s set-up: main()'s stderr handler, then the hook run() installs.
+    script = (
+        "import logging, sys, threading\n"
+        "from agent.cli.run import log_uncaught_thread_errors\n"
+        "from agent.display import TerminalFormatter\n"
+        "handler = logging.StreamHandler()\n"
+        "handler.setFormatter(TerminalFormatter('dlp-agent: %(levelname)s: %(message)s'))\n"
+        "logging.basicConfig(level=logging.WARNING, handlers=[handler])\n"
+        "log_uncaught_thread_errors()\n"
+        "def observe():\n"
+        "    raise ValueError('cannot watch ' + sys.argv[1])\n"
+        "thread = threading.Thread(target=observe, name='watchdog-emitter')\n"
+        "thread.start()\n"
+        "thread.join()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, HOSTILE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "dlp-agent: ERROR: watchdog-emitter stopped on an unexpected error" in done.stderr
+    assert_not_forged(done.stderr)

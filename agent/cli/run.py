@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 from agent.display import echo
@@ -45,6 +47,23 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def log_uncaught_thread_errors() -> None:
+    """Send the traceback of a thread the agent does not run itself (watchdog's, say) through the log.
+
+    Python's default prints it straight to stderr, past the formatter that marks control
+    characters, and such a traceback may quote a file name.
+    """
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "a thread"
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback) if args.exc_value is not None else None
+        logging.getLogger("agent").error("%s stopped on an unexpected error", name, exc_info=exc_info)
+
+    threading.excepthook = hook
+
+
 def run(args: argparse.Namespace) -> int:
     from agent.daemon import (
         Daemon,  # the daemon pulls in watchdog and friends: only for this command
@@ -55,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return EXIT_ERROR
+    log_uncaught_thread_errors()
     try:
         Daemon(config).run()
     except RuleError as exc:
