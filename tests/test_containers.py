@@ -63,9 +63,12 @@ def test_password_7z_is_encrypted_and_an_event_on_every_channel(scanner, src: Pa
     ],
 )
 def test_zstd_and_lz4_streams(scanner, src: Path, argv: list[str], name: str) -> None:
+    # The word's halves come first, so the compressor codes the word as two back-references:
+    # the compressed bytes do not hold it.
+    (src / "core.py").write_bytes(b"# ZEBRAFISH-notes\n# PAYLOAD-7741 ids\n" + CODE)
     run(*argv, cwd=src)
-    # Short text is stored as literals, so the compressed bytes may match as well.
-    assert "data" in members(scanner.scan_path(str(src.parent / name)))
+    assert WORD not in (src.parent / name).read_bytes()
+    assert members(scanner.scan_path(str(src.parent / name))) == {"data"}
 
 
 def test_tar_zst_is_opened_in_place(scanner, src: Path) -> None:
@@ -84,11 +87,12 @@ def git_repo(root: Path) -> Path:
 
 def test_zlib_stream_of_a_git_loose_object(scanner, src: Path) -> None:
     repo = git_repo(src.parent)
-    (repo / "core.py").write_bytes(CODE)
+    (repo / "core.py").write_bytes(b"# ZEBRAFISH-notes\n# PAYLOAD-7741 ids\n" + CODE)
     run("git", "add", "core.py", cwd=repo)
     loose = [p for p in glob.glob(str(repo / ".git" / "objects" / "??" / "*"))]
     assert len(loose) == 1
-    assert "data" in members(scanner.scan_path(loose[0]))
+    assert WORD not in Path(loose[0]).read_bytes()
+    assert members(scanner.scan_path(loose[0])) == {"data"}
 
 
 def history(repo: Path) -> None:
