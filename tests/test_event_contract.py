@@ -18,7 +18,7 @@ import pytest
 from agent import events as contract
 from agent.policy import Context, decide
 from agent.scanning.results import Match, ScanResult, Status
-from agent.sources.work import ClipboardWork, Device, DeviceChange, FileWork
+from agent.sources.work import ClipboardWork, Device, DeviceChange, FileWork, SourceProblem
 from agent.spool import Spool
 from server.api.schemas import DeviceIn
 from server.siem.export import write_events
@@ -46,6 +46,7 @@ def _policy_records() -> list[dict[str, Any]]:
         decide(DeviceChange(type=contract.USB_MOUNT, device=STICK), None, CTX, user="jdoe", now=1_800_000_000),
         decide(DeviceChange(type=contract.USB_UNMOUNT, device=STICK), None, CTX, user="jdoe", now=1_800_000_000),
         decide(ClipboardWork(data=b"-----BEGIN RSA PRIVATE KEY-----", sha256="cd" * 32, original_size=40), _scan(Status.MATCH, (MATCH,)), CTX, user="jdoe", now=1_800_000_000),
+        decide(SourceProblem(type=contract.SOURCE_EVENTS_LOST, path=STICK.mountpoint, message="events were lost", device=STICK), None, CTX, user="jdoe", now=1_800_000_000),
     ]
     return [decision.event for decision in made if decision is not None]
 
