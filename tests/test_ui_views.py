@@ -626,3 +626,20 @@ def test_ui_routes_stay_out_of_the_openapi_schema(client):
 def test_window_start_is_midnight_utc(clock):
     assert stats.window_start(datetime(2026, 11, 24, 23, 59, tzinfo=timezone(timedelta(hours=-5))), 1).isoformat() == "2026-11-25"
     assert stats.window_start(clock(), 30).isoformat() == "2026-10-26"
+
+
+def test_agents_page_shows_parts_that_died_or_are_degraded(client, enroll, reviewer):
+    agent = enroll(hostname="ws-threads")
+    sources = {
+        "files": "ok",
+        "shipper": {"state": "degraded", "deaths": 3, "last_error": "MemoryError: bundle"},
+        "clipboard": {"state": "degraded", "message": "no display"},
+        "usb": ["not", "a", "report"],
+    }
+    beat = client.post("/api/v1/heartbeat", json={"agent_version": "0.1.0", "sources": sources}, headers=agent.headers)
+    assert beat.status_code == 200, beat.text
+    _log_in(client, reviewer)
+    page = client.get("/ui/agents").text
+    assert "shipper: degraded, died 3 time(s): MemoryError: bundle" in page
+    assert "clipboard: degraded" in page and "files: ok" not in page
+    assert "usb: [&#39;not&#39;, &#39;a&#39;, &#39;report&#39;]" in page

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
@@ -31,8 +31,34 @@ def agent_list(
         vendor_names = [v["name"] for v in vendors.list_all(conn)]
     counts = {name: sum(1 for a in items if a["status"] == name) for name in ("online", "offline", "revoked")}
     notice = "Agent revoked: its calls are refused from now on." if request.query_params.get("notice") == "revoked" else None
-    context = {"items": items, "vendor": vendor or "", "status": status or "", "vendor_names": vendor_names, "counts": counts, "notice": notice}
+    problems = {a["id"]: source_problems(a["sources"]) for a in items}
+    context = {
+        "items": items, "vendor": vendor or "", "status": status or "", "vendor_names": vendor_names, "counts": counts, "notice": notice,
+        "problems": problems,
+    }  # fmt: skip
     return render(request, "agents.html", context)
+
+
+def source_problems(sources: Any) -> list[str]:
+    """One line per part of an agent that its last heartbeat did not report healthy.
+
+    The report is the agent's (a source's state, or for a thread that died ``{"state", "deaths",
+    "last_error"}``), so every value is read defensively and shown as text, never trusted in shape.
+    """
+    if not isinstance(sources, dict):
+        return []
+    lines = []
+    for name, report in sources.items():
+        entry = report if isinstance(report, dict) else {"state": report}
+        state = str(entry.get("state", "ok"))
+        deaths = entry.get("deaths")
+        if state == "ok" and not deaths:
+            continue
+        line = f"{name}: {state}"
+        if deaths:
+            line += f", died {deaths} time(s): {str(entry.get('last_error', ''))[:200]}"
+        lines.append(line)
+    return lines
 
 
 @router.get("/agents/{agent_id}/revoke")
