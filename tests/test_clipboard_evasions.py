@@ -49,7 +49,7 @@ def agent(xvfb_display: str, tmp_path: Path, rules_dir: Path) -> Iterator[Agent]
     assert os.environ["DISPLAY"] == xvfb_display  # the agent inherits it
     started = Agent(config)
     try:
-        wait_for(lambda: started.status().get("sources", {}).get("clipboard", {}).get("state") == "ok", timeout=20, message="clipboard watched")
+        wait_for(lambda: started.status().get("sources", {}).get("clipboard", {}).get("state") == "ok", timeout=40, message="clipboard watched")
         time.sleep(0.5)  # past the baseline read of every selection
         yield started
     finally:
@@ -69,6 +69,17 @@ def test_text_only_highlighted_into_primary_is_scanned(agent: Agent) -> None:
     (event,) = wait_for(lambda: clipboard_events(agent), timeout=15, message="an event for the PRIMARY selection")
     assert rules(event) == ["secret_word"]
     assert event["trigger"] == "select"
+
+
+def test_text_highlighted_then_copied_is_one_event(agent: Agent) -> None:
+    text = f"selected, then Ctrl-C: {SECRET_WORD}\n"
+    put(text, "primary")
+    wait_for(lambda: clipboard_events(agent), timeout=15, message="an event for the highlight")
+    put(text)
+    put(f"another copy: {SECRET_WORD}\n", "primary")  # a later event shows the copy was polled meanwhile
+    wait_for(lambda: len(clipboard_events(agent)) >= 2, timeout=15, message="an event for the next highlight")
+    time.sleep(0.5)
+    assert [e["trigger"] for e in clipboard_events(agent)] == ["select", "select"]
 
 
 def test_code_after_4_5_mb_of_filler_is_found(agent: Agent) -> None:

@@ -216,6 +216,7 @@ class ClipboardSource(StoppableThread):
         clock: Callable[[], float] = time.monotonic,
         selection: str = CLIPBOARD,
         recent: RecentCopies | None = None,
+        handed_on: dict[str, str] | None = None,
     ):
         """Create the source; ``start()`` begins polling.
 
@@ -235,10 +236,13 @@ class ClipboardSource(StoppableThread):
             clock: Monotonic seconds, for spacing out failure logs.
             selection: ``CLIPBOARD`` or ``PRIMARY``: which selection this source polls.
             recent: The window of recent texts each change joins; the work carries those before it.
+            handed_on: The sha256 each selection last handed on, shared by the sources of one agent:
+                text highlighted (PRIMARY) and then copied (CLIPBOARD) is one action, scanned once.
         """
         super().__init__(name=f"{selection}-source")
         self._selection = selection
         self._recent = recent
+        self._handed_on = handed_on
         self._emit = emit
         self._interval_s = interval_s
         self._max_bytes = max_bytes
@@ -338,12 +342,20 @@ class ClipboardSource(StoppableThread):
         if size == 0 or sha == self._last_sha:
             return
         self._last_sha = sha
-        if baseline:
+        if baseline or self._handed_on_by_another(sha):
             return
         earlier = self._recent.add(head) if self._recent is not None else b""
         work = ClipboardWork(data=head, sha256=sha, original_size=size, trigger=_TRIGGERS[self._selection], earlier=earlier)
         if not self._emit(work):
             self._not_taken += 1
+
+    def _handed_on_by_another(self, sha: str) -> bool:
+        """Whether another selection just handed on this very text; records this one's either way."""
+        if self._handed_on is None:
+            return False
+        others = {other for selection, other in self._handed_on.items() if selection != self._selection}
+        self._handed_on[self._selection] = sha  # one key per thread: no lock needed under the GIL
+        return sha in others
 
     def _unavailable(self, why: str) -> None:
         if self._health[0] != "unavailable":
@@ -377,8 +389,10 @@ def clipboard_sources(emit: Emit, settings: ClipboardSection) -> dict[str, Clipb
             max_bytes=max(settings.max_bytes, settings.max_scan_bytes),
             selection=selection,
             recent=recent,
+            handed_on=handed_on,
         )
 
+    handed_on: dict[str, str] = {}
     sources = {CLIPBOARD: source(CLIPBOARD)}
     # Windows and macOS have one clipboard; PRIMARY is X11's (and Wayland's, through wl-paste).
     if settings.primary and sys.platform not in ("win32", "darwin"):
