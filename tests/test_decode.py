@@ -106,7 +106,7 @@ def test_base64_of_an_archive_is_opened(scanner, tmp_path: Path) -> None:
 
 def test_plain_files_yield_nothing_to_decode() -> None:
     """The decode passes must not scan an ordinary source file a second time."""
-    paths = [p for p in glob.glob(str(ROOT / "**" / "*.py"), recursive=True) if "/.venv/" not in p and "/.corpus/" not in p]
+    paths = [p for top in ("agent", "server", "signatures", "bench") for p in glob.glob(str(ROOT / top / "**" / "*.py"), recursive=True)]
     paths += glob.glob(str(ROOT / "docs" / "*.md"))
     assert len(paths) > 100
     decoded = {p: [d.name for d in decoded_parts(Path(p).read_bytes())] for p in paths}

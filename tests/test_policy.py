@@ -78,3 +78,19 @@ def test_clipboard_snippets_only_when_configured_and_redacted() -> None:
     assert decision is not None
     shown = decision.event["matches"][0]["snippet"]
     assert shown == "n***: a********* = 'w***************************"
+
+
+def test_content_that_hides_itself_is_an_event_on_every_channel_with_medium_severity() -> None:
+    hidden = ScanResult(path="/x", status=Status.SKIPPED, sha256="ab" * 32, size=10, reason="deep.zip: archives nested deeper than 4", uninspected=True)
+    for work in (FileWork(path="/home/v/deep.zip"), FileWork(path="/media/STICK/deep.zip", channel="usb", device=STICK)):
+        decision = decide(work, hidden, CTX, user="v", now=0)
+        assert decision is not None and not decision.matched
+        assert (decision.event["status"], decision.event["severity"]) == ("skipped", "medium")
+    clip = decide(ClipboardWork(data=b"PK...", sha256="ab" * 32, original_size=5), hidden, CTX, user="v", now=0)
+    assert clip is not None and clip.event["severity"] == "medium" and not clip.matched
+
+
+def test_uninspected_without_matches_gets_the_policy_severity_and_a_plain_skip_no_event() -> None:
+    decision = decide(FileWork(path="/a.zip"), result(Status.ENCRYPTED), CTX, user="v", now=0)
+    assert decision is not None and decision.event["severity"] == "medium"
+    assert decide(FileWork(path="/home/v/pipe"), result(Status.SKIPPED), CTX, user="v", now=0) is None
