@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from agent import pipeline as pipeline_module
+from agent.pipeline import Pipeline
+from agent.policy import Context
+from agent.scanning import Scanner, load_rules
 from agent.sources.files import FileSource
 from agent.sources.work import FileWork, Work
+from agent.spool import Spool
+from tests.conftest import SECRET_WORD
 from tests.waiting import wait_for
 
 
@@ -62,6 +68,45 @@ def test_rewrite_with_new_content_is_emitted_again(watched) -> None:
     wait_for(lambda: collected.reasons(f) == ["closed"])
     f.write_text("two, longer")
     wait_for(lambda: collected.reasons(f) == ["closed", "closed"])
+
+
+def test_same_size_overwrite_is_emitted_again(watched) -> None:
+    root, collected, _ = watched
+    f = root / "notes.py"
+    code = f"key = '{SECRET_WORD}'\n".encode()
+    f.write_bytes(b"#" * len(code))  # a decoy of the very size the code will have
+    wait_for(lambda: collected.reasons(f) == ["closed"], message="the decoy")
+    f.write_bytes(code)  # same inode, same size, well within a second
+    wait_for(lambda: collected.reasons(f) == ["closed", "closed"], timeout=5, message="the overwrite")
+
+
+def test_files_refused_by_a_full_queue_are_taken_without_another_close(
+    tmp_path: Path, rules_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_module, "SUBMIT_TIMEOUT_S", 0.05)
+    spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 20)
+    context = Context(host="h", agent_version="t", ruleset_version="v", report_clean=True)
+    # A queue of one, its scanner not started yet: the first file fills it, the others are refused.
+    pipeline = Pipeline(Scanner(load_rules(rules_dir)), spool, context, threads=1, queue_size=1)
+    root = tmp_path / "Documents"
+    root.mkdir()
+    source = FileSource(pipeline.submit, [str(root)], quiet_s=0.3)
+    source.start()
+    try:
+        wait_for(lambda: "1 folder" in source.health()["message"], message="watch up")
+        files = [root / f"report{i}.txt" for i in range(5)]
+        for f in files:
+            f.write_text(f"draft {f.name}")
+        wait_for(lambda: "not scanned: the work queue was full" in source.health()["message"], message="refusals counted")
+        pipeline.start()  # the scanner catches up; nobody touches the files again
+        wait_for(lambda: spool.depth() == 5, timeout=20, message="every file scanned")
+        assert {e["path"] for e in spool.peek(10)} == {str(f) for f in files}
+        wait_for(lambda: source.health()["state"] == "ok", message="health back to ok")
+        assert "refused by a full work queue" in source.health()["message"]
+    finally:
+        source.stop()
+        pipeline.stop(drain_s=0)
+        spool.close()
 
 
 def test_folder_copied_in_is_walked(watched, tmp_path: Path) -> None:

@@ -101,17 +101,18 @@ def test_a_write_the_stick_took_away_before_its_scan_is_an_event(stick_agent) ->
 
 
 def test_a_slow_append_is_seen_before_the_file_is_closed(stick_agent) -> None:
-    agent, stick, _ = stick_agent("writing_interval_ms = 1000")
+    agent, stick, _ = stick_agent()
     target = stick / "notes.txt"
-    # Harmless lines, then the code, a line every 0.2 s (never quiet for long), the file open for 12 s.
+    # Harmless lines, then the code, a line every 0.1 s (never quiet), the file open for 12 s: the
+    # default [usb] writing_interval_ms (5 s) has it scanned while still open.
     writer = subprocess.Popen(
         [
             sys.executable, "-c",
             "import sys, time\n"
             "with open(sys.argv[1], 'wb', buffering=0) as f:\n"
-            "    for i in range(60):\n"
-            "        f.write(sys.argv[2].encode() + b'\\n' if i == 10 else b'just a line %d\\n' % i)\n"
-            "        time.sleep(0.2)\n",
+            "    for i in range(120):\n"
+            "        f.write(sys.argv[2].encode() + b'\\n' if i == 20 else b'just a line %d\\n' % i)\n"
+            "        time.sleep(0.1)\n",
             str(target), LEAK.decode().strip(),
         ]
     )  # fmt: skip
