@@ -57,6 +57,7 @@ _RESCAN_SETTLE_S = 1.0  # rescan once overflows stop for this long...
 _RESCAN_LONGEST_WAIT_S = 10.0  # ...or this long after the first, whichever is sooner
 _RESCAN_MAX_FILES = 200_000
 _RESCAN_MAX_S = 60.0
+_LOST_DEGRADED_S = 300.0  # the source reads degraded this long after events were lost
 _REMOVAL_SETTLE_S = 0.2  # a removed volume's last events: handled once none came for this long...
 _REMOVAL_SETTLE_MAX_S = 2.0  # ...or after this long
 
@@ -175,7 +176,7 @@ class FileSource(StoppableThread):
         problems = [f"{k}: {v}" for k, v in sorted(self._problems.items())]
         if self._refused:
             problems.append(f"{len(self._refused)} file(s) not scanned: the work queue was full (offered again every {self._retry_s:g}s)")
-        if self._lost:
+        if self._lost and (self._rescan_from is not None or time.monotonic() - self._lost_last < _LOST_DEGRADED_S):
             problems.append(self._lost)
         if problems:
             return {"state": "degraded", "message": "; ".join(problems)}

@@ -1,0 +1,74 @@
+"""The kernel's inotify queue overflowing under a real `dlp-agent run`: the loss is an event and nothing written is missed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent_process import Agent, write_config
+from tests.conftest import SECRET_WORD
+from tests.waiting import wait_for
+
+QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
+BURST = 5000
+
+
+@pytest.fixture
+def agent_with_a_small_inotify_queue(tmp_path: Path, rules_dir: Path) -> Iterator[Agent]:
+    """An agent whose inotify instance was made while the kernel's queue limit was 64 events.
+
+    The limit is taken when an instance is created, so it is restored as soon as the agent watches.
+    """
+    try:
+        old = QUEUE_LIMIT.read_text()
+        QUEUE_LIMIT.write_text("64\n")
+    except OSError as exc:
+        pytest.skip(f"cannot lower {QUEUE_LIMIT}: {exc}")
+    try:
+        agent = Agent(write_config(tmp_path, rules_dir))
+        try:
+            wait_for(lambda: "watching 1 folder" in agent.status().get("sources", {}).get("files", {}).get("message", ""), timeout=15, message="watch up")
+        except BaseException:
+            agent.stop(signal.SIGKILL)
+            raise
+    finally:
+        QUEUE_LIMIT.write_text(old)
+    yield agent
+    agent.stop(signal.SIGKILL)
+
+
+def test_a_burst_that_overflows_inotify_is_reported_and_rescanned(agent_with_a_small_inotify_queue: Agent, tmp_path: Path) -> None:
+    agent = agent_with_a_small_inotify_queue
+    desktop = tmp_path / "Desktop"
+    leak = desktop / f"f{BURST // 2}.py"
+    # Thousands of tiny files as fast as a process can make them, the code copied in the middle.
+    subprocess.run(
+        [
+            sys.executable, "-c",
+            "import sys\n"
+            "root, n, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+            "for i in range(n):\n"
+            "    with open(f'{root}/f{i}.py', 'w') as f:\n"
+            "        f.write(f'key = {secret!r}\\n' if i == n // 2 else 'x = 1\\n')\n",
+            str(desktop), str(BURST), SECRET_WORD,
+        ],
+        check=True,
+        timeout=60,
+    )  # fmt: skip
+
+    def kinds() -> set[str]:
+        return {e["type"] for e in agent.events()}
+
+    wait_for(lambda: "source.events_lost" in kinds(), timeout=30, message="source.events_lost")
+    (lost, *_) = [e for e in agent.events() if e["type"] == "source.events_lost"]
+    assert lost["channel"] == "agent" and lost["path"] == str(desktop)
+    assert "events were lost" in lost["reason"]
+    (match,) = wait_for(lambda: [e for e in agent.events() if e.get("path") == str(leak)], timeout=60, message="the code's event")
+    assert (match["type"], match["status"]) == ("file.write", "match")
+    files = agent.status()["sources"]["files"]
+    assert files["state"] == "degraded" and "events were lost" in files["message"]
