@@ -115,7 +115,7 @@ class Daemon:
             clipboard_snippets=config.clipboard.snippets,
         )
         self.shipper = Shipper(spool, Link(identity, self._client_for), batch_events=config.server.batch_events)
-        self.heartbeat = Heartbeat(Link(identity, self._client_for), self._heartbeat_report)
+        self.heartbeat = Heartbeat(Link(identity, self._client_for), self._heartbeat_report, on_back=self.shipper.collector_back)
         self.pipeline = pipeline = Pipeline(
             scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size, on_spooled=self.shipper.wake
         )

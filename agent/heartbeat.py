@@ -26,8 +26,11 @@ class Heartbeat(StoppableThread):
         report: Callable[[], dict[str, Any]],
         *,
         interval_s: float | None = None,
+        on_back: Callable[[], None] | None = None,
     ) -> None:
+        """``on_back`` is called when a heartbeat gets through after one that did not (the shipper's cue)."""
         super().__init__(name="heartbeat")
+        self._on_back = on_back
         self._link = link
         self._report = report
         self._interval_override = interval_s
@@ -40,6 +43,8 @@ class Heartbeat(StoppableThread):
                 client, credentials = self._link.current()
                 reply = client.heartbeat(self._report())
                 if reply.kind == "ok":
+                    if self.last_error and self._on_back is not None:
+                        self._on_back()
                     self._note("")
                     interval = (reply.body or {}).get("heartbeat_interval_s") or credentials.heartbeat_interval_s
                     delay = float(self._interval_override or interval)

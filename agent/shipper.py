@@ -75,6 +75,7 @@ class Shipper(StoppableThread):
         self._limit = batch_events
         self._clock = clock
         self._wake = threading.Event()
+        self._back = threading.Event()
         self._backoff = backoff or Backoff()
         self._backing_off = False
         self._last_problem = ""
@@ -85,8 +86,13 @@ class Shipper(StoppableThread):
         """New events are in the spool: ship now rather than at the next poll, unless backing off."""
         self._wake.set()
 
+    def collector_back(self) -> None:
+        """The collector answers again (a heartbeat got through after failing): end a backoff now."""
+        self._back.set()
+
     def on_stop(self) -> None:
         self._wake.set()
+        self._back.set()
 
     def health(self) -> dict[str, str]:
         return self.health_state
@@ -99,10 +105,12 @@ class Shipper(StoppableThread):
             if self._auth_blocked:
                 self._wait_for_new_credentials(delay)
             elif self._backing_off:
-                self.wait(delay)  # only a stop ends a backoff early: wake() is for an idle shipper
+                # Only a stop or the collector's return ends a backoff early: wake() is for an idle shipper.
+                self._back.wait(delay)
             else:
                 self._wake.wait(delay)
             self._wake.clear()
+            self._back.clear()
         self.ship_once()  # one flush attempt at shutdown
         self._link.close()
 

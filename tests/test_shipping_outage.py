@@ -5,10 +5,14 @@ from __future__ import annotations
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.credentials import Credentials
+from agent.heartbeat import Heartbeat
 from agent.shipper import BACKOFF_MAX_S, Backoff, Shipper
 from agent.spool import Spool
 from agent.transport import CollectorClient, Reply
@@ -126,3 +130,32 @@ def _settled_depth(spool_path: Path, timeout: float = 20) -> int:
         if depth == previous:
             return depth
     raise AssertionError("the agent's pipeline did not go quiet")
+
+
+def test_a_heartbeat_getting_through_again_ends_the_shippers_backoff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.heartbeat.RETRY_S", 0.1)
+    spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
+    spool.put({"id": "e1", "type": "file.write"}, matched=True)
+    client = _CountingClient(f"http://127.0.0.1:{free_port()}")
+    shipper = Shipper(spool, _FixedLink(client), backoff=Backoff(start=30.0, rand=lambda: 1.0))  # type: ignore[arg-type]
+    replies = iter([Reply("retry", "down"), Reply("ok", body={"heartbeat_interval_s": 60})])
+    beats = _ScriptedHeartbeats(replies)
+    heartbeat = Heartbeat(_FixedLink(beats), dict, on_back=shipper.collector_back)  # type: ignore[arg-type]
+    shipper.start()
+    try:
+        wait_for(lambda: client.posts == 1, timeout=5, message="the first attempt, then a 30 s backoff")
+        heartbeat.start()
+        wait_for(lambda: client.posts == 2, timeout=5, message="a retry as soon as a heartbeat got through")
+    finally:
+        heartbeat.stop()
+        shipper.stop()
+        spool.close()
+
+
+class _ScriptedHeartbeats(CollectorClient):
+    def __init__(self, replies: Iterator[Reply]) -> None:
+        super().__init__("http://127.0.0.1:9")
+        self._replies = replies
+
+    def heartbeat(self, report: dict[str, Any]) -> Reply:
+        return next(self._replies, Reply("ok", body={"heartbeat_interval_s": 60}))
