@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.sources.clipboard import _reads_primary
 from agent.sources.recent import RecentCopies
 from tests.agent_process import Agent, write_config
 from tests.conftest import SECRET_WORD
@@ -122,3 +123,18 @@ def test_the_recent_window_is_bounded_by_count_bytes_and_age() -> None:
     now[0] = 61
     assert recent.add(b"f") == b""  # too old
     assert RecentCopies(max_count=0).add(b"a") == RecentCopies(max_count=0).add(b"b") == b""
+
+
+@pytest.mark.parametrize(
+    ("argv", "primary"),
+    [
+        (["xclip", "-selection", "c", "-o"], False),
+        (["xclip", "-selection", "p", "-o"], True),
+        (["xsel", "-b", "-o"], False),
+        (["xsel", "-p", "-o"], True),
+        (["wl-paste", "-n", "-t", "text"], False),
+        (["wl-paste", "-n", "-t", "text", "-p"], True),
+    ],
+)
+def test_cancelling_one_selections_read_leaves_the_others_helper_alone(argv: list[str], primary: bool) -> None:
+    assert _reads_primary(argv) is primary

@@ -104,7 +104,7 @@ def read_selection(*, primary: bool) -> str:
     try:
         if not primary:
             text = paste()
-        elif "primary" in inspect.signature(paste).parameters:
+        elif _takes_primary(paste):
             text = paste(primary=True)
         else:
             raise pyperclip.PyperclipException("this clipboard mechanism has no PRIMARY selection")
@@ -119,6 +119,12 @@ def read_selection(*, primary: bool) -> str:
         if missing:
             raise pyperclip.PyperclipException(missing)
     return text
+
+
+def _takes_primary(paste: Callable[..., str]) -> bool:
+    """Whether pyperclip's paste function reads PRIMARY on request (its "no clipboard" stand-in takes anything, and says why)."""
+    parameters = inspect.signature(paste).parameters.values()
+    return any(p.name == "primary" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def kill_paste_helpers(primary: bool = False) -> None:
