@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.scanning import Status
+from agent.scanning import ScanLimits, Status
 from agent.scanning.decode import decoded_parts
 from tests.conftest import SECRET_WORD
 
@@ -116,3 +116,21 @@ def test_plain_files_yield_nothing_to_decode() -> None:
 def test_random_base64_noise_is_not_scanned() -> None:
     noise = tool("base64", data=bytes(range(256)) * 8)
     assert list(decoded_parts(noise)) == []
+
+
+def test_decoded_parts_count_against_the_budget(make_scanner, tmp_path: Path) -> None:
+    blob = tool("base64", "-w0", data=SOURCE)
+    path = tmp_path / "many.txt"
+    path.write_bytes(b"\n".join(b"part%d = %s" % (i, blob) for i in range(6)))
+    result = make_scanner(limits=ScanLimits(max_members=3)).scan_path(str(path))
+    assert "more than 3 archive members" in (result.reason or "")
+
+
+def test_blob_past_the_first_chunk_of_a_large_file_is_found_at_its_offset(make_scanner, tmp_path: Path) -> None:
+    filler = b"".join(b"line %06d of an ordinary log, nothing encoded here\n" % i for i in range(12_000))
+    blob = tool("base64", data=SOURCE)
+    path = tmp_path / "big.log"
+    path.write_bytes(filler + blob + filler[:1000])
+    limits = ScanLimits(chunk_bytes=256 * 1024, overlap_bytes=4096)
+    result = make_scanner(limits=limits).scan_path(str(path))
+    assert {m.member for m in result.matches} == {f"base64@{len(filler)}"}
