@@ -169,3 +169,20 @@ def test_a_fifo_skipped_in_the_home_folder_is_still_no_event(scanner, tmp_path: 
     result = scanner.scan_path(str(tmp_path / "pipe"))
     assert result.status is Status.SKIPPED and not result.uninspected
     assert decide(FileWork(path=str(tmp_path / "pipe")), result, CTX, user="v", now=0) is None
+
+
+def test_7z_bomb_stops_at_the_ratio_before_extracting(scanner, tmp_path: Path) -> None:
+    (tmp_path / "zeros.bin").write_bytes(bytes(8 * 1024 * 1024))
+    run("7zz", "a", "-bd", "bomb.7z", "zeros.bin", cwd=tmp_path)
+    result = scanner.scan_path(str(tmp_path / "bomb.7z"))
+    assert result.status is Status.TOO_LARGE and "ratio" in (result.reason or ""), result
+
+
+def test_corrupt_git_pack_is_unreadable_not_a_crash(scanner, src: Path) -> None:
+    repo = git_repo(src.parent)
+    history(repo)
+    run("git", "repack", "-adq", cwd=repo)
+    (pack,) = glob.glob(str(repo / ".git" / "objects" / "pack" / "*.pack"))
+    cut = src.parent / "cut.pack"
+    cut.write_bytes(Path(pack).read_bytes()[:400])
+    assert scanner.scan_path(str(cut)).status is Status.UNREADABLE

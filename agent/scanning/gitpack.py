@@ -96,7 +96,18 @@ def pack_members(f: BinaryIO, start: int, budget: Budget, *, id_length: int = 20
 
 
 def apply_delta(base: bytes, delta: bytes) -> bytes:
-    """Git's delta format: the sizes, then copy-from-base and insert instructions."""
+    """Git's delta format: the sizes, then copy-from-base and insert instructions.
+
+    Raises:
+        ValueError: the delta is corrupt (a truncated one included).
+    """
+    try:
+        return _apply(base, delta)
+    except IndexError as exc:
+        raise ValueError("truncated git delta") from exc
+
+
+def _apply(base: bytes, delta: bytes) -> bytes:
     pos = 0
 
     def size() -> int:

@@ -18,9 +18,6 @@ from agent.scanning.budget import Budget
 from agent.scanning.errors import LimitHit
 from agent.scanning.results import Status
 
-READ_ERRORS: tuple[type[BaseException], ...] = (py7zr.exceptions.ArchiveError,)
-"""py7zr's own "corrupt or unsupported archive" errors (the others are OSError, EOFError...)."""
-
 
 def seven_zip_members(f: BinaryIO, size: int, budget: Budget, *, label: str) -> Iterator[tuple[str, BinaryIO]]:
     """Yield (name, stream) for every file of the 7z archive ``f`` (``size`` bytes).
@@ -33,10 +30,10 @@ def seven_zip_members(f: BinaryIO, size: int, budget: Budget, *, label: str) -> 
         archive = py7zr.SevenZipFile(f, mode="r", max_extract_size=_room(budget))
     except py7zr.PasswordRequired as exc:
         raise LimitHit(Status.ENCRYPTED, f"{label}7z archive with encrypted names", fatal=False, uninspected=True) from exc
-    except READ_ERRORS as exc:
-        raise LimitHit(Status.UNREADABLE, f"{label}corrupt 7z archive: {exc}", fatal=False) from exc
+    except Exception as exc:  # py7zr raises many types on hostile input; all mean "cannot read"
+        raise LimitHit(Status.UNREADABLE, f"{label}corrupt 7z archive: {type(exc).__name__}: {exc}", fatal=False) from exc
     with archive:
-        if "7zAES" in archive._get_method_names():
+        if "7zAES" in archive._get_method_names():  # py7zr has no public "is encrypted"
             raise LimitHit(Status.ENCRYPTED, f"{label}password-protected 7z archive", fatal=False, uninspected=True)
         declared = sum(info.uncompressed for info in archive.list() if not info.is_directory)
         if declared > max(size * budget.limits.max_ratio, budget.limits.ratio_slack_bytes):
@@ -51,8 +48,8 @@ def seven_zip_members(f: BinaryIO, size: int, budget: Budget, *, label: str) -> 
             raise LimitHit(Status.TOO_LARGE, f"{label}7z archive larger than it declares", fatal=True) from exc
         except py7zr.PasswordRequired as exc:
             raise LimitHit(Status.ENCRYPTED, f"{label}password-protected 7z archive", fatal=False, uninspected=True) from exc
-        except READ_ERRORS as exc:
-            raise LimitHit(Status.UNREADABLE, f"{label}corrupt 7z archive: {exc}", fatal=False) from exc
+        except Exception as exc:  # as above
+            raise LimitHit(Status.UNREADABLE, f"{label}corrupt 7z archive: {type(exc).__name__}: {exc}", fatal=False) from exc
         budget.add_bytes(sum(spill.size() for spill in factory.files.values()))
     for name, spill in factory.files.items():
         with spill.file:
