@@ -44,6 +44,8 @@ CLIPBOARD = "clipboard"
 PRIMARY = "primary"
 """X's selection of whatever text is highlighted, pasted with the middle button; no copy command needed."""
 _TRIGGERS = {CLIPBOARD: "copy", PRIMARY: "select"}
+# A text one selection handed on this recently is not handed on again by the other (highlight, then Ctrl-C).
+HANDED_ON_S = 30.0
 
 
 def x_display_missing(display: str) -> str | None:
@@ -222,7 +224,7 @@ class ClipboardSource(StoppableThread):
         clock: Callable[[], float] = time.monotonic,
         selection: str = CLIPBOARD,
         recent: RecentCopies | None = None,
-        handed_on: dict[str, str] | None = None,
+        handed_on: dict[str, dict[str, float]] | None = None,
     ):
         """Create the source; ``start()`` begins polling.
 
@@ -242,8 +244,8 @@ class ClipboardSource(StoppableThread):
             clock: Monotonic seconds, for spacing out failure logs.
             selection: ``CLIPBOARD`` or ``PRIMARY``: which selection this source polls.
             recent: The window of recent texts each change joins; the work carries those before it.
-            handed_on: The sha256 each selection last handed on, shared by the sources of one agent:
-                text highlighted (PRIMARY) and then copied (CLIPBOARD) is one action, scanned once.
+            handed_on: What each selection handed on lately (sha256 -> when), shared by the sources of one
+                agent: text highlighted (PRIMARY) and then copied (CLIPBOARD) is one action, scanned once.
         """
         super().__init__(name=f"{selection}-source")
         self._selection = selection
@@ -356,12 +358,23 @@ class ClipboardSource(StoppableThread):
             self._not_taken += 1
 
     def _handed_on_by_another(self, sha: str) -> bool:
-        """Whether another selection just handed on this very text; records this one's either way."""
+        """Whether another selection handed on this very text lately; records this one's either way.
+
+        Each source writes only its own entry and looks up the others' (no iteration over a dict
+        another thread changes), so no lock is needed.
+        """
         if self._handed_on is None:
             return False
-        others = {other for selection, other in self._handed_on.items() if selection != self._selection}
-        self._handed_on[self._selection] = sha  # one key per thread: no lock needed under the GIL
-        return sha in others
+        now = self._clock()
+        mine = self._handed_on.setdefault(self._selection, {})  # present already when shared by clipboard_sources
+        for old in [s for s, at in mine.items() if now - at > HANDED_ON_S]:
+            del mine[old]
+        mine[sha] = now
+        for selection in (CLIPBOARD, PRIMARY):
+            at = self._handed_on.get(selection, {}).get(sha) if selection != self._selection else None
+            if at is not None and now - at <= HANDED_ON_S:
+                return True
+        return False
 
     def _unavailable(self, why: str) -> None:
         if self._health[0] != "unavailable":
@@ -398,7 +411,7 @@ def clipboard_sources(emit: Emit, settings: ClipboardSection) -> dict[str, Clipb
             handed_on=handed_on,
         )
 
-    handed_on: dict[str, str] = {}
+    handed_on: dict[str, dict[str, float]] = {CLIPBOARD: {}, PRIMARY: {}}
     sources = {CLIPBOARD: source(CLIPBOARD)}
     # Windows and macOS have one clipboard; PRIMARY is X11's (and Wayland's, through wl-paste).
     if settings.primary and sys.platform not in ("win32", "darwin"):
