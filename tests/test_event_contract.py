@@ -8,9 +8,9 @@ import io
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
