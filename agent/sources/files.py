@@ -12,12 +12,9 @@ and one the volume took away before its last write was scanned is emitted as
 
 from __future__ import annotations
 
-import ctypes
-import dataclasses
 import errno
 import logging
 import os
-import sys
 import threading
 import time
 from typing import cast
@@ -38,8 +35,9 @@ from watchdog.observers.polling import PollingObserver
 
 from agent import events as contract
 from agent.scanning.walk import iter_targets, matches_any
-from agent.sources.inotify import EventsLostEvent, ObserverFactory, default_observer
+from agent.sources.inotify import EventsLostEvent, ObserverFactory, default_observer, watches_exhausted
 from agent.sources.work import Device, Emit, FileWork, SourceProblem
+from agent.sources.writes import WriteTracker, WriteWatch
 from agent.threads import StoppableThread
 
 log = logging.getLogger(__name__)
@@ -62,23 +60,6 @@ _REMOVAL_SETTLE_S = 0.2  # a removed volume's last events: handled once none cam
 _REMOVAL_SETTLE_MAX_S = 2.0  # ...or after this long
 
 _Identity = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
-
-
-@dataclasses.dataclass(frozen=True)
-class WriteWatch:
-    """Scan files while they are written: after ``quiet_s`` without a write, or ``interval_s``
-    into an unbroken stream of writes (doubling per file up to ``max_interval_s``)."""
-
-    quiet_s: float = 0.5
-    interval_s: float = 5.0
-    max_interval_s: float = 60.0
-
-
-@dataclasses.dataclass
-class _Writing:
-    last: float  # monotonic time of the last write seen
-    due: float  # scan by then even if writes go on
-    interval: float
 
 
 class FileSource(StoppableThread):
@@ -118,12 +99,11 @@ class FileSource(StoppableThread):
         self._device = device
         self._observer_factory = observer_factory
         self._poll_interval_s = poll_interval_s
-        self._writes = writes
+        self._writing = WriteTracker(writes) if writes is not None else None  # removable volumes: open files
         self._filter = WRITES_FILTER if writes is not None else EVENT_FILTER
         self._retry_s = retry_s
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, str]] = {}  # created, not yet closed: path -> (last seen, reason)
-        self._writing: dict[str, _Writing] = {}  # written to, not scanned since (removable volumes)
         self._recent: dict[str, _Identity] = {}  # emitted, as it was then
         self._refused: dict[str, str] = {}  # refused by the full work queue: path -> reason, offered again
         self._removed: set[str] = set()  # reported as taken away with their volume
@@ -151,7 +131,8 @@ class FileSource(StoppableThread):
                 self._check_roots()
                 next_root_check = now + _ROOT_CHECK_S
             self._flush_quiet(now)
-            self._flush_writing(now)
+            for path in self._writing.due(now) if self._writing is not None else ():
+                self._offer(path, "writing")
             if self._refused and now >= max(next_retry, self._refused_at + self._retry_s):
                 self._retry_refused()
                 next_retry = time.monotonic() + self._retry_s
@@ -160,7 +141,7 @@ class FileSource(StoppableThread):
             with self._lock:
                 busy = bool(self._pending or self._writing or self._refused or self._rescan_from is not None)
             # Idle, sleep until the next root check (a creation wakes us early); busy, tick.
-            tick = min(0.1, self._quiet_s / 4, self._writes.quiet_s / 4 if self._writes else 1.0)
+            tick = min(0.1, self._quiet_s / 4, self._writing.watch.quiet_s / 4 if self._writing is not None else 1.0)
             self._wake.wait(tick if busy else max(0.0, next_root_check - now))
             self._wake.clear()
         for observer, _ in self._watched.values():
@@ -216,6 +197,7 @@ class FileSource(StoppableThread):
             if isinstance(observer, cast(type, Observer)) and watches_exhausted(root):
                 # watchdog skips sub-folders it cannot watch without a word: ask the kernel.
                 observer.stop()
+                observer.join(timeout=5)
                 raise OSError(errno.ENOSPC, "inotify watch limit reached")
         except OSError as exc:
             if exc.errno not in _WATCH_LIMIT_ERRORS:
@@ -241,7 +223,8 @@ class FileSource(StoppableThread):
     def file_closed(self, path: str) -> None:
         with self._lock:
             self._pending.pop(path, None)
-            self._writing.pop(path, None)
+        if self._writing is not None:
+            self._writing.forget(path)
         self._offer(path, "closed")
 
     def file_created(self, path: str, reason: str = "moved") -> None:
@@ -262,16 +245,10 @@ class FileSource(StoppableThread):
 
     def file_modified(self, path: str) -> None:
         """A write (removable volumes only): scan it soon, even if the file stays open."""
-        if self._writes is None or self._is_excluded(path):
+        if self._writing is None or self._is_excluded(path):
             return
-        now = time.monotonic()
-        with self._lock:
-            writing = self._writing.get(path)
-            if writing is not None:
-                writing.last = now
-                return
-            self._writing[path] = _Writing(last=now, due=now + self._writes.interval_s, interval=self._writes.interval_s)
-        self._wake.set()
+        if self._writing.wrote(path, time.monotonic()):
+            self._wake.set()
 
     def file_moved_in(self, path: str) -> None:
         self._offer(path, "moved")
@@ -322,23 +299,6 @@ class FileSource(StoppableThread):
                 self._offer(path, reason)
             elif self._volume_gone():
                 self._report_removed([path])
-
-    def _flush_writing(self, now: float) -> None:
-        if self._writes is None:
-            return
-        due = []
-        with self._lock:
-            for path, writing in list(self._writing.items()):
-                if now - writing.last >= self._writes.quiet_s:
-                    del self._writing[path]
-                    due.append(path)
-                elif now >= writing.due:
-                    # Written without pause: scan what is there, then wait longer before the next look.
-                    writing.interval = min(2 * writing.interval, self._writes.max_interval_s)
-                    writing.due = now + writing.interval
-                    due.append(path)
-        for path in due:
-            self._offer(path, "writing")
 
     def _retry_refused(self) -> None:
         """Offer refused files again, oldest first, until the queue refuses one more."""
@@ -455,9 +415,10 @@ class FileSource(StoppableThread):
         while time.monotonic() < deadline and not self._settled():
             time.sleep(_REMOVAL_SETTLE_S / 5)
         with self._lock:
-            paths = [*self._writing, *self._pending, *(p for p, why in self._refused.items() if why != "removed")]
-            self._writing.clear()
+            paths = [*self._pending, *(p for p, why in self._refused.items() if why != "removed")]
             self._pending.clear()
+        if self._writing is not None:
+            paths += self._writing.take_all()
         self._report_removed(paths)
 
     def _settled(self) -> bool:
@@ -481,32 +442,14 @@ class FileSource(StoppableThread):
                 if path in self._removed or self._is_excluded(path):
                     continue
                 self._removed.add(path)
-                self._writing.pop(path, None)
                 self._refused.pop(path, None)
+            if self._writing is not None:
+                self._writing.forget(path)
             log.warning("%s: the volume went away before its last write was scanned", path)
             self._hand_over(FileWork(path=path, channel=self._channel, reason="removed", device=self._device), path)
 
     def _is_excluded(self, path: str) -> bool:
         return matches_any(path, self._exclude)
-
-
-def watches_exhausted(path: str) -> bool:
-    """Whether this user has no inotify watch left (Linux; False elsewhere).
-
-    Probed by adding one watch on a fresh inotify instance and removing it again.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.inotify_init1(os.O_CLOEXEC)
-    if fd < 0:
-        return ctypes.get_errno() == errno.EMFILE
-    try:
-        # IN_ATTRIB: any mask will do; the watch is removed with the instance.
-        wd = libc.inotify_add_watch(fd, os.fsencode(path), 0x00000004)
-        return wd < 0 and ctypes.get_errno() == errno.ENOSPC
-    finally:
-        os.close(fd)
 
 
 class _Handler(FileSystemEventHandler):
