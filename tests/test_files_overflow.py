@@ -46,29 +46,34 @@ def test_a_burst_that_overflows_inotify_is_reported_and_rescanned(agent_with_a_s
     agent = agent_with_a_small_inotify_queue
     desktop = tmp_path / "Desktop"
     leak = desktop / f"f{BURST // 2}.py"
-    # Thousands of tiny files as fast as a process can make them, the code copied in the middle.
-    subprocess.run(
-        [
-            sys.executable, "-c",
-            "import sys\n"
-            "root, n, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
-            "for i in range(n):\n"
-            "    with open(f'{root}/f{i}.py', 'w') as f:\n"
-            "        f.write(f'key = {secret!r}\\n' if i == n // 2 else 'x = 1\\n')\n",
-            str(desktop), str(BURST), SECRET_WORD,
-        ],
-        check=True,
-        timeout=60,
-    )  # fmt: skip
+    # Thousands of tiny files, the code copied in the middle, while the agent is held off the CPU
+    # (as on a loaded machine): far more events than its queue holds.
+    agent.proc.send_signal(signal.SIGSTOP)
+    try:
+        subprocess.run(
+            [
+                sys.executable, "-c",
+                "import sys\n"
+                "root, n, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+                "for i in range(n):\n"
+                "    with open(f'{root}/f{i}.py', 'w') as f:\n"
+                "        f.write(f'key = {secret!r}\\n' if i == n // 2 else 'x = 1\\n')\n",
+                str(desktop), str(BURST), SECRET_WORD,
+            ],
+            check=True,
+            timeout=60,
+        )  # fmt: skip
+    finally:
+        agent.proc.send_signal(signal.SIGCONT)
 
     def kinds() -> set[str]:
         return {e["type"] for e in agent.events()}
 
+    (match,) = wait_for(lambda: [e for e in agent.events() if e.get("path") == str(leak)], timeout=60, message="the code's event")
+    assert (match["type"], match["status"]) == ("file.write", "match")
     wait_for(lambda: "source.events_lost" in kinds(), timeout=30, message="source.events_lost")
     (lost, *_) = [e for e in agent.events() if e["type"] == "source.events_lost"]
     assert lost["channel"] == "agent" and lost["path"] == str(desktop)
     assert "events were lost" in lost["reason"]
-    (match,) = wait_for(lambda: [e for e in agent.events() if e.get("path") == str(leak)], timeout=60, message="the code's event")
-    assert (match["type"], match["status"]) == ("file.write", "match")
     files = agent.status()["sources"]["files"]
     assert files["state"] == "degraded" and "events were lost" in files["message"]

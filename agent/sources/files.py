@@ -114,6 +114,7 @@ class FileSource(StoppableThread):
         self._refused_at = 0.0
         self._lost: str | None = None  # what the last overflow cost
         self._rescan_from: float | None = None  # wall time: files changed since need a look
+        self._lost_roots: set[str] = set()  # ...under these roots
         self._lost_first = self._lost_last = 0.0  # monotonic times of the overflows awaiting a rescan
         self._last_walk = 0.0
         self._calm_at = self._last_event_end = time.time()
@@ -271,11 +272,13 @@ class FileSource(StoppableThread):
         self._last_event_end = time.time()
         self._in_event = False
 
-    def events_lost(self) -> None:
-        """The kernel's queue overflowed: files changed since the last calm moment get a rescan."""
+    def events_lost(self, root: str) -> None:
+        """The kernel's queue overflowed (each root has its own): files changed under ``root``
+        since the last calm moment get a rescan."""
         now = time.monotonic()
-        log.warning("inotify queue overflowed under %s: events were lost; rescanning what changed", ", ".join(self.roots))
+        log.warning("inotify queue overflowed under %s: events were lost; rescanning what changed", root)
         with self._lock:
+            self._lost_roots.add(root)
             if self._rescan_from is None:
                 self._rescan_from = max(self._calm_at, self._last_walk) - _STAMP_SLACK_S
                 self._lost_first = now
@@ -321,14 +324,16 @@ class FileSource(StoppableThread):
         """Walk the roots for files changed since the events were lost (bounded), and report the loss."""
         with self._lock:
             since = self._rescan_from
+            roots = sorted(self._lost_roots)
             self._rescan_from = None
+            self._lost_roots.clear()
         if since is None:
             return
         self._last_walk = time.time()
         deadline = time.monotonic() + _RESCAN_MAX_S
         seen = changed = 0
         complete = True
-        for target in iter_targets(self.roots, exclude=self._exclude):
+        for target in iter_targets(roots, exclude=self._exclude):
             seen += 1
             if seen > _RESCAN_MAX_FILES or time.monotonic() > deadline or self.stopping:
                 complete = False
@@ -344,7 +349,7 @@ class FileSource(StoppableThread):
         extent = "" if complete else f" (stopped after {seen - 1} file(s): the rest was not looked at)"
         message = f"inotify queue overflowed: events were lost; {changed} file(s) changed since {when} rescanned{extent}"
         self._lost = message
-        for root in self.roots:
+        for root in roots:
             self._hand_over(SourceProblem(type=contract.SOURCE_EVENTS_LOST, path=root, message=message, device=self._device), None)
 
     # Emission -------------------------------------------------------------
@@ -487,4 +492,4 @@ class _Handler(FileSystemEventHandler):
             self._source.file_moved_in(dest)
 
     def on_events_lost(self, event: FileSystemEvent) -> None:
-        self._source.events_lost()
+        self._source.events_lost(os.fsdecode(event.src_path))
