@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,8 +19,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.sources.clipboard import MIB, READ_THREAD_NAME, ClipboardSource, fingerprint, system_paste
+from agent.sources.clipboard import (
+    MIB,
+    READ_THREAD_NAME,
+    ClipboardSource,
+    fingerprint,
+    no_notifications,
+    system_paste,
+)
 from agent.sources.work import ClipboardWork, Work
+from agent.sources.xselection import SelectionWatcher, SelectionWatchUnavailable, watch_selection
 from tests.waiting import wait_for
 from tests.xvfb import require_x_tools, unused_display
 
@@ -60,6 +69,8 @@ def start_source() -> Iterator[StartSource]:
     def start(**kwargs) -> tuple[ClipboardSource, list[ClipboardWork]]:
         emitted: list[ClipboardWork] = []
         kwargs.setdefault("interval_s", 0.05)
+        # These tests pace themselves by polled reads (settle); the notified path has its own tests.
+        kwargs.setdefault("watch", no_notifications)
 
         def take(work: Work) -> bool:
             assert isinstance(work, ClipboardWork)
@@ -351,3 +362,125 @@ def test_stop_returns_promptly_while_a_read_hangs(start_source: StartSource) -> 
         assert not source.is_alive()
     finally:
         release.set()
+
+
+def copy_served(text: str, selection: str = "clipboard", timeout: float = 15.0) -> None:
+    """Own ``selection`` with ``text`` until one program has read it, then give it up (xclip -loops 1)."""
+    with tempfile.TemporaryFile() as data:
+        data.write(text.encode("utf-8"))
+        data.seek(0)
+        # -quiet keeps xclip in the foreground, so its exit says the text was handed to a reader.
+        done = subprocess.run(
+            ["xclip", "-quiet", "-loops", "1", "-selection", selection],
+            stdin=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout,
+        )
+        assert done.returncode == 0
+
+
+def test_with_xfixes_a_copy_is_read_once_and_nothing_is_polled(xvfb_display: str, start_source: StartSource) -> None:
+    source, emitted = start_source(watch=watch_selection, interval_s=3600)
+    wait_for(lambda: source.reads >= 1, message="baseline read")
+    assert source.health() == {"state": "ok", "message": "watching the clipboard selection: xfixes notifications"}
+    assert source.notified
+    copy("noticed without polling")
+    wait_for(lambda: emitted, message="an event for the copy")
+    reads = source.reads
+    time.sleep(1.0)
+    assert source.reads == reads, "no reads without a change"
+    assert [w.data for w in emitted] == [b"noticed without polling"]
+    started = time.monotonic()
+    source.stop()
+    assert not source.is_alive()
+    assert time.monotonic() - started < 1.0, "stop() wakes the wait for notifications"
+
+
+@pytest.mark.parametrize("selection", ["clipboard", "primary"])
+def test_200_quick_copies_are_each_read_once_by_notification(
+    xvfb_display: str, start_source: StartSource, selection: str
+) -> None:
+    # A copy replaced before any program read it cannot be seen by anyone (X keeps one owner and no
+    # history), so each copy gives up the selection as soon as one reader has had it, and the next
+    # follows at once. Polling once an hour, the source sees them only through notifications.
+    source, emitted = start_source(watch=watch_selection, interval_s=3600, selection=selection)
+    wait_for(lambda: source.reads >= 1, message="baseline read")
+    texts = [f"copy {i}: {'def leak(): return SECRET' if i % 7 == 0 else 'harmless'} {i * 7919}\n" for i in range(200)]
+    started = time.monotonic()
+    for text in texts:
+        copy_served(text, selection)
+    wait_for(lambda: len(emitted) >= len(texts), message="one work item per copy")
+    elapsed = time.monotonic() - started
+    assert [w.data.decode() for w in emitted] == texts
+    assert elapsed < 60, f"{elapsed:.1f}s for 200 copies"
+
+
+def test_a_change_notified_while_a_read_runs_is_read_afterwards(xvfb_display: str, start_source: StartSource) -> None:
+    reading_first = threading.Event()
+    release = threading.Event()
+
+    def slow_paste() -> str:
+        text = system_paste()
+        if text == "first" and not release.is_set():
+            reading_first.set()
+            release.wait(10)
+        return text
+
+    source, emitted = start_source(watch=watch_selection, interval_s=3600, paste=slow_paste)
+    wait_for(lambda: source.reads >= 1, message="baseline read")
+    copy("first")
+    wait_for(reading_first.is_set, message="the read of the first copy")
+    copy("second")  # its notification arrives while "first" is still being read
+    wait_for(lambda: subprocess.run(["xclip", "-selection", "clipboard", "-o"], capture_output=True).stdout == b"second")
+    release.set()
+    wait_for(lambda: len(emitted) >= 2, message="the second copy read after the first read ended")
+    assert [w.data for w in emitted] == [b"first", b"second"]
+
+
+def test_without_xfixes_the_source_polls_and_says_so(xvfb_display: str, start_source: StartSource) -> None:
+    def no_xfixes(selection: str) -> SelectionWatcher:
+        raise SelectionWatchUnavailable("the X display has no XFixes extension")
+
+    source, emitted = start_source(watch=no_xfixes, interval_s=0.05)
+    wait_for(lambda: source.reads >= 1, message="baseline read")
+    assert not source.notified
+    assert source.health() == {
+        "state": "ok",
+        "message": "watching the clipboard selection: polling every 50 ms (the X display has no XFixes extension)",
+    }
+    copy("seen by polling")
+    wait_for(lambda: emitted, message="an event from polling")
+    settle(source)
+    assert [w.data for w in emitted] == [b"seen by polling"]
+
+
+def test_notifications_need_a_display_with_xfixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with pytest.raises(SelectionWatchUnavailable, match="DISPLAY is not set"):
+        watch_selection("clipboard")
+    with pytest.raises(SelectionWatchUnavailable, match="cannot connect"):
+        watch_selection("primary", unused_display())
+
+
+def test_without_a_display_the_default_source_polls_and_says_so(
+    start_source: StartSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    source, emitted = start_source(watch=watch_selection, paste=lambda: "text", interval_s=0.05)
+    wait_for(lambda: source.reads >= 3, message="polled reads")
+    assert source.health() == {
+        "state": "ok",
+        "message": "watching the clipboard selection: polling every 50 ms (no X display: DISPLAY is not set)",
+    }
+    assert emitted == []
+
+
+def test_an_x_server_that_goes_away_is_noticed_while_waiting(xvfb_display: str, start_source: StartSource) -> None:
+    source, _ = start_source(watch=watch_selection, interval_s=3600, unavailable_retry_s=0.05)
+    wait_for(lambda: source.reads >= 1, message="baseline read")
+    assert source.notified
+    (server,) = [p for p in psutil.Process().children() if p.name() == "Xvfb" and xvfb_display in p.cmdline()]
+    server.terminate()
+    server.wait(10)
+    wait_for(lambda: source.health()["state"] == "unavailable", message="the lost display to be reported")
+    assert not source.notified

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import subprocess
 import tempfile
@@ -41,12 +43,32 @@ def put(text: str, selection: str = "clipboard") -> None:
         assert done.returncode == 0
 
 
+def put_served(text: str, selection: str) -> None:
+    """Own ``selection`` with ``text`` until one program has read it, then give it up (xclip stays in the foreground)."""
+    with tempfile.TemporaryFile() as data:
+        data.write(text.encode("utf-8"))
+        data.seek(0)
+        done = subprocess.run(
+            ["xclip", "-quiet", "-loops", "1", "-selection", selection],
+            stdin=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=15,
+        )
+        assert done.returncode == 0
+
+
 @pytest.fixture
 def agent(xvfb_display: str, tmp_path: Path, rules_dir: Path) -> Iterator[Agent]:
+    with run_agent(xvfb_display, tmp_path, rules_dir, interval_ms=100) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def run_agent(xvfb_display: str, tmp_path: Path, rules_dir: Path, *, interval_ms: int) -> Iterator[Agent]:
     (rules_dir / "split.yar").write_text(SPLIT_PACK)
     config = write_config(tmp_path, rules_dir)
     # Only keys older agents know: the same test runs against the code before the fix.
-    config.write_text(config.read_text().replace("[clipboard]\nenabled = false", "[clipboard]\nenabled = true\ninterval_ms = 100"))
+    config.write_text(
+        config.read_text().replace("[clipboard]\nenabled = false", f"[clipboard]\nenabled = true\ninterval_ms = {interval_ms}")
+    )
     assert os.environ["DISPLAY"] == xvfb_display  # the agent inherits it
     started = Agent(config)
     try:
@@ -109,6 +131,28 @@ def test_code_copied_five_lines_at_a_time_is_seen_whole_once(agent: Agent) -> No
     time.sleep(1.5)
     events = clipboard_events(agent)
     assert sorted((e["trigger"], *rules(e)) for e in events) == [("copy", "secret_word"), ("recent_copies", "split_code")]
+
+
+def test_200_quick_copies_and_highlights_each_matching_one_an_event(xvfb_display: str, tmp_path: Path, rules_dir: Path) -> None:
+    # Polling once a minute: only the X server's notifications can keep up. X keeps no history of a
+    # selection, so a text replaced before anyone read it is seen by nobody; each copy here is given
+    # up as soon as one reader (the agent) has had it, and the next follows at once.
+    with run_agent(xvfb_display, tmp_path, rules_dir, interval_ms=60_000) as agent:
+        sources = agent.status()["sources"]
+        assert "xfixes notifications" in sources["clipboard"]["message"]
+        assert "xfixes notifications" in sources["primary"]["message"]
+        texts = [
+            (f"copy {i}: {SECRET_WORD if i % 5 == 0 else 'nothing to see'} #{i}\n", "primary" if i % 2 else "clipboard")
+            for i in range(200)
+        ]
+        for text, selection in texts:
+            put_served(text, selection)
+        matching = {hashlib.sha256(t.encode()).hexdigest(): s for t, s in texts if SECRET_WORD in t}
+        wait_for(lambda: len(clipboard_events(agent)) >= len(matching), timeout=60, message="an event per matching copy")
+        time.sleep(1.0)  # anything extra (a double) would show up here
+        events = clipboard_events(agent)
+        triggers = {"clipboard": "copy", "primary": "select"}
+        assert sorted((e["sha256"], e["trigger"]) for e in events) == sorted((h, triggers[s]) for h, s in matching.items())
 
 
 def test_the_recent_window_is_bounded_by_count_bytes_and_age() -> None:

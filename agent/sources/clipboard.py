@@ -1,4 +1,4 @@
-"""Clipboard source: poll the clipboard text (or X's PRIMARY selection) and emit a ClipboardWork each time it changes."""
+"""Clipboard source: read the clipboard text (or X's PRIMARY selection) when it changes and emit a ClipboardWork."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pyperclip
 
 from agent.sources.recent import RecentCopies
 from agent.sources.work import ClipboardWork, Emit
+from agent.sources.xselection import SelectionWatcher, SelectionWatchLost, SelectionWatchUnavailable, watch_selection
 from agent.threads import StoppableThread
 
 if TYPE_CHECKING:
@@ -40,12 +41,16 @@ PASTE_HELPERS = frozenset({"xclip", "xsel", "wl-paste"})
 _ABSENT = (FileNotFoundError, ConnectionRefusedError, socket.gaierror)
 
 Paste = Callable[[], str]
+Watch = Callable[[str], SelectionWatcher]
+"""Subscribes to a selection's changes (``watch_selection``); raises ``SelectionWatchUnavailable`` where it cannot."""
 CLIPBOARD = "clipboard"
 PRIMARY = "primary"
 """X's selection of whatever text is highlighted, pasted with the middle button; no copy command needed."""
 _TRIGGERS = {CLIPBOARD: "copy", PRIMARY: "select"}
 # A text one selection handed on this recently is not handed on again by the other (highlight, then Ctrl-C).
 HANDED_ON_S = 30.0
+# With notifications, the selection is also read after this long without one, in case one was ever lost.
+NOTIFIED_REREAD_S = 60.0
 
 
 def x_display_missing(display: str) -> str | None:
@@ -149,6 +154,11 @@ def _reads_primary(argv: list[str]) -> bool:
     return "-p" in argv or any(a == "-selection" and b in ("p", "primary") for a, b in zip(argv, argv[1:], strict=False))
 
 
+def no_notifications(selection: str) -> SelectionWatcher:
+    """A ``watch`` that never has notifications: the source polls (the default off X11)."""
+    raise SelectionWatchUnavailable(f"no change notifications for the {selection} selection on {sys.platform}")
+
+
 def fingerprint(text: str, max_bytes: int) -> tuple[str, int, bytes]:
     """Return the sha256 hex and byte size of ``text`` as UTF-8, and its first ``max_bytes`` bytes.
 
@@ -192,7 +202,13 @@ class _Read:
 
 
 class ClipboardSource(StoppableThread):
-    """Polls the clipboard text and emits a ``ClipboardWork`` whenever it changes.
+    """Reads the clipboard text when it changes and emits a ``ClipboardWork`` for each new text.
+
+    On X11 the X server says when the selection changes owner (XFixes, through ``watch``): the source
+    subscribes before its first read and reads once per wake-up, so a change made during a read is
+    read again after it. Where that is impossible (no python-xlib, no display, no XFixes, other
+    platforms) it polls every ``interval_s``, and tries to subscribe again every ``unavailable_retry_s``;
+    its health message says which it does.
 
     The first successful read after start-up is a baseline only: what the clipboard held then was
     put there before the agent was watching, so it is not an action we observed. The same holds
@@ -225,12 +241,14 @@ class ClipboardSource(StoppableThread):
         selection: str = CLIPBOARD,
         recent: RecentCopies | None = None,
         handed_on: dict[str, dict[str, float]] | None = None,
+        watch: Watch | None = None,
     ):
-        """Create the source; ``start()`` begins polling.
+        """Create the source; ``start()`` begins watching.
 
         Args:
             emit: Receives each ``ClipboardWork``.
-            interval_s: Pause between reads while a clipboard is available.
+            interval_s: Pause between reads while a clipboard is available and polled (no notifications),
+                or after a read that failed.
             max_bytes: Cap on the bytes handed on; ``sha256`` and ``original_size`` cover the full text.
             paste: Returns the clipboard text; ``system_paste`` (or ``system_paste_primary``) when None. Raising
                 ``pyperclip.PyperclipException`` itself means "no clipboard here"; anything else,
@@ -246,6 +264,8 @@ class ClipboardSource(StoppableThread):
             recent: The window of recent texts each change joins; the work carries those before it.
             handed_on: What each selection handed on lately (sha256 -> when), shared by the sources of one
                 agent: text highlighted (PRIMARY) and then copied (CLIPBOARD) is one action, scanned once.
+            watch: Subscribes to the selection's changes; ``watch_selection`` (XFixes) on Linux and the BSDs
+                when None, ``no_notifications`` elsewhere.
         """
         super().__init__(name=f"{selection}-source")
         self._selection = selection
@@ -261,6 +281,12 @@ class ClipboardSource(StoppableThread):
         self._cancel = cancel or (lambda: kill_paste_helpers(primary))
         self._unavailable_retry_s = unavailable_retry_s
         self._clock = clock
+        if watch is None:
+            watch = no_notifications if sys.platform in ("win32", "darwin") else watch_selection
+        self._watch = watch
+        self._watcher: SelectionWatcher | None = None
+        self._watch_tried: float | None = None
+        self._mechanism = f"polling every {interval_s * 1000:g} ms"
         self._baseline_taken = False
         self._last_sha: str | None = None  # of the last non-empty content
         self._current: _Read | None = None
@@ -278,6 +304,11 @@ class ClipboardSource(StoppableThread):
         return self._reads
 
     @property
+    def notified(self) -> bool:
+        """Whether the source now learns of changes from the X server rather than by polling."""
+        return self._watcher is not None
+
+    @property
     def failures(self) -> int:
         """Polls that got no reading: a read failed, timed out or still hung ("no clipboard" aside)."""
         return self._failures
@@ -290,16 +321,65 @@ class ClipboardSource(StoppableThread):
         return {"state": state, "message": message}
 
     def run_loop(self) -> None:
-        while not self.stopping:
-            text = self._read()
-            if text is not None:
-                self._observe(text)
-                del text  # a huge clipboard must not stay alive through the pause
-            pause = self._unavailable_retry_s if self._health[0] == "unavailable" else self._interval_s
-            if self.wait(pause):
-                return
+        try:
+            while not self.stopping:
+                # Subscribed before reading: a change made while the read runs is notified, and read next.
+                self._subscribe()
+                text = self._read()
+                if text is not None:
+                    self._observe(text)
+                    del text  # a huge clipboard must not stay alive through the pause
+                if self._pause():
+                    return
+        finally:
+            self._unsubscribe()
+
+    def _pause(self) -> bool:
+        """Wait for the next read: a notification, or the polling interval; True when stopping."""
+        state = self._health[0]
+        if state == "unavailable":
+            return self.wait(self._unavailable_retry_s)
+        watcher = self._watcher
+        # A read that failed is tried again after the interval: no notification would come for that change.
+        if watcher is None or state != "ok":
+            return self.wait(self._interval_s)
+        try:
+            watcher.wait(NOTIFIED_REREAD_S)
+        except SelectionWatchLost as exc:
+            log.info("%s notifications stopped: %s", self._selection, exc)
+            self._unsubscribe()
+            self._watch_tried = None  # the next read says whether the display is gone; subscribe again at once
+        return self.stopping
+
+    def _subscribe(self) -> None:
+        """Subscribe to change notifications when not yet (at most once per ``unavailable_retry_s`` after a failure)."""
+        if self._watcher is not None:
+            return
+        now = self._clock()
+        if self._watch_tried is not None and now - self._watch_tried < self._unavailable_retry_s:
+            return
+        self._watch_tried = now
+        try:
+            self._watcher = self._watch(self._selection)
+        except SelectionWatchUnavailable as exc:
+            mechanism = f"polling every {self._interval_s * 1000:g} ms ({exc})"
+            if mechanism != self._mechanism:
+                log.info("%s: no change notifications; %s", self._selection, mechanism)
+            self._mechanism = mechanism
+            return
+        self._mechanism = "xfixes notifications"
+        if self.stopping:  # on_stop ran before the watcher existed and could not interrupt it
+            self._unsubscribe()
+
+    def _unsubscribe(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
 
     def on_stop(self) -> None:
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.interrupt()
         read = self._current
         if read is not None:
             read.wake.set()
@@ -344,7 +424,7 @@ class ClipboardSource(StoppableThread):
         self._reads += 1
         if self._health[0] == "unavailable":
             log.info("%s monitoring is on again", self._selection)
-        self._health = ("ok", f"watching the {self._selection} selection every {self._interval_s:g}s")
+        self._health = ("ok", f"watching the {self._selection} selection: {self._mechanism}")
         baseline = not self._baseline_taken
         self._baseline_taken = True
         if size == 0 or sha == self._last_sha:
