@@ -184,7 +184,7 @@ def main() -> None:
     for name, values in (("1 KB", small), ("1 MB", large)):
         ms = [v * 1000 for v in values]
         print(f"{name:<8}{len(ms):>6}{statistics.median(ms):>8.1f}{pct(ms, 0.99):>8.1f}{max(ms):>8.1f}")
-    print(f"\nidle, {args.idle_folders} folders watched, clipboard polling {'on (Xvfb)' if i['clipboard'] else 'unavailable (no Xvfb)'}:")
+    print(f"\nidle, {args.idle_folders} folders watched, clipboard {'watched (Xvfb; CLIPBOARD and PRIMARY)' if i['clipboard'] else 'unavailable (no Xvfb)'}:")
     print(f"  CPU {i['cpu_pct']:.2f}% of a core over {args.idle_seconds:.0f}s, RSS {i['rss_mb']:.0f} MB")
 
 
