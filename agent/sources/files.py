@@ -36,6 +36,7 @@ from watchdog.observers.polling import PollingObserver
 from agent import events as contract
 from agent.scanning.walk import iter_targets, matches_any
 from agent.sources.inotify import EventsLostEvent, ObserverFactory, default_observer, watches_exhausted
+from agent.sources.losses import LossTracker, WalkCut, changed_files
 from agent.sources.work import Device, Emit, FileWork, SourceProblem
 from agent.sources.writes import WriteTracker, WriteWatch
 from agent.threads import StoppableThread
@@ -49,13 +50,6 @@ WRITES_FILTER = [*EVENT_FILTER, FileModifiedEvent]
 _WATCH_LIMIT_ERRORS = (errno.ENOSPC, errno.EMFILE)
 _RECENT_LIMIT = 20_000
 _ROOT_CHECK_S = 2.0
-_CALM_GAP_S = 1.0  # no event for this long: the kernel's queue was empty, nothing lost before
-_STAMP_SLACK_S = 2.0  # file times lag the clock (coarse ticks; FAT keeps 2 s steps)
-_RESCAN_SETTLE_S = 1.0  # rescan once overflows stop for this long...
-_RESCAN_LONGEST_WAIT_S = 10.0  # ...or this long after the first, whichever is sooner
-_RESCAN_MAX_FILES = 200_000
-_RESCAN_MAX_S = 60.0
-_LOST_DEGRADED_S = 300.0  # the source reads degraded this long after events were lost
 _REMOVAL_SETTLE_S = 0.2  # a removed volume's last events: handled once none came for this long...
 _REMOVAL_SETTLE_MAX_S = 2.0  # ...or after this long
 
@@ -112,13 +106,7 @@ class FileSource(StoppableThread):
         self._problems: dict[str, str] = {}
         self._not_taken = 0  # times the work queue stayed full
         self._refused_at = 0.0
-        self._lost: str | None = None  # what the last overflow cost
-        self._rescan_from: float | None = None  # wall time: files changed since need a look
-        self._lost_roots: set[str] = set()  # ...under these roots
-        self._lost_first = self._lost_last = 0.0  # monotonic times of the overflows awaiting a rescan
-        self._last_walk = 0.0
-        self._calm_at = self._last_event_end = time.time()
-        self._in_event = False
+        self.losses = LossTracker()
         self._wake = threading.Event()
 
     # Thread ---------------------------------------------------------------
@@ -137,10 +125,10 @@ class FileSource(StoppableThread):
             if self._refused and now >= max(next_retry, self._refused_at + self._retry_s):
                 self._retry_refused()
                 next_retry = time.monotonic() + self._retry_s
-            if self._rescan_due(now):
+            if self.losses.due(now):
                 self._rescan()
             with self._lock:
-                busy = bool(self._pending or self._writing or self._refused or self._rescan_from is not None)
+                busy = bool(self._pending or self._writing or self._refused or self.losses.pending)
             # Idle, sleep until the next root check (a creation wakes us early); busy, tick.
             tick = min(0.1, self._quiet_s / 4, self._writing.watch.quiet_s / 4 if self._writing is not None else 1.0)
             self._wake.wait(tick if busy else max(0.0, next_root_check - now))
@@ -158,8 +146,9 @@ class FileSource(StoppableThread):
         problems = [f"{k}: {v}" for k, v in sorted(self._problems.items())]
         if self._refused:
             problems.append(f"{len(self._refused)} file(s) not scanned: the work queue was full (offered again every {self._retry_s:g}s)")
-        if self._lost and (self._rescan_from is not None or time.monotonic() - self._lost_last < _LOST_DEGRADED_S):
-            problems.append(self._lost)
+        lost = self.losses.degraded(time.monotonic())
+        if lost:
+            problems.append(lost)
         if problems:
             return {"state": "degraded", "message": "; ".join(problems)}
         held = f"; {self._not_taken} offer(s) refused by a full work queue, all taken since" if self._not_taken else ""
@@ -261,29 +250,11 @@ class FileSource(StoppableThread):
             if target.error is None:
                 self.file_created(target.path, reason="folder")
 
-    def event_started(self) -> None:
-        """Called before each event: a long enough gap since the last one means the kernel's
-        queue was empty then, so a later overflow lost nothing older than that."""
-        self._in_event = True
-        if time.time() - self._last_event_end >= _CALM_GAP_S:
-            self._calm_at = self._last_event_end
-
-    def event_finished(self) -> None:
-        self._last_event_end = time.time()
-        self._in_event = False
-
     def events_lost(self, root: str) -> None:
         """The kernel's queue overflowed (each root has its own): files changed under ``root``
         since the last calm moment get a rescan."""
-        now = time.monotonic()
         log.warning("inotify queue overflowed under %s: events were lost; rescanning what changed", root)
-        with self._lock:
-            self._lost_roots.add(root)
-            if self._rescan_from is None:
-                self._rescan_from = max(self._calm_at, self._last_walk) - _STAMP_SLACK_S
-                self._lost_first = now
-            self._lost_last = now
-            self._lost = f"inotify queue overflowed at {time.strftime('%H:%M:%S')}: events were lost; rescan pending"
+        self.losses.lost(root, time.monotonic())
         self._wake.set()
 
     # Timers ---------------------------------------------------------------
@@ -314,42 +285,23 @@ class FileSource(StoppableThread):
             if not self._offer(path, reason, retry=True):
                 return
 
-    def _rescan_due(self, now: float) -> bool:
-        with self._lock:
-            if self._rescan_from is None:
-                return False
-            return now - self._lost_last >= _RESCAN_SETTLE_S or now - self._lost_first >= _RESCAN_LONGEST_WAIT_S
-
     def _rescan(self) -> None:
-        """Walk the roots for files changed since the events were lost (bounded), and report the loss."""
-        with self._lock:
-            since = self._rescan_from
-            roots = sorted(self._lost_roots)
-            self._rescan_from = None
-            self._lost_roots.clear()
-        if since is None:
+        """Walk the roots that lost events for files changed since (bounded), and report the loss."""
+        rescan = self.losses.take()
+        if rescan is None:
             return
-        self._last_walk = time.time()
-        deadline = time.monotonic() + _RESCAN_MAX_S
-        seen = changed = 0
-        complete = True
-        for target in iter_targets(roots, exclude=self._exclude):
-            seen += 1
-            if seen > _RESCAN_MAX_FILES or time.monotonic() > deadline or self.stopping:
-                complete = False
-                break
-            try:
-                info = os.stat(target.path, follow_symlinks=False)
-            except OSError:
-                continue
-            if target.error is None and max(info.st_mtime, info.st_ctime) >= since:
+        changed = 0
+        extent = ""
+        try:
+            for path in changed_files(rescan, exclude=self._exclude, stopping=lambda: self.stopping):
                 changed += 1
-                self._offer(target.path, "rescan")
-        when = time.strftime("%H:%M:%S", time.localtime(since))
-        extent = "" if complete else f" (stopped after {seen - 1} file(s): the rest was not looked at)"
+                self._offer(path, "rescan")
+        except WalkCut as cut:
+            extent = f" ({cut}: the rest was not looked at)"
+        when = time.strftime("%H:%M:%S", time.localtime(rescan.since))
         message = f"inotify queue overflowed: events were lost; {changed} file(s) changed since {when} rescanned{extent}"
-        self._lost = message
-        for root in roots:
+        self.losses.message = message
+        for root in rescan.roots:
             self._hand_over(SourceProblem(type=contract.SOURCE_EVENTS_LOST, path=root, message=message, device=self._device), None)
 
     # Emission -------------------------------------------------------------
@@ -428,9 +380,9 @@ class FileSource(StoppableThread):
 
     def _settled(self) -> bool:
         """No event being handled or waiting in an observer's queue, and none for a moment."""
-        if self._in_event or any(not observer.event_queue.empty() for observer, _ in list(self._watched.values())):
+        if self.losses.in_event or any(not observer.event_queue.empty() for observer, _ in list(self._watched.values())):
             return False
-        return time.time() - self._last_event_end >= _REMOVAL_SETTLE_S
+        return self.losses.quiet_for() >= _REMOVAL_SETTLE_S
 
     def _volume_gone(self) -> bool:
         if self._volume_dev is None:
@@ -464,11 +416,11 @@ class _Handler(FileSystemEventHandler):
         self._source = source
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        self._source.event_started()
+        self._source.losses.event_started()
         try:
             super().dispatch(event)
         finally:
-            self._source.event_finished()
+            self._source.losses.event_finished()
 
     def on_closed(self, event: FileSystemEvent) -> None:
         self._source.file_closed(os.fsdecode(event.src_path))
