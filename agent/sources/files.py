@@ -186,10 +186,12 @@ class FileSource(StoppableThread):
             observer.start()
             if isinstance(observer, cast(type, Observer)) and watches_exhausted(root):
                 # watchdog skips sub-folders it cannot watch without a word: ask the kernel.
-                observer.stop()
-                observer.join(timeout=5)
                 raise OSError(errno.ENOSPC, "inotify watch limit reached")
         except OSError as exc:
+            # The observer (and emitters it started before the failure) must not outlive the fallback.
+            observer.stop()
+            if observer.is_alive():
+                observer.join(timeout=5)
             if exc.errno not in _WATCH_LIMIT_ERRORS:
                 self._problems[root] = f"cannot watch: {exc.strerror or exc}"
                 return
