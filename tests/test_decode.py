@@ -79,6 +79,15 @@ def test_blob_inside_a_file_is_reported_at_its_offset(scanner, tmp_path: Path) -
     assert [m.member for m in result.matches] == [f"base64@{len(prefix)}"]
 
 
+@pytest.mark.parametrize("encoder", [("base64",), ("xxd", "-p")])
+def test_padding_before_the_code_does_not_hide_it(scanner, tmp_path: Path, encoder: tuple[str, ...]) -> None:
+    """Blobs of a few repeated letters are not decoded (they encode no text); that is judged on the whole blob."""
+    padded = tmp_path / "padded.txt"
+    padded.write_bytes(tool(*encoder, data=b"#" * 3000 + b"\n" + SOURCE))
+    assert scanner.scan_path(str(padded)).status is Status.MATCH
+    assert list(decoded_parts((b"x" * 63 + b"\n") * 4096)) == [] and list(decoded_parts(b"A" * 4096)) == []
+
+
 def test_encoded_member_of_an_archive_names_both(scanner, tmp_path: Path) -> None:
     encoded = tool("xxd", "-p", data=SOURCE)
     (tmp_path / "dump.hex").write_bytes(encoded)
