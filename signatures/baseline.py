@@ -133,6 +133,19 @@ def scan(
     return result
 
 
+def source_files(
+    roots: Sequence[str], *, exclude: Iterable[str] = (), suffixes: Collection[str] = ()
+) -> Iterable[tuple[str, str]]:
+    """``(root, path)`` of the files under ``roots`` (minus ``exclude``) whose suffix is one of ``suffixes``
+    (all files when empty), in a stable order; the same walk as ``scan``."""
+    excluded = frozenset(os.path.realpath(p).rstrip(os.sep) for p in exclude)
+    seen_roots = {os.path.realpath(r) for r in roots}
+    for root in roots:
+        for path in _files(root, seen_roots, excluded, set()):
+            if not suffixes or os.path.splitext(path)[1].lower() in suffixes:
+                yield root, path
+
+
 def _files(root: str, roots: set[str], excluded: frozenset[str], modules: set[str]) -> Iterable[str]:
     """Files under ``root`` in a stable order; other roots nested in it are walked on their own."""
     real_root = os.path.realpath(root)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from agent import __version__
 from agent.scanning import RuleError
-from signatures import baseline, build, canary, template
+from signatures import baseline, build, canary, fingerprint, template
 from signatures.check import PACKS_DIR, check
 
 
@@ -48,6 +48,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--severity", default=build.DEFAULT_SEVERITY, choices=template.SEVERITIES)
     p.add_argument("--max-file-mb", type=_positive(float), default=16.0, metavar="MB", help="skip larger corpus files (%(default)s)")
     p.set_defaults(handler=_build)
+
+    p = commands.add_parser("fingerprint", help="build a fingerprint index that finds renamed and reformatted copies of your code")
+    p.add_argument("corpus", nargs="+", metavar="CORPUS", help="folders and files of source code")
+    p.add_argument("--name", required=True, help="the index's name: what matches are called")
+    p.add_argument("--out", required=True, metavar="FILE.fp", help="the index file to write")
+    p.add_argument("--baseline", action="append", default=[], metavar="DIR", help="common code to leave out (repeatable)")
+    p.add_argument(
+        "--no-default-baseline", action="store_true", help="do not compare with the code installed on this machine"
+    )
+    p.add_argument("--min-tokens", type=_positive(int), metavar="N", help="tokens a match needs in order from one file (60)")
+    p.add_argument("--severity", default=fingerprint.DEFAULT_SEVERITY, choices=template.SEVERITIES)
+    p.add_argument("--category", default=fingerprint.DEFAULT_CATEGORY, help="%(default)s by default")
+    p.add_argument("--max-file-mb", type=_positive(float), default=16.0, metavar="MB", help="skip larger corpus files (%(default)s)")
+    p.set_defaults(handler=_fingerprint)
 
     args = parser.parse_args(argv)
     return int(args.handler(args))
@@ -123,6 +137,40 @@ def _build(args: argparse.Namespace) -> int:
         return 1
     except RuleError as exc:
         print(f"dlp-signatures: the pack built does not compile (please report it): {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(report.summary()))
+    return 0
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    for path in args.baseline:
+        if not os.path.exists(path):
+            print(f"dlp-signatures: no such baseline folder: {path}", file=sys.stderr)
+            return 2
+    if not args.out.endswith(".fp"):
+        print("dlp-signatures: the index file's name must end in .fp (rules directories load *.fp)", file=sys.stderr)
+        return 2
+    roots = [] if args.no_default_baseline else fingerprint.default_roots()
+    try:
+        report = fingerprint.build_index(
+            args.corpus,
+            name=args.name,
+            out=args.out,
+            baseline_roots=roots + args.baseline,
+            min_tokens=args.min_tokens,
+            severity=args.severity,
+            category=args.category,
+            max_file_bytes=int(args.max_file_mb * 1024 * 1024),
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except FileNotFoundError as exc:
+        print(f"dlp-signatures: no such file or folder: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"dlp-signatures: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"dlp-signatures: cannot write the index: {exc}", file=sys.stderr)
         return 1
     print("\n".join(report.summary()))
     return 0

@@ -118,6 +118,10 @@ def _describe(match: Any) -> str:
     name = f"{match.namespace}.{match.rule}"
     if match.protected_path:
         name = f"copy of {match.protected_path}"
+    if match.kind == "fingerprint":
+        pairs = ", ".join(f"{a}-{b} ~ {c}-{d}" for (a, b), (c, d) in list(zip(match.lines, match.source_lines))[:3])
+        more = " ..." if len(match.lines) > 3 else ""
+        name = f"fingerprint {match.rule}: copies {match.source} (lines {pairs}{more}; {match.coverage:.0%} of the text)"
     return f"{name} in {match.member}" if match.member else name
 
 

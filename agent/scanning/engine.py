@@ -34,6 +34,9 @@ from agent.scanning.results import ScanResult, Status
 from agent.scanning.rules import Ruleset
 from agent.scanning.sniff import CONTAINERS, SNIFF_BYTES, Kind, sniff
 
+BINARY_PROBE_BYTES = 8192
+"""A NUL byte in this much of the content marks it binary: no code to fingerprint."""
+
 
 class Scanner:
     """Scans files and byte strings against a ruleset within limits.
@@ -150,7 +153,12 @@ class Scanner:
         if cached is not None:
             job = cached.copy()
         else:
-            job = Job(Budget(self.limits, clock=self._clock), max_offsets=self.limits.max_offsets, rules=ruleset.rules)
+            job = Job(
+                Budget(self.limits, clock=self._clock),
+                max_offsets=self.limits.max_offsets,
+                rules=ruleset.rules,
+                fingerprints=ruleset.fingerprints,
+            )
             try:
                 scan(job)
             except LimitHit as hit:
@@ -158,6 +166,7 @@ class Scanner:
             if self.cache is not None and job.cacheable:
                 stored = job.copy()
                 stored.rules = None  # a cached result must not keep an old ruleset alive
+                stored.fingerprints = ()
                 self.cache.put(key, stored)
         # Outside the cache: whether bytes are a copy depends on where they sit.
         self._check_protected(job, sha, None, exclude_path=exclude_path)
@@ -175,6 +184,8 @@ class Scanner:
         if member is not None:
             self._check_protected(job, hashlib.sha256(data).hexdigest(), member)
         kind = sniff(bytes(data[:SNIFF_BYTES]))
+        if kind not in CONTAINERS:
+            self._fingerprint(job, data, member, 0)
         if kind in CONTAINERS:
             self._extract(job, kind, io.BytesIO(data), len(data), member, depth)
         self._decode(job, data, member, 0, depth)
@@ -187,6 +198,10 @@ class Scanner:
         window = memoryview(bytearray(limits.overlap_bytes + limits.chunk_bytes))
         kept = 0  # bytes carried over from the previous window's tail
         base = 0  # offset in the content of window[0]
+        line = 0  # line ends before window[0], for fingerprint matches' line numbers
+        f.seek(0)
+        code = sniff(f.read(SNIFF_BYTES)) not in CONTAINERS
+        f.seek(0)
         while True:
             count = _fill(f, window[kept : kept + limits.chunk_bytes])
             if count == 0:
@@ -196,7 +211,10 @@ class Scanner:
             end = kept + count
             self._match(job, window[:end], member, base)
             self._decode(job, window[:end], member, base, depth)
+            if code:
+                self._fingerprint(job, window[:end], member, line)
             kept = min(limits.overlap_bytes, end)
+            line += bytes(window[: end - kept]).count(b"\n")
             window[:kept] = bytes(window[end - kept : end])
             base += end - kept
         if digest is not None:
@@ -275,6 +293,7 @@ class Scanner:
         if item.is_xml or item.is_text:
             text = xml_to_text(data) if item.is_xml else data
             self._match(job, text, name, 0)
+            self._fingerprint(job, text, name, 0)
             self._decode(job, text, name, 0, depth)
         else:
             self._scan_small(job, data, name, depth)
@@ -289,6 +308,16 @@ class Scanner:
             raise LimitHit(Status.UNREADABLE, f"{member or 'content'}: YARA error: {exc}", fatal=False) from exc
         for hit in found:
             job.add_yara(hit, member, base)
+
+    def _fingerprint(self, job: Job, data: bytes | memoryview, member: str | None, line_offset: int) -> None:
+        """Corpus files of the fingerprint indexes that this text copies (fpmatch.py); binary content has none."""
+        indexes = job.fingerprints
+        if not indexes or b"\0" in bytes(data[:BINARY_PROBE_BYTES]):
+            return
+        from agent.scanning.fpmatch import find  # numpy loads only where an index is in use
+
+        for hit in find(indexes, data, line_offset=line_offset, check=job.budget.remaining):
+            job.add_fingerprint(hit, member)
 
     def _check_protected(self, job: Job, sha: str, member: str | None, *, exclude_path: str | None = None) -> None:
         if self.protected is None:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.scanning.budget import Budget
 from agent.scanning.errors import LimitHit
 from agent.scanning.results import (
+    FINGERPRINT,
+    FINGERPRINT_NAMESPACE,
     PROBLEM_PRECEDENCE,
+    PROTECTED,
     PROTECTED_NAMESPACE,
     PROTECTED_RULE,
+    YARA,
     Match,
     ScanResult,
     Status,
 )
 from agent.scanning.rules import Ruleset
+
+if TYPE_CHECKING:
+    from agent.scanning.fpmatch import FingerprintHit
 
 _MAX_REASONS = 5
 
@@ -23,7 +30,7 @@ _MAX_REASONS = 5
 class _Found:
     """One (namespace, rule, member) with everything its matches said."""
 
-    __slots__ = ("namespace", "rule", "meta", "tags", "member", "offsets", "strings", "protected_path")
+    __slots__ = ("namespace", "rule", "meta", "tags", "member", "offsets", "strings", "protected_path", "kind", "print_hit")
 
     def __init__(self, namespace: str, rule: str, meta: dict[str, Any], tags: list[str], member: str | None):
         self.namespace = namespace
@@ -34,6 +41,8 @@ class _Found:
         self.offsets: set[int] = set()
         self.strings: set[str] = set()
         self.protected_path: str | None = None
+        self.kind = YARA
+        self.print_hit: tuple[str, tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], int, float, str] | None = None
 
     def freeze(self, max_offsets: int) -> Match:
         info = Ruleset.rule_info(self.meta)
@@ -48,15 +57,31 @@ class _Found:
             offsets=tuple(sorted(self.offsets)[:max_offsets]),
             strings=tuple(sorted(self.strings)),
             protected_path=self.protected_path,
+            **self._fingerprint_fields(),
         )
+
+    def _fingerprint_fields(self) -> dict[str, Any]:
+        if self.print_hit is None:
+            return {"kind": self.kind}
+        source, lines, source_lines, _tokens, coverage, version = self.print_hit
+        return {
+            "kind": FINGERPRINT,
+            "source": source,
+            "lines": lines,
+            "source_lines": source_lines,
+            "coverage": coverage,
+            "index_version": version,
+        }
 
 
 class Job:
     """Accumulates the findings of one top-level file, archive members included."""
 
-    def __init__(self, budget: Budget, *, max_offsets: int, rules: Any = None):
+    def __init__(self, budget: Budget, *, max_offsets: int, rules: Any = None, fingerprints: tuple[Any, ...] = ()):
         self.budget = budget
         self.rules = rules
+        self.fingerprints = fingerprints
+        """The fingerprint indexes, fixed for the whole file like ``rules``."""
         """The compiled rules this file is scanned with, fixed for the whole file even if the
         scanner's ruleset is swapped meanwhile (a published bundle arriving mid-scan)."""
         self.max_offsets = max_offsets
@@ -86,7 +111,20 @@ class Job:
             member,
         )
         found.protected_path = original
+        found.kind = PROTECTED
         self._found[(PROTECTED_NAMESPACE, PROTECTED_RULE, member)] = found
+
+    def add_fingerprint(self, hit: FingerprintHit, member: str | None) -> None:
+        """Record a corpus file the content copies; windows of one large file keep the best-covered one."""
+        index = hit.index
+        key = (FINGERPRINT_NAMESPACE, f"{index.name}\0{hit.source}", member)
+        found = self._found.get(key)
+        if found is not None and found.print_hit is not None and found.print_hit[3] >= hit.tokens:
+            return
+        meta = {"severity": index.severity, "category": index.category, "description": f"copies {hit.source}"}
+        found = _Found(FINGERPRINT_NAMESPACE, index.name, meta, [], member)
+        found.print_hit = (hit.source, hit.lines, hit.source_lines, hit.tokens, hit.coverage, index.version)
+        self._found[key] = found
 
     def problem(self, hit: LimitHit) -> None:
         self.problems.append(hit)

@@ -31,11 +31,23 @@ PROBLEM_PRECEDENCE = (
 
 PROTECTED_NAMESPACE = "protected"
 PROTECTED_RULE = "protected_file_copy"
+FINGERPRINT_NAMESPACE = "fingerprint"
+
+YARA = "yara"
+FINGERPRINT = "fingerprint"
+PROTECTED = "protected"
+MATCH_KINDS = (YARA, FINGERPRINT, PROTECTED)
+"""What found a match: a YARA rule, a fingerprint index (fpmatch.py) or the protected-file hashes."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Match:
-    """One rule that fired on one piece of content (the file or an archive member)."""
+    """One rule (or fingerprint index) that fired on one piece of content (the file or an archive member).
+
+    A fingerprint match names the index in ``rule``, the corpus file it copies in
+    ``source``, the matched line ranges on both sides (pairwise) and the share of the
+    text's tokens matched. Line numbers only: no code text.
+    """
 
     rule: str
     namespace: str
@@ -47,10 +59,17 @@ class Match:
     offsets: tuple[int, ...] = ()
     strings: tuple[str, ...] = ()
     protected_path: str | None = None
+    kind: str = YARA
+    source: str | None = None
+    lines: tuple[tuple[int, int], ...] = ()
+    source_lines: tuple[tuple[int, int], ...] = ()
+    coverage: float | None = None
+    index_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape documented in docs/scan.md."""
         out: dict[str, Any] = {
+            "kind": self.kind,
             "rule": self.rule,
             "namespace": self.namespace,
             "severity": self.severity,
@@ -63,6 +82,12 @@ class Match:
         }
         if self.protected_path is not None:
             out["protected_path"] = self.protected_path
+        if self.kind == FINGERPRINT:
+            out["source"] = self.source
+            out["lines"] = [list(r) for r in self.lines]
+            out["source_lines"] = [list(r) for r in self.source_lines]
+            out["coverage"] = self.coverage
+            out["index_version"] = self.index_version
         return out
 
     def relocated(self, prefix: str | None) -> Match:

@@ -1,8 +1,9 @@
 """Loading YARA rule packs into a versioned, immutable ruleset.
 
 A rules location is either a directory of ``.yar``/``.yara`` files (one YARA
-namespace per file, named by its path relative to the directory), a single rule
-file, or a compiled rules file (as written by ``yarac`` or ``Rules.save``).
+namespace per file, named by its path relative to the directory) and ``.fp``
+fingerprint indexes (see fpindex.py), a single rule file or index, or a compiled
+rules file (as written by ``yarac`` or ``Rules.save``).
 """
 
 from __future__ import annotations
@@ -14,16 +15,21 @@ import logging
 import os
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yara
 
 from agent.events import SEVERITIES
 from agent.scanning.errors import RuleError
 
+if TYPE_CHECKING:
+    from agent.scanning.fpindex import FingerprintIndex
+
 log = logging.getLogger(__name__)
 
 RULE_SUFFIXES = (".yar", ".yara")
+INDEX_SUFFIX = ".fp"
+"""Fingerprint indexes (fpindex.py); numpy and the index code load only when one is used."""
 COMPILED_MAGIC = b"YARA"
 
 DEFAULT_SEVERITY = "medium"
@@ -52,6 +58,7 @@ class Ruleset:
         source: where the rules came from, for messages.
         namespaces: the namespaces compiled, in order.
         rule_count: how many rules were compiled.
+        fingerprints: the fingerprint indexes loaded beside the rules.
     """
 
     rules: Any
@@ -59,6 +66,7 @@ class Ruleset:
     source: str
     namespaces: tuple[str, ...]
     rule_count: int
+    fingerprints: tuple[FingerprintIndex, ...] = ()
 
     @staticmethod
     def rule_info(meta: dict[str, Any]) -> RuleInfo:
@@ -103,7 +111,7 @@ def load_rules(location: str | os.PathLike[str]) -> Ruleset:
     if os.path.isdir(path):
         files = rule_files(path)
         if not files:
-            raise RuleError("no .yar or .yara files in rules directory", path=path)
+            raise RuleError("no .yar, .yara or .fp files in rules directory", path=path)
         return _compile(files, source=path)
     if not os.path.exists(path):
         raise RuleError("rules not found", path=path)
@@ -114,18 +122,20 @@ def load_rules(location: str | os.PathLike[str]) -> Ruleset:
         raise RuleError(f"cannot read rules: {exc.strerror}", path=path) from exc
     if head == COMPILED_MAGIC:
         return _load_compiled(path)
+    if path.lower().endswith(INDEX_SUFFIX):
+        return _compile({os.path.splitext(os.path.basename(path))[0]: path}, source=path)
     namespace = os.path.splitext(os.path.basename(path))[0]
     return _compile({namespace: path}, source=path)
 
 
 def rule_files(directory: str) -> dict[str, str]:
-    """Map namespace -> file for every rule file under ``directory``."""
+    """Map namespace -> file for every rule file and fingerprint index under ``directory``."""
     files: dict[str, str] = {}
     for root, dirs, names in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             stem, ext = os.path.splitext(name)
-            if ext.lower() not in RULE_SUFFIXES:
+            if ext.lower() not in RULE_SUFFIXES and ext.lower() != INDEX_SUFFIX:
                 continue
             full = os.path.join(root, name)
             rel = os.path.relpath(os.path.join(root, stem), directory)
@@ -144,27 +154,49 @@ def compile_rule_files(files: dict[str, str], *, source: str) -> Ruleset:
 
 
 def _compile(files: dict[str, str], *, source: str) -> Ruleset:
+    """YARA files compiled together, ``.fp`` files loaded as fingerprint indexes."""
     digest = hashlib.sha256()
+    rule_paths = {ns: path for ns, path in files.items() if not path.lower().endswith(INDEX_SUFFIX)}
+    indexes: list[FingerprintIndex] = []
     for namespace in sorted(files):
+        path = files[namespace]
+        if path.lower().endswith(INDEX_SUFFIX):
+            index = _load_index(path)
+            indexes.append(index)
+            digest.update(namespace.encode() + b"\0fp\0" + index.version.encode())
+            continue
         try:
-            with open(files[namespace], "rb") as f:
+            with open(path, "rb") as f:
                 body = f.read()
         except OSError as exc:
-            raise RuleError(f"cannot read rule file: {exc.strerror}", path=files[namespace]) from exc
+            raise RuleError(f"cannot read rule file: {exc.strerror}", path=path) from exc
         digest.update(namespace.encode() + b"\0" + hashlib.sha256(body).digest())
     try:
-        rules = yara.compile(filepaths=files)
+        rules = yara.compile(filepaths=rule_paths) if rule_paths else yara.compile(source="")
     except yara.SyntaxError as exc:
         raise _located(str(exc)) from exc
     except yara.Error as exc:
         raise RuleError(f"cannot compile rules: {exc}", path=source) from exc
+    names = [index.name for index in indexes]
+    if len(set(names)) != len(names):
+        raise RuleError(f"two fingerprint indexes are named {next(n for n in names if names.count(n) > 1)!r}", path=source)
     return Ruleset(
         rules=rules,
         version=digest.hexdigest()[:16],
         source=source,
-        namespaces=tuple(sorted(files)),
+        namespaces=tuple(sorted(rule_paths)),
         rule_count=sum(1 for _ in rules),
+        fingerprints=tuple(indexes),
     )
+
+
+def _load_index(path: str) -> FingerprintIndex:
+    from agent.scanning.fpindex import FingerprintIndex, FingerprintIndexError
+
+    try:
+        return FingerprintIndex.load(path)
+    except FingerprintIndexError as exc:
+        raise RuleError(str(exc).removeprefix(f"{path}: "), path=path) from None
 
 
 def _load_compiled(path: str) -> Ruleset:
