@@ -41,10 +41,11 @@ from agent.scanning.fpindex import DEFAULT_MIN_TOKENS, MAX_FILES, write_index
 from agent.scanning.fpindex import DEFAULT_SEVERITY as DEFAULT_SEVERITY
 from agent.scanning.limits import ScanLimits
 from agent.scanning.sniff import CONTAINERS, SNIFF_BYTES, Kind, sniff
-from agent.scanning.tokens import tokenize
+from agent.scanning.tokens import Lexicon, tokenize
 from agent.scanning.winnow import K, W, guarantee, kgram_hashes, winnow
 from signatures import baseline as baseline_mod
 from signatures.corpus import DEFAULT_MAX_FILE_BYTES, PROSE_SUFFIXES, is_binary, walk
+from signatures.vocabulary import vocabulary
 
 _EXTRACT_ERRORS: tuple[type[BaseException], ...] = (LimitHit, *READ_ERRORS)
 MIN_DISTINCT = 5
@@ -97,6 +98,7 @@ class FingerprintReport:
     index_bytes: int = 0
     min_tokens: int = DEFAULT_MIN_TOKENS
     common_files: int = 0
+    vocabulary: int = 0
     seconds: float = 0.0
 
     @property
@@ -132,6 +134,7 @@ class FingerprintReport:
                 f"warning: {self.baseline_share():.0%} of the corpus's fingerprints are in the baseline, mostly in {places}:"
                 " if that is the customer's own code installed there, pass --no-default-baseline or remove it"
             )
+        lines.append(f"vocabulary: {self.vocabulary:,} names the corpus uses but never defines keep their own token")
         lines.append(
             f"index: {self.index_bytes / 1e6:.1f} MB, {self.bytes_per_fingerprint:.1f} bytes a fingerprint;"
             f" a match needs {self.min_tokens} tokens in order from one file"
@@ -194,12 +197,15 @@ def build_index(
             raise FileNotFoundError(root)
     report = FingerprintReport(out=out, name=name, min_tokens=min_tokens)
     progress(f"reading corpus: {', '.join(corpus)}")
+    texts = list(_corpus_texts(corpus, max_file_bytes, report))
+    if len(texts) > MAX_FILES:
+        raise ValueError(f"more than {MAX_FILES:,} files: split the corpus into several indexes")
+    names_used = vocabulary(text for _, text in texts)
+    lexicon = Lexicon(names_used)
     names: list[str] = []
     parts: list[tuple[np.ndarray, ...]] = []
-    for unit_name, text in _corpus_texts(corpus, max_file_bytes, report):
-        if len(names) >= MAX_FILES:
-            raise ValueError(f"more than {MAX_FILES:,} files: split the corpus into several indexes")
-        tokens = tokenize(text)
+    for unit_name, text in texts:
+        tokens = tokenize(text, lexicon)
         report.files += 1
         report.bytes += len(text)
         report.tokens += len(tokens)
@@ -218,6 +224,8 @@ def build_index(
         file_number = np.full(len(hashes), len(names), dtype=np.uint32)
         names.append(unit_name)
         parts.append((hashes, file_number, first, last - first))
+    del texts
+    report.vocabulary = len(names_used)
     if not parts:
         raise ValueError("no source code with enough tokens in the corpus: nothing to index")
     hashes, files, first, spans = (np.concatenate(column) for column in zip(*parts))
@@ -225,7 +233,7 @@ def build_index(
     hashes, files, first, spans = _drop_common(report, hashes, files, first, spans, common_files)
     if baseline_roots:
         progress(f"reading baseline: {len(baseline_roots)} folders")
-        found = _in_baseline(report, hashes, baseline_roots, exclude=[*exclude, *corpus])
+        found = _in_baseline(report, hashes, baseline_roots, lexicon, exclude=[*exclude, *corpus])
         report.dropped_baseline = int(found.sum())
         hashes, files, first, spans = hashes[~found], files[~found], first[~found], spans[~found]
     report.kept = len(hashes)
@@ -244,7 +252,8 @@ def build_index(
         "corpus": {"files": report.files, "bytes": report.bytes, "tokens": report.tokens, "languages": dict(report.languages)},
     }
     report.index_bytes = write_index(
-        out, hashes=hashes, files=files, first_lines=first, spans=spans, file_names=names, k=K, w=W, meta=meta
+        out, hashes=hashes, files=files, first_lines=first, spans=spans, file_names=names, k=K, w=W, meta=meta,
+        vocabulary=names_used,
     )
     report.seconds = time.perf_counter() - started
     return report
@@ -299,7 +308,7 @@ def _archive_texts(
 def _distinct_classes(kinds: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """How many distinct token classes each k-gram starting at ``positions`` has."""
     grams = np.sort(np.lib.stride_tricks.sliding_window_view(kinds, K)[positions], axis=1)
-    return 1 + (np.diff(grams.astype(np.int16), axis=1) != 0).sum(axis=1)
+    return 1 + (np.diff(grams.astype(np.int32), axis=1) != 0).sum(axis=1)
 
 
 def _cap_repeats(hashes: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -326,7 +335,9 @@ def _drop_common(
     return hashes[keep], files[keep], first[keep], spans[keep]
 
 
-def _in_baseline(report: FingerprintReport, hashes: np.ndarray, roots: Sequence[str], *, exclude: Sequence[str]) -> np.ndarray:
+def _in_baseline(
+    report: FingerprintReport, hashes: np.ndarray, roots: Sequence[str], lexicon: Lexicon, *, exclude: Sequence[str]
+) -> np.ndarray:
     """Which of ``hashes`` occur as any k-gram of a baseline source file; counts where, for the warning."""
     wanted = np.unique(hashes)
     present = np.zeros(len(wanted), dtype=bool)
@@ -342,7 +353,7 @@ def _in_baseline(report: FingerprintReport, hashes: np.ndarray, roots: Sequence[
             continue
         report.baseline_files += 1
         report.baseline_bytes += len(data)
-        grams = kgram_hashes(tokenize(data).kinds)
+        grams = kgram_hashes(tokenize(data, lexicon).kinds)
         if len(grams) == 0:
             continue
         at = np.searchsorted(wanted, grams)

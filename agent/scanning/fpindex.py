@@ -35,11 +35,12 @@ import numpy as np
 
 from agent.events import SEVERITIES
 from agent.scanning.rules import INDEX_SUFFIX as INDEX_SUFFIX
+from agent.scanning.tokens import MAX_VOCABULARY, Lexicon
 from agent.scanning.winnow import HASH_BITS
 
 INDEX_MAGIC = b"DLPFP1\0\0"
 FORMAT = 1
-TOKENIZER = "dlp-tokens-1"
+TOKENIZER = "dlp-tokens-3"
 """Names the tokenizer and hash that made an index; a scanner with another refuses it."""
 HEADER = struct.Struct("<8sIIQIIIII4x32s")
 assert HEADER.size == 80
@@ -92,6 +93,7 @@ class FingerprintIndex:
         self.category: str = parsed.meta["category"]
         self.min_tokens: int = parsed.meta["min_tokens"]
         self.files: tuple[str, ...] = tuple(parsed.meta["files"])
+        self.lexicon = Lexicon(parsed.meta.get("vocabulary", ()))
         self._bits = parsed.bucket_bits
         self._max_bucket = parsed.max_bucket
         self._directory = parsed.directory
@@ -126,6 +128,7 @@ class FingerprintIndex:
             "min_tokens": self.min_tokens,
             "k": self.k,
             "w": self.w,
+            "vocabulary": len(self.lexicon.vocabulary),
             "size": self.size_bytes,
         }
 
@@ -239,6 +242,13 @@ def _checked_meta(meta: Any, nfiles: int, label: str) -> dict[str, Any]:
     files = meta.get("files")
     if not isinstance(files, list) or len(files) != nfiles or not all(isinstance(f, str) for f in files):
         raise bad("files")
+    vocabulary = meta.get("vocabulary", [])
+    if (
+        not isinstance(vocabulary, list)
+        or len(vocabulary) > MAX_VOCABULARY
+        or not all(isinstance(v, str) and 0 < len(v) <= 200 for v in vocabulary)
+    ):
+        raise bad("vocabulary")
     return meta
 
 
@@ -262,6 +272,7 @@ def write_index(
     k: int,
     w: int,
     meta: dict[str, Any],
+    vocabulary: Sequence[str] = (),
 ) -> int:
     """Write an index of the given entries (any order) atomically; returns its size in bytes.
 
@@ -281,7 +292,9 @@ def write_index(
     buckets = (keys >> np.uint64(FILE_BITS + HASH_BITS - bits)).astype(np.int64) if bits else np.zeros(count, np.int64)
     directory = np.searchsorted(buckets, np.arange((1 << bits) + 1), side="left").astype("<u4")
     max_bucket = int(np.diff(directory.astype(np.int64)).max()) if count else 0
-    body_meta = json.dumps({**meta, "tokenizer": TOKENIZER, "files": list(file_names)}, sort_keys=True).encode()
+    body_meta = json.dumps(
+        {**meta, "tokenizer": TOKENIZER, "files": list(file_names), "vocabulary": list(vocabulary)}, sort_keys=True
+    ).encode()
     directory_at = (HEADER.size + len(body_meta) + 7) // 8 * 8
     keys_at = (directory_at + 4 * len(directory) + 7) // 8 * 8
     body = bytearray(keys_at - HEADER.size)

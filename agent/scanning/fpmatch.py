@@ -79,12 +79,15 @@ def find(
     """
     if not indexes:
         return []
-    tokens = tokenize(data)
-    check()
     hits: list[FingerprintHit] = []
-    prints_by_shape: dict[tuple[int, int], Prints] = {}
+    tokens_by_lexicon: dict[int, Tokens] = {}
+    prints_by_shape: dict[tuple[int, int, int], Prints] = {}
     for index in indexes:
-        shape = (index.k, index.w)
+        lexicon = id(index.lexicon)
+        tokens = tokens_by_lexicon.get(lexicon)
+        if tokens is None:
+            tokens = tokens_by_lexicon[lexicon] = tokenize(data, index.lexicon, check=check)
+        shape = (lexicon, index.k, index.w)
         prints = prints_by_shape.get(shape)
         if prints is None:
             prints = prints_by_shape[shape] = winnow(tokens, index.k, index.w)

@@ -14,6 +14,12 @@ directive follows, triple-quoted, quoted and backtick strings). Where it reads a
 wrongly (``//`` is floor division in Python) it reads the original and the copy the same
 wrong way, which is all matching needs.
 
+Strings that may span lines (Python's triple-quoted ones, JavaScript's template literals,
+Go's raw strings) are not read as one token: an excerpt that starts inside one would
+read every string after it as code and every piece of code as a string. The delimiter
+is dropped and the lines inside are lexed like code, so the original and any excerpt of
+it agree; prose read this way makes k-grams too plain to be kept in an index.
+
 Why not tree-sitter or pygments: both need the language first (see above), and walking
 their trees or token streams costs Python work per token, about 0.3-1 MB/s; this module
 does every per-token step in C (one ``re.findall``, then ``map`` over built-in functions)
@@ -26,7 +32,7 @@ import dataclasses
 import itertools
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -41,11 +47,10 @@ _TOKEN = re.compile(
     rb"/\*.*?(?:\*/|\Z)"  # block comment (an unterminated one runs to the end)
     rb"|//[^\n]*"
     rb"|#(?!(?:include|define|undef|ifdef|ifndef|if|elif|else|endif|pragma|import|error|line|region|endregion)\b)[^\n]*"
-    rb'|""".*?(?:"""|\Z)'
-    rb"|'''.*?(?:'''|\Z)"
+    rb'|"""|\'\'\''  # a triple quote alone: what it encloses is lexed like the rest (see below)
     rb'|"(?:[^"\\\n]|\\.)*"?'
     rb"|'(?:[^'\\\n]|\\.)*'?"
-    rb"|`(?:[^`\\]|\\.)*`?"
+    rb"|`(?:[^`\\\n]|\\.)*`?"
     rb"|[A-Za-z_$\x80-\xff][\w$\x80-\xff]*"
     rb"|[0-9](?:[eE][+-]|[\w.])*"
     rb"|\n"
@@ -69,10 +74,13 @@ KEYWORDS = tuple(
     """.split()
 )
 _FIRST_PUNCT = 4
-_PUNCTUATION = b"!%&()*+,-./:;<=>?@[]^{|}~#\\"
+_PUNCTUATION = b"!%&()*+,-./:<=>?@[]^{|}~#\\"
 _KEYWORD_BASE = _FIRST_PUNCT + len(_PUNCTUATION)
+_VOCABULARY_BASE = 256
+MAX_VOCABULARY = 60_000
 
-# The class of a token by its first byte (a keyword's own class is looked up after).
+# The class of a token by its first byte (a keyword's or a vocabulary name's own class is looked up after).
+# ``;`` is dropped: JavaScript reads the same with and without, and formatters add or remove them.
 _BY_FIRST = bytearray([DROP] * 256)
 for _byte in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_$" + bytes(range(0x80, 0x100)):
     _BY_FIRST[_byte] = IDENT
@@ -83,16 +91,44 @@ for _byte in b"\"'`":
 for _index, _byte in enumerate(_PUNCTUATION):
     _BY_FIRST[_byte] = _FIRST_PUNCT + _index
 _BY_FIRST_TABLE = bytes(_BY_FIRST)
-_CLASS_OF = {word.encode(): _KEYWORD_BASE + i for i, word in enumerate(sorted(set(KEYWORDS)))}
-assert _KEYWORD_BASE + len(_CLASS_OF) < 256
+_KEYWORD_CLASSES = {word.encode(): _KEYWORD_BASE + i for i, word in enumerate(sorted(set(KEYWORDS)))}
+assert _KEYWORD_BASE + len(_KEYWORD_CLASSES) < _VOCABULARY_BASE
 _COMMENT_START = np.zeros(256, dtype=bool)
 _COMMENT_START[[ord("/"), ord("#")]] = True
+_COMMA = _BY_FIRST[ord(",")]
+_CLOSERS = np.array([_BY_FIRST[ord(c)] for c in ")]}"], dtype=np.uint16)
 _first_byte = operator.itemgetter(0)
+IDENTIFIER = re.compile(rb"[A-Za-z_$\x80-\xff][\w$\x80-\xff]*")
+
+
+class Lexicon:
+    """Keywords plus a vocabulary: names that keep their own class instead of becoming ``IDENT``.
+
+    A fingerprint index carries the vocabulary its corpus was tokenized with (the names
+    its code uses but never defines: library functions, methods of other people's
+    objects, modules; see signatures/fingerprint.py). Renaming a copy cannot change those
+    without breaking it, and they make the token stream far more particular than keywords
+    and punctuation alone.
+    """
+
+    def __init__(self, vocabulary: Sequence[str] = ()):
+        if len(vocabulary) > MAX_VOCABULARY:
+            raise ValueError(f"a vocabulary holds at most {MAX_VOCABULARY:,} names")
+        self.vocabulary = tuple(vocabulary)
+        self.table = {**_KEYWORD_CLASSES, b'"""': DROP, b"'''": DROP}
+        for i, name in enumerate(self.vocabulary):
+            word = name.encode()
+            if word not in self.table:
+                self.table[word] = _VOCABULARY_BASE + i
+
+
+PLAIN = Lexicon()
+"""Keywords only."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Tokens:
-    """The token classes of a text and the 1-based line each token starts on."""
+    """The token classes of a text (uint16) and the 1-based line each token starts on (uint32)."""
 
     kinds: np.ndarray
     lines: np.ndarray
@@ -101,7 +137,9 @@ class Tokens:
         return len(self.kinds)
 
 
-def tokenize(data: bytes | bytearray | memoryview, *, check: Callable[[], object] = lambda: None) -> Tokens:
+def tokenize(
+    data: bytes | bytearray | memoryview, lexicon: Lexicon = PLAIN, *, check: Callable[[], object] = lambda: None
+) -> Tokens:
     """Normalised tokens of ``data`` (any bytes; text in an ASCII-compatible encoding is read right).
 
     Linear in the size of ``data``: every pattern of the lexer either consumes what it
@@ -112,7 +150,7 @@ def tokenize(data: bytes | bytearray | memoryview, *, check: Callable[[], object
     """
     view = memoryview(data).cast("B")
     if len(view) <= BLOCK_BYTES:
-        return _tokenize_block(bytes(view), 0)
+        return _tokenize_block(bytes(view), 0, lexicon)
     kinds: list[np.ndarray] = []
     lines: list[np.ndarray] = []
     start = 0
@@ -124,7 +162,7 @@ def tokenize(data: bytes | bytearray | memoryview, *, check: Callable[[], object
             cut = block.rfind(b"\n")
             if cut > 0:
                 block = block[: cut + 1]
-        part = _tokenize_block(block, line)
+        part = _tokenize_block(block, line, lexicon)
         kinds.append(part.kinds)
         lines.append(part.lines)
         line += block.count(b"\n")
@@ -133,16 +171,22 @@ def tokenize(data: bytes | bytearray | memoryview, *, check: Callable[[], object
     return Tokens(np.concatenate(kinds), np.concatenate(lines))
 
 
-def _tokenize_block(data: bytes, line_offset: int) -> Tokens:
+def _tokenize_block(data: bytes, line_offset: int, lexicon: Lexicon) -> Tokens:
     found = _TOKEN.findall(data)
     if not found:
-        return Tokens(np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.uint32))
+        return Tokens(np.zeros(0, dtype=np.uint16), np.zeros(0, dtype=np.uint32))
+    count = len(found)
     firsts = bytes(map(_first_byte, found))
-    kinds = np.frombuffer(bytes(map(_CLASS_OF.get, found, firsts.translate(_BY_FIRST_TABLE))), dtype=np.uint8)
-    newlines = np.fromiter(map(bytes.count, found, itertools.repeat(b"\n")), dtype=np.uint32, count=len(found))
-    lengths = np.fromiter(map(len, found), dtype=np.uint32, count=len(found))
+    kinds = np.fromiter(map(lexicon.table.get, found, firsts.translate(_BY_FIRST_TABLE)), dtype=np.uint16, count=count)
+    newlines = np.fromiter(map(bytes.count, found, itertools.repeat(b"\n")), dtype=np.uint32, count=count)
+    lengths = np.fromiter(map(len, found), dtype=np.uint32, count=count)
     first = np.frombuffer(firsts, dtype=np.uint8)
     comment = _COMMENT_START[first] & (lengths > 1)
     keep = (kinds != DROP) & ~comment
     lines = np.cumsum(newlines, dtype=np.uint32) - newlines + np.uint32(1 + line_offset)
-    return Tokens(kinds[keep], lines[keep])
+    kinds, lines = kinds[keep], lines[keep]
+    # A trailing comma (``f(a, b,)``) comes and goes with formatters: drop it.
+    trailing = np.flatnonzero((kinds[:-1] == _COMMA) & np.isin(kinds[1:], _CLOSERS))
+    if len(trailing):
+        kinds, lines = np.delete(kinds, trailing), np.delete(lines, trailing)
+    return Tokens(kinds, lines)
