@@ -10,8 +10,8 @@ fields are described in docs/events.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Literal, get_args
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, get_args
 
 SCHEMA_VERSION = 1
 
@@ -53,6 +53,23 @@ COLLECTOR_TYPE_PREFIX = "agent."
 
 Origin = Literal["agent", "collector"]
 
+MatchKind = Literal["yara", "fingerprint", "protected"]
+MATCH_KINDS: tuple[MatchKind, ...] = get_args(MatchKind)
+"""How a match was found: a YARA rule, a fingerprint index (``rule`` is the index's name), or a
+byte-identical copy of a protected file. Agents before fingerprints sent no ``kind``: read it as ``yara``."""
+UNSTATED_MATCH_KIND: MatchKind = "yara"
+FINGERPRINT_MATCH: MatchKind = "fingerprint"
+
+MATCH_FIELDS = frozenset(
+    {
+        "kind", "rule", "namespace", "severity", "category", "description", "tags", "member", "offsets", "strings",
+        "snippet", "protected_path", "source", "lines", "source_lines", "coverage", "index_version",
+    }
+)  # fmt: skip
+"""What one entry of an event's ``matches`` carries, all of it the agent's observation. A fingerprint
+match adds ``source`` (the corpus file), ``lines`` and ``source_lines`` (pairwise line ranges in the
+scanned text and in that file), ``coverage`` and ``index_version``: line numbers, never code."""
+
 AGENT_FIELDS = frozenset(
     {
         "schema", "id", "type", "channel", "occurred_at", "detected_at", "host", "user", "agent_version",
@@ -86,3 +103,9 @@ def worst_severity(severities: Iterable[str | None]) -> Severity | None:
     """The highest of ``severities`` in SEVERITIES order, or None when there is none."""
     ranks = [SEVERITY_RANK[s] for s in severities if s in SEVERITY_RANK]
     return SEVERITIES[max(ranks) - 1] if ranks else None
+
+
+def match_kind(match: Mapping[str, Any]) -> str:
+    """The ``kind`` of a match as shown: ``yara`` when the agent stated none (agents before fingerprints)."""
+    kind = match.get("kind")
+    return kind if isinstance(kind, str) and kind else UNSTATED_MATCH_KIND

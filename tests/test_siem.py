@@ -175,6 +175,8 @@ def test_cef_maps_an_event_to_standard_keys() -> None:
         "cs4": "SanDisk Ultra 4C530001",
         "cs5Label": "status",
         "cs5": "match",
+        "cs6Label": "ruleKinds",
+        "cs6": "yara,yara,yara",
     }
 
 

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from agent import events as contract
-from agent.events import Channel, Origin, Severity
+from agent.events import Channel, MatchKind, Origin, Severity
 from server.store.review import TriageStatus
 
 MAX_INT = 2**53 - 1
@@ -117,8 +117,38 @@ class EnrollOut(BaseModel):
     signing_public_key: str = Field(description="Ed25519 public key (hex) that signs rule bundles.")
 
 
+MAX_LINE_RANGES = 1000
+LineNumber = Annotated[int, Field(ge=1, le=2**32 - 1, strict=True)]
+
+
+def _ordered_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    for index, (start, end) in enumerate(ranges):
+        if start > end:
+            raise ValueError(f"range {index} starts after it ends: [{start}, {end}]")
+    return ranges
+
+
+LineRanges = Annotated[list[tuple[LineNumber, LineNumber]], Field(max_length=MAX_LINE_RANGES), AfterValidator(_ordered_ranges)]
+"""``[[start, end], ...]``: 1-based inclusive line ranges, each checked by one call for the whole list."""
+
+
+def _left_out_when_none(value: Any) -> bool:
+    return value is None
+
+
+def _unsent() -> Any:
+    """The field is stored only when sent: a match gained these with fingerprints, and a YARA match's
+    stored body stays exactly what the agent sent (and what older collectors stored)."""
+    return Field(default=None, exclude_if=_left_out_when_none)
+
+
 class MatchIn(BaseModel):
+    """One entry of an event's ``matches`` (agent/events.py ``MATCH_FIELDS``): typed where pages,
+    exports and filters compute on it; unknown extras are kept and only ever shown as text."""
+
     model_config = ConfigDict(extra="allow")
+    kind: MatchKind | None = _unsent()
+    """Absent from agents before fingerprints, and then read as ``yara``."""
     rule: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     namespace: Annotated[str, StringConstraints(max_length=255)] | None = None
     severity: Severity | None = None
@@ -126,6 +156,21 @@ class MatchIn(BaseModel):
     tags: list[Annotated[str, StringConstraints(max_length=64)]] = Field(default_factory=list, max_length=64)
     member: Annotated[str, StringConstraints(max_length=4096)] | None = None
     offsets: list[Annotated[int, Field(ge=0, le=MAX_INT)]] = Field(default_factory=list, max_length=1000)
+    source: Annotated[str, StringConstraints(min_length=1, max_length=4096), AfterValidator(_storable)] | None = _unsent()
+    lines: LineRanges | None = _unsent()
+    source_lines: LineRanges | None = _unsent()
+    coverage: Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)] | None = _unsent()
+    index_version: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{1,64}$")] | None = _unsent()
+
+    @model_validator(mode="after")
+    def _fingerprint_whole(self) -> MatchIn:
+        if self.kind == contract.FINGERPRINT_MATCH:
+            missing = [name for name in ("source", "lines", "source_lines", "coverage") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"a fingerprint match needs {', '.join(missing)}")
+        if self.lines is not None and self.source_lines is not None and len(self.lines) != len(self.source_lines):
+            raise ValueError(f"lines and source_lines pair up, but hold {len(self.lines)} and {len(self.source_lines)} ranges")
+        return self
 
 
 class DeviceIn(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.display import BIDI_CONTROLS, unicode_mark
 from agent.events import SEVERITIES
-from server.siem.fields import device_label, rule_names, text
+from server.siem.fields import device_label, fingerprint_sources, rule_kinds, rule_names, text
 
 VENDOR = "DLP Endpoint"
 PRODUCT = "dlp-endpoint"
@@ -43,6 +43,7 @@ _STRING_CHARS = 1023
 _HASH_CHARS = 255
 _EXTERNAL_ID_CHARS = 40
 _CUSTOM_STRING_CHARS = 4000
+_FLEX_STRING_CHARS = 1023
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -102,6 +103,8 @@ def _extension(event: dict[str, Any]) -> list[_Piece]:
         ("cs3Label=agent cs3=", text(event.get("agent_id")), _CUSTOM_STRING_CHARS),
         ("cs4Label=device cs4=", device_label(event), _CUSTOM_STRING_CHARS),
         ("cs5Label=status cs5=", text(event.get("status")), _CUSTOM_STRING_CHARS),
+        ("cs6Label=ruleKinds cs6=", ",".join(rule_kinds(event)), _CUSTOM_STRING_CHARS),
+        ("flexString1Label=fingerprintSources flexString1=", ",".join(fingerprint_sources(event)), _FLEX_STRING_CHARS),
     ]
     pieces = []
     for key, value, limit in strings:

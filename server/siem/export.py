@@ -11,14 +11,14 @@ from typing import Any, Literal, TextIO
 
 from agent.display import BIDI_CONTROLS, LAYOUT, TERMINAL, visible
 from server.siem.cef import format_cef
-from server.siem.fields import device_label, rule_names, text, triage_status
+from server.siem.fields import device_label, fingerprint_sources, rule_kinds, rule_names, text, triage_status
 
 Format = Literal["jsonl", "csv", "cef"]
 
 CSV_COLUMNS = (
     "id", "seq", "received_at", "occurred_at", "vendor", "agent_id", "host", "user", "channel", "type",
     "severity", "status", "path", "sha256", "size", "rules", "device", "source_ip", "source_country",
-    "triage_status",
+    "triage_status", "rule_kinds", "fingerprint_sources",
 )  # fmt: skip
 
 # A cell a spreadsheet may read as a formula (OWASP's CSV injection list: = + - @ tab CR), also
@@ -91,6 +91,8 @@ def _row(event: dict[str, Any]) -> list[str | None]:
     """The event's values in ``CSV_COLUMNS`` order."""
     derived = {
         "rules": ";".join(rule_names(event)),
+        "rule_kinds": ";".join(rule_kinds(event)),
+        "fingerprint_sources": ";".join(fingerprint_sources(event)),
         "device": device_label(event),
         "triage_status": triage_status(event),
     }

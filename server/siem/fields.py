@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.events import FINGERPRINT_MATCH, match_kind
+
 
 def text(value: Any) -> str | None:
     """``value`` as text, or None when it is missing.
@@ -17,17 +19,40 @@ def text(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+def match_dicts(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The event's matches that are objects (an agent's junk in ``matches`` is skipped)."""
+    matches = event.get("matches")
+    return [m for m in matches if isinstance(m, dict)] if isinstance(matches, list) else []
+
+
+def rules_and_kinds(event: dict[str, Any]) -> dict[str, str]:
+    """Distinct rule names of the event's matches in first-seen order, each with the kind of its first match."""
+    rules: dict[str, str] = {}
+    for match in match_dicts(event):
+        name = match.get("rule")
+        if isinstance(name, str) and name and name not in rules:
+            rules[name] = match_kind(match)
+    return rules
+
+
 def rule_names(event: dict[str, Any]) -> list[str]:
     """Distinct rule names of the event's matches, in first-seen order.
 
     One rule often matches several members of an archive; the SIEM wants to know
-    which rules fired, not how often.
+    which rules fired, not how often. A fingerprint match's rule is its index's name.
     """
-    matches = event.get("matches")
-    if not isinstance(matches, list):
-        return []
-    names = (m.get("rule") for m in matches if isinstance(m, dict))
-    return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
+    return list(rules_and_kinds(event))
+
+
+def rule_kinds(event: dict[str, Any]) -> list[str]:
+    """The kind (``yara``, ``fingerprint``, ``protected``) of each of ``rule_names``, in the same order."""
+    return list(rules_and_kinds(event).values())
+
+
+def fingerprint_sources(event: dict[str, Any]) -> list[str]:
+    """Distinct corpus files the event's fingerprint matches point at, in first-seen order."""
+    sources = (m.get("source") for m in match_dicts(event) if match_kind(m) == FINGERPRINT_MATCH)
+    return list(dict.fromkeys(text(s) or "" for s in sources if s is not None and s != ""))
 
 
 def device_label(event: dict[str, Any]) -> str | None:

@@ -20,7 +20,7 @@ from server.siem.export import write_events
 from server.store import agents, audit, review, vendors
 from server.store import users as user_store
 from server.store.review import TRIAGE_STATUSES, EventFilter, TriageChange
-from server.ui import filters
+from server.ui import filters, matches
 from server.ui.render import UiRoute, redirect, render
 from server.ui.session import PosterDep, ViewerDep
 
@@ -157,6 +157,7 @@ def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, 
         "same_file": same_file,
         "same_device": same_device,
         "device_fields": DEVICE_FIELDS,
+        "fingerprints": matches.fingerprint_views(item["matches"]),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
     }
     return render(request, "event.html", context)

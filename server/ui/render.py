@@ -22,7 +22,9 @@ from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from agent.display import LAYOUT, visible
+from agent.events import match_kind
 from server.errors import CollectorError
+from server.ui.matches import rule_labels
 from server.ui.session import CSRF_FIELD, LoginRequired, login_url
 
 HERE = Path(__file__).resolve().parent
@@ -102,7 +104,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, ago=ago, compact_json=compact_json, thousands=thousands)
+    env.filters.update(when=when, ago=ago, compact_json=compact_json, thousands=thousands, match_kind=match_kind, rule_labels=rule_labels)
     env.globals.update(csrf_field=CSRF_FIELD)
     return env
 
