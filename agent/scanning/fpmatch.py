@@ -103,6 +103,9 @@ def _match_index(index: FingerprintIndex, tokens: Tokens, prints: Prints, line_o
     found = index.lookup(prints.hashes)
     if len(found.query) == 0:
         return []
+    # A fingerprint that the text itself repeats (a table of similar calls) links a chain but adds no evidence.
+    unique, repeats = np.unique(prints.hashes, return_counts=True)
+    repeated = repeats[np.searchsorted(unique, prints.hashes)] > 1
     counts = np.bincount(found.files)
     candidates = np.flatnonzero(counts >= 2)  # one k-gram is never a chain of min_tokens >= k
     out: list[FingerprintHit] = []
@@ -115,7 +118,8 @@ def _match_index(index: FingerprintIndex, tokens: Tokens, prints: Prints, line_o
         first = found.first_lines[chosen].astype(np.int64)
         last = first + found.spans[chosen]
         order = np.lexsort((first, at))
-        chains = _chains(at[order].tolist(), first[order].tolist(), last[order].tolist(), index.k)
+        weak = repeated[found.query[chosen]][order]
+        chains = _chains(at[order].tolist(), first[order].tolist(), last[order].tolist(), weak.tolist(), index.k)
         for chain in chains:
             chain.covered = _consistent(chain, tokens, index.k)
         best = max((c.covered for c in chains), default=0)
@@ -142,11 +146,11 @@ def _match_index(index: FingerprintIndex, tokens: Tokens, prints: Prints, line_o
     return out[:MAX_FILES_REPORTED]
 
 
-def _chains(at: list[int], first: list[int], last: list[int], k: int) -> list[_Chain]:
+def _chains(at: list[int], first: list[int], last: list[int], weak: list[bool], k: int) -> list[_Chain]:
     """Greedy ordered chaining of one corpus file's hits, sorted by text position."""
     done: list[_Chain] = []
     open_chains: list[_Chain] = []
-    for position, line, line_end in zip(at, first, last):
+    for position, line, line_end, repeated in zip(at, first, last, weak):
         best: _Chain | None = None
         still_open: list[_Chain] = []
         for chain in open_chains:
@@ -163,15 +167,19 @@ def _chains(at: list[int], first: list[int], last: list[int], k: int) -> list[_C
         open_chains = still_open
         if best is not None:
             # Prints of a shared region are at most w apart: a short gap is shared text too.
-            gap_start = best.last_at if position - best.last_at <= FILL_GAP else max(position, best.covered_to)
-            best.covered += position + k - max(gap_start, best.covered_to)
-            best.covered_to = position + k
+            if not repeated:
+                gap_start = best.last_at if position - best.last_at <= FILL_GAP else position
+                best.covered += position + k - max(gap_start, best.covered_to)
+                best.covered_to = position + k
             best.last_at = position
             best.last_line = line
             best.hits += 1
             best.source_last = max(best.source_last, line_end)
         else:
-            open_chains.append(_Chain(position, line, k, position + k, position, line, line_end))
+            chain = _Chain(position, line, 0, position, position, line, line_end)
+            if not repeated:
+                chain.covered, chain.covered_to = k, position + k
+            open_chains.append(chain)
             if len(open_chains) > MAX_OPEN_CHAINS:
                 open_chains.sort(key=lambda c: c.covered)
                 done.append(open_chains.pop(0))

@@ -23,8 +23,8 @@ import numpy as np
 
 from agent.scanning.tokens import Tokens
 
-K = 13
-W = 12
+K = 15
+W = 10
 BLOCK = 1 << 18
 """Windows selected in one pass of array operations (a few MB of temporaries)."""
 HASH_BITS = 40
