@@ -161,7 +161,8 @@ def _chains(at: list[int], first: list[int], last: list[int], weak: list[bool], 
             if (
                 chain.last_at < position
                 and chain.last_line <= line <= chain.last_line + MAX_GAP_LINES
-                and (best is None or chain.covered > best.covered)
+                # The best covered; of equals, the one closest behind in the corpus (repeated shapes).
+                and (best is None or (chain.covered, chain.last_line) > (best.covered, best.last_line))
             ):
                 best = chain
         open_chains = still_open
