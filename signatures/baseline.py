@@ -56,6 +56,8 @@ class Baseline:
     present: set[bytes]
     modules: frozenset[str]
     sample: bytes
+    places: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    """Baseline folders (a root and its first folder) by how many corpus keys were first found there."""
     files: int = 0
     bytes: int = 0
     lines: int = 0
@@ -124,7 +126,9 @@ def scan(
             if is_binary(data):
                 result.skipped += 1
                 continue
-            _take(result, data, wanted)
+            found = _take(result, data, wanted)
+            if found:
+                result.places[place_of(root, path)] += found
             if len(sample) < sample_bytes:
                 sample += _middle_slice(data)
     result.sample = bytes(sample[:sample_bytes])
@@ -177,15 +181,25 @@ def _inside(path: str, excluded: frozenset[str]) -> bool:
     return any(path == e or path.startswith(e + os.sep) for e in excluded)
 
 
-def _take(result: Baseline, data: bytes, wanted: set[bytes]) -> None:
+def _take(result: Baseline, data: bytes, wanted: set[bytes]) -> int:
+    """Add the wanted keys among ``data``'s lines to ``result.present``; returns how many were new."""
     lines = normalise(data)
     result.files += 1
     result.bytes += len(data)
     result.lines += len(lines)
+    before = len(result.present)
     result.present.update(wanted.intersection(lines))
     for line in lines:
         if len(line) > MAX_KEY_BYTES:
             result.present.update(wanted.intersection(pieces(line)))
+    return len(result.present) - before
+
+
+def place_of(root: str, path: str) -> str:
+    """The baseline folder a file belongs to, as a person names it: the root and its first folder."""
+    relative = os.path.relpath(path, root)
+    top = relative.split(os.sep)[0]
+    return os.path.join(root, top) if top != relative else root
 
 
 def _middle_slice(data: bytes) -> bytes:

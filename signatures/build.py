@@ -46,6 +46,8 @@ DEFAULT_SEVERITY = "high"
 GOOD_STRING_BYTES = 32
 MIN_GAP = 8
 STRINGS_PER_MATCH = 2
+BASELINE_WARN_SHARE = 0.2
+"""Warn when more than this share of the corpus's candidate lines is in the baseline."""
 EXCERPT_LINES = 60
 """Excerpts this long should fire; the summary warns when the budget spaces strings wider."""
 MEASURE_SECONDS = 1.0
@@ -84,6 +86,8 @@ class Report:
     speed_mb_s: float | None = None
     speed_sample: str = ""
     fired_on_sample: tuple[str, ...] = ()
+    candidates: int = 0
+    """Distinct candidate lines of the corpus before the baseline was consulted."""
 
     @property
     def strings(self) -> int:
@@ -110,10 +114,19 @@ class Report:
             f"built: {len(self.rules):,} rules, {self.strings:,} strings (max {self.max_strings:,}),"
             f" {len(self.rules):,} of {len(c.units):,} units covered, a string every {self.gap} lines or fewer"
         )
-        if self.gap * STRINGS_PER_MATCH > EXCERPT_LINES:
+        if self.gap * STRINGS_PER_MATCH > EXCERPT_LINES or (self.uncovered and self.strings >= self.max_strings):
             lines.append(
-                f"excerpts of fewer than {self.gap * STRINGS_PER_MATCH} lines may be missed:"
-                " raise --max-strings (scanning gets slower) or split the corpus into several packs"
+                f"excerpts of fewer than {self.gap * STRINGS_PER_MATCH} lines may be missed: this corpus is too large for"
+                " YARA strings (raising --max-strings slows every scan); build a fingerprint index instead"
+                " ('dlp-signatures fingerprint', docs/fingerprints.md), whose look-ups cost the same at any corpus size"
+                " and which finds renamed and reformatted copies"
+            )
+        if b is not None and self.candidates and len(b.present) > BASELINE_WARN_SHARE * self.candidates:
+            places = ", ".join(f"{place} ({n:,})" for place, n in b.places.most_common(5))
+            lines.append(
+                f"warning: {len(b.present) / self.candidates:.0%} of the corpus's candidate lines are in the baseline,"
+                f" mostly in {places}: if that is the customer's own code installed there, pass --no-default-baseline"
+                " or remove it"
             )
         if self.uncovered:
             lines.append(f"not covered, fewer than {STRINGS_PER_MATCH} distinctive lines or no room: {len(self.uncovered):,}")
@@ -196,7 +209,7 @@ def build_pack(
         raise ValueError("no file of the corpus has two distinctive lines: nothing to build (is it all in the baseline?)")
     uncovered = [unit.name for (unit, _, _), chosen in zip(per_unit, picks) if not chosen]
     _write(out, render(rules, corpus=name, severity=severity))
-    report = Report(out, corpus, base, rules, gap, max_strings, uncovered)
+    report = Report(out, corpus, base, rules, gap, max_strings, uncovered, candidates=len(spread))
     progress("compiling and measuring the pack")
     scanner = Scanner(load_rules(out))
     if measure_seconds > 0:

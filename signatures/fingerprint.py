@@ -363,12 +363,5 @@ def _in_baseline(
             fresh = int((~present[hit]).sum())
             if fresh:
                 present[hit] = True
-                report.baseline_places[_place(root, path)] += fresh
+                report.baseline_places[baseline_mod.place_of(root, path)] += fresh
     return np.isin(hashes, wanted[present])
-
-
-def _place(root: str, path: str) -> str:
-    """The baseline folder a file belongs to, as a person names it: the root and its first folder."""
-    relative = os.path.relpath(path, root)
-    top = relative.split(os.sep)[0]
-    return os.path.join(root, top) if top != relative else root

@@ -458,3 +458,24 @@ def test_lexicon_is_part_of_the_index(index: FingerprintIndex) -> None:
     assert isinstance(index.lexicon, Lexicon)
     text = b"if not isinstance(value, str): raise TypeError(value)"
     assert not np.array_equal(tokenize(text, index.lexicon).kinds, tokenize(text).kinds)
+
+
+# Guidance from ``build`` -------------------------------------------------------------
+
+
+def test_build_points_to_fingerprints_and_names_the_baseline_that_holds_the_corpus(corpus: Path, tmp_path: Path) -> None:
+    from signatures import build
+
+    small = build.build_pack([str(corpus)], name="acme", out=str(tmp_path / "a.yar"), max_strings=20, measure_seconds=0)
+    assert any("dlp-signatures fingerprint" in line for line in small.summary())
+    roomy = build.build_pack([str(corpus)], name="acme", out=str(tmp_path / "b.yar"), measure_seconds=0)
+    assert not any("dlp-signatures fingerprint" in line for line in roomy.summary())
+    installed = tmp_path / "site-packages"
+    (installed / "acme_tools" / "json").mkdir(parents=True)
+    for name in CORPUS_MODULES[:4]:
+        shutil.copy(STDLIB / name, installed / "acme_tools" / name)
+    shadowed = build.build_pack(
+        [str(corpus)], name="acme", out=str(tmp_path / "c.yar"), baseline_roots=[str(installed)], measure_seconds=0
+    )
+    warning = [line for line in shadowed.summary() if line.startswith("warning:")]
+    assert warning and str(installed / "acme_tools") in warning[0]
