@@ -95,6 +95,9 @@ _KEYWORD_CLASSES = {word.encode(): _KEYWORD_BASE + i for i, word in enumerate(so
 assert _KEYWORD_BASE + len(_KEYWORD_CLASSES) < _VOCABULARY_BASE
 _COMMENT_START = np.zeros(256, dtype=bool)
 _COMMENT_START[[ord("/"), ord("#")]] = True
+_NEWLINE = ord("\n")
+_MAY_SPAN = np.zeros(256, dtype=bool)
+_MAY_SPAN[[ord(c) for c in "/\"'`"]] = True
 _COMMA = _BY_FIRST[ord(",")]
 _CLOSERS = np.array([_BY_FIRST[ord(c)] for c in ")]}"], dtype=np.uint16)
 _first_byte = operator.itemgetter(0)
@@ -178,9 +181,18 @@ def _tokenize_block(data: bytes, line_offset: int, lexicon: Lexicon) -> Tokens:
     count = len(found)
     firsts = bytes(map(_first_byte, found))
     kinds = np.fromiter(map(lexicon.table.get, found, firsts.translate(_BY_FIRST_TABLE)), dtype=np.uint16, count=count)
-    newlines = np.fromiter(map(bytes.count, found, itertools.repeat(b"\n")), dtype=np.uint32, count=count)
     lengths = np.fromiter(map(len, found), dtype=np.uint32, count=count)
     first = np.frombuffer(firsts, dtype=np.uint8)
+    # Line ends are tokens of their own; only a block comment or a string with an escaped
+    # line end holds one inside, so only those longer tokens are counted.
+    newlines = (first == _NEWLINE).astype(np.uint32)
+    spanning = np.flatnonzero(_MAY_SPAN[first] & (lengths > 2))
+    if len(spanning):
+        newlines[spanning] = np.fromiter(
+            map(bytes.count, map(found.__getitem__, spanning.tolist()), itertools.repeat(b"\n")),
+            dtype=np.uint32,
+            count=len(spanning),
+        )
     comment = _COMMENT_START[first] & (lengths > 1)
     keep = (kinds != DROP) & ~comment
     lines = np.cumsum(newlines, dtype=np.uint32) - newlines + np.uint32(1 + line_offset)
