@@ -12,7 +12,7 @@ import os
 import re
 
 from agent.scanning import RuleError, Ruleset, Scanner, load_rules
-from agent.scanning.rules import rule_files
+from agent.scanning.rules import INDEX_SUFFIX, rule_files
 from signatures.lint import duplicate_rule_names, lint_source
 
 PACKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "packs")
@@ -68,6 +68,8 @@ def collect(packs_dir: str = PACKS_DIR, samples_dir: str | None = None) -> tuple
         except RuleError as exc:
             problems.append(Problem(exc.path or path, exc.line, exc.args[0].split(": ", 1)[-1]))
             continue
+        if path.lower().endswith(INDEX_SUFFIX):
+            continue  # a fingerprint index: loading it checked it whole; it has no rules or samples
         with open(path, encoding="utf-8", errors="replace") as f:
             source = f.read()
         sources[pack] = source

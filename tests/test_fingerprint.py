@@ -479,3 +479,15 @@ def test_build_points_to_fingerprints_and_names_the_baseline_that_holds_the_corp
     )
     warning = [line for line in shadowed.summary() if line.startswith("warning:")]
     assert warning and str(installed / "acme_tools") in warning[0]
+
+
+def test_check_validates_indexes_beside_packs(index_dir: Path, tmp_path: Path) -> None:
+    from signatures.check import check
+
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    shutil.copy(index_dir / "acme.fp", packs / "acme.fp")
+    assert check(str(packs), str(tmp_path / "samples")) == []
+    (packs / "broken.fp").write_bytes((index_dir / "acme.fp").read_bytes()[:-10])
+    problems = check(str(packs), str(tmp_path / "samples"))
+    assert len(problems) == 1 and "broken.fp" in str(problems[0])
