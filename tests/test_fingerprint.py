@@ -491,3 +491,37 @@ def test_check_validates_indexes_beside_packs(index_dir: Path, tmp_path: Path) -
     (packs / "broken.fp").write_bytes((index_dir / "acme.fp").read_bytes()[:-10])
     problems = check(str(packs), str(tmp_path / "samples"))
     assert len(problems) == 1 and "broken.fp" in str(problems[0])
+
+
+# The daemon ----------------------------------------------------------------------------
+
+
+def test_daemon_reports_copies_written_and_copied_to_the_clipboard(index_dir: Path, tmp_path: Path, xvfb_display: str) -> None:
+    """``[rules] dir`` loads every ``*.fp``: a renamed copy saved as .txt and an excerpt on the clipboard become events."""
+    import signal
+
+    from tests.agent_process import Agent, write_config
+    from tests.test_clipboard import copy
+    from tests.waiting import wait_for
+
+    rules = tmp_path / "rules"
+    shutil.copytree(index_dir, rules)
+    (rules / "marker.yar").write_text('rule marker { strings: $a = "ACME-SECRET" condition: $a }')
+    config = write_config(tmp_path, rules)
+    config.write_text(config.read_text().replace("[clipboard]\nenabled = false", "[clipboard]\nenabled = true\ninterval_ms = 100"))
+    agent = Agent(config)
+    try:
+        wait_for(lambda: agent.status().get("sources", {}).get("clipboard", {}).get("state") == "ok", timeout=15)
+        source = renamed((STDLIB / "shlex.py").read_text(), consistent=True)
+        (tmp_path / "Desktop" / "notes.txt").write_text(source)
+        copy(excerpt(source, 150, 60))
+        wait_for(lambda: len(agent.events()) >= 2, timeout=30, message="two events")
+        by_type = {e["type"]: e for e in agent.events()}
+        for kind in ("file.write", "clipboard.copy"):
+            match = by_type[kind]["matches"][0]
+            assert match["kind"] == "fingerprint" and match["source"] == "acme/shlex.py", kind
+            assert match["lines"] and match["source_lines"] and by_type[kind]["severity"] == "high"
+        spool = (tmp_path / "spool.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("spool.db-*"))
+        assert b"shlex" in spool and b"No closing quotation" not in spool  # names and numbers, no code
+    finally:
+        agent.stop(signal.SIGKILL)
