@@ -137,6 +137,68 @@ def test_the_match_vocabulary_is_the_contracts():
     assert contract.match_kind({"rule": "old_agent"}) == contract.UNSTATED_MATCH_KIND == "yara"
     for kind in contract.MATCH_KINDS:
         assert contract.match_kind({"rule": "r", "kind": kind}) == kind
+    # The scanner names the kinds it makes (agent/scanning/results.py); the collector takes exactly those.
+    from agent.scanning import results
+
+    assert results.MATCH_KINDS == contract.MATCH_KINDS
+    every_field = results.Match(
+        rule="r", namespace="n", severity="high", category="c", protected_path="/p", kind=results.FINGERPRINT,
+        source="s", lines=((1, 2),), source_lines=((3, 4),), coverage=0.5, index_version="ab",
+    )  # fmt: skip
+    assert set(every_field.to_dict()) <= contract.MATCH_FIELDS, set(every_field.to_dict()) - contract.MATCH_FIELDS
+
+
+def test_what_the_agent_reports_for_a_copy_of_the_customers_code_arrives_unchanged(client, enroll, admin, reviewer, tmp_path):
+    """The agent's own scanner and policy make the records (a renamed copy in a zip, an excerpt on the
+    clipboard); the collector takes them as they are and the reviewer sees the agent's ranges."""
+    import shutil
+    import sysconfig
+    import zipfile
+    from pathlib import Path
+
+    from agent.policy import Context, decide
+    from agent.scanning import Scanner, load_rules
+    from agent.sources.work import ClipboardWork, FileWork
+    from signatures.fingerprint import build_index
+    from tests.test_fingerprint import excerpt, renamed
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    corpus = tmp_path / "acme"
+    (corpus / "util").mkdir(parents=True)
+    shutil.copy(stdlib / "shlex.py", corpus / "util" / "lexer.py")
+    shutil.copy(stdlib / "textwrap.py", corpus / "wrap.py")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    build_index([str(corpus)], name="acme-code", out=str(rules / "acme.fp"))
+    scanner = Scanner(load_rules(str(rules)))
+    copied = renamed((stdlib / "shlex.py").read_text(), consistent=True)
+    archive = tmp_path / "out.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("src/notes.txt", copied)
+    context = Context(host="ws-1", agent_version="0.1.0", ruleset_version="148583d2a3f6984c")
+    clip = excerpt(copied, 150, 60).encode()
+    made = [
+        decide(FileWork(path=str(archive)), scanner.scan_path(str(archive)), context, user="jdoe", now=1_800_000_000),
+        decide(ClipboardWork(data=clip, sha256="cd" * 32, original_size=len(clip)), scanner.scan_bytes(clip, name="clipboard"), context, user="jdoe", now=1_800_000_000),
+    ]
+    records = [decision.event for decision in made if decision is not None]
+    assert len(records) == 2 and all(r["matches"] and r["matches"][0]["kind"] == "fingerprint" for r in records)
+
+    agent = enroll()
+    response = _post(client, agent, *records)
+    assert response.status_code == 200 and response.json()["accepted"] == 2, response.text
+    shown = {item["id"]: item for item in _events(client, admin)}
+    for record in records:
+        assert shown[record["id"]]["matches"] == record["matches"], record["type"]
+        match = record["matches"][0]
+        assert match["source"] == "acme/util/lexer.py" and match["rule"] == "acme-code" and set(match) <= contract.MATCH_FIELDS
+    file_match = records[0]["matches"][0]
+    assert file_match["member"] == "src/notes.txt"
+    _ui_session(client, reviewer)
+    rows = _rows(client.get(f"/ui/events/{records[0]['id']}").text, "Matched lines, side by side")
+    from server.ui.matches import range_text
+
+    assert rows == [[str(n), range_text(a), range_text(b)] for n, (a, b) in enumerate(zip(file_match["lines"], file_match["source_lines"]), start=1)]
 
 
 # --- the review UI -----------------------------------------------------------------------------
