@@ -213,7 +213,9 @@ class Daemon:
             stored = self._bundles.load(public_key_hex=credentials.signing_public_key, vendor=credentials.vendor)
             if stored is not None:
                 bundle, etag = stored
-                return compile_rule_files({**local, **self._bundles.unpack(bundle)}, source="local packs + bundle"), bundle, etag
+                ruleset = compile_rule_files({**local, **self._bundles.unpack(bundle)}, source="local packs + bundle")
+                self._bundles.prune(keep=bundle.version)
+                return ruleset, bundle, etag
         except CredentialsError:
             pass
         except (BundleError, RuleError) as exc:
@@ -227,7 +229,8 @@ class Daemon:
         return load_rules(location), None, ""
 
     def _install_bundle(self, bundle: Bundle, pack_files: dict[str, str]) -> None:
-        """Compile local packs with the new bundle and swap them in (one reference swap each)."""
+        """Compile local packs with the new bundle's packs and load its fingerprint indexes, then swap them in
+        (one reference swap each; scans in flight finish with the ruleset they started with)."""
         ruleset = compile_rule_files({**self._local_rule_files(), **pack_files}, source=f"local packs + bundle {bundle.version}")
         assert self.scanner is not None and self.pipeline is not None and self.spool is not None
         self.scanner.ruleset = ruleset
@@ -315,11 +318,20 @@ class Daemon:
             "agent_version": __version__,
             "ruleset_version": self.spool.get_state("ruleset_version"),
             "bundle_version": self.spool.get_state("bundle_version"),
+            **self._fingerprint_report(),
             "ruleset_error": updater_error or self._ruleset_error,
             "spool_depth": stats["depth"],
             "dropped": stats["dropped_total"],
             "sources": sources,
         }
+
+    def _fingerprint_report(self) -> dict[str, Any]:
+        """The fingerprint indexes in force (published and local), as heartbeats carry them; nothing
+        at all without any, so a collector that predates indexes still takes the heartbeat."""
+        indexes = getattr(self.scanner.ruleset, "fingerprints", ()) if self.scanner is not None else ()
+        if not indexes:
+            return {}
+        return {"fingerprints": [{"name": i.name, "version": i.version, "fingerprints": i.count} for i in indexes]}
 
     def health(self) -> dict[str, Any]:
         """Each source's and courier's health; a thread that has died also has ``deaths``,

@@ -11,6 +11,7 @@ caller say how large each member may be before its data is read.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -90,6 +91,17 @@ class StrictTar:
         if member.size > limit:
             raise TarError(f"member {member.name[:100]!r} declares {member.size} bytes, more than the {limit} allowed")
         return self._read_data(member.size)
+
+    def stream(self, member: Member, *, limit: int) -> Iterator[bytes]:
+        """The member's data in chunks of at most ``CHUNK`` bytes, for members too large to hold in memory."""
+        if member.size > limit:
+            raise TarError(f"member {member.name[:100]!r} declares {member.size} bytes, more than the {limit} allowed")
+        left = member.size
+        while left:
+            chunk = self._read_exactly(min(left, CHUNK))
+            left -= len(chunk)
+            yield chunk
+        self._read_exactly(-member.size % BLOCK)
 
     def _read_data(self, size: int) -> bytes:
         data = self._read_exactly(size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import gzip
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import requests
 
 from agent import __version__
+from agent.private import create_private_file
 
 ReplyKind = Literal["ok", "retry", "too_large", "rejected", "auth", "unchanged", "none"]
 _MAX_RETRY_AFTER_S = 3600.0
@@ -83,11 +85,13 @@ class CollectorClient:
     def heartbeat(self, report: dict[str, Any]) -> Reply:
         return self._post("/api/v1/heartbeat", json.dumps(report).encode(), gzipped=False)
 
-    def get_signatures(self, etag: str | None, *, max_bytes: int) -> Reply:
+    def get_signatures(self, etag: str | None, *, max_bytes: int, sink: str | None = None) -> Reply:
         """The signed bundle: ``ok`` with ``content`` and ``etag``, ``unchanged`` (304), or ``none`` (404).
 
         A body over ``max_bytes`` (after any Content-Encoding) is ``too_large`` and not read further:
-        what an unverified download may cost in memory is bounded here, before any check.
+        what an unverified download may cost in memory is bounded here, before any check. With
+        ``sink`` (a path) the body is written there instead of held in ``content`` (a bundle with
+        fingerprint indexes is hundreds of megabytes); a refused download leaves no file.
         """
         headers = {"If-None-Match": f'"{etag}"'} if etag else {}
         try:
@@ -100,6 +104,10 @@ class CollectorClient:
                     return Reply("none", _detail(response))
                 if response.status_code != 200:
                     return _classify(response)
+                if sink is not None:
+                    if not _save_capped(response, max_bytes, sink):
+                        return Reply("too_large", f"signature bundle from {self.base_url} is larger than {max_bytes} bytes")
+                    return Reply("ok", etag=response.headers.get("ETag", "").strip('"'))
                 content = _read_capped(response, max_bytes)
                 if content is None:
                     return Reply("too_large", f"signature bundle from {self.base_url} is larger than {max_bytes} bytes")
@@ -154,6 +162,29 @@ def _read_capped(response: requests.Response, max_bytes: int) -> bytes | None:
         if len(body) > max_bytes:
             return None
     return bytes(body)
+
+
+def _save_capped(response: requests.Response, max_bytes: int, path: str) -> bool:
+    """Write the body to ``path`` (0600); False, and no file, as soon as it exceeds ``max_bytes``."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes and "Content-Encoding" not in response.headers:
+        return False
+    create_private_file(path)
+    written = 0
+    try:
+        with open(path, "wb") as out:
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                written += len(chunk)
+                if written > max_bytes:
+                    break
+                out.write(chunk)
+    except BaseException:
+        os.unlink(path)
+        raise
+    if written > max_bytes:
+        os.unlink(path)
+        return False
+    return True
 
 
 def _detail(response: requests.Response) -> str:

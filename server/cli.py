@@ -181,8 +181,9 @@ def cmd_export_events(args: argparse.Namespace) -> int:
 
 
 def cmd_signatures_publish(args: argparse.Namespace) -> int:
+    from agent.bundle import INDEX_SUFFIX
     from agent.scanning.rules import rule_files
-    from server.api.signature_routes import publish_packs
+    from server.api.signature_routes import publish_packs, staged_index_files
 
     path = os.path.abspath(args.path)
     if os.path.isdir(path):
@@ -191,16 +192,21 @@ def cmd_signatures_publish(args: argparse.Namespace) -> int:
         files = {os.path.splitext(os.path.basename(path))[0]: path}
     else:
         raise ValueError(f"{args.path}: no such file or directory")
+    index_files = {name: file for name, file in files.items() if file.lower().endswith(INDEX_SUFFIX)}
     if not files:
-        raise ValueError(f"{args.path}: no .yar or .yara files")
+        raise ValueError(f"{args.path}: no .yar, .yara or {INDEX_SUFFIX} files")
     packs = {}
     for name, file in files.items():
-        with open(file, encoding="utf-8") as handle:
-            packs[name] = handle.read()
-    with _collector(args) as collector:
-        result = publish_packs(collector, packs=packs, vendors=args.vendor or None, remove=args.remove or [], note=args.note, actor=_actor(), address=None)
+        if name not in index_files:
+            with open(file, encoding="utf-8") as handle:
+                packs[name] = handle.read()
+    with _collector(args) as collector, staged_index_files(collector, sorted(index_files.items())) as indexes:
+        result = publish_packs(
+            collector, packs=packs, indexes=indexes, vendors=args.vendor or None, remove=args.remove or [], note=args.note, actor=_actor(), address=None
+        )
     scope = ", ".join(args.vendor) if args.vendor else "every vendor"
-    _print(args, result, f"published version {result['version']} ({result['rules']} rules); {', '.join(sorted(packs))} for {scope}")
+    described = [*sorted(packs), *(f"{name}{INDEX_SUFFIX} ({indexes[name].info.get('fingerprints', '?')} fingerprints)" for name in sorted(indexes))]
+    _print(args, result, f"published version {result['version']} ({result['rules']} rules); {', '.join(described)} for {scope}")
     return EXIT_OK
 
 
@@ -224,6 +230,9 @@ def cmd_signatures_list(args: argparse.Namespace) -> int:
     for v in items:
         packs = ", ".join(p["name"] + (f" [{', '.join(p['vendors'])}]" if p["vendors"] else "") for p in v["packs"])
         echo(f"{'*' if v['current'] else ' '} v{v['version']:<5} {v['created_at']}  {v['created_by'][:20]:20}  agents {v['agents']:<6} {packs}  {v['note']}")
+        for i in v["indexes"]:
+            scope = f" [{', '.join(i['vendors'])}]" if i["vendors"] else ""
+            echo(f"         index {i['name']}.fp{scope}: {i['fingerprints']} fingerprints, {i['size']} bytes, version {i['index_version']}")
     return EXIT_OK
 
 
@@ -307,14 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     vendor_ranges.add_argument("cidrs", nargs="*", metavar="CIDR")
 
     signatures = commands.add_parser("signatures", help="published rule bundles").add_subparsers(dest="signatures_command", metavar="ACTION", required=True)
-    publish = add(signatures, "publish", cmd_signatures_publish, "publish a pack (.yar) or a directory of packs as a new version", as_json)
+    publish = add(signatures, "publish", cmd_signatures_publish, "publish a pack (.yar), a fingerprint index (.fp) or a directory of both as a new version", as_json)
     publish.add_argument("path")
-    publish.add_argument("--vendor", action="append", metavar="NAME", help="only this vendor's agents get these packs (repeatable; default: every vendor)")
-    publish.add_argument("--remove", action="append", metavar="PACK", help="also take this pack out of the new version (repeatable)")
+    publish.add_argument("--vendor", action="append", metavar="NAME", help="only this vendor's agents get these packs and indexes (repeatable; default: every vendor)")
+    publish.add_argument("--remove", action="append", metavar="PACK", help="also take this pack or index out of the new version (repeatable)")
     publish.add_argument("--note", default="", help="why, for the version list and the audit log")
     rollback = add(signatures, "rollback", cmd_signatures_rollback, "publish an earlier version's packs again as a new version", as_json)
     rollback.add_argument("version", type=int)
-    add(signatures, "list", cmd_signatures_list, "versions, their packs and how many agents run each", as_json)
+    add(signatures, "list", cmd_signatures_list, "versions, their packs and indexes, and how many agents run each", as_json)
 
     export = commands.add_parser("export", help="export data").add_subparsers(dest="export_command", metavar="WHAT", required=True)
     export_events = add(export, "events", cmd_export_events, "write events for a SIEM or an archive")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import agent.rules_updater
+import agent.bundle_store
 from agent.bundle import read_bundle
 from agent.cli.status import collect
 from agent.config import load_config
@@ -120,8 +120,13 @@ class FakeCollector:
         self.bundle = bundle
         self.heartbeats: list[dict[str, Any]] = []
 
-    def get_signatures(self, etag: str | None, *, max_bytes: int) -> Reply:
-        return Reply("unchanged") if etag == "v1" else Reply("ok", content=self.bundle, etag="v1")
+    def get_signatures(self, etag: str | None, *, max_bytes: int, sink: str | None = None) -> Reply:
+        if etag == "v1":
+            return Reply("unchanged")
+        if sink is not None:
+            Path(sink).write_bytes(self.bundle)
+            return Reply("ok", etag="v1")
+        return Reply("ok", content=self.bundle, etag="v1")
 
     def heartbeat(self, report: dict[str, Any]) -> Reply:
         self.heartbeats.append(report)
@@ -157,7 +162,7 @@ def test_a_rules_updater_killed_by_a_memoryerror_comes_back_and_health_says_so(
             raise MemoryError("cannot allocate 8589934592 bytes")
         return read_bundle(*args, **kwargs)
 
-    monkeypatch.setattr(agent.rules_updater, "read_bundle", exhausted)
+    monkeypatch.setattr(agent.bundle_store, "read_bundle", exhausted)
     daemon = Daemon(config)
     daemon.supervisor = Supervisor(backoff_start_s=0.05)
     daemon.start()

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Query
 
 from server.api.deps import AddressDep, AdminDep, CollectorDep
 from server.api.schemas import (
-    AgentPublic,
     AuditPage,
     EnrollmentTokenCreated,
     EnrollmentTokenIn,
@@ -20,6 +19,7 @@ from server.api.schemas import (
     VendorPublic,
     VendorRangesIn,
 )
+from server.api.signature_schemas import AgentWithIndexesPublic
 from server.durations import parse_duration
 from server.errors import InvalidInput
 from server.netaddr import parse_networks
@@ -78,7 +78,7 @@ def create_enrollment_token(body: EnrollmentTokenIn, collector: CollectorDep, ad
     return {"token": token, **record}
 
 
-@router.post("/agents/{agent_id}/revoke", response_model=AgentPublic, summary="Revoke an agent: its calls are refused from now on")
+@router.post("/agents/{agent_id}/revoke", response_model=AgentWithIndexesPublic, summary="Revoke an agent: its calls are refused from now on")
 def revoke_agent(agent_id: Annotated[str, Path(max_length=64)], collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     with collector.db.write() as conn:

@@ -20,9 +20,9 @@ from server.api.schemas import (
     BatchOut,
     EnrollIn,
     EnrollOut,
-    HeartbeatIn,
     HeartbeatOut,
 )
+from server.api.signature_schemas import HeartbeatWithIndexesIn
 from server.collector import Collector
 from server.errors import Forbidden, TooLarge, Unauthorized
 from server.netaddr import in_networks, parse_networks
@@ -171,7 +171,7 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut, summary="Report agent health")
-def heartbeat(body: HeartbeatIn, collector: CollectorDep, token: TokenDep, address: AddressDep) -> HeartbeatOut:
+def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token: TokenDep, address: AddressDep) -> HeartbeatOut:
     now = collector.clock()
     with collector.db.write() as conn:
         identity = agents.authenticate(conn, value=token)

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
 from agent import __version__
+from agent.bundle import MAX_INDEX_BYTES
 from server import ui
 from server.api import (
     admin_routes,
@@ -57,6 +58,7 @@ def create_app(collector: Collector) -> FastAPI:
         route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes, ("POST", "/api/v1/signatures"): 64 << 20, ("POST", ui.UPLOAD_PATH): ui.UPLOAD_LIMIT},
         max_decoded=ingest.max_decoded_bytes,
         guards={("POST", "/api/v1/events"): agent_routes.credential_guard(collector)},
+        streamed={("POST", signature_routes.INDEX_UPLOAD_PATH): MAX_INDEX_BYTES},
     )
     return app
 

@@ -2,7 +2,9 @@
 
 FastAPI would otherwise read a body of any length into memory, and a gzip body can expand
 a thousandfold; both are refused with 413 here, a corrupt gzip stream with 400 and an
-unknown Content-Encoding with 415. Routes then receive a plain, bounded body. A route may
+unknown Content-Encoding with 415. Routes then receive a plain, bounded body. A streamed
+route (a fingerprint index upload, hundreds of megabytes) is not buffered: its declared length
+is checked here and the route itself counts what it reads against its own limit. A route may
 also name a guard on its Authorization header, so a caller without a valid credential is
 refused (401, or 403 for a revoked one) before its body is read or decompressed at all.
 """
@@ -61,12 +63,14 @@ class BoundedBodies:
         route_limits: Mapping[tuple[str, str], int],
         max_decoded: int,
         guards: Mapping[tuple[str, str], Guard] | None = None,
+        streamed: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.route_limits = dict(route_limits)
         self.max_decoded = max_decoded
         self.guards = dict(guards or {})
+        self.streamed = dict(streamed or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -80,12 +84,18 @@ class BoundedBodies:
             status, reason = refusal
             await _reply(send, status, reason, [(b"www-authenticate", b"Bearer")] if status == 401 else None)
             return
-        limit = self.route_limits.get(route, self.default_limit)
+        limit = self.streamed.get(route) or self.route_limits.get(route, self.default_limit)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             await _reply(send, 413, f"request body larger than {limit} bytes")
             return
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if route in self.streamed:
+            if encoding != b"identity":
+                await _reply(send, 415, "this upload takes no Content-Encoding")
+                return
+            await self.app(scope, receive, send)
+            return
         if encoding not in (b"identity", b"gzip"):
             await _reply(send, 415, "Content-Encoding must be gzip or identity")
             return

@@ -10,8 +10,6 @@ from fastapi import APIRouter, Path, Query
 from agent.events import CHANNELS, SEVERITIES, Severity
 from server.api.deps import AddressDep, CollectorDep, UserDep
 from server.api.schemas import (
-    AgentList,
-    AgentPublic,
     BulkTriageIn,
     BulkTriageOut,
     CommentIn,
@@ -21,6 +19,7 @@ from server.api.schemas import (
     VendorList,
     utc_representable,
 )
+from server.api.signature_schemas import AgentWithIndexesList, AgentWithIndexesPublic
 from server.errors import InvalidInput
 from server.store import agents, review, vendors
 from server.store.review import TRIAGE_STATUSES, EventFilter, TriageChange
@@ -121,7 +120,7 @@ def comment_event(event_id: _EventId, body: CommentIn, collector: CollectorDep, 
         return review.get(conn, event_id=event_id)
 
 
-@router.get("/agents", response_model=AgentList, summary="Agents with health and IP-address history")
+@router.get("/agents", response_model=AgentWithIndexesList, summary="Agents with health and IP-address history")
 def list_agents(
     collector: CollectorDep,
     user: UserDep,
@@ -132,7 +131,7 @@ def list_agents(
         return {"items": agents.list_agents(conn, vendor=vendor, status=status)}
 
 
-@router.get("/agents/{agent_id}", response_model=AgentPublic, summary="One agent")
+@router.get("/agents/{agent_id}", response_model=AgentWithIndexesPublic, summary="One agent")
 def get_agent(agent_id: _AgentId, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
         return agents.get(conn, agent_id=agent_id)

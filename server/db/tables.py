@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -120,6 +121,7 @@ agents = Table(
     Column("agent_version", String(64), nullable=False, default=""),
     Column("ruleset_version", String(64)),
     Column("bundle_version", Integer),
+    Column("fingerprints", JSON),  # the indexes the agent runs: [{"name", "version", "fingerprints"}]
     Column("ruleset_error", Text),
     Column("spool_depth", BigInteger, nullable=False, default=0),
     Column("dropped", BigInteger, nullable=False, default=0),
@@ -281,6 +283,36 @@ signature_packs = Table(
     Column("body", Text, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("vendors", JSON),  # null: every vendor; else the vendor names that get this pack
+)
+
+# Fingerprint indexes of a version, by name (one namespace with the packs). The bytes live once
+# per content in signature_blobs, in chunks, so a version that keeps an index copies no bytes.
+signature_indexes = Table(
+    "signature_indexes",
+    metadata,
+    Column("version", Integer, ForeignKey("signature_versions.version", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("sha256", String(64), ForeignKey("signature_blobs.sha256"), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("vendors", JSON),  # as for packs
+    Column("info", JSON, nullable=False),  # what check_index_bytes said of it: fingerprints, files, k, w...
+)
+
+signature_blobs = Table(
+    "signature_blobs",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+signature_blob_chunks = Table(
+    "signature_blob_chunks",
+    metadata,
+    Column("sha256", String(64), ForeignKey("signature_blobs.sha256", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
 )
 
 # Daily event counts per vendor for the vendors overview, so it never aggregates a month of
