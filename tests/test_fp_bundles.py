@@ -435,3 +435,72 @@ def test_a_restarted_agent_unpacks_its_stored_index_again_and_refuses_one_tamper
     with pytest.raises(BundleError, match="tampered"):
         store.load(public_key_hex=public_key_hex(key), vendor="acme-bpo")
     assert not [p for p in (tmp_path / "bundle").iterdir() if p.name.startswith(".unpack-")]
+
+
+class _Endless:
+    """A collector whose bundle never ends (or that asks to be called back), for the agent's download."""
+
+    @staticmethod
+    def serve(status: int = 200, headers: dict[str, str] | None = None) -> Any:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                try:
+                    for _ in range(64):
+                        self.wfile.write(b"\0" * (1 << 20))
+                except OSError:
+                    pass  # the agent hung up, as it should
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+
+def test_a_bundle_downloaded_to_a_file_is_bounded_and_leaves_nothing(tmp_path):
+    import threading
+
+    from agent.transport import CollectorClient
+
+    server = _Endless.serve(headers={"ETag": '"big"'})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = CollectorClient(f"http://127.0.0.1:{server.server_address[1]}", timeout_s=10)
+    sink = tmp_path / "download.tar.gz"
+    try:
+        reply = client.get_signatures(None, max_bytes=4 << 20, sink=str(sink))
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert reply.kind == "too_large" and str(4 << 20) in reply.detail and not sink.exists()
+
+
+def test_the_updater_comes_back_when_the_collector_says_a_bundle_is_being_built(tmp_path):
+    from agent.rules_updater import MIN_COME_BACK_S, RulesUpdater
+
+    class Busy:
+        def get_signatures(self, etag: str | None, *, max_bytes: int, sink: str | None = None) -> Reply:
+            return Reply("retry", "HTTP 503: being built", retry_after=15.0)
+
+    class Link:
+        def current(self) -> tuple[Any, Any]:
+            return Busy(), Credentials(
+                server_url="http://x", agent_id="a", credential="c", vendor="acme-bpo", signing_public_key="00" * 32,
+                heartbeat_interval_s=60, enrolled_at="2026-12-02T09:00:00Z",
+            )  # fmt: skip
+
+        def close(self) -> None:
+            pass
+
+    updater = RulesUpdater(Link(), BundleStore(str(tmp_path / "bundle")), lambda bundle, files: None, interval_s=3600)  # type: ignore[arg-type]
+    waits: list[float] = []
+    updater.wait = lambda seconds: waits.append(seconds) or len(waits) > 1  # type: ignore[method-assign]
+    updater.run_loop()
+    assert waits[0] == 15.0 and MIN_COME_BACK_S <= waits[0] < 3600
