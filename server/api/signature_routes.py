@@ -187,15 +187,24 @@ async def publish_index(
 
 
 async def _receive(stream: AsyncIterator[bytes], target: str) -> tuple[str, int]:
-    """Write the request body to ``target``, hashing it; more than an index may be is refused."""
-    digest, size = hashlib.sha256(), 0
+    """Write the request body to ``target``, hashing it; more than an index may be is refused.
+
+    The body arrives in small pieces; they are gathered to a megabyte and written off the event loop."""
+    from anyio import to_thread
+
+    digest, size, pending = hashlib.sha256(), 0, bytearray()
     with open(target, "wb") as out:
         async for chunk in stream:
             size += len(chunk)
             if size > MAX_INDEX_BYTES:
                 raise TooLarge(f"a fingerprint index may be at most {MAX_INDEX_BYTES} bytes")
-            digest.update(chunk)
-            out.write(chunk)
+            pending += chunk
+            if len(pending) >= _STAGE_CHUNK:
+                block, pending = bytes(pending), bytearray()
+                digest.update(block)
+                await to_thread.run_sync(out.write, block)
+        digest.update(pending)
+        await to_thread.run_sync(out.write, bytes(pending))
     return digest.hexdigest(), size
 
 
