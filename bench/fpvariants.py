@@ -758,7 +758,14 @@ def _edit_token(unit: Unit, lang: str, rng: random.Random) -> bool:
         for a, i in enumerate(sig)
         if unit[i][0] in ("number",)
         or (unit[i][0] == "string" and "\n" not in unit[i][1])
-        or (unit[i][1] in _OPERATOR_SWAP and a > 0 and (unit[sig[a - 1]][0] in binary or unit[sig[a - 1]][1] in (")", "]")))
+        or (
+            unit[i][1] in _OPERATOR_SWAP
+            and a > 0
+            and (unit[sig[a - 1]][0] in binary or unit[sig[a - 1]][1] in (")", "]"))
+            and 0 < i < len(unit) - 1
+            and unit[i - 1][0] == "ws"
+            and unit[i + 1][0] == "ws"
+        )
     ]
     idents = []
     calls: list[bool] = []
@@ -826,11 +833,30 @@ def insert_dead_code(text: str, lang: str, rng: random.Random, *, share: float =
     return join(out)
 
 
+def _brace_kind(before: list[str], prev_last: str, lang: str) -> str:
+    """What a ``{`` opens, from the tokens before it on its line (and the previous line's last token)."""
+    if lang == "javascript" and any(x in ("interface", "type", "enum") for x in before[:3]):
+        return "data"
+    if lang == "go" and any(x in ("struct", "interface") for x in before):
+        return "data"
+    if any(x in _CLASSY for x in before) and not any(x in ("=", "new", "(") for x in before[-3:]):
+        return "class"
+    if not before:
+        return "body" if prev_last in (")", "else", "try", "do", "finally", "=>") else "data"
+    last = before[-1]
+    if last in (")", "else", "try", "do", "finally", "=>", "const", "override", "noexcept"):
+        return "body"
+    if lang == "go" and ("func" in before or before[0] in ("if", "for", "switch", "select", "else", "go", "defer")):
+        return "body"
+    if lang in ("javascript", "java", "c") and ")" in before and last not in ("=", ",", "(", "[", ":", "return", "?"):
+        return "body"  # a return type or a throws clause between the parameters and the brace
+    return "data"
+
+
 def _statement_gaps(units: list[Unit], lang: str) -> list[tuple[int, str, bool]]:
     """``(unit index, indent, in a class body)`` before which a statement may be inserted."""
     gaps: list[tuple[int, str, bool]] = []
-    paren = 0
-    braces: list[str] = []  # what each open brace opened: body, class, data
+    stack: list[str] = []  # open brackets: "(", "[", or what a brace opened: body, class, data
     prev_code: list[Token] = []
     prev_code_unit: Unit = []
     seen_func = False
@@ -838,49 +864,36 @@ def _statement_gaps(units: list[Unit], lang: str) -> list[tuple[int, str, bool]]
         code = _code(unit)
         if code and code[0][1] == "func":
             seen_func = True
-        if code and paren == 0:
+        where = stack[-1] if stack else "top"
+        if code and lang == "python" and not stack:
             first = code[0][1]
             last = prev_code[-1][1] if prev_code else ""
-            if lang == "python":
-                ok = first not in _NO_INSERT_BEFORE and last != "\\" and (not prev_code or prev_code[0][1] != "@")
-                ok = ok and not any(t == "__future__" for _, t in code)
-                if ok:
-                    gaps.append((i, _indent(unit), False))
-            else:
-                where = braces[-1] if braces else "top"
-                ends_ok = not prev_code or last in (";", "{", "}") or (lang == "go" and last not in (",", "(", "+", "-", "*", "/", "=", "&&", "||", "."))
-                if first == "}" and where != "data":
-                    indent = _indent(prev_code_unit) if prev_code else ""
-                else:
-                    indent = _indent(unit)
-                good_place = where in ("body", "class") or (where == "top" and lang != "java")
-                if lang == "go":
-                    good_place = where == "body" or (where == "top" and seen_func)
-                if ends_ok and good_place and first not in _NO_INSERT_BEFORE and not code[0][0] == "pre" and first != "@":
-                    if lang == "go" and first == "}":
-                        pass
-                    else:
-                        gaps.append((i, indent, where == "class" and lang != "go"))
+            ok = first not in _NO_INSERT_BEFORE and last != "\\" and (not prev_code or prev_code[0][1] != "@")
+            if ok and not any(t == "__future__" for _, t in code):
+                gaps.append((i, _indent(unit), False))
+        elif code and lang != "python" and where in ("top", "body", "class"):
+            first = code[0][1]
+            last = prev_code[-1][1] if prev_code else ""
+            ends_ok = not prev_code or last in (";", "{", "}") or (lang == "go" and last not in (",", "(", "+", "-", "*", "/", "=", "&&", "||", "."))
+            indent = _indent(prev_code_unit) if first == "}" and prev_code else _indent(unit)
+            good_place = where in ("body", "class") or (where == "top" and lang != "java")
+            if lang == "go":
+                good_place = where == "body" or (where == "top" and seen_func)
+            if lang == "javascript" and where == "top" and first in ("case", "default"):
+                good_place = False
+            if ends_ok and good_place and first not in _NO_INSERT_BEFORE and code[0][0] != "pre" and first != "@" and not (lang == "go" and first == "}"):
+                gaps.append((i, indent, where == "class" and lang != "go"))
         for j, (k, t) in enumerate(code):
             if k != "op":
                 continue
             if t in ("(", "[") or (lang == "python" and t == "{"):
-                paren += 1
-            elif t in (")", "]") or (lang == "python" and t == "}"):
-                paren = max(0, paren - 1)
+                stack.append(t)
+            elif t in (")", "]", "}"):
+                if stack:
+                    stack.pop()
             elif t == "{":
                 before = [x for _, x in code[:j]]
-                if any(x in _CLASSY for x in before) and not any(x in ("=", "new", "(") for x in before[-3:]):
-                    braces.append("class")
-                elif (before and before[-1] in (")", "else", "try", "do", "finally", "=>")) or (lang == "go" and "func" in before):
-                    braces.append("body")
-                elif lang == "go" and before and before[0] in ("if", "for", "switch", "select", "else"):
-                    braces.append("body")
-                else:
-                    braces.append("data")
-            elif t == "}":
-                if braces:
-                    braces.pop()
+                stack.append(_brace_kind(before, prev_code[-1][1] if prev_code else "", lang))
         if code:
             prev_code = code
             prev_code_unit = unit
@@ -917,7 +930,7 @@ VARIANTS: dict[str, Transform] = {
     "renamed+reflowed": rename_reflow,
     "10% changed": change_statements,
     "25% dead code": insert_dead_code,
-    "renamed+reflowed+no comments+reordered": combo,
+    "combined": combo,
 }
 
 
