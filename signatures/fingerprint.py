@@ -152,6 +152,16 @@ def _some(items: list[str], shown: int = 5) -> list[str]:
     return [f"  {item}" for item in items[:shown]] + more
 
 
+MAX_NAME_CHARS = 1024
+
+
+def reportable(name: str) -> str:
+    """A corpus file's name as events carry it: valid UTF-8 (undecodable bytes become U+FFFD) and
+    at most ``MAX_NAME_CHARS`` characters (the end kept), so the collector never refuses a match."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text if len(text) <= MAX_NAME_CHARS else "..." + text[-(MAX_NAME_CHARS - 3) :]
+
+
 def default_roots() -> list[str]:
     """``build``'s default baseline plus the other code installed on this machine."""
     roots = baseline_mod.default_roots()
@@ -222,7 +232,7 @@ def build_index(
         last = tokens.lines[positions + (K - 1)]
         hashes, first, last = _cap_repeats(hashes, first, last)
         file_number = np.full(len(hashes), len(names), dtype=np.uint32)
-        names.append(unit_name)
+        names.append(reportable(unit_name))
         parts.append((hashes, file_number, first, last - first))
     del texts
     report.vocabulary = len(names_used)

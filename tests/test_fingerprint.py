@@ -525,3 +525,9 @@ def test_daemon_reports_copies_written_and_copied_to_the_clipboard(index_dir: Pa
         assert b"shlex" in spool and b"No closing quotation" not in spool  # names and numbers, no code
     finally:
         agent.stop(signal.SIGKILL)
+
+
+def test_corpus_names_are_valid_utf8_and_bounded() -> None:
+    assert fingerprint.reportable("src/caf\udce9.py") == "src/caf\ufffd.py"
+    long = "d/" * 1000 + "x.py"
+    assert len(fingerprint.reportable(long)) == fingerprint.MAX_NAME_CHARS and fingerprint.reportable(long).endswith("x.py")

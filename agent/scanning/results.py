@@ -6,6 +6,8 @@ import dataclasses
 import enum
 from typing import Any
 
+from agent.events import MATCH_KINDS
+
 
 class Status(str, enum.Enum):
     """The outcome of scanning one file. Anything but ``clean`` deserves a look."""
@@ -33,11 +35,9 @@ PROTECTED_NAMESPACE = "protected"
 PROTECTED_RULE = "protected_file_copy"
 FINGERPRINT_NAMESPACE = "fingerprint"
 
-YARA = "yara"
-FINGERPRINT = "fingerprint"
-PROTECTED = "protected"
-MATCH_KINDS = (YARA, FINGERPRINT, PROTECTED)
-"""What found a match: a YARA rule, a fingerprint index (fpmatch.py) or the protected-file hashes."""
+# What found a match (the event contract's MATCH_KINDS): a YARA rule, a fingerprint index
+# (fpmatch.py) or the protected-file hashes.
+YARA, FINGERPRINT, PROTECTED = MATCH_KINDS
 
 
 @dataclasses.dataclass(frozen=True)
