@@ -8,7 +8,8 @@ Every package is pinned and fetched with the registry's own client (``pip downlo
 - filler: more code, disjoint from both, that brings the large index up to ~100 MB.
 
 No unrelated package embeds or vendors a customer package and no customer package copies an
-unrelated one (the Go standard library does not vendor the gorilla/gin/cobra libraries, the JDK
+unrelated one (celery was dropped: its signals are django's dispatcher, adapted; so was twisted, which
+scrapy is built on and whose names scrapy's imports spell) (the Go standard library does not vendor the gorilla/gin/cobra libraries, the JDK
 shares no code with React Native's Android sources, glibc none with ReactCommon, and so on).
 The chosen sets are materialised as trees of hard links under ``.fpcorpus/sets/ROLE/PACKAGE``,
 so the index builder and ``build_pack`` read exactly the files the bench samples from.
@@ -93,7 +94,7 @@ PARTS: tuple[Part, ...] = (
     # customer
     Part(_pypi("flask==3.0.0"), "customer", ("flask",)),
     Part(_pypi("scrapy==2.11.0"), "customer", ("scrapy",)),
-    Part(_pypi("celery==5.3.6"), "customer", ("celery",)),
+    Part(_pypi("dask==2023.12.1"), "customer", ("dask",)),
     Part(_pypi("networkx==3.2.1"), "customer", ("networkx",)),
     Part(_pypi("paramiko==3.4.0"), "customer", ("paramiko",)),
     Part(_npm("rxjs@7.8.1"), "customer", ("package/src",)),
