@@ -256,6 +256,10 @@ def test_an_empty_or_oversized_upload_is_refused(client, admin, monkeypatch, ind
     large = _publish_index(client, admin, "acme", indexes["acme-code"])
     assert large.status_code == 413 and "at most 1000 bytes" in large.json()["detail"]
     assert client.post("/api/v1/signatures/indexes", params={"name": "../x"}, content=b"x", headers=admin.headers).status_code == 422
+    monkeypatch.undo()
+    for params in ({"note": "a\x00b"}, {"vendor": "bad/vendor"}):
+        unstorable = _publish_index(client, admin, "acme", indexes["acme-code"], **params)
+        assert unstorable.status_code in (400, 422), (params, unstorable.text)
     gzipped = client.post("/api/v1/signatures/indexes", params={"name": "acme"}, content=b"x", headers={**admin.headers, "Content-Encoding": "gzip"})
     assert gzipped.status_code == 415
     assert client.get("/api/v1/signatures/versions", headers=admin.headers).json()["items"] == []

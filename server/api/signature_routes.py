@@ -21,9 +21,11 @@ from agent.scanning import RuleError
 from server.api.agent_routes import record_agent_call
 from server.api.deps import AddressDep, AdminDep, CollectorDep, TokenDep, UserDep
 from server.api.schemas import (
+    Name,
     PublishedOut,
     SignaturesPublishIn,
     SignaturesRollbackIn,
+    Text,
 )
 from server.api.signature_schemas import IndexPublishedOut, SignatureVersionList
 from server.collector import Collector
@@ -174,8 +176,8 @@ async def publish_index(
     admin: AdminDep,
     address: AddressDep,
     name: Annotated[str, Query(pattern=PACK_NAME.pattern, description="the index's name in bundles (its file name without .fp)")],
-    vendor: Annotated[list[str] | None, Query(max_length=1000, description="only these vendors' agents get it (repeatable)")] = None,
-    note: Annotated[str, Query(max_length=1000)] = "",
+    vendor: Annotated[list[Name] | None, Query(max_length=1000, description="only these vendors' agents get it (repeatable)")] = None,
+    note: Annotated[Text, Query(max_length=1000, description="why, for the version list and the audit log")] = "",
 ) -> dict[str, Any]:
     scratch = _scratch_dir(collector)
     try:
