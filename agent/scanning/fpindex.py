@@ -53,6 +53,7 @@ DEFAULT_MIN_TOKENS = 50
 DEFAULT_SEVERITY = "high"
 DEFAULT_CATEGORY = "source_code"
 _FILE_MASK = np.uint64(MAX_FILES - 1)
+_CHECK_BLOCK = 1 << 20
 
 
 class FingerprintIndexError(Exception):
@@ -213,8 +214,11 @@ def _parse(buffer: Any, label: str) -> _Parsed:
     sizes = np.diff(directory.astype(np.int64))
     if directory[0] != 0 or int(directory[-1]) != count or (sizes < 0).any() or (count and int(sizes.max()) > max_bucket):
         raise FingerprintIndexError(f"{label}: corrupt fingerprint index directory")
-    if count and ((keys[1:] < keys[:-1]).any() or int((keys & _FILE_MASK).max()) >= nfiles):
-        raise FingerprintIndexError(f"{label}: corrupt fingerprint index entries")
+    # In blocks: temporaries of a block's size, not of the index's (an index may be hundreds of MB).
+    for start in range(0, count, _CHECK_BLOCK):
+        block = keys[start : start + _CHECK_BLOCK + 1]
+        if (block[1:] < block[:-1]).any() or int((block & _FILE_MASK).max()) >= nfiles:
+            raise FingerprintIndexError(f"{label}: corrupt fingerprint index entries")
     return _Parsed(meta, digest.hexdigest(), count, bits, max_bucket, k, w, directory, keys, lines)
 
 
