@@ -105,6 +105,7 @@ class Daemon:
         if released:
             log.info("%d event(s) leased by the previous run (killed mid-send?) will be sent again", released)
         spool.set_state("ruleset_version", ruleset.version)
+        spool.set_state("fingerprints", _index_summary(ruleset))
         spool.set_state("bundle_version", bundle.version if bundle else None)
         spool.set_state("daemon", {"pid": os.getpid(), "started_at": time.time(), "version": __version__, "running": True})
         context = Context(
@@ -237,6 +238,7 @@ class Daemon:
         self.pipeline.context = dataclasses.replace(self.pipeline.context, ruleset_version=ruleset.version)
         self._ruleset_error = None
         self.spool.set_state("ruleset_version", ruleset.version)
+        self.spool.set_state("fingerprints", _index_summary(ruleset))
         self.spool.set_state("bundle_version", bundle.version)
 
     def _start_sources(self) -> None:
@@ -333,6 +335,7 @@ class Daemon:
             return {}
         return {"fingerprints": [{"name": i.name, "version": i.version, "fingerprints": i.count} for i in indexes]}
 
+
     def health(self) -> dict[str, Any]:
         """Each source's and courier's health; a thread that has died also has ``deaths``,
         ``last_error`` and ``last_died_at``, and while it waits to restart (or was given up on)
@@ -422,3 +425,8 @@ def _lower_priority(nice: int) -> None:
             os.nice(nice)
         except OSError as exc:
             log.warning("cannot lower priority: %s", exc)
+
+
+def _index_summary(ruleset: Ruleset) -> list[dict[str, Any]]:
+    """The fingerprint indexes in force, for ``dlp-agent status``."""
+    return [{"name": i.name, "version": i.version, "fingerprints": i.count, "files": len(i.files)} for i in ruleset.fingerprints]

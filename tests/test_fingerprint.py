@@ -512,6 +512,8 @@ def test_daemon_reports_copies_written_and_copied_to_the_clipboard(index_dir: Pa
     agent = Agent(config)
     try:
         wait_for(lambda: agent.status().get("sources", {}).get("clipboard", {}).get("state") == "ok", timeout=15)
+        (index,) = agent.status()["fingerprints"]
+        assert index["name"] == "acme-code" and index["fingerprints"] > 0 and index["files"] == len(CORPUS_MODULES) + 1
         source = renamed((STDLIB / "shlex.py").read_text(), consistent=True)
         (tmp_path / "Desktop" / "notes.txt").write_text(source)
         copy(excerpt(source, 150, 60))

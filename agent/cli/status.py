@@ -37,6 +37,7 @@ def collect(spool_path: str) -> dict[str, Any]:
         "spool_depth": stats["depth"],
         "dropped": stats["dropped_total"],
         "ruleset_version": state.get("ruleset_version"),
+        "fingerprints": state.get("fingerprints") or [],
         "last_shipped_at": state.get("last_shipped_at"),
         "spool_bytes": stats["bytes"],
         "matched_events": stats.get("matched"),
@@ -69,6 +70,8 @@ def status(args: argparse.Namespace) -> int:
     if doc["spool_disk_free"] is not None:
         echo(f"disk:      {doc['spool_disk_free']} bytes free under the spool")
     echo(f"ruleset:   {doc['ruleset_version'] or '-'}")
+    for index in doc["fingerprints"]:
+        echo(f"index:     {index.get('name')} {index.get('version')}: {index.get('fingerprints')} fingerprints of {index.get('files')} files")
     echo(f"shipped:   {doc['last_shipped_at'] or 'never'}")
     for name, health in sorted(doc["sources"].items()):
         echo(f"{name + ':':<10} {health.get('state', '?')}: {health.get('message', '')}")
