@@ -4,7 +4,7 @@ Usage: python bench/fingerprint.py [--quick] [--seed 1] [--files N] [--unrelated
 
 Real third-party code in five languages stands in for a customer's (bench/fpcorpora.py fetches it
 from PyPI, npm and Debian into bench/.fpcorpus on the first run). Three indexes are built as an
-admin would, against the default baseline: a ~1 MB sample of the customer's code, and ~100 MB
+admin would, against the default baseline plus other Go libraries: a ~1 MB sample of the customer's code, and ~100 MB
 (all of the customer's code plus filler from other projects); the same corpora go through
 ``build_pack`` for the YARA comparison. Copies a leaker makes (bench/fpvariants.py) of sampled
 customer files, whole and as 50- and 20-line excerpts, are looked up in the 100 MB index; other
@@ -83,7 +83,7 @@ def read(path: str) -> str:
 
 def build_indexes(corpora: fpcorpora.Corpora, out: str, console: Console) -> dict[str, dict]:
     """The 1 MB and 100 MB indexes, with their build figures."""
-    roots = fp_build.default_roots()
+    roots = fp_build.default_roots() + [corpora.roots["baseline"]]
     exclude = fpcorpora.installed_copies(roots)
     if exclude:
         console.print(f"left out of the baseline (the bench's own packages installed there): {', '.join(exclude)}", highlight=False)
@@ -121,7 +121,7 @@ def build_packs(corpora: fpcorpora.Corpora, out: str, console: Console, unrelate
         os.makedirs(os.path.dirname(path), exist_ok=True)
         console.print(f"building the YARA pack of the {name} corpus", highlight=False)
         started = time.perf_counter()
-        roots = baseline.default_roots()
+        roots = baseline.default_roots() + [corpora.roots["baseline"]]
         report = build.build_pack(corpus, name=f"bench_{name}", out=path, baseline_roots=roots, exclude=fpcorpora.installed_copies(roots), measure_seconds=0)
         packs[name] = {"path": path, "seconds": time.perf_counter() - started, "strings": report.strings, "rules": len(report.rules)}
     return packs

@@ -5,7 +5,9 @@ Every package is pinned and fetched with the registry's own client (``pip downlo
 
 - customer: the code an index is built from and whose copies must be found;
 - unrelated: other projects' code that must not match (false positives);
-- filler: more code, disjoint from both, that brings the large index up to ~100 MB.
+- filler: more code, disjoint from both, that brings the large index up to ~100 MB;
+- baseline: Go libraries passed as ``--baseline`` (what the default baseline reads of Go, the
+  toolchain's library, is missing on this machine and is the unrelated Go code anyway).
 
 No unrelated package embeds or vendors a customer package and no customer package copies an
 unrelated one (celery was dropped: its signals are django's dispatcher, adapted; so was twisted, which
@@ -136,6 +138,23 @@ PARTS: tuple[Part, ...] = (
     ),  # fmt: skip
     Part(_apt("glibc-source"), "unrelated", ("src",), ("c",)),
     Part(_apt("golang-1.19-src"), "unrelated", ("usr/share/go-1.19/src",), ("go",)),
+    # baseline: Go code the admin's machine would have (this one has no Go toolchain, whose standard
+    # library the default baseline would read, and that library is the unrelated Go code here)
+    *(
+        Part(_apt(f"golang-github-{deb}-dev"), "baseline", (f"{GOCODE}/{path}",), ("go",))
+        for deb, path in (
+            ("stretchr-testify", "stretchr"),
+            ("prometheus-client-golang", "prometheus"),
+            ("google-go-cmp", "google"),
+            ("json-iterator-go", "json-iterator"),
+            ("go-kit-kit", "go-kit"),
+            ("go-sql-driver-mysql", "go-sql-driver"),
+            ("lib-pq", "lib"),
+            ("minio-minio-go", "minio"),
+            ("jmoiron-sqlx", "jmoiron"),
+            ("fsnotify-fsnotify", "fsnotify"),
+        )
+    ),  # fmt: skip
     # filler for the ~100 MB index
     Part(_pypi("ansible-core==2.16.1"), "filler", ("ansible",)),
     Part(_pypi("sphinx==7.2.6"), "filler", ("sphinx",), ("python",)),
@@ -308,7 +327,7 @@ def load(*, seed: int = 1) -> Corpora:
                 f = by_language[lang].pop()
                 small.append(f)
                 size += f.size
-    sets = {"customer": customer, "filler": filler, "small": small}
+    sets = {"customer": customer, "filler": filler, "small": small, "baseline": corpora.of("baseline")}
     for name, files in sets.items():
         root = os.path.join(CACHE, "sets", name)
         stamp = root + ".list"
@@ -340,7 +359,7 @@ def installed_copies(baseline_roots: list[str]) -> list[str]:
 def summary(corpora: Corpora) -> list[tuple[str, str, int, int, float, str]]:
     """Rows ``(role, language, files, files of 20+ lines, MB, packages)``."""
     rows = []
-    for role in ("customer", "unrelated", "filler"):
+    for role in ("customer", "unrelated", "filler", "baseline"):
         for lang in LANGUAGES:
             files = corpora.of(role, lang)
             if role == "filler":
