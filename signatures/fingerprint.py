@@ -50,6 +50,8 @@ from signatures.vocabulary import vocabulary
 _EXTRACT_ERRORS: tuple[type[BaseException], ...] = (LimitHit, *READ_ERRORS)
 MIN_DISTINCT = 5
 """Distinct token classes a k-gram needs to be kept."""
+COMMON_FILES = 8
+"""A fingerprint in more corpus files than this (or a 200th of them) is an idiom, not the customer's."""
 MAX_PER_FILE = 4
 """Entries kept for one hash in one file (a repeated block says nothing more)."""
 BASELINE_WARN_SHARE = 0.2
@@ -230,22 +232,22 @@ def build_index(
         hashes = prints.hashes[~plain]
         first = tokens.lines[positions]
         last = tokens.lines[positions + (K - 1)]
-        hashes, first, last = _cap_repeats(hashes, first, last)
+        hashes, first, last, positions = _cap_repeats(hashes, first, last, positions)
         file_number = np.full(len(hashes), len(names), dtype=np.uint32)
         names.append(reportable(unit_name))
-        parts.append((hashes, file_number, first, last - first))
+        parts.append((hashes, file_number, first, last - first, positions))
     del texts
     report.vocabulary = len(names_used)
     if not parts:
         raise ValueError("no source code with enough tokens in the corpus: nothing to index")
-    hashes, files, first, spans = (np.concatenate(column) for column in zip(*parts))
+    hashes, files, first, spans, positions = (np.concatenate(column) for column in zip(*parts))
     del parts
-    hashes, files, first, spans = _drop_common(report, hashes, files, first, spans, common_files)
+    hashes, files, first, spans, positions = _drop_common(report, hashes, files, first, spans, positions, common_files=common_files)
     if baseline_roots:
         progress(f"reading baseline: {len(baseline_roots)} folders")
         found = _in_baseline(report, hashes, baseline_roots, lexicon, exclude=[*exclude, *corpus])
         report.dropped_baseline = int(found.sum())
-        hashes, files, first, spans = hashes[~found], files[~found], first[~found], spans[~found]
+        hashes, files, first, spans, positions = (column[~found] for column in (hashes, files, first, spans, positions))
     report.kept = len(hashes)
     if report.kept == 0:
         where = ", ".join(place for place, _ in report.baseline_places.most_common(3))
@@ -262,7 +264,8 @@ def build_index(
         "corpus": {"files": report.files, "bytes": report.bytes, "tokens": report.tokens, "languages": dict(report.languages)},
     }
     report.index_bytes = write_index(
-        out, hashes=hashes, files=files, first_lines=first, spans=spans, file_names=names, k=K, w=W, meta=meta,
+        out, hashes=hashes, files=files, first_lines=first, spans=spans, positions=positions, file_names=names, k=K, w=W,
+        meta=meta,
         vocabulary=names_used,
     )
     report.seconds = time.perf_counter() - started
@@ -321,28 +324,28 @@ def _distinct_classes(kinds: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return 1 + (np.diff(grams.astype(np.int32), axis=1) != 0).sum(axis=1)
 
 
-def _cap_repeats(hashes: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, ...]:
+def _cap_repeats(hashes: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
     """At most ``MAX_PER_FILE`` entries of one hash in one file (the first ones)."""
     order = np.argsort(hashes, kind="stable")
     sorted_hashes = hashes[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_hashes)) + 1]
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     keep = np.sort(order[rank < MAX_PER_FILE])
-    return hashes[keep], first[keep], last[keep]
+    return (hashes[keep], *(column[keep] for column in columns))
 
 
 def _drop_common(
-    report: FingerprintReport, hashes: np.ndarray, files: np.ndarray, first: np.ndarray, spans: np.ndarray, common_files: int | None
+    report: FingerprintReport, hashes: np.ndarray, files: np.ndarray, *columns: np.ndarray, common_files: int | None
 ) -> tuple[np.ndarray, ...]:
     """Leave out hashes found in more than ``common_files`` corpus files."""
-    report.common_files = common_files if common_files is not None else max(8, report.files // 200)
+    report.common_files = common_files if common_files is not None else max(COMMON_FILES, report.files // 200)
     pairs = np.unique((hashes << np.uint64(24)) | files.astype(np.uint64))
     unique_hashes, spread = np.unique(pairs >> np.uint64(24), return_counts=True)
     common = unique_hashes[spread > report.common_files]
     drop = np.isin(hashes, common)
     report.dropped_common = int(drop.sum())
     keep = ~drop
-    return hashes[keep], files[keep], first[keep], spans[keep]
+    return (hashes[keep], files[keep], *(column[keep] for column in columns))
 
 
 def _in_baseline(

@@ -407,25 +407,23 @@ def test_corrupt_or_truncated_indexes_are_refused_with_the_reason(index_dir: Pat
         assert done.returncode == 2 and "bad.fp" in done.stderr, name
 
 
-def test_an_index_from_another_tokenizer_is_refused(index_dir: Path, tmp_path: Path) -> None:
-    data = (index_dir / "acme.fp").read_bytes()
-    index = FingerprintIndex.load(index_dir / "acme.fp")
-    meta = dict(index.meta, tokenizer="dlp-tokens-0", name=index.name)
+def test_an_index_from_another_tokenizer_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.scanning import fpindex
 
-    keys = np.asarray(index._keys)
-    lines = np.asarray(index._lines)
-    out = tmp_path / "old.fp"
-    fpindex.write_index(
-        str(out), hashes=keys >> np.uint64(24), files=keys & np.uint64(0xFFFFFF), first_lines=lines >> np.uint32(8),
-        spans=lines & np.uint32(255), file_names=list(index.files), k=index.k, w=index.w, meta=meta,
-        vocabulary=index.lexicon.vocabulary,
-    )  # fmt: skip
-    assert FingerprintIndex.load(out).count == index.count  # write_index stamps the current tokenizer
-    raw = out.read_bytes().replace(fpindex.TOKENIZER.encode(), b"dlp-tokens-0")
-    with pytest.raises(FingerprintIndexError):
-        check_index_bytes(raw, label="old.fp")  # the checksum catches the edit first
-    assert len(data) > 0
+    def write(path: Path) -> None:
+        fpindex.write_index(
+            str(path), hashes=np.array([5, 7], dtype=np.uint64), files=np.zeros(2, np.uint32),
+            first_lines=np.array([1, 2]), spans=np.zeros(2), positions=np.array([0, 9]), file_names=["a.py"],
+            k=K, w=W, meta={"name": "x", "severity": "high", "category": "source_code", "min_tokens": 50},
+        )  # fmt: skip
+
+    write(tmp_path / "now.fp")
+    assert FingerprintIndex.load(tmp_path / "now.fp").count == 2
+    monkeypatch.setattr(fpindex, "TOKENIZER", "dlp-tokens-0")
+    write(tmp_path / "old.fp")
+    monkeypatch.undo()
+    with pytest.raises(FingerprintIndexError, match="rebuild"):
+        FingerprintIndex.load(tmp_path / "old.fp")
 
 
 def test_hostile_text_is_bounded(index_dir: Path, tmp_path: Path) -> None:

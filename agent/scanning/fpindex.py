@@ -8,7 +8,7 @@ Layout (little-endian), memory-mapped when loaded, so an index costs the pages l
     (zero padding to a multiple of 8)
     directory  (2^B + 1) x u32    where each bucket's entries start
     keys       n x u64            hash (40 bits) << 24 | corpus file number (24 bits), sorted
-    lines      n x u32            first line << 8 | line span (capped at 255)
+    lines      n x u32            first line << 12 | line span (capped at 15) << 8 | token position mod 256
 
 A look-up reads the directory slot of the hash's top ``B`` bits and compares the few keys
 of that bucket: the same cost at 1 MB or 100 MB of corpus. ``B`` is chosen so buckets hold
@@ -39,15 +39,19 @@ from agent.scanning.tokens import MAX_VOCABULARY, Lexicon
 from agent.scanning.winnow import HASH_BITS
 
 INDEX_MAGIC = b"DLPFP1\0\0"
-FORMAT = 1
+FORMAT = 2
 TOKENIZER = "dlp-tokens-3"
 """Names the tokenizer and hash that made an index; a scanner with another refuses it."""
 HEADER = struct.Struct("<8sIIQIIIII4x32s")
 assert HEADER.size == 80
 FILE_BITS = 24
 MAX_FILES = 1 << FILE_BITS
-SPAN_BITS = 8
-MAX_LINE = (1 << (32 - SPAN_BITS)) - 1
+LINE_BITS = 20
+SPAN_BITS = 4
+POSITION_BITS = 8
+MAX_LINE = (1 << LINE_BITS) - 1
+MAX_SPAN = (1 << SPAN_BITS) - 1
+"""Corpus lines past a million are reported as the millionth; spans as at most 15 lines."""
 MAX_META_BYTES = 256 * 1024 * 1024
 DEFAULT_MIN_TOKENS = 50
 DEFAULT_SEVERITY = "high"
@@ -68,12 +72,15 @@ class Lookup:
         query: for each hit, the index of the fingerprint in the looked-up array.
         files: the corpus file number of each hit.
         first_lines, spans: the corpus lines of each hit's k-gram.
+        positions: the k-gram's token position in its corpus file, modulo 256: enough to
+            compare the distance between two nearby hits with their distance in the text.
     """
 
     query: np.ndarray
     files: np.ndarray
     first_lines: np.ndarray
     spans: np.ndarray
+    positions: np.ndarray
 
 
 class FingerprintIndex:
@@ -138,7 +145,7 @@ class FingerprintIndex:
         hashes = np.asarray(hashes, dtype=np.uint64)
         empty = np.zeros(0, dtype=np.int64)
         if self.count == 0 or len(hashes) == 0:
-            return Lookup(empty, empty.astype(np.uint32), empty.astype(np.uint32), empty.astype(np.uint32))
+            return Lookup(empty, *(empty.astype(np.uint32) for _ in range(4)))
         buckets = (hashes >> np.uint64(HASH_BITS - self._bits)).astype(np.int64) if self._bits else np.zeros(len(hashes), np.int64)
         starts = self._directory[buckets].astype(np.int64)
         ends = self._directory[buckets + 1].astype(np.int64)
@@ -155,14 +162,20 @@ class FingerprintIndex:
             queries.append(alive[same])
             entries.append(at[same])
         if not queries:
-            return Lookup(empty, empty.astype(np.uint32), empty.astype(np.uint32), empty.astype(np.uint32))
+            return Lookup(empty, *(empty.astype(np.uint32) for _ in range(4)))
         query = np.concatenate(queries)
         entry = np.concatenate(entries)
         order = np.argsort(query, kind="stable")
         query, entry = query[order], entry[order]
         packed = self._lines[entry]
         files = (self._keys[entry] & _FILE_MASK).astype(np.uint32)
-        return Lookup(query, files, packed >> np.uint32(SPAN_BITS), packed & np.uint32((1 << SPAN_BITS) - 1))
+        return Lookup(
+            query,
+            files,
+            packed >> np.uint32(SPAN_BITS + POSITION_BITS),
+            (packed >> np.uint32(POSITION_BITS)) & np.uint32(MAX_SPAN),
+            packed & np.uint32((1 << POSITION_BITS) - 1),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,6 +285,7 @@ def write_index(
     files: np.ndarray,
     first_lines: np.ndarray,
     spans: np.ndarray,
+    positions: np.ndarray,
     file_names: Sequence[str],
     k: int,
     w: int,
@@ -286,9 +300,10 @@ def write_index(
     if len(file_names) > MAX_FILES:
         raise ValueError(f"a fingerprint index holds at most {MAX_FILES:,} files")
     keys = (np.asarray(hashes, dtype=np.uint64) << np.uint64(FILE_BITS)) | np.asarray(files, dtype=np.uint64)
-    packed = (np.minimum(np.asarray(first_lines, dtype=np.uint64), MAX_LINE).astype(np.uint32) << np.uint32(SPAN_BITS)) | np.minimum(
-        np.asarray(spans, dtype=np.uint32), (1 << SPAN_BITS) - 1
-    ).astype(np.uint32)
+    lines = np.minimum(np.asarray(first_lines, dtype=np.uint64), MAX_LINE).astype(np.uint32)
+    span = np.minimum(np.asarray(spans, dtype=np.uint64), MAX_SPAN).astype(np.uint32)
+    position = (np.asarray(positions, dtype=np.uint64) & np.uint64((1 << POSITION_BITS) - 1)).astype(np.uint32)
+    packed = (lines << np.uint32(SPAN_BITS + POSITION_BITS)) | (span << np.uint32(POSITION_BITS)) | position
     order = np.argsort(keys, kind="stable")
     keys, packed = keys[order], packed[order]
     count = len(keys)

@@ -24,6 +24,7 @@ from agent.scanning.winnow import Prints, guarantee, winnow
 
 MAX_GAP_TOKENS = 120
 FILL_GAP = 24
+STRIDE_SLACK = 12
 REFLOW_FACTOR = 3
 MAX_GAP_LINES = 60
 MAX_OPEN_CHAINS = 32
@@ -62,6 +63,7 @@ class _Chain:
     first_at: int
     source_first: int
     source_last: int
+    last_place: int
     hits: int = 1
 
 
@@ -119,7 +121,8 @@ def _match_index(index: FingerprintIndex, tokens: Tokens, prints: Prints, line_o
         last = first + found.spans[chosen]
         order = np.lexsort((first, at))
         weak = repeated[found.query[chosen]][order]
-        chains = _chains(at[order].tolist(), first[order].tolist(), last[order].tolist(), weak.tolist(), index.k)
+        places = found.positions[chosen][order]
+        chains = _chains(at[order].tolist(), first[order].tolist(), last[order].tolist(), places.tolist(), weak.tolist(), index.k)
         for chain in chains:
             chain.covered = _consistent(chain, tokens, index.k)
         best = max((c.covered for c in chains), default=0)
@@ -146,11 +149,11 @@ def _match_index(index: FingerprintIndex, tokens: Tokens, prints: Prints, line_o
     return out[:MAX_FILES_REPORTED]
 
 
-def _chains(at: list[int], first: list[int], last: list[int], weak: list[bool], k: int) -> list[_Chain]:
+def _chains(at: list[int], first: list[int], last: list[int], places: list[int], weak: list[bool], k: int) -> list[_Chain]:
     """Greedy ordered chaining of one corpus file's hits, sorted by text position."""
     done: list[_Chain] = []
     open_chains: list[_Chain] = []
-    for position, line, line_end, repeated in zip(at, first, last, weak):
+    for position, line, line_end, place, repeated in zip(at, first, last, places, weak):
         best: _Chain | None = None
         still_open: list[_Chain] = []
         for chain in open_chains:
@@ -161,6 +164,7 @@ def _chains(at: list[int], first: list[int], last: list[int], weak: list[bool], 
             if (
                 chain.last_at < position
                 and chain.last_line <= line <= chain.last_line + MAX_GAP_LINES
+                and _same_stride(position - chain.last_at, (place - chain.last_place) % 256)
                 # The best covered; of equals, the one closest behind in the corpus (repeated shapes).
                 and (best is None or (chain.covered, chain.last_line) > (best.covered, best.last_line))
             ):
@@ -174,10 +178,11 @@ def _chains(at: list[int], first: list[int], last: list[int], weak: list[bool], 
                 best.covered_to = position + k
             best.last_at = position
             best.last_line = line
+            best.last_place = place
             best.hits += 1
             best.source_last = max(best.source_last, line_end)
         else:
-            chain = _Chain(position, line, 0, position, position, line, line_end)
+            chain = _Chain(position, line, 0, position, position, line, line_end, place)
             if not repeated:
                 chain.covered, chain.covered_to = k, position + k
             open_chains.append(chain)
@@ -185,6 +190,18 @@ def _chains(at: list[int], first: list[int], last: list[int], weak: list[bool], 
                 open_chains.sort(key=lambda c: c.covered)
                 done.append(open_chains.pop(0))
     return done + open_chains
+
+
+def _same_stride(text_gap: int, corpus_gap: int) -> bool:
+    """Two hits a copy shares are as far apart in the text as in the corpus file, give or take an
+    edit between them: a statement inserted or changed moves them by a dozen tokens or so.
+
+    Hits of common shapes strewn over a file (``private final I I ;`` in every Java class) are
+    at unrelated distances, so this is what keeps such chains short. ``corpus_gap`` is known
+    modulo 256 (the index keeps 8 bits of each position), plenty for hits at most
+    ``MAX_GAP_TOKENS`` apart in the text.
+    """
+    return abs(text_gap - corpus_gap) <= STRIDE_SLACK + max(text_gap, corpus_gap) // 4
 
 
 def _distinct_chains(chains: Iterable[_Chain]) -> list[_Chain]:
