@@ -179,6 +179,7 @@ def detection(index: FingerprintIndex, files: list[fpcorpora.SourceFile], seed: 
     """Counts ``{(variant, size, language): [hits, total, right_source]}``, the misses with the numbers of
     ``explain``, and ``keep`` described misses per variant and size."""
     counts: dict[tuple[str, object, str], list[int]] = {}
+    coverage: dict[tuple[str, object, str], list[float]] = {}
     misses: list[tuple[str, str, object, str, dict[str, int]]] = []
     explained: dict[tuple[str, object], list[str]] = {}
     for language, variant, size, label, name, text in variant_items(files, seed, pools):
@@ -188,13 +189,14 @@ def detection(index: FingerprintIndex, files: list[fpcorpora.SourceFile], seed: 
         if hits:
             cell[0] += 1
             cell[2] += any(h.source.endswith(name) or name.endswith(h.source) for h in hits)
+            coverage.setdefault((variant, size, language), []).append(hits[0].coverage)
         else:
             why = explain(index, name, text)
             misses.append((language, variant, size, label, why))
             shown = explained.setdefault((variant, size), [])
             if len(shown) < keep:
                 shown.append(f"{language:10} {label}: {described(why)}")
-    return counts, misses, explained
+    return counts, misses, explained, coverage
 
 
 def declared_by_language(corpora: fpcorpora.Corpora) -> dict[str, set[str]]:
@@ -329,7 +331,7 @@ def main() -> None:
     console.print(f"detection: {len(sample)} customer files x {len(fpvariants.VARIANTS)} variants x {len(SIZES)} sizes")
     console.print("(combined: comments removed, functions reordered, renamed, reflowed, in that order)")
     started = time.perf_counter()
-    counts, misses, explained = detection(large, sample, args.seed, pools, args.show_misses)
+    counts, misses, explained, coverage = detection(large, sample, args.seed, pools, args.show_misses)
     results["detection_seconds"] = time.perf_counter() - started
 
     results["detection"] = [{"variant": v, "size": s, "language": lang, "hits": c[0], "total": c[1], "right_source": c[2]} for (v, s, lang), c in sorted(counts.items(), key=lambda kv: str(kv[0]))]
@@ -397,6 +399,7 @@ def main() -> None:
     customer = corpora.of("customer")
     speed_files = customer if not args.quick else rng.sample(customer, min(800, len(customer)))
     texts = [open(f.path, "rb").read() for f in speed_files]
+    results["coverage_median"] = {f"{v} {s} {lang}": statistics.median(c) for (v, s, lang), c in coverage.items()}
     tok_speed = tokenize_speed(large, texts, args.rounds)
     packs = build_packs(corpora, args.out, console, [])
     scan_data = [open(f.path, "rb").read() for f in negatives]
@@ -430,6 +433,8 @@ def main() -> None:
             label, pct(hits, total), f"{hits:,}/{total:,}; worst {worst_lang} {worst:.1%}; right file {pct(right, hits)} of hits",
             f">= {target:.0%} each language", verdict(worst >= target),
         )  # fmt: skip
+    medians = [f"{lang} {statistics.median(coverage[('verbatim', 'whole', lang)]):.0%}" for lang in fpcorpora.LANGUAGES if coverage.get(("verbatim", "whole", lang))]
+    table.add_row("share of a found verbatim file covered", "median", ", ".join(medians), "reported", "")
     n_neg = len(negatives)
     table.add_row(
         "false positives, 100 MB index", f"{len(fps)}",
