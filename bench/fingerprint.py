@@ -392,8 +392,8 @@ def main() -> None:
     }
 
     if args.show_misses:
-        for name, source, coverage, lines in fps[: args.show_misses]:
-            print(f"false positive: {name} -> {source} coverage {coverage:.2f} lines {lines}")
+        for name, source, share, lines in fps[: args.show_misses]:
+            print(f"false positive: {name} -> {source} coverage {share:.2f} lines {lines}")
 
     # speed: tokenizing+fingerprinting, then lookups against 1 MB and 100 MB, beside YARA packs of the same corpora
     customer = corpora.of("customer")
