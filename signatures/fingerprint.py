@@ -37,7 +37,7 @@ from agent.scanning.budget import Budget
 from agent.scanning.errors import LimitHit
 from agent.scanning.extract import READ_ERRORS, members
 from agent.scanning.fpindex import DEFAULT_CATEGORY as DEFAULT_CATEGORY
-from agent.scanning.fpindex import DEFAULT_MIN_TOKENS, MAX_FILES, write_index
+from agent.scanning.fpindex import DEFAULT_MIN_TOKENS, MAX_FILES, FingerprintIndex, FingerprintIndexError, write_index
 from agent.scanning.fpindex import DEFAULT_SEVERITY as DEFAULT_SEVERITY
 from agent.scanning.limits import ScanLimits
 from agent.scanning.sniff import CONTAINERS, SNIFF_BYTES, Kind, sniff
@@ -268,6 +268,11 @@ def build_index(
         meta=meta,
         vocabulary=names_used,
     )
+    try:
+        FingerprintIndex.load(out)
+    except FingerprintIndexError as exc:
+        os.unlink(out)
+        raise ValueError(f"the index written does not load (please report it): {exc}") from None
     report.seconds = time.perf_counter() - started
     return report
 

@@ -20,11 +20,15 @@ import collections
 import re
 from collections.abc import Iterable
 
-from agent.scanning.tokens import IDENTIFIER, KEYWORDS, MAX_VOCABULARY
+from agent.scanning.tokens import KEYWORDS, MAX_VOCABULARY
 
 MIN_FILES = 2
 MIN_LENGTH = 2
+MAX_LENGTH = 100
+"""Longer "names" are generated code or data; an index's vocabulary holds none (fpindex.py checks)."""
 _NAME = rb"[A-Za-z_$][\w$]*"
+IDENTIFIER = re.compile(rb"(?<![\w$\x80-\xff])[A-Za-z_$\x80-\xff][\w$\x80-\xff]*")
+"""A name where a token can start: not the ``xFF`` of ``0xFF`` or the ``e10`` of ``1e10``."""
 _KEYWORD_BYTES = frozenset(k.encode() for k in KEYWORDS)
 _NOT_A_TYPE = frozenset(
     b"import return yield raise await not in is and or else from package goto case throw new typeof delete print echo"
@@ -98,7 +102,7 @@ def vocabulary(texts: Iterable[bytes]) -> list[str]:
     names = [
         name
         for name, files in spread.items()
-        if files >= MIN_FILES and len(name) >= MIN_LENGTH and name not in declared and name not in _KEYWORD_BYTES
+        if files >= MIN_FILES and MIN_LENGTH <= len(name) <= MAX_LENGTH and name not in declared and name not in _KEYWORD_BYTES
     ]
     names.sort(key=lambda n: (-spread[n], n))
     return [n.decode("latin-1") for n in names[:MAX_VOCABULARY]]

@@ -531,3 +531,15 @@ def test_corpus_names_are_valid_utf8_and_bounded() -> None:
     assert fingerprint.reportable("src/caf\udce9.py") == "src/caf\ufffd.py"
     long = "d/" * 1000 + "x.py"
     assert len(fingerprint.reportable(long)) == fingerprint.MAX_NAME_CHARS and fingerprint.reportable(long).endswith("x.py")
+
+
+def test_long_hex_constants_do_not_become_vocabulary(tmp_path: Path) -> None:
+    """``0xFFFF...`` is a number, not a name ``xFFFF...``: an index built from it loads."""
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    for name in ("a.py", "b.py"):
+        (corpus / name).write_text(f"p = 0x{'F' * 300}\nq = 1e10\nr = call(p, q) + other(p) * third(q, p)\n" * 3)
+    report = fingerprint.build_index([str(corpus)], name="hex", out=str(tmp_path / "hex.fp"), min_tokens=15)
+    vocabulary = FingerprintIndex.load(tmp_path / "hex.fp").lexicon.vocabulary
+    assert "call" in vocabulary and not any(v.startswith(("xF", "e10")) for v in vocabulary)
+    assert report.kept > 0

@@ -101,7 +101,6 @@ _MAY_SPAN[[ord(c) for c in "/\"'`"]] = True
 _COMMA = _BY_FIRST[ord(",")]
 _CLOSERS = np.array([_BY_FIRST[ord(c)] for c in ")]}"], dtype=np.uint16)
 _first_byte = operator.itemgetter(0)
-IDENTIFIER = re.compile(rb"[A-Za-z_$\x80-\xff][\w$\x80-\xff]*")
 
 
 class Lexicon:
