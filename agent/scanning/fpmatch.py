@@ -108,11 +108,10 @@ def _match_index(index: FingerprintIndex, tokens: Tokens, prints: Prints, line_o
     # A fingerprint that the text itself repeats (a table of similar calls) links a chain but adds no evidence.
     unique, repeats = np.unique(prints.hashes, return_counts=True)
     repeated = repeats[np.searchsorted(unique, prints.hashes)] > 1
-    counts = np.bincount(found.files)
-    candidates = np.flatnonzero(counts >= 2)  # one k-gram is never a chain of min_tokens >= k
     out: list[FingerprintHit] = []
-    by_file = np.argsort(found.files, kind="stable")
+    by_file = np.lexsort((prints.positions[found.query], found.files))
     files_sorted = found.files[by_file]
+    candidates = _candidates(files_sorted, prints.positions[found.query[by_file]].astype(np.int64))
     for file_number in candidates:
         lo, hi = np.searchsorted(files_sorted, [file_number, file_number + 1])
         chosen = by_file[lo:hi][:MAX_HITS_PER_FILE]
@@ -147,6 +146,19 @@ def _match_index(index: FingerprintIndex, tokens: Tokens, prints: Prints, line_o
         )
     out.sort(key=lambda h: -h.tokens)
     return out[:MAX_FILES_REPORTED]
+
+
+def _candidates(files: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Corpus files whose hits could chain: two of them (one k-gram never covers ``min_tokens``)
+    within ``MAX_GAP_TOKENS`` of each other in the text. ``files`` sorted, ``at`` sorted within each.
+
+    A large index shares some common k-grams with any text; this keeps the per-file chaining,
+    which is Python work, to the files where a chain is possible at all.
+    """
+    if len(files) < 2:
+        return np.zeros(0, dtype=files.dtype)
+    close = (files[1:] == files[:-1]) & (np.diff(at) <= MAX_GAP_TOKENS) & (np.diff(at) > 0)
+    return np.unique(files[1:][close])
 
 
 def _chains(at: list[int], first: list[int], last: list[int], places: list[int], weak: list[bool], k: int) -> list[_Chain]:
