@@ -104,6 +104,7 @@ class FingerprintIndex:
         self.lexicon = Lexicon(parsed.meta.get("vocabulary", ()))
         self._bits = parsed.bucket_bits
         self._max_bucket = parsed.max_bucket
+        self._bisect_steps = max(1, int(parsed.max_bucket).bit_length())
         self._directory = parsed.directory
         self._keys = parsed.keys
         self._lines = parsed.lines
@@ -149,18 +150,28 @@ class FingerprintIndex:
         buckets = (hashes >> np.uint64(HASH_BITS - self._bits)).astype(np.int64) if self._bits else np.zeros(len(hashes), np.int64)
         starts = self._directory[buckets].astype(np.int64)
         ends = self._directory[buckets + 1].astype(np.int64)
+        # Bisect every query's bucket at once (a few array passes, whatever the bucket sizes),
+        # to the first entry of its hash; then walk the entries of that hash (a handful).
+        target = hashes << np.uint64(FILE_BITS)
+        low, high = starts, ends
+        for _ in range(self._bisect_steps):
+            middle = (low + high) >> 1
+            probe = self._keys[np.minimum(middle, self.count - 1)]
+            right = (low < high) & (probe < target)
+            low = np.where(right, middle + 1, low)
+            high = np.where(right, high, np.maximum(middle, low))
         queries: list[np.ndarray] = []
         entries: list[np.ndarray] = []
-        alive = np.flatnonzero(ends > starts)
-        for step in range(self._max_bucket):
-            if len(alive) == 0:
-                break
-            at = starts[alive] + step
+        alive = np.flatnonzero(low < ends)
+        at = low[alive]
+        while len(alive):
+            same = (self._keys[at] >> np.uint64(FILE_BITS)) == hashes[alive]
+            alive, at = alive[same], at[same]
+            queries.append(alive)
+            entries.append(at)
+            at = at + 1
             inside = at < ends[alive]
             alive, at = alive[inside], at[inside]
-            same = (self._keys[at] >> np.uint64(FILE_BITS)) == hashes[alive]
-            queries.append(alive[same])
-            entries.append(at[same])
         if not queries:
             return Lookup(empty, *(empty.astype(np.uint32) for _ in range(4)))
         query = np.concatenate(queries)
