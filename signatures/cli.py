@@ -110,59 +110,64 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    for path in args.baseline:
-        if not os.path.exists(path):
-            print(f"dlp-signatures: no such baseline folder: {path}", file=sys.stderr)
-            return 2
-    roots = [] if args.no_default_baseline else baseline.default_roots()
-    try:
-        report = build.build_pack(
+    return _run_builder(
+        args,
+        "pack",
+        lambda roots: build.build_pack(
             args.corpus,
             name=args.name,
             out=args.out,
-            baseline_roots=roots + args.baseline,
+            baseline_roots=roots,
             max_strings=args.max_strings,
             severity=args.severity,
             max_file_bytes=int(args.max_file_mb * 1024 * 1024),
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-    except FileNotFoundError as exc:
-        print(f"dlp-signatures: no such file or folder: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"dlp-signatures: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"dlp-signatures: cannot write the pack: {exc}", file=sys.stderr)
-        return 1
-    except RuleError as exc:
-        print(f"dlp-signatures: the pack built does not compile (please report it): {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(report.summary()))
-    return 0
+            progress=_progress,
+        ),
+        default_baseline=baseline.default_roots,
+    )
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
-    for path in args.baseline:
-        if not os.path.exists(path):
-            print(f"dlp-signatures: no such baseline folder: {path}", file=sys.stderr)
-            return 2
     if not args.out.endswith(".fp"):
         print("dlp-signatures: the index file's name must end in .fp (rules directories load *.fp)", file=sys.stderr)
         return 2
-    roots = [] if args.no_default_baseline else fingerprint.default_roots()
-    try:
-        report = fingerprint.build_index(
+    return _run_builder(
+        args,
+        "index",
+        lambda roots: fingerprint.build_index(
             args.corpus,
             name=args.name,
             out=args.out,
-            baseline_roots=roots + args.baseline,
+            baseline_roots=roots,
             min_tokens=args.min_tokens,
             severity=args.severity,
             category=args.category,
             max_file_bytes=int(args.max_file_mb * 1024 * 1024),
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-        )
+            progress=_progress,
+        ),
+        default_baseline=fingerprint.default_roots,
+    )
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _run_builder(
+    args: argparse.Namespace,
+    what: str,
+    run: Callable[[list[str]], build.Report | fingerprint.FingerprintReport],
+    *,
+    default_baseline: Callable[[], list[str]],
+) -> int:
+    """What ``build`` and ``fingerprint`` share: the baseline folders, the errors and their exit codes, the summary."""
+    for path in args.baseline:
+        if not os.path.exists(path):
+            print(f"dlp-signatures: no such baseline folder: {path}", file=sys.stderr)
+            return 2
+    roots = [] if args.no_default_baseline else default_baseline()
+    try:
+        report = run(roots + args.baseline)
     except FileNotFoundError as exc:
         print(f"dlp-signatures: no such file or folder: {exc}", file=sys.stderr)
         return 2
@@ -170,7 +175,10 @@ def _fingerprint(args: argparse.Namespace) -> int:
         print(f"dlp-signatures: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"dlp-signatures: cannot write the index: {exc}", file=sys.stderr)
+        print(f"dlp-signatures: cannot write the {what}: {exc}", file=sys.stderr)
+        return 1
+    except RuleError as exc:
+        print(f"dlp-signatures: the {what} built does not compile (please report it): {exc}", file=sys.stderr)
         return 1
     print("\n".join(report.summary()))
     return 0
