@@ -543,3 +543,17 @@ def test_long_hex_constants_do_not_become_vocabulary(tmp_path: Path) -> None:
     vocabulary = FingerprintIndex.load(tmp_path / "hex.fp").lexicon.vocabulary
     assert "call" in vocabulary and not any(v.startswith(("xF", "e10")) for v in vocabulary)
     assert report.kept > 0
+
+
+def test_a_copy_deep_in_a_large_file_is_found_at_its_own_lines(index_dir: Path, tmp_path: Path) -> None:
+    """Content larger than a chunk is fingerprinted window by window; lines count from the file's start."""
+    scanner = Scanner(load_rules(index_dir), limits=ScanLimits(chunk_bytes=1 << 20, overlap_bytes=1 << 16))
+    filler = "".join(f"entry_{i} = {i}\n" for i in range(150_000))  # about 2.3 MB, 150,000 lines
+    copy = tmp_path / "dump.txt"
+    copy.write_text(filler + (STDLIB / "shlex.py").read_text())
+    result = scanner.scan_path(str(copy))
+    match = next(m for m in result.matches if m.kind == "fingerprint")
+    assert match.source == "acme/shlex.py"
+    first, last = match.lines[0]
+    source_first, _ = match.source_lines[0]
+    assert abs((first - 150_000) - source_first) <= 3 and last > first

@@ -195,12 +195,13 @@ class Scanner:
         limits = self.limits
         digest = hashlib.sha256() if member is not None and self.protected else None
         f.seek(0)
-        window = memoryview(bytearray(limits.overlap_bytes + limits.chunk_bytes))
+        storage = bytearray(limits.overlap_bytes + limits.chunk_bytes)
+        window = memoryview(storage)
         kept = 0  # bytes carried over from the previous window's tail
         base = 0  # offset in the content of window[0]
         line = 0  # line ends before window[0], for fingerprint matches' line numbers
         f.seek(0)
-        code = sniff(f.read(SNIFF_BYTES)) not in CONTAINERS
+        code = bool(job.fingerprints) and sniff(f.read(SNIFF_BYTES)) not in CONTAINERS
         f.seek(0)
         while True:
             count = _fill(f, window[kept : kept + limits.chunk_bytes])
@@ -214,7 +215,8 @@ class Scanner:
             if code:
                 self._fingerprint(job, window[:end], member, line)
             kept = min(limits.overlap_bytes, end)
-            line += bytes(window[: end - kept]).count(b"\n")
+            if code:
+                line += storage.count(b"\n", 0, end - kept)
             window[:kept] = bytes(window[end - kept : end])
             base += end - kept
         if digest is not None:
