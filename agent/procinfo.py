@@ -1,0 +1,101 @@
+"""Who a process is: executable, command line, user and parents, read from ``/proc`` (Linux).
+
+A file event that names the writing process (fanotify gives its pid) is worth little
+without what a reviewer recognises: ``/usr/bin/cp`` run by ``jdoe`` from ``bash``. The
+facts are read when the event arrives; a process that has already exited (a short ``cp``)
+leaves only its pid, and the fields it could not give are ``None``. Everything read is
+bounded: command lines are capped, the parent chain is a few levels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pwd
+from typing import Any
+
+MAX_CMDLINE_CHARS = 1024
+PARENT_LEVELS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """What is known of one process; ``None`` where ``/proc`` could not say."""
+
+    pid: int
+    exe: str | None = None
+    cmdline: str | None = None
+    uid: int | None = None
+    user: str | None = None
+    ppid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def describe(pid: int, *, proc: str = "/proc") -> Process:
+    """The facts of ``pid`` that can still be read."""
+    base = os.path.join(proc, str(pid))
+    exe = _read_link(os.path.join(base, "exe"))
+    cmdline = _cmdline(os.path.join(base, "cmdline"))
+    uid, ppid = _status(os.path.join(base, "status"))
+    return Process(pid=pid, exe=exe, cmdline=cmdline, uid=uid, user=_user(uid), ppid=ppid)
+
+
+def lineage(pid: int, *, levels: int = PARENT_LEVELS, proc: str = "/proc") -> list[Process]:
+    """``pid`` and up to ``levels`` of its parents, nearest first (stops at init or an exited parent)."""
+    chain = [describe(pid, proc=proc)]
+    seen = {pid}
+    while len(chain) <= levels:
+        parent = chain[-1].ppid
+        if not parent or parent in seen:
+            break
+        seen.add(parent)
+        chain.append(describe(parent, proc=proc))
+    return chain
+
+
+def _read_link(path: str) -> str | None:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return None
+    return target
+
+
+def _cmdline(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CMDLINE_CHARS * 4 + 1)
+    except OSError:
+        return None
+    if not raw:
+        return None  # a kernel thread, or a process already reaped
+    text = " ".join(part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0"))
+    return text if len(text) <= MAX_CMDLINE_CHARS else text[: MAX_CMDLINE_CHARS - 1] + "\u2026"
+
+
+def _status(path: str) -> tuple[int | None, int | None]:
+    """Real uid and parent pid from ``/proc/PID/status``."""
+    uid = ppid = None
+    try:
+        with open(path, "rb") as f:
+            for line in f.read(16384).splitlines():
+                if line.startswith(b"Uid:"):
+                    fields = line.split()
+                    uid = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+                elif line.startswith(b"PPid:"):
+                    fields = line.split()
+                    ppid = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    except OSError:
+        return None, None
+    return uid, ppid
+
+
+def _user(uid: int | None) -> str | None:
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
