@@ -194,7 +194,6 @@ class Scanner:
         """Content larger than a chunk: overlapping windows in one reused buffer keep memory flat."""
         limits = self.limits
         digest = hashlib.sha256() if member is not None and self.protected else None
-        f.seek(0)
         storage = bytearray(limits.overlap_bytes + limits.chunk_bytes)
         window = memoryview(storage)
         kept = 0  # bytes carried over from the previous window's tail

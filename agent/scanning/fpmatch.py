@@ -64,7 +64,6 @@ class _Chain:
     source_first: int
     source_last: int
     last_place: int
-    hits: int = 1
 
 
 def find(
@@ -191,7 +190,6 @@ def _chains(at: list[int], first: list[int], last: list[int], places: list[int],
             best.last_at = position
             best.last_line = line
             best.last_place = place
-            best.hits += 1
             best.source_last = max(best.source_last, line_end)
         else:
             chain = _Chain(position, line, 0, position, position, line, line_end, place)
