@@ -33,6 +33,10 @@ USB_UNMOUNT = "usb.unmount"
 CLIPBOARD_COPY = "clipboard.copy"
 SPOOL_DROPPED = "spool.dropped"
 SOURCE_EVENTS_LOST = "source.events_lost"
+USB_BLOCKED = "usb.blocked"
+USB_READONLY = "usb.readonly"
+QUARANTINE_RELEASED = "quarantine.released"
+QUARANTINE_DELETED = "quarantine.deleted"
 AGENT_TYPES: dict[str, Channel] = {
     FILE_WRITE: "file",
     USB_WRITE: "usb",
@@ -41,6 +45,10 @@ AGENT_TYPES: dict[str, Channel] = {
     CLIPBOARD_COPY: "clipboard",
     SPOOL_DROPPED: "agent",
     SOURCE_EVENTS_LOST: "agent",
+    USB_BLOCKED: "usb",
+    USB_READONLY: "usb",
+    QUARANTINE_RELEASED: "usb",
+    QUARANTINE_DELETED: "usb",
 }
 
 # Types the collector raises about an agent. The whole ``agent.`` family is the collector's,
@@ -74,10 +82,23 @@ AGENT_FIELDS = frozenset(
     {
         "schema", "id", "type", "channel", "occurred_at", "detected_at", "host", "user", "agent_version",
         "ruleset_version", "path", "trigger", "size", "sha256", "status", "reason", "severity", "matches",
-        "device", "truncated", "dropped", "first_dropped_at",
+        "device", "truncated", "dropped", "first_dropped_at", "process", "enforcement",
     }
 )  # fmt: skip
-"""What an agent reports. ``host`` is only the agent's claim: events show the enrolled hostname."""
+"""What an agent reports. ``host`` is only the agent's claim: events show the enrolled hostname.
+``process`` (the program that wrote the file or owns the clipboard selection, with its parents) and
+``enforcement`` (what the agent did about it) are the agent's observation like the rest."""
+
+PROCESS_FIELDS = ("pid", "exe", "cmdline", "uid", "user", "ppid")
+"""One process in an event's ``process`` (and in each of its ``parents``), from agent/procinfo.py."""
+
+EnforcementAction = Literal["allow", "read-only", "block", "clear", "quarantine", "release", "delete"]
+ENFORCEMENT_ACTIONS: tuple[EnforcementAction, ...] = get_args(EnforcementAction)
+"""What an event's ``enforcement.action`` says the agent did (``mode: enforce``) or would have done
+(``mode: audit``): a device allowed, remounted read-only or blocked; clipboard text cleared; a file
+quarantined; a quarantined file released or deleted on the collector's command."""
+EnforcementMode = Literal["enforce", "audit"]
+ENFORCEMENT_MODES: tuple[EnforcementMode, ...] = get_args(EnforcementMode)
 
 COLLECTOR_FIELDS = frozenset(
     {

@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from agent.policy import Context, decide
 from agent.scanning import Scanner
@@ -28,6 +29,11 @@ from agent.threads import StoppableThread
 log = logging.getLogger(__name__)
 
 SUBMIT_TIMEOUT_S = 5.0
+
+Enforce = Callable[[Work, ScanResult], "dict[str, Any] | None"]
+"""Opt-in enforcement on content (clipboard clear, USB quarantine): called on a scanner thread for
+work whose event is about to be spooled with a match; acts, and returns the event's ``enforcement``
+(or None when nothing applies). It must not raise: a failed action is ``done: false`` with a detail."""
 _RETRY_MAX_S = 30.0
 
 
@@ -44,8 +50,10 @@ class Pipeline:
         queue_size: int = 10_000,
         clock: Callable[[], float] = time.time,
         on_spooled: Callable[[], None] | None = None,
+        enforce: Enforce | None = None,
     ):
         self.scanner = scanner
+        self._enforce = enforce
         self._on_spooled = on_spooled
         self.spool = spool
         self.context = context
@@ -131,7 +139,17 @@ class Pipeline:
     def _decide_and_spool(self, work: Work, result: ScanResult | None, pause: Callable[[float], bool]) -> bool:
         """Spool the event the policy makes of ``work``, if any; False if shutdown came first."""
         decision = decide(work, result, self.context, user=_owner(work), now=self._clock())
-        return decision is None or self._spool(decision.event, decision.matched, pause)
+        if decision is None:
+            return True
+        if self._enforce is not None and result is not None and result.status is Status.MATCH:
+            try:
+                enforcement = self._enforce(work, result)
+            except Exception as exc:  # an action that failed must not lose the event
+                log.exception("enforcement failed for %s", type(work).__name__)
+                enforcement = {"action": None, "mode": "enforce", "done": False, "detail": f"failed: {exc}"}
+            if enforcement is not None:
+                decision.event["enforcement"] = enforcement
+        return self._spool(decision.event, decision.matched, pause)
 
     def _spool(self, event: dict, matched: bool, pause: Callable[[float], bool]) -> bool:
         """Put ``event``, retrying while the spool cannot take it; False if shutdown came first."""
@@ -210,9 +228,12 @@ except ImportError:  # Windows: no uid-to-name table; files are then attributed 
 
 
 def _owner(work: Work) -> str | None:
-    """The user behind an item: a file's owner; for other work, the agent's own user."""
+    """The user behind an item: the writing process's user where known, else a file's owner; for other
+    work, the agent's own user."""
     if isinstance(work, DeviceChange):
         return None
+    if isinstance(work, (FileWork, ClipboardWork)) and work.process and isinstance(work.process.get("user"), str):
+        return str(work.process["user"])
     if pwd is None:
         return getpass.getuser()
     uid = os.getuid()

@@ -49,7 +49,9 @@ class Decision:
 def decide(work: Work, result: ScanResult | None, context: Context, *, user: str | None, now: float) -> Decision | None:
     """The event for ``work`` (scanned into ``result``), or None when it is routine noise."""
     if isinstance(work, DeviceChange):
-        return Decision(_base(work.type, work.observed_at, now, context, user) | {"device": work.device.to_dict()}, False)
+        change = _base(work.type, work.observed_at, now, context, user) | {"device": work.device.to_dict(), "enforcement": work.enforcement}
+        # A volume device control acted on is kept like a match under the spool's size cap.
+        return Decision(change, work.enforcement is not None)
     if isinstance(work, SourceProblem):  # lost sight of writes: kept like a match under the spool's cap
         device = work.device.to_dict() if work.device else None
         return Decision(_base(work.type, work.observed_at, now, context, user) | {"path": work.path, "reason": work.message, "device": device}, True)
@@ -59,7 +61,7 @@ def decide(work: Work, result: ScanResult | None, context: Context, *, user: str
         if not matched and not result.uninspected:
             return None
         event = _base(events.CLIPBOARD_COPY, work.observed_at, now, context, user)
-        event.update(size=work.original_size, sha256=work.sha256, truncated=work.truncated, trigger=work.trigger)
+        event.update(size=work.original_size, sha256=work.sha256, truncated=work.truncated, trigger=work.trigger, process=work.process)
         event = _with_scan(event, result, include_file=False)
         if context.clipboard_snippets:
             for match in event["matches"]:
@@ -71,7 +73,7 @@ def decide(work: Work, result: ScanResult | None, context: Context, *, user: str
     if not matched and not result.uninspected and result.status not in uninspected and not context.report_clean:
         return None
     event = _base(events.USB_WRITE if work.channel == "usb" else events.FILE_WRITE, work.observed_at, now, context, user)
-    event.update(path=work.path, trigger=work.reason, device=work.device.to_dict() if work.device else None)
+    event.update(path=work.path, trigger=work.reason, device=work.device.to_dict() if work.device else None, process=work.process)
     event = _with_scan(event, result, include_file=True)
     if work.reason == "removed" and result.status is Status.UNREADABLE:
         event["reason"] = "volume removed while writing"
@@ -98,6 +100,8 @@ def _base(kind: str, observed_at: float, now: float, context: Context, user: str
         "severity": None,
         "matches": [],
         "device": None,
+        "process": None,
+        "enforcement": None,
     }
 
 

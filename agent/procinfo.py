@@ -55,6 +55,12 @@ def lineage(pid: int, *, levels: int = PARENT_LEVELS, proc: str = "/proc") -> li
     return chain
 
 
+def writer(pid: int, *, levels: int = PARENT_LEVELS, proc: str = "/proc") -> dict[str, Any]:
+    """An event's ``process``: ``pid``'s facts plus ``parents`` (nearest first), as plain data."""
+    chain = lineage(pid, levels=levels, proc=proc)
+    return {**chain[0].to_dict(), "parents": [p.to_dict() for p in chain[1:]]}
+
+
 def _read_link(path: str) -> str | None:
     try:
         target = os.readlink(path)

@@ -35,6 +35,8 @@ class FileWork:
     reason: str = "closed"  # closed | created | moved | folder | writing | rescan | removed
     device: Device | None = None
     observed_at: float = dataclasses.field(default_factory=time.time)
+    process: dict[str, Any] | None = None
+    """The writer (agent/procinfo.py ``writer``) where the platform tells it (fanotify), else None."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,8 @@ class ClipboardWork:
     observed_at: float = dataclasses.field(default_factory=time.time)
     trigger: str = "copy"
     earlier: bytes = b""
+    process: dict[str, Any] | None = None
+    """The selection's owner (X11: its window's ``_NET_WM_PID``) where the display server tells it."""
 
     @property
     def truncated(self) -> bool:
@@ -65,6 +69,8 @@ class DeviceChange:
     type: str
     device: Device
     observed_at: float = dataclasses.field(default_factory=time.time)
+    enforcement: dict[str, Any] | None = None
+    """What device control did about the volume (``usb.blocked``, ``usb.readonly``); None when nothing."""
 
 
 @dataclasses.dataclass(frozen=True)
