@@ -11,7 +11,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -86,6 +86,8 @@ class ClipboardSection(_Section):
     recent_seconds: int = Field(default=300, ge=1, le=24 * 3600)
     snippets: bool = False
     """Add a redacted snippet (words masked after their first letter) to each clipboard match."""
+    on_match: Literal["audit", "clear"] = "audit"
+    """``clear``: text that matched is replaced in its selection by a short notice; ``audit`` only reports."""
 
 
 class ProtectedSection(_Section):
