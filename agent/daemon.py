@@ -32,15 +32,17 @@ from agent.policy import Context
 from agent.rules_updater import RulesUpdater
 from agent.scanning import ProtectedIndex, RuleError, ScanLimits, Scanner, load_rules
 from agent.scanning.cache import ResultCache
+from agent.scanning.results import ScanResult
 from agent.scanning.rules import RULE_SUFFIXES, Ruleset, compile_rule_files, rule_files
 from agent.shipper import Shipper
 from agent.sources.base import Source
 from agent.sources.clipboard import clipboard_sources
+from agent.sources.clipboard_clear import ClipboardClearer
 from agent.sources.files import FileSource, WriteWatch
 from agent.sources.mounts import MountWatcher
 from agent.sources.removable import RemovablePolicy
 from agent.sources.usb import UsbSource
-from agent.sources.work import Device, FileWork
+from agent.sources.work import ClipboardWork, Device, FileWork, Work
 from agent.spool import Spool, SpoolError
 from agent.supervisor import Supervisor
 from agent.threads import StoppableThread
@@ -84,6 +86,7 @@ class Daemon:
         self._ruleset_error: str | None = None
         self.heartbeat: Heartbeat | None = None
         self._last_health: dict[str, Any] | None = None
+        self._clipboard_enforce: ClipboardClearer | None = None
 
     # Life cycle ------------------------------------------------------------
 
@@ -118,7 +121,8 @@ class Daemon:
         self.shipper = Shipper(spool, Link(identity, self._client_for), batch_events=config.server.batch_events)
         self.heartbeat = Heartbeat(Link(identity, self._client_for), self._heartbeat_report, on_back=self.shipper.collector_back)
         self.pipeline = pipeline = Pipeline(
-            scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size, on_spooled=self.shipper.wake
+            scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size, on_spooled=self.shipper.wake,
+            enforce=self._enforce,
         )
         for worker in pipeline.workers:
             self.supervisor.watch(worker)
@@ -258,11 +262,18 @@ class Daemon:
                 on_unmount=self._unwatch_volume,
             )
         if config.clipboard.enabled:
-            self.sources.update(clipboard_sources(emit, config.clipboard))
+            self._clipboard_enforce = ClipboardClearer(config.clipboard.on_match)
+            self.sources.update(clipboard_sources(emit, config.clipboard, self._clipboard_enforce))
         for name, source in self.sources.items():
             if isinstance(source, StoppableThread):
                 self.supervisor.watch(source, name)
             source.start()
+
+    def _enforce(self, work: Work, result: ScanResult) -> dict[str, Any] | None:
+        """The pipeline's enforcement hook: the event's ``enforcement`` for matched work, by its kind."""
+        if isinstance(work, ClipboardWork) and self._clipboard_enforce is not None:
+            return self._clipboard_enforce(work, result)
+        return None
 
     def _watch_volume(self, device: Device) -> None:
         """Every file written to a removable volume from now on is scanned as ``usb``."""

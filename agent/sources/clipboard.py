@@ -11,18 +11,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pyperclip
 
 from agent.sources.recent import RecentCopies
 from agent.sources.work import ClipboardWork, Emit
+from agent.sources.xowner import owner_process
 from agent.sources.xselection import SelectionWatcher, SelectionWatchLost, SelectionWatchUnavailable, watch_selection
 from agent.threads import StoppableThread
 
 if TYPE_CHECKING:
     from agent.config import ClipboardSection
+    from agent.sources.clipboard_clear import ClipboardClearer
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ _ABSENT = (FileNotFoundError, ConnectionRefusedError, socket.gaierror)
 
 Paste = Callable[[], str]
 Watch = Callable[[str], SelectionWatcher]
+Owner = Callable[[str], "dict[str, Any] | None"]
+"""The event's ``process`` for the selection's owner (``owner_process``), or None where the display cannot tell."""
 """Subscribes to a selection's changes (``watch_selection``); raises ``SelectionWatchUnavailable`` where it cannot."""
 CLIPBOARD = "clipboard"
 PRIMARY = "primary"
@@ -51,6 +55,8 @@ _TRIGGERS = {CLIPBOARD: "copy", PRIMARY: "select"}
 HANDED_ON_S = 30.0
 # With notifications, the selection is also read after this long without one, in case one was ever lost.
 NOTIFIED_REREAD_S = 60.0
+OWNER_TIMEOUT_S = 2.0
+OWNER_THREAD_NAME = "clipboard-owner"
 
 
 def x_display_missing(display: str) -> str | None:
@@ -111,7 +117,7 @@ def read_selection(*, primary: bool) -> str:
     try:
         if not primary:
             text = paste()
-        elif _takes_primary(paste):
+        elif takes_primary(paste):
             text = paste(primary=True)
         else:
             raise pyperclip.PyperclipException("this clipboard mechanism has no PRIMARY selection")
@@ -128,7 +134,7 @@ def read_selection(*, primary: bool) -> str:
     return text
 
 
-def _takes_primary(paste: Callable[..., str]) -> bool:
+def takes_primary(paste: Callable[..., str]) -> bool:
     """Whether pyperclip's paste function reads PRIMARY on request (its "no clipboard" stand-in takes anything, and says why)."""
     parameters = inspect.signature(paste).parameters.values()
     return any(p.name == "primary" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
@@ -152,6 +158,11 @@ def kill_paste_helpers(primary: bool = False) -> None:
 def _reads_primary(argv: list[str]) -> bool:
     """Whether a helper's command line (as pyperclip builds it) reads the PRIMARY selection."""
     return "-p" in argv or any(a == "-selection" and b in ("p", "primary") for a, b in zip(argv, argv[1:], strict=False))
+
+
+def no_owner(selection: str) -> dict[str, Any] | None:
+    """An ``owner`` for platforms whose clipboard does not say who put the text there."""
+    return None
 
 
 def no_notifications(selection: str) -> SelectionWatcher:
@@ -242,6 +253,8 @@ class ClipboardSource(StoppableThread):
         recent: RecentCopies | None = None,
         handed_on: dict[str, dict[str, float]] | None = None,
         watch: Watch | None = None,
+        owner: Owner | None = None,
+        clearer: ClipboardClearer | None = None,
     ):
         """Create the source; ``start()`` begins watching.
 
@@ -266,6 +279,10 @@ class ClipboardSource(StoppableThread):
                 agent: text highlighted (PRIMARY) and then copied (CLIPBOARD) is one action, scanned once.
             watch: Subscribes to the selection's changes; ``watch_selection`` (XFixes) on Linux and the BSDs
                 when None, ``no_notifications`` elsewhere.
+            owner: Says which process owns the selection, asked once per new text (bounded by
+                ``OWNER_TIMEOUT_S``); ``owner_process`` (X11) on Linux and the BSDs when None, ``no_owner`` elsewhere.
+            clearer: With ``[clipboard] on_match = "clear"``: its notice is not an event, and a text it
+                cleared lately is scanned again when the other selection hands it on.
         """
         super().__init__(name=f"{selection}-source")
         self._selection = selection
@@ -284,6 +301,10 @@ class ClipboardSource(StoppableThread):
         if watch is None:
             watch = no_notifications if sys.platform in ("win32", "darwin") else watch_selection
         self._watch = watch
+        if owner is None:
+            owner = no_owner if sys.platform in ("win32", "darwin") else owner_process
+        self._owner = owner
+        self._clearer = clearer
         self._watcher: SelectionWatcher | None = None
         self._watch_tried: float | None = None
         self._mechanism = f"polling every {interval_s * 1000:g} ms"
@@ -430,12 +451,35 @@ class ClipboardSource(StoppableThread):
         if size == 0 or sha == self._last_sha:
             return
         self._last_sha = sha
-        if baseline or self._handed_on_by_another(sha):
+        if baseline or (self._clearer is not None and sha == self._clearer.notice_sha256):
+            return
+        if self._handed_on_by_another(sha) and not (self._clearer is not None and self._clearer.recently_cleared(sha)):
             return
         earlier = self._recent.add(head) if self._recent is not None else b""
-        work = ClipboardWork(data=head, sha256=sha, original_size=size, trigger=_TRIGGERS[self._selection], earlier=earlier)
+        work = ClipboardWork(
+            data=head, sha256=sha, original_size=size, trigger=_TRIGGERS[self._selection], earlier=earlier,
+            process=self._ask_owner(),
+        )
         if not self._emit(work):
             self._not_taken += 1
+
+    def _ask_owner(self) -> dict[str, Any] | None:
+        """The selection owner's process, or None when unknown or not answered within ``OWNER_TIMEOUT_S``.
+
+        Asked right after the read: a copy made in between (milliseconds) would be credited instead.
+        """
+        answer: list[dict[str, Any] | None] = []
+
+        def ask() -> None:
+            try:
+                answer.append(self._owner(self._selection))
+            except Exception:  # noqa: BLE001 - attribution is a nicety: the event goes out without it
+                log.debug("the %s owner lookup failed", self._selection, exc_info=True)
+
+        thread = threading.Thread(target=ask, name=OWNER_THREAD_NAME, daemon=True)
+        thread.start()
+        thread.join(OWNER_TIMEOUT_S)
+        return answer[0] if answer else None
 
     def _handed_on_by_another(self, sha: str) -> bool:
         """Whether another selection handed on this very text lately; records this one's either way.
@@ -476,8 +520,11 @@ class ClipboardSource(StoppableThread):
             self._unlogged_failures = 0
 
 
-def clipboard_sources(emit: Emit, settings: ClipboardSection) -> dict[str, ClipboardSource]:
-    """The sources ``[clipboard]`` asks for, by name: ``clipboard``, and ``primary`` where there is such a selection."""
+def clipboard_sources(emit: Emit, settings: ClipboardSection, clearer: ClipboardClearer | None = None) -> dict[str, ClipboardSource]:
+    """The sources ``[clipboard]`` asks for, by name: ``clipboard``, and ``primary`` where there is such a selection.
+
+    ``clearer`` is the enforcement the pipeline calls for their matches (``[clipboard] on_match``).
+    """
     def source(selection: str) -> ClipboardSource:
         recent = RecentCopies(
             max_count=settings.recent_count, max_bytes=settings.recent_max_bytes, max_age_s=settings.recent_seconds
@@ -489,6 +536,7 @@ def clipboard_sources(emit: Emit, settings: ClipboardSection) -> dict[str, Clipb
             selection=selection,
             recent=recent,
             handed_on=handed_on,
+            clearer=clearer,
         )
 
     handed_on: dict[str, dict[str, float]] = {CLIPBOARD: {}, PRIMARY: {}}
