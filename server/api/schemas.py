@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from agent import events as contract
-from agent.events import Channel, MatchKind, Origin, Severity
+from agent.events import Channel, EnforcementAction, EnforcementMode, MatchKind, Origin, Severity
 from server.store.review import TriageStatus
 
 MAX_INT = 2**53 - 1
@@ -189,6 +189,59 @@ class DeviceIn(BaseModel):
     bus: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
+MAX_CMDLINE_CHARS = 2048
+"""Twice the agent's cap (agent/procinfo.py): room for another platform's longer spelling, still bounded."""
+MAX_PARENTS = 8
+ProcessId = Annotated[int, Field(ge=0, le=2**32 - 1, strict=True)]
+
+
+class ProcessFactsIn(BaseModel):
+    """One process as agent/procinfo.py describes it (agent/events.py ``PROCESS_FIELDS``); any field
+    may be null where the platform could not tell. Unknown extras are kept and only shown as text."""
+
+    model_config = ConfigDict(extra="allow")
+    pid: ProcessId
+    exe: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    cmdline: Annotated[str, StringConstraints(max_length=MAX_CMDLINE_CHARS)] | None = None
+    uid: ProcessId | None = None
+    user: Annotated[str, StringConstraints(max_length=255)] | None = None
+    ppid: ProcessId | None = None
+
+
+class ProcessIn(ProcessFactsIn):
+    """An event's ``process``: the writer or clipboard owner, and its parents nearest first."""
+
+    parents: list[ProcessFactsIn] = Field(default_factory=list, max_length=MAX_PARENTS)
+
+
+class QuarantineRefIn(BaseModel):
+    """``enforcement.quarantine``: which quarantined file, and on a quarantine what the collector needs to release it."""
+
+    model_config = ConfigDict(extra="allow")
+    id: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", to_lower=True)]
+    ephemeral_key: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    original_path: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    size: Count | None = None
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+class EnforcementIn(BaseModel):
+    """An event's ``enforcement``: what the agent did (``enforce``) or would have done (``audit``).
+
+    ``action`` is null only when the action failed before it was known (agent/pipeline.py).
+    Extras beside the typed ones are kept and only shown as text."""
+
+    model_config = ConfigDict(extra="allow")
+    action: EnforcementAction | None
+    mode: EnforcementMode
+    done: Annotated[bool, Field(strict=True)]
+    detail: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    quarantine: QuarantineRefIn | None = _unsent()
+    command: Annotated[int, Field(ge=1, le=MAX_INT, strict=True)] | None = _unsent()
+    rule: Annotated[str, StringConstraints(max_length=1024)] | None = _unsent()
+    expires_at: Instant | None = _unsent()
+
+
 class EventIn(BaseModel):
     """One agent event record (schema 1, docs/events.md). Unknown fields are kept for newer agents;
     names the collector owns are never believed from here (server/store/review.py ``public``)."""
@@ -209,6 +262,8 @@ class EventIn(BaseModel):
     severity: Severity | None = None
     matches: list[MatchIn] = Field(default_factory=list, max_length=1000)
     device: DeviceIn | None = None
+    process: ProcessIn | None = None
+    enforcement: EnforcementIn | None = None
 
     def columns(self) -> dict[str, Any]:
         """The fields the events table keeps in columns, shaped as the stored record (see store.ingest)."""
@@ -237,10 +292,23 @@ class BatchIn(_In):
         for index, event in enumerate(self.events):
             if event.type.startswith(contract.COLLECTOR_TYPE_PREFIX):  # collector_raised, without a call per event
                 raise ValueError(f"events[{index}] (id {event.id}) has type {event.type!r}, which only the collector raises")
-            extras = [event.model_extra, *(m.model_extra for m in event.matches), event.device.model_extra if event.device else None]
+            extras = [
+                event.model_extra, *(m.model_extra for m in event.matches), event.device.model_extra if event.device else None,
+                *_process_extras(event.process), *_enforcement_extras(event.enforcement),
+            ]
             if any(extras):
                 check_json_values([values for values in extras if values], f"events[{index}]", depth=0)
         return self
+
+
+def _process_extras(process: ProcessIn | None) -> list[dict[str, Any] | None]:
+    return [] if process is None else [process.model_extra, *(p.model_extra for p in process.parents)]
+
+
+def _enforcement_extras(enforcement: EnforcementIn | None) -> list[dict[str, Any] | None]:
+    if enforcement is None:
+        return []
+    return [enforcement.model_extra, enforcement.quarantine.model_extra if enforcement.quarantine else None]
 
 
 class BatchOut(BaseModel):
