@@ -1,4 +1,4 @@
-"""``dlp-server``: the collector's command line (init, serve, users, tokens, agents, export)."""
+"""``dlp-server``: the collector's command line (init, serve, users, tokens, agents, devices, quarantine, export)."""
 
 from __future__ import annotations
 
@@ -236,6 +236,77 @@ def cmd_signatures_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _device(entry: dict[str, Any]) -> str:
+    return f"{entry['vendor_id']}:{entry['product_id']}:{entry['serial']}"
+
+
+def cmd_devices_show(args: argparse.Namespace) -> int:
+    from server.store import devices
+
+    with _collector(args) as collector, collector.db.read() as conn:
+        policy = devices.get_policy(conn, vendor=args.vendor, now=collector.clock())
+    if policy is None:
+        raise ValueError(f"vendor {args.vendor!r} has no device policy: its agents only audit (dlp-server devices set)")
+    lines = [f"vendor {policy['vendor']}: {policy['action']} (version {policy['version']}, {policy['updated_at']} by {policy['updated_by']})"]
+    lines += [f"  allow  {_device(a)}" + (f"  # {a['note']}" if a["note"] else "") for a in policy["allowed"]] or ["  allow  (nothing)"]
+    lines += [f"  except {e['id']}: {_device(e)} until {e['expires_at']} by {e['granted_by']}: {e['reason']}" for e in policy["exceptions"]]
+    _print(args, policy, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_devices_set(args: argparse.Namespace) -> int:
+    from server.store import devices
+
+    allowed = [devices.parse_device(text) for text in args.allow or []]
+    with _collector(args) as collector, collector.db.write() as conn:
+        policy = devices.set_policy(conn, vendor=args.vendor, action=args.action, allowed=allowed, actor=_actor(), address=None, now=collector.clock())
+    _print(args, policy, f"vendor {args.vendor}: {policy['action']} with {len(policy['allowed'])} allowed device pattern(s), version {policy['version']}")
+    return EXIT_OK
+
+
+def cmd_devices_except(args: argparse.Namespace) -> int:
+    from server.store import devices
+
+    device = devices.parse_device(args.device)
+    with _collector(args) as collector, collector.db.write() as conn:
+        granted = devices.grant_exception(
+            conn, vendor=args.vendor, device=device, duration=args.duration, reason=args.reason, actor=_actor(), address=None, now=collector.clock()
+        )
+    _print(args, granted, f"exception {granted['id']}: {_device(granted)} allowed until {granted['expires_at']}")
+    return EXIT_OK
+
+
+def cmd_devices_revoke(args: argparse.Namespace) -> int:
+    from server.store import devices
+
+    with _collector(args) as collector, collector.db.write() as conn:
+        revoked = devices.revoke_exception(conn, vendor=args.vendor, exception_id=args.exception_id, actor=_actor(), address=None, now=collector.clock())
+    _print(args, revoked, f"exception {args.exception_id} revoked (policy version {revoked['version']})")
+    return EXIT_OK
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    from server.store import quarantine
+
+    if args.state and args.state not in quarantine.STATES:
+        raise ValueError(f"--state must be one of {', '.join(quarantine.STATES)}")
+    with _collector(args) as collector, collector.db.read() as conn:
+        items = quarantine.list_items(conn, vendor=args.vendor, agent_id=args.agent, state=args.state)
+    lines = [f"{'QUARANTINE ID':36}  {'STATE':17}  {'HOST':20}  {'SIZE':>12}  ORIGINAL PATH"]
+    lines += [f"{i['quarantine_id']:36}  {i['state']:17}  {i['hostname'][:20]:20}  {i['size']:>12}  {i['original_path']}" for i in items]
+    _print(args, {"items": items}, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_quarantine_request(args: argparse.Namespace) -> int:
+    from server.store import quarantine
+
+    with _collector(args) as collector, collector.db.write() as conn:
+        queued = quarantine.request(conn, quarantine_id=args.quarantine_id, op=args.op, actor=_actor(), address=None, now=collector.clock())
+    _print(args, queued, f"{args.op} of {queued['quarantine_id']} queued as command {queued['command']} for agent {queued['agent_id']}")
+    return EXIT_OK
+
+
 class _collector:
     """``with _collector(args) as c``: open the data directory's collector and close it after."""
 
@@ -324,6 +395,32 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = add(signatures, "rollback", cmd_signatures_rollback, "publish an earlier version's packs again as a new version", as_json)
     rollback.add_argument("version", type=int)
     add(signatures, "list", cmd_signatures_list, "versions, their packs and indexes, and how many agents run each", as_json)
+
+    devices = commands.add_parser("devices", help="USB device control per vendor").add_subparsers(dest="devices_command", metavar="ACTION", required=True)
+    devices_show = add(devices, "show", cmd_devices_show, "a vendor's device policy and the exceptions in force", as_json)
+    devices_show.add_argument("--vendor", required=True)
+    devices_set = add(devices, "set", cmd_devices_set, "set what a vendor's agents do with removable volumes not allowed", as_json)
+    devices_set.add_argument("--vendor", required=True)
+    devices_set.add_argument("--action", required=True, choices=["audit", "read-only", "block"])
+    devices_set.add_argument("--allow", action="extend", nargs="+", metavar="VID:PID:SERIAL", help="allowed devices (patterns with * and ?; empty parts: any; ' # note' after)")
+    devices_except = add(devices, "except", cmd_devices_except, "let one device through for a while (audited)", as_json)
+    devices_except.add_argument("--vendor", required=True)
+    devices_except.add_argument("--device", required=True, metavar="VID:PID:SERIAL")
+    devices_except.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="like 30m, 4h, 2d (at most 90d)")
+    devices_except.add_argument("--reason", required=True)
+    devices_revoke = add(devices, "revoke", cmd_devices_revoke, "end an exception now", as_json)
+    devices_revoke.add_argument("--vendor", required=True)
+    devices_revoke.add_argument("exception_id", type=int)
+
+    quarantine = commands.add_parser("quarantine", help="files agents quarantined").add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
+    quarantine_list = add(quarantine, "list", cmd_quarantine_list, "quarantined files, newest first", as_json)
+    quarantine_list.add_argument("--vendor")
+    quarantine_list.add_argument("--agent", metavar="AGENT_ID")
+    quarantine_list.add_argument("--state", help="held, release_requested, released, delete_requested, deleted or failed")
+    for op, what in (("release", "ask the holding agent to restore the file"), ("delete", "ask the holding agent to delete its encrypted copy")):
+        request = add(quarantine, op, cmd_quarantine_request, what, as_json)
+        request.add_argument("quarantine_id")
+        request.set_defaults(op=op)
 
     export = commands.add_parser("export", help="export data").add_subparsers(dest="export_command", metavar="WHAT", required=True)
     export_events = add(export, "events", cmd_export_events, "write events for a SIEM or an archive")

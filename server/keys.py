@@ -1,16 +1,20 @@
-"""The collector's Ed25519 signing key: created once at init, private part never leaves the data dir.
+"""The collector's keys: the Ed25519 signing key (created at init) and the X25519 quarantine key (on first use).
 
-Rule bundles are signed with it and agents receive the public half at enrollment, so an
-agent can refuse rules that did not come from its collector.
+Rule bundles and device policies are signed with the signing key and agents receive its public
+half at enrollment, so an agent can refuse rules that did not come from its collector. Private
+parts never leave the data directory.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 
 def create_signing_key(path: Path) -> bool:
@@ -34,3 +38,47 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
 
 def public_key_hex(key: Ed25519PrivateKey) -> str:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+QUARANTINE_KEY_FILE = "quarantine.key"
+"""The collector's X25519 key pair (beside ``signing.key``): agents encrypt quarantined files to its
+public half; only this private half can derive the key that releases one. Collectors sharing a
+database must share this file as they share the signing key."""
+QUARANTINE_INFO = b"dlp-quarantine-v1:"
+
+
+def quarantine_key(data_dir: Path) -> X25519PrivateKey:
+    """The quarantine key in ``data_dir``, created (mode 0600) on first use."""
+    path = data_dir / QUARANTINE_KEY_FILE
+    if not path.exists():
+        key = X25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        # Written whole under a temporary name and linked into place, so a collector process
+        # starting at the same moment reads either no key or a complete one, never half of one.
+        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".quarantine-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temporary, path)
+            return key
+        except FileExistsError:
+            pass  # another process linked its key first: use that one
+        finally:
+            os.unlink(temporary)
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, X25519PrivateKey):
+        raise ValueError(f"{path} does not hold an X25519 key")
+    return loaded
+
+
+def x25519_public_hex(key: X25519PrivateKey) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def quarantine_data_key(key: X25519PrivateKey, *, ephemeral_public_hex: str, quarantine_id: str) -> bytes:
+    """The AES-256 key of one quarantined file (docs/device-control.md): HKDF-SHA256 over the
+    X25519 secret shared with the agent's ephemeral key, bound to the file's id."""
+    shared = key.exchange(X25519PublicKey.from_public_bytes(bytes.fromhex(ephemeral_public_hex)))
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=QUARANTINE_INFO + quarantine_id.encode("ascii")).derive(shared)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
 from agent.events import AGENT_ONLINE, AGENT_UNEXPECTED_IP
@@ -20,13 +20,15 @@ from server.api.schemas import (
     BatchOut,
     EnrollIn,
     EnrollOut,
+    EventIn,
     HeartbeatOut,
 )
 from server.api.signature_schemas import HeartbeatWithIndexesIn
 from server.collector import Collector
 from server.errors import Forbidden, TooLarge, Unauthorized
+from server.keys import quarantine_key
 from server.netaddr import in_networks, parse_networks
-from server.store import addresses, agents, enrollment
+from server.store import addresses, agents, devices, enrollment, quarantine
 from server.store import ingest as event_ingest
 from server.store.agents import AgentIdentity
 from server.store.sql import iso
@@ -151,7 +153,7 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
         result = event_ingest.ingest(
             conn,
             agent=identity,
-            records=[event.columns() for event in batch.events],
+            records=[_columns(event) for event in batch.events],
             bodies=bodies,
             occurred=[e.occurred_at for e in batch.events],
             address=address,
@@ -170,15 +172,32 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
     return BatchOut(accepted=len(result.accepted), duplicates=result.duplicates, conflicts=result.conflicts)
 
 
-@router.post("/heartbeat", response_model=HeartbeatOut, summary="Report agent health")
+def _columns(event: EventIn) -> dict[str, Any]:
+    """The event's columns, and its ``enforcement`` (typed or kept as an extra) for the quarantine hook."""
+    record = event.columns()
+    enforcement = getattr(event, "enforcement", None)
+    if enforcement is not None:
+        record["enforcement"] = enforcement.model_dump(mode="json", by_alias=True) if isinstance(enforcement, BaseModel) else enforcement
+    return record
+
+
+@router.post("/heartbeat", response_model=HeartbeatOut, summary="Report agent health; the reply names the device policy version and pending commands")
 def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token: TokenDep, address: AddressDep) -> HeartbeatOut:
     now = collector.clock()
     with collector.db.write() as conn:
         identity = agents.authenticate(conn, value=token)
         record_agent_call(conn, collector, identity, address, touch=False)
         agents.heartbeat(conn, agent_id=identity.id, report=body.model_dump(), address=address, now=now)
+        policy_version = devices.current_version(conn, vendor_id=identity.vendor_id)
+        commands = quarantine.pending_commands(conn, agent_id=identity.id, private_key=lambda: quarantine_key(collector.settings.data_dir))
     collector.metrics.heartbeats.inc()
-    return HeartbeatOut(server_time=iso(now) or "", heartbeat_interval_s=collector.settings.agents.heartbeat_interval_s, status="online")
+    return HeartbeatOut(
+        server_time=iso(now) or "",
+        heartbeat_interval_s=collector.settings.agents.heartbeat_interval_s,
+        status="online",
+        device_policy_version=policy_version,
+        commands=commands,
+    )
 
 
 def record_agent_call(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None, *, touch: bool = True) -> None:

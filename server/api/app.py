@@ -22,6 +22,7 @@ from server.api import (
     admin_routes,
     agent_routes,
     auth_routes,
+    device_routes,
     ops_routes,
     review_routes,
     signature_routes,
@@ -45,7 +46,7 @@ def create_app(collector: Collector) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.collector = collector
-    for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, ops_routes.router):
+    for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, device_routes.router, ops_routes.router):
         app.include_router(router)
     ui.install(app)
     _install_error_handlers(app)

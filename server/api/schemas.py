@@ -346,6 +346,10 @@ class HeartbeatOut(BaseModel):
     server_time: str
     heartbeat_interval_s: int
     status: str
+    device_policy_version: int | None = Field(default=None, description="The vendor's device policy version (null: none); fetch it when newer than yours.")
+    commands: list[dict[str, Any]] = Field(
+        default_factory=list, description='Quarantine commands for this agent until it reports them: {"id", "op": "release"|"delete", "quarantine_id", "key"?}.'
+    )
 
 
 # --- review API ------------------------------------------------------------------------------

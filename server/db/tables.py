@@ -337,3 +337,66 @@ stats_progress = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", SeqType, nullable=False),
 )
+
+# USB device control per vendor (server/store/devices.py). ``vendor`` is the vendors row;
+# ``vendor_id`` / ``product_id`` in exceptions are USB idVendor / idProduct patterns.
+device_policies = Table(
+    "device_policies",
+    metadata,
+    Column("vendor", Integer, ForeignKey("vendors.id"), primary_key=True, autoincrement=False),
+    Column("action", String(16), nullable=False),  # audit | read-only | block
+    Column("allowed", JSON, nullable=False),  # [{"vendor_id", "product_id", "serial", "note"}]
+    Column("version", Integer, nullable=False),  # bumped on every change, exceptions included
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+device_exceptions = Table(
+    "device_exceptions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("vendor", Integer, ForeignKey("vendors.id"), nullable=False),
+    Column("vendor_id", String(16), nullable=False),
+    Column("product_id", String(16), nullable=False),
+    Column("serial", String(128), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("granted_by", String(128), nullable=False),
+    Column("granted_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+    Index("ix_device_exceptions_vendor_expires_at", "vendor", "expires_at"),
+)
+
+# Files an agent moved off a removable volume, encrypted to the collector's quarantine key
+# (server/store/quarantine.py); only the owning agent can release or delete its copy.
+quarantine_items = Table(
+    "quarantine_items",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("quarantine_id", String(36), nullable=False, unique=True),
+    Column("agent_id", String(32), ForeignKey("agents.id"), nullable=False, index=True),
+    Column("vendor", Integer, ForeignKey("vendors.id"), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("original_path", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("ephemeral_key", String(64), nullable=False),  # the agent's X25519 public half, not a secret
+    Column("state", String(24), nullable=False),  # held | release_requested | released | delete_requested | deleted | failed
+    Column("detail", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_quarantine_items_vendor_state", "vendor", "state"),
+)
+
+# Commands queued for one agent, sent in its heartbeat replies until its report completes them.
+agent_commands = Table(
+    "agent_commands",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agent_id", String(32), ForeignKey("agents.id"), nullable=False),
+    Column("op", String(16), nullable=False),  # release | delete
+    Column("quarantine_id", String(36), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("done_at", UtcDateTime),
+    Index("ix_agent_commands_agent_id_done_at", "agent_id", "done_at"),
+)

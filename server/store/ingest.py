@@ -9,6 +9,7 @@ alert outbox) commits in the caller's single transaction.
 The columns the collector owns come from the collector: the agent and vendor from the
 credential, the host from the enrollment (the agent's ``host`` stays in the body as its
 claim), and the origin from who stored the event (agent/events.py holds the contract).
+Records that carry an ``enforcement`` object go to the quarantine store's hook once, when stored.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import Connection, select
 from agent import events as contract
 from agent.events import SEVERITY_RANK, Origin
 from server.db.tables import alert_outbox, events
+from server.store import quarantine
 from server.store.agents import AgentIdentity
 from server.store.sql import iso
 
@@ -143,6 +145,9 @@ def ingest(
         _insert_rules(conn, rule_rows)
     if outbox_rows:
         conn.execute(alert_outbox.insert(), outbox_rows)
+    enforced = [record for record in records if "enforcement" in record and record["id"] in inserted]
+    if enforced:
+        quarantine.on_ingest(conn, agent=agent, records=enforced, now=now)
     return result
 
 
