@@ -69,6 +69,14 @@ class UsbSection(_Section):
     """A file on a removable volume still open for writing is scanned once its writes pause this long."""
     writing_interval_ms: int = Field(default=5000, ge=100, le=600_000)
     """A file written without pause is scanned after this long, then after twice as long each time (up to 60 s)."""
+    sysfs_root: str = "/sys"
+    """Where sysfs is read (a container may mount the host's elsewhere): USB vendor and product ids and serials."""
+    on_match: Literal["audit", "quarantine"] = "audit"
+    """``quarantine``: a matched file written to a removable volume is moved into the encrypted quarantine."""
+    quarantine_dir: str = "quarantine"
+    """Where quarantined files are kept, encrypted to the collector's key (0700)."""
+    released_dir: str = "released"
+    """Where a released file goes when its original folder is gone (0700)."""
 
 
 class ClipboardSection(_Section):
@@ -218,6 +226,9 @@ def _resolve_paths(config: AgentConfig) -> AgentConfig:
 
     config.files.watch = [resolve(p) for p in config.files.watch]
     config.usb.removable_roots = [resolve(p) for p in config.usb.removable_roots]
+    config.usb.sysfs_root = resolve(config.usb.sysfs_root)
+    config.usb.quarantine_dir = resolve(config.usb.quarantine_dir)
+    config.usb.released_dir = resolve(config.usb.released_dir)
     config.rules.dir = resolve(config.rules.dir)
     config.rules.bundle_dir = resolve(config.rules.bundle_dir)
     config.protected.folders = [resolve(p) for p in config.protected.folders]

@@ -25,10 +25,14 @@ from agent.bundle import Bundle, BundleError
 from agent.bundle_store import BundleStore
 from agent.config import AgentConfig
 from agent.credentials import Credentials, CredentialsError
+from agent.device_guard import DeviceGuard
+from agent.device_policy import DevicePolicyError, PolicyHolder, PolicyStore
+from agent.device_updater import DeviceUpdater
 from agent.heartbeat import Heartbeat
 from agent.identity import Identity, Link
 from agent.pipeline import Pipeline
 from agent.policy import Context
+from agent.quarantine import Quarantine
 from agent.rules_updater import RulesUpdater
 from agent.scanning import ProtectedIndex, RuleError, ScanLimits, Scanner, load_rules
 from agent.scanning.cache import ResultCache
@@ -40,13 +44,14 @@ from agent.sources.clipboard import clipboard_sources
 from agent.sources.clipboard_clear import ClipboardClearer
 from agent.sources.files import FileSource, WriteWatch
 from agent.sources.mounts import MountWatcher
-from agent.sources.removable import RemovablePolicy
+from agent.sources.removable import RemovablePolicy, default_probe
 from agent.sources.usb import UsbSource
 from agent.sources.work import ClipboardWork, Device, FileWork, Work
 from agent.spool import Spool, SpoolError
 from agent.supervisor import Supervisor
 from agent.threads import StoppableThread
 from agent.transport import CollectorClient
+from agent.volume_control import OpenDenier
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,9 @@ class Daemon:
         self.heartbeat: Heartbeat | None = None
         self._last_health: dict[str, Any] | None = None
         self._clipboard_enforce: ClipboardClearer | None = None
+        self.device_policy = PolicyHolder()
+        self.guard: DeviceGuard | None = None
+        self.quarantine: Quarantine | None = None
 
     # Life cycle ------------------------------------------------------------
 
@@ -119,10 +127,21 @@ class Daemon:
             clipboard_snippets=config.clipboard.snippets,
         )
         self.shipper = Shipper(spool, Link(identity, self._client_for), batch_events=config.server.batch_events)
-        self.heartbeat = Heartbeat(Link(identity, self._client_for), self._heartbeat_report, on_back=self.shipper.collector_back)
+        policy_store = self._stored_device_policy(identity)
+        self.quarantine = Quarantine(
+            config.usb.quarantine_dir, config.usb.released_dir, lambda: self.device_policy.policy.quarantine_key, enabled=config.usb.on_match == "quarantine"
+        )
         self.pipeline = pipeline = Pipeline(
             scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size, on_spooled=self.shipper.wake,
             enforce=self._enforce,
+        )
+        updater = DeviceUpdater(
+            Link(identity, self._client_for), self.device_policy, policy_store,
+            on_change=self._redecide_volumes, quarantine=self.quarantine, report=pipeline.submit, spool=spool,
+        )  # fmt: skip
+        self.sources["device-policy"] = updater
+        self.heartbeat = Heartbeat(
+            Link(identity, self._client_for), self._heartbeat_report, on_back=self.shipper.collector_back, on_reply=updater.heard
         )
         for worker in pipeline.workers:
             self.supervisor.watch(worker)
@@ -245,6 +264,38 @@ class Daemon:
         self.spool.set_state("fingerprints", _index_summary(ruleset))
         self.spool.set_state("bundle_version", bundle.version)
 
+    def _stored_device_policy(self, identity: Identity) -> PolicyStore:
+        """The last device policy the collector gave (verified again): enforced from the start, offline too."""
+        store = PolicyStore(self.config.rules.bundle_dir)
+        try:
+            credentials = identity.current()
+            stored = store.load(public_key_hex=credentials.signing_public_key, vendor=credentials.vendor)
+        except CredentialsError:
+            return store
+        except DevicePolicyError as exc:
+            self.device_policy.error = f"stored device policy not used: {exc}"
+            log.error("%s", self.device_policy.error)
+            return store
+        if stored is not None:
+            self.device_policy.replace(*stored)
+            log.info("device policy version %d in force: %s", stored[0].version, stored[0].action)
+        return store
+
+    def _redecide_volumes(self) -> None:
+        usb = self.sources.get("usb")
+        if self.guard is not None and isinstance(usb, UsbSource):
+            self.guard.redecide(usb.devices())
+
+    def _volume_mounted(self, device: Device) -> None:
+        if self.guard is not None and self.guard.is_blocked(device.mountpoint):
+            return  # nothing on it can be opened, the agent included
+        self._watch_volume(device)
+
+    def _volume_gone(self, device: Device) -> None:
+        if self.guard is not None:
+            self.guard.forget(device)
+        self._unwatch_volume(device)
+
     def _start_sources(self) -> None:
         config = self.config
         assert self.pipeline is not None
@@ -254,12 +305,16 @@ class Daemon:
         files = FileSource(emit, config.files.watch, exclude=exclude, quiet_s=config.files.quiet_ms / 1000)
         self.sources["files"] = files
         if config.usb.enabled:
+            denier = OpenDenier()
+            self.sources["usb-block"] = denier
+            self.guard = DeviceGuard(self.device_policy, emit, denier, before_block=self._unwatch_volume, after_unblock=self._watch_volume)
             self.sources["usb"] = UsbSource(
                 emit,
-                RemovablePolicy(config.usb.removable_roots),
+                RemovablePolicy(config.usb.removable_roots, probe=default_probe(config.usb.sysfs_root)),
                 MountWatcher(interval=config.usb.poll_interval_ms / 1000),
-                on_mount=self._watch_volume,
-                on_unmount=self._unwatch_volume,
+                on_mount=self._volume_mounted,
+                on_unmount=self._volume_gone,
+                admit=self.guard.admit,
             )
         if config.clipboard.enabled:
             self._clipboard_enforce = ClipboardClearer(config.clipboard.on_match)
@@ -271,6 +326,8 @@ class Daemon:
 
     def _enforce(self, work: Work, result: ScanResult) -> dict[str, Any] | None:
         """The pipeline's enforcement hook: the event's ``enforcement`` for matched work, by its kind."""
+        if isinstance(work, FileWork) and work.channel == "usb" and self.quarantine is not None:
+            return self.quarantine.enforce(work, result)
         if isinstance(work, ClipboardWork) and self._clipboard_enforce is not None:
             return self._clipboard_enforce(work, result)
         return None

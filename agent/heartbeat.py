@@ -27,10 +27,13 @@ class Heartbeat(StoppableThread):
         *,
         interval_s: float | None = None,
         on_back: Callable[[], None] | None = None,
+        on_reply: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        """``on_back`` is called when a heartbeat gets through after one that did not (the shipper's cue)."""
+        """``on_back`` is called when a heartbeat gets through after one that did not (the shipper's cue);
+        ``on_reply`` with each answer's body (the device policy version, quarantine commands), and must be quick."""
         super().__init__(name="heartbeat")
         self._on_back = on_back
+        self._on_reply = on_reply
         self._link = link
         self._report = report
         self._interval_override = interval_s
@@ -46,6 +49,7 @@ class Heartbeat(StoppableThread):
                     if self.last_error and self._on_back is not None:
                         self._on_back()
                     self._note("")
+                    self._hand_on(reply.body or {})
                     interval = (reply.body or {}).get("heartbeat_interval_s") or credentials.heartbeat_interval_s
                     delay = float(self._interval_override or interval)
                 else:
@@ -55,6 +59,14 @@ class Heartbeat(StoppableThread):
             if self.wait(delay):
                 break
         self._link.close()
+
+    def _hand_on(self, body: dict[str, Any]) -> None:
+        if self._on_reply is None:
+            return
+        try:
+            self._on_reply(body)
+        except Exception:  # what the answer asks for is secondary to beating
+            log.exception("heartbeat answer not handled")
 
     def _note(self, error: str) -> None:
         if error and error != self.last_error:

@@ -22,7 +22,7 @@ from typing import Any
 from agent.policy import Context, decide
 from agent.scanning import Scanner
 from agent.scanning.results import Match, ScanResult, Status
-from agent.sources.work import ClipboardWork, DeviceChange, FileWork, Work
+from agent.sources.work import ClipboardWork, DeviceChange, FileWork, QuarantineReport, Work
 from agent.spool import Spool, SpoolError, SpoolFull
 from agent.threads import StoppableThread
 
@@ -230,7 +230,7 @@ except ImportError:  # Windows: no uid-to-name table; files are then attributed 
 def _owner(work: Work) -> str | None:
     """The user behind an item: the writing process's user where known, else a file's owner; for other
     work, the agent's own user."""
-    if isinstance(work, DeviceChange):
+    if isinstance(work, (DeviceChange, QuarantineReport)):
         return None
     if isinstance(work, (FileWork, ClipboardWork)) and work.process and isinstance(work.process.get("user"), str):
         return str(work.process["user"])

@@ -15,7 +15,7 @@ from typing import Any
 from agent import events
 from agent.redact import snippet
 from agent.scanning.results import ScanResult, Status
-from agent.sources.work import ClipboardWork, DeviceChange, FileWork, SourceProblem, Work
+from agent.sources.work import ClipboardWork, DeviceChange, FileWork, QuarantineReport, SourceProblem, Work
 
 # Statuses that are events even without a match: content we could not inspect is itself a signal.
 _UNINSPECTED_ON_FILE = {Status.ENCRYPTED, Status.TOO_LARGE, Status.TIMEOUT}
@@ -55,7 +55,10 @@ def decide(work: Work, result: ScanResult | None, context: Context, *, user: str
     if isinstance(work, SourceProblem):  # lost sight of writes: kept like a match under the spool's cap
         device = work.device.to_dict() if work.device else None
         return Decision(_base(work.type, work.observed_at, now, context, user) | {"path": work.path, "reason": work.message, "device": device}, True)
-    assert result is not None, "only device changes come without a scan"
+    if isinstance(work, QuarantineReport):  # what the collector asked about a quarantined file: kept like a match
+        report = {"path": work.path, "size": work.size, "sha256": work.sha256, "enforcement": work.enforcement}
+        return Decision(_base(work.type, work.observed_at, now, context, user) | report, True)
+    assert result is not None, "only device changes and reports come without a scan"
     matched = result.status is Status.MATCH
     if isinstance(work, ClipboardWork):
         if not matched and not result.uninspected:

@@ -22,6 +22,8 @@ from agent.private import create_private_file
 
 ReplyKind = Literal["ok", "retry", "too_large", "rejected", "auth", "unchanged", "none"]
 _MAX_RETRY_AFTER_S = 3600.0
+MAX_DEVICE_POLICY_BYTES = 4 << 20
+"""A signed device policy (a document of at most 1 MiB, JSON-escaped, and its signature)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,34 @@ class CollectorClient:
                 return Reply("ok", content=content, etag=response.headers.get("ETag", "").strip('"'))
         except requests.exceptions.RequestException as exc:
             return Reply("retry", f"cannot fetch signatures from {self.base_url} ({_reason(exc)})")
+
+    def get_device_policy(self, etag: str | None, *, max_bytes: int = MAX_DEVICE_POLICY_BYTES) -> Reply:
+        """The vendor's signed device policy: ``ok`` with ``body`` (``document``, ``signature``) and
+        ``etag``, ``unchanged`` (304), or ``none`` (404: the vendor has none). The body is read up to
+        ``max_bytes`` only; the caller verifies it (agent/device_policy.py)."""
+        headers = {"If-None-Match": f'"{etag}"'} if etag else {}
+        try:
+            with self.session.get(
+                self.base_url + "/api/v1/agent/device-policy", headers=headers, timeout=self.timeout, allow_redirects=False, verify=self._verify, stream=True
+            ) as response:
+                if response.status_code == 304:
+                    return Reply("unchanged")
+                if response.status_code == 404:
+                    return Reply("none", _detail(response))
+                if response.status_code != 200:
+                    return _classify(response)
+                content = _read_capped(response, max_bytes)
+                if content is None:
+                    return Reply("too_large", f"device policy from {self.base_url} is larger than {max_bytes} bytes")
+                try:
+                    body = json.loads(content)
+                except ValueError:
+                    return Reply("retry", "device policy answer is not JSON")
+                if not isinstance(body, dict):
+                    return Reply("retry", "device policy answer is not an object")
+                return Reply("ok", body=body, etag=response.headers.get("ETag", "").strip('"'))
+        except requests.exceptions.RequestException as exc:
+            return Reply("retry", f"cannot fetch the device policy from {self.base_url} ({_reason(exc)})")
 
     def _post(self, path: str, body: bytes, *, gzipped: bool) -> Reply:
         headers = {"Content-Type": "application/json"}

@@ -18,7 +18,7 @@ import pytest
 from agent import events as contract
 from agent.policy import Context, decide
 from agent.scanning.results import Match, ScanResult, Status
-from agent.sources.work import ClipboardWork, Device, DeviceChange, FileWork, SourceProblem
+from agent.sources.work import ClipboardWork, Device, DeviceChange, FileWork, QuarantineReport, SourceProblem
 from agent.spool import Spool
 from server.api.schemas import DeviceIn
 from server.siem.export import write_events
@@ -37,6 +37,11 @@ WRITER = {
 }  # fmt: skip
 BLOCKED = {"action": "block", "mode": "enforce", "done": True, "detail": "unmounted: not an allowed device"}
 READ_ONLY = {"action": "read-only", "mode": "enforce", "done": True, "detail": "remounted read-only"}
+QUARANTINE_ID = "5b0c8a8e-4d7e-4c55-9a53-0d1a8f0c2e11"
+HELD = {"id": QUARANTINE_ID, "ephemeral_key": "cd" * 32, "original_path": "/media/jdoe/STICK/a.zip", "size": 10, "sha256": "ab" * 32}
+RELEASED = {"action": "release", "mode": "enforce", "done": True, "detail": "decrypted", "command": 7, "quarantine": HELD}
+UNKNOWN = {"id": QUARANTINE_ID, "ephemeral_key": None, "original_path": None, "size": None, "sha256": None}
+DELETED = {"action": "delete", "mode": "enforce", "done": False, "detail": "no such quarantined file on this agent", "command": 8, "quarantine": UNKNOWN}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -55,6 +60,8 @@ def _policy_records() -> list[dict[str, Any]]:
         decide(DeviceChange(type=contract.USB_READONLY, device=STICK, enforcement=READ_ONLY), None, CTX, user="jdoe", now=1_800_000_000),
         decide(FileWork(path="/home/jdoe/out/k.pem", process=WRITER), _scan(Status.MATCH, (MATCH,)), CTX, user="jdoe", now=1_800_000_000),
         decide(ClipboardWork(data=b"-----BEGIN RSA PRIVATE KEY-----", sha256="cd" * 32, original_size=40), _scan(Status.MATCH, (MATCH,)), CTX, user="jdoe", now=1_800_000_000),
+        decide(QuarantineReport(type=contract.QUARANTINE_RELEASED, path="/media/jdoe/STICK/a.zip", enforcement=RELEASED, size=10, sha256="ab" * 32), None, CTX, user=None, now=1_800_000_000),
+        decide(QuarantineReport(type=contract.QUARANTINE_DELETED, path=None, enforcement=DELETED), None, CTX, user=None, now=1_800_000_000),
         decide(SourceProblem(type=contract.SOURCE_EVENTS_LOST, path=STICK.mountpoint, message="events were lost", device=STICK), None, CTX, user="jdoe", now=1_800_000_000),
     ]
     return [decision.event for decision in made if decision is not None]
@@ -81,8 +88,7 @@ def _events(client: Any, person: Any, **params: Any) -> list[dict[str, Any]]:
 
 def test_every_record_the_agent_makes_round_trips_through_the_collector(client, enroll, admin, tmp_path):
     records = _policy_records() + [_spool_drop_record(tmp_path)]
-    # The quarantine's own reports are made by agent/quarantine.py (issue 16, in progress this session).
-    assert {r["type"] for r in records} == set(contract.AGENT_TYPES) - {contract.QUARANTINE_RELEASED, contract.QUARANTINE_DELETED}
+    assert {r["type"] for r in records} == set(contract.AGENT_TYPES)
     agent = enroll(hostname="ws-a")
     response = client.post("/api/v1/events", json={"events": records}, headers=agent.headers)
     assert response.status_code == 200, response.text

@@ -41,6 +41,8 @@ class BlockFacts:
     vendor: str | None = None
     model: str | None = None
     serial: str | None = None
+    vendor_id: str | None = None
+    product_id: str | None = None
 
 
 class DeviceProbe(Protocol):
@@ -86,15 +88,17 @@ class SysfsProbe:
         usb = self._usb_ancestor(disk) if on_usb else None
         scsi = os.path.join(disk, "device")
         if usb:
-            vendor, model, serial = (_read(usb, n) for n in ("manufacturer", "product", "serial"))
+            vendor, model, serial, vendor_id, product_id = (_read(usb, n) for n in ("manufacturer", "product", "serial", "idVendor", "idProduct"))
         else:
-            vendor, model, serial = None, None, None
+            vendor, model, serial, vendor_id, product_id = None, None, None, None, None
         return BlockFacts(
             removable=_read(disk, "removable") == "1" or on_usb,
             bus="usb" if on_usb else "loop" if os.path.isdir(os.path.join(disk, "loop")) else None,
             vendor=vendor or _read(scsi, "vendor"),
             model=model or _read(scsi, "model"),
             serial=serial or _read(scsi, "serial"),
+            vendor_id=vendor_id.lower() if vendor_id else None,
+            product_id=product_id.lower() if product_id else None,
         )
 
     def _sysfs_entry(self, device: str) -> str | None:
@@ -160,12 +164,12 @@ class PortableProbe:
         return None
 
 
-def default_probe() -> DeviceProbe:
-    """Sysfs on Linux when it is mounted; otherwise only what the mount table says."""
+def default_probe(sys_root: str = "/sys") -> DeviceProbe:
+    """Sysfs on Linux when it is mounted (at ``sys_root``: ``[usb] sysfs_root``); otherwise only what the mount table says."""
     if sys.platform.startswith("linux"):
-        if os.path.isdir("/sys/class/block"):
-            return SysfsProbe()
-        log.warning("no /sys/class/block: removable volumes are recognised only under the removable roots")
+        if os.path.isdir(os.path.join(sys_root, "class", "block")) or os.path.isdir(os.path.join(sys_root, "dev", "block")):
+            return SysfsProbe(sys_root)
+        log.warning("no %s/class/block: removable volumes are recognised only under the removable roots", sys_root)
     return PortableProbe()
 
 
@@ -211,6 +215,8 @@ class RemovablePolicy:
             label=None if pseudo else self._probe.label(mount),
             size_bytes=size,
             bus=facts.bus,
+            vendor_id=facts.vendor_id,
+            product_id=facts.product_id,
         )
 
     def _under_root(self, mountpoint: str) -> bool:

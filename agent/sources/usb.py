@@ -17,6 +17,9 @@ from agent.threads import StoppableThread
 log = logging.getLogger(__name__)
 
 DeviceCallback = Callable[[Device], None]
+Admit = Callable[[Device], "tuple[dict[str, Any] | None, DeviceChange | None]"]
+"""Device control (agent/device_guard.py ``DeviceGuard.admit``): acts on a volume just mounted and returns
+the ``usb.mount`` event's enforcement and the change to report after it (``usb.readonly``, ``usb.blocked``)."""
 
 
 def _ignore(device: Device) -> None:
@@ -37,6 +40,7 @@ class UsbSource(StoppableThread):
         watcher: the mount table watcher; a default one (Linux: kernel signals, 1 s fallback) if None.
         on_mount: called with each removable volume that is or becomes mounted.
         on_unmount: called with each removable volume that went away.
+        admit: device control, asked about each volume before ``on_mount`` (volumes present at start too).
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class UsbSource(StoppableThread):
         *,
         on_mount: DeviceCallback = _ignore,
         on_unmount: DeviceCallback = _ignore,
+        admit: Admit | None = None,
         name: str = "usb-source",
     ):
         super().__init__(name=name)
@@ -55,6 +60,7 @@ class UsbSource(StoppableThread):
         self._watcher = watcher if watcher is not None else MountWatcher()
         self._on_mount = on_mount
         self._on_unmount = on_unmount
+        self._admit = admit
         self._lock = threading.Lock()
         self._present: dict[tuple[str, str], tuple[Mount, Device]] = {}
         self._ready = threading.Event()
@@ -119,11 +125,23 @@ class UsbSource(StoppableThread):
                 continue
             with self._lock:
                 self._present[mount.key] = (mount, device)
+            allowed, action = self._admitted(device)
             if not change.initial:
-                self._offer(DeviceChange(type=contract.USB_MOUNT, device=device))
+                self._offer(DeviceChange(type=contract.USB_MOUNT, device=device, enforcement=allowed))
+            if action is not None:
+                self._offer(action)
             self._call(self._on_mount, device)
         if change.initial:
             self._ready.set()
+
+    def _admitted(self, device: Device) -> tuple[dict[str, Any] | None, DeviceChange | None]:
+        if self._admit is None:
+            return None, None
+        try:
+            return self._admit(device)
+        except Exception:  # a failing device control must not stop USB reporting
+            log.exception("device control failed for %s", device.mountpoint)
+            return None, None
 
     def _offer(self, change: DeviceChange) -> None:
         if not self._emit(change):

@@ -21,6 +21,9 @@ class Device:
     label: str | None = None
     size_bytes: int | None = None
     bus: str | None = None
+    vendor_id: str | None = None
+    """USB idVendor, four lower-case hex digits (what device policies match on, with ``product_id`` and ``serial``)."""
+    product_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,7 +87,20 @@ class SourceProblem:
     observed_at: float = dataclasses.field(default_factory=time.time)
 
 
-Work = FileWork | ClipboardWork | DeviceChange | SourceProblem
+@dataclasses.dataclass(frozen=True)
+class QuarantineReport:
+    """A collector's command on a quarantined file carried out or failed (``quarantine.released`` /
+    ``quarantine.deleted``): ``path`` is where the file went (release) or was (delete)."""
+
+    type: str
+    path: str | None
+    enforcement: dict[str, Any]
+    size: int | None = None
+    sha256: str | None = None
+    observed_at: float = dataclasses.field(default_factory=time.time)
+
+
+Work = FileWork | ClipboardWork | DeviceChange | SourceProblem | QuarantineReport
 Emit = Callable[[Work], bool]
 """Hands work on (the pipeline's ``submit``); False when it was not taken (the queue stayed full),
 which the source counts in its health: nothing a source saw is lost without being counted."""

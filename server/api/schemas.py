@@ -187,6 +187,8 @@ class DeviceIn(BaseModel):
     label: Annotated[str, StringConstraints(max_length=255)] | None = None
     size_bytes: Count | None = None
     bus: Annotated[str, StringConstraints(max_length=64)] | None = None
+    vendor_id: Annotated[str, StringConstraints(max_length=16)] | None = None
+    product_id: Annotated[str, StringConstraints(max_length=16)] | None = None
 
 
 MAX_CMDLINE_CHARS = 2048
