@@ -57,6 +57,9 @@ class FilesSection(_Section):
     """A file created but never closed (or closed before its folder was watched) is scanned after this quiet time."""
     report_clean: bool = False
     """Also spool routine clean writes (normally only matches and unscannable files are events)."""
+    backend: Literal["auto", "fanotify", "inotify"] = "auto"
+    """How files are watched on Linux: fanotify (whole-filesystem marks, the writer of each file) where
+    permitted, else inotify (one watch per folder, writers unknown); ``auto`` picks fanotify when it can."""
 
 
 class UsbSection(_Section):

@@ -42,6 +42,7 @@ from agent.shipper import Shipper
 from agent.sources.base import Source
 from agent.sources.clipboard import clipboard_sources
 from agent.sources.clipboard_clear import ClipboardClearer
+from agent.sources.fanotify_hub import FanotifyHub, open_hub
 from agent.sources.files import FileSource, WriteWatch
 from agent.sources.mounts import MountWatcher
 from agent.sources.removable import RemovablePolicy, default_probe
@@ -83,6 +84,7 @@ class Daemon:
         self.sources: dict[str, Source] = {}
         self.supervisor = Supervisor()
         self._volumes: dict[str, FileSource] = {}
+        self._files_hub: tuple[FanotifyHub | None, str] = (None, "inotify")  # every file source's fanotify reader, or why none
         self._volumes_lock = threading.Lock()
         self._health: _HealthWriter | None = None
         self.shipper: Shipper | None = None
@@ -191,6 +193,10 @@ class Daemon:
             self._volumes.clear()
         for volume in volumes:
             volume.stop()
+        hub = self._files_hub[0]
+        if hub is not None:
+            hub.stop()
+            hub.close()
         if self._health is not None:
             self._health.stop()
         if self.pipeline is not None and self.spool is not None:
@@ -302,7 +308,11 @@ class Daemon:
         emit = self.pipeline.submit
         # The vendor's staff work inside the customer's repositories: writes there are not leaks.
         exclude = [*config.files.exclude, *(f"{folder}/**" for folder in config.protected.folders)]
-        files = FileSource(emit, config.files.watch, exclude=exclude, quiet_s=config.files.quiet_ms / 1000)
+        self._files_hub = hub, backend = open_hub(config.files.backend)
+        if hub is not None:
+            self.supervisor.watch(hub, "fanotify")
+            hub.start()
+        files = FileSource(emit, config.files.watch, exclude=exclude, quiet_s=config.files.quiet_ms / 1000, hub=hub, backend=backend)
         self.sources["files"] = files
         if config.usb.enabled:
             denier = OpenDenier()
@@ -345,6 +355,8 @@ class Daemon:
             channel="usb",
             device=device,
             writes=WriteWatch(quiet_s=usb.writing_quiet_ms / 1000, interval_s=usb.writing_interval_ms / 1000),
+            hub=self._files_hub[0],
+            backend=self._files_hub[1],
         )
         with self._volumes_lock:
             old = self._volumes.pop(device.mountpoint, None)

@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import pwd
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 MAX_CMDLINE_CHARS = 1024
@@ -33,13 +36,13 @@ class Process:
         return dataclasses.asdict(self)
 
 
-def describe(pid: int, *, proc: str = "/proc") -> Process:
-    """The facts of ``pid`` that can still be read."""
+def describe(pid: int, *, proc: str = "/proc", user: Callable[[int | None], str | None] | None = None) -> Process:
+    """The facts of ``pid`` that can still be read (the executable first: it goes first when a process exits)."""
     base = os.path.join(proc, str(pid))
     exe = _read_link(os.path.join(base, "exe"))
     cmdline = _cmdline(os.path.join(base, "cmdline"))
     uid, ppid = _status(os.path.join(base, "status"))
-    return Process(pid=pid, exe=exe, cmdline=cmdline, uid=uid, user=_user(uid), ppid=ppid)
+    return Process(pid=pid, exe=exe, cmdline=cmdline, uid=uid, user=(user or _user)(uid), ppid=ppid)
 
 
 def lineage(pid: int, *, levels: int = PARENT_LEVELS, proc: str = "/proc") -> list[Process]:
@@ -59,6 +62,70 @@ def writer(pid: int, *, levels: int = PARENT_LEVELS, proc: str = "/proc") -> dic
     """An event's ``process``: ``pid``'s facts plus ``parents`` (nearest first), as plain data."""
     chain = lineage(pid, levels=levels, proc=proc)
     return {**chain[0].to_dict(), "parents": [p.to_dict() for p in chain[1:]]}
+
+
+class WriterCache:
+    """``writer(pid)`` for a stream of file events, cheap enough to call on each one.
+
+    A process writing many files costs one ``/proc`` read per ``ttl_s``; parents (a shell, a file
+    manager) are shared by many writers and cached the same way; user names are looked up once.
+    A process seen alive and gone by the next look (a ``cp`` that exited right after its close:
+    the folder-entry event came first) keeps what was read while it ran. Bounded to
+    ``max_entries`` processes; thread-safe.
+    """
+
+    def __init__(self, *, ttl_s: float = 2.0, keep_s: float = 30.0, max_entries: int = 4096, proc: str = "/proc"):
+        self._ttl_s = ttl_s
+        self._keep_s = keep_s
+        self._max = max_entries
+        self._proc = proc
+        self._lock = threading.Lock()
+        self._seen: dict[int, tuple[float, Process]] = {}
+        self._users: dict[int, str | None] = {}
+
+    def writer(self, pid: int, *, levels: int = PARENT_LEVELS) -> dict[str, Any]:
+        """The event's ``process`` for ``pid`` (as ``writer``), from the cache where fresh."""
+        chain = [self.describe(pid)]
+        seen = {pid}
+        while len(chain) <= levels:
+            parent = chain[-1].ppid
+            if not parent or parent in seen:
+                break
+            seen.add(parent)
+            chain.append(self.describe(parent))
+        return {**chain[0].to_dict(), "parents": [p.to_dict() for p in chain[1:]]}
+
+    def describe(self, pid: int) -> Process:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._seen.get(pid)
+        if cached is not None and now - cached[0] < self._ttl_s:
+            return cached[1]
+        fresh = describe(pid, proc=self._proc, user=self._user)
+        if fresh.exe is None and fresh.cmdline is None and cached is not None and now - cached[0] < self._keep_s:
+            # Exited (or a zombie): what it was a moment ago is still who wrote (a pid is not reused that fast).
+            return cached[1]
+        with self._lock:
+            if len(self._seen) >= self._max:
+                self._evict(now)
+            self._seen[pid] = (now, fresh)
+        return fresh
+
+    def _evict(self, now: float) -> None:
+        """Drop entries too old to be used; all of them when every one is recent (a fork storm)."""
+        for pid in [pid for pid, (at, _) in self._seen.items() if now - at >= self._keep_s]:
+            del self._seen[pid]
+        if len(self._seen) >= self._max:
+            self._seen.clear()
+
+    def _user(self, uid: int | None) -> str | None:
+        if uid is None:
+            return None
+        if uid not in self._users:
+            if len(self._users) >= self._max:
+                self._users.clear()
+            self._users[uid] = _user(uid)
+        return self._users[uid]
 
 
 def _read_link(path: str) -> str | None:

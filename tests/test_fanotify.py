@@ -52,7 +52,7 @@ def test_parse_closes_and_refuses_what_it_does_not_know() -> None:
     overflow = struct.pack("=IBBHQii", 24, fanotify.METADATA_VERSION, 0, 24, fanotify.FAN_Q_OVERFLOW, -1, 0)
     unknown = struct.pack("=IBBHQii", 24, 99, 0, 24, fanotify.FAN_CLOSE_WRITE, -1, 7)
     events = fanotify.parse(overflow + unknown + b"\0" * 5)
-    assert events == [fanotify.WriteEvent(path=None, pid=0, overflow=True)]
+    assert events == [fanotify.WriteEvent(path=None, pid=0, overflow=True, mask=fanotify.FAN_Q_OVERFLOW)]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="fanotify needs CAP_SYS_ADMIN")

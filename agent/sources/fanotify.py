@@ -1,13 +1,16 @@
-"""A small typed wrapper of Linux fanotify: which process closed which file after writing it.
+"""A small typed wrapper of Linux fanotify: which process wrote which file, on a whole filesystem.
 
-inotify says that a file was written, never by whom. fanotify (``FAN_CLOSE_WRITE``) hands
-over the writer's pid and an open descriptor of the file, and a filesystem or mount mark
-covers a whole tree without one watch per folder. It needs ``CAP_SYS_ADMIN``; where it is
-not permitted, ``Fanotify`` raises ``FanotifyUnavailable`` and the caller keeps inotify.
+inotify says that a file was written, never by whom, and needs one watch per folder. fanotify
+hands over the writer's pid, and a filesystem or mount mark covers a whole tree at no cost per
+folder. It needs ``CAP_SYS_ADMIN``; where it is not permitted, ``Fanotify`` raises
+``FanotifyUnavailable`` and the caller keeps inotify.
 
-Only what is used is wrapped: notification class, descriptor events (the path is read from
-``/proc/self/fd``), close-after-write, and the queue-overflow marker. No library on PyPI
-fits (the maintained ones wrap inotify only), so this is ctypes over libc.
+Two reporting modes are wrapped. FID mode (``FAN_REPORT_DFID_NAME``) reports the parent
+folder's file handle and the entry's name, and knows moves and creations; the handle is turned
+into a path with ``open_by_handle_at`` (``CAP_DAC_READ_SEARCH``). Descriptor mode reports an
+open descriptor of the file (its path read from ``/proc/self/fd``) and knows only writes; it is
+what filesystems without file handles (exFAT through FUSE) allow. No library on PyPI fits (the
+maintained ones wrap inotify only), so this is ctypes over libc.
 """
 
 from __future__ import annotations
@@ -20,75 +23,134 @@ import os
 import select
 import struct
 
+FAN_MODIFY = 0x00000002
 FAN_CLOSE_WRITE = 0x00000008
+FAN_MOVED_TO = 0x00000080
+FAN_CREATE = 0x00000100
 FAN_Q_OVERFLOW = 0x00004000
+FAN_ONDIR = 0x40000000
 FAN_CLOEXEC = 0x00000001
 FAN_NONBLOCK = 0x00000002
 FAN_CLASS_NOTIF = 0x00000000
+FAN_REPORT_DIR_FID = 0x00000400
+FAN_REPORT_NAME = 0x00000800
+FAN_REPORT_DFID_NAME = FAN_REPORT_DIR_FID | FAN_REPORT_NAME
 FAN_MARK_ADD = 0x00000001
 FAN_MARK_REMOVE = 0x00000002
 FAN_MARK_MOUNT = 0x00000010
 FAN_MARK_FILESYSTEM = 0x00000100
 FAN_NOFD = -1
+FAN_EVENT_INFO_TYPE_DFID_NAME = 2
 METADATA_VERSION = 3
 _METADATA = struct.Struct("=IBBHQii")
 """struct fanotify_event_metadata: event_len, vers, reserved, metadata_len, mask, fd, pid."""
-_READ_BYTES = 64 * 1024
+_INFO_HEADER = struct.Struct("=BBH")
+"""struct fanotify_event_info_header: info_type, pad, len."""
+_FSID_AND_HANDLE = struct.Struct("=IIIi")
+"""__kernel_fsid_t (two 32-bit words), then struct file_handle's handle_bytes and handle_type."""
+_AT_FDCWD = -100
+READ_BYTES = 64 * 1024
+"""One read takes at most this much of the queue (a few hundred events); the rest waits in the kernel."""
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _init = getattr(_libc, "fanotify_init", None)
 _mark = getattr(_libc, "fanotify_mark", None)
-if _init is not None and _mark is not None:
+_open_by_handle = getattr(_libc, "open_by_handle_at", None)
+if _init is not None and _mark is not None and _open_by_handle is not None:
     _init.argtypes = [ctypes.c_uint, ctypes.c_uint]
     _init.restype = ctypes.c_int
     _mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
     _mark.restype = ctypes.c_int
+    _open_by_handle.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    _open_by_handle.restype = ctypes.c_int
 
 
 class FanotifyUnavailable(OSError):
-    """fanotify cannot be used here (not Linux, no permission, an old kernel)."""
+    """fanotify cannot be used here (not Linux, no permission, an old kernel, a filesystem without handles)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class WriteEvent:
-    """A file closed after writing, by ``pid``; ``path`` is ``None`` for a queue overflow."""
+    """Descriptor mode: ``path`` written (or modified) by ``pid``; ``path`` is ``None`` for a queue overflow."""
 
     path: str | None
     pid: int
     overflow: bool = False
+    mask: int = FAN_CLOSE_WRITE
+
+
+@dataclasses.dataclass(frozen=True)
+class FidEvent:
+    """FID mode: ``name`` in the folder whose handle is ``handle``, on the filesystem ``fsid``.
+
+    ``handle`` is a whole ``struct file_handle`` as ``open_by_handle_at`` takes it. A queue
+    overflow has ``mask & FAN_Q_OVERFLOW`` and no handle.
+    """
+
+    mask: int
+    pid: int
+    fsid: int = 0
+    handle: bytes = b""
+    name: str = ""
+
+    @property
+    def overflow(self) -> bool:
+        return bool(self.mask & FAN_Q_OVERFLOW)
+
+
+def fsid_of(path: str) -> int:
+    """The filesystem id fanotify reports for ``path``'s filesystem (as ``statfs`` gives it)."""
+    return os.statvfs(path).f_fsid
 
 
 class Fanotify:
-    """One fanotify group reporting ``FAN_CLOSE_WRITE``; close it when done."""
+    """One fanotify group in notification class; close it when done.
 
-    def __init__(self) -> None:
+    Args:
+        fid: FID mode (``FAN_REPORT_DFID_NAME``: folder handle and name) instead of descriptors.
+    """
+
+    def __init__(self, *, fid: bool = False) -> None:
         if _init is None or _mark is None:
             raise FanotifyUnavailable(errno.ENOSYS, "fanotify is not available on this system")
-        flags = FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK
+        self.fid = fid
+        flags = FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | (FAN_REPORT_DFID_NAME if fid else 0)
         fd = _init(flags, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_LARGEFILE", 0))
         if fd < 0:
             code = ctypes.get_errno()
             raise FanotifyUnavailable(code, f"fanotify_init: {os.strerror(code)}")
         self.fd = fd
 
-    def watch(self, path: str, *, filesystem: bool = True) -> None:
-        """Report writes on the whole filesystem (or mount) holding ``path``."""
+    def watch(self, path: str, *, filesystem: bool = True, mask: int = FAN_CLOSE_WRITE) -> None:
+        """Report ``mask`` on the whole filesystem (or mount) holding ``path``."""
+        self.mark(path, mask, filesystem=filesystem)
+
+    def mark(self, path: str, mask: int, *, filesystem: bool = True, remove: bool = False) -> None:
+        """Add ``mask`` to (or remove it from) the filesystem or mount mark of ``path``.
+
+        Raises:
+            FanotifyUnavailable: the kernel refused (``errno`` says why: EXDEV, ENODEV, EOPNOTSUPP...).
+        """
         kind = FAN_MARK_FILESYSTEM if filesystem else FAN_MARK_MOUNT
+        action = FAN_MARK_REMOVE if remove else FAN_MARK_ADD
         assert _mark is not None  # checked when the group was made
-        if _mark(self.fd, FAN_MARK_ADD | kind, FAN_CLOSE_WRITE, -100, os.fsencode(path)) < 0:  # -100: AT_FDCWD
+        if _mark(self.fd, action | kind, mask, _AT_FDCWD, os.fsencode(path)) < 0:
             code = ctypes.get_errno()
             raise FanotifyUnavailable(code, f"fanotify_mark {path}: {os.strerror(code)}")
 
     def read(self, timeout: float | None) -> list[WriteEvent]:
-        """Events that arrive within ``timeout`` seconds (``None``: wait), each file's descriptor closed."""
+        """Descriptor mode: events that arrive within ``timeout`` seconds (``None``: wait), each descriptor closed."""
+        return parse(self.read_raw(timeout))
+
+    def read_raw(self, timeout: float | None) -> bytes:
+        """At most ``READ_BYTES`` of whole events, or nothing once ``timeout`` passed without any."""
         ready, _, _ = select.select([self.fd], [], [], timeout)
         if not ready:
-            return []
+            return b""
         try:
-            data = os.read(self.fd, _READ_BYTES)
+            return os.read(self.fd, READ_BYTES)
         except BlockingIOError:
-            return []
-        return parse(data)
+            return b""
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -103,7 +165,7 @@ class Fanotify:
 
 
 def parse(data: bytes) -> list[WriteEvent]:
-    """Events of one ``read``; every descriptor the kernel opened is closed here, whatever happens."""
+    """Descriptor-mode events of one ``read``; every descriptor the kernel opened is closed here, whatever happens."""
     events: list[WriteEvent] = []
     offset = 0
     while offset + _METADATA.size <= len(data):
@@ -112,7 +174,7 @@ def parse(data: bytes) -> list[WriteEvent]:
             break  # a layout this code does not know: stop rather than misread (and open nothing)
         offset += length
         if mask & FAN_Q_OVERFLOW:
-            events.append(WriteEvent(path=None, pid=pid, overflow=True))
+            events.append(WriteEvent(path=None, pid=pid, overflow=True, mask=mask))
             continue
         if fd < 0:
             continue
@@ -123,5 +185,80 @@ def parse(data: bytes) -> list[WriteEvent]:
         finally:
             os.close(fd)
         if path is not None:
-            events.append(WriteEvent(path=path, pid=pid))
+            events.append(WriteEvent(path=path, pid=pid, mask=mask))
     return events
+
+
+def parse_fid(data: bytes) -> list[FidEvent]:
+    """FID-mode events of one ``read`` (no descriptors are opened in this mode).
+
+    Only the folder-and-name record is used; an event without one (none is expected with the
+    masks this agent asks for) is skipped, and an unknown layout stops the parse.
+    """
+    events: list[FidEvent] = []
+    offset = 0
+    while offset + _METADATA.size <= len(data):
+        length, version, _reserved, meta_len, mask, fd, pid = _METADATA.unpack_from(data, offset)
+        if version != METADATA_VERSION or length < _METADATA.size or offset + length > len(data):
+            break
+        end = offset + length
+        if fd >= 0:  # not expected in FID mode; never leak one
+            os.close(fd)
+        if mask & FAN_Q_OVERFLOW:
+            events.append(FidEvent(mask=mask, pid=pid))
+        else:
+            record = _dfid_name(data, offset + meta_len, end)
+            if record is not None:
+                events.append(FidEvent(mask, pid, *record))
+        offset = end
+    return events
+
+
+def _dfid_name(data: bytes, offset: int, end: int) -> tuple[int, bytes, str] | None:
+    """(fsid, file handle, name) of the first folder-and-name record between ``offset`` and ``end``."""
+    while offset + _INFO_HEADER.size <= end:
+        info_type, _pad, length = _INFO_HEADER.unpack_from(data, offset)
+        if length < _INFO_HEADER.size or offset + length > end:
+            return None
+        if info_type == FAN_EVENT_INFO_TYPE_DFID_NAME and length >= _INFO_HEADER.size + _FSID_AND_HANDLE.size:
+            fsid_low, fsid_high, handle_bytes, _handle_type = _FSID_AND_HANDLE.unpack_from(data, offset + _INFO_HEADER.size)
+            handle_at = offset + _INFO_HEADER.size + 8
+            name_at = handle_at + 8 + handle_bytes
+            if name_at > offset + length:
+                return None
+            raw_name = data[name_at : offset + length].split(b"\0", 1)[0]
+            return fsid_low | (fsid_high << 32), data[handle_at:name_at], os.fsdecode(raw_name)
+        offset += length
+    return None
+
+
+def open_by_handle(mount_fd: int, handle: bytes) -> int:
+    """An ``O_PATH`` descriptor of the object ``handle`` names, on the filesystem ``mount_fd`` is on.
+
+    Raises:
+        OSError: ESTALE (the object is gone), EPERM (no ``CAP_DAC_READ_SEARCH``), ...
+    """
+    if _open_by_handle is None:
+        raise FanotifyUnavailable(errno.ENOSYS, "open_by_handle_at is not available")
+    fd = _open_by_handle(mount_fd, handle, os.O_PATH | os.O_CLOEXEC)
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return fd
+
+
+def handle_path(mount_fd: int, handle: bytes) -> str | None:
+    """The path of the folder ``handle`` names, or None when it is gone or cannot be opened."""
+    try:
+        fd = open_by_handle(mount_fd, handle)
+    except OSError:
+        return None
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not path.startswith("/") or path.endswith(" (deleted)"):
+        return None  # removed, or outside what this mount namespace can name
+    return path

@@ -1,6 +1,9 @@
-"""File source: watchdog over the watched folders, emitting files worth scanning.
+"""File source: the watched folders, through fanotify (agent/sources/fanotify_hub.py) or watchdog, emitting files worth scanning.
 
-A file is emitted when it is closed after writing, when it was created and then
+Where the daemon's fanotify hub is permitted, a root costs a mark on its filesystem and every
+event names its writer (``FileWork.process``); elsewhere, or for a root whose filesystem refuses
+every kind of mark, watchdog's inotify watches each folder and writers are unknown. The rest is
+the same either way. A file is emitted when it is closed after writing, when it was created and then
 stayed quiet (files created in a fresh folder often come with no close event,
 since the folder's watch is added after they were written), and when it arrives
 by move. A folder that appears is walked, as its files may predate its watch.
@@ -12,12 +15,14 @@ and one the volume took away before its last write was scanned is emitted as
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
 import threading
 import time
-from typing import cast
+from collections import deque
+from typing import Any, cast
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -35,6 +40,8 @@ from watchdog.observers.polling import PollingObserver
 
 from agent import events as contract
 from agent.scanning.walk import iter_targets, matches_any
+from agent.sources.fanotify import FanotifyUnavailable
+from agent.sources.fanotify_hub import FanotifyHub
 from agent.sources.inotify import EventsLostEvent, ObserverFactory, default_observer, watches_exhausted
 from agent.sources.losses import LossTracker, WalkCut, changed_files
 from agent.sources.work import Device, Emit, FileWork, SourceProblem
@@ -54,6 +61,19 @@ _REMOVAL_SETTLE_S = 0.2  # a removed volume's last events: handled once none cam
 _REMOVAL_SETTLE_MAX_S = 2.0  # ...or after this long
 
 _Identity = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+_Process = dict[str, Any]  # agent/procinfo.py ``writer``
+
+
+@dataclasses.dataclass
+class _Root:
+    """How a root is watched: by the fanotify hub (``observer`` None) or a watchdog observer."""
+
+    inode: int
+    how: str
+    observer: BaseObserver | None = None
+
+    def alive(self) -> bool:
+        return self.observer is None or self.observer.is_alive()
 
 
 class FileSource(StoppableThread):
@@ -68,6 +88,8 @@ class FileSource(StoppableThread):
         observer_factory: the watchdog observer class (polling in tests of the fallback).
         writes: scan files while they are written (removable volumes); None to wait for their close.
         retry_s: how often files the full work queue refused are offered again.
+        hub: the daemon's fanotify reader; None for watchdog (inotify).
+        backend: why watchdog is used when there is no hub (status shows it).
     """
 
     def __init__(
@@ -83,6 +105,8 @@ class FileSource(StoppableThread):
         poll_interval_s: float = 2.0,
         writes: WriteWatch | None = None,
         retry_s: float = 1.0,
+        hub: FanotifyHub | None = None,
+        backend: str = "inotify",
     ):
         super().__init__(name=f"source-{channel}")
         self._emit = emit
@@ -96,12 +120,16 @@ class FileSource(StoppableThread):
         self._writing = WriteTracker(writes) if writes is not None else None  # removable volumes: open files
         self._filter = WRITES_FILTER if writes is not None else EVENT_FILTER
         self._retry_s = retry_s
+        self._hub = hub
+        self._backend = backend
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, str]] = {}  # created, not yet closed: path -> (last seen, reason)
         self._recent: dict[str, _Identity] = {}  # emitted, as it was then
         self._refused: dict[str, str] = {}  # refused by the full work queue: path -> reason, offered again
         self._removed: set[str] = set()  # reported as taken away with their volume
-        self._watched: dict[str, tuple[BaseObserver, int]] = {}  # root -> (observer, inode)
+        self._watched: dict[str, _Root] = {}
+        self._writers: dict[str, _Process] = {}  # the last writer of each path not emitted since (fanotify)
+        self._walks: deque[tuple[str, _Process | None]] = deque()  # folders moved in, walked on this thread
         self._volume_dev: int | None = None
         self._problems: dict[str, str] = {}
         self._not_taken = 0  # times the work queue stayed full
@@ -127,16 +155,16 @@ class FileSource(StoppableThread):
                 next_retry = time.monotonic() + self._retry_s
             if self.losses.due(now):
                 self._rescan()
+            while self._walks and not self.stopping:
+                self.folder_appeared(*self._walks.popleft())
             with self._lock:
                 busy = bool(self._pending or self._writing or self._refused or self.losses.pending)
             # Idle, sleep until the next root check (a creation wakes us early); busy, tick.
             tick = min(0.1, self._quiet_s / 4, self._writing.watch.quiet_s / 4 if self._writing is not None else 1.0)
             self._wake.wait(tick if busy else max(0.0, next_root_check - now))
             self._wake.clear()
-        for observer, _ in self._watched.values():
-            observer.stop()
-        for observer, _ in self._watched.values():
-            observer.join(timeout=5)
+        for root in list(self._watched):
+            self._unwatch(root)
         self._watched.clear()
 
     def on_stop(self) -> None:
@@ -152,7 +180,19 @@ class FileSource(StoppableThread):
         if problems:
             return {"state": "degraded", "message": "; ".join(problems)}
         held = f"; {self._not_taken} offer(s) refused by a full work queue, all taken since" if self._not_taken else ""
-        return {"state": "ok", "message": f"watching {len(self._watched)} folder(s){held}"}
+        return {"state": "ok", "message": f"watching {len(self._watched)} folder(s) with {self.backend()}{held}", "backend": self.backend()}
+
+    def backend(self) -> str:
+        """Which backend watches the roots and why: ``fanotify: filesystem marks on 1 filesystem(s)``,
+        ``inotify (fanotify not permitted: EPERM)``; roots that fell back are named."""
+        hubbed = [r for r in self._watched.values() if r.observer is None]
+        own = sorted({r.how for r in self._watched.values() if r.observer is not None})
+        parts = [f"fanotify: {self._hub.describe()}"] if self._hub is not None and (hubbed or not own) else []
+        if self._hub is None:
+            parts.append(self._backend)
+        else:
+            parts += own
+        return "; ".join(parts)
 
     # Roots ----------------------------------------------------------------
 
@@ -164,11 +204,10 @@ class FileSource(StoppableThread):
             except OSError:
                 inode = None
             current = self._watched.get(root)
-            if current is not None and current[1] == inode and current[0].is_alive():
+            if current is not None and current.inode == inode and current.alive():
                 continue
             if current is not None:
-                current[0].stop()
-                del self._watched[root]
+                self._unwatch(root)
                 log.info("%s went away; watching it again when it comes back", root)
             if inode is None:
                 self._problems[root] = "does not exist (watched once it appears)"
@@ -179,6 +218,17 @@ class FileSource(StoppableThread):
             self._watch(root, inode, first=current is None)
 
     def _watch(self, root: str, inode: int, *, first: bool) -> None:
+        refused = None
+        if self._hub is not None:
+            try:
+                how = self._hub.watch(root, self, writes=self._writing is not None)
+            except FanotifyUnavailable as exc:
+                refused = f"inotify for {root} ({exc.strerror or exc})"
+            else:
+                self._problems.pop(root, None)
+                self._watched[root] = _Root(inode, how)
+                self._watched_now(root, first=first)
+                return
         handler = _Handler(self)
         observer = self._observer_factory()
         try:
@@ -203,25 +253,42 @@ class FileSource(StoppableThread):
             self._problems[root] = "inotify watch limit reached: polling"
         else:
             self._problems.pop(root, None)
-        self._watched[root] = (observer, inode)
+        self._watched[root] = _Root(inode, refused or "inotify", observer)
+        self._watched_now(root, first=first)
+
+    def _watched_now(self, root: str, *, first: bool) -> None:
         if first and self._device is not None:
             self._volume_dev = os.stat(root).st_dev
         if not first:
             # Files may have landed in the recreated folder before the new watch was up.
             self.folder_appeared(root)
 
-    # Called from watchdog threads ---------------------------------------------
+    def _unwatch(self, root: str) -> None:
+        watched = self._watched.pop(root, None)
+        if watched is None:
+            return
+        if watched.observer is None:
+            assert self._hub is not None
+            self._hub.unwatch(root, self)
+        else:
+            watched.observer.stop()
+            if watched.observer.is_alive():
+                watched.observer.join(timeout=5)
 
-    def file_closed(self, path: str) -> None:
+    # Called from watchdog threads or the fanotify hub's ---------------------------
+
+    def file_closed(self, path: str, process: _Process | None = None) -> None:
+        self._wrote(path, process)
         with self._lock:
             self._pending.pop(path, None)
         if self._writing is not None:
             self._writing.forget(path)
         self._offer(path, "closed")
 
-    def file_created(self, path: str, reason: str = "moved") -> None:
+    def file_created(self, path: str, reason: str = "moved", process: _Process | None = None) -> None:
         if self._is_excluded(path):
             return
+        self._wrote(path, process)
         age = self._age(path)
         if age is None:
             return
@@ -235,27 +302,45 @@ class FileSource(StoppableThread):
             self._pending[path] = (time.monotonic(), "created" if reason == "moved" else reason)
         self._wake.set()
 
-    def file_modified(self, path: str) -> None:
+    def file_modified(self, path: str, process: _Process | None = None) -> None:
         """A write (removable volumes only): scan it soon, even if the file stays open."""
         if self._writing is None or self._is_excluded(path):
             return
+        self._wrote(path, process)
         if self._writing.wrote(path, time.monotonic()):
             self._wake.set()
 
-    def file_moved_in(self, path: str) -> None:
+    def file_moved_in(self, path: str, process: _Process | None = None) -> None:
+        self._wrote(path, process)
         self._offer(path, "moved")
 
-    def folder_appeared(self, path: str) -> None:
+    def folder_appeared(self, path: str, process: _Process | None = None) -> None:
         """Files in a new folder: old ones (moved or copied with their times) go now,
         ones still being written wait for their close or for quiet."""
         for target in iter_targets([path], exclude=self._exclude):
             if target.error is None:
-                self.file_created(target.path, reason="folder")
+                self.file_created(target.path, reason="folder", process=process)
+
+    def folder_moved_in(self, path: str, process: _Process | None = None) -> None:
+        """A folder moved in (fanotify): walked on this source's thread, not the hub's, which
+        every other source waits on."""
+        self._walks.append((path, process))
+        self._wake.set()
+
+    def _wrote(self, path: str, process: _Process | None) -> None:
+        """Remember who last wrote ``path``, for whichever emission comes of it (quiet, writing, removed)."""
+        if process is None:
+            return
+        with self._lock:
+            self._writers.pop(path, None)
+            self._writers[path] = process
+            if len(self._writers) > _RECENT_LIMIT:
+                del self._writers[next(iter(self._writers))]
 
     def events_lost(self, root: str) -> None:
         """The kernel's queue overflowed (each root has its own): files changed under ``root``
         since the last calm moment get a rescan."""
-        log.warning("inotify queue overflowed under %s: events were lost; rescanning what changed", root)
+        log.warning("%s queue overflowed under %s: events were lost; rescanning what changed", self._kernel_queue(root), root)
         self.losses.lost(root, time.monotonic())
         self._wake.set()
 
@@ -301,10 +386,15 @@ class FileSource(StoppableThread):
         except WalkCut as cut:
             extent = f" ({cut}: the rest was not looked at)"
         when = time.strftime("%H:%M:%S", time.localtime(rescan.since))
-        message = f"inotify queue overflowed: events were lost; {changed} file(s) changed since {when} rescanned{extent}"
+        queues = " and ".join(sorted({self._kernel_queue(root) for root in rescan.roots}))
+        message = f"{queues} queue overflowed: events were lost; {changed} file(s) changed since {when} rescanned{extent}"
         self.losses.message = message
         for root in rescan.roots:
             self._hand_over(SourceProblem(type=contract.SOURCE_EVENTS_LOST, path=root, message=message, device=self._device), None)
+
+    def _kernel_queue(self, root: str) -> str:
+        watched = self._watched.get(root)
+        return "inotify" if watched is None or watched.observer is not None else "fanotify"
 
     # Emission -------------------------------------------------------------
 
@@ -346,10 +436,14 @@ class FileSource(StoppableThread):
                 self._recent.pop(path, None)
                 self._refused[path] = reason
                 return False
-        return self._hand_over(FileWork(path=path, channel=self._channel, reason=reason, device=self._device), path)
+            process = self._writers.get(path) if reason != "rescan" else None
+        return self._hand_over(FileWork(path=path, channel=self._channel, reason=reason, device=self._device, process=process), path)
 
     def _hand_over(self, work: FileWork | SourceProblem, path: str | None) -> bool:
         if self._emit(work):
+            if path is not None:
+                with self._lock:
+                    self._writers.pop(path, None)
             return True
         with self._lock:
             self._not_taken += 1
@@ -382,7 +476,8 @@ class FileSource(StoppableThread):
 
     def _settled(self) -> bool:
         """No event being handled or waiting in an observer's queue, and none for a moment."""
-        if self.losses.in_event or any(not observer.event_queue.empty() for observer, _ in list(self._watched.values())):
+        observers = [r.observer for r in list(self._watched.values()) if r.observer is not None]
+        if self.losses.in_event or self._walks or any(not observer.event_queue.empty() for observer in observers):
             return False
         return self.losses.quiet_for() >= _REMOVAL_SETTLE_S
 
@@ -405,7 +500,9 @@ class FileSource(StoppableThread):
             if self._writing is not None:
                 self._writing.forget(path)
             log.warning("%s: the volume went away before its last write was scanned", path)
-            self._hand_over(FileWork(path=path, channel=self._channel, reason="removed", device=self._device), path)
+            with self._lock:
+                process = self._writers.get(path)
+            self._hand_over(FileWork(path=path, channel=self._channel, reason="removed", device=self._device, process=process), path)
 
     def _is_excluded(self, path: str) -> bool:
         return matches_any(path, self._exclude)

@@ -1,0 +1,371 @@
+"""One daemon-wide fanotify reader: whole-filesystem marks, events turned into paths and writers, handed to file sources.
+
+Each watched root costs a mark on its filesystem (shared by every root there), not a watch per
+folder. Events name the parent folder by file handle; it is opened (``open_by_handle_at``) and
+read back as a path, kept in a small cache that any folder rename clears. Events of this agent,
+and of paths under no watched root, are dropped before anything else is read; for the rest the
+writer (agent/procinfo.py) is read at once, while it most likely still runs, and the event goes to
+the source with the longest root containing it.
+
+Where a filesystem refuses a filesystem mark, a mount mark is used (closes and writes only:
+the kernel has no creations or moves for mount marks); where it has no file handles (exFAT
+through FUSE), a second group in descriptor mode (closes and writes, path from the descriptor).
+Where fanotify is refused altogether, ``open_hub`` says why and the sources keep inotify.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import select
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from agent.procinfo import WriterCache
+from agent.sources import fanotify as fan
+from agent.sources.fanotify import FanotifyUnavailable
+from agent.sources.losses import LossTracker
+from agent.threads import StoppableThread
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "fanotify", "inotify")
+FID_MASK = fan.FAN_CLOSE_WRITE | fan.FAN_CREATE | fan.FAN_MOVED_TO | fan.FAN_ONDIR
+"""Filesystem marks: closes after writing, creations (files created and never closed), moves in (files and folders)."""
+CLOSE_MASK = fan.FAN_CLOSE_WRITE
+"""Mount marks and descriptor mode: the kernel reports no folder entries there."""
+_DIR_CACHE_MAX = 8192
+_POLL_S = 0.5  # how soon the reader notices a stop
+_CAP_DAC_READ_SEARCH = 2
+_CAP_SYS_ADMIN = 21
+
+
+class Sink(Protocol):
+    """What a file source offers the hub (agent/sources/files.py ``FileSource``); called on the hub's thread."""
+
+    losses: LossTracker
+
+    def file_closed(self, path: str, process: dict[str, Any] | None = None) -> None: ...
+
+    def file_created(self, path: str, reason: str = "moved", process: dict[str, Any] | None = None) -> None: ...
+
+    def file_modified(self, path: str, process: dict[str, Any] | None = None) -> None: ...
+
+    def file_moved_in(self, path: str, process: dict[str, Any] | None = None) -> None: ...
+
+    def folder_moved_in(self, path: str, process: dict[str, Any] | None = None) -> None: ...
+
+    def events_lost(self, root: str) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _Mark:
+    """Where a mark sits: which group, a filesystem (by fsid) or a mount (by mount point)."""
+
+    fid: bool
+    filesystem: bool
+    key: int | str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Watch:
+    root: str
+    sink: Sink
+    mask: int
+    mark: _Mark
+    fsid: int
+
+
+class FanotifyHub(StoppableThread):
+    """The one fanotify reader of the daemon; ``watch`` roots for sources, ``stop`` then ``close``.
+
+    Args:
+        attribution: turns a pid into the event's ``process`` (cached /proc reads).
+        own_pid: events of this process are never this agent's business.
+
+    Raises:
+        FanotifyUnavailable: fanotify (FID mode) is not permitted here.
+    """
+
+    def __init__(self, *, attribution: Callable[[int], dict[str, Any]] | None = None, own_pid: int | None = None):
+        super().__init__(name="fanotify")
+        if not _has_capability(_CAP_SYS_ADMIN):
+            # fanotify_init itself is allowed without it (FID mode), but not one filesystem or mount mark.
+            raise FanotifyUnavailable(errno.EPERM, "fanotify filesystem marks need CAP_SYS_ADMIN")
+        self._fid_group = fan.Fanotify(fid=True)
+        self._fd_group: fan.Fanotify | None = None
+        # Without CAP_DAC_READ_SEARCH no handle can be opened back into a path: descriptors only.
+        self._handles_ok = _has_capability(_CAP_DAC_READ_SEARCH)
+        self._writers = attribution or WriterCache().writer
+        self._own_pid = os.getpid() if own_pid is None else own_pid
+        self._lock = threading.Lock()
+        self._watches: list[_Watch] = []
+        self._masks: dict[_Mark, tuple[str, int]] = {}  # mark -> (a path on it, the mask it has now)
+        self._dirs: dict[tuple[int, bytes], str] = {}
+        self.events = 0  # events read (every filesystem marked, any process)
+        self.dispatched = 0  # events handed to a source
+        self.busy_s = 0.0  # this thread's CPU time spent on events, writer reads included
+
+    # Marks ----------------------------------------------------------------
+
+    def watch(self, root: str, sink: Sink, *, writes: bool = False) -> str:
+        """Report what happens under ``root`` to ``sink``; returns how (``filesystem mark``...).
+
+        ``writes``: also every write (removable volumes, scanned while being written).
+
+        Raises:
+            FanotifyUnavailable: no mark of any kind was accepted for ``root``'s filesystem.
+        """
+        root = os.path.abspath(root)
+        extra = fan.FAN_MODIFY if writes else 0
+        try:
+            fsid = fan.fsid_of(root)
+        except OSError as exc:
+            raise FanotifyUnavailable(exc.errno or errno.EIO, f"statfs {root}: {exc.strerror}") from None
+        refused: list[str] = []
+        for fid, filesystem in ((True, True), (True, False), (False, True), (False, False)):
+            if fid and not self._handles_ok:
+                refused.append("file handles need CAP_DAC_READ_SEARCH")
+                continue
+            mark = _Mark(fid, filesystem, fsid if filesystem else _mountpoint(root))
+            mask = (FID_MASK if fid and filesystem else CLOSE_MASK) | extra
+            try:
+                self._add(_Watch(root, sink, mask, mark, fsid))
+            except FanotifyUnavailable as exc:
+                refused.append(errno.errorcode.get(exc.errno or 0, str(exc)))
+                continue
+            how = ("filesystem mark" if filesystem else "mount mark") + ("" if fid else " (descriptors: no moves)")
+            log.info("watching %s with fanotify: %s", root, how)
+            return how
+        raise FanotifyUnavailable(errno.EOPNOTSUPP, f"fanotify refused {root}: {', '.join(dict.fromkeys(refused))}")
+
+    def unwatch(self, root: str, sink: Sink) -> None:
+        """Stop reporting ``root`` to ``sink``; a mark no other root needs loses what only it asked for."""
+        root = os.path.abspath(root)
+        with self._lock:
+            gone = [w for w in self._watches if w.root == root and w.sink is sink]
+            self._watches = [w for w in self._watches if not (w.root == root and w.sink is sink)]
+            for watch in gone:
+                self._shrink(watch.mark)
+
+    def describe(self) -> str:
+        """Status text: ``filesystem marks on 2 filesystem(s)`` and any other kinds in use."""
+        with self._lock:
+            marks = list(self._masks)
+        kinds = [
+            (sum(1 for m in marks if m.fid and m.filesystem), "filesystem marks on {} filesystem(s)"),
+            (sum(1 for m in marks if m.fid and not m.filesystem), "mount marks on {} mount(s)"),
+            (sum(1 for m in marks if not m.fid), "descriptor-mode marks on {} volume(s) without file handles"),
+        ]
+        return ", ".join(text.format(n) for n, text in kinds if n) or "no marks yet"
+
+    def _add(self, watch: _Watch) -> None:
+        with self._lock:
+            group = self._group(watch.mark.fid)
+            mask = self._masks.get(watch.mark, (watch.root, 0))[1]
+            if watch.mask & ~mask:
+                group.mark(watch.root, watch.mask, filesystem=watch.mark.filesystem)
+            self._masks[watch.mark] = (watch.root, mask | watch.mask)
+            self._watches.append(watch)
+
+    def _shrink(self, mark: _Mark) -> None:
+        """Called with the lock held: remove the bits of ``mark`` no remaining watch asks for."""
+        if mark not in self._masks:
+            return
+        path, mask = self._masks[mark]
+        needed = 0
+        for w in self._watches:
+            if w.mark == mark:
+                needed |= w.mask
+                path = w.root
+        if needed:
+            self._masks[mark] = (path, needed)
+        else:
+            del self._masks[mark]
+        unneeded = mask & ~needed
+        group = self._fid_group if mark.fid else self._fd_group
+        if unneeded and group is not None:
+            try:
+                group.mark(path, unneeded, filesystem=mark.filesystem, remove=True)
+            except OSError:
+                pass  # the volume went away: its marks went with it
+
+    def _group(self, fid: bool) -> fan.Fanotify:
+        if fid:
+            return self._fid_group
+        if self._fd_group is None:
+            self._fd_group = fan.Fanotify(fid=False)
+        return self._fd_group
+
+    # Reading --------------------------------------------------------------
+
+    def run_loop(self) -> None:
+        while not self.stopping:
+            groups = [g for g in (self._fid_group, self._fd_group) if g is not None and g.fd >= 0]
+            if not groups:
+                return
+            ready, _, _ = select.select([g.fd for g in groups], [], [], _POLL_S)
+            for group in groups:
+                if group.fd in ready:
+                    self.drain(group)
+
+    def drain(self, group: fan.Fanotify) -> None:
+        """Handle one read's worth of events of ``group`` (bounded: at most ``fan.READ_BYTES``)."""
+        started = time.thread_time()
+        data = group.read_raw(0)
+        if group.fid:
+            self._handle_fid(fan.parse_fid(data))
+        else:
+            self._handle_descriptors(fan.parse(data))
+        self.busy_s += time.thread_time() - started
+
+    def _handle_fid(self, events: list[fan.FidEvent]) -> None:
+        mount_fds: dict[int, int | None] = {}
+        try:
+            for event in events:
+                self.events += 1
+                if event.overflow:
+                    self._overflow(fid=True)
+                    continue
+                if event.pid == self._own_pid:
+                    continue
+                if event.mask & fan.FAN_MOVED_TO and event.mask & fan.FAN_ONDIR:
+                    self._dirs.clear()  # a folder renamed: cached paths below it are wrong now
+                folder = self._folder(event, mount_fds)
+                if folder is None:
+                    continue
+                path = os.path.join(folder, event.name) if event.name not in ("", ".") else folder
+                self._dispatch(path, event.mask, event.pid)
+        finally:
+            for fd in mount_fds.values():
+                if fd is not None:
+                    os.close(fd)
+
+    def _handle_descriptors(self, events: list[fan.WriteEvent]) -> None:
+        for event in events:
+            self.events += 1
+            if event.overflow:
+                self._overflow(fid=False)
+            elif event.path is not None and event.pid != self._own_pid:
+                self._dispatch(event.path, event.mask, event.pid)
+
+    def _folder(self, event: fan.FidEvent, mount_fds: dict[int, int | None]) -> str | None:
+        """The event's folder as a path; the filesystem's root folder is opened once per read
+        (nothing stays open between reads: a held descriptor would keep a stick from unmounting)."""
+        key = (event.fsid, event.handle)
+        cached = self._dirs.get(key)
+        if cached is not None:
+            return cached
+        if event.fsid not in mount_fds:
+            mount_fds[event.fsid] = self._mount_fd(event.fsid)
+        mount_fd = mount_fds[event.fsid]
+        if mount_fd is None:
+            return None
+        path = fan.handle_path(mount_fd, event.handle)
+        if path is not None:
+            if len(self._dirs) >= _DIR_CACHE_MAX:
+                self._dirs.clear()
+            self._dirs[key] = path
+        return path
+
+    def _mount_fd(self, fsid: int) -> int | None:
+        with self._lock:
+            roots = [w.root for w in self._watches if w.fsid == fsid and w.mark.fid]
+        for root in roots:
+            try:
+                return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+        return None
+
+    def _dispatch(self, path: str, mask: int, pid: int) -> None:
+        watch = self._owner(path)
+        if watch is None:
+            return
+        process = self._writers(pid)
+        sink = watch.sink
+        self.dispatched += 1
+        sink.losses.event_started()
+        try:
+            if mask & fan.FAN_ONDIR:
+                if mask & fan.FAN_MOVED_TO:
+                    sink.folder_moved_in(path, process)
+                # A folder created here fills with files whose own events follow: nothing to walk.
+            elif mask & fan.FAN_MOVED_TO:
+                sink.file_moved_in(path, process)
+            elif mask & fan.FAN_CLOSE_WRITE:
+                sink.file_closed(path, process)
+            else:
+                if mask & fan.FAN_CREATE:
+                    sink.file_created(path, "created", process)
+                if mask & fan.FAN_MODIFY:
+                    sink.file_modified(path, process)
+        finally:
+            sink.losses.event_finished()
+
+    def _owner(self, path: str) -> _Watch | None:
+        """The watch with the longest root containing ``path``."""
+        best: _Watch | None = None
+        with self._lock:
+            for watch in self._watches:
+                root = watch.root
+                if (path == root or path.startswith(root.rstrip("/") + "/")) and (best is None or len(root) > len(best.root)):
+                    best = watch
+        return best
+
+    def _overflow(self, *, fid: bool) -> None:
+        """The kernel dropped events of this group: every root it watches gets a rescan."""
+        with self._lock:
+            hit = {(id(w.sink), w.root): w for w in self._watches if w.mark.fid == fid}
+        log.warning("fanotify queue overflowed: events were lost under %d folder(s); rescanning what changed", len(hit))
+        for watch in hit.values():
+            watch.sink.events_lost(watch.root)
+
+    def close(self) -> None:
+        """Close both groups (after ``stop``); every mark goes with them."""
+        for group in (self._fid_group, self._fd_group):
+            if group is not None:
+                group.close()
+
+
+def open_hub(backend: str) -> tuple[FanotifyHub | None, str]:
+    """The hub for ``[files] backend`` (auto, fanotify, inotify), or None and why the sources use inotify."""
+    if backend == "inotify":
+        return None, "inotify (configured)"
+    if not sys.platform.startswith("linux"):
+        return None, "watchdog (fanotify is Linux only)"
+    try:
+        hub = FanotifyHub()
+    except FanotifyUnavailable as exc:
+        why = errno.errorcode.get(exc.errno or 0, str(exc))
+        level = logging.ERROR if backend == "fanotify" else logging.INFO
+        log.log(level, "fanotify not permitted (%s): watching files with inotify, writers unknown", exc)
+        return None, f"inotify (fanotify not permitted: {why})"
+    return hub, "fanotify"
+
+
+def _mountpoint(path: str) -> str:
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _has_capability(bit: int) -> bool:
+    """Whether this process has capability ``bit`` in its effective set (Linux)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f.read(16384).splitlines():
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False

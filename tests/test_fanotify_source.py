@@ -1,0 +1,286 @@
+"""The file source on fanotify: writers named, moves and folders seen, no watch per folder, losses rescanned, inotify kept where refused."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import procinfo
+from agent.sources.fanotify_hub import FanotifyHub, open_hub
+from agent.sources.files import FileSource
+from agent.sources.work import FileWork, SourceProblem, Work
+from tests.agent_process import Agent, write_config
+from tests.loopdev import LoopMounts
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="fanotify needs CAP_SYS_ADMIN")
+
+FANOTIFY_QUEUE = Path("/proc/sys/fs/fanotify/max_queued_events")
+# A writer that stays alive while the test looks at it: its /proc entry is there for sure.
+WRITER = "import sys, time\nwith open(sys.argv[1], 'w') as f: f.write(sys.argv[2])\nprint('written', flush=True)\ntime.sleep(60)\n"
+
+
+class Collected:
+    """What a source emitted, by path."""
+
+    def __init__(self) -> None:
+        self.items: list[Work] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, work: Work) -> bool:
+        with self.lock:
+            self.items.append(work)
+        return True
+
+    def files(self, path: Path | str | None = None) -> list[FileWork]:
+        with self.lock:
+            return [w for w in self.items if isinstance(w, FileWork) and (path is None or w.path == str(path))]
+
+    def problems(self) -> list[SourceProblem]:
+        with self.lock:
+            return [w for w in self.items if isinstance(w, SourceProblem)]
+
+
+@pytest.fixture
+def hub() -> Iterator[FanotifyHub]:
+    hub = FanotifyHub()
+    hub.start()
+    yield hub
+    hub.stop()
+    hub.close()
+
+
+@pytest.fixture
+def watched(tmp_path: Path, hub: FanotifyHub) -> Iterator[tuple[Path, Collected, FileSource]]:
+    root = tmp_path / "Documents"
+    root.mkdir()
+    collected = Collected()
+    source = FileSource(collected, [str(root)], exclude=["*.tmp"], quiet_s=0.3, hub=hub)
+    source.start()
+    wait_for(lambda: "1 folder(s) with fanotify: filesystem marks" in source.health()["message"], message="mark up")
+    yield root, collected, source
+    source.stop()
+
+
+def write_in_child(path: Path, text: str = "draft") -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path), text], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline() == "written\n"
+    return child
+
+
+def stop_child(child: subprocess.Popen) -> None:
+    child.kill()
+    child.wait(10)
+    if child.stdout is not None:
+        child.stdout.close()
+
+
+def test_the_writer_is_named_with_its_parents(watched) -> None:
+    root, collected, _ = watched
+    target = root / "report.txt"
+    child = write_in_child(target)
+    try:
+        (work,) = wait_for(lambda: collected.files(target), message="the close")
+        assert work.reason == "closed" and work.process is not None
+        who = work.process
+        assert who["pid"] == child.pid and who["exe"] == os.path.realpath(sys.executable)
+        assert str(target) in who["cmdline"] and who["uid"] == os.getuid() and who["user"] == procinfo.describe(os.getpid()).user
+        assert who["ppid"] == os.getpid() and who["parents"][0]["pid"] == os.getpid()
+        assert who["parents"][0]["exe"] == os.path.realpath(sys.executable)
+    finally:
+        stop_child(child)
+
+
+def test_a_cp_is_named(watched, tmp_path: Path) -> None:
+    """``cp`` exits right after its close: its creation event, read while it copied, names it."""
+    root, collected, _ = watched
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(1 << 20) * 24)
+    subprocess.run(["cp", str(source), str(root / "copy.bin")], check=True, timeout=60)
+    (work,) = wait_for(lambda: collected.files(root / "copy.bin"), message="the copy")
+    assert work.process is not None and work.process["exe"] == os.path.realpath(shutil.which("cp") or "cp")
+    assert work.process["cmdline"] == f"cp {source} {root / 'copy.bin'}"
+
+
+def test_a_file_and_a_folder_moved_in_are_emitted(watched, tmp_path: Path) -> None:
+    root, collected, _ = watched
+    outside = tmp_path / "outside"
+    (outside / "export" / "deep").mkdir(parents=True)
+    (outside / "notes.txt").write_text("moved file")
+    for i in range(5):
+        (outside / "export" / "deep" / f"f{i}.py").write_text(f"x = {i}\n")
+    subprocess.run(["mv", str(outside / "notes.txt"), str(root / "notes.txt")], check=True, timeout=30)
+    subprocess.run(["mv", str(outside / "export"), str(root / "export")], check=True, timeout=30)
+    (moved,) = wait_for(lambda: collected.files(root / "notes.txt"), message="the file moved in")
+    assert moved.reason == "moved"
+    inside = [root / "export" / "deep" / f"f{i}.py" for i in range(5)]
+    wait_for(lambda: all(collected.files(p) for p in inside), message="the folder's files")
+    assert {w.reason for p in inside for w in collected.files(p)} == {"folder"}
+
+
+def test_many_folders_cost_no_watch(tmp_path: Path, hub: FanotifyHub) -> None:
+    root = tmp_path / "tree"
+    folders = [root / f"team{i // 100:02d}" / f"proj{i:04d}" for i in range(3000)]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    before = inotify_watches()
+    collected = Collected()
+    source = FileSource(collected, [str(root)], quiet_s=0.3, hub=hub)
+    source.start()
+    try:
+        wait_for(lambda: "fanotify" in source.health()["message"], message="mark up")
+        deepest = folders[-1] / "late.txt"
+        child = write_in_child(deepest)
+        stop_child(child)
+        wait_for(lambda: collected.files(deepest), message="a write in the last folder")
+        assert inotify_watches() == before
+    finally:
+        source.stop()
+
+
+def inotify_watches() -> int:
+    """inotify watches this process holds, from each inotify descriptor's fdinfo."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify":
+                count += Path(f"/proc/self/fdinfo/{fd}").read_text().count("inotify wd:")
+        except OSError:
+            continue
+    return count
+
+
+def test_a_queue_overflow_is_reported_and_rescanned(tmp_path: Path) -> None:
+    """A group made while the kernel's queue limit was 64 events, not read while 300 files are written."""
+    try:
+        old = FANOTIFY_QUEUE.read_text()
+        FANOTIFY_QUEUE.write_text("64\n")
+    except OSError as exc:
+        pytest.skip(f"cannot lower {FANOTIFY_QUEUE}: {exc}")
+    try:
+        hub = FanotifyHub()
+    finally:
+        FANOTIFY_QUEUE.write_text(old)
+    root = tmp_path / "Documents"
+    root.mkdir()
+    collected = Collected()
+    source = FileSource(collected, [str(root)], quiet_s=0.3, hub=hub)
+    source.start()
+    try:
+        wait_for(lambda: "fanotify" in source.health()["message"], message="mark up")
+        script = "import sys\nfor i in range(300):\n    open(f'{sys.argv[1]}/f{i}.txt', 'w').write(str(i))\n"
+        subprocess.run([sys.executable, "-c", script, str(root)], check=True, timeout=60)
+        hub.start()  # only now is the queue read: it overflowed long ago
+        (problem,) = wait_for(collected.problems, timeout=30, message="the loss reported")
+        assert problem.path == str(root) and "fanotify queue overflowed: events were lost" in problem.message
+        wait_for(lambda: all(collected.files(root / f"f{i}.txt") for i in range(300)), timeout=30, message="every file")
+        assert "rescan" in {w.reason for w in collected.files()}
+        assert source.health()["state"] == "degraded"
+    finally:
+        source.stop()
+        hub.stop()
+        hub.close()
+
+
+def test_excluded_outside_and_own_writes_are_ignored_and_the_deepest_root_wins(tmp_path: Path, hub: FanotifyHub) -> None:
+    outer, inner = tmp_path / "Documents", tmp_path / "Documents" / "Team"
+    inner.mkdir(parents=True)
+    (tmp_path / "Elsewhere").mkdir()
+    got_outer, got_inner = Collected(), Collected()
+    sources = [
+        FileSource(got_outer, [str(outer)], exclude=["*.tmp"], quiet_s=0.3, hub=hub),
+        FileSource(got_inner, [str(inner)], quiet_s=0.3, hub=hub),
+    ]
+    for source in sources:
+        source.start()
+    try:
+        wait_for(lambda: all("fanotify" in source.health()["message"] for source in sources), message="marks up")
+        (outer / "own.txt").write_text("the agent's own write")
+        children = [write_in_child(p) for p in (outer / "scratch.tmp", tmp_path / "Elsewhere" / "x.txt", inner / "plan.txt", outer / "last.txt")]
+        for child in children:
+            stop_child(child)
+        wait_for(lambda: got_outer.files(outer / "last.txt") and got_inner.files(inner / "plan.txt"), message="the last writes")
+        assert [w.path for w in got_outer.files()] == [str(outer / "last.txt")]
+        assert [w.path for w in got_inner.files()] == [str(inner / "plan.txt")]
+    finally:
+        for source in sources:
+            source.stop()
+    assert hub.describe() == "no marks yet"  # both sources gone: their marks went with them
+
+
+def test_a_stick_without_file_handles_is_watched_through_descriptors(tmp_path: Path, hub: FanotifyHub) -> None:
+    """exFAT through FUSE has no file handles: FID marks are refused, descriptor-mode marks still name the writer."""
+    with LoopMounts(tmp_path) as mounts:
+        mounts.mount_exfat_fuse(mounts.image("stick.img", fs="exfat"), tmp_path / "stick")
+        collected = Collected()
+        source = FileSource(collected, [str(tmp_path / "stick")], quiet_s=0.3, hub=hub, channel="usb")
+        source.start()
+        try:
+            wait_for(lambda: "descriptor-mode marks" in source.health()["message"], message="descriptor mark up")
+            target = tmp_path / "stick" / "copy.txt"
+            child = write_in_child(target)
+            try:
+                (work,) = wait_for(lambda: collected.files(target), message="the write on the stick")
+                assert work.process is not None and work.process["pid"] == child.pid
+            finally:
+                stop_child(child)
+        finally:
+            source.stop()
+
+
+def test_without_fanotify_the_sources_keep_inotify_and_say_why(tmp_path: Path) -> None:
+    assert open_hub("inotify") == (None, "inotify (configured)")
+    # The same call in a process without CAP_SYS_ADMIN: fanotify_init is refused there.
+    probe = "from agent.sources.fanotify_hub import open_hub\nhub, why = open_hub('auto')\nprint(why)\n"
+    denied = subprocess.run(
+        ["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", sys.executable, "-c", probe],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert (denied.returncode, denied.stdout.strip()) == (0, "inotify (fanotify not permitted: EPERM)"), denied.stderr
+    root = tmp_path / "Documents"
+    root.mkdir()
+    collected = Collected()
+    source = FileSource(collected, [str(root)], quiet_s=0.3, backend=denied.stdout.strip())
+    source.start()
+    try:
+        wait_for(lambda: "inotify (fanotify not permitted: EPERM)" in source.health()["message"], message="watch up")
+        child = write_in_child(root / "plain.txt")
+        stop_child(child)
+        (work,) = wait_for(lambda: collected.files(root / "plain.txt"), message="the close")
+        assert work.process is None
+    finally:
+        source.stop()
+
+
+# The daemon ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["auto", "inotify"])
+def test_a_cp_into_a_watched_folder_is_spooled_with_its_writer(tmp_path: Path, rules_dir: Path, backend: str) -> None:
+    agent = Agent(write_config(tmp_path, rules_dir, files=f'report_clean = true\nbackend = "{backend}"'))
+    try:
+        files = wait_for(lambda: agent.status().get("sources", {}).get("files", {}), timeout=15, message="files health")
+        wait_for(lambda: "watching 1 folder" in agent.status()["sources"]["files"]["message"], timeout=15, message="watch up")
+        files = agent.status()["sources"]["files"]
+        expected = "fanotify: filesystem marks on 1 filesystem(s)" if backend == "auto" else "inotify (configured)"
+        assert files["backend"] == expected and expected in files["message"]
+        big = tmp_path / "export.bin"
+        big.write_bytes(os.urandom(1 << 20) * 24)
+        target = tmp_path / "Desktop" / "export.bin"
+        subprocess.run(["cp", str(big), str(target)], check=True, timeout=60)
+        (event,) = wait_for(lambda: [e for e in agent.events() if e.get("path") == str(target)], timeout=30, message="the event")
+        if backend == "auto":
+            assert event["process"]["exe"] == os.path.realpath(shutil.which("cp") or "cp")
+            assert event["process"]["parents"][0]["pid"] == os.getpid()
+        else:
+            assert event["process"] is None
+    finally:
+        assert agent.stop(signal.SIGTERM) == 0
