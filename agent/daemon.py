@@ -279,8 +279,8 @@ class Daemon:
         except CredentialsError:
             return store
         except DevicePolicyError as exc:
-            self.device_policy.error = f"stored device policy not used: {exc}"
-            log.error("%s", self.device_policy.error)
+            self.device_policy.note("stored", f"stored device policy not used: {exc}")
+            log.error("stored device policy not used: %s", exc)
             return store
         if stored is not None:
             self.device_policy.replace(*stored)

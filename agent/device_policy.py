@@ -229,7 +229,7 @@ class PolicyHolder:
         self._lock = threading.Lock()
         self._policy = policy
         self.etag = etag
-        self.error: str | None = None
+        self._problems: dict[str, str] = {}
 
     @property
     def policy(self) -> DevicePolicy:
@@ -238,11 +238,22 @@ class PolicyHolder:
 
     def replace(self, policy: DevicePolicy, etag: str) -> None:
         with self._lock:
-            self._policy, self.etag, self.error = policy, etag, None
+            self._policy, self.etag = policy, etag
+            self._problems.clear()
+
+    def note(self, kind: str, problem: str | None) -> None:
+        """Record (or clear, with None) a problem of one ``kind`` (``stored``, ``fetch``) for the health."""
+        with self._lock:
+            if problem is None:
+                self._problems.pop(kind, None)
+            else:
+                self._problems[kind] = problem
 
     def health(self) -> dict[str, str]:
         policy = self.policy
         held = f"device policy version {policy.version}: {policy.action}" if policy.version else "no device policy: audit"
-        if self.error:
-            return {"state": "degraded", "message": f"{held}; {self.error}"}
+        with self._lock:
+            problems = "; ".join(self._problems.values())
+        if problems:
+            return {"state": "degraded", "message": f"{held}; {problems}"}
         return {"state": "ok", "message": held}

@@ -127,11 +127,11 @@ class DeviceUpdater(StoppableThread):
             return False  # not enrolled: the stored policy (if any) stays; the shipper says why
         reply = client.get_device_policy(self._holder.etag)
         if reply.kind in ("unchanged", "none"):
-            self._holder.error = None
+            self._holder.note("fetch", None)
             return False
         if reply.kind != "ok" or reply.body is None:
-            self._holder.error = f"device policy not fetched: {reply.detail}"
-            log.info("%s", self._holder.error)
+            self._holder.note("fetch", f"device policy not fetched: {reply.detail}")
+            log.info("device policy not fetched: %s", reply.detail)
             return False
         held = self._holder.policy
         try:
@@ -140,8 +140,8 @@ class DeviceUpdater(StoppableThread):
                 public_key_hex=credentials.signing_public_key, vendor=credentials.vendor, held_version=held.version,
             )  # fmt: skip
         except DevicePolicyError as exc:
-            self._holder.error = f"device policy refused: {exc}"
-            log.error("%s; keeping version %d", self._holder.error, held.version)
+            self._holder.note("fetch", f"device policy refused: {exc}")
+            log.error("device policy refused: %s; keeping version %d", exc, held.version)
             return False
         try:
             self._store.save(str(reply.body["document"]), str(reply.body["signature"]), reply.etag)

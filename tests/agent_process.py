@@ -43,12 +43,13 @@ def write_config(tmp_path: Path, rules_dir: Path, **extra: str) -> Path:
 class Agent:
     """A running `dlp-agent run` child process."""
 
-    def __init__(self, config: Path, spool: Path | None = None):
+    def __init__(self, config: Path, spool: Path | None = None, prefix: tuple[str, ...] = ()):
+        """``prefix``: a command the agent runs under (``unshare -m ...``: its own mount namespace, as the service has)."""
         self.config = config
         self.spool = spool or config.parent / "spool.db"
         self.log = open(config.parent / "agent.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli.main", "-v", "run", "--config", str(config)],
+            [*prefix, sys.executable, "-m", "agent.cli.main", "-v", "run", "--config", str(config)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

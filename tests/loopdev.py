@@ -100,6 +100,18 @@ class LoopMounts:
         _check("mount", "-o", "loop", str(image), str(target))
         return target
 
+    def attach(self, image: Path) -> str:
+        """A loop device backed by ``image`` (detached at cleanup), for tests that need its number before mounting."""
+        loop = _check("losetup", "-f", "--show", str(image))
+        self._loops.append((loop, image))
+        return loop
+
+    def mount_device(self, device: str, target: Path) -> Path:
+        target.mkdir(parents=True, exist_ok=True)
+        self._targets.append(target)
+        _check("mount", device, str(target))
+        return target
+
     def mount_exfat_fuse(self, image: Path, target: Path) -> str:
         """Attach a loop device and mount it through exfat-fuse (a ``fuseblk`` mount); returns the device."""
         require_tools("mount.exfat-fuse", "fusermount3")

@@ -1,0 +1,281 @@
+"""USB device control: the signed policy's checks and matching, and a real agent blocking, remounting
+read-only and allowing loop-mounted ext4 and exFAT (FUSE) sticks.
+
+The agent runs in its own mount namespace (``unshare -m``), as the packaged service does
+(ProtectSystem=strict): what it does to its own view of a mount would not stop the user, so a
+``cp`` from this test's namespace failing shows the superblock-wide mechanisms at work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from agent.credentials import Credentials, save
+from agent.device_policy import AUDIT, DevicePolicyError, DeviceRule, PolicyStore, decide, verify
+from agent.sources.work import Device
+from tests.agent_process import Agent, write_config
+from tests.loopdev import LoopMounts, require_mount_rights, require_tools
+from tests.waiting import wait_for
+
+VENDOR = "acme-bpo"
+ALLOWED_STICK = {"vendor_id": "0781", "product_id": "5567", "serial": "4C530001"}
+NAMESPACE = ("unshare", "-m", "--propagation", "slave")
+"""The agent's own mount namespace, receiving the mounts this test makes (the media folder is shared)."""
+
+
+def public_hex(key: Ed25519PrivateKey | X25519PrivateKey) -> str:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def document(version: int, action: str, *, allowed: tuple[dict, ...] = (), exceptions: tuple[dict, ...] = (), vendor: str = VENDOR, quarantine_key: str | None = None) -> str:
+    body = {
+        "format": 1, "vendor": vendor, "version": version, "issued_at": iso(time.time()), "action": action,
+        "allowed": list(allowed), "exceptions": list(exceptions), "quarantine_key": quarantine_key or public_hex(X25519PrivateKey.generate()),
+    }  # fmt: skip
+    return json.dumps(body)
+
+
+def sign(key: Ed25519PrivateKey, text: str) -> str:
+    return key.sign(text.encode()).hex()
+
+
+# The policy itself ---------------------------------------------------------------------------
+
+
+def stick(**identity: str | None) -> Device:
+    return Device(mountpoint="/media/jdoe/STICK", **identity)  # type: ignore[arg-type]
+
+
+def test_patterns_are_case_insensitive_globs_and_only_a_star_matches_the_unknown() -> None:
+    rule = DeviceRule(vendor_id="0781", product_id="55*", serial="4c53????")
+    assert rule.matches(stick(vendor_id="0781", product_id="5567", serial="4C530001"))
+    assert not rule.matches(stick(vendor_id="0781", product_id="5467", serial="4C530001"))
+    assert not rule.matches(stick(vendor_id="0781", product_id="5567", serial=None)), "a pattern needs a known serial"
+    assert DeviceRule(vendor_id="0781", serial="*").matches(stick(vendor_id="0781")), "* (and no pattern) match an unknown value"
+    assert not DeviceRule(vendor_id="0781").matches(stick(vendor_id=None))
+
+
+def test_decide_allows_listed_devices_and_live_exceptions_only(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    text = document(
+        3, "block", allowed=({"vendor_id": "0781", "serial": "4C53*", "note": "IT sticks"},),
+        exceptions=({"id": 9, "vendor_id": "abcd", "product_id": "0001", "serial": "X1", "expires_at": iso(2_000_000_000), "reason": "audit", "granted_by": "admin"},),
+    )  # fmt: skip
+    policy = verify(text, sign(key, text), public_key_hex=public_hex(key), vendor=VENDOR)
+    action, enforcement = decide(policy, stick(**ALLOWED_STICK), now=1_900_000_000)
+    assert action == "allow" and enforcement is not None
+    assert (enforcement["action"], enforcement["rule"], enforcement["detail"]) == ("allow", "allowed 0781:*:4C53*", "IT sticks")
+    action, enforcement = decide(policy, stick(vendor_id="abcd", product_id="0001", serial="X1"), now=1_900_000_000)
+    assert action == "allow" and enforcement is not None and enforcement["expires_at"] == "2033-05-18T03:33:20Z"
+    assert decide(policy, stick(vendor_id="abcd", product_id="0001", serial="X1"), now=2_000_000_001) == ("block", None)
+    assert decide(policy, stick(), now=1_900_000_000) == ("block", None)
+    assert decide(AUDIT, stick(), now=0) == ("audit", None)
+
+
+def test_forged_other_vendor_older_and_malformed_documents_are_refused(tmp_path: Path) -> None:
+    key, forger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    good = document(5, "read-only")
+    assert verify(good, sign(key, good), public_key_hex=public_hex(key), vendor=VENDOR, held_version=5).version == 5
+    cases = {
+        "signature": (good, sign(forger, good), 0),
+        "signature ": (good.replace("read-only", "audit"), sign(key, good), 0),
+        "vendor 'rival-bpo'": (document(6, "audit", vendor="rival-bpo"), None, 0),
+        "version 5 is older than version 6": (good, None, 6),
+        "action": (document(7, "shred"), None, 0),
+    }
+    for why, (text, signature, held) in cases.items():
+        with pytest.raises(DevicePolicyError, match=why.strip()):
+            verify(text, signature or sign(key, text), public_key_hex=public_hex(key), vendor=VENDOR, held_version=held)
+    store = PolicyStore(str(tmp_path))
+    store.save(good, sign(key, good), "etag-5")
+    loaded = store.load(public_key_hex=public_hex(key), vendor=VENDOR)
+    assert loaded is not None and loaded[0].action == "read-only" and loaded[1] == "etag-5"
+    assert os.stat(store.path).st_mode & 0o777 == 0o600
+    Path(store.path).write_text(Path(store.path).read_text().replace("read-only", "audit"))
+    with pytest.raises(DevicePolicyError, match="signature"):
+        store.load(public_key_hex=public_hex(key), vendor=VENDOR)
+
+
+# A real agent and real sticks ----------------------------------------------------------------
+
+
+def fake_usb_sysfs(sys_root: Path, loop: str, vendor_id: str, product_id: str, serial: str) -> None:
+    """``sys_root/dev/block/MAJ:MIN`` of ``loop`` leading to a USB device with this identity: a loop
+    image the agent takes for a stick of that make (this machine has no USB hardware)."""
+    rdev = os.stat(loop).st_rdev
+    usb = sys_root / "devices/pci0000:00/0000:00:14.0/usb1" / f"1-{os.minor(rdev)}"
+    disk = usb / "1-2:1.0/host3/target3:0:0/3:0:0:0/block" / os.path.basename(loop)
+    disk.mkdir(parents=True)
+    for name, value in {"idVendor": vendor_id, "idProduct": product_id, "serial": serial, "manufacturer": "SanDisk", "product": "Cruzer"}.items():
+        (usb / name).write_text(value + "\n")
+    (disk / "removable").write_text("1\n")
+    (sys_root / "dev/block" / f"{os.major(rdev)}:{os.minor(rdev)}").symlink_to(disk)
+
+
+@dataclass
+class Bench:
+    """A removable root shared into the agent's namespace, loop sticks, the agent's home and signing key."""
+
+    home: Path
+    media: Path
+    sys_root: Path
+    mounts: LoopMounts
+    key: Ed25519PrivateKey
+    config: Path
+    agents: list[Agent]
+
+    def store(self, text: str, signature: str | None = None) -> None:
+        """The policy as a previous run kept it (the agent has no collector to ask)."""
+        PolicyStore(str(self.home / "bundle")).save(text, signature or sign(self.key, text), "")
+
+    def agent(self) -> Agent:
+        agent = Agent(self.config, prefix=NAMESPACE)
+        self.agents.append(agent)
+        wait_for(lambda: "usb" in agent.status().get("sources", {}), timeout=15, message="usb source up")
+        return agent
+
+    def stick(self, name: str, fs: str = "ext4", identity: dict[str, str] | None = None) -> Path:
+        image = self.mounts.image(f"{name}.img", fs, label=name)
+        target = self.media / name
+        if fs == "exfat":
+            self.mounts.mount_exfat_fuse(image, target)
+        else:
+            loop = self.mounts.attach(image)
+            if identity:
+                fake_usb_sysfs(self.sys_root, loop, **identity)
+            self.mounts.mount_device(loop, target)
+        return target
+
+
+@pytest.fixture
+def bench(tmp_path: Path, rules_dir: Path) -> Iterator[Bench]:
+    require_mount_rights()
+    require_tools("mkfs.ext4", "mkfs.exfat", "unshare")
+    media = tmp_path / "media"
+    media.mkdir()
+    sys_root = tmp_path / "sys"
+    for sub in ("dev/block", "class/block"):
+        (sys_root / sub).mkdir(parents=True)
+    key = Ed25519PrivateKey.generate()
+    credentials = Credentials(
+        server_url="http://127.0.0.1:9", agent_id="a-1", credential="dlpa_offline", vendor=VENDOR,
+        signing_public_key=public_hex(key), heartbeat_interval_s=60, enrolled_at=iso(time.time()),
+    )  # fmt: skip
+    save(str(tmp_path / "credentials.json"), credentials)
+    config = write_config(tmp_path, rules_dir)
+    usb = "\n".join(["[usb]", "enabled = true", f'removable_roots = ["{media}"]', f'sysfs_root = "{sys_root}"', "poll_interval_ms = 200"])
+    config.write_text(config.read_text().replace("[usb]\nenabled = false", usb))
+    with contextlib.ExitStack() as stack:
+        # The media folder is a shared mount, so sticks mounted under it here reach the agent's namespace.
+        subprocess.run(["mount", "--bind", str(media), str(media)], check=True)
+        stack.callback(subprocess.run, ["umount", "-l", str(media)], check=False)
+        subprocess.run(["mount", "--make-shared", str(media)], check=True)
+        mounts = stack.enter_context(LoopMounts(tmp_path))
+        made = Bench(tmp_path, media, sys_root, mounts, key, config, [])
+        yield made
+        for agent in made.agents:
+            agent.stop()
+
+
+def copy(target: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["cp", "/etc/hostname", str(target / "copied.txt")], capture_output=True, text=True, timeout=30)
+
+
+def device_events(agent: Agent, kind: str, mountpoint: Path) -> list[dict[str, Any]]:
+    return [e for e in agent.events() if e["type"] == kind and e["device"]["mountpoint"] == str(mountpoint)]
+
+
+def test_block_refuses_a_copy_to_unknown_ext4_and_exfat_sticks_and_allows_a_listed_one(bench: Bench) -> None:
+    allowed = {"vendor_id": ALLOWED_STICK["vendor_id"], "product_id": "55*", "serial": "4C53*", "note": "IT-issued"}
+    bench.store(document(4, "block", allowed=(allowed,)))
+    agent = bench.agent()
+    unknown = bench.stick("UNKNOWN")
+    card = bench.stick("CARD", "exfat")
+    issued = bench.stick("ISSUED", identity=ALLOWED_STICK)
+
+    for target in (unknown, card):
+        (event,) = wait_for(lambda t=target: device_events(agent, "usb.blocked", t), timeout=15, message=f"usb.blocked for {target.name}")
+        assert event["enforcement"]["action"] == "block" and event["enforcement"]["done"] is True
+        assert "every open denied" in event["enforcement"]["detail"] and "version 4" in event["enforcement"]["detail"]
+        refused = copy(target)
+        assert refused.returncode != 0 and "Operation not permitted" in refused.stderr, refused
+    assert device_events(agent, "usb.mount", card)[0]["device"]["fstype"] == "fuseblk"
+
+    (mounted,) = wait_for(lambda: device_events(agent, "usb.mount", issued), timeout=15, message="usb.mount of the listed stick")
+    assert {k: mounted["device"][k] for k in ALLOWED_STICK} == ALLOWED_STICK and mounted["device"]["bus"] == "usb"
+    assert mounted["enforcement"] == {"action": "allow", "mode": "enforce", "done": True, "detail": "IT-issued", "rule": "allowed 0781:55*:4C53*"}
+    assert copy(issued).returncode == 0 and (issued / "copied.txt").exists()
+    assert not device_events(agent, "usb.blocked", issued) and not device_events(agent, "usb.readonly", issued)
+
+
+def test_read_only_after_a_restart_without_collector_including_sticks_mounted_meanwhile(bench: Bench) -> None:
+    bench.store(document(2, "read-only"))
+    first = bench.agent()
+    card = bench.stick("CARD", "exfat")
+    (event,) = wait_for(lambda: device_events(first, "usb.readonly", card), timeout=15, message="usb.readonly for the exFAT card")
+    assert event["enforcement"]["done"] is True and "remounted read-only" in event["enforcement"]["detail"]
+    refused = copy(card)
+    assert refused.returncode != 0 and "Read-only file system" in refused.stderr, refused
+    first.stop()
+
+    early = bench.stick("EARLY")  # mounted while no agent runs: decided when the next one starts
+    second = bench.agent()
+    (event,) = wait_for(lambda: device_events(second, "usb.readonly", early), timeout=15, message="usb.readonly at start")
+    assert event["enforcement"]["done"] is True and event["device"]["fstype"] == "ext4"
+    refused = copy(early)
+    assert refused.returncode != 0 and "Read-only file system" in refused.stderr, refused
+    assert "device policy version 2: read-only" in second.status()["sources"]["device-policy"]["message"]
+
+
+def test_an_exception_allows_one_device_until_it_expires(bench: Bench) -> None:
+    expires = time.time() + 20
+    grant = {"id": 7, **ALLOWED_STICK, "expires_at": iso(expires), "reason": "firmware update", "granted_by": "admin"}
+    bench.store(document(3, "block", exceptions=(grant,)))
+    agent = bench.agent()
+    other = {**ALLOWED_STICK, "serial": "4C530002"}
+    excepted = bench.stick("EXCEPTED", identity=ALLOWED_STICK)
+    sibling = bench.stick("SIBLING", identity=other)
+
+    (mounted,) = wait_for(lambda: device_events(agent, "usb.mount", excepted), timeout=15, message="usb.mount")
+    assert mounted["enforcement"]["rule"] == "exception 7 0781:5567:4C530001"
+    assert mounted["enforcement"]["expires_at"] == iso(expires)
+    wait_for(lambda: device_events(agent, "usb.blocked", sibling), timeout=15, message="the same model with another serial blocked")
+    assert time.time() < expires, "too slow to see the exception in force"
+    assert copy(excepted).returncode == 0
+
+    (event,) = wait_for(lambda: device_events(agent, "usb.blocked", excepted), timeout=40, message="blocked once the exception expired")
+    assert event["enforcement"]["done"] is True
+    refused = subprocess.run(["cp", "/etc/hostname", str(excepted / "after.txt")], capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "Operation not permitted" in refused.stderr, refused
+
+
+def test_a_forged_stored_policy_is_not_enforced(bench: Bench) -> None:
+    text = document(9, "block")
+    bench.store(text, sign(Ed25519PrivateKey.generate(), text))
+    agent = bench.agent()
+    target = bench.stick("STICK")
+    wait_for(lambda: device_events(agent, "usb.mount", target), timeout=15, message="usb.mount")
+    assert copy(target).returncode == 0
+    health = agent.status()["sources"]["device-policy"]
+    assert health["state"] == "degraded" and "stored device policy not used" in health["message"]
+    assert not device_events(agent, "usb.blocked", target)
+
+
