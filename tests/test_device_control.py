@@ -141,12 +141,15 @@ class Bench:
     key: Ed25519PrivateKey
     config: Path
     agents: list[Agent]
+    base_config: str = ""
 
     def store(self, text: str, signature: str | None = None) -> None:
         """The policy as a previous run kept it (the agent has no collector to ask)."""
         PolicyStore(str(self.home / "bundle")).save(text, signature or sign(self.key, text), "")
 
-    def agent(self) -> Agent:
+    def agent(self, *usb_lines: str) -> Agent:
+        """A running agent; ``usb_lines`` add keys to its ``[usb]`` section."""
+        self.config.write_text(self.base_config.replace("[usb]\n", "[usb]\n" + "".join(line + "\n" for line in usb_lines)))
         agent = Agent(self.config, prefix=NAMESPACE)
         self.agents.append(agent)
         wait_for(lambda: "usb" in agent.status().get("sources", {}), timeout=15, message="usb source up")
@@ -189,7 +192,7 @@ def bench(tmp_path: Path, rules_dir: Path) -> Iterator[Bench]:
         stack.callback(subprocess.run, ["umount", "-l", str(media)], check=False)
         subprocess.run(["mount", "--make-shared", str(media)], check=True)
         mounts = stack.enter_context(LoopMounts(tmp_path))
-        made = Bench(tmp_path, media, sys_root, mounts, key, config, [])
+        made = Bench(tmp_path, media, sys_root, mounts, key, config, [], config.read_text())
         yield made
         for agent in made.agents:
             agent.stop()
