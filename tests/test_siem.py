@@ -833,3 +833,45 @@ def test_export_rejects_an_unknown_format() -> None:
     with pytest.raises(ValueError):
         write_events([EVENT], out, fmt="xml", product_version=VERSION)  # type: ignore[arg-type]
     assert out.getvalue() == ""
+
+
+# --- the writer or clipboard owner, and what enforcement did ------------------------------------
+
+PROCESS = {
+    "pid": 4242, "exe": "/usr/bin/cp", "cmdline": "cp -r src /media/jdoe/STICK", "uid": 1000, "user": "jdoe", "ppid": 4200,
+    "parents": [{"pid": 4200, "exe": "/usr/bin/bash", "cmdline": "bash", "uid": 1000, "user": "jdoe", "ppid": 1}],
+}  # fmt: skip
+ENFORCED = {"action": "quarantine", "mode": "enforce", "done": True, "detail": "moved off the volume", "quarantine": {"id": "x"}}
+
+
+def test_cef_carries_the_process_and_the_enforcement_action() -> None:
+    _, fields = parse_cef(format_cef(event(process=PROCESS, enforcement=ENFORCED), product_version=VERSION))
+    assert {key: fields[key] for key in ("sproc", "spid", "suser", "suid", "flexString2Label", "flexString2", "act", "outcome")} == {
+        "sproc": "/usr/bin/cp", "spid": "4242", "suser": "jdoe", "suid": "1000", "flexString2Label": "processCommandLine",
+        "flexString2": "cp -r src /media/jdoe/STICK", "act": "quarantine", "outcome": "done",
+    }  # fmt: skip
+    _, audit = parse_cef(format_cef(event(enforcement={"action": "clear", "mode": "audit", "done": False}), product_version=VERSION))
+    assert (audit["act"], audit["outcome"]) == ("clear", "audit") and "sproc" not in audit
+
+
+def test_cef_process_fields_from_a_hostile_agent_read_back_cleaned() -> None:
+    hostile = {"pid": "4242 act=block", "exe": HOSTILE, "cmdline": HOSTILE * 3, "uid": True, "user": HOSTILE, "parents": HOSTILE}
+    _, fields = parse_cef(format_cef(event(process=hostile, enforcement={"action": HOSTILE, "mode": "x"}), product_version=VERSION))
+    assert fields["sproc"] == fields["suser"] == fields["act"] == cleaned(HOSTILE)
+    assert fields["flexString2"] == cleaned(HOSTILE * 3)
+    assert "spid" not in fields and "suid" not in fields  # typed CEF fields take integers only
+    assert fields["outcome"] == "not done"
+
+
+def test_csv_carries_the_process_and_enforcement_and_defuses_a_hostile_command_line() -> None:
+    out = io.StringIO(newline="")
+    hostile = {"pid": 7, "exe": "=cmd|' /C calc'!A0", "cmdline": "@SUM(A1)\nsecond\u202eline\x1b[2J", "user": "+jdoe"}
+    write_events([event(process=PROCESS, enforcement=ENFORCED), event(process=hostile)], out, fmt="csv", product_version=VERSION)
+    _, plain, bad = (dict(zip(CSV_COLUMNS, row)) for row in csv.reader(io.StringIO(out.getvalue(), newline="")))
+    assert (plain["process_exe"], plain["process_pid"], plain["process_cmdline"], plain["process_user"]) == (
+        "/usr/bin/cp", "4242", "cp -r src /media/jdoe/STICK", "jdoe",
+    )
+    assert (plain["enforcement_action"], plain["enforcement_outcome"]) == ("quarantine", "done")
+    assert bad["process_exe"] == "'=cmd|' /C calc'!A0" and bad["process_user"] == "'+jdoe"
+    assert bad["process_cmdline"] == "'@SUM(A1)\nsecond<U+202E>line<U+001B>[2J"
+    assert bad["enforcement_action"] == bad["enforcement_outcome"] == ""

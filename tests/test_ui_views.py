@@ -643,3 +643,34 @@ def test_agents_page_shows_parts_that_died_or_are_degraded(client, enroll, revie
     assert "shipper: degraded, died 3 time(s): MemoryError: bundle" in page
     assert "clipboard: degraded" in page and "files: ok" not in page
     assert "usb: [&#39;not&#39;, &#39;a&#39;, &#39;report&#39;]" in page
+
+
+HOSTILE_CMDLINE = 'cp "<img src=x onerror=alert(1)>" |evil= \\x\nsecond line\u202egpj.exe'
+OWNER = {
+    "pid": 4242, "exe": "/usr/bin/<b>cp", "cmdline": HOSTILE_CMDLINE, "uid": 1000, "user": "<i>jdoe</i>", "ppid": 4200,
+    "parents": [{"pid": 4200, "exe": "/usr/bin/bash", "cmdline": "bash -l", "uid": 1000, "user": "jdoe", "ppid": 1}],
+}  # fmt: skip
+
+
+def test_the_process_and_enforcement_show_escaped_on_the_list_and_the_event(client, enroll, reviewer):
+    agent = enroll()
+    cleared = event_record(type="clipboard.copy", channel="clipboard", path=None, sha256=None, device=None, process=OWNER,
+                           enforcement={"action": "clear", "mode": "enforce", "done": True, "detail": "the clipboard selection was replaced by a notice"})
+    audited = event_record(enforcement={"action": "quarantine", "mode": "audit", "done": False, "detail": None, "note": "<u>x</u>"})
+    _ingest(client, agent, [cleared, audited])
+    _log_in(client, reviewer)
+    listed = client.get("/ui/events").text
+    assert "<b>cp" not in listed and ">&lt;b&gt;cp</span>" in listed  # the base name of the hostile exe, escaped
+    assert "<img src=x" not in listed and "&lt;img src=x onerror=alert(1)&gt;" in listed  # the command line, in a title
+    assert "(as &lt;i&gt;jdoe&lt;/i&gt;)" in listed and "second line&lt;U+202E&gt;gpj.exe" in listed
+    page = client.get(f"/ui/events/{cleared['id']}").text
+    process = page[page.index("<h2>Process</h2>"):]
+    assert "<img src=x" not in page and "<b>cp" not in page and "<i>jdoe" not in page
+    for shown in ("/usr/bin/&lt;b&gt;cp", "&lt;img src=x onerror=alert(1)&gt;&#34; |evil= \\x\nsecond line&lt;U+202E&gt;gpj.exe",
+                  "&lt;i&gt;jdoe&lt;/i&gt; <span class=\"muted small\">uid 1000</span>", "4242", "parent 4200", "bash -l"):
+        assert shown in process, shown
+    assert "<strong>cleared</strong>" in page and "the clipboard selection was replaced by a notice" in page
+    audit_page = client.get(f"/ui/events/{audited['id']}").text
+    assert "<strong>would have quarantined (audit mode)</strong>" in audit_page and "nothing was changed" in audit_page
+    assert "<u>x</u>" not in audit_page and "&lt;u&gt;x&lt;/u&gt;" in audit_page
+    assert "<h2>Process</h2>" not in audit_page

@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.display import BIDI_CONTROLS, unicode_mark
 from agent.events import SEVERITIES
-from server.siem.fields import device_label, fingerprint_sources, rule_kinds, rule_names, text
+from server.siem.fields import device_label, enforcement_facts, fingerprint_sources, process_facts, rule_kinds, rule_names, text
 
 VENDOR = "DLP Endpoint"
 PRODUCT = "dlp-endpoint"
@@ -87,6 +87,8 @@ def _name(event: dict[str, Any]) -> str:
 
 def _extension(event: dict[str, Any]) -> list[_Piece]:
     """The extension as (``key=`` prefix, value tokens), present values only, in a fixed order."""
+    process = process_facts(event.get("process")) or {}
+    enforcement = enforcement_facts(event) or {}
     strings: list[tuple[str, str | None, int]] = [
         ("rt=", _epoch_ms(event.get("received_at")), _STRING_CHARS),
         ("start=", _epoch_ms(event.get("occurred_at")), _STRING_CHARS),
@@ -105,6 +107,14 @@ def _extension(event: dict[str, Any]) -> list[_Piece]:
         ("cs5Label=status cs5=", text(event.get("status")), _CUSTOM_STRING_CHARS),
         ("cs6Label=ruleKinds cs6=", ",".join(rule_kinds(event)), _CUSTOM_STRING_CHARS),
         ("flexString1Label=fingerprintSources flexString1=", ",".join(fingerprint_sources(event)), _FLEX_STRING_CHARS),
+        # The writer or clipboard owner: CEF's source process and the user it ran as.
+        ("sproc=", process.get("exe"), _STRING_CHARS),
+        ("spid=", process.get("pid"), _STRING_CHARS),
+        ("suser=", process.get("user"), _STRING_CHARS),
+        ("suid=", process.get("uid"), _STRING_CHARS),
+        ("flexString2Label=processCommandLine flexString2=", process.get("cmdline"), _FLEX_STRING_CHARS),
+        ("act=", enforcement.get("action"), _STRING_CHARS),
+        ("outcome=", enforcement.get("outcome"), _STRING_CHARS),
     ]
     pieces = []
     for key, value, limit in strings:

@@ -11,14 +11,24 @@ from typing import Any, Literal, TextIO
 
 from agent.display import BIDI_CONTROLS, LAYOUT, TERMINAL, visible
 from server.siem.cef import format_cef
-from server.siem.fields import device_label, fingerprint_sources, rule_kinds, rule_names, text, triage_status
+from server.siem.fields import (
+    device_label,
+    enforcement_facts,
+    fingerprint_sources,
+    process_facts,
+    rule_kinds,
+    rule_names,
+    text,
+    triage_status,
+)
 
 Format = Literal["jsonl", "csv", "cef"]
 
 CSV_COLUMNS = (
     "id", "seq", "received_at", "occurred_at", "vendor", "agent_id", "host", "user", "channel", "type",
     "severity", "status", "path", "sha256", "size", "rules", "device", "source_ip", "source_country",
-    "triage_status", "rule_kinds", "fingerprint_sources",
+    "triage_status", "rule_kinds", "fingerprint_sources", "process_exe", "process_pid", "process_cmdline",
+    "process_user", "enforcement_action", "enforcement_outcome",
 )  # fmt: skip
 
 # A cell a spreadsheet may read as a formula (OWASP's CSV injection list: = + - @ tab CR), also
@@ -89,7 +99,15 @@ def _write_cef(events: Iterable[dict[str, Any]], out: TextIO, product_version: s
 
 def _row(event: dict[str, Any]) -> list[str | None]:
     """The event's values in ``CSV_COLUMNS`` order."""
+    process = process_facts(event.get("process")) or {}
+    enforcement = enforcement_facts(event) or {}
     derived = {
+        "process_exe": process.get("exe"),
+        "process_pid": process.get("pid"),
+        "process_cmdline": process.get("cmdline"),
+        "process_user": process.get("user"),
+        "enforcement_action": enforcement.get("action"),
+        "enforcement_outcome": enforcement.get("outcome"),
         "rules": ";".join(rule_names(event)),
         "rule_kinds": ";".join(rule_kinds(event)),
         "fingerprint_sources": ";".join(fingerprint_sources(event)),

@@ -69,3 +69,64 @@ def triage_status(event: dict[str, Any]) -> str | None:
     """The reviewer's triage status of the event, when it has one."""
     triage = event.get("triage")
     return text(triage.get("status")) if isinstance(triage, dict) else None
+
+
+PROCESS_LEVELS = 9
+"""The process and at most 8 parents (server/api/schemas.py ``MAX_PARENTS``) are shown; older rows may hold more."""
+_PAST = {
+    "allow": "allowed", "read-only": "made read-only", "block": "blocked", "clear": "cleared",
+    "quarantine": "quarantined", "release": "released", "delete": "deleted",
+}  # fmt: skip
+
+
+def _number(value: Any) -> str | None:
+    """An integer field as text; anything else (agents are untrusted) as None rather than as a number."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def process_facts(value: Any) -> dict[str, str | None] | None:
+    """One process of an event (its ``process`` or one of its parents) as text: ``name`` is the
+    executable's base name; None when ``value`` is not an object."""
+    if not isinstance(value, dict):
+        return None
+    exe = text(value.get("exe"))
+    return {
+        "name": exe.replace("\\", "/").rsplit("/", 1)[-1] if exe else None,
+        "exe": exe,
+        "pid": _number(value.get("pid")),
+        "cmdline": text(value.get("cmdline")),
+        "uid": _number(value.get("uid")),
+        "user": text(value.get("user")),
+        "ppid": _number(value.get("ppid")),
+    }
+
+
+def process_chain(event: dict[str, Any]) -> list[dict[str, str | None]]:
+    """The event's process then its parents, nearest first, as ``process_facts``; empty when unknown."""
+    process = event.get("process")
+    first = process_facts(process)
+    if first is None:
+        return []
+    parents = process.get("parents") if isinstance(process, dict) else None
+    chain = [first, *(p for p in map(process_facts, parents if isinstance(parents, list) else []) if p is not None)]
+    return chain[:PROCESS_LEVELS]
+
+
+def enforcement_facts(event: dict[str, Any]) -> dict[str, str | None] | None:
+    """The event's ``enforcement`` as text: ``action``, ``outcome`` (``done``, ``not done`` or ``audit``),
+    ``summary`` (what a reviewer reads: "cleared", "would have cleared", "tried to clear: not done")
+    and ``detail``; None when the event has none."""
+    enforcement = event.get("enforcement")
+    if not isinstance(enforcement, dict):
+        return None
+    action = text(enforcement.get("action"))
+    audit = enforcement.get("mode") == "audit"
+    done = enforcement.get("done") is True
+    past = _PAST.get(action or "", action or "acted")
+    if audit:
+        outcome, summary = "audit", f"would have {past} (audit mode)"
+    elif done:
+        outcome, summary = "done", past
+    else:
+        outcome, summary = "not done", f"tried: {action or 'an action'}, not done"
+    return {"action": action, "outcome": outcome, "summary": summary, "detail": text(enforcement.get("detail"))}

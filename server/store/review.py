@@ -189,6 +189,8 @@ def public(row: Any) -> dict[str, Any]:
     item.setdefault("sha256", None)
     item.setdefault("matches", [])
     item.setdefault("device", None)
+    item.setdefault("process", None)
+    item.setdefault("enforcement", None)
     return item
 
 

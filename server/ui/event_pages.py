@@ -17,6 +17,7 @@ from server.api.schemas import BulkTriageIn, CommentIn, DeviceIn, TriageIn
 from server.collector import Collector
 from server.errors import InvalidInput
 from server.siem.export import write_events
+from server.siem.fields import enforcement_facts, process_chain, process_facts
 from server.store import agents, audit, review, vendors
 from server.store import users as user_store
 from server.store.review import TRIAGE_STATUSES, EventFilter, TriageChange
@@ -31,6 +32,8 @@ _EXPORT_BATCH = 500
 RELATED_SHOWN = 5
 # Device fields the page labels itself; any other key an agent sent is listed as plain text.
 DEVICE_FIELDS = frozenset(DeviceIn.model_fields)
+# Enforcement fields the page labels itself; any other (a quarantine's id, a command) is listed as text.
+ENFORCEMENT_FIELDS = frozenset({"action", "mode", "done", "detail"})
 # Notices after a redirect are codes, never text from the URL, so a link cannot put words on the page.
 NOTICES = {"triaged": "Triage updated.", "commented": "Comment added.", "bulk": "Status set on the selected events."}
 
@@ -64,6 +67,7 @@ def event_list(request: Request, collector: CollectorDep, viewer: ViewerDep) -> 
         "sorts": (("newest", "Newest first"), ("oldest", "Oldest first"), ("severity", "Most severe first")),
         "page_sizes": filters.PAGE_SIZES,
         "here": view.url(cursor=view.cursor),
+        "processes": {item["id"]: process_facts(item.get("process")) for item in found.items},
     }
     return render(request, "events.html", context, status=422 if view.problems else 200)
 
@@ -158,9 +162,17 @@ def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, 
         "same_device": same_device,
         "device_fields": DEVICE_FIELDS,
         "fingerprints": matches.fingerprint_views(item["matches"]),
+        "process_chain": process_chain(item),
+        "enforcement": enforcement_facts(item),
+        "enforcement_extras": _extras(item.get("enforcement"), ENFORCEMENT_FIELDS),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
     }
     return render(request, "event.html", context)
+
+
+def _extras(value: Any, known: frozenset[str]) -> dict[str, Any]:
+    """The keys of an agent's object the page has no label for, to be listed as text."""
+    return {key: item for key, item in value.items() if key not in known} if isinstance(value, dict) else {}
 
 
 def _latest(conn: Any, event_filter: EventFilter, event_id: str) -> list[dict[str, Any]]:
