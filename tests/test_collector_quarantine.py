@@ -184,6 +184,19 @@ def test_a_revoked_agent_takes_no_commands(client, admin, enroll):
     assert _items(client, admin)[0]["state"] == "held"
 
 
+def test_a_release_that_cannot_be_keyed_fails_once_instead_of_in_every_heartbeat(client, admin, enroll):
+    agent = enroll()
+    sealed = Sealed(_collector_key(client, admin, agent), b"secret")
+    sealed.ephemeral_key = "00" * 32  # a low-order point: X25519 gives no shared secret with it
+    _ingest(client, agent, _quarantined(sealed))
+    assert client.post(f"/api/v1/quarantine/{sealed.id}/release", headers=admin.headers).status_code == 202
+    assert _commands(client, agent) == []
+    (item,) = _items(client, admin)
+    assert item["state"] == "failed" and "cannot be released, only deleted" in item["detail"]
+    assert client.post(f"/api/v1/quarantine/{sealed.id}/delete", headers=admin.headers).status_code == 202
+    assert [c["op"] for c in _commands(client, agent)] == ["delete"]
+
+
 def _dlp_server(*args: str, collector: Any) -> subprocess.CompletedProcess:
     env = {**os.environ, "DLP_DATABASE_URL": collector.settings.effective_database_url}
     return subprocess.run([sys.executable, "-m", "server.cli", *args, "--data-dir", str(collector.settings.data_dir)], capture_output=True, text=True, env=env, timeout=120)

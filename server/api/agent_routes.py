@@ -189,7 +189,7 @@ def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token: Toke
         record_agent_call(conn, collector, identity, address, touch=False)
         agents.heartbeat(conn, agent_id=identity.id, report=body.model_dump(), address=address, now=now)
         policy_version = devices.current_version(conn, vendor_id=identity.vendor_id)
-        commands = quarantine.pending_commands(conn, agent_id=identity.id, private_key=lambda: quarantine_key(collector.settings.data_dir))
+        commands = quarantine.pending_commands(conn, agent_id=identity.id, private_key=lambda: quarantine_key(collector.settings.data_dir), now=now)
     collector.metrics.heartbeats.inc()
     return HeartbeatOut(
         server_time=iso(now) or "",

@@ -43,10 +43,10 @@ def agent_policy(
 ) -> Response:
     if collector.signing_key is None:
         raise NotFound("this collector has no signing key; run dlp-server init")
-    public = x25519_public_hex(quarantine_key(collector.settings.data_dir))
     with collector.db.write() as conn:
         identity = agents.authenticate(conn, value=token)
         record_agent_call(conn, collector, identity, address)
+        public = x25519_public_hex(quarantine_key(collector.settings.data_dir))
         signed = devices.signed_document(conn, vendor=identity.vendor, signing_key=collector.signing_key, quarantine_public_key=public, now=collector.clock())
     if signed is None:
         raise NotFound(NO_POLICY)

@@ -38,6 +38,8 @@ _DONE: dict[str, str] = {"release": "released", "delete": "deleted"}
 _REPORTS: dict[str, str] = {QUARANTINE_RELEASED: "release", QUARANTINE_DELETED: "delete"}
 MAX_DETAIL = 1000
 MAX_LIST = 1000
+MAX_COMMANDS = 100
+"""Commands in one heartbeat reply."""
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -178,20 +180,31 @@ def request(conn: Connection, *, quarantine_id: str, op: Op, actor: str, address
     return {"command": command_id, "op": op, "quarantine_id": qid, "agent_id": item.agent_id, "state": _REQUESTED[op]}
 
 
-def pending_commands(conn: Connection, *, agent_id: str, private_key: Callable[[], X25519PrivateKey]) -> list[dict[str, Any]]:
-    """The agent's commands not yet reported done, oldest first, as its heartbeat reply carries them;
-    ``private_key`` is asked for only when a release is among them."""
+def pending_commands(conn: Connection, *, agent_id: str, private_key: Callable[[], X25519PrivateKey], now: datetime) -> list[dict[str, Any]]:
+    """The agent's commands not yet reported done, oldest first (``MAX_COMMANDS`` at most; the rest
+    follow as those complete), as its heartbeat reply carries them; ``private_key`` is asked for
+    only when a release is among them."""
     rows = conn.execute(
         select(agent_commands.c.id, agent_commands.c.op, agent_commands.c.quarantine_id, quarantine_items.c.ephemeral_key)
         .join(quarantine_items, quarantine_items.c.quarantine_id == agent_commands.c.quarantine_id)
         .where(agent_commands.c.agent_id == agent_id, agent_commands.c.done_at.is_(None))
         .order_by(agent_commands.c.id)
+        .limit(MAX_COMMANDS)
     ).all()
     commands: list[dict[str, Any]] = []
     key = private_key() if any(row.op == "release" for row in rows) else None
     for row in rows:
         command = {"id": row.id, "op": row.op, "quarantine_id": row.quarantine_id}
         if key is not None and row.op == "release":
-            command["key"] = quarantine_data_key(key, ephemeral_public_hex=row.ephemeral_key, quarantine_id=row.quarantine_id).hex()
+            try:
+                command["key"] = quarantine_data_key(key, ephemeral_public_hex=row.ephemeral_key, quarantine_id=row.quarantine_id).hex()
+            except ValueError:  # a low-order point: no agent's real key; never retried in every heartbeat
+                _give_up(conn, row.id, row.quarantine_id, "the agent's ephemeral key gives no shared secret: this file cannot be released, only deleted", now=now)
+                continue
         commands.append(command)
     return commands
+
+
+def _give_up(conn: Connection, command_id: int, quarantine_id: str, detail: str, *, now: datetime) -> None:
+    conn.execute(agent_commands.update().where(agent_commands.c.id == command_id).values(done_at=now))
+    conn.execute(quarantine_items.update().where(quarantine_items.c.quarantine_id == quarantine_id).values(state="failed", detail=detail, updated_at=now))
