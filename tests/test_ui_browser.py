@@ -21,6 +21,11 @@ import requests
 from tests.collector_env import ServeProcess, event_record
 
 CHROMIUM = "/usr/bin/chromium"
+# What a leaker's program may call itself and run with: markup, CEF separators, a line break, a bidi override.
+HOSTILE_EXE = '/tmp/<img src=x onerror="document.title=1">'
+HOSTILE_CMDLINE = 'xclip -i "<script>document.title=2</script>" |x=y\nsecond line \u202egpj.exe'
+OWNER = {"pid": 4242, "exe": HOSTILE_EXE, "cmdline": HOSTILE_CMDLINE, "uid": 1000, "user": "<b>mallory</b>", "ppid": 1, "parents": []}
+CLEARED = {"action": "clear", "mode": "enforce", "done": True, "detail": "the clipboard selection was replaced by a notice"}
 GOOD_PACK = 'rule quiet_word { meta: severity = "high" strings: $a = "HUMMINGBIRD-0042" condition: $a }'
 
 
@@ -74,7 +79,7 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
                                         matches=[{"rule": "confidentiality.marking", "severity": "low"}], occurred_at=_iso(now - timedelta(days=2))))
             records.append(event_record(type="clipboard.copy", channel="clipboard", severity="high", host=host, device=None, path=None, sha256="ab" * 32,
                                         matches=[{"rule": "credentials.aws_key", "severity": "high", "snippet": "aws_secret_access_key = w******* k***"}],
-                                        occurred_at=_iso(now - timedelta(days=5))))
+                                        occurred_at=_iso(now - timedelta(days=5)), process=OWNER, enforcement=CLEARED))
             assert requests.post(f"{serve.url}/api/v1/events", json={"events": records}, headers=headers, timeout=10).status_code == 200
             heartbeat = {"agent_version": "0.1.0", "ruleset_version": "148583d2a3f6984c", "spool_depth": 2, "dropped": 0}
             assert requests.post(f"{serve.url}/api/v1/heartbeat", json=heartbeat, headers=headers, timeout=10).status_code == 200
@@ -199,3 +204,25 @@ def test_review_workflow_in_a_real_browser(site, shots, browser):
     page.screenshot(path=str(shots / "10-reviewer-forbidden.png"), full_page=True)
     context.close()
     assert blocked == [], blocked
+
+
+def test_a_hostile_process_reads_as_text_in_a_real_browser(site, shots, browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(f"{site['url']}/ui/events?channel=clipboard")
+    _log_in(page, site["reviewer"])
+    cell = page.locator("table.events tbody tr td.process span").first
+    assert cell.inner_text() == HOSTILE_EXE.rsplit("/", 1)[1][:23] + "…"  # the full name is on the event's page
+    assert cell.get_attribute("title") == HOSTILE_CMDLINE.replace("\u202e", "<U+202E>") + " (as <b>mallory</b>)"
+    page.locator("table.events tbody tr td a").first.click()
+    page.wait_for_load_state()
+    process = page.locator("section.process")
+    assert HOSTILE_EXE in process.inner_text() and "<b>mallory</b>" in process.inner_text()
+    assert "second line <U+202E>gpj.exe" in process.inner_text()
+    assert page.locator("section.enforcement").inner_text().count("cleared") == 1
+    assert page.locator("section.process img, section.process script, section.process b").count() == 0
+    assert dialogs == [] and page.title() not in ("1", "2")
+    page.screenshot(path=str(shots / "11-event-process.png"), full_page=True)
+    context.close()
