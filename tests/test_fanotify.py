@@ -75,3 +75,34 @@ def test_the_writer_of_a_file_is_named(tmp_path: Path) -> None:
             writer.kill()
             writer.wait()
     assert group.fd == -1
+
+
+def test_fid_records_are_parsed_and_a_truncated_one_is_not() -> None:
+    handle = struct.pack("=Ii", 8, 1) + b"\x01\x02\x03\x04\x05\x06\x07\x08"
+    record = struct.pack("=II", 0x1234, 0x5678) + handle + b"report.txt\0"
+    record += b"\0" * (-(len(record) + 4) % 4)
+    info = struct.pack("=BBH", fanotify.FAN_EVENT_INFO_TYPE_DFID_NAME, 0, 4 + len(record)) + record
+    mask = fanotify.FAN_CLOSE_WRITE | fanotify.FAN_CREATE
+    event = struct.pack("=IBBHQii", 24 + len(info), fanotify.METADATA_VERSION, 0, 24, mask, fanotify.FAN_NOFD, 4321) + info
+    overflow = struct.pack("=IBBHQii", 24, fanotify.METADATA_VERSION, 0, 24, fanotify.FAN_Q_OVERFLOW, fanotify.FAN_NOFD, 0)
+    parsed = fanotify.parse_fid(event + overflow + event[:-3])
+    assert parsed == [
+        fanotify.FidEvent(mask=mask, pid=4321, fsid=0x1234 | 0x5678 << 32, handle=handle, name="report.txt"),
+        fanotify.FidEvent(mask=fanotify.FAN_Q_OVERFLOW, pid=0),
+    ]
+    assert parsed[1].overflow and not parsed[0].overflow
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="open_by_handle_at needs CAP_DAC_READ_SEARCH")
+def test_a_folder_handle_opens_back_to_its_path(tmp_path: Path) -> None:
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    handle = fanotify.handle_of(str(folder))
+    assert handle is not None
+    mount_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert fanotify.handle_path(mount_fd, handle) == str(folder)
+        folder.rmdir()
+        assert fanotify.handle_path(mount_fd, handle) is None
+    finally:
+        os.close(mount_fd)

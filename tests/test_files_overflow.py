@@ -1,4 +1,4 @@
-"""The kernel's inotify queue overflowing under a real `dlp-agent run`: the loss is an event and nothing written is missed."""
+"""The kernel's event queue (inotify's or fanotify's) overflowing under a real `dlp-agent run`: the loss is an event and nothing written is missed."""
 
 from __future__ import annotations
 
@@ -14,36 +14,37 @@ from tests.agent_process import Agent, write_config
 from tests.conftest import SECRET_WORD
 from tests.waiting import wait_for
 
-QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
+QUEUE_LIMITS = {"inotify": Path("/proc/sys/fs/inotify/max_queued_events"), "fanotify": Path("/proc/sys/fs/fanotify/max_queued_events")}
 BURST = 5000
 
 
-@pytest.fixture
-def agent_with_a_small_inotify_queue(tmp_path: Path, rules_dir: Path) -> Iterator[Agent]:
-    """An agent whose inotify instance was made while the kernel's queue limit was 64 events.
+@pytest.fixture(params=["inotify", "fanotify"])
+def agent_with_a_small_queue(tmp_path: Path, rules_dir: Path, request: pytest.FixtureRequest) -> Iterator[Agent]:
+    """An agent whose inotify instance (or fanotify group) was made while the kernel's queue limit was 64 events.
 
     The limit is taken when an instance is created, so it is restored as soon as the agent watches.
     """
+    limit = QUEUE_LIMITS[request.param]
     try:
-        old = QUEUE_LIMIT.read_text()
-        QUEUE_LIMIT.write_text("64\n")
+        old = limit.read_text()
+        limit.write_text("64\n")
     except OSError as exc:
-        pytest.skip(f"cannot lower {QUEUE_LIMIT}: {exc}")
+        pytest.skip(f"cannot lower {limit}: {exc}")
     try:
-        agent = Agent(write_config(tmp_path, rules_dir))
+        agent = Agent(write_config(tmp_path, rules_dir, files=f'backend = "{request.param}"'))
         try:
             wait_for(lambda: "watching 1 folder" in agent.status().get("sources", {}).get("files", {}).get("message", ""), timeout=15, message="watch up")
         except BaseException:
             agent.stop(signal.SIGKILL)
             raise
     finally:
-        QUEUE_LIMIT.write_text(old)
+        limit.write_text(old)
     yield agent
     agent.stop(signal.SIGKILL)
 
 
-def test_a_burst_that_overflows_inotify_is_reported_and_rescanned(agent_with_a_small_inotify_queue: Agent, tmp_path: Path) -> None:
-    agent = agent_with_a_small_inotify_queue
+def test_a_burst_that_overflows_the_kernel_queue_is_reported_and_rescanned(agent_with_a_small_queue: Agent, tmp_path: Path) -> None:
+    agent = agent_with_a_small_queue
     desktop = tmp_path / "Desktop"
     leak = desktop / f"f{BURST // 2}.py"
     # Thousands of tiny files, the code copied in the middle, while the agent is held off the CPU

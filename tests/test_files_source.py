@@ -1,4 +1,4 @@
-"""The file source on real inotify: closes, quiet creations, folders moved or copied in."""
+"""The file source on real inotify and fanotify: closes, quiet creations, folders moved or copied in."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from agent import pipeline as pipeline_module
 from agent.pipeline import Pipeline
 from agent.policy import Context
 from agent.scanning import Scanner, load_rules
+from agent.sources.fanotify_hub import FanotifyHub
 from agent.sources.files import FileSource
 from agent.sources.work import FileWork, Work
 from agent.spool import Spool
@@ -40,17 +41,27 @@ class Collector:
             return [w.reason for w in self.items if w.path == str(path)]
 
 
-@pytest.fixture
-def watched(tmp_path: Path):
+@pytest.fixture(params=["inotify", "fanotify"])
+def watched(tmp_path: Path, request: pytest.FixtureRequest):
+    """A source on each backend; the fanotify hub is told to take this process's own writes (the tests write)."""
+    hub = None
+    if request.param == "fanotify":
+        if os.geteuid() != 0:
+            pytest.skip("fanotify needs CAP_SYS_ADMIN")
+        hub = FanotifyHub(own_pid=0)
+        hub.start()
     root = tmp_path / "Documents"
     root.mkdir()
     collected = Collector()
-    source = FileSource(collected, [str(root)], exclude=["**/.cache/**", "*.tmp"], quiet_s=0.3)
+    source = FileSource(collected, [str(root)], exclude=["**/.cache/**", "*.tmp"], quiet_s=0.3, hub=hub)
     source.start()
-    wait_for(lambda: source.health()["state"] == "ok" and "1 folder" in source.health()["message"], message="watch up")
+    wait_for(lambda: source.health()["state"] == "ok" and f"1 folder(s) with {request.param}" in source.health()["message"], message="watch up")
     yield root, collected, source
     source.stop()
     source.stop()  # twice is harmless
+    if hub is not None:
+        hub.stop()
+        hub.close()
 
 
 def test_closed_file_is_emitted_once(watched) -> None:

@@ -22,9 +22,10 @@ LEAK = b"token = '" + SECRET_WORD.encode() + b"'\n"
 StickAgent = tuple[Agent, Path, LoopMounts]
 
 
-@pytest.fixture
-def stick_agent(tmp_path: Path, rules_dir: Path) -> Iterator[Callable[..., StickAgent]]:
-    """Starts an agent with USB on (plus ``usb_lines`` under ``[usb]``) and mounts an ext4 stick after it started."""
+@pytest.fixture(params=["fanotify", "inotify"])
+def stick_agent(tmp_path: Path, rules_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., StickAgent]]:
+    """Starts an agent with USB on (plus ``usb_lines`` under ``[usb]``) and mounts an ext4 stick after it started,
+    watched through each backend."""
     require_mount_rights()
     require_tools("mkfs.ext4")
     with contextlib.ExitStack() as stack:
@@ -32,7 +33,7 @@ def stick_agent(tmp_path: Path, rules_dir: Path) -> Iterator[Callable[..., Stick
         def start(*usb_lines: str) -> StickAgent:
             media = tmp_path / "media"
             media.mkdir()
-            config = write_config(tmp_path, rules_dir)
+            config = write_config(tmp_path, rules_dir, files=f'backend = "{request.param}"')
             usb = "\n".join(["[usb]", "enabled = true", f'removable_roots = ["{media}"]', *usb_lines])
             config.write_text(config.read_text().replace("[usb]\nenabled = false", usb))
             mounts = stack.enter_context(LoopMounts(tmp_path))
@@ -41,7 +42,7 @@ def stick_agent(tmp_path: Path, rules_dir: Path) -> Iterator[Callable[..., Stick
             agent = Agent(config)
             stack.callback(agent.stop, signal.SIGKILL)
             mounts.mount_loop(image, stick)
-            wait_for(lambda: f"usb:{stick}" in agent.status().get("sources", {}), timeout=15, message="stick watched")
+            wait_for(lambda: request.param in agent.status().get("sources", {}).get(f"usb:{stick}", {}).get("message", ""), timeout=15, message="stick watched")
             return agent, stick, mounts
 
         yield start

@@ -49,6 +49,8 @@ _INFO_HEADER = struct.Struct("=BBH")
 _FSID_AND_HANDLE = struct.Struct("=IIIi")
 """__kernel_fsid_t (two 32-bit words), then struct file_handle's handle_bytes and handle_type."""
 _AT_FDCWD = -100
+_AT_HANDLE_FID = 0x200  # a handle as fanotify reports it (Linux 6.5+)
+_MAX_HANDLE_SZ = 128
 READ_BYTES = 64 * 1024
 """One read takes at most this much of the queue (a few hundred events); the rest waits in the kernel."""
 
@@ -56,6 +58,10 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _init = getattr(_libc, "fanotify_init", None)
 _mark = getattr(_libc, "fanotify_mark", None)
 _open_by_handle = getattr(_libc, "open_by_handle_at", None)
+_name_to_handle = getattr(_libc, "name_to_handle_at", None)
+if _name_to_handle is not None:
+    _name_to_handle.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    _name_to_handle.restype = ctypes.c_int
 if _init is not None and _mark is not None and _open_by_handle is not None:
     _init.argtypes = [ctypes.c_uint, ctypes.c_uint]
     _init.restype = ctypes.c_int
@@ -245,6 +251,21 @@ def open_by_handle(mount_fd: int, handle: bytes) -> int:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
     return fd
+
+
+def handle_of(path: str) -> bytes | None:
+    """The file handle fanotify would report for ``path`` (a folder), or None where there is none."""
+    if _name_to_handle is None:
+        return None
+    mount_id = ctypes.c_int()
+    for flags in (_AT_HANDLE_FID, 0):  # older kernels know only the plain handle (the same bytes on most filesystems)
+        buffer = ctypes.create_string_buffer(struct.pack("=Ii", _MAX_HANDLE_SZ, 0) + b"\0" * _MAX_HANDLE_SZ)
+        if _name_to_handle(_AT_FDCWD, os.fsencode(path), buffer, ctypes.byref(mount_id), flags) == 0:
+            size = struct.unpack_from("=I", buffer.raw)[0]
+            return buffer.raw[: 8 + size]
+        if ctypes.get_errno() != errno.EINVAL:
+            return None
+    return None
 
 
 def handle_path(mount_fd: int, handle: bytes) -> str | None:

@@ -107,6 +107,9 @@ class FanotifyHub(StoppableThread):
         self._watches: list[_Watch] = []
         self._masks: dict[_Mark, tuple[str, int]] = {}  # mark -> (a path on it, the mask it has now)
         self._dirs: dict[tuple[int, bytes], str] = {}
+        # Each root's own handle, known before any event: a stick pulled before its first event was
+        # read cannot be opened any more, and the files at its top still need a path.
+        self._root_handles: dict[tuple[int, bytes], str] = {}
         self.events = 0  # events read (every filesystem marked, any process)
         self.dispatched = 0  # events handed to a source
         self.busy_s = 0.0  # this thread's CPU time spent on events, writer reads included
@@ -152,6 +155,8 @@ class FanotifyHub(StoppableThread):
             self._watches = [w for w in self._watches if not (w.root == root and w.sink is sink)]
             for watch in gone:
                 self._shrink(watch.mark)
+            kept = {w.root for w in self._watches}
+            self._root_handles = {key: path for key, path in self._root_handles.items() if path in kept}
 
     def describe(self) -> str:
         """Status text: ``filesystem marks on 2 filesystem(s)`` and any other kinds in use."""
@@ -172,6 +177,9 @@ class FanotifyHub(StoppableThread):
                 group.mark(watch.root, watch.mask, filesystem=watch.mark.filesystem)
             self._masks[watch.mark] = (watch.root, mask | watch.mask)
             self._watches.append(watch)
+            handle = fan.handle_of(watch.root) if watch.mark.fid else None
+            if handle is not None:
+                self._root_handles[(watch.fsid, handle)] = watch.root
 
     def _shrink(self, mark: _Mark) -> None:
         """Called with the lock held: remove the bits of ``mark`` no remaining watch asks for."""
@@ -258,7 +266,7 @@ class FanotifyHub(StoppableThread):
         """The event's folder as a path; the filesystem's root folder is opened once per read
         (nothing stays open between reads: a held descriptor would keep a stick from unmounting)."""
         key = (event.fsid, event.handle)
-        cached = self._dirs.get(key)
+        cached = self._dirs.get(key) or self._root_handles.get(key)
         if cached is not None:
             return cached
         if event.fsid not in mount_fds:
