@@ -57,6 +57,9 @@ from agent.volume_control import OpenDenier
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 2.0
+HEARTBEAT_NAME_CHARS = 64
+HEARTBEAT_MAX_SOURCES = 32
+"""What the collector takes in a heartbeat's ``sources`` (server/api/schemas.py ``HeartbeatIn``)."""
 PENDING_KEY = "pending_work"
 DRAIN_S = 10.0
 """How long queued work may keep scanning once a stop is asked."""
@@ -394,7 +397,8 @@ class Daemon:
             state = str(health.get("state", "ok"))
             # A thread that has died says how often and why (short: the collector takes 16 KiB of
             # health at most); every other entry stays a bare state.
-            sources[name] = {"state": state, "deaths": health["deaths"], "last_error": health["last_error"][:200]} if "deaths" in health else state
+            if len(sources) < HEARTBEAT_MAX_SOURCES:
+                sources[_heartbeat_name(name)] = {"state": state, "deaths": health["deaths"], "last_error": health["last_error"][:200]} if "deaths" in health else state
         updater_error = self.rules_updater.error if self.rules_updater else None
         return {
             "agent_version": __version__,
@@ -490,6 +494,15 @@ class _ProtectedIndexer(StoppableThread):
             }
             if self.wait(self._refresh_s):
                 return
+
+
+def _heartbeat_name(name: str) -> str:
+    """A source's name as the collector takes it (64 characters at most): a long mountpoint keeps
+    its beginning and end, so the heartbeat of an agent with a stick deep in a tree is not refused."""
+    if len(name) <= HEARTBEAT_NAME_CHARS:
+        return name
+    half = (HEARTBEAT_NAME_CHARS - 1) // 2
+    return name[:half] + "…" + name[-(HEARTBEAT_NAME_CHARS - 1 - half) :]
 
 
 def _iso(timestamp: float | None) -> str | None:

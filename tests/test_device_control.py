@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -28,7 +30,9 @@ from agent.credentials import Credentials, save
 from agent.device_policy import AUDIT, DevicePolicyError, DeviceRule, PolicyStore, decide, verify
 from agent.sources.work import Device
 from tests.agent_process import Agent, write_config
+from tests.conftest import SECRET_WORD
 from tests.loopdev import LoopMounts, require_mount_rights, require_tools
+from tests.stack import Stack
 from tests.waiting import wait_for
 
 VENDOR = "acme-bpo"
@@ -186,12 +190,12 @@ def bench(tmp_path: Path, rules_dir: Path) -> Iterator[Bench]:
     config = write_config(tmp_path, rules_dir)
     usb = "\n".join(["[usb]", "enabled = true", f'removable_roots = ["{media}"]', f'sysfs_root = "{sys_root}"', "poll_interval_ms = 200"])
     config.write_text(config.read_text().replace("[usb]\nenabled = false", usb))
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as cleanup:
         # The media folder is a shared mount, so sticks mounted under it here reach the agent's namespace.
         subprocess.run(["mount", "--bind", str(media), str(media)], check=True)
-        stack.callback(subprocess.run, ["umount", "-l", str(media)], check=False)
+        cleanup.callback(subprocess.run, ["umount", "-l", str(media)], check=False)
         subprocess.run(["mount", "--make-shared", str(media)], check=True)
-        mounts = stack.enter_context(LoopMounts(tmp_path))
+        mounts = cleanup.enter_context(LoopMounts(tmp_path))
         made = Bench(tmp_path, media, sys_root, mounts, key, config, [], config.read_text())
         yield made
         for agent in made.agents:
@@ -282,3 +286,57 @@ def test_a_forged_stored_policy_is_not_enforced(bench: Bench) -> None:
     assert not device_events(agent, "usb.blocked", target)
 
 
+
+
+def test_end_to_end_admin_blocks_through_a_collector_and_releases_a_quarantined_file(bench: Bench, stack: Stack) -> None:
+    settings = stack.data_dir / "server.toml"
+    settings.write_text(settings.read_text().replace("heartbeat_interval_s = 60", "heartbeat_interval_s = 5"))
+    serve = stack.collector()
+    stack.enroll(bench.config, serve.url)
+    agent = bench.agent('on_match = "quarantine"')
+    admin = {"Authorization": f"Bearer {stack.admin_token}"}
+    api = f"{serve.url}/api/v1"
+    assert "no device policy: audit" in agent.status()["sources"]["device-policy"]["message"]
+
+    allowed = [{"vendor_id": "0781", "product_id": "5567", "serial": "4C53*", "note": "IT-issued"}]
+    response = requests.put(f"{api}/vendors/{VENDOR}/device-policy", json={"action": "block", "allowed": allowed}, headers=admin, timeout=10)
+    assert response.status_code == 200, response.text
+    # Picked up on a heartbeat that names the new version (every 5 s here).
+    wait_for(lambda: "version 1: block" in agent.status()["sources"]["device-policy"]["message"], timeout=30, message="policy in force")
+
+    def at_collector(kind: str) -> list[dict[str, Any]]:
+        """Events the agent shipped (its spool forgets them once they are delivered)."""
+        return requests.get(f"{api}/events", params={"type": kind, "limit": 1000}, headers=admin, timeout=10).json()["items"]
+
+    unknown = bench.stick("UNKNOWN")
+    (blocked,) = wait_for(lambda: at_collector("usb.blocked"), timeout=30, message="usb.blocked at the collector")
+    assert blocked["device"]["mountpoint"] == str(unknown) and blocked["enforcement"]["done"] is True
+    refused = copy(unknown)
+    assert refused.returncode != 0 and "Operation not permitted" in refused.stderr, refused
+
+    issued = bench.stick("ISSUED", identity=ALLOWED_STICK)
+    wait_for(lambda: f"usb:{issued}" in agent.status().get("sources", {}), timeout=15, message="issued stick watched")
+    leak = issued / "customer" / "settle.go"
+    leak.parent.mkdir()
+    content = b"package ledger\n// " + SECRET_WORD.encode() + b"\n"
+    leak.write_bytes(content)
+
+    def held() -> list[dict[str, Any]]:
+        items = requests.get(f"{api}/quarantine", params={"vendor": VENDOR}, headers=admin, timeout=10).json()["items"]
+        return [item for item in items if item["original_path"] == str(leak) and item["state"] == "held"]
+
+    (item,) = wait_for(held, timeout=30, message="the quarantined file at the collector")
+    assert not leak.exists() and item["sha256"] == hashlib.sha256(content).hexdigest()
+    response = requests.post(f"{api}/quarantine/{item['quarantine_id']}/release", headers=admin, timeout=10)
+    assert response.status_code == 202, response.text
+
+    wait_for(leak.exists, timeout=30, message="the file released back onto the stick")
+    assert leak.read_bytes() == content
+
+    def state() -> str:
+        items = requests.get(f"{api}/quarantine", params={"vendor": VENDOR}, headers=admin, timeout=10).json()["items"]
+        return next(i["state"] for i in items if i["quarantine_id"] == item["quarantine_id"])
+
+    wait_for(lambda: state() == "released", timeout=30, message="the release reported to the collector")
+    (report,) = at_collector("quarantine.released")
+    assert (report["path"], report["enforcement"]["command"] > 0, report["enforcement"]["quarantine"]["id"]) == (str(leak), True, item["quarantine_id"])
