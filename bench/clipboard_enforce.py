@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 
 from agent.sources.clipboard_clear import NOTICE  # noqa: E402
 from agent.sources.xowner import owner_process  # noqa: E402
+from bench import daemon as daemon_bench  # noqa: E402
 
 SECRET = "ZEBRAFISH-PAYLOAD-7741"
 RULE = f'rule secret_word {{ meta: severity = "high" strings: $w = "{SECRET}" condition: $w }}\n'
@@ -58,13 +59,8 @@ def paste() -> str:
     return subprocess.run(["xclip", "-o", "-selection", "clipboard"], capture_output=True, timeout=10).stdout.decode()
 
 
-def wait(condition: Callable[[], bool], timeout: float, interval: float = 0.005) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise SystemExit(f"timed out after {timeout}s")
-        time.sleep(interval)
-    return time.monotonic() - start
+def wait(condition: Callable[[], bool], timeout: float) -> float:
+    return daemon_bench.wait(condition, timeout, interval=0.005)
 
 
 def owner_times(samples: int, *, foreground: bool) -> list[float]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -24,7 +24,8 @@ QUARANTINED = {
 def test_the_process_fields_are_the_agents() -> None:
     assert set(ProcessFactsIn.model_fields) == set(contract.PROCESS_FIELDS)
     assert set(ProcessIn.model_fields) == {*contract.PROCESS_FIELDS, "parents"}
-    assert set(EnforcementIn.model_fields["action"].annotation.__args__[0].__args__) == set(contract.ENFORCEMENT_ACTIONS)  # type: ignore[union-attr]
+    action, _none = get_args(EnforcementIn.model_fields["action"].annotation)
+    assert set(get_args(action)) == set(contract.ENFORCEMENT_ACTIONS)
 
 
 def test_process_and_enforcement_come_back_as_sent(client, enroll, admin) -> None:
