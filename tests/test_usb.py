@@ -277,7 +277,7 @@ def _fake_sysfs(root: Path) -> Path:
 
     usb_dev = sys_root / "devices/pci0000:00/0000:00:14.0/usb1/1-2"
     usb_dev.mkdir(parents=True)
-    usb_attributes = {"idVendor": "0781", "manufacturer": "SanDisk", "product": "Cruzer Blade", "serial": "4C53"}
+    usb_attributes = {"idVendor": "0781", "idProduct": "55A7", "manufacturer": "SanDisk", "product": "Cruzer Blade", "serial": "4C53"}
     for key, value in usb_attributes.items():
         (usb_dev / key).write_text(value + "\n")
     stick = disk(usb_dev / "1-2:1.0/host3/target3:0:0/3:0:0:0", "sdx", "0", vendor="SanDisk ", model="Cruzer  ")
@@ -298,11 +298,13 @@ def test_sysfs_usb_bus_and_removable_flag(tmp_path: Path) -> None:
     assert policy.is_removable(usb)  # on USB although its removable flag says 0
     device = policy.identify(usb)
     assert (device.vendor, device.model, device.serial, device.bus) == ("SanDisk", "Cruzer Blade", "4C53", "usb")
+    assert (device.vendor_id, device.product_id) == ("0781", "55a7"), "USB ids as device policies match them: lower-case"
 
     reader = Mount("/dev/sdy", "/mnt/card", "vfat", ("rw",))
     assert policy.is_removable(reader)
     device = policy.identify(reader)
     assert (device.vendor, device.model, device.serial, device.bus) == ("Generic", "SD Reader", None, None)
+    assert (device.vendor_id, device.product_id) == (None, None)
 
     assert not policy.is_removable(Mount("/dev/sdz", "/data", "ext4", ("rw",)))
     assert not policy.is_removable(Mount("/dev/sdx1", "/mnt/stick-tmp", "tmpfs", ("rw",)))
