@@ -153,5 +153,6 @@ def test_the_agent_clears_a_matching_copy_and_leaves_others(tmp_path: Path, rule
             "action": "clear", "mode": "enforce", "done": True, "detail": "the clipboard selection was replaced by a notice",
         }
         assert event["process"]["exe"] == os.path.realpath("/usr/bin/xclip")
+        assert event["user"] == event["process"]["user"]  # who copied, not who runs the agent
     finally:
         agent.stop(signal.SIGKILL)
