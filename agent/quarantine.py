@@ -121,7 +121,8 @@ class Quarantine:
         directory: ``[usb] quarantine_dir``.
         released_dir: ``[usb] released_dir``, where a released file goes when its folder is gone.
         collector_key: the collector's X25519 public key in force (hex), None without a device policy.
-        enabled: ``[usb] on_match == "quarantine"``; off, ``enforce`` does nothing (release and delete still work).
+        enabled: ``[usb] on_match == "quarantine"``; off (``audit``), ``enforce`` only says what it would have
+            done (release and delete still work, for files quarantined before).
     """
 
     def __init__(self, directory: str, released_dir: str, collector_key: Callable[[], str | None], *, enabled: bool, chunk_size: int = CHUNK_SIZE):
@@ -137,8 +138,10 @@ class Quarantine:
 
     def enforce(self, work: FileWork, result: ScanResult) -> dict[str, Any] | None:
         """For a matched file on a removable volume: move it into the quarantine; the event's enforcement."""
-        if not self.enabled or work.channel != "usb":
+        if work.channel != "usb":
             return None
+        if not self.enabled:
+            return {"action": "quarantine", "mode": "audit", "done": False, "detail": "audit mode: the file was left on the volume"}
         if work.reason == "writing":
             return _enforcement("quarantine", False, "still open for writing: acted on when it is closed")
         with self._lock:

@@ -128,7 +128,8 @@ def test_nothing_is_moved_without_a_collector_key_or_while_a_file_is_written(sti
     writing = Quarantine(str(tmp_path / "q"), str(tmp_path / "r"), lambda: public_hex(X25519PrivateKey.generate()), enabled=True)
     enforcement = writing.enforce(FileWork(path=str(target), channel="usb", reason="writing"), result)
     assert enforcement is not None and enforcement["done"] is False
-    assert Quarantine(str(tmp_path / "q"), str(tmp_path / "r"), lambda: "00" * 32, enabled=False).enforce(FileWork(path=str(target), channel="usb"), result) is None
+    audit = Quarantine(str(tmp_path / "q"), str(tmp_path / "r"), lambda: "00" * 32, enabled=False).enforce(FileWork(path=str(target), channel="usb"), result)
+    assert audit is not None and (audit["mode"], audit["done"]) == ("audit", False)
     assert target.read_bytes() == LEAK and not (tmp_path / "q").exists()
 
 
@@ -156,4 +157,5 @@ def test_an_agent_quarantines_a_matched_file_and_audit_leaves_it(bench: Bench, c
     wait_for(lambda: f"usb:{other.parent}" in audit.status().get("sources", {}), timeout=15, message="stick watched")
     other.write_bytes(LEAK)
     (event,) = wait_for(lambda: usb_writes(audit, other), timeout=15, message="usb.write in audit")
-    assert event["enforcement"] is None and other.read_bytes() == LEAK
+    assert (event["enforcement"]["action"], event["enforcement"]["mode"], event["enforcement"]["done"]) == ("quarantine", "audit", False)
+    assert other.read_bytes() == LEAK and bench.home.joinpath("quarantine").exists() and len(os.listdir(bench.home / "quarantine")) == 1
