@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -284,3 +285,65 @@ def test_a_cp_into_a_watched_folder_is_spooled_with_its_writer(tmp_path: Path, r
             assert event["process"] is None
     finally:
         assert agent.stop(signal.SIGTERM) == 0
+
+
+# What the packaged service gets (installer/linux/dlp-agent.service.in): another user, two capabilities.
+AS_THE_SERVICE = [
+    "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+    "--inh-caps=-all,+dac_read_search,+sys_admin", "--ambient-caps=-all,+dac_read_search,+sys_admin",
+    "--bounding-set=-all,+dac_read_search,+sys_admin",
+]  # fmt: skip
+SERVICE_PROBE = """
+import json, sys, time
+from agent.sources.fanotify_hub import open_hub
+from agent.sources.files import FileSource
+hub, why = open_hub("auto")
+print(why, flush=True)
+got = []
+source = FileSource(got.append, [sys.argv[1]], quiet_s=0.3, hub=hub)
+hub.start()
+source.start()
+deadline = time.monotonic() + 20
+while "marks on" not in source.health()["message"] and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(source.health()["message"], flush=True)
+while not got and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps(got[0].process if got else None), flush=True)
+source.stop()
+hub.stop()
+hub.close()
+"""
+
+
+def test_the_service_s_two_capabilities_are_enough_for_marks_and_paths(tmp_path: Path) -> None:
+    """As an unprivileged user with CAP_DAC_READ_SEARCH and CAP_SYS_ADMIN only: marks, handles opened back
+    into paths, and the writer's command line, user and parents; its executable needs ptrace rights
+    (CAP_SYS_PTRACE) over a process of another user, which the unit does not grant."""
+    root = tmp_path / "private"
+    root.mkdir(mode=0o700)  # root's own: only CAP_DAC_READ_SEARCH lets the service look inside
+    os.chmod(tmp_path, 0o700)
+    probe = subprocess.Popen(
+        [*AS_THE_SERVICE, sys.executable, "-c", SERVICE_PROBE, str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    try:
+        assert probe.stdout is not None
+        assert probe.stdout.readline().strip() == "fanotify", probe.stderr.read() if probe.stderr else ""
+        assert "with fanotify: filesystem marks on 1 filesystem(s)" in probe.stdout.readline()
+        child = write_in_child(root / "secret.txt")
+        try:
+            process = json.loads(probe.stdout.readline())
+        finally:
+            stop_child(child)
+        assert process["pid"] == child.pid and str(root / "secret.txt") in process["cmdline"]
+        assert process["user"] == "root" and process["parents"][0]["pid"] == os.getpid()
+        assert process["exe"] is None
+        assert probe.wait(30) == 0
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
+        for stream in (probe.stdout, probe.stderr):
+            if stream is not None:
+                stream.close()
