@@ -28,7 +28,7 @@ from server.collector import Collector
 from server.errors import Forbidden, TooLarge, Unauthorized
 from server.keys import quarantine_key
 from server.netaddr import in_networks, parse_networks
-from server.store import addresses, agents, devices, enrollment, quarantine
+from server.store import addresses, agents, enrollment, quarantine
 from server.store import ingest as event_ingest
 from server.store.agents import AgentIdentity
 from server.store.sql import iso
@@ -188,8 +188,9 @@ def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token: Toke
         identity = agents.authenticate(conn, value=token)
         record_agent_call(conn, collector, identity, address, touch=False)
         agents.heartbeat(conn, agent_id=identity.id, report=body.model_dump(), address=address, now=now)
-        policy_version = devices.current_version(conn, vendor_id=identity.vendor_id)
-        commands = quarantine.pending_commands(conn, agent_id=identity.id, private_key=lambda: quarantine_key(collector.settings.data_dir), now=now)
+        policy_version, commands = quarantine.heartbeat_reply(
+            conn, agent_id=identity.id, vendor_id=identity.vendor_id, private_key=lambda: quarantine_key(collector.settings.data_dir), now=now
+        )
     collector.metrics.heartbeats.inc()
     return HeartbeatOut(
         server_time=iso(now) or "",

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from server.db.tables import device_exceptions, device_policies, vendors
 from server.durations import parse_duration
@@ -93,9 +93,13 @@ def _vendor_id(conn: Connection, name: str) -> int:
     return row.id
 
 
+_VERSION = select(device_policies.c.version).where(device_policies.c.vendor == bindparam("vendor_id"))
+"""Built once: every heartbeat runs it."""
+
+
 def current_version(conn: Connection, *, vendor_id: int) -> int | None:
     """The vendor's policy version (what heartbeats tell agents), None when it never had one."""
-    return conn.execute(select(device_policies.c.version).where(device_policies.c.vendor == vendor_id)).scalar_one_or_none()
+    return conn.execute(_VERSION, {"vendor_id": vendor_id}).scalar_one_or_none()
 
 
 def _active_exceptions(conn: Connection, vendor_id: int, now: datetime) -> list[dict[str, Any]]:

@@ -17,10 +17,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, literal_column, null, select, union_all
 
 from agent.events import QUARANTINE_DELETED, QUARANTINE_RELEASED
-from server.db.tables import agent_commands, agents, quarantine_items, vendors
+from server.db.tables import agent_commands, agents, device_policies, quarantine_items, vendors
 from server.errors import Conflict, NotFound
 from server.keys import quarantine_data_key
 from server.store import audit
@@ -180,17 +180,38 @@ def request(conn: Connection, *, quarantine_id: str, op: Op, actor: str, address
     return {"command": command_id, "op": op, "quarantine_id": qid, "agent_id": item.agent_id, "state": _REQUESTED[op]}
 
 
-def pending_commands(conn: Connection, *, agent_id: str, private_key: Callable[[], X25519PrivateKey], now: datetime) -> list[dict[str, Any]]:
-    """The agent's commands not yet reported done, oldest first (``MAX_COMMANDS`` at most; the rest
-    follow as those complete), as its heartbeat reply carries them; ``private_key`` is asked for
-    only when a release is among them."""
-    rows = conn.execute(
-        select(agent_commands.c.id, agent_commands.c.op, agent_commands.c.quarantine_id, quarantine_items.c.ephemeral_key)
-        .join(quarantine_items, quarantine_items.c.quarantine_id == agent_commands.c.quarantine_id)
-        .where(agent_commands.c.agent_id == agent_id, agent_commands.c.done_at.is_(None))
-        .order_by(agent_commands.c.id)
-        .limit(MAX_COMMANDS)
-    ).all()
+# Built once, as every heartbeat runs it: the vendor's device policy version (kind 0) and the
+# agent's pending commands (kind 1) in one round trip to the database.
+_COMMANDS = (
+    select(literal_column("1").label("kind"), agent_commands.c.id, agent_commands.c.op, agent_commands.c.quarantine_id, quarantine_items.c.ephemeral_key)
+    .join(quarantine_items, quarantine_items.c.quarantine_id == agent_commands.c.quarantine_id)
+    .where(agent_commands.c.agent_id == bindparam("agent_id"), agent_commands.c.done_at.is_(None))
+    .order_by(agent_commands.c.id)
+    .limit(MAX_COMMANDS)
+    .subquery()
+)
+_HEARTBEAT = union_all(
+    select(
+        literal_column("0").label("kind"),
+        device_policies.c.version.label("id"),
+        null().label("op"),
+        null().label("quarantine_id"),
+        null().label("ephemeral_key"),
+    ).where(device_policies.c.vendor == bindparam("vendor_id")),
+    select(_COMMANDS),
+)
+
+
+def heartbeat_reply(
+    conn: Connection, *, agent_id: str, vendor_id: int, private_key: Callable[[], X25519PrivateKey], now: datetime
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """What a heartbeat reply adds for device control: the vendor's device policy version (None:
+    no policy) and the agent's commands not yet reported done, oldest first (``MAX_COMMANDS`` at
+    most; the rest follow as those complete). ``private_key`` is asked for only when a release is
+    among them."""
+    found = conn.execute(_HEARTBEAT, {"agent_id": agent_id, "vendor_id": vendor_id}).all()
+    version = next((row.id for row in found if row.kind == 0), None)
+    rows = sorted((row for row in found if row.kind == 1), key=lambda row: row.id)
     commands: list[dict[str, Any]] = []
     key = private_key() if any(row.op == "release" for row in rows) else None
     for row in rows:
@@ -202,7 +223,7 @@ def pending_commands(conn: Connection, *, agent_id: str, private_key: Callable[[
                 _give_up(conn, row.id, row.quarantine_id, "the agent's ephemeral key gives no shared secret: this file cannot be released, only deleted", now=now)
                 continue
         commands.append(command)
-    return commands
+    return version, commands
 
 
 def _give_up(conn: Connection, command_id: int, quarantine_id: str, detail: str, *, now: datetime) -> None:
