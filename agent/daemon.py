@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from agent import __version__
+from agent import __version__, volume_control
 from agent.bundle import Bundle, BundleError
 from agent.bundle_store import BundleStore
 from agent.config import AgentConfig
@@ -52,7 +52,6 @@ from agent.spool import Spool, SpoolError
 from agent.supervisor import Supervisor
 from agent.threads import StoppableThread
 from agent.transport import CollectorClient
-from agent.volume_control import OpenDenier
 
 log = logging.getLogger(__name__)
 
@@ -318,16 +317,17 @@ class Daemon:
         files = FileSource(emit, config.files.watch, exclude=exclude, quiet_s=config.files.quiet_ms / 1000, hub=hub, backend=backend)
         self.sources["files"] = files
         if config.usb.enabled:
-            denier = OpenDenier()
-            self.sources["usb-block"] = denier
-            self.guard = DeviceGuard(self.device_policy, emit, denier, before_block=self._unwatch_volume, after_unblock=self._watch_volume)
+            if volume_control.SUPPORTED:
+                denier = volume_control.OpenDenier()
+                self.sources["usb-block"] = denier
+                self.guard = DeviceGuard(self.device_policy, emit, denier, before_block=self._unwatch_volume, after_unblock=self._watch_volume)
             self.sources["usb"] = UsbSource(
                 emit,
                 RemovablePolicy(config.usb.removable_roots, probe=default_probe(config.usb.sysfs_root)),
                 MountWatcher(interval=config.usb.poll_interval_ms / 1000),
                 on_mount=self._volume_mounted,
                 on_unmount=self._volume_gone,
-                admit=self.guard.admit,
+                admit=self.guard.admit if self.guard is not None else None,
             )
         if config.clipboard.enabled:
             self._clipboard_enforce = ClipboardClearer(config.clipboard.on_match)

@@ -23,9 +23,9 @@ import logging
 import os
 import select
 import struct
+import sys
 import threading
 
-from agent.sources.fanotify import FAN_CLOEXEC, FAN_MARK_ADD, FAN_MARK_FILESYSTEM, FAN_MARK_REMOVE, METADATA_VERSION
 from agent.threads import StoppableThread
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,18 @@ log = logging.getLogger(__name__)
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
 MNT_DETACH = 0x2
-# statvfs f_flag bits and the mount(2) flags a remount must repeat so it loosens nothing.
-_KEPT_FLAGS = {
-    os.ST_NOSUID: 0x2, os.ST_NODEV: 0x4, os.ST_NOEXEC: 0x8, os.ST_SYNCHRONOUS: 0x10, os.ST_MANDLOCK: 0x40,
-    os.ST_NOATIME: 0x400, os.ST_NODIRATIME: 0x800, os.ST_RELATIME: 0x200000,
-}  # fmt: skip
+SUPPORTED = sys.platform.startswith("linux")
+"""Elsewhere device control reports volumes as in ``audit`` (the daemon builds no guard)."""
+# statvfs f_flag bits (Linux values) and the mount(2) flags a remount must repeat so it loosens nothing.
+_KEPT_FLAGS = {0x2: 0x2, 0x4: 0x4, 0x8: 0x8, 0x10: 0x10, 0x40: 0x40, 0x400: 0x400, 0x800: 0x800, 0x1000: 0x200000}
+"""nosuid, nodev, noexec, synchronous, mandlock, noatime, nodiratime, relatime."""
+_ST_RDONLY = 0x1
+# fanotify's ABI (linux/fanotify.h); agent/sources/fanotify.py has the notification side.
+FAN_CLOEXEC = 0x00000001
+FAN_MARK_ADD = 0x00000001
+FAN_MARK_REMOVE = 0x00000002
+FAN_MARK_FILESYSTEM = 0x00000100
+METADATA_VERSION = 3
 FAN_CLASS_CONTENT = 0x00000004
 FAN_OPEN_PERM = 0x00010000
 FAN_OPEN_EXEC_PERM = 0x00040000
@@ -48,13 +55,14 @@ _METADATA = struct.Struct("=IBBHQii")  # struct fanotify_event_metadata
 _RESPONSE = struct.Struct("=iI")  # struct fanotify_response: fd, response
 _READ_BYTES = 64 * 1024
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_mount = _libc.mount
-_mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_umount2 = _libc.umount2
-_umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True) if SUPPORTED else None
+_mount = getattr(_libc, "mount", None)
+_umount2 = getattr(_libc, "umount2", None)
 _fan_init = getattr(_libc, "fanotify_init", None)
 _fan_mark = getattr(_libc, "fanotify_mark", None)
+if _mount is not None and _umount2 is not None:
+    _mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+    _umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 if _fan_init is not None and _fan_mark is not None:
     _fan_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
     _fan_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
@@ -76,16 +84,20 @@ def remount(mountpoint: str, *, read_only: bool) -> None:
     for bit, flag in _KEPT_FLAGS.items():
         if kept & bit:
             flags |= flag
+    if _mount is None:
+        raise VolumeControlError(errno.ENOSYS, "remount is not available on this system")
     if _mount(None, os.fsencode(mountpoint), None, flags, None) != 0:
         raise _fail("remount", mountpoint)
 
 
 def is_read_only(mountpoint: str) -> bool:
-    return bool(os.statvfs(mountpoint).f_flag & os.ST_RDONLY)
+    return bool(os.statvfs(mountpoint).f_flag & _ST_RDONLY)
 
 
 def lazy_unmount(mountpoint: str) -> None:
     """Detach the mount now; the filesystem goes once nothing holds it open."""
+    if _umount2 is None:
+        raise VolumeControlError(errno.ENOSYS, "umount2 is not available on this system")
     if _umount2(os.fsencode(mountpoint), MNT_DETACH) != 0:
         raise _fail("umount", mountpoint)
 
