@@ -56,7 +56,6 @@ class DeviceGuard:
         self._lock = threading.RLock()
         self._applied: dict[str, str] = {}  # mountpoint -> action carried out: allow | audit | read-only | block
         self._made_read_only: set[str] = set()
-        self.acted = 0
 
     def admit(self, device: Device) -> tuple[dict[str, Any] | None, DeviceChange | None]:
         """A volume just seen mounted: the ``usb.mount`` event's enforcement (an allowed device says
@@ -95,10 +94,8 @@ class DeviceGuard:
         mountpoint = device.mountpoint
         self._applied[mountpoint] = action
         if action == "read-only":
-            self.acted += 1
             return DeviceChange(type=contract.USB_READONLY, device=device, enforcement=self._read_only(mountpoint))
         if action == "block":
-            self.acted += 1
             self._call(self._before_block, device)
             return DeviceChange(type=contract.USB_BLOCKED, device=device, enforcement=self._block(mountpoint))
         return None

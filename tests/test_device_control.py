@@ -27,8 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent.credentials import Credentials, save
-from agent.device_policy import AUDIT, DevicePolicyError, DeviceRule, PolicyStore, decide, verify
-from agent.sources.work import Device
+from agent.device_guard import DeviceGuard
+from agent.device_policy import AUDIT, DevicePolicy, DevicePolicyError, DeviceRule, PolicyHolder, PolicyStore, decide, verify
+from agent.sources.work import Device, DeviceChange, Work
+from agent.volume_control import OpenDenier, is_read_only
 from tests.agent_process import Agent, write_config
 from tests.conftest import SECRET_WORD
 from tests.loopdev import LoopMounts, require_mount_rights, require_tools
@@ -340,3 +342,35 @@ def test_end_to_end_admin_blocks_through_a_collector_and_releases_a_quarantined_
     wait_for(lambda: state() == "released", timeout=30, message="the release reported to the collector")
     (report,) = at_collector("quarantine.released")
     assert (report["path"], report["enforcement"]["command"] > 0, report["enforcement"]["quarantine"]["id"]) == (str(leak), True, item["quarantine_id"])
+
+
+def test_a_newer_policy_decides_mounted_volumes_again_both_ways(tmp_path: Path) -> None:
+    require_mount_rights()
+    key = Ed25519PrivateKey.generate()
+
+    def policy(version: int, action: str) -> DevicePolicy:
+        text = document(version, action)
+        return verify(text, sign(key, text), public_key_hex=public_hex(key), vendor=VENDOR)
+
+    changes: list[Work] = []
+
+    def emit(work: Work) -> bool:
+        changes.append(work)
+        return True
+
+    holder = PolicyHolder(policy(1, "audit"))
+    denier = OpenDenier()
+    guard = DeviceGuard(holder, emit, denier)
+    with LoopMounts(tmp_path) as mounts:
+        target = mounts.mount_loop(mounts.image("stick.img"), tmp_path / "STICK")
+        device = Device(mountpoint=str(target), fstype="ext4")
+        assert guard.admit(device) == (None, None) and copy(target).returncode == 0
+        holder.replace(policy(2, "read-only"), "")
+        guard.redecide([device])
+        (change,) = changes
+        assert isinstance(change, DeviceChange) and change.type == "usb.readonly" and change.enforcement is not None
+        assert change.enforcement["done"] is True and is_read_only(str(target))
+        holder.replace(policy(3, "audit"), "")
+        guard.redecide([device])
+        assert not is_read_only(str(target)) and copy(target).returncode == 0 and len(changes) == 1
+    denier.stop()
