@@ -84,3 +84,29 @@ def test_unknown_extras_are_kept_but_must_be_storable(client, enroll, admin) -> 
         "/api/v1/events", json={"events": [event_record(process={"pid": 1, "deep": deep})]}, headers=agent.headers
     )
     assert response.status_code == 422 and "events[0]" in response.text
+
+
+def test_events_are_filtered_by_their_programs_name(client, enroll, reviewer) -> None:
+    from tests.test_ui_views import _ids, _log_in
+
+    agent = enroll()
+    copied = event_record(process=WRITER)
+    clipped = event_record(type="clipboard.copy", channel="clipboard", path=None, device=None, process={"pid": 7, "exe": "C:\\Tools\\xclip"})
+    unknown = event_record(process={"pid": 9, "exe": None})
+    older = event_record()
+    assert client.post("/api/v1/events", json={"events": [copied, clipped, unknown, older]}, headers=agent.headers).status_code == 200
+
+    def listed(**params: str) -> list[str]:
+        response = client.get("/api/v1/events", params=params, headers=reviewer.headers)
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["items"]]
+
+    assert listed(process="cp") == [copied["id"]]
+    assert listed(process="xclip") == [clipped["id"]]  # a Windows path's base name too
+    assert listed(process="/usr/bin/cp") == [] and listed(process="c") == []  # the name, exactly
+    assert listed(process="cp", channel="clipboard") == []
+    _log_in(client, reviewer)
+    page = client.get("/ui/events").text
+    assert '<a href="/ui/events?process=cp">' in page and '<a href="/ui/events?process=xclip">' in page
+    assert _ids(client.get("/ui/events?process=xclip").text) == [clipped["id"]]
+    assert 'name="process" value="xclip"' in client.get("/ui/events?process=xclip").text

@@ -65,6 +65,7 @@ def list_events(
     status: Annotated[str | None, Query(max_length=255, description="triage status, comma-separated")] = None,
     sha256: _Filter = None,
     device: Annotated[str | None, Query(max_length=255, description="device serial")] = None,
+    process: Annotated[str | None, Query(max_length=255, description="the base name of the event's process executable, exactly (cp, xclip)")] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -82,6 +83,7 @@ def list_events(
         statuses=_split(status, TRIAGE_STATUSES, "status"),
         sha256=sha256,
         device_serial=device,
+        process_name=process,
         since=_aware(since, "since"),
         until=_aware(until, "until"),
     )

@@ -280,6 +280,7 @@ class EventIn(BaseModel):
             "path": self.path,
             "sha256": self.sha256,
             "device": {"serial": self.device.serial} if self.device else None,
+            "process": {"exe": self.process.exe} if self.process else None,
             "matches": [{"rule": m.rule} for m in self.matches],
         }
 

@@ -154,6 +154,8 @@ events = Table(
     Column("path", Text),
     Column("sha256", String(64)),
     Column("device_serial", String(255)),
+    # The base name of the event's process executable (``cp``, ``xclip``), for the list's filter.
+    Column("process_name", String(255)),
     Column("body", Text, nullable=False),  # the validated record as the agent sent it
     Column("source_ip", String(45)),
     Column("source_country", String(2)),
@@ -170,6 +172,7 @@ events = Table(
     Index("ix_events_occurred_at", "occurred_at"),
     Index("ix_events_sha256", "sha256"),
     Index("ix_events_device_serial", "device_serial"),
+    Index("ix_events_process_name_seq", "process_name", "seq"),
 )
 
 event_rules = Table(

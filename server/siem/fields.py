@@ -84,6 +84,12 @@ def _number(value: Any) -> str | None:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def exe_name(exe: Any) -> str | None:
+    """An executable's base name (``/usr/bin/cp`` -> ``cp``, ``C:\\Tools\\x.exe`` -> ``x.exe``); None when unknown."""
+    path = text(exe)
+    return (path.replace("\\", "/").rsplit("/", 1)[-1] or None) if path else None
+
+
 def process_facts(value: Any) -> dict[str, str | None] | None:
     """One process of an event (its ``process`` or one of its parents) as text: ``name`` is the
     executable's base name; None when ``value`` is not an object."""
@@ -91,7 +97,7 @@ def process_facts(value: Any) -> dict[str, str | None] | None:
         return None
     exe = text(value.get("exe"))
     return {
-        "name": exe.replace("\\", "/").rsplit("/", 1)[-1] if exe else None,
+        "name": exe_name(exe),
         "exe": exe,
         "pid": _number(value.get("pid")),
         "cmdline": text(value.get("cmdline")),

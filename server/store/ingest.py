@@ -26,6 +26,7 @@ from sqlalchemy import Connection, select
 from agent import events as contract
 from agent.events import SEVERITY_RANK, Origin
 from server.db.tables import alert_outbox, events
+from server.siem.fields import exe_name
 from server.store import quarantine
 from server.store.agents import AgentIdentity
 from server.store.sql import iso
@@ -49,7 +50,8 @@ def _clean(value: Any, limit: int = 4096) -> str | None:
 # The columns ingest writes, in the order of the tuples built by ``_row``.
 _COLUMNS = (
     "id", "agent_id", "vendor_id", "channel", "type", "occurred_at", "received_at", "severity", "severity_rank", "status",
-    "host", "user_name", "path", "sha256", "device_serial", "body", "source_ip", "source_country", "triage_status", "origin",
+    "host", "user_name", "path", "sha256", "device_serial", "process_name", "body", "source_ip", "source_country",
+    "triage_status", "origin",
 )  # fmt: skip
 _TIME_COLUMNS = (_COLUMNS.index("occurred_at"), _COLUMNS.index("received_at"))
 
@@ -67,6 +69,7 @@ def _row(
 ) -> tuple[Any, ...]:
     severity = record.get("severity")
     device = record.get("device") or {}
+    process = record.get("process")
     return (
         record["id"],
         agent.id,
@@ -84,6 +87,7 @@ def _row(
         _clean(record.get("path")),
         record.get("sha256"),
         _clean(device.get("serial"), 255),
+        _clean(exe_name(process.get("exe")) if isinstance(process, dict) else None, 255),
         body if body is not None else json.dumps(record, ensure_ascii=False, separators=(",", ":")),
         address,
         country,

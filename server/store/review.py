@@ -44,6 +44,8 @@ class EventFilter:
     statuses: tuple[str, ...] = ()
     sha256: str | None = None
     device_serial: str | None = None
+    process_name: str | None = None
+    """The base name of the event's process executable, exactly (``cp``, ``xclip``)."""
     since: datetime | None = None
     until: datetime | None = None
 
@@ -149,6 +151,8 @@ def _conditions(f: EventFilter) -> list[Any]:
         c.append(events.c.sha256 == f.sha256)
     if f.device_serial:
         c.append(events.c.device_serial == f.device_serial)
+    if f.process_name:
+        c.append(events.c.process_name == f.process_name)
     if f.since:
         c.append(events.c.occurred_at >= f.since)
     if f.until:

@@ -26,10 +26,10 @@ SEVERITY_CHOICES = [
     )
 ]
 DEFAULT_LIMIT = 50
-TEXT_FILTERS = ("vendor", "agent", "user", "rule", "sha256", "device")
-FIELDS = ("since", "until", "vendor", "agent", "user", "channel", "rule", "severity", "status", "sha256", "device")
+TEXT_FILTERS = ("vendor", "agent", "user", "rule", "sha256", "device", "process")
+FIELDS = ("since", "until", "vendor", "agent", "user", "channel", "rule", "severity", "status", "sha256", "device", "process")
 _MAX_TEXT = 255
-_FIELD_NAMES = {"device": "device_serial"}
+_FIELD_NAMES = {"device": "device_serial", "process": "process_name"}
 
 
 @dataclass
