@@ -123,6 +123,10 @@ def test_the_notice_is_no_event_and_a_cleared_text_handed_on_is_scanned_again(xv
             source.stop()
 
 
+def _ok(health: dict) -> dict | None:
+    return health if health.get("state") == "ok" else None
+
+
 def processed(agent: Agent) -> int | None:
     """The agent's count of scanned work items, from its pipeline's health in ``status``."""
     message = agent.status().get("sources", {}).get("pipeline", {}).get("message", "")
@@ -139,7 +143,8 @@ def test_the_agent_clears_a_matching_copy_and_leaves_others(tmp_path: Path, rule
     )
     agent = Agent(config)  # DISPLAY is inherited from the fixture
     try:
-        wait_for(lambda: agent.status().get("sources", {}).get("clipboard", {}).get("state") == "ok", timeout=15)
+        clipboard = wait_for(lambda: _ok(agent.status().get("sources", {}).get("clipboard", {})), timeout=15)
+        assert clipboard["message"].endswith("; matched text is cleared")  # an admin can see the mode in status
         copy(f"token = {SECRET_WORD}")
         wait_for(lambda: paste() == NOTICE, timeout=15, message="the matched copy replaced by the notice")
         wait_for(lambda: processed(agent) == 1, timeout=15, message="the match scanned")

@@ -445,7 +445,8 @@ class ClipboardSource(StoppableThread):
         self._reads += 1
         if self._health[0] == "unavailable":
             log.info("%s monitoring is on again", self._selection)
-        self._health = ("ok", f"watching the {self._selection} selection: {self._mechanism}")
+        clearing = "; matched text is cleared" if self._clearer is not None and self._clearer.mode == "clear" else ""
+        self._health = ("ok", f"watching the {self._selection} selection: {self._mechanism}{clearing}")
         baseline = not self._baseline_taken
         self._baseline_taken = True
         if size == 0 or sha == self._last_sha:
