@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -95,36 +96,44 @@ class CollectorClient:
         ``sink`` (a path) the body is written there instead of held in ``content`` (a bundle with
         fingerprint indexes is hundreds of megabytes); a refused download leaves no file.
         """
-        headers = {"If-None-Match": f'"{etag}"'} if etag else {}
-        try:
-            with self.session.get(
-                self.base_url + "/api/v1/signatures", headers=headers, timeout=self.timeout, allow_redirects=False, verify=self._verify, stream=True
-            ) as response:
-                if response.status_code == 304:
-                    return Reply("unchanged")
-                if response.status_code == 404:
-                    return Reply("none", _detail(response))
-                if response.status_code != 200:
-                    return _classify(response)
-                if sink is not None:
-                    if not _save_capped(response, max_bytes, sink):
-                        return Reply("too_large", f"signature bundle from {self.base_url} is larger than {max_bytes} bytes")
-                    return Reply("ok", etag=response.headers.get("ETag", "").strip('"'))
-                content = _read_capped(response, max_bytes)
-                if content is None:
+
+        def take(response: requests.Response) -> Reply:
+            if sink is not None:
+                if not _save_capped(response, max_bytes, sink):
                     return Reply("too_large", f"signature bundle from {self.base_url} is larger than {max_bytes} bytes")
-                return Reply("ok", content=content, etag=response.headers.get("ETag", "").strip('"'))
-        except requests.exceptions.RequestException as exc:
-            return Reply("retry", f"cannot fetch signatures from {self.base_url} ({_reason(exc)})")
+                return Reply("ok", etag=_etag(response))
+            content = _read_capped(response, max_bytes)
+            if content is None:
+                return Reply("too_large", f"signature bundle from {self.base_url} is larger than {max_bytes} bytes")
+            return Reply("ok", content=content, etag=_etag(response))
+
+        return self._fetch("/api/v1/signatures", etag, "signatures", take)
 
     def get_device_policy(self, etag: str | None, *, max_bytes: int = MAX_DEVICE_POLICY_BYTES) -> Reply:
         """The vendor's signed device policy: ``ok`` with ``body`` (``document``, ``signature``) and
         ``etag``, ``unchanged`` (304), or ``none`` (404: the vendor has none). The body is read up to
         ``max_bytes`` only; the caller verifies it (agent/device_policy.py)."""
+
+        def take(response: requests.Response) -> Reply:
+            content = _read_capped(response, max_bytes)
+            if content is None:
+                return Reply("too_large", f"device policy from {self.base_url} is larger than {max_bytes} bytes")
+            try:
+                body = json.loads(content)
+            except ValueError:
+                return Reply("retry", "device policy answer is not JSON")
+            if not isinstance(body, dict):
+                return Reply("retry", "device policy answer is not an object")
+            return Reply("ok", body=body, etag=_etag(response))
+
+        return self._fetch("/api/v1/agent/device-policy", etag, "the device policy", take)
+
+    def _fetch(self, path: str, etag: str | None, what: str, take: Callable[[requests.Response], Reply]) -> Reply:
+        """A conditional GET: ``unchanged`` (304), ``none`` (404), ``take(response)`` for a 200, else classified."""
         headers = {"If-None-Match": f'"{etag}"'} if etag else {}
         try:
             with self.session.get(
-                self.base_url + "/api/v1/agent/device-policy", headers=headers, timeout=self.timeout, allow_redirects=False, verify=self._verify, stream=True
+                self.base_url + path, headers=headers, timeout=self.timeout, allow_redirects=False, verify=self._verify, stream=True
             ) as response:
                 if response.status_code == 304:
                     return Reply("unchanged")
@@ -132,18 +141,9 @@ class CollectorClient:
                     return Reply("none", _detail(response))
                 if response.status_code != 200:
                     return _classify(response)
-                content = _read_capped(response, max_bytes)
-                if content is None:
-                    return Reply("too_large", f"device policy from {self.base_url} is larger than {max_bytes} bytes")
-                try:
-                    body = json.loads(content)
-                except ValueError:
-                    return Reply("retry", "device policy answer is not JSON")
-                if not isinstance(body, dict):
-                    return Reply("retry", "device policy answer is not an object")
-                return Reply("ok", body=body, etag=response.headers.get("ETag", "").strip('"'))
+                return take(response)
         except requests.exceptions.RequestException as exc:
-            return Reply("retry", f"cannot fetch the device policy from {self.base_url} ({_reason(exc)})")
+            return Reply("retry", f"cannot fetch {what} from {self.base_url} ({_reason(exc)})")
 
     def _post(self, path: str, body: bytes, *, gzipped: bool) -> Reply:
         headers = {"Content-Type": "application/json"}
@@ -215,6 +215,10 @@ def _save_capped(response: requests.Response, max_bytes: int, path: str) -> bool
         os.unlink(path)
         return False
     return True
+
+
+def _etag(response: requests.Response) -> str:
+    return response.headers.get("ETag", "").strip('"')
 
 
 def _detail(response: requests.Response) -> str:
