@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import psutil
@@ -15,7 +16,7 @@ from agent.sources.work import ClipboardWork, Work
 from agent.sources.xowner import _net_wm_pid, owner_pid, owner_process, socket_holders, unix_sockets
 from tests.test_clipboard import copy
 from tests.waiting import wait_for
-from tests.xvfb import unused_display
+from tests.xvfb import require_x_tools, unused_display
 
 
 def xclip_owners(display: str, selection: str = "clipboard") -> list[psutil.Process]:
@@ -31,6 +32,26 @@ def xclip_owners(display: str, selection: str = "clipboard") -> list[psutil.Proc
         except psutil.Error:
             continue
     return found
+
+
+@pytest.fixture
+def display_without_xres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An Xvfb without the X-Resource extension (as older or other X servers): only _NET_WM_PID can tell."""
+    require_x_tools()
+    read_fd, write_fd = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-nolisten", "tcp", "-noreset", "-extension", "X-Resource"],
+        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as ready:
+            display = f":{ready.readline().strip()}"
+        monkeypatch.setenv("DISPLAY", display)
+        yield display
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 @pytest.fixture
@@ -132,3 +153,22 @@ def test_the_source_puts_the_owner_in_the_work(xvfb_display: str, notified: bool
         assert process is not None and process["pid"] == live.pid and process["exe"].endswith("/xclip")
     finally:
         source.stop()
+
+
+def test_without_x_resource_the_owner_windows_net_wm_pid_is_used(display_without_xres: str) -> None:
+    from Xlib import X, Xatom
+    from Xlib import display as xdisplay
+
+    copy("an owner that sets no _NET_WM_PID")
+    assert owner_process("clipboard") is None  # xclip's window says nothing, and the server cannot
+    display = xdisplay.Display(display_without_xres)
+    try:
+        assert not display.has_extension("X-Resource")
+        window = display.screen().root.create_window(0, 0, 1, 1, 0, X.CopyFromParent)
+        window.change_property(display.get_atom("_NET_WM_PID"), Xatom.CARDINAL, 32, [os.getpid()])
+        window.set_selection_owner(display.get_atom("CLIPBOARD"), X.CurrentTime)
+        display.sync()
+        process = owner_process("clipboard")
+        assert process is not None and process["pid"] == os.getpid() and process["exe"] == os.path.realpath(sys.executable)
+    finally:
+        display.close()

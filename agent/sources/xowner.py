@@ -3,7 +3,7 @@
 The X server learns each local client's pid from the kernel when it connects (SO_PEERCRED) and
 tells it through the X-Resource extension; that is the server's word, which a client cannot
 forge, so it is asked first. ``_NET_WM_PID`` is the client's own claim on its window and is
-used only where X-Resource is missing; many owners (xclip, toolkits' hidden clipboard windows)
+used only where X-Resource (1.2) is missing; many owners (xclip, toolkits' hidden clipboard windows)
 never set it anyway. A remote client has no pid the server can tell: the owner is then unknown.
 
 Command-line copy tools (xclip, xsel) connect, take the selection, then fork and let the parent
@@ -25,6 +25,7 @@ from agent.procinfo import writer
 
 _ATOMS = {"clipboard": "CLIPBOARD", "primary": "PRIMARY"}
 _LOCAL_CLIENT_PID_MASK = 1 << 1  # X-Resource's LocalClientPIDMask
+_UNASKED = object()
 
 # Netlink sock_diag (linux/sock_diag.h, linux/unix_diag.h).
 _NETLINK_SOCK_DIAG = 4
@@ -73,23 +74,30 @@ def owner_pid(selection: str, display_name: str | None = None) -> int | None:
         window = display.get_selection_owner(display.get_atom(_ATOMS[selection]))
         if window is None or window == X.NONE or not getattr(window, "id", 0):
             return None
-        if display.has_extension("X-Resource"):
-            pid = _client_pid(display, window.id)
-            if pid is None:
-                return None  # the server knows its clients: no pid means a remote one
-            if os.path.exists(f"/proc/{pid}") or not os.path.isdir("/proc"):
-                return pid
-            return _forked_child(display, name, pid)
-        return _net_wm_pid(display, window)
+        pid = _client_pid(display, window.id)
+        if pid is _UNASKED:
+            # No X-Resource (or one before 1.2): only the window's own claim is left.
+            return _net_wm_pid(display, window)
+        if pid is None:
+            return None  # the server knows its local clients' pids: this one is remote
+        if os.path.exists(f"/proc/{pid}") or not os.path.isdir("/proc"):
+            return pid
+        return _forked_child(display, name, pid)
     except Exception:  # noqa: BLE001 - an X error (the owner went away meanwhile) means "unknown"
         return None
     finally:
         display.close()
 
 
-def _client_pid(display: Any, xid: int) -> int | None:
-    """X-Resource's pid of the client that created resource ``xid``."""
-    reply = display.res_query_client_ids([{"client": xid, "mask": _LOCAL_CLIENT_PID_MASK}])
+def _client_pid(display: Any, xid: int) -> Any:
+    """X-Resource's pid of the client that created resource ``xid``: None for a client without one
+    (remote), ``_UNASKED`` where the server has no X-Resource 1.2 to ask."""
+    if not display.has_extension("X-Resource"):
+        return _UNASKED
+    try:
+        reply = display.res_query_client_ids([{"client": xid, "mask": _LOCAL_CLIENT_PID_MASK}])
+    except Exception:  # noqa: BLE001 - an X-Resource before 1.2 refuses the request
+        return _UNASKED
     for entry in reply.ids:
         if entry.spec.mask & _LOCAL_CLIENT_PID_MASK and entry.value:
             return int(entry.value[0])
@@ -107,7 +115,8 @@ def _net_wm_pid(display: Any, window: Any) -> int | None:
     from Xlib import X, Xatom
 
     machine = window.get_full_property(Xatom.WM_CLIENT_MACHINE, X.AnyPropertyType)
-    if machine is not None and _text(machine.value) not in (socket.gethostname(), socket.getfqdn()):
+    # Host names compared by their first label: no DNS look-up (getfqdn) on the way to an event.
+    if machine is not None and _text(machine.value).split(".")[0] != socket.gethostname().split(".")[0]:
         return None
     prop = window.get_full_property(display.get_atom("_NET_WM_PID"), Xatom.CARDINAL)
     if prop is None or len(prop.value) != 1:
