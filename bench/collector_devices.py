@@ -36,7 +36,7 @@ from serving import ScratchPostgres, percentile  # noqa: E402
 
 from server.db.engine import Database  # noqa: E402
 from server.db.migrate import upgrade  # noqa: E402
-from server.keys import create_signing_key, load_signing_key, quarantine_key, x25519_public_hex  # noqa: E402
+from server.keys import create_signing_key, load_signing_key, public_key_hex, quarantine_key  # noqa: E402
 from server.store import agents, devices, enrollment, quarantine  # noqa: E402
 from server.store.sql import utcnow  # noqa: E402
 
@@ -107,7 +107,7 @@ def main() -> None:
             upgrade(db)
             create_signing_key(data_dir / "signing.key")
             signing = load_signing_key(data_dir / "signing.key")
-            public = x25519_public_hex(quarantine_key(data_dir))
+            public = public_key_hex(quarantine_key(data_dir))
             started = time.perf_counter()
             identities = populate(db, agent_count=args.agents, item_count=args.items)
             setup_s = time.perf_counter() - started

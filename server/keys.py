@@ -36,7 +36,8 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def public_key_hex(key: Ed25519PrivateKey) -> str:
+def public_key_hex(key: Ed25519PrivateKey | X25519PrivateKey) -> str:
+    """The raw public half, as agents are given it (the signing key's, the quarantine key's)."""
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
@@ -71,10 +72,6 @@ def quarantine_key(data_dir: Path) -> X25519PrivateKey:
     if not isinstance(loaded, X25519PrivateKey):
         raise ValueError(f"{path} does not hold an X25519 key")
     return loaded
-
-
-def x25519_public_hex(key: X25519PrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
 def quarantine_data_key(key: X25519PrivateKey, *, ephemeral_public_hex: str, quarantine_id: str) -> bytes:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 
 from server.db.tables import audit_log
-from server.keys import QUARANTINE_KEY_FILE, quarantine_key, x25519_public_hex
+from server.keys import QUARANTINE_KEY_FILE, public_key_hex, quarantine_key
 from tests.test_ui_views import _log_in
 
 POLICY = {
@@ -98,7 +98,7 @@ def test_the_agent_gets_its_vendors_signed_document_with_the_quarantine_key_and_
     assert document == {
         "format": 1, "vendor": "acme-bpo", "version": 1, "issued_at": "2026-11-24T09:00:00.000Z", "action": "block",
         "allowed": [{"vendor_id": "0781", "product_id": "55a9", "serial": "4C53*", "note": "IT sticks"}, {"vendor_id": "090c", "product_id": "*", "serial": "*", "note": ""}],
-        "exceptions": [], "quarantine_key": x25519_public_hex(quarantine_key(collector.settings.data_dir)),
+        "exceptions": [], "quarantine_key": public_key_hex(quarantine_key(collector.settings.data_dir)),
     }  # fmt: skip
     etag = answer.headers["ETag"]
     assert _fetch(client, acme, etag).status_code == 304

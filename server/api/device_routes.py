@@ -22,7 +22,7 @@ from server.api.device_schemas import (
     SignedDevicePolicy,
 )
 from server.errors import NotFound
-from server.keys import quarantine_key, x25519_public_hex
+from server.keys import public_key_hex, quarantine_key
 from server.store import agents, devices, quarantine
 from server.store.quarantine import STATES, Op
 
@@ -46,7 +46,7 @@ def agent_policy(
     with collector.db.write() as conn:
         identity = agents.authenticate(conn, value=token)
         record_agent_call(conn, collector, identity, address)
-        public = x25519_public_hex(quarantine_key(collector.settings.data_dir))
+        public = public_key_hex(quarantine_key(collector.settings.data_dir))
         signed = devices.signed_document(conn, vendor=identity.vendor, signing_key=collector.signing_key, quarantine_public_key=public, now=collector.clock())
     if signed is None:
         raise NotFound(NO_POLICY)

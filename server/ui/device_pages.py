@@ -7,16 +7,18 @@ calls the same store functions as the API and the CLI, which audit the change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Path, Query, Request
+from sqlalchemy import Connection
 from starlette.responses import Response
 
 from server.api.deps import AddressDep, CollectorDep
 from server.errors import CollectorError
 from server.store import devices, quarantine, vendors
-from server.store.quarantine import REQUESTABLE
+from server.store.quarantine import REQUESTABLE, Op
 from server.ui.render import UiRoute, redirect, render
 from server.ui.session import AdminDep, AdminPosterDep
 
@@ -60,7 +62,16 @@ def _page(
     return render(request, "devices.html", context, status=status)
 
 
-def _back(vendor: str, notice: str) -> Response:
+def _change(
+    request: Request, collector: Any, vendor: str, notice: str, change: Callable[[Connection], object], *, form: dict[str, str] | None = None
+) -> Response:
+    """Make one change (the store function audits it) and go back to the vendor's page saying so;
+    a refused change shows the page again with why, keeping what was typed in ``form``."""
+    try:
+        with collector.db.write() as conn:
+            change(conn)
+    except CollectorError as exc:
+        return _page(request, collector, vendor, problem=str(exc), form=form, status=exc.status_code)
     return redirect(f"/ui/devices?vendor={quote(vendor, safe='')}&notice={notice}")
 
 
@@ -79,13 +90,11 @@ def set_policy(
     action: Annotated[str, Form(max_length=16)],
     allowed: Annotated[str, Form(max_length=64 << 10)] = "",
 ) -> Response:
-    try:
+    def change(conn: Connection) -> None:
         entries = [devices.parse_device(line) for line in allowed.splitlines() if line.strip()]
-        with collector.db.write() as conn:
-            devices.set_policy(conn, vendor=vendor, action=action, allowed=entries, actor=viewer.user.name, address=address, now=collector.clock())
-    except CollectorError as exc:
-        return _page(request, collector, vendor, problem=str(exc), form={"allowed": allowed, "action": action}, status=exc.status_code)
-    return _back(vendor, "policy")
+        devices.set_policy(conn, vendor=vendor, action=action, allowed=entries, actor=viewer.user.name, address=address, now=collector.clock())
+
+    return _change(request, collector, vendor, "policy", change, form={"allowed": allowed, "action": action})
 
 
 @router.post("/exceptions")
@@ -102,12 +111,10 @@ def grant_exception(
     serial: Annotated[str, Form(max_length=devices.MAX_SERIAL)] = "",
 ) -> Response:
     device = {"vendor_id": vendor_id, "product_id": product_id, "serial": serial}
-    try:
-        with collector.db.write() as conn:
-            devices.grant_exception(conn, vendor=vendor, device=device, duration=duration, reason=reason, actor=viewer.user.name, address=address, now=collector.clock())
-    except CollectorError as exc:
-        return _page(request, collector, vendor, problem=str(exc), status=exc.status_code)
-    return _back(vendor, "granted")
+    return _change(
+        request, collector, vendor, "granted",
+        lambda conn: devices.grant_exception(conn, vendor=vendor, device=device, duration=duration, reason=reason, actor=viewer.user.name, address=address, now=collector.clock()),
+    )  # fmt: skip
 
 
 @router.post("/exceptions/{exception_id}/revoke")
@@ -119,12 +126,10 @@ def revoke_exception(
     address: AddressDep,
     vendor: VendorForm,
 ) -> Response:
-    try:
-        with collector.db.write() as conn:
-            devices.revoke_exception(conn, vendor=vendor, exception_id=exception_id, actor=viewer.user.name, address=address, now=collector.clock())
-    except CollectorError as exc:
-        return _page(request, collector, vendor, problem=str(exc), status=exc.status_code)
-    return _back(vendor, "revoked")
+    return _change(
+        request, collector, vendor, "revoked",
+        lambda conn: devices.revoke_exception(conn, vendor=vendor, exception_id=exception_id, actor=viewer.user.name, address=address, now=collector.clock()),
+    )  # fmt: skip
 
 
 @router.post("/quarantine/{quarantine_id}/{op}")
@@ -137,9 +142,8 @@ def request_quarantine(
     address: AddressDep,
     vendor: VendorForm,
 ) -> Response:
-    try:
-        with collector.db.write() as conn:
-            quarantine.request(conn, quarantine_id=quarantine_id, op="release" if op == "release" else "delete", actor=viewer.user.name, address=address, now=collector.clock())
-    except CollectorError as exc:
-        return _page(request, collector, vendor, problem=str(exc), status=exc.status_code)
-    return _back(vendor, op)
+    chosen: Op = "release" if op == "release" else "delete"
+    return _change(
+        request, collector, vendor, chosen,
+        lambda conn: quarantine.request(conn, quarantine_id=quarantine_id, op=chosen, actor=viewer.user.name, address=address, now=collector.clock()),
+    )  # fmt: skip
