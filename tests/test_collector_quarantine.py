@@ -13,6 +13,7 @@ import sys
 import uuid
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -241,3 +242,51 @@ def test_devices_page_lists_the_vendors_quarantined_files_with_release_and_delet
     (sent,) = _commands(client, agent)
     assert sealed.open(sent["key"]) == SECRET
     assert re.search(r"quarantine\.release", "".join(row.action for row in _audit(collector)))
+
+
+def test_the_agents_own_reader_and_quarantine_round_trip_through_the_collector(client, collector, admin, enroll, scanner, tmp_path):
+    """The agent's modules at the other end (agent/device_policy.py reads the document, agent/quarantine.py
+    seals, releases and reports, agent/policy.py builds the events) against this collector."""
+    from agent.device_policy import DevicePolicyError, decide, verify
+    from agent.policy import Context
+    from agent.policy import decide as event_for
+    from agent.quarantine import Quarantine
+    from agent.sources.work import Device, FileWork
+    from tests.conftest import SECRET_WORD
+
+    agent = enroll()
+    client.put("/api/v1/vendors/acme-bpo/device-policy", json={"action": "block", "allowed": [{"vendor_id": "0781", "note": "IT"}]}, headers=admin.headers)
+    granted = client.post("/api/v1/vendors/acme-bpo/device-exceptions", json={"vendor_id": "1234", "product_id": "abcd", "serial": "SN-1", "duration": "4h",
+                                                                            "reason": "visit"}, headers=admin.headers).json()  # fmt: skip
+    signed = client.get("/api/v1/agent/device-policy", headers=agent.headers).json()
+    policy = verify(signed["document"], signed["signature"], public_key_hex=collector.signing_public_key, vendor="acme-bpo")
+    now = collector.clock().timestamp()
+    stick = Device(mountpoint=str(tmp_path / "stick"), vendor_id="0781", product_id="5581", serial="X")
+    assert decide(policy, stick, now)[0] == "allow"
+    assert decide(policy, Device(mountpoint="/m", vendor_id="1234", product_id="abcd", serial="SN-1"), now)[1]["rule"] == f"exception {granted['id']} 1234:abcd:SN-1"
+    assert decide(policy, Device(mountpoint="/m", vendor_id="1234", product_id="abcd", serial="SN-1"), now + 5 * 3600)[0] == "block", "expired"
+    assert decide(policy, Device(mountpoint="/m"), now)[0] == "block"
+    with pytest.raises(DevicePolicyError, match="older than version 3"):
+        verify(signed["document"], signed["signature"], public_key_hex=collector.signing_public_key, vendor="acme-bpo", held_version=3)
+
+    leak = tmp_path / "stick" / "leak.txt"
+    leak.parent.mkdir()
+    content = SECRET_WORD.encode() * 50_000  # over a MiB: two chunks
+    leak.write_bytes(content)
+    held = Quarantine(str(tmp_path / "quarantine"), str(tmp_path / "released"), lambda: policy.quarantine_key, enabled=True)
+    context = Context(host="ws-1", agent_version="0.1.0", ruleset_version=None)
+    work = FileWork(path=str(leak), channel="usb", device=stick)
+    result = scanner.scan_path(str(leak))
+    event = event_for(work, result, context, user="jdoe", now=now).event
+    event["enforcement"] = held.enforce(work, result)
+    _ingest(client, agent, event)
+    assert not leak.exists()
+    (item,) = _items(client, admin)
+    assert (item["state"], item["original_path"], item["size"]) == ("held", str(leak), len(content))
+
+    client.post(f"/api/v1/quarantine/{item['quarantine_id']}/release", headers=admin.headers)
+    (command,) = _commands(client, agent)
+    report = held.execute(command)
+    assert leak.read_bytes() == content, "the collector's key opened the agent's copy"
+    _ingest(client, agent, event_for(report, None, context, user="root", now=now).event)
+    assert _commands(client, agent) == [] and _items(client, admin)[0]["state"] == "released"
