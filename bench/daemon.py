@@ -1,40 +1,52 @@
-"""Agent daemon figures: a burst of writes, close-to-spool latency, and the idle cost.
+"""Agent daemon figures: a burst of writes, close-to-spool latency, the idle cost, and writer attribution.
 
-Usage: python bench/daemon.py [--files 10000] [--folders 1000] [--latency-samples 200] [--idle-seconds 60]
+Usage: python bench/daemon.py [--files 10000] [--folders 1000] [--latency-samples 200] [--idle-folders 10000 ...]
+       [--idle-seconds 60] [--backend fanotify|inotify|both] [--parts burst,latency,idle,attribution]
+       [--attribution-events 2000]
 Runs a real `dlp-agent run` on a temporary tree (every write made an event with
-`report_clean = true`, so the spool counts what was scanned) and prints a table.
+`report_clean = true`, so the spool counts what was scanned) and prints a table. With
+``--backend both`` latency and idle figures are measured on fanotify and on inotify side by side;
+``attribution`` measures the fanotify hub in this process (root only): CPU per event of the read
+path with the writer's /proc read, and how often a short-lived ``cp`` is named.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from agent import procinfo  # noqa: E402
+from agent.sources.fanotify_hub import FanotifyHub  # noqa: E402
+from agent.sources.losses import LossTracker  # noqa: E402
 from agent.spool import Spool, SpoolError  # noqa: E402
 
+INOTIFY_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
 
-def start_agent(work: str, watch: str, *, clipboard: bool) -> subprocess.Popen:
+
+def start_agent(work: str, watch: str, *, clipboard: bool, backend: str = "auto") -> subprocess.Popen:
     config = os.path.join(work, "agent.toml")
     with open(config, "w") as f:
         f.write(
-            f'[files]\nwatch = ["{watch}"]\nreport_clean = true\n'
+            f'[files]\nwatch = ["{watch}"]\nreport_clean = true\nbackend = "{backend}"\n'
             f"[usb]\nenabled = false\n[clipboard]\nenabled = {'true' if clipboard else 'false'}\n"
             f'[spool]\npath = "spool.db"\nmax_bytes = 1073741824\n[scan]\nnice = 0\n'
         )
     log = open(os.path.join(work, "agent.log"), "wb")
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "run", "--config", config], stdout=log, stderr=log, cwd=ROOT)
-    wait(lambda: depth(work) is not None and watching(work), 60)
+    wait(lambda: depth(work) is not None and watching(work), 600)
     return proc
 
 
@@ -98,11 +110,11 @@ def burst(files: int, folders: int) -> dict[str, float]:
             proc.wait(30)
 
 
-def latency(samples: int, size: int) -> list[float]:
+def latency(samples: int, size: int, backend: str = "auto") -> list[float]:
     with tempfile.TemporaryDirectory() as work:
         watch = os.path.join(work, "watched")
         os.makedirs(watch)
-        proc = start_agent(work, watch, clipboard=False)
+        proc = start_agent(work, watch, clipboard=False, backend=backend)
         try:
             body = (b"x" * 63 + b"\n") * (size // 64)
             out = []
@@ -122,7 +134,7 @@ def latency(samples: int, size: int) -> list[float]:
             proc.wait(30)
 
 
-def idle(folders: int, seconds: float, *, clipboard: bool = True) -> dict[str, float]:
+def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str = "auto") -> dict[str, float]:
     display = _xvfb() if clipboard else None
     with tempfile.TemporaryDirectory() as work:
         watch = os.path.join(work, "watched")
@@ -130,14 +142,19 @@ def idle(folders: int, seconds: float, *, clipboard: bool = True) -> dict[str, f
         env_display = os.environ.get("DISPLAY")
         if display:
             os.environ["DISPLAY"] = display[0]
-        proc = start_agent(work, watch, clipboard=clipboard)
+        started = time.monotonic()
+        proc = start_agent(work, watch, clipboard=clipboard, backend=backend)
+        up_s = time.monotonic() - started
         try:
             p = psutil.Process(proc.pid)
             time.sleep(3)
             cpu0 = sum(p.cpu_times()[:2])
             time.sleep(seconds)
             cpu = sum(p.cpu_times()[:2]) - cpu0
-            return {"cpu_pct": 100 * cpu / seconds, "rss_mb": p.memory_info().rss / 1e6, "clipboard": bool(display)}
+            return {
+                "cpu_pct": 100 * cpu / seconds, "rss_mb": p.memory_info().rss / 1e6, "clipboard": bool(display),
+                "up_s": up_s, "watches": _inotify_watches(proc.pid), "message": _files_message(work),
+            }  # fmt: skip
         finally:
             proc.terminate()
             proc.wait(30)
@@ -147,6 +164,98 @@ def idle(folders: int, seconds: float, *, clipboard: bool = True) -> dict[str, f
                     os.environ.pop("DISPLAY", None)
                 else:
                     os.environ["DISPLAY"] = env_display
+
+
+def _inotify_watches(pid: int) -> int:
+    """inotify watches the agent holds (from its inotify descriptors' fdinfo)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify":
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    count += f.read().count("inotify wd:")
+        except OSError:
+            continue
+    return count
+
+
+def _files_message(work: str) -> str:
+    reader = Spool.open_readonly(os.path.join(work, "spool.db"))
+    try:
+        return str((reader.get_state("sources") or {}).get("files", {}).get("message", ""))
+    finally:
+        reader.close()
+
+
+class _Writers:
+    """Takes the hub's events in place of a file source: only the writers, nothing else done, so
+    the hub's own cost (read, parse, folder path, writer) is what the CPU time measures."""
+
+    def __init__(self) -> None:
+        self.losses = LossTracker()
+        self.closed: list[dict[str, Any] | None] = []
+
+    def file_closed(self, path: str, process: dict[str, Any] | None = None) -> None:
+        self.closed.append(process)
+
+    def file_created(self, path: str, reason: str = "moved", process: dict[str, Any] | None = None) -> None:
+        pass
+
+    def file_modified(self, path: str, process: dict[str, Any] | None = None) -> None:
+        pass
+
+    def file_moved_in(self, path: str, process: dict[str, Any] | None = None) -> None:
+        pass
+
+    def folder_moved_in(self, path: str, process: dict[str, Any] | None = None) -> None:
+        pass
+
+    def events_lost(self, root: str) -> None:
+        pass
+
+
+def attribution(events: int, cps: int) -> dict[str, float]:
+    """The fanotify hub in this process: CPU per event handed on (read, parse, folder path, the
+    writer's /proc read through the cache), the writer read alone (cached and not), and how often a
+    ``cp`` of 1 KB, gone right after its close, is named."""
+    hub = FanotifyHub()
+    with tempfile.TemporaryDirectory() as work:
+        root = os.path.join(work, "watched")
+        os.makedirs(root)
+        writers = _Writers()
+        hub.watch(root, writers)
+        hub.start()
+        try:
+            # One long-lived writer, many files: the per-pid cache at work, as with an editor or a file manager.
+            script = "import sys\nfor i in range(int(sys.argv[2])):\n    open(f'{sys.argv[1]}/f{i}.txt', 'w').write(str(i))\n"
+            busy0, handed0 = hub.busy_s, hub.dispatched
+            subprocess.run([sys.executable, "-c", script, root, str(events)], check=True)
+            wait(lambda: len(writers.closed) >= events, 120)
+            per_event_us = 1e6 * (hub.busy_s - busy0) / max(1, hub.dispatched - handed0)
+            small = os.path.join(work, "small.txt")
+            with open(small, "w") as f:
+                f.write("x" * 1024)
+            before = len(writers.closed)
+            for i in range(cps):
+                subprocess.run(["cp", small, os.path.join(root, f"cp{i}.txt")], check=True)
+            wait(lambda: len(writers.closed) >= before + cps, 60)
+            named = sum(1 for p in writers.closed[before:] if p and p.get("exe"))
+        finally:
+            hub.unwatch(root, writers)
+            hub.stop()
+            hub.close()
+    parent = os.getppid()
+    rounds = 2000
+    started = time.thread_time()
+    for _ in range(rounds):
+        procinfo.writer(parent)
+    uncached_us = 1e6 * (time.thread_time() - started) / rounds
+    cache = procinfo.WriterCache()
+    started = time.thread_time()
+    for _ in range(rounds):
+        cache.writer(parent)
+    cached_us = 1e6 * (time.thread_time() - started) / rounds
+    return {"events": events, "per_event_us": per_event_us, "uncached_us": uncached_us, "cached_us": cached_us, "cps": cps, "named": named}
 
 
 def _xvfb() -> tuple[str, subprocess.Popen] | None:
@@ -168,24 +277,58 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--folders", type=int, default=1_000)
     parser.add_argument("--latency-samples", type=int, default=200)
-    parser.add_argument("--idle-folders", type=int, default=10_000)
+    parser.add_argument("--idle-folders", type=int, nargs="+", default=[10_000])
     parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--backend", choices=["fanotify", "inotify", "both", "auto"], default="auto")
+    parser.add_argument("--parts", default="burst,latency,idle", help="comma-separated: burst, latency, idle, attribution")
+    parser.add_argument("--attribution-events", type=int, default=2000)
+    parser.add_argument("--attribution-cps", type=int, default=200)
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    backends = ["fanotify", "inotify"] if args.backend == "both" else [args.backend]
 
-    b = burst(args.files, args.folders)
-    small = latency(args.latency_samples, 1024)
-    large = latency(max(20, args.latency_samples // 4), 1 << 20)
-    i = idle(args.idle_folders, args.idle_seconds)
+    if "burst" in parts:
+        b = burst(args.files, args.folders)
+        print(f"\nburst: {b['files']} files into {args.folders} folders")
+        print(f"  written in {b['written_s']:.1f}s; all spooled after {b['spooled_s']:.1f}s; spooled {b['spooled']} (missed {b['files'] - b['spooled']})")
+    if "latency" in parts:
+        print("\nclose-write to spooled event (ms)")
+        print(f"{'backend':<10}{'size':<8}{'n':>6}{'p50':>8}{'p99':>8}{'max':>8}")
+        for backend in backends:
+            small = latency(args.latency_samples, 1024, backend)
+            large = latency(max(20, args.latency_samples // 4), 1 << 20, backend)
+            for name, values in (("1 KB", small), ("1 MB", large)):
+                ms = [v * 1000 for v in values]
+                print(f"{backend:<10}{name:<8}{len(ms):>6}{statistics.median(ms):>8.1f}{pct(ms, 0.99):>8.1f}{max(ms):>8.1f}")
+    if "idle" in parts:
+        clipboard = args.backend == "auto"  # the backend comparison leaves the clipboard out
+        _raise_inotify_watches(max(args.idle_folders) if "inotify" in backends or "auto" in backends else 0)
+        print(f"\nidle over {args.idle_seconds:.0f}s, clipboard {'on' if clipboard else 'off'}")
+        print(f"{'backend':<10}{'folders':>9}{'CPU % core':>12}{'RSS MB':>8}{'watches':>9}{'up (s)':>8}  status")
+        for folders in args.idle_folders:
+            for backend in backends:
+                i = idle(folders, args.idle_seconds, clipboard=clipboard, backend=backend)
+                print(f"{backend:<10}{folders:>9}{i['cpu_pct']:>12.2f}{i['rss_mb']:>8.0f}{i['watches']:>9}{i['up_s']:>8.1f}  {i['message']}")
+    if "attribution" in parts:
+        a = attribution(args.attribution_events, args.attribution_cps)
+        print(f"\nwriter attribution (fanotify hub in this process, {a['events']} files by one writer)")
+        print(f"  hub CPU per event handed on: {a['per_event_us']:.1f} us (read, parse, folder path, writer through the cache)")
+        print(f"  writer() with 4 parents: {a['uncached_us']:.1f} us uncached, {a['cached_us']:.1f} us cached")
+        print(f"  cp of 1 KB named with its executable: {a['named']} of {a['cps']}")
+    print(f"\n(max RSS of this bench process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
 
-    print(f"\nburst: {b['files']} files into {args.folders} folders")
-    print(f"  written in {b['written_s']:.1f}s; all spooled after {b['spooled_s']:.1f}s; spooled {b['spooled']} (missed {b['files'] - b['spooled']})")
-    print("\nclose-write to spooled event (ms)")
-    print(f"{'size':<8}{'n':>6}{'p50':>8}{'p99':>8}{'max':>8}")
-    for name, values in (("1 KB", small), ("1 MB", large)):
-        ms = [v * 1000 for v in values]
-        print(f"{name:<8}{len(ms):>6}{statistics.median(ms):>8.1f}{pct(ms, 0.99):>8.1f}{max(ms):>8.1f}")
-    print(f"\nidle, {args.idle_folders} folders watched, clipboard {'watched (Xvfb; CLIPBOARD and PRIMARY)' if i['clipboard'] else 'unavailable (no Xvfb)'}:")
-    print(f"  CPU {i['cpu_pct']:.2f}% of a core over {args.idle_seconds:.0f}s, RSS {i['rss_mb']:.0f} MB")
+
+def _raise_inotify_watches(folders: int) -> None:
+    """inotify needs a watch per folder: make room for the run (said in the output), never lower it."""
+    try:
+        with open(INOTIFY_WATCHES) as f:
+            current = int(f.read())
+        if folders + 10_000 > current:
+            with open(INOTIFY_WATCHES, "w") as f:
+                f.write(f"{folders + 10_000}\n")
+            print(f"(raised {INOTIFY_WATCHES} from {current} to {folders + 10_000} for this run)")
+    except (OSError, ValueError) as exc:
+        print(f"(cannot read or raise {INOTIFY_WATCHES}: {exc}; inotify may fall back to polling)")
 
 
 if __name__ == "__main__":
