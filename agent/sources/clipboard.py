@@ -160,6 +160,26 @@ def _reads_primary(argv: list[str]) -> bool:
     return "-p" in argv or any(a == "-selection" and b in ("p", "primary") for a, b in zip(argv, argv[1:], strict=False))
 
 
+def call_within(call: Callable[[], Any], timeout_s: float, name: str) -> Any:
+    """``call()``'s result, the exception it raised, or a TimeoutError when it took longer than ``timeout_s``.
+
+    The call runs on a daemon thread; one that overruns (an X server that stopped answering) is
+    left there and never holds up the agent's exit.
+    """
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except Exception as exc:  # handed back to the caller, which says what failed by its type
+            box.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return box[0] if box else TimeoutError(f"no answer within {timeout_s:g}s")
+
+
 def no_owner(selection: str) -> dict[str, Any] | None:
     """An ``owner`` for platforms whose clipboard does not say who put the text there."""
     return None
@@ -469,18 +489,11 @@ class ClipboardSource(StoppableThread):
 
         Asked right after the read: a copy made in between (milliseconds) would be credited instead.
         """
-        answer: list[dict[str, Any] | None] = []
-
-        def ask() -> None:
-            try:
-                answer.append(self._owner(self._selection))
-            except Exception:  # noqa: BLE001 - attribution is a nicety: the event goes out without it
-                log.debug("the %s owner lookup failed", self._selection, exc_info=True)
-
-        thread = threading.Thread(target=ask, name=OWNER_THREAD_NAME, daemon=True)
-        thread.start()
-        thread.join(OWNER_TIMEOUT_S)
-        return answer[0] if answer else None
+        answer = call_within(lambda: self._owner(self._selection), OWNER_TIMEOUT_S, OWNER_THREAD_NAME)
+        if isinstance(answer, BaseException):  # attribution is a nicety: the event goes out without it
+            log.debug("the %s owner lookup failed: %s", self._selection, type(answer).__name__)
+            return None
+        return answer
 
     def _handed_on_by_another(self, sha: str) -> bool:
         """Whether another selection handed on this very text lately; records this one's either way.

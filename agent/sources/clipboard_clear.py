@@ -18,7 +18,7 @@ from typing import Any
 import pyperclip
 
 from agent.scanning.results import ScanResult
-from agent.sources.clipboard import CLIPBOARD, PRIMARY, read_selection, takes_primary
+from agent.sources.clipboard import CLIPBOARD, PRIMARY, call_within, read_selection, takes_primary
 from agent.sources.work import ClipboardWork, Work
 
 NOTICE = "[Removed by data-loss prevention: this text matched a protected rule]"
@@ -29,6 +29,7 @@ CLEARED_MEMORY_S = 30.0
 """How long a cleared text stays known to the sources: the same text copied again into the other
 selection soon after (highlighted, cleared, then Ctrl-C) is scanned and cleared too, not skipped."""
 ACTION_TIMEOUT_S = 5.0
+CLEAR_THREAD_NAME = "clipboard-clear"
 
 Read = Callable[[str], str]
 Write = Callable[[str, str], None]
@@ -104,22 +105,8 @@ class ClipboardClearer:
         return _outcome("enforce", True, f"the {selection} selection was replaced by a notice")
 
     def _bounded(self, call: Callable[[], Any]) -> Any:
-        """``call()``'s result or exception, or TimeoutError when it takes longer than the time limit.
-
-        A call that overruns is left on its daemon thread (an X server that stopped answering).
-        """
-        box: list[Any] = []
-
-        def run() -> None:
-            try:
-                box.append(call())
-            except Exception as exc:  # handed back: the event says what failed, by type (no clipboard text)
-                box.append(exc)
-
-        thread = threading.Thread(target=run, name="clipboard-clear", daemon=True)
-        thread.start()
-        thread.join(self._timeout_s)
-        return box[0] if box else TimeoutError(f"no answer within {self._timeout_s:g}s")
+        # The event says what failed by the exception's type only: its text could quote the clipboard.
+        return call_within(call, self._timeout_s, CLEAR_THREAD_NAME)
 
 
 def _outcome(mode: str, done: bool, detail: str) -> dict[str, Any]:
