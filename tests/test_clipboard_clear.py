@@ -161,3 +161,11 @@ def test_the_agent_clears_a_matching_copy_and_leaves_others(tmp_path: Path, rule
         assert event["user"] == event["process"]["user"]  # who copied, not who runs the agent
     finally:
         agent.stop(signal.SIGKILL)
+
+
+def test_a_notice_that_did_not_take_is_not_done(xvfb_display: str) -> None:
+    copy(f"token = {SECRET_WORD}")
+    # A writer that reports success but leaves the selection alone, as a killed helper would.
+    enforcement = ClipboardClearer("clear", write=lambda text, selection: None)(work_for(f"token = {SECRET_WORD}"), MATCH)
+    assert enforcement is not None and enforcement["done"] is False and "did not stay" in enforcement["detail"]
+    assert paste() == f"token = {SECRET_WORD}"

@@ -102,6 +102,10 @@ class ClipboardClearer:
         written = self._bounded(lambda: self._write(NOTICE, selection))
         if isinstance(written, BaseException):
             return _outcome("enforce", False, f"the {selection} selection could not be written ({type(written).__name__})")
+        # Read back, so "done" is what a paste now gets, not what a helper process said it did.
+        now_holds = self._bounded(lambda: self._read(selection))
+        if now_holds != NOTICE:
+            return _outcome("enforce", False, f"the notice did not stay on the {selection} selection")
         return _outcome("enforce", True, f"the {selection} selection was replaced by a notice")
 
     def _bounded(self, call: Callable[[], Any]) -> Any:
