@@ -153,6 +153,7 @@ def test_bad_patterns_durations_and_vendors_are_refused_clearly(client, admin, e
     assert _grant(client, admin, duration="soon").status_code == 422
     assert _grant(client, admin, reason="").status_code == 422
     assert _grant(client, admin, reason="   ").status_code == 422
+    assert _grant(client, admin, vendor_id="*", product_id="", serial="*").json() == {"detail": "an exception is for one device: give its vendor_id, product_id or serial"}
     assert _vendor_policy(client, admin, vendor="nobody").json() == {"detail": "no vendor 'nobody'"}
     assert client.get("/api/v1/vendors/acme-bpo/device-policy", headers=admin.headers).json()["version"] == 1
 

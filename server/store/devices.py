@@ -195,6 +195,8 @@ def grant_exception(
     if lifetime > MAX_EXCEPTION_LIFETIME:
         raise InvalidInput(f"an exception lasts at most {MAX_EXCEPTION_LIFETIME.days} days")
     checked = device_entry(device, with_note=False)
+    if all(checked[key] == "*" for key in DEVICE_FIELDS):
+        raise InvalidInput("an exception is for one device: give its vendor_id, product_id or serial")
     why = _text(reason, "reason", MAX_REASON, required=True)
     vendor_id = _vendor_id(conn, vendor)
     if len(_active_exceptions(conn, vendor_id, now)) >= MAX_EXCEPTIONS:
