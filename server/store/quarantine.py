@@ -6,6 +6,7 @@ overwritten. An admin's release or delete queues a command for the owning agent;
 replies carry it until that agent's ``quarantine.released`` / ``quarantine.deleted`` event names
 the command, which completes it. A release command carries the file's data key, derived when
 the reply is built from the collector's private quarantine key: it is never stored or logged.
+A heartbeat reads its commands together with the vendor's device policy version, in one statement.
 """
 
 from __future__ import annotations
