@@ -34,13 +34,13 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from agent import events as contract
 from agent.private import DIR_MODE, FILE_MODE, make_private_dir
+from agent.quarantine_key import data_key
 from agent.scanning.results import ScanResult
 from agent.sources.work import FileWork, QuarantineReport
 
@@ -50,7 +50,6 @@ FORMAT = 1
 SUFFIX = ".dlpq"
 CHUNK_SIZE = 1 << 20
 TAG_SIZE = 16
-INFO_PREFIX = b"dlp-quarantine-v1:"
 MAX_HEADER_BYTES = 64 * 1024
 FREE_MARGIN_BYTES = 64 << 20
 """Room left on the quarantine's disk after a copy: the spool and the system need it more."""
@@ -59,12 +58,6 @@ _RELEASED_KEPT = 1000
 
 class QuarantineError(Exception):
     """A quarantined file could not be stored, read or released; the message says why."""
-
-
-def data_key(private_key: X25519PrivateKey, public_key_hex: str, quarantine_id: str) -> bytes:
-    """The file's AES key from either side's private key and the other side's public key (hex, raw 32 bytes)."""
-    shared = private_key.exchange(X25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex)))
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO_PREFIX + quarantine_id.encode("ascii")).derive(shared)
 
 
 def _nonce(prefix: bytes, index: int) -> bytes:

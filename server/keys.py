@@ -11,10 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 
 def create_signing_key(path: Path) -> bool:
@@ -45,7 +44,6 @@ QUARANTINE_KEY_FILE = "quarantine.key"
 """The collector's X25519 key pair (beside ``signing.key``): agents encrypt quarantined files to its
 public half; only this private half can derive the key that releases one. Collectors sharing a
 database must share this file as they share the signing key."""
-QUARANTINE_INFO = b"dlp-quarantine-v1:"
 
 
 def quarantine_key(data_dir: Path) -> X25519PrivateKey:
@@ -73,9 +71,3 @@ def quarantine_key(data_dir: Path) -> X25519PrivateKey:
         raise ValueError(f"{path} does not hold an X25519 key")
     return loaded
 
-
-def quarantine_data_key(key: X25519PrivateKey, *, ephemeral_public_hex: str, quarantine_id: str) -> bytes:
-    """The AES-256 key of one quarantined file (docs/device-control.md): HKDF-SHA256 over the
-    X25519 secret shared with the agent's ephemeral key, bound to the file's id."""
-    shared = key.exchange(X25519PublicKey.from_public_bytes(bytes.fromhex(ephemeral_public_hex)))
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=QUARANTINE_INFO + quarantine_id.encode("ascii")).derive(shared)

@@ -376,6 +376,12 @@ ADMIN_CALLS = [
     ("GET", "/api/v1/users", None),
     ("POST", "/api/v1/users", {"name": "mallory", "role": "admin"}),
     ("GET", "/api/v1/audit", None),
+    ("PUT", "/api/v1/vendors/acme-bpo/device-policy", {"action": "audit", "allowed": []}),
+    ("POST", "/api/v1/vendors/acme-bpo/device-exceptions", {"vendor_id": "0781", "product_id": "5581", "serial": "X1", "duration": "1h", "reason": "r"}),
+    ("DELETE", "/api/v1/vendors/acme-bpo/device-exceptions/1", None),
+    ("GET", "/api/v1/quarantine", None),
+    ("POST", "/api/v1/quarantine/00000000-0000-4000-8000-000000000000/release", None),
+    ("POST", "/api/v1/quarantine/00000000-0000-4000-8000-000000000000/delete", None),
 ]
 REVIEW_CALLS = [
     ("GET", "/api/v1/events", None),

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import Connection, bindparam, literal_column, null, select, union_all
 
 from agent.events import QUARANTINE_DELETED, QUARANTINE_RELEASED
+from agent.quarantine_key import data_key
 from server.db.tables import agent_commands, agents, device_policies, quarantine_items, vendors
 from server.errors import Conflict, NotFound
-from server.keys import quarantine_data_key
 from server.store import audit
 from server.store.agents import AgentIdentity
 from server.store.sql import insert, iso
@@ -219,7 +219,7 @@ def heartbeat_reply(
         command = {"id": row.id, "op": row.op, "quarantine_id": row.quarantine_id}
         if key is not None and row.op == "release":
             try:
-                command["key"] = quarantine_data_key(key, ephemeral_public_hex=row.ephemeral_key, quarantine_id=row.quarantine_id).hex()
+                command["key"] = data_key(key, row.ephemeral_key, row.quarantine_id).hex()
             except ValueError:  # a low-order point: no agent's real key; never retried in every heartbeat
                 _give_up(conn, row.id, row.quarantine_id, "the agent's ephemeral key gives no shared secret: this file cannot be released, only deleted", now=now)
                 continue
