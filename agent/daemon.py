@@ -47,7 +47,7 @@ from agent.sources.files import FileSource, WriteWatch
 from agent.sources.mounts import MountWatcher
 from agent.sources.removable import RemovablePolicy, default_probe
 from agent.sources.usb import UsbSource
-from agent.sources.work import ClipboardWork, Device, FileWork, Work
+from agent.sources.work import ClipboardWork, Device, FileWork, QuarantineReport, Work
 from agent.spool import Spool, SpoolError
 from agent.supervisor import Supervisor
 from agent.threads import StoppableThread
@@ -60,6 +60,8 @@ HEARTBEAT_NAME_CHARS = 64
 HEARTBEAT_MAX_SOURCES = 32
 """What the collector takes in a heartbeat's ``sources`` (server/api/schemas.py ``HeartbeatIn``)."""
 PENDING_KEY = "pending_work"
+REPORTS_KEY = "pending_reports"
+"""Quarantine reports still queued at a stop: the command is already done, so its report must survive."""
 DRAIN_S = 10.0
 """How long queued work may keep scanning once a stop is asked."""
 _THREAD_JOIN_S = 5.0  # StoppableThread.stop's default wait, for the sources and the rules updater
@@ -160,6 +162,9 @@ class Daemon:
         for path in spool.get_state(PENDING_KEY, []) or []:
             pipeline.submit(FileWork(path=path, reason="requeued"))
         spool.set_state(PENDING_KEY, [])
+        for report in spool.get_state(REPORTS_KEY, []) or []:
+            pipeline.submit(QuarantineReport(**report))
+        spool.set_state(REPORTS_KEY, [])
         if config.protected.folders:
             self.sources["protected"] = _ProtectedIndexer(scanner, config.protected.folders, config.files.exclude, config.protected.refresh_minutes * 60)
         self._start_sources()
@@ -209,8 +214,10 @@ class Daemon:
                 if courier is not None:
                     courier.stop(timeout=2 * self.config.server.timeout_s)
             pending = [w.path for w in left if isinstance(w, FileWork)]
+            reports = [dataclasses.asdict(w) for w in left if isinstance(w, QuarantineReport)]
             try:
                 self.spool.set_state(PENDING_KEY, pending)
+                self.spool.set_state(REPORTS_KEY, reports)
                 self._write_health()
                 daemon = self.spool.get_state("daemon", {}) or {}
                 self.spool.set_state("daemon", {**daemon, "running": False, "stopped_at": time.time()})

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.daemon import REPORTS_KEY
+from agent.spool import Spool
 from tests.agent_process import Agent, write_config
 from tests.conftest import SECRET_WORD, run_cli
 from tests.loopdev import LoopMounts, require_mount_rights, require_tools
@@ -201,3 +203,25 @@ def test_copy_of_a_protected_file_is_reported_and_work_inside_the_repo_is_not(tm
         assert [(m["rule"], m["protected_path"]) for m in event["matches"]] == [("protected_file_copy", str(original))]
     finally:
         agent.stop(signal.SIGKILL)
+
+
+def test_a_quarantine_report_queued_at_the_last_stop_is_spooled_at_the_next_start(tmp_path: Path, rules_dir: Path) -> None:
+    # The command it reports is already carried out and recorded as done: losing the report would leave the
+    # collector's item waiting for ever.
+    config = write_config(tmp_path, rules_dir)
+    report = {
+        "type": "quarantine.released", "path": "/media/stick/a.py", "size": 3, "sha256": "ab" * 32, "observed_at": 1_800_000_000.0,
+        "enforcement": {"action": "release", "mode": "enforce", "done": True, "detail": None, "command": 7, "quarantine": {"id": "q1"}},
+    }  # fmt: skip
+    with Spool(str(tmp_path / "spool.db"), max_bytes=1 << 24) as spool:
+        spool.set_state(REPORTS_KEY, [report])
+    running = Agent(config)
+    try:
+        wait_for(lambda: any(e["type"] == "quarantine.released" for e in running.events()), timeout=15, message="report spooled")
+        (event,) = [e for e in running.events() if e["type"] == "quarantine.released"]
+        assert event["enforcement"]["command"] == 7 and event["path"] == "/media/stick/a.py"
+        assert running.stop(signal.SIGTERM) == 0
+        with Spool.open_readonly(str(tmp_path / "spool.db")) as reader:
+            assert reader.get_state(REPORTS_KEY, None) == []
+    finally:
+        running.stop(signal.SIGKILL)
