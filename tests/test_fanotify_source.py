@@ -16,9 +16,10 @@ import pytest
 
 from agent import procinfo
 from agent.sources.fanotify_hub import FanotifyHub, open_hub
-from agent.sources.files import FileSource
+from agent.sources.files import FileSource, WriteWatch
 from agent.sources.work import FileWork, SourceProblem, Work
 from tests.agent_process import Agent, write_config
+from tests.conftest import run_cli
 from tests.loopdev import LoopMounts
 from tests.waiting import wait_for
 
@@ -248,6 +249,30 @@ def test_a_stick_without_file_handles_is_watched_through_descriptors(tmp_path: P
             source.stop()
 
 
+def test_a_stick_pulled_leaves_the_other_roots_watched(tmp_path: Path, hub: FanotifyHub) -> None:
+    """The stick's mount point names the filesystem below once it is unmounted: dropping the stick's
+    mark must not take bits off that filesystem's mark, which the home folder's root needs."""
+    home = tmp_path / "Documents"
+    home.mkdir()
+    got_home, got_stick = Collected(), Collected()
+    with LoopMounts(tmp_path) as mounts:
+        stick = mounts.mount_loop(mounts.image("stick.img"), tmp_path / "stick")
+        home_source = FileSource(got_home, [str(home)], quiet_s=0.3, hub=hub)
+        stick_source = FileSource(got_stick, [str(stick)], quiet_s=0.3, hub=hub, channel="usb", writes=WriteWatch())
+        for source in (home_source, stick_source):
+            source.start()
+        try:
+            wait_for(lambda: hub.describe() == "filesystem marks on 2 filesystem(s)", message="both marks")
+            mounts.umount(stick)
+            stick_source.stop()
+            assert hub.describe() == "filesystem marks on 1 filesystem(s)"
+            stop_child(write_in_child(home / "after.txt"))
+            wait_for(lambda: got_home.files(home / "after.txt"), message="a write at home after the stick went")
+        finally:
+            stick_source.stop()
+            home_source.stop()
+
+
 def test_without_fanotify_the_sources_keep_inotify_and_say_why(tmp_path: Path) -> None:
     assert open_hub("inotify") == (None, "inotify (configured)")
     # The same call in a process without CAP_SYS_ADMIN: fanotify_init is refused there.
@@ -284,6 +309,8 @@ def test_a_cp_into_a_watched_folder_is_spooled_with_its_writer(tmp_path: Path, r
         files = agent.status()["sources"]["files"]
         expected = "fanotify: filesystem marks on 1 filesystem(s)" if backend == "auto" else "inotify (configured)"
         assert files["backend"] == expected and expected in files["message"]
+        shown = run_cli("status", "--config", str(agent.config), check=True).stdout.decode()
+        assert f"files:     ok: watching 1 folder(s) with {expected}" in shown
         small = tmp_path / "export.txt"
         small.write_text("quarterly figures\n")
         target = tmp_path / "Desktop" / "export.txt"
@@ -307,7 +334,7 @@ AS_THE_SERVICE = [
 SERVICE_PROBE = """
 import json, sys, time
 from agent.sources.fanotify_hub import open_hub
-from agent.sources.files import FileSource
+from agent.sources.files import FileSource, WriteWatch
 hub, why = open_hub("auto")
 print(why, flush=True)
 got = []

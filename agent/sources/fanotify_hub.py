@@ -70,7 +70,7 @@ class Sink(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class _Mark:
-    """Where a mark sits: which group, a filesystem (by fsid) or a mount (by mount point)."""
+    """Where a mark sits: which group, a filesystem (by fsid) or a mount (by mount point): ``_where``."""
 
     fid: bool
     filesystem: bool
@@ -144,6 +144,7 @@ class FanotifyHub(StoppableThread):
         extra = fan.FAN_MODIFY if writes else 0
         try:
             fsid = fan.fsid_of(root)
+            places = {True: _where(root, filesystem=True), False: _where(root, filesystem=False)}
         except OSError as exc:
             raise FanotifyUnavailable(exc.errno or errno.EIO, f"statfs {root}: {exc.strerror}") from None
         refused: list[str] = []
@@ -151,7 +152,7 @@ class FanotifyHub(StoppableThread):
             if fid and not self._handles_ok:
                 refused.append("file handles need CAP_DAC_READ_SEARCH")
                 continue
-            mark = _Mark(fid, filesystem, fsid if filesystem else _mountpoint(root))
+            mark = _Mark(fid, filesystem, places[filesystem])
             mask = (FID_MASK if fid and filesystem else CLOSE_MASK) | extra
             try:
                 self._add(_Watch(root, sink, mask, mark, fsid))
@@ -213,11 +214,13 @@ class FanotifyHub(StoppableThread):
             del self._masks[mark]
         unneeded = mask & ~needed
         group = self._fid_group if mark.fid else self._fd_group
-        if unneeded and group is not None:
-            try:
+        try:
+            # A stick pulled: its marks went with it, and its mount point now names the filesystem
+            # below it, whose mark other roots need. Only a path still on the marked place is used.
+            if unneeded and group is not None and _where(path, filesystem=mark.filesystem) == mark.key:
                 group.mark(path, unneeded, filesystem=mark.filesystem, remove=True)
-            except OSError:
-                pass  # the volume went away: its marks went with it
+        except OSError:
+            pass  # gone, or unmounted in between: its marks went with it
 
     def _group(self, fid: bool) -> fan.Fanotify:
         if fid:
@@ -401,6 +404,14 @@ def open_hub(backend: str) -> tuple[FanotifyHub | None, str]:
         log.log(level, "fanotify not permitted (%s): watching files with inotify, writers unknown", exc)
         return None, f"inotify (fanotify not permitted: {why})"
     return hub, "fanotify"
+
+
+def _where(path: str, *, filesystem: bool) -> int | str:
+    """What a mark of ``path`` is on: its filesystem (fsid; the device where there is none, as on
+    FUSE) or its mount (the mount point)."""
+    if not filesystem:
+        return _mountpoint(path)
+    return fan.fsid_of(path) or f"dev:{os.stat(path).st_dev}"
 
 
 def _mountpoint(path: str) -> str:
