@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pwd
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+try:
+    import pwd
+except ImportError:  # Windows: /proc is not there either, every fact stays None
+    pwd = None  # type: ignore[assignment]
 
 MAX_CMDLINE_CHARS = 1024
 PARENT_LEVELS = 4
@@ -191,7 +195,7 @@ def _status(path: str) -> tuple[int | None, int | None]:
 
 
 def _user(uid: int | None) -> str | None:
-    if uid is None:
+    if uid is None or pwd is None:
         return None
     try:
         return pwd.getpwuid(uid).pw_name

@@ -22,6 +22,7 @@ import errno
 import os
 import select
 import struct
+import sys
 
 FAN_MODIFY = 0x00000002
 FAN_CLOSE_WRITE = 0x00000008
@@ -55,7 +56,8 @@ _MAX_HANDLE_SZ = 128
 READ_BYTES = 64 * 1024
 """One read takes at most this much of the queue (a few hundred events); the rest waits in the kernel."""
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# Linux only: elsewhere (the agent's file source imports this on every platform) nothing is loaded.
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True) if sys.platform.startswith("linux") else None
 _init = getattr(_libc, "fanotify_init", None)
 _mark = getattr(_libc, "fanotify_mark", None)
 _open_by_handle = getattr(_libc, "open_by_handle_at", None)
