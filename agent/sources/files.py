@@ -16,33 +16,20 @@ and one the volume took away before its last write was scanned is emitted as
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import os
 import threading
 import time
 from collections import deque
-from typing import Any, cast
+from typing import Any
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from agent import events as contract
 from agent.scanning.walk import iter_targets, matches_any
 from agent.sources.fanotify import FanotifyUnavailable
 from agent.sources.fanotify_hub import FanotifyHub
-from agent.sources.inotify import EventsLostEvent, ObserverFactory, default_observer, watches_exhausted
+from agent.sources.inotify import ObserverFactory, default_observer, observe
 from agent.sources.losses import LossTracker, WalkCut, changed_files
 from agent.sources.work import Device, Emit, FileWork, SourceProblem
 from agent.sources.writes import WriteTracker, WriteWatch
@@ -50,11 +37,6 @@ from agent.threads import StoppableThread
 
 log = logging.getLogger(__name__)
 
-# Only what we act on: without this filter, busy trees flood the queue with modify/open events.
-EVENT_FILTER = [FileClosedEvent, FileCreatedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent, EventsLostEvent]
-# Removable volumes also pay for every write, so that a file still open is scanned before a pull.
-WRITES_FILTER = [*EVENT_FILTER, FileModifiedEvent]
-_WATCH_LIMIT_ERRORS = (errno.ENOSPC, errno.EMFILE)
 _RECENT_LIMIT = 20_000
 _ROOT_CHECK_S = 2.0
 _REMOVAL_SETTLE_S = 0.2  # a removed volume's last events: handled once none came for this long...
@@ -118,7 +100,6 @@ class FileSource(StoppableThread):
         self._observer_factory = observer_factory
         self._poll_interval_s = poll_interval_s
         self._writing = WriteTracker(writes) if writes is not None else None  # removable volumes: open files
-        self._filter = WRITES_FILTER if writes is not None else EVENT_FILTER
         self._retry_s = retry_s
         self._hub = hub
         self._backend = backend
@@ -229,30 +210,17 @@ class FileSource(StoppableThread):
                 self._watched[root] = _Root(inode, how)
                 self._watched_now(root, first=first)
                 return
-        handler = _Handler(self)
-        observer = self._observer_factory()
         try:
-            observer.schedule(handler, root, recursive=True, event_filter=self._filter)
-            observer.start()
-            if isinstance(observer, cast(type, Observer)) and watches_exhausted(root):
-                # watchdog skips sub-folders it cannot watch without a word: ask the kernel.
-                raise OSError(errno.ENOSPC, "inotify watch limit reached")
+            observer, problem = observe(
+                self, root, writes=self._writing is not None, factory=self._observer_factory, poll_interval_s=self._poll_interval_s
+            )
         except OSError as exc:
-            # The observer (and emitters it started before the failure) must not outlive the fallback.
-            observer.stop()
-            if observer.is_alive():
-                observer.join(timeout=5)
-            if exc.errno not in _WATCH_LIMIT_ERRORS:
-                self._problems[root] = f"cannot watch: {exc.strerror or exc}"
-                return
-            # Out of inotify watches: polling costs CPU but misses nothing; say so once.
-            log.warning("inotify watch limit reached under %s; polling it every %gs instead", root, self._poll_interval_s)
-            observer = PollingObserver(timeout=self._poll_interval_s)
-            observer.schedule(handler, root, recursive=True, event_filter=self._filter)
-            observer.start()
-            self._problems[root] = "inotify watch limit reached: polling"
-        else:
+            self._problems[root] = f"cannot watch: {exc.strerror or exc}"
+            return
+        if problem is None:
             self._problems.pop(root, None)
+        else:
+            self._problems[root] = problem
         self._watched[root] = _Root(inode, refused or "inotify", observer)
         self._watched_now(root, first=first)
 
@@ -506,41 +474,3 @@ class FileSource(StoppableThread):
 
     def _is_excluded(self, path: str) -> bool:
         return matches_any(path, self._exclude)
-
-
-class _Handler(FileSystemEventHandler):
-    """Routes watchdog's events to the source; runs on watchdog's threads."""
-
-    def __init__(self, source: FileSource):
-        self._source = source
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        self._source.losses.event_started()
-        try:
-            super().dispatch(event)
-        finally:
-            self._source.losses.event_finished()
-
-    def on_closed(self, event: FileSystemEvent) -> None:
-        self._source.file_closed(os.fsdecode(event.src_path))
-
-    def on_created(self, event: FileSystemEvent) -> None:
-        path = os.fsdecode(event.src_path)
-        if event.is_directory:
-            self._source.folder_appeared(path)
-        else:
-            self._source.file_created(path)
-
-    def on_modified(self, event: FileSystemEvent) -> None:
-        if not event.is_directory:
-            self._source.file_modified(os.fsdecode(event.src_path))
-
-    def on_moved(self, event: FileSystemEvent) -> None:
-        dest = os.fsdecode(event.dest_path)
-        if event.is_directory:
-            self._source.folder_appeared(dest)
-        else:
-            self._source.file_moved_in(dest)
-
-    def on_events_lost(self, event: FileSystemEvent) -> None:
-        self._source.events_lost(os.fsdecode(event.src_path))
