@@ -143,50 +143,59 @@ class Quarantine:
         key = self._collector_key()
         if key is None:
             return _enforcement("quarantine", False, "no device policy from the collector yet (no quarantine key): the file stays")
+        root = work.device.mountpoint if work.device is not None else os.path.dirname(work.path)
         try:
-            return self._move(work.path, key)
+            return self._move(work.path, root, key)
         except (OSError, QuarantineError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             log.error("cannot quarantine %s: %s", work.path, detail)
             return _enforcement("quarantine", False, f"not quarantined: {detail}; the file stays")
 
-    def _move(self, path: str, collector_key: str) -> dict[str, Any]:
+    def _move(self, path: str, root: str, collector_key: str) -> dict[str, Any]:
+        """Seal ``path`` and unlink it. Its folder is reached from ``root`` (the volume's mountpoint)
+        without following a symlink, and the file is opened, checked and unlinked through that one
+        folder descriptor: a folder the user swaps for a link meanwhile cannot aim this at another file."""
         make_private_dir(self.directory, tighten=True)
-        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as source:
-            before = os.fstat(source.fileno())
-            if not stat.S_ISREG(before.st_mode):
-                raise QuarantineError("not a regular file")
-            free = os.statvfs(self.directory)
-            if free.f_bavail * free.f_frsize < before.st_size + FREE_MARGIN_BYTES:
-                raise QuarantineError(f"not enough room in {self.directory}")
-            sha256 = _hash(source)
-            source.seek(0)
-            quarantine_id = str(uuid.uuid4())
-            ephemeral = X25519PrivateKey.generate()
-            header = Header(
-                id=quarantine_id, original_path=path, size=before.st_size, sha256=sha256,
-                ephemeral_key=ephemeral.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex(),
-                chunk_size=self._chunk_size, nonce_prefix=os.urandom(4).hex(),
-                mode=stat.S_IMODE(before.st_mode), uid=before.st_uid, gid=before.st_gid,
-            )  # fmt: skip
-            key = data_key(ephemeral, collector_key, quarantine_id)
-            target = self._path(quarantine_id)
-            temporary = os.path.join(self.directory, f".{quarantine_id}.part")
-            try:
-                self._write(source, header, key, temporary)
-                os.replace(temporary, target)
-                _sync_dir(self.directory)
-                if self._verify(target, key) != sha256:
-                    raise QuarantineError("the encrypted copy does not read back as the file")
-                after = os.stat(path, follow_symlinks=False)
-                if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
-                    raise QuarantineError("changed while being quarantined")
-                os.unlink(path)
-            except BaseException:
-                for leftover in (temporary, target):
-                    _remove(leftover)
-                raise
-        _sync_dir(os.path.dirname(path))
+        directory, name = os.path.split(path)
+        dir_fd = _open_dir(directory, root)
+        try:
+            with open(name, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW, dir_fd=dir_fd)) as source:
+                before = os.fstat(source.fileno())
+                if not stat.S_ISREG(before.st_mode):
+                    raise QuarantineError("not a regular file")
+                free = os.statvfs(self.directory)
+                if free.f_bavail * free.f_frsize < before.st_size + FREE_MARGIN_BYTES:
+                    raise QuarantineError(f"not enough room in {self.directory}")
+                sha256 = _hash(source)
+                source.seek(0)
+                quarantine_id = str(uuid.uuid4())
+                ephemeral = X25519PrivateKey.generate()
+                header = Header(
+                    id=quarantine_id, original_path=path, size=before.st_size, sha256=sha256,
+                    ephemeral_key=ephemeral.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex(),
+                    chunk_size=self._chunk_size, nonce_prefix=os.urandom(4).hex(),
+                    mode=stat.S_IMODE(before.st_mode), uid=before.st_uid, gid=before.st_gid,
+                )  # fmt: skip
+                key = data_key(ephemeral, collector_key, quarantine_id)
+                target = self._path(quarantine_id)
+                temporary = os.path.join(self.directory, f".{quarantine_id}.part")
+                try:
+                    self._write(source, header, key, temporary)
+                    os.replace(temporary, target)
+                    _sync_dir(self.directory)
+                    if self._verify(target, key) != sha256:
+                        raise QuarantineError("the encrypted copy does not read back as the file")
+                    # ctime too: a user may rewrite the file and set its mtime back, never its ctime.
+                    if _identity(os.stat(name, dir_fd=dir_fd, follow_symlinks=False)) != _identity(before):
+                        raise QuarantineError("changed while being quarantined")
+                    os.unlink(name, dir_fd=dir_fd)
+                except BaseException:
+                    for leftover in (temporary, target):
+                        _remove(leftover)
+                    raise
+            _sync_fd(dir_fd)
+        finally:
+            os.close(dir_fd)
         log.warning("quarantined %s as %s", path, target)
         return _enforcement(
             "quarantine", True, f"moved off the volume into the encrypted quarantine ({target})",
@@ -295,39 +304,55 @@ class Quarantine:
         # All of it opened with the key first: a wrong key leaves nothing anywhere.
         if self._verify(source, key) != header.sha256:
             raise QuarantineError("the decrypted file does not match its sha256")
-        target = self._destination(header)
-        with self._lock:
-            self._released.append(header.sha256)  # the copy written back is not quarantined again
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        dir_fd, name, target = self._destination(header)
         try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out:
-                for chunk in self._decrypt(source, key)[1]:
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != header.sha256:
-                raise QuarantineError("the quarantined file changed during its release")
-        except BaseException:
-            _remove(target)
-            raise
-        if os.path.dirname(target) != self.released_dir:
-            _restore_owner(target, header)
+            with self._lock:
+                self._released.append(header.sha256)  # the copy written back is not quarantined again
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
+            try:
+                digest = hashlib.sha256()
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in self._decrypt(source, key)[1]:
+                        digest.update(chunk)
+                        out.write(chunk)
+                    if target != os.path.join(self.released_dir, name):
+                        _restore_owner(out.fileno(), header)  # on the descriptor: the name may be a link by now
+                    out.flush()
+                    os.fsync(out.fileno())
+                if digest.hexdigest() != header.sha256:
+                    raise QuarantineError("the quarantined file changed during its release")
+            except BaseException:
+                _remove(name, dir_fd=dir_fd)
+                raise
+            _sync_fd(dir_fd)
+        finally:
+            os.close(dir_fd)
         os.unlink(source)
         _sync_dir(self.directory)
         return target
 
-    def _destination(self, header: Header) -> str:
-        """The original path when its folder is still there and the name free, else the released folder."""
+    def _destination(self, header: Header) -> tuple[int, str, str]:
+        """Where a release writes: the original folder when it is still there, reached from ``/``
+        without following a symlink, and the name is free; else the released folder. The folder's
+        descriptor, the name in it, and the full path for the report."""
         original = header.original_path
-        if os.path.isdir(os.path.dirname(original)) and not os.path.lexists(original):
-            return original
+        directory, name = os.path.split(original)
+        if os.path.isabs(original) and os.path.normpath(original) == original and name:
+            try:
+                dir_fd = _open_dir(directory, "/")
+            except (OSError, QuarantineError) as exc:
+                log.warning("released file not put back in %s (%s): it goes to %s", directory, exc, self.released_dir)
+            else:
+                if not _lexists(name, dir_fd):
+                    return dir_fd, name, original
+                os.close(dir_fd)
         make_private_dir(self.released_dir)
         os.chmod(self.released_dir, DIR_MODE)
-        name = os.path.basename(original) or header.id
-        target = os.path.join(self.released_dir, name)
-        return target if not os.path.lexists(target) else os.path.join(self.released_dir, f"{header.id}-{name}")
+        dir_fd = os.open(self.released_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        name = name or header.id
+        if _lexists(name, dir_fd):
+            name = f"{header.id}-{name}"
+        return dir_fd, name, os.path.join(self.released_dir, name)
 
     def held(self) -> list[str]:
         """The ids of the files held now."""
@@ -345,13 +370,51 @@ def _hash(handle: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def _restore_owner(path: str, header: Header) -> None:
+def _restore_owner(fd: int, header: Header) -> None:
     """The released file gets the owner and mode it had (best effort: FAT-like volumes have neither)."""
     try:
-        os.chown(path, header.uid, header.gid)
-        os.chmod(path, header.mode & 0o777)
+        os.fchown(fd, header.uid, header.gid)
+        os.fchmod(fd, header.mode & 0o777)
     except OSError as exc:
-        log.debug("cannot restore owner and mode of %s: %s", path, exc)
+        log.debug("cannot restore owner and mode of %s: %s", header.original_path, exc)
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+def _open_dir(directory: str, root: str) -> int:
+    """A descriptor of ``directory``, reached from ``root`` (opened as it is: a mountpoint, or ``/``)
+    one name at a time, none of them a symlink, ``.`` or ``..``."""
+    below = os.path.relpath(directory, root) if directory != root else "."
+    names = [] if below == "." else below.split(os.sep)
+    if any(part in ("", ".", "..") for part in names):
+        raise QuarantineError(f"{directory} is not below {root}")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in names:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lexists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _sync_fd(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (FUSE ones) cannot sync a directory
 
 
 def _sync_dir(directory: str) -> None:
@@ -360,15 +423,13 @@ def _sync_dir(directory: str) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (FUSE ones) cannot sync a directory
+        _sync_fd(fd)
     finally:
         os.close(fd)
 
 
-def _remove(path: str) -> None:
+def _remove(path: str, *, dir_fd: int | None = None) -> None:
     try:
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
     except FileNotFoundError:
         pass

@@ -18,7 +18,7 @@ from agent import events as contract
 from agent.quarantine import SUFFIX, Quarantine, data_key
 from agent.scanning import Scanner
 from agent.scanning.results import Status
-from agent.sources.work import FileWork
+from agent.sources.work import Device, FileWork
 from tests.conftest import SECRET_WORD
 from tests.loopdev import LoopMounts
 from tests.test_device_control import Bench, bench, document, public_hex  # noqa: F401 (bench is a fixture)
@@ -159,3 +159,72 @@ def test_an_agent_quarantines_a_matched_file_and_audit_leaves_it(bench: Bench, c
     (event,) = wait_for(lambda: usb_writes(audit, other), timeout=15, message="usb.write in audit")
     assert (event["enforcement"]["action"], event["enforcement"]["mode"], event["enforcement"]["done"]) == ("quarantine", "audit", False)
     assert other.read_bytes() == LEAK and bench.home.joinpath("quarantine").exists() and len(os.listdir(bench.home / "quarantine")) == 1
+
+
+def test_a_release_never_follows_a_folder_swapped_for_a_symlink(
+    stick: Path, tmp_path: Path, scanner: Scanner, quarantine: Quarantine, collector_key: X25519PrivateKey
+) -> None:
+    """The stick is the user's: between quarantine and release its folder may become a link to
+    /etc/cron.d or the like, and the agent (root) must not write the file there nor chown through it."""
+    (stick / "docs").mkdir()
+    target = stick / "docs" / "job"
+    target.write_bytes(LEAK)
+    os.chown(target, 0, 0)
+    held = quarantine_file(quarantine, scanner, target)["quarantine"]
+    elsewhere = tmp_path / "system"
+    elsewhere.mkdir()
+    (stick / "docs").rmdir()
+    (stick / "docs").symlink_to(elsewhere)
+
+    report = release(quarantine, collector_key, held)
+    assert report.enforcement["done"] is True and report.path == str(tmp_path / "released" / "job")
+    assert list(elsewhere.iterdir()) == [], "written through the symlink"
+    assert Path(report.path).read_bytes() == LEAK
+
+
+def test_quarantine_never_acts_through_a_folder_swapped_for_a_symlink(stick: Path, tmp_path: Path, scanner: Scanner, quarantine: Quarantine) -> None:
+    """A file event names a path on the stick; by the time it is quarantined the user may have made
+    its folder a link to another place, whose file of the same name must not be taken."""
+    (stick / "docs").mkdir()
+    target = stick / "docs" / "notes.txt"
+    target.write_bytes(LEAK)
+    result = scanner.scan_path(str(target))
+    assert result.status is Status.MATCH
+    someone_elses = tmp_path / "home"
+    someone_elses.mkdir()
+    (someone_elses / "notes.txt").write_bytes(LEAK)
+    (stick / "docs").rename(stick / "moved")
+    (stick / "docs").symlink_to(someone_elses)
+
+    work = FileWork(path=str(target), channel="usb", reason="closed", device=Device(mountpoint=str(stick)))
+    enforcement = quarantine.enforce(work, result)
+    assert enforcement is not None and enforcement["done"] is False, enforcement
+    assert (someone_elses / "notes.txt").read_bytes() == LEAK and quarantine.held() == []
+
+
+class RewritingQuarantine(Quarantine):
+    """Rewrites the file in place once its copy is verified, restoring its mtime, as a user holding it open could."""
+
+    def _verify(self, path: str, key: bytes) -> str:
+        digest = super()._verify(path, key)
+        if path.endswith(SUFFIX):
+            victim = self.victim
+            before = os.stat(victim)
+            while os.stat(victim).st_ctime_ns == before.st_ctime_ns:  # a timestamp tick may be needed
+                with open(victim, "r+b") as handle:
+                    handle.write(b"X" * before.st_size)
+                os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+        return digest
+
+    victim = ""
+
+
+def test_a_file_rewritten_with_its_mtime_kept_after_its_copy_is_not_deleted(stick: Path, tmp_path: Path, scanner: Scanner, collector_key: X25519PrivateKey) -> None:
+    target = stick / "dump.sql"
+    target.write_bytes(LEAK)
+    rewriting = RewritingQuarantine(str(tmp_path / "quarantine"), str(tmp_path / "released"), lambda: public_hex(collector_key), enabled=True)
+    rewriting.victim = str(target)
+    enforcement = quarantine_file(rewriting, scanner, target)
+    assert enforcement["done"] is False and "changed" in enforcement["detail"], enforcement
+    assert target.read_bytes() == b"X" * len(LEAK), "the rewritten file was deleted without a copy of what it holds"
+    assert rewriting.held() == []
