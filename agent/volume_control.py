@@ -117,6 +117,8 @@ class OpenDenier(StoppableThread):
         self._fd = -1
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.denied = 0
+        self.lost = False
+        """The loop died and the group was closed: blocked volumes are no longer denied."""
 
     def block(self, mountpoint: str) -> None:
         """Deny every open of a file or folder on the filesystem mounted at ``mountpoint``."""
@@ -143,6 +145,8 @@ class OpenDenier(StoppableThread):
             raise _fail("fanotify_mark", mountpoint)
 
     def health(self) -> dict[str, str]:
+        if self.lost:
+            return {"state": "degraded", "message": f"the open denial stopped: blocked volumes are open again ({self.denied} open(s) denied before)"}
         return {"state": "ok", "message": f"{self.denied} open(s) denied on blocked volumes"}
 
     def _wake(self) -> None:
@@ -161,11 +165,18 @@ class OpenDenier(StoppableThread):
             self._close()
 
     def run_loop(self) -> None:
+        # poll, not select: an agent holding many descriptors gets a group numbered past select's 1024.
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        watched = -1
         try:
             while not self.stopping:
                 with self._lock:
                     fd = self._fd
-                ready, _, _ = select.select([self._wake_r] + ([fd] if fd >= 0 else []), [], [])
+                if fd != watched and fd >= 0:
+                    poller.register(fd, select.POLLIN)
+                    watched = fd
+                ready = {ready_fd for ready_fd, _ in poller.poll()}
                 if self._wake_r in ready:
                     os.read(self._wake_r, 4096)
                 if fd >= 0 and fd in ready:
@@ -173,6 +184,18 @@ class OpenDenier(StoppableThread):
         finally:
             if self.stopping:
                 self._close()
+            else:
+                self._drop_group()
+
+    def _drop_group(self) -> None:
+        """The loop died: a group nobody answers would hold every open on a blocked volume forever,
+        so it is closed (the kernel lets those opens through) and the health says the block is gone."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+                self.lost = True
+        log.error("the fanotify permission group is closed: blocked volumes are no longer denied")
 
     def _answer(self, fd: int) -> None:
         try:
@@ -183,14 +206,15 @@ class OpenDenier(StoppableThread):
         while offset + _METADATA.size <= len(data):
             length, version, _reserved, _meta_len, _mask, event_fd, _pid = _METADATA.unpack_from(data, offset)
             if version != METADATA_VERSION or length < _METADATA.size:
-                log.error("fanotify event of an unknown layout (version %d): not answered", version)
-                return
+                raise VolumeControlError(errno.EPROTO, f"fanotify event of an unknown layout (version {version})")
             offset += length
             if event_fd < 0:
                 continue
-            try:
+            try:  # each event answered on its own: one failed write must leave no other open waiting
                 os.write(fd, _RESPONSE.pack(event_fd, FAN_DENY))
                 self.denied += 1
+            except OSError as exc:
+                log.error("fanotify denial not written: %s", exc.strerror)
             finally:
                 os.close(event_fd)
 

@@ -374,3 +374,31 @@ def test_a_newer_policy_decides_mounted_volumes_again_both_ways(tmp_path: Path) 
         guard.redecide([device])
         assert not is_read_only(str(target)) and copy(target).returncode == 0 and len(changes) == 1
     denier.stop()
+
+
+def test_the_open_denier_answers_with_its_group_past_descriptor_1024(tmp_path: Path) -> None:
+    """An agent holding many descriptors (watches, sockets, a spool) gets a fanotify group numbered
+    above select()'s limit: its answering loop must still run, or every open on the stick waits forever."""
+    require_mount_rights()
+    spare = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(1100)]
+    denier = OpenDenier()
+    try:
+        with LoopMounts(tmp_path) as mounts:
+            target = mounts.mount_loop(mounts.image("stick.img"), tmp_path / "STICK")
+            (target / "kept.txt").write_text("kept\n")
+            denier.start()
+            denier.block(str(target))
+            for fd in spare:
+                os.close(fd)
+            spare = []
+            try:
+                opened = subprocess.run(["cat", str(target / "kept.txt")], capture_output=True, text=True, timeout=20)
+            except subprocess.TimeoutExpired:
+                pytest.fail("an open on the blocked volume was never answered")
+            assert opened.returncode != 0 and "not permitted" in opened.stderr, opened
+            assert denier.is_alive() and denier.denied >= 1
+            denier.stop()
+    finally:
+        for fd in spare:
+            os.close(fd)
+        denier.stop()
