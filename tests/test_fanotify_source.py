@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -169,6 +170,36 @@ def inotify_watches() -> int:
         except OSError:
             continue
     return count
+
+
+def test_a_group_numbered_past_1024_is_read(tmp_path: Path) -> None:
+    """select() cannot wait on a descriptor past 1024; an agent holding many files must still read its group."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit ({hard}) is too low to test")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(max(0, 1030 - len(os.listdir("/proc/self/fd"))))]
+    try:
+        hub = FanotifyHub()
+        root = tmp_path / "Documents"
+        root.mkdir()
+        collected = Collected()
+        source = FileSource(collected, [str(root)], quiet_s=0.3, hub=hub)
+        hub.start()
+        source.start()
+        try:
+            assert hub._fid_group.fd > 1024
+            wait_for(lambda: "marks on" in source.health()["message"], message="mark up")
+            stop_child(write_in_child(root / "late.txt"))
+            wait_for(lambda: collected.files(root / "late.txt"), message="the close")
+        finally:
+            source.stop()
+            hub.stop()
+            hub.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_queue_overflow_is_reported_and_rescanned(tmp_path: Path) -> None:

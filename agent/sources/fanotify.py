@@ -153,8 +153,7 @@ class Fanotify:
 
     def read_raw(self, timeout: float | None) -> bytes:
         """At most ``READ_BYTES`` of whole events, or nothing once ``timeout`` passed without any."""
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        if not ready:
+        if not ready([self.fd], timeout):
             return b""
         try:
             return os.read(self.fd, READ_BYTES)
@@ -171,6 +170,15 @@ class Fanotify:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def ready(fds: list[int], timeout: float | None) -> set[int]:
+    """Which of ``fds`` can be read within ``timeout`` seconds (``None``: wait). poll, not select:
+    select cannot take a descriptor numbered past 1024, which a busy agent may well hold."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)}
 
 
 def parse(data: bytes) -> list[WriteEvent]:

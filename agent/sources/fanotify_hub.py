@@ -19,7 +19,6 @@ import dataclasses
 import errno
 import logging
 import os
-import select
 import sys
 import threading
 import time
@@ -236,7 +235,7 @@ class FanotifyHub(StoppableThread):
             groups = [g for g in (self._fid_group, self._fd_group) if g is not None and g.fd >= 0]
             if not groups:
                 return
-            ready, _, _ = select.select([g.fd for g in groups], [], [], _POLL_S)
+            ready = fan.ready([g.fd for g in groups], _POLL_S)
             for group in groups:
                 if group.fd in ready:
                     self.drain(group)
