@@ -159,7 +159,8 @@ class Quarantine:
         directory, name = os.path.split(path)
         dir_fd = _open_dir(directory, root)
         try:
-            with open(name, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW, dir_fd=dir_fd)) as source:
+            # O_NONBLOCK: a file swapped for a fifo since its scan must not park this thread in open().
+            with open(name, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)) as source:
                 before = os.fstat(source.fileno())
                 if not stat.S_ISREG(before.st_mode):
                     raise QuarantineError("not a regular file")

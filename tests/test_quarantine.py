@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +229,25 @@ def test_a_file_rewritten_with_its_mtime_kept_after_its_copy_is_not_deleted(stic
     assert enforcement["done"] is False and "changed" in enforcement["detail"], enforcement
     assert target.read_bytes() == b"X" * len(LEAK), "the rewritten file was deleted without a copy of what it holds"
     assert rewriting.held() == []
+
+
+def test_a_file_swapped_for_a_fifo_after_its_scan_does_not_hang_the_quarantine(stick: Path, scanner: Scanner, quarantine: Quarantine) -> None:
+    """Opening a fifo for reading waits for a writer: a user who swaps the matched file for one would
+    park the scanner thread that quarantines for good."""
+    target = stick / "dump.sql"
+    target.write_bytes(LEAK)
+    result = scanner.scan_path(str(target))
+    assert result.status is Status.MATCH
+    target.unlink()
+    os.mkfifo(target)
+    outcome: list[dict[str, Any] | None] = []
+    worker = threading.Thread(target=lambda: outcome.append(quarantine.enforce(FileWork(path=str(target), channel="usb"), result)))
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():  # let it go before failing, so no thread is left behind
+        os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join()
+        pytest.fail("the quarantine waited on a fifo")
+    (enforcement,) = outcome
+    assert enforcement is not None and enforcement["done"] is False and "not a regular file" in enforcement["detail"]
+    assert quarantine.held() == []
