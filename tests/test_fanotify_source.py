@@ -138,6 +138,9 @@ def test_a_file_and_a_folder_moved_in_are_emitted(watched, tmp_path: Path) -> No
     inside = [root / "export" / "deep" / f"f{i}.py" for i in range(5)]
     wait_for(lambda: all(collected.files(p) for p in inside), message="the folder's files")
     assert {w.reason for p in inside for w in collected.files(p)} == {"folder"}
+    # Each carries the mover, gone long before: named by the program the hub saw it start.
+    mv = os.path.realpath(shutil.which("mv") or "mv")
+    assert {(w.process or {}).get("exe") for p in [root / "notes.txt", *inside] for w in collected.files(p)} == {mv}
 
 
 def test_many_folders_cost_no_watch(tmp_path: Path, hub: FanotifyHub) -> None:
