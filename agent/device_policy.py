@@ -112,7 +112,10 @@ def verify(document: str, signature: str, *, public_key_hex: str, vendor: str | 
         DevicePolicyError: bad signature, another vendor, a version lower than ``held_version``,
             or a document that is not a device policy.
     """
-    raw = document.encode("utf-8")
+    try:
+        raw = document.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DevicePolicyError("device policy is not valid UTF-8 text") from None
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise DevicePolicyError(f"device policy of {len(raw)} bytes is larger than {MAX_DOCUMENT_BYTES}")
     try:

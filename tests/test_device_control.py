@@ -110,6 +110,10 @@ def test_forged_other_vendor_older_and_malformed_documents_are_refused(tmp_path:
     for why, (text, signature, held) in cases.items():
         with pytest.raises(DevicePolicyError, match=why.strip()):
             verify(text, signature or sign(key, text), public_key_hex=public_hex(key), vendor=VENDOR, held_version=held)
+    # A lone surrogate (JSON's "\ud800" from whoever answers the fetch) has no UTF-8 bytes to verify:
+    # a refusal, not an exception that ends the updater's thread.
+    with pytest.raises(DevicePolicyError, match="UTF-8"):
+        verify(good[:-1] + ',"x":"\ud800"}', "00" * 64, public_key_hex=public_hex(key), vendor=VENDOR)
     store = PolicyStore(str(tmp_path))
     store.save(good, sign(key, good), "etag-5")
     loaded = store.load(public_key_hex=public_hex(key), vendor=VENDOR)
