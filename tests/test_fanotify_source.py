@@ -120,8 +120,11 @@ def test_a_cp_is_named(watched, tmp_path: Path) -> None:
         subprocess.run(["cp", str(small), str(copy)], check=True, timeout=30)
     wait_for(lambda: all(collected.files(c) for c in copies), message="the small copies")
     named = [collected.files(c)[0].process or {} for c in copies]
-    assert [(p.get("exe"), p.get("uid"), p.get("ppid")) for p in named] == [(cp, os.getuid(), os.getpid())] * len(copies)
-    assert all(p["parents"][0]["exe"] == os.path.realpath(sys.executable) for p in named)
+    assert [p.get("exe") for p in named] == [cp] * len(copies)
+    # Its user and parent were read when its start was handled: unless it had exited by then too
+    # (a loaded machine), they are this test's.
+    assert {(p.get("uid"), p.get("ppid")) for p in named} <= {(os.getuid(), os.getpid()), (None, None)}
+    assert all(p["parents"][0]["exe"] == os.path.realpath(sys.executable) for p in named if p.get("ppid"))
 
 
 def test_a_file_and_a_folder_moved_in_are_emitted(watched, tmp_path: Path) -> None:
@@ -352,7 +355,7 @@ def test_a_cp_into_a_watched_folder_is_spooled_with_its_writer(tmp_path: Path, r
         (event,) = wait_for(lambda: [e for e in agent.events() if e.get("path") == str(target)], timeout=30, message="the event")
         if backend == "auto":
             assert event["process"]["exe"] == os.path.realpath(shutil.which("cp") or "cp")
-            assert event["process"]["parents"][0]["pid"] == os.getpid()
+            assert event["process"]["ppid"] in (os.getpid(), None)  # None: gone before even its start was read
         else:
             assert event["process"] is None
     finally:
