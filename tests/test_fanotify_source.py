@@ -102,17 +102,28 @@ def test_the_writer_is_named_with_its_parents(watched) -> None:
         stop_child(child)
 
 
-def test_a_cp_is_named(watched, tmp_path: Path) -> None:
-    """``cp`` exits right after its close, often before its event is read: a long copy is named by
-    what its creation event read while it ran, a short one by the program its start was seen to open."""
+def test_a_cp_is_named(watched, hub: FanotifyHub, tmp_path: Path) -> None:
+    """``cp`` exits right after its close, often before its event is read: one still copying is named
+    by what its creation event read while it ran, a short one by the program its start was seen to open."""
     root, collected, _ = watched
     cp = os.path.realpath(shutil.which("cp") or "cp")
-    big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(1 << 20) * 24)
-    subprocess.run(["cp", str(big), str(root / "copy.bin")], check=True, timeout=60)
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    before = hub.dispatched
+    copying = subprocess.Popen(["cp", str(fifo), str(root / "copy.bin")])
+    try:
+        with open(fifo, "wb") as feed:
+            feed.write(b"first half\n")
+            wait_for(lambda: hub.dispatched > before, message="the copy's creation read")  # cp waits on the fifo meanwhile
+            feed.write(b"second half\n")
+        assert copying.wait(30) == 0
+    finally:
+        if copying.poll() is None:
+            copying.kill()
+            copying.wait()
     (work,) = wait_for(lambda: collected.files(root / "copy.bin"), message="the copy")
     assert work.process is not None and work.process["exe"] == cp
-    assert work.process["cmdline"] == f"cp {big} {root / 'copy.bin'}"
+    assert work.process["cmdline"] == f"cp {fifo} {root / 'copy.bin'}" and work.process["ppid"] == os.getpid()
     small = tmp_path / "small.txt"
     small.write_text("x" * 1024)
     copies = [root / f"small{i}.txt" for i in range(20)]
