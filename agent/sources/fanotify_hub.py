@@ -401,7 +401,8 @@ def open_hub(backend: str) -> tuple[FanotifyHub | None, str]:
         why = errno.errorcode.get(exc.errno or 0, str(exc))
         level = logging.ERROR if backend == "fanotify" else logging.INFO
         log.log(level, "fanotify not permitted (%s): watching files with inotify, writers unknown", exc)
-        return None, f"inotify (fanotify not permitted: {why})"
+        asked = " configured but" if backend == "fanotify" else ""
+        return None, f"inotify (fanotify{asked} not permitted: {why})"
     return hub, "fanotify"
 
 
