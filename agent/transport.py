@@ -24,6 +24,9 @@ from agent.private import create_private_file
 ReplyKind = Literal["ok", "retry", "too_large", "rejected", "auth", "unchanged", "none"]
 _MAX_RETRY_AFTER_S = 3600.0
 MAX_DEVICE_POLICY_BYTES = 4 << 20
+MAX_REPLY_BYTES = 16 << 20
+"""Any other answer (a heartbeat's commands, a batch's duplicates, an error's detail), after decoding:
+whoever answers in the collector's place must not make the agent hold an unbounded body."""
 """A signed device policy (a document of at most 1 MiB, JSON-escaped, and its signature)."""
 
 
@@ -138,7 +141,7 @@ class CollectorClient:
                 if response.status_code == 304:
                     return Reply("unchanged")
                 if response.status_code == 404:
-                    return Reply("none", _detail(response))
+                    return Reply("none", _detail(_read_capped(response, MAX_REPLY_BYTES) or b""))
                 if response.status_code != 200:
                     return _classify(response)
                 return take(response)
@@ -150,24 +153,28 @@ class CollectorClient:
         if gzipped:
             headers["Content-Encoding"] = "gzip"
         try:
-            response = self.session.post(
-                self.base_url + path, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, verify=self._verify
-            )
+            with self.session.post(
+                self.base_url + path, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, verify=self._verify, stream=True
+            ) as response:
+                return _classify(response)
         except requests.exceptions.SSLError as exc:
             return Reply("retry", f"TLS to {self.base_url} failed ({_reason(exc)}); check [server] ca_file")
         except requests.exceptions.Timeout:
             return Reply("retry", f"{self.base_url} did not answer within {self.timeout[1]:.0f} s")
         except requests.exceptions.RequestException as exc:
             return Reply("retry", f"cannot reach {self.base_url} ({_reason(exc)})")
-        return _classify(response)
 
 
 def _classify(response: requests.Response) -> Reply:
+    """The reply for an answer read as a stream: its body read up to ``MAX_REPLY_BYTES`` only."""
     status = response.status_code
-    detail = f"HTTP {status}: {_detail(response)}"
+    content = _read_capped(response, MAX_REPLY_BYTES)
+    if content is None:
+        return Reply("retry", f"HTTP {status} with an answer larger than {MAX_REPLY_BYTES} bytes: not read")
+    detail = f"HTTP {status}: {_detail(content)}"
     if 200 <= status < 300:
         try:
-            return Reply("ok", body=response.json())
+            return Reply("ok", body=json.loads(content))
         except ValueError:
             return Reply("retry", f"HTTP {status} with a body that is not JSON")
     if status in (401, 403):
@@ -221,11 +228,11 @@ def _etag(response: requests.Response) -> str:
     return response.headers.get("ETag", "").strip('"')
 
 
-def _detail(response: requests.Response) -> str:
+def _detail(content: bytes) -> str:
     try:
-        detail = response.json().get("detail", "")
+        detail = json.loads(content).get("detail", "")
     except (ValueError, AttributeError):
-        detail = response.text
+        detail = content[:2000].decode("utf-8", "replace")
     return (json.dumps(detail) if not isinstance(detail, str) else detail)[:500]
 
 
