@@ -102,6 +102,10 @@ class Header:
             header = cls(**data)
         except (ValueError, TypeError, KeyError, AttributeError):
             raise QuarantineError("not a quarantined file of this format") from None
+        # Typed here, once: a mistyped field further on would be a TypeError out of ``execute``.
+        texts, numbers = (header.id, header.original_path, header.sha256, header.ephemeral_key, header.nonce_prefix), (header.size, header.chunk_size, header.mode, header.uid, header.gid)
+        if not all(isinstance(value, str) for value in texts) or not all(isinstance(value, int) and not isinstance(value, bool) for value in numbers):
+            raise QuarantineError("not a quarantined file of this format")
         if not (0 < header.chunk_size <= 64 << 20) or header.size < 0 or len(bytes.fromhex(header.nonce_prefix)) != 4:
             raise QuarantineError("quarantined file header out of range")
         return header

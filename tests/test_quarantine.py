@@ -251,3 +251,16 @@ def test_a_file_swapped_for_a_fifo_after_its_scan_does_not_hang_the_quarantine(s
     (enforcement,) = outcome
     assert enforcement is not None and enforcement["done"] is False and "not a regular file" in enforcement["detail"]
     assert quarantine.held() == []
+
+
+def test_a_header_with_mistyped_fields_is_a_failed_command_not_an_exception(tmp_path: Path, quarantine: Quarantine) -> None:
+    """Whatever a .dlpq's header holds, a command on it is reported: an exception out of ``execute``
+    would end the device updater's thread, again at every heartbeat repeating the command."""
+    quarantine_id = str(uuid.uuid4())
+    os.makedirs(quarantine.directory, exist_ok=True)
+    header = {"format": 1, "id": quarantine_id, "original_path": "/media/STICK/a", "size": "5", "sha256": "00" * 32, "ephemeral_key": "00" * 32,
+              "chunk_size": 1 << 20, "nonce_prefix": "00000000", "mode": 0o600, "uid": 0, "gid": 0}  # fmt: skip
+    Path(quarantine.directory, quarantine_id + SUFFIX).write_bytes(json.dumps(header).encode() + b"\n")
+    for op in ("release", "delete"):
+        report = quarantine.execute({"id": 9, "op": op, "quarantine_id": quarantine_id, "key": "00" * 32})
+        assert report.enforcement["done"] is False and "not a quarantined file" in report.enforcement["detail"], report
