@@ -27,7 +27,7 @@ def _actor() -> str:
         return "cli"
 
 
-def _print(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+def _print(args: argparse.Namespace, payload: dict[str, Any], text: str | list[str]) -> None:
     """``payload`` as JSON with ``--json``, else ``text``; neither passes a control character on raw.
 
     Host names, versions, pack and file names come from agents or from disk, and an ESC,
@@ -36,8 +36,8 @@ def _print(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None
     """
     if getattr(args, "json", False):
         print(json.dumps(payload))
-    else:
-        echo(*text.split("\n"))
+    else:  # a list: lines with agent values in them, whose own newlines must not start a line
+        echo(*(text if isinstance(text, list) else text.split("\n")))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -250,7 +250,7 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
     lines = [f"vendor {policy['vendor']}: {policy['action']} (version {policy['version']}, {policy['updated_at']} by {policy['updated_by']})"]
     lines += [f"  allow  {_device(a)}" + (f"  # {a['note']}" if a["note"] else "") for a in policy["allowed"]] or ["  allow  (nothing)"]
     lines += [f"  except {e['id']}: {_device(e)} until {e['expires_at']} by {e['granted_by']}: {e['reason']}" for e in policy["exceptions"]]
-    _print(args, policy, "\n".join(lines))
+    _print(args, policy, lines)
     return EXIT_OK
 
 
@@ -294,7 +294,7 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
         items = quarantine.list_items(conn, vendor=args.vendor, agent_id=args.agent, state=args.state)
     lines = [f"{'QUARANTINE ID':36}  {'STATE':17}  {'HOST':20}  {'SIZE':>12}  ORIGINAL PATH"]
     lines += [f"{i['quarantine_id']:36}  {i['state']:17}  {i['hostname'][:20]:20}  {i['size']:>12}  {i['original_path']}" for i in items]
-    _print(args, {"items": items}, "\n".join(lines))
+    _print(args, {"items": items}, lines)
     return EXIT_OK
 
 

@@ -290,3 +290,16 @@ def test_the_agents_own_reader_and_quarantine_round_trip_through_the_collector(c
     assert leak.read_bytes() == content, "the collector's key opened the agent's copy"
     _ingest(client, agent, event_for(report, None, context, user="root", now=now).event)
     assert _commands(client, agent) == [] and _items(client, admin)[0]["state"] == "released"
+
+
+def test_cli_list_shows_a_newline_in_an_agents_path_instead_of_starting_a_forged_line(client, collector, admin, enroll):
+    """A file on a stick may be named with a newline followed by what looks like another item."""
+    agent = enroll()
+    sealed = Sealed(_collector_key(client, admin, agent), b"x")
+    forged = f"{uuid.uuid4()}  released           host                           1  /media/jdoe/STICK/harmless.txt"
+    _ingest(client, agent, _quarantined(sealed, path="/media/jdoe/STICK/a\n" + forged))
+    listed = _dlp_server("quarantine", "list", collector=collector)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2 and not any(line.startswith(forged[:36]) for line in lines), lines
+    assert "<U+000A>" in lines[1]
