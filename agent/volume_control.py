@@ -202,6 +202,10 @@ class OpenDenier(StoppableThread):
             data = os.read(fd, _READ_BYTES)
         except (BlockingIOError, InterruptedError):
             return
+        except OSError as exc:
+            # EMFILE/ENFILE: no descriptor for the event's file; the kernel denied that open itself.
+            log.error("fanotify permission event not read: %s (the open was denied by the kernel)", exc.strerror)
+            return
         offset = 0
         while offset + _METADATA.size <= len(data):
             length, version, _reserved, _meta_len, _mask, event_fd, _pid = _METADATA.unpack_from(data, offset)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from tests.stack import Stack
 from tests.waiting import wait_for
 
 VENDOR = "acme-bpo"
+ROOT = Path(__file__).resolve().parent.parent
 ALLOWED_STICK = {"vendor_id": "0781", "product_id": "5567", "serial": "4C530001"}
 NAMESPACE = ("unshare", "-m", "--propagation", "slave")
 """The agent's own mount namespace, receiving the mounts this test makes (the media folder is shared)."""
@@ -406,3 +408,52 @@ def test_the_open_denier_answers_with_its_group_past_descriptor_1024(tmp_path: P
         for fd in spare:
             os.close(fd)
         denier.stop()
+
+
+DENIER_AT_ITS_LIMIT = """
+import os, resource, sys
+from agent.volume_control import OpenDenier
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+denier = OpenDenier()
+denier.start()
+denier.block(sys.argv[1])
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+print("ready", flush=True)
+sys.stdin.read()
+for fd in held:
+    os.close(fd)
+denier.stop()
+print("alive" if not denier.lost else "lost", flush=True)
+"""
+
+
+def test_the_open_denier_outlives_an_agent_out_of_descriptors(tmp_path: Path) -> None:
+    """With the agent at its descriptor limit the kernel cannot give it the event's file: it denies
+    that open itself and the read fails (EMFILE). The loop must go on answering, or the next open
+    on the stick waits forever."""
+    require_mount_rights()
+    with LoopMounts(tmp_path) as mounts:
+        target = mounts.mount_loop(mounts.image("stick.img"), tmp_path / "STICK")
+        (target / "kept.txt").write_text("kept\n")
+        agent = subprocess.Popen(
+            [sys.executable, "-c", DENIER_AT_ITS_LIMIT, str(target)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        try:
+            assert agent.stdout is not None and agent.stdout.readline().strip() == "ready", agent.stderr
+            for _ in range(3):
+                try:
+                    opened = subprocess.run(["cat", str(target / "kept.txt")], capture_output=True, text=True, timeout=20)
+                except subprocess.TimeoutExpired:
+                    pytest.fail("an open on the blocked volume was never answered")
+                assert opened.returncode != 0, opened
+            out, err = agent.communicate("", timeout=30)
+            assert out.strip() == "alive", err
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
