@@ -21,7 +21,7 @@ from agent.credentials import CredentialsError
 from agent.device_policy import DevicePolicyError, PolicyHolder, PolicyStore, verify
 from agent.identity import Link
 from agent.quarantine import Quarantine
-from agent.sources.work import Emit
+from agent.sources.work import Emit, QuarantineReport
 from agent.spool import Spool, SpoolError
 from agent.threads import StoppableThread
 
@@ -32,6 +32,8 @@ DONE_KEPT = 1000
 MAX_PENDING = 1000
 RECHECK_S = 3600.0
 """The longest the thread sleeps with nothing to do (an exception expiring sooner wakes it sooner)."""
+REPORT_RETRY_S = 1.0
+"""How soon a report the work queue refused is offered again."""
 
 
 class DeviceUpdater(StoppableThread):
@@ -71,6 +73,9 @@ class DeviceUpdater(StoppableThread):
         self._fetch_wanted.set()  # at start
         self._lock = threading.Lock()
         self._pending: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
+        self._unsent: collections.deque[QuarantineReport] = collections.deque(maxlen=MAX_PENDING)
+        """Reports of commands carried out that the work queue refused: offered again until taken (the
+        command is never redone, so a dropped report would leave it repeated by the collector forever)."""
         self._done: list[int] = [i for i in (spool.get_state(DONE_KEY, []) or []) if isinstance(i, int)]
         self._expiry_seen = clock()
 
@@ -104,12 +109,14 @@ class DeviceUpdater(StoppableThread):
             self._check_expiry()
             self._wake.wait(self._sleep_s())
             self._wake.clear()
+        if self._unsent:
+            log.error("%d quarantine report(s) not taken before the stop: the collector will show those commands as pending", len(self._unsent))
         self._link.close()
 
     def _sleep_s(self) -> float:
         now = self._clock()
         coming = [rule.expires_at for rule in self._holder.policy.exceptions if rule.expires_at is not None and rule.expires_at > now]
-        return min([RECHECK_S] + [t - now + 0.2 for t in coming])
+        return min([RECHECK_S if not self._unsent else REPORT_RETRY_S] + [t - now + 0.2 for t in coming])
 
     def _check_expiry(self) -> None:
         now = self._clock()
@@ -161,6 +168,8 @@ class DeviceUpdater(StoppableThread):
             log.exception("mounted volumes not decided again")
 
     def _run_commands(self) -> None:
+        while self._unsent and self._report(self._unsent[0]):
+            self._unsent.popleft()
         while not self.stopping:
             with self._lock:
                 if not self._pending:
@@ -170,7 +179,8 @@ class DeviceUpdater(StoppableThread):
                     continue
             report = self._quarantine.execute(command)
             if not self._report(report):
-                log.error("quarantine command %d carried out but its report was not taken (work queue full)", identifier)
+                log.warning("quarantine command %d carried out; its report waits for room in the work queue", identifier)
+                self._unsent.append(report)
             self._done = [*self._done, identifier][-DONE_KEPT:]
             try:
                 self._spool.set_state(DONE_KEY, self._done)

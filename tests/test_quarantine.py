@@ -16,10 +16,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agent import events as contract
+from agent.device_policy import PolicyHolder, PolicyStore
+from agent.device_updater import DeviceUpdater
+from agent.identity import Identity, Link
 from agent.quarantine import SUFFIX, Quarantine, data_key
 from agent.scanning import Scanner
 from agent.scanning.results import Status
 from agent.sources.work import Device, FileWork
+from agent.spool import Spool
 from tests.conftest import SECRET_WORD
 from tests.loopdev import LoopMounts
 from tests.test_device_control import Bench, bench, document, public_hex  # noqa: F401 (bench is a fixture)
@@ -264,3 +268,34 @@ def test_a_header_with_mistyped_fields_is_a_failed_command_not_an_exception(tmp_
     for op in ("release", "delete"):
         report = quarantine.execute({"id": 9, "op": op, "quarantine_id": quarantine_id, "key": "00" * 32})
         assert report.enforcement["done"] is False and "not a quarantined file" in report.enforcement["detail"], report
+
+
+def test_a_command_report_refused_by_a_full_work_queue_is_offered_again(stick: Path, tmp_path: Path, scanner: Scanner, quarantine: Quarantine) -> None:
+    """The command is done once carried out, and never carried out again: if its report were dropped
+    the collector would repeat the command forever and the file would stay "release requested"."""
+    target = stick / "dump.sql"
+    target.write_bytes(LEAK)
+    held = quarantine_file(quarantine, scanner, target)["quarantine"]
+    taken: list[Any] = []
+    refusals = [True]
+
+    def submit(work: Any) -> bool:  # the pipeline's submit, its queue full the first time
+        if refusals:
+            refusals.pop()
+            return False
+        taken.append(work)
+        return True
+
+    spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 20)
+    updater = DeviceUpdater(
+        Link(Identity(str(tmp_path / "credentials.json")), lambda credentials: None),  # type: ignore[arg-type,return-value]
+        PolicyHolder(), PolicyStore(str(tmp_path)), on_change=lambda: None, quarantine=quarantine, report=submit, spool=spool,
+    )  # fmt: skip
+    updater.start()
+    try:
+        updater.heard({"commands": [{"id": 7, "op": "delete", "quarantine_id": held["id"]}]})
+        (report,) = wait_for(lambda: taken, timeout=20, message="the report offered again")
+        assert report.enforcement["command"] == 7 and report.enforcement["done"] is True
+    finally:
+        updater.stop()
+        spool.close()
