@@ -348,7 +348,11 @@ class Quarantine:
             except (OSError, QuarantineError) as exc:
                 log.warning("released file not put back in %s (%s): it goes to %s", directory, exc, self.released_dir)
             else:
-                if not _lexists(name, dir_fd):
+                try:
+                    free = not _lexists(name, dir_fd)
+                except OSError:
+                    free = False
+                if free:
                     return dir_fd, name, original
                 os.close(dir_fd)
         make_private_dir(self.released_dir)
