@@ -277,6 +277,37 @@ def test_excluded_outside_and_own_writes_are_ignored_and_the_deepest_root_wins(t
     assert hub.describe() == "no marks yet"  # both sources gone: their marks went with them
 
 
+def test_a_busy_folder_outside_is_dropped_by_the_kernel_until_it_may_matter(tmp_path: Path, hub: FanotifyHub) -> None:
+    """Many writes in one folder under no root: the kernel is told to drop them (ignore mark). Once a
+    folder moves (it may have moved under a root) or a root is added, every folder is reported again."""
+    root, hot, other = tmp_path / "Documents", tmp_path / "build", tmp_path / "cache"
+    for folder in (root, hot, other):
+        folder.mkdir()
+    got, got_hot = Collected(), Collected()
+    sources = [FileSource(got, [str(root)], quiet_s=0.3, hub=hub)]
+    sources[0].start()
+    try:
+        wait_for(lambda: "marks on" in sources[0].health()["message"], message="mark up")
+        script = "import sys\nfor i in range(100):\n    open(f'{sys.argv[1]}/o{i}.o', 'w').write(str(i))\n"
+        for folder in (hot, other):
+            subprocess.run([sys.executable, "-c", script, str(folder)], check=True, timeout=60)
+        wait_for(lambda: hub.ignoring(str(hot)) and hub.ignoring(str(other)), message="both busy folders ignored")
+        subprocess.run(["mv", str(hot), str(root / "build")], check=True, timeout=30)
+        wait_for(lambda: not hub.ignoring(str(other)), message="ignores dropped after a folder moved")
+        stop_child(write_in_child(root / "build" / "late.txt"))
+        wait_for(lambda: got.files(root / "build" / "late.txt"), message="a write in the folder moved in")
+        subprocess.run([sys.executable, "-c", script, str(other)], check=True, timeout=60)
+        wait_for(lambda: hub.ignoring(str(other)), message="the other busy folder ignored again")
+        sources.append(FileSource(got_hot, [str(other)], quiet_s=0.3, hub=hub))
+        sources[1].start()
+        wait_for(lambda: not hub.ignoring(str(other)), message="ignores dropped for a new root")
+        stop_child(write_in_child(other / "new.txt"))
+        wait_for(lambda: got_hot.files(other / "new.txt"), message="a write in the new root")
+    finally:
+        for source in sources:
+            source.stop()
+
+
 def test_a_stick_without_file_handles_is_watched_through_descriptors(tmp_path: Path, hub: FanotifyHub) -> None:
     """exFAT through FUSE has no file handles: FID marks are refused, descriptor-mode marks still name the writer."""
     with LoopMounts(tmp_path) as mounts:

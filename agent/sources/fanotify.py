@@ -30,6 +30,7 @@ FAN_MOVED_TO = 0x00000080
 FAN_CREATE = 0x00000100
 FAN_OPEN_EXEC = 0x00001000
 FAN_Q_OVERFLOW = 0x00004000
+FAN_EVENT_ON_CHILD = 0x08000000
 FAN_ONDIR = 0x40000000
 FAN_CLOEXEC = 0x00000001
 FAN_NONBLOCK = 0x00000002
@@ -40,6 +41,9 @@ FAN_REPORT_DFID_NAME = FAN_REPORT_DIR_FID | FAN_REPORT_NAME
 FAN_MARK_ADD = 0x00000001
 FAN_MARK_REMOVE = 0x00000002
 FAN_MARK_MOUNT = 0x00000010
+FAN_MARK_IGNORED_SURV_MODIFY = 0x00000040
+FAN_MARK_FLUSH = 0x00000080
+FAN_MARK_IGNORE = 0x00000400
 FAN_MARK_FILESYSTEM = 0x00000100
 FAN_NOFD = -1
 FAN_EVENT_INFO_TYPE_DFID_NAME = 2
@@ -146,6 +150,23 @@ class Fanotify:
         if _mark(self.fd, action | kind, mask, _AT_FDCWD, os.fsencode(path)) < 0:
             code = ctypes.get_errno()
             raise FanotifyUnavailable(code, f"fanotify_mark {path}: {os.strerror(code)}")
+
+    def ignore_children(self, folder: str, mask: int) -> None:
+        """Stop reporting ``mask`` for the files directly in ``folder`` (events on folders still come).
+
+        Raises:
+            FanotifyUnavailable: refused (a kernel older than 6.0 has no ``FAN_MARK_IGNORE``).
+        """
+        assert _mark is not None
+        flags = FAN_MARK_ADD | FAN_MARK_IGNORE | FAN_MARK_IGNORED_SURV_MODIFY
+        if _mark(self.fd, flags, mask | FAN_EVENT_ON_CHILD, _AT_FDCWD, os.fsencode(folder)) < 0:
+            code = ctypes.get_errno()
+            raise FanotifyUnavailable(code, f"fanotify_mark ignore {folder}: {os.strerror(code)}")
+
+    def flush_ignores(self) -> None:
+        """Drop every ``ignore_children`` (the group's only marks on single folders)."""
+        assert _mark is not None
+        _mark(self.fd, FAN_MARK_FLUSH, 0, _AT_FDCWD, None)
 
     def read(self, timeout: float | None) -> list[WriteEvent]:
         """Descriptor mode: events that arrive within ``timeout`` seconds (``None``: wait), each descriptor closed."""

@@ -41,6 +41,10 @@ its event is read)."""
 CLOSE_MASK = fan.FAN_CLOSE_WRITE
 """Mount marks and descriptor mode: the kernel reports no folder entries there."""
 _DIR_CACHE_MAX = 8192
+_HOT_EVENTS = 32  # events in one folder outside every root before the kernel is told to drop its files' events
+_HOT_MAX = 4096  # folders counted at once
+_IGNORED_MAX = 1024  # folders ignored at once (each pins its inode in the kernel)
+_IGNORE_MASK = fan.FAN_CLOSE_WRITE | fan.FAN_CREATE | fan.FAN_MOVED_TO | fan.FAN_MODIFY
 _EXECS_MAX = 8192
 _EXEC_FIRST_S = 1.0  # the program's own open comes first; its ELF interpreter's, just after, is not the program
 _EXEC_KEEP_S = 60.0  # long before a pid is reused (pid_max is 4 million on 64-bit Linux)
@@ -125,6 +129,11 @@ class FanotifyHub(StoppableThread):
         # read cannot be opened any more, and the files at its top still need a path.
         self._root_handles: dict[tuple[int, bytes], str] = {}
         self._execs: dict[int, _Exec] = {}
+        # Folders outside every root, by events seen there; a busy one (a browser cache, a build
+        # tree) has its files' events dropped by the kernel instead of read and thrown away here.
+        self._hot: dict[tuple[int, bytes], int] = {}
+        self._ignored: set[str] = set()
+        self._ignore_lock = threading.Lock()  # taken inside ``_lock`` (a new root), never around it
         self.events = 0  # events read (every filesystem marked, any process)
         self.dispatched = 0  # events handed to a source
         self.busy_s = 0.0  # this thread's CPU time spent on events, writer reads included
@@ -193,6 +202,7 @@ class FanotifyHub(StoppableThread):
                 group.mark(watch.root, watch.mask, filesystem=watch.mark.filesystem)
             self._masks[watch.mark] = (watch.root, mask | watch.mask)
             self._watches.append(watch)
+            self._unignore()  # the new root may hold a folder ignored until now
             handle = fan.handle_of(watch.root) if watch.mark.fid else None
             if handle is not None:
                 self._root_handles[(watch.fsid, handle)] = watch.root
@@ -261,7 +271,10 @@ class FanotifyHub(StoppableThread):
                 if event.pid == self._own_pid:
                     continue
                 if event.mask & fan.FAN_MOVED_TO and event.mask & fan.FAN_ONDIR:
-                    self._dirs.clear()  # a folder renamed: cached paths below it are wrong now
+                    # A folder renamed: cached paths below it are wrong now, and an ignored folder
+                    # may have moved into a root with it.
+                    self._dirs.clear()
+                    self._unignore()
                 folder = self._folder(event, mount_fds)
                 if folder is None:
                     continue
@@ -270,7 +283,8 @@ class FanotifyHub(StoppableThread):
                     self._exec_seen(event.pid, path)
                     if not event.mask & ~(fan.FAN_OPEN_EXEC | fan.FAN_ONDIR):
                         continue
-                self._dispatch(path, event.mask, event.pid)
+                if not self._dispatch(path, event.mask, event.pid) and not event.mask & fan.FAN_ONDIR:
+                    self._outside(event, folder)
         finally:
             for fd in mount_fds.values():
                 if fd is not None:
@@ -339,10 +353,43 @@ class FanotifyHub(StoppableThread):
                 continue
         return None
 
-    def _dispatch(self, path: str, mask: int, pid: int) -> None:
+    def _outside(self, event: fan.FidEvent, folder: str) -> None:
+        """A file event under no root: after a few in one folder, have the kernel drop them there."""
+        key = (event.fsid, event.handle)
+        with self._ignore_lock:
+            seen = self._hot.get(key, 0) + 1
+            if seen < _HOT_EVENTS:
+                if len(self._hot) >= _HOT_MAX:
+                    self._hot.clear()
+                self._hot[key] = seen
+                return
+            del self._hot[key]
+            if len(self._ignored) >= _IGNORED_MAX:
+                self._fid_group.flush_ignores()
+                self._ignored.clear()
+            try:
+                self._fid_group.ignore_children(folder, _IGNORE_MASK)
+            except OSError:
+                return  # gone, or a kernel without ignore marks: the events keep coming, and are dropped here
+            self._ignored.add(folder)
+
+    def ignoring(self, folder: str) -> bool:
+        """Whether the kernel drops the events of files directly in ``folder`` (busy, under no root)."""
+        return folder in self._ignored
+
+    def _unignore(self) -> None:
+        """Every folder ignored is reported again (a rename or a new root may have put it under a root)."""
+        with self._ignore_lock:
+            if self._ignored:
+                self._fid_group.flush_ignores()
+                self._ignored.clear()
+            self._hot.clear()
+
+    def _dispatch(self, path: str, mask: int, pid: int) -> bool:
+        """Hand the event to the source whose root holds ``path``; False when none does."""
         watch = self._owner(path)
         if watch is None:
-            return
+            return False
         process = self._writer(pid)
         sink = watch.sink
         self.dispatched += 1
@@ -363,6 +410,7 @@ class FanotifyHub(StoppableThread):
                     sink.file_modified(path, process)
         finally:
             sink.losses.event_finished()
+        return True
 
     def _owner(self, path: str) -> _Watch | None:
         """The watch with the longest root containing ``path``."""
