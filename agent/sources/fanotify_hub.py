@@ -24,10 +24,10 @@ import threading
 import time
 from typing import Any, Protocol
 
-from agent import procinfo
 from agent.procinfo import WriterCache
 from agent.sources import fanotify as fan
 from agent.sources.fanotify import FanotifyUnavailable
+from agent.sources.fanotify_writers import Writers
 from agent.sources.losses import LossTracker
 from agent.threads import StoppableThread
 
@@ -45,9 +45,6 @@ _HOT_EVENTS = 32  # events in one folder outside every root before the kernel is
 _HOT_MAX = 4096  # folders counted at once
 _IGNORED_MAX = 1024  # folders ignored at once (each pins its inode in the kernel)
 _IGNORE_MASK = fan.FAN_CLOSE_WRITE | fan.FAN_CREATE | fan.FAN_MOVED_TO | fan.FAN_MODIFY
-_EXECS_MAX = 8192
-_EXEC_FIRST_S = 1.0  # the program's own open comes first; its ELF interpreter's, just after, is not the program
-_EXEC_KEEP_S = 60.0  # long before a pid is reused (pid_max is 4 million on 64-bit Linux)
 _POLL_S = 0.5  # how soon the reader notices a stop
 _CAP_DAC_READ_SEARCH = 2
 _CAP_SYS_ADMIN = 21
@@ -81,16 +78,6 @@ class _Mark:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Exec:
-    """A program seen starting: by whom (uid, parent), read from /proc while it was there."""
-
-    at: float
-    program: str
-    uid: int | None
-    ppid: int | None
-
-
-@dataclasses.dataclass(frozen=True)
 class _Watch:
     root: str
     sink: Sink
@@ -119,7 +106,7 @@ class FanotifyHub(StoppableThread):
         self._fd_group: fan.Fanotify | None = None
         # Without CAP_DAC_READ_SEARCH no handle can be opened back into a path: descriptors only.
         self._handles_ok = _has_capability(_CAP_DAC_READ_SEARCH)
-        self._writers = attribution or WriterCache()
+        self._writers = Writers(attribution)
         self._own_pid = os.getpid() if own_pid is None else own_pid
         self._lock = threading.Lock()
         self._watches: list[_Watch] = []
@@ -128,7 +115,6 @@ class FanotifyHub(StoppableThread):
         # Each root's own handle, known before any event: a stick pulled before its first event was
         # read cannot be opened any more, and the files at its top still need a path.
         self._root_handles: dict[tuple[int, bytes], str] = {}
-        self._execs: dict[int, _Exec] = {}
         # Folders outside every root, by events seen there; a busy one (a browser cache, a build
         # tree) has its files' events dropped by the kernel instead of read and thrown away here.
         self._hot: dict[tuple[int, bytes], int] = {}
@@ -280,7 +266,7 @@ class FanotifyHub(StoppableThread):
                     continue
                 path = os.path.join(folder, event.name) if event.name not in ("", ".") else folder
                 if event.mask & fan.FAN_OPEN_EXEC:
-                    self._exec_seen(event.pid, path)
+                    self._writers.started(event.pid, path)
                     if not event.mask & ~(fan.FAN_OPEN_EXEC | fan.FAN_ONDIR):
                         continue
                 if not self._dispatch(path, event.mask, event.pid) and not event.mask & fan.FAN_ONDIR:
@@ -316,32 +302,6 @@ class FanotifyHub(StoppableThread):
                 self._dirs.clear()
             self._dirs[key] = path
         return path
-
-    def _exec_seen(self, pid: int, program: str) -> None:
-        """``pid`` ran ``program``: kept for a writer that exits before its own event is read (a ``cp``
-        of a small file is gone within microseconds of its close, its /proc entry with it)."""
-        now = time.monotonic()
-        known = self._execs.get(pid)
-        if known is not None and now - known.at < _EXEC_FIRST_S:
-            return
-        if len(self._execs) >= _EXECS_MAX:
-            self._execs = {p: e for p, e in self._execs.items() if now - e.at < _EXEC_KEEP_S}
-            if len(self._execs) >= _EXECS_MAX:
-                self._execs.clear()
-        self._execs[pid] = _Exec(now, program, *procinfo.status(pid))
-
-    def _writer(self, pid: int) -> dict[str, Any]:
-        """The writer from /proc; where it is gone, what its start showed: program, user and parents."""
-        process = self._writers.writer(pid)
-        known = self._execs.get(pid)
-        if process["exe"] is not None or known is None or time.monotonic() - known.at >= _EXEC_KEEP_S:
-            return process
-        filled = {**process, "exe": known.program}
-        if process["ppid"] is None and known.ppid:
-            parent = self._writers.writer(known.ppid)
-            chain = [{k: v for k, v in parent.items() if k != "parents"}, *parent["parents"]]
-            filled.update(uid=known.uid, user=self._writers.user(known.uid), ppid=known.ppid, parents=chain[: procinfo.PARENT_LEVELS])
-        return filled
 
     def _mount_fd(self, fsid: int) -> int | None:
         with self._lock:
@@ -390,7 +350,7 @@ class FanotifyHub(StoppableThread):
         watch = self._owner(path)
         if watch is None:
             return False
-        process = self._writer(pid)
+        process = self._writers.writer(pid)
         sink = watch.sink
         self.dispatched += 1
         sink.losses.event_started()
