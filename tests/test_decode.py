@@ -143,3 +143,10 @@ def test_blob_past_the_first_chunk_of_a_large_file_is_found_at_its_offset(make_s
     limits = ScanLimits(chunk_bytes=256 * 1024, overlap_bytes=4096)
     result = make_scanner(limits=limits).scan_path(str(path))
     assert {m.member for m in result.matches} == {f"base64@{len(filler)}"}
+
+
+def test_settings_spelled_in_capitals_are_not_quoted_printable() -> None:
+    unit = b"[Service]\nAmbientCapabilities=CAP_DAC_READ_SEARCH CAP_SYS_ADMIN\nCapabilityBoundingSet=CAP_DAC_READ_SEARCH\nMODE=EDIT\n"
+    assert [d.name for d in decoded_parts(unit)] == []
+    mail = b"Subject: caf=C3=A9\n\nLe caf=C3=A9 de l'=C3=A9cole: =3D 5\n"
+    assert [d.name for d in decoded_parts(mail)] == ["qp@0"]

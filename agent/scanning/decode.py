@@ -37,7 +37,8 @@ _BLOB = re.compile(rb"[A-Za-z0-9+/]{%d,}={0,2}(?:[ \t]*\r?\n[ \t]*[A-Za-z0-9+/]+
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _UU_BEGIN = re.compile(rb"begin [0-7]{3,4} [^\r\n]*\r?\n")  # no ^: a literal prefix is searched at C speed
 _QP_HINT = re.compile(rb"=(?:\r?\n|3D|C[0-9A-F])")
-_QP_ESCAPE = re.compile(rb"=(?:[0-9][A-F]|[A-F][0-9A-F])")
+# Not when a capital or underscore follows: ``Capabilities=CAP_SYS_ADMIN`` and ``MODE=EDIT`` are settings.
+_QP_ESCAPE = re.compile(rb"=(?:[0-9][A-F]|[A-F][0-9A-F])(?![A-Z_])")
 _QP_SOFT_BREAK = re.compile(rb"^[^\n]{72,75}=\r?$", re.M)
 _ROT13 = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
@@ -180,7 +181,7 @@ def _quoted_printable(data: bytes) -> Decoded | None:
     """Quoted-printable (mail bodies), decoded whole.
 
     Told by what code rarely holds: escapes with a letter (``3D`` after ``=`` stands for
-    every ``=``, ``C3`` for accents; ``limit=10`` is not one), or a soft line break ending
+    every ``=``, ``C3`` for accents; ``limit=10`` and ``=CAP_SYS_ADMIN`` are not), or a soft line break ending
     a line of full width.
     """
     if _QP_HINT.search(data) is None:  # one regex pass: faster than four ``in`` on code full of "="
