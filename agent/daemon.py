@@ -62,6 +62,8 @@ HEARTBEAT_MAX_SOURCES = 32
 PENDING_KEY = "pending_work"
 REPORTS_KEY = "pending_reports"
 """Quarantine reports still queued at a stop: the command is already done, so its report must survive."""
+WATCH_WAIT_S = 10.0
+"""How long start waits for the watched folders present at start to be watched before saying it runs."""
 DRAIN_S = 10.0
 """How long queued work may keep scanning once a stop is asked."""
 _THREAD_JOIN_S = 5.0  # StoppableThread.stop's default wait, for the sources and the rules updater
@@ -124,7 +126,7 @@ class Daemon:
         spool.set_state("ruleset_version", ruleset.version)
         spool.set_state("fingerprints", _index_summary(ruleset))
         spool.set_state("bundle_version", bundle.version if bundle else None)
-        spool.set_state("daemon", {"pid": os.getpid(), "started_at": time.time(), "version": __version__, "running": True})
+        spool.set_state("daemon", {"pid": os.getpid(), "started_at": time.time(), "version": __version__, "running": False})
         context = Context(
             host=self.host,
             agent_version=__version__,
@@ -168,6 +170,12 @@ class Daemon:
         if config.protected.folders:
             self.sources["protected"] = _ProtectedIndexer(scanner, config.protected.folders, config.files.exclude, config.protected.refresh_minutes * 60)
         self._start_sources()
+        files = self.sources["files"]
+        # "Running" means watching: a file written after status says so is seen (a big tree may take
+        # longer than this to walk into inotify watches; it is then running while that finishes).
+        if isinstance(files, FileSource) and not files.wait_watching(WATCH_WAIT_S):
+            log.info("the watched folders are still being set up")
+        spool.set_state("daemon", {**(spool.get_state("daemon", {}) or {}), "running": True})
         self._health = _HealthWriter(self)
         self.supervisor.watch(self._health, "health")
         self._health.start()

@@ -19,6 +19,7 @@ from agent.cli.main import build_parser
 from agent.cli.status import collect
 from agent.config import AgentConfig, ServerSection, load_config
 from agent.daemon import stop_budget_s
+from agent.spool import SpoolError
 from tests.conftest import run_cli
 from tests.waiting import wait_for
 
@@ -102,6 +103,13 @@ nice = 0
     return config
 
 
+def _running(spool: str) -> bool:
+    try:
+        return bool(collect(spool)["running"])
+    except SpoolError:  # not there yet, or created and its schema not written yet
+        return False
+
+
 def test_service_host_runs_the_daemon_on_its_thread_and_stops_on_request(tmp_path):
     config = _service_config(tmp_path)
     notes: list[tuple[str, str]] = []
@@ -118,8 +126,10 @@ def test_service_host_runs_the_daemon_on_its_thread_and_stops_on_request(tmp_pat
     thread.start()
     try:
         spool = str(tmp_path / "spool.db")
-        wait_for(lambda: os.path.exists(spool) and collect(spool)["running"], timeout=30, message="the daemon to run")
-        shutil.copy(SAMPLE, tmp_path / "watch" / "memo.txt")
+        wait_for(lambda: _running(spool), timeout=30, message="the daemon to run")
+        # No wait for the folder's watch: the daemon says it runs once its folders are watched.
+        # Another process, as a user would: the daemon runs in this one, and the agent's own writes are not events.
+        subprocess.run(["cp", str(SAMPLE), str(tmp_path / "watch" / "memo.txt")], check=True, timeout=30)
         wait_for(lambda: collect(spool)["spool_depth"] >= 1, timeout=30, message="the copied memo to be spooled")
     finally:
         host.request_stop()

@@ -117,6 +117,7 @@ class FileSource(StoppableThread):
         self._refused_at = 0.0
         self.losses = LossTracker()
         self._wake = threading.Event()
+        self._first_check = threading.Event()  # the roots present at start are watched (or found missing)
 
     # Thread ---------------------------------------------------------------
 
@@ -127,6 +128,7 @@ class FileSource(StoppableThread):
             now = time.monotonic()
             if now >= next_root_check:
                 self._check_roots()
+                self._first_check.set()
                 next_root_check = now + _ROOT_CHECK_S
             self._flush_quiet(now)
             for path in self._writing.due(now) if self._writing is not None else ():
@@ -147,6 +149,10 @@ class FileSource(StoppableThread):
         for root in list(self._watched):
             self._unwatch(root)
         self._watched.clear()
+
+    def wait_watching(self, timeout: float) -> bool:
+        """Wait until the roots present at start are watched; False on timeout."""
+        return self._first_check.wait(timeout)
 
     def on_stop(self) -> None:
         self._wake.set()
