@@ -52,20 +52,27 @@ def describe(pid: int, *, proc: str = "/proc", user: Callable[[int | None], str 
 
 def lineage(pid: int, *, levels: int = PARENT_LEVELS, proc: str = "/proc") -> list[Process]:
     """``pid`` and up to ``levels`` of its parents, nearest first (stops at init or an exited parent)."""
-    chain = [describe(pid, proc=proc)]
+    return _chain(pid, levels, lambda p: describe(p, proc=proc))
+
+
+def writer(pid: int, *, levels: int = PARENT_LEVELS, proc: str = "/proc") -> dict[str, Any]:
+    """An event's ``process``: ``pid``'s facts plus ``parents`` (nearest first), as plain data."""
+    return _as_process(lineage(pid, levels=levels, proc=proc))
+
+
+def _chain(pid: int, levels: int, look: Callable[[int], Process]) -> list[Process]:
+    chain = [look(pid)]
     seen = {pid}
     while len(chain) <= levels:
         parent = chain[-1].ppid
         if not parent or parent in seen:
             break
         seen.add(parent)
-        chain.append(describe(parent, proc=proc))
+        chain.append(look(parent))
     return chain
 
 
-def writer(pid: int, *, levels: int = PARENT_LEVELS, proc: str = "/proc") -> dict[str, Any]:
-    """An event's ``process``: ``pid``'s facts plus ``parents`` (nearest first), as plain data."""
-    chain = lineage(pid, levels=levels, proc=proc)
+def _as_process(chain: list[Process]) -> dict[str, Any]:
     return {**chain[0].to_dict(), "parents": [p.to_dict() for p in chain[1:]]}
 
 
@@ -99,15 +106,7 @@ class WriterCache:
             built = self._built.get(pid)
         if built is not None and now - built[0] < self._ttl_s:
             return built[1]
-        chain = [self.describe(pid)]
-        seen = {pid}
-        while len(chain) <= levels:
-            parent = chain[-1].ppid
-            if not parent or parent in seen:
-                break
-            seen.add(parent)
-            chain.append(self.describe(parent))
-        process = {**chain[0].to_dict(), "parents": [p.to_dict() for p in chain[1:]]}
+        process = _as_process(_chain(pid, levels, self.describe))
         with self._lock:
             if len(self._built) >= self._max:
                 self._built.clear()
