@@ -108,6 +108,29 @@ class ProtectedSection(_Section):
     refresh_minutes: int = Field(default=60, ge=1, le=24 * 60)
 
 
+class EgressSection(_Section):
+    enabled: bool = True
+    """Watch programs start (Linux: the kernel's process-events connector, CAP_NET_ADMIN) for git
+    pushes, new remotes, copies of protected repositories and uploads by scp, sftp, rsync, curl, wget, rclone."""
+    git: bool = True
+    uploads: bool = True
+    upload_tools: list[str] = Field(default_factory=lambda: ["scp", "sftp", "rsync", "curl", "wget", "rclone"])
+    """Program names (the executable's base name) whose arguments are read for files and a destination."""
+    report: Literal["protected", "all"] = "protected"
+    """Which pushes are events: only from repositories holding the customer's code (``protected``:
+    in a protected folder, sharing a root commit with one, or matching at HEAD), or every push (``all``)."""
+    allowed_remotes: list[str] = Field(default_factory=list)
+    """Destinations this agent never reports (``host[:port]/path`` globs, ``*`` within one path part and
+    ``**`` across; ``/path/**`` for local and file remotes). The collector's per-vendor list applies too."""
+    repo_scan_max_bytes: int = Field(default=256 << 20, ge=1 << 20, le=64 << 30)
+    """How much of a repository's HEAD is scanned to decide whether it holds the customer's code (cached per commit)."""
+    repo_scan_max_files: int = Field(default=50_000, ge=1, le=10_000_000)
+    upload_max_files: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Files scanned per upload command (folders named are walked up to this many files)."""
+    upload_max_events: int = Field(default=20, ge=1, le=1000)
+    """Events per upload command: one per matching file, up to this many (``transfer`` counts the rest)."""
+
+
 class RulesSection(_Section):
     dir: str = "rules"
     bundle_dir: str = "bundle"
@@ -139,6 +162,7 @@ class AgentConfig(_Section):
     clipboard: ClipboardSection = Field(default_factory=ClipboardSection)
     protected: ProtectedSection = Field(default_factory=ProtectedSection)
     rules: RulesSection = Field(default_factory=RulesSection)
+    egress: EgressSection = Field(default_factory=EgressSection)
     spool: SpoolSection = Field(default_factory=SpoolSection)
     scan: ScanSection = Field(default_factory=ScanSection)
 

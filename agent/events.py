@@ -15,9 +15,11 @@ from typing import Any, Literal, get_args
 
 SCHEMA_VERSION = 1
 
-Channel = Literal["file", "usb", "clipboard", "agent"]
+Channel = Literal["file", "usb", "clipboard", "agent", "egress"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
-"""``agent`` holds agent-health events: the spool's drop reports and what the collector raises."""
+"""``agent`` holds agent-health events: the spool's drop reports and what the collector raises.
+``egress`` holds what left (or could leave) through the network from a program the agent saw start:
+git pushes, new remotes, copies of a protected repository, uploads by scp/rsync/curl and the like."""
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = get_args(Severity)
@@ -37,6 +39,15 @@ USB_BLOCKED = "usb.blocked"
 USB_READONLY = "usb.readonly"
 QUARANTINE_RELEASED = "quarantine.released"
 QUARANTINE_DELETED = "quarantine.deleted"
+GIT_PUSH = "git.push"
+GIT_REMOTE = "git.remote"
+GIT_CLONE = "git.clone"
+NET_UPLOAD = "net.upload"
+EGRESS_TYPES = (GIT_PUSH, GIT_REMOTE, GIT_CLONE, NET_UPLOAD)
+"""``git.push``: a push from a repository (``repository``) to ``destination``; ``git.remote``: a remote
+added or re-pointed in a protected repository; ``git.clone``: a clone or copy of a protected repository
+in a new place (same root commit); ``net.upload``: a file that matched, named by an upload tool's
+arguments, on its way to ``destination``."""
 AGENT_TYPES: dict[str, Channel] = {
     FILE_WRITE: "file",
     USB_WRITE: "usb",
@@ -49,6 +60,10 @@ AGENT_TYPES: dict[str, Channel] = {
     USB_READONLY: "usb",
     QUARANTINE_RELEASED: "usb",
     QUARANTINE_DELETED: "usb",
+    GIT_PUSH: "egress",
+    GIT_REMOTE: "egress",
+    GIT_CLONE: "egress",
+    NET_UPLOAD: "egress",
 }
 
 # Types the collector raises about an agent. The whole ``agent.`` family is the collector's,
@@ -83,11 +98,32 @@ AGENT_FIELDS = frozenset(
         "schema", "id", "type", "channel", "occurred_at", "detected_at", "host", "user", "agent_version",
         "ruleset_version", "path", "trigger", "size", "sha256", "status", "reason", "severity", "matches",
         "device", "truncated", "dropped", "first_dropped_at", "process", "enforcement",
+        "destination", "repository", "refs", "transfer",
     }
 )  # fmt: skip
 """What an agent reports. ``host`` is only the agent's claim: events show the enrolled hostname.
 ``process`` (the program that wrote the file or owns the clipboard selection, with its parents) and
-``enforcement`` (what the agent did about it) are the agent's observation like the rest."""
+``enforcement`` (what the agent did about it) are the agent's observation like the rest. The egress
+channel adds ``destination`` (DESTINATION_FIELDS), ``repository`` (REPOSITORY_FIELDS), ``refs`` (what a
+push named) and ``transfer`` (TRANSFER_FIELDS)."""
+
+DESTINATION_FIELDS = ("tool", "transport", "host", "port", "path", "url", "remote")
+"""Where an egress event's data went: the program (``git``, ``scp``, ``rsync``, ``curl``...), the
+transport (``https``, ``ssh``, ``file``, ``local``, ``rsync``, ``sftp``, ``rclone``...), host (None for
+local and file transports), port, path, the URL with any user name, password or token removed, and the
+git remote's name where one was used. agent/egress/remotes.py makes it and matches allowlists on it."""
+
+REPOSITORY_FIELDS = (
+    "path", "head", "branch", "root_commits", "protected", "reasons", "protected_folder", "copy_of",
+    "scan_status", "scanned_files", "scanned_bytes", "matched_files",
+)  # fmt: skip
+"""A git repository in an egress event: its top folder, HEAD commit and branch, root commits, and whether
+it holds the customer's code (``protected``) with ``reasons`` among REPOSITORY_REASONS; ``copy_of``
+names the protected repository a copy shares its root commit with; the HEAD scan's extent."""
+REPOSITORY_REASONS = ("folder", "root_commit", "protected_file", "signature", "fingerprint")
+
+TRANSFER_FIELDS = ("files_named", "files_scanned", "files_matched", "bytes_scanned", "truncated")
+"""An upload's extent: the files its arguments named (folders walked), scanned and matched."""
 
 PROCESS_FIELDS = ("pid", "exe", "cmdline", "uid", "user", "ppid")
 """One process in an event's ``process`` (and in each of its ``parents``), from agent/procinfo.py."""
@@ -105,11 +141,15 @@ COLLECTOR_FIELDS = frozenset(
         "seq", "agent_id", "vendor", "received_at", "source_ip", "source_country", "triage", "comments",
         "related", "origin", "claimed_host", "agent_claims",
         # names of the collector's own columns, so a body cannot pose as them in any output either
-        "triage_status", "assignee", "vendor_id", "severity_rank",
+        "triage_status", "assignee", "vendor_id", "severity_rank", "destination_host", "egress_policy",
     }
 )  # fmt: skip
 """What only the collector may set. An agent's values under these names are never shown as the
 collector's: the review API moves them under ``agent_claims``."""
+
+EGRESS_POLICY = "egress_policy"
+"""Collector-owned on egress events: ``{"allowed": bool, "pattern": str|None}``, the vendor's allowed
+remotes applied to the event's destination at ingest (the collector also sets the severity then)."""
 
 CLAIMED_HOST = "claimed_host"
 AGENT_CLAIMS = "agent_claims"

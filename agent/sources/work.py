@@ -100,7 +100,30 @@ class QuarantineReport:
     observed_at: float = dataclasses.field(default_factory=time.time)
 
 
-Work = FileWork | ClipboardWork | DeviceChange | SourceProblem | QuarantineReport
+@dataclasses.dataclass(frozen=True)
+class EgressWork:
+    """Something on its way off the machine through a program the process source saw start
+    (agent/egress): a push, a new remote, a copy of a protected repository, an upload.
+
+    ``type`` is one of agent/events.py EGRESS_TYPES. ``repository`` is the repository's top folder
+    (pushes, remotes, copies): the pipeline scans what it holds at HEAD unless ``repository_facts``
+    already says it is protected. ``files`` are the local paths an upload tool's arguments named
+    (folders walked by the pipeline, bounded): each is scanned. ``destination`` is
+    agent/egress/remotes.py ``Destination.to_dict()``; ``refs`` what a push named.
+    """
+
+    type: str
+    destination: dict[str, Any] | None
+    process: dict[str, Any] | None
+    repository: str | None = None
+    repository_facts: dict[str, Any] | None = None
+    """What is known of the repository without scanning (agent/egress/repository.py ``facts``)."""
+    refs: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    observed_at: float = dataclasses.field(default_factory=time.time)
+
+
+Work = FileWork | ClipboardWork | DeviceChange | SourceProblem | QuarantineReport | EgressWork
 Emit = Callable[[Work], bool]
 """Hands work on (the pipeline's ``submit``); False when it was not taken (the queue stayed full),
 which the source counts in its health: nothing a source saw is lost without being counted."""
