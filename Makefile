@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Debian packages the test suite needs: loop-mounted USB sticks (ext4, exFAT through FUSE),
 # a virtual display with a clipboard tool, Chromium for the review UI's browser tests, and for the
 # installer tests binutils (PyInstaller strips the binary), systemd (systemd-analyze verify) and shellcheck.
-APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip chromium binutils systemd shellcheck sharutils 7zip zstd lz4 xxd git
+APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip chromium binutils systemd shellcheck sharutils 7zip zstd lz4 xxd git openssh-client openssh-sftp-server rsync curl wget rclone gcc make
 
 .PHONY: run demo test lint venv apt bench clean agent-binary deb
 
