@@ -1,0 +1,1 @@
+"""Egress: what programs the agent saw start are sending off the machine (git pushes, uploads)."""
