@@ -167,9 +167,12 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
     metrics = collector.metrics
     metrics.batches.labels("200").inc()
     metrics.events.labels("accepted").inc(len(result.accepted))
+    if result.suppressed:
+        metrics.events.labels("suppressed").inc(len(result.suppressed))
     metrics.events.labels("duplicate").inc(len(result.duplicates))
     metrics.events.labels("conflict").inc(len(result.conflicts))
-    return BatchOut(accepted=len(result.accepted), duplicates=result.duplicates, conflicts=result.conflicts)
+    accepted = len(result.accepted) + len(result.suppressed)
+    return BatchOut(accepted=accepted, duplicates=result.duplicates, conflicts=result.conflicts, suppressed=len(result.suppressed))
 
 
 def _columns(event: EventIn) -> dict[str, Any]:

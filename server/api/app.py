@@ -23,6 +23,7 @@ from server.api import (
     agent_routes,
     auth_routes,
     device_routes,
+    egress_routes,
     ops_routes,
     review_routes,
     signature_routes,
@@ -46,7 +47,8 @@ def create_app(collector: Collector) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.collector = collector
-    for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, device_routes.router, ops_routes.router):
+    for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, device_routes.router,
+                   egress_routes.router, ops_routes.router):
         app.include_router(router)
     ui.install(app)
     _install_error_handlers(app)

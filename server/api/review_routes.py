@@ -66,6 +66,7 @@ def list_events(
     sha256: _Filter = None,
     device: Annotated[str | None, Query(max_length=255, description="device serial")] = None,
     process: Annotated[str | None, Query(max_length=255, description="the base name of the event's process executable, exactly (cp, xclip)")] = None,
+    destination: Annotated[str | None, Query(max_length=1000, description="egress destination hosts, comma-separated, exactly (case-insensitive)")] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -84,6 +85,7 @@ def list_events(
         sha256=sha256,
         device_serial=device,
         process_name=process,
+        destination_hosts=_split(destination),
         since=_aware(since, "since"),
         until=_aware(until, "until"),
     )

@@ -20,6 +20,7 @@ from pydantic import (
 
 from agent import events as contract
 from agent.events import Channel, EnforcementAction, EnforcementMode, MatchKind, Origin, Severity
+from server.api.egress_schemas import MAX_REFS, DestinationIn, Refs, RepositoryIn, TransferIn
 from server.store.review import TriageStatus
 
 MAX_INT = 2**53 - 1
@@ -266,6 +267,10 @@ class EventIn(BaseModel):
     device: DeviceIn | None = None
     process: ProcessIn | None = None
     enforcement: EnforcementIn | None = None
+    destination: DestinationIn | None = _unsent()
+    repository: RepositoryIn | None = _unsent()
+    refs: Refs | None = Field(default=None, max_length=MAX_REFS, exclude_if=_left_out_when_none)
+    transfer: TransferIn | None = _unsent()
 
     def columns(self) -> dict[str, Any]:
         """The fields the events table keeps in columns, shaped as the stored record (see store.ingest)."""
@@ -281,6 +286,7 @@ class EventIn(BaseModel):
             "sha256": self.sha256,
             "device": {"serial": self.device.serial} if self.device else None,
             "process": {"exe": self.process.exe} if self.process else None,
+            "destination": {"host": self.destination.host} if self.destination else None,
             "matches": [{"rule": m.rule} for m in self.matches],
         }
 
@@ -298,6 +304,7 @@ class BatchIn(_In):
             extras = [
                 event.model_extra, *(m.model_extra for m in event.matches), event.device.model_extra if event.device else None,
                 *_process_extras(event.process), *_enforcement_extras(event.enforcement),
+                *(part.model_extra for part in (event.destination, event.repository, event.transfer) if part is not None),
             ]
             if any(extras):
                 check_json_values([values for values in extras if values], f"events[{index}]", depth=0)
@@ -318,6 +325,9 @@ class BatchOut(BaseModel):
     accepted: int
     duplicates: list[str] = Field(description="Ids already stored from an earlier send: safe to forget.")
     conflicts: list[str] = Field(description="Ids another agent already used: not stored.")
+    suppressed: int = Field(
+        default=0, description="Of the accepted, egress events to a place the vendor allows and does not want reported: not stored."
+    )
 
 
 class HeartbeatIn(_In):

@@ -156,6 +156,8 @@ events = Table(
     Column("device_serial", String(255)),
     # The base name of the event's process executable (``cp``, ``xclip``), for the list's filter.
     Column("process_name", String(255)),
+    # An egress event's ``destination.host``, lower-cased (None for local and file transports).
+    Column("destination_host", String(255)),
     Column("body", Text, nullable=False),  # the validated record as the agent sent it
     Column("source_ip", String(45)),
     Column("source_country", String(2)),
@@ -173,6 +175,7 @@ events = Table(
     Index("ix_events_sha256", "sha256"),
     Index("ix_events_device_serial", "device_serial"),
     Index("ix_events_process_name_seq", "process_name", "seq"),
+    Index("ix_events_destination_host_seq", "destination_host", "seq"),
 )
 
 event_rules = Table(
@@ -402,4 +405,16 @@ agent_commands = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("done_at", UtcDateTime),
     Index("ix_agent_commands_agent_id_done_at", "agent_id", "done_at"),
+)
+
+# Where a vendor's staff may push and upload (server/store/egress.py): patterns of agent/egress/remotes.py.
+egress_policies = Table(
+    "egress_policies",
+    metadata,
+    Column("vendor", Integer, ForeignKey("vendors.id"), primary_key=True, autoincrement=False),
+    Column("allowed_remotes", JSON, nullable=False),  # ["git.customer.com/**", ...]
+    Column("report_allowed", Boolean, nullable=False),  # keep (at low severity) what went to an allowed remote
+    Column("version", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(128), nullable=False),
 )

@@ -10,6 +10,9 @@ The columns the collector owns come from the collector: the agent and vendor fro
 credential, the host from the enrollment (the agent's ``host`` stays in the body as its
 claim), and the origin from who stored the event (agent/events.py holds the contract).
 Records that carry an ``enforcement`` object go to the quarantine store's hook once, when stored.
+Egress records are judged against their vendor's allowed remotes first (server/store/egress.py),
+which sets their severity and may leave them unstored (``suppressed``); only batches holding
+egress records pay for that.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from agent import events as contract
 from agent.events import SEVERITY_RANK, Origin
 from server.db.tables import alert_outbox, events
 from server.siem.fields import exe_name
-from server.store import quarantine
+from server.store import egress, quarantine
 from server.store.agents import AgentIdentity
 from server.store.sql import iso
 
@@ -38,6 +41,8 @@ class IngestResult:
     duplicates: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     alert_seqs: list[int] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+    """Egress events to an allowed place the vendor does not want reported: acknowledged, not stored."""
 
 
 def _clean(value: Any, limit: int = 4096) -> str | None:
@@ -50,8 +55,8 @@ def _clean(value: Any, limit: int = 4096) -> str | None:
 # The columns ingest writes, in the order of the tuples built by ``_row``.
 _COLUMNS = (
     "id", "agent_id", "vendor_id", "channel", "type", "occurred_at", "received_at", "severity", "severity_rank", "status",
-    "host", "user_name", "path", "sha256", "device_serial", "process_name", "body", "source_ip", "source_country",
-    "triage_status", "origin",
+    "host", "user_name", "path", "sha256", "device_serial", "process_name", "destination_host", "body", "source_ip",
+    "source_country", "triage_status", "origin",
 )  # fmt: skip
 _TIME_COLUMNS = (_COLUMNS.index("occurred_at"), _COLUMNS.index("received_at"))
 
@@ -70,6 +75,8 @@ def _row(
     severity = record.get("severity")
     device = record.get("device") or {}
     process = record.get("process")
+    destination = record.get("destination")
+    destination_host = destination.get("host") if isinstance(destination, dict) else None
     return (
         record["id"],
         agent.id,
@@ -88,6 +95,7 @@ def _row(
         record.get("sha256"),
         _clean(device.get("serial"), 255),
         _clean(exe_name(process.get("exe")) if isinstance(process, dict) else None, 255),
+        _clean(destination_host.lower(), 255) if isinstance(destination_host, str) else None,
         body if body is not None else json.dumps(record, ensure_ascii=False, separators=(",", ":")),
         address,
         country,
@@ -121,6 +129,8 @@ def ingest(
             result.duplicates.append(record["id"])
         else:
             unique[record["id"]] = (record, occurred_at, body)
+    if any(record["channel"] == egress.CHANNEL for record, _, _ in unique.values()):
+        unique, result.suppressed = egress.apply(conn, vendor_id=agent.vendor_id, entries=unique)
     if not unique:
         return result
     records = [record for record, _, _ in unique.values()]

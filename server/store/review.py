@@ -5,7 +5,9 @@ alerts show: the agent's record with the collector's own facts laid over it. Nam
 collector owns (agent/events.py) that an agent wrote into its body are moved under
 ``agent_claims``, and an agent's ``host`` that differs from its enrolled hostname is shown as
 ``claimed_host``, so nothing an agent sends can pose as the collector's word, including in
-rows stored before that rule existed. Triage and comments change here too, each with its
+rows stored before that rule existed. An egress row is the exception that proves it: ingest
+rewrote its body (server/store/egress.py), so its ``egress_policy`` and ``agent_claims`` are the
+collector's own. Triage and comments change here too, each with its
 audit entry in the same transaction, so the API and the UI follow one rule.
 """
 
@@ -19,7 +21,7 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy import Connection, and_, exists, func, select, tuple_
 
-from agent.events import AGENT_CLAIMS, CLAIMED_HOST, COLLECTOR_FIELDS, SEVERITY_RANK
+from agent.events import AGENT_CLAIMS, CLAIMED_HOST, COLLECTOR_FIELDS, EGRESS_POLICY, SEVERITY_RANK
 from server.db.tables import event_comments, event_rules, events, users, vendors
 from server.errors import InvalidInput, NotFound
 from server.store import audit
@@ -46,6 +48,8 @@ class EventFilter:
     device_serial: str | None = None
     process_name: str | None = None
     """The base name of the event's process executable, exactly (``cp``, ``xclip``)."""
+    destination_hosts: tuple[str, ...] = ()
+    """Egress destinations' hosts, exactly, lower-cased (``github.com``)."""
     since: datetime | None = None
     until: datetime | None = None
 
@@ -153,6 +157,8 @@ def _conditions(f: EventFilter) -> list[Any]:
         c.append(events.c.device_serial == f.device_serial)
     if f.process_name:
         c.append(events.c.process_name == f.process_name)
+    if f.destination_hosts:
+        c.append(events.c.destination_host.in_([host.lower() for host in f.destination_hosts]))
     if f.since:
         c.append(events.c.occurred_at >= f.since)
     if f.until:
@@ -165,7 +171,10 @@ def public(row: Any) -> dict[str, Any]:
     item = json.loads(row.body)
     if row.origin == "collector":
         item.pop("origin", None)  # rows raised before the origin column kept it in the body
+    judged = {name: item.pop(name, None) for name in (EGRESS_POLICY, AGENT_CLAIMS)} if row.channel == "egress" else {}
     claims = {name: item.pop(name) for name in COLLECTOR_FIELDS & item.keys()}
+    if isinstance(judged.get(AGENT_CLAIMS), dict):
+        claims = {**judged[AGENT_CLAIMS], **claims}
     if claims.get("agent_id") == row.agent_id:
         del claims["agent_id"]
     claimed_host = item.pop("host", None)
@@ -189,6 +198,8 @@ def public(row: Any) -> dict[str, Any]:
         item[CLAIMED_HOST] = claimed_host
     if claims:
         item[AGENT_CLAIMS] = claims
+    if judged.get(EGRESS_POLICY) is not None:
+        item[EGRESS_POLICY] = judged[EGRESS_POLICY]
     item.setdefault("path", None)
     item.setdefault("sha256", None)
     item.setdefault("matches", [])
