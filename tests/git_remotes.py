@@ -162,6 +162,22 @@ def rsync_upload(stand_in: Path, files: Sequence[Path], dest_dir: Path) -> None:
     run_tool(["rsync", "-q", "-e", str(stand_in), *map(str, files), f"vendor-host:{dest_dir}/"])
 
 
+def sftp_upload(stand_in: Path, files: Sequence[Path], dest_dir: Path, batch: Path) -> None:
+    """``sftp -S stand_in -b batch vendor-host``, the batch file holding one ``put`` line per file."""
+    batch.write_text("".join(f'put "{file}" "{dest_dir}/{file.name}"\n' for file in files))
+    run_tool(["sftp", "-q", "-S", str(stand_in), "-b", str(batch), "vendor-host"])
+
+
+def rclone_upload(files: Sequence[Path], dest_dir: Path, *, remote: str = "vendor") -> None:
+    """``rclone copy file remote:dest_dir`` for each file, ``remote`` being a local-disk rclone remote
+    set up through the environment (no rclone configuration file is read or written)."""
+    env = dict(os.environ, RCLONE_CONFIG=str(dest_dir / ".no-rclone.conf"), **{f"RCLONE_CONFIG_{remote.upper()}_TYPE": "local"})
+    for file in files:
+        proc = subprocess.run(["rclone", "copy", str(file), f"{remote}:{dest_dir}"], env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        if proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
+
+
 def curl_upload(file: Path, url: str) -> None:
     """``curl -T file url`` (an HTTP PUT)."""
     run_tool(["curl", "-sS", "--fail", "--max-time", str(int(TIMEOUT)), "-T", str(file), url])

@@ -20,9 +20,11 @@ from tests.git_remotes import (
     make_bare,
     make_repo,
     push,
+    rclone_upload,
     refs_of,
     rsync_upload,
     scp_upload,
+    sftp_upload,
     ssh_stand_in,
     tools_missing,
 )
@@ -112,6 +114,27 @@ def test_rsync_through_the_stand_in(repo: Path, tmp_path: Path) -> None:
     dest.mkdir()
     rsync_upload(stand_in, [repo / "src" / "app.py"], dest)
     assert (dest / "app.py").read_text() == SOURCE["src/app.py"]
+
+
+def test_sftp_batch_through_the_stand_in(repo: Path, tmp_path: Path) -> None:
+    if missing := tools_missing("sftp"):
+        pytest.skip(f"not installed: {missing} (make apt)")
+    stand_in = ssh_stand_in(tmp_path / "bin")
+    dest = tmp_path / "received"
+    dest.mkdir()
+    sftp_upload(stand_in, [repo / "src" / "app.py", repo / "README.md"], dest, tmp_path / "batch")
+    assert sorted(p.name for p in dest.iterdir()) == ["README.md", "app.py"]
+    assert (dest / "app.py").read_text() == SOURCE["src/app.py"]
+
+
+def test_rclone_to_a_local_remote(repo: Path, tmp_path: Path) -> None:
+    if missing := tools_missing("rclone"):
+        pytest.skip(f"not installed: {missing} (make apt)")
+    dest = tmp_path / "received"
+    dest.mkdir()
+    rclone_upload([repo / "src" / "app.py"], dest)
+    assert (dest / "app.py").read_text() == SOURCE["src/app.py"]
+    assert not (dest / ".no-rclone.conf").exists()
 
 
 def test_curl_put_is_stored(repo: Path, tmp_path: Path) -> None:
