@@ -64,6 +64,7 @@ _EXEC_DATA = struct.Struct("=ii")
 _EVENT_AT = _NLMSGHDR.size + _CN_MSG.size
 _DATA_AT = _EVENT_AT + _EVENT_HEADER.size
 _RECV_BYTES = 4096
+_BURST = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,10 +145,19 @@ def parse(datagram: bytes) -> tuple[int, int] | None:
     return what, 0
 
 
-def read_start(pid: int, *, proc: str = "/proc") -> tuple[ProcessStart, bool]:
-    """What /proc says of ``pid`` now, and whether it was gone (no program and no arguments left to read)."""
+def read_argv(pid: int, *, proc: str = "/proc") -> tuple[str, ...]:
+    """``pid``'s arguments (empty once it has exited): the fact that goes first, so it is read first."""
+    return _argv(f"{proc}/{pid}/cmdline")
+
+
+def read_start(pid: int, *, argv: tuple[str, ...] | None = None, proc: str = "/proc") -> tuple[ProcessStart, bool]:
+    """What /proc says of ``pid`` now, and whether it was gone (no program and no arguments left to read).
+
+    ``argv``: the arguments if they were read already.
+    """
     base = f"{proc}/{pid}"
-    argv = _argv(f"{base}/cmdline")
+    if argv is None:
+        argv = _argv(f"{base}/cmdline")
     exe = _link(f"{base}/exe")
     cwd = _link(f"{base}/cwd")
     uid, ppid = status(pid, proc=proc)
@@ -269,6 +279,8 @@ class ProcessEvents:
         reader = self._reader
         if reader is not None and not reader.is_alive():
             return {"state": "degraded", "message": message + "; the reader stopped"}
+        if reader is not None and not reader.realtime:
+            message += "; reader at ordinary priority (programs of a millisecond may be gone)"
         return {"state": "degraded" if self.lost else "ok", "message": message}
 
     def _subscribe(self) -> tuple[socket.socket, list[bytes]]:
@@ -299,29 +311,32 @@ class ProcessEvents:
             sock.close()
             raise ProcessEventsUnavailable(exc.errno, f"proc connector: {_name(exc)}") from None
 
-    def _handle(self, datagram: bytes) -> None:
-        self.datagrams += 1
-        message = parse(datagram)
-        if message is None:
-            return
-        what, pid = message
-        if what == PROC_EVENT_NONE:
-            return
-        if what != PROC_EVENT_EXEC:
-            self.others += 1
-            return
-        self.execs += 1
-        start, gone = read_start(pid)
-        if gone:
-            self.gone += 1
-        if self._ignore_own_children and start.ppid == self._own_pid:
-            self.skipped += 1
-            return
-        try:
-            self._on_exec(start)
-        except Exception:  # one bad call must not end process events for the whole agent
-            self.callback_errors += 1
-            log.exception("process event handler failed on pid %d", pid)
+    def _handle(self, datagrams: list[bytes]) -> None:
+        """A burst of messages: every program's arguments first (they vanish when it exits), then the rest."""
+        pids = []
+        for datagram in datagrams:
+            self.datagrams += 1
+            message = parse(datagram)
+            if message is None or message[0] == PROC_EVENT_NONE:
+                continue
+            if message[0] != PROC_EVENT_EXEC:
+                self.others += 1
+                continue
+            pids.append(message[1])
+        self.execs += len(pids)
+        argvs = [read_argv(pid) for pid in pids]
+        for pid, argv in zip(pids, argvs):
+            start, gone = read_start(pid, argv=argv)
+            if gone:
+                self.gone += 1
+            if self._ignore_own_children and start.ppid == self._own_pid:
+                self.skipped += 1
+                continue
+            try:
+                self._on_exec(start)
+            except Exception:  # one bad call must not end process events for the whole agent
+                self.callback_errors += 1
+                log.exception("process event handler failed on pid %d", pid)
 
 
 def _await_ack(sock: socket.socket) -> list[bytes]:
@@ -366,6 +381,7 @@ class _Reader(StoppableThread):
         self._owner = owner
         self._sock = sock
         self._early = early
+        self.realtime = False
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     def on_stop(self) -> None:
@@ -382,26 +398,52 @@ class _Reader(StoppableThread):
         self._wake_r = self._wake_w = -1
 
     def run_loop(self) -> None:
+        self.realtime = _prefer_cpu()
         owner = self._owner
-        while self._early:
-            owner._handle(self._early.pop(0))
+        owner._handle(self._early)
+        self._early = []
         poller = select.poll()
         poller.register(self._sock.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
-        buffer = bytearray(_RECV_BYTES)
-        view = memoryview(buffer)
         while not self.stopping:
             for fd, _ in poller.poll():
                 if fd != self._sock.fileno():
                     return
                 while True:
-                    try:
-                        size = self._sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
+                    burst = self._burst()
+                    if not burst:
                         break
-                    except OSError as exc:
-                        if exc.errno != errno.ENOBUFS:
-                            raise
-                        owner.lost += 1
-                        continue
-                    owner._handle(bytes(view[:size]))
+                    owner._handle(burst)
+
+    def _burst(self) -> list[bytes]:
+        """The messages waiting now, at most ``_BURST``."""
+        burst: list[bytes] = []
+        while len(burst) < _BURST:
+            try:
+                burst.append(self._sock.recv(_RECV_BYTES, socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                self._owner.lost += 1
+        return burst
+
+
+def _prefer_cpu() -> bool:
+    """Make the calling thread preempt ordinary work when it wakes (SCHED_FIFO 1); whether that was allowed.
+
+    A /bin/true lives about a millisecond. Woken on the CPU the new program runs on, an ordinary
+    thread waits for it to finish and finds /proc empty; measured here (2 CPUs), 5 to 15 % of such
+    programs were gone, and none of 5000 with this. The thread sleeps between bursts and a burst is
+    bounded, and the kernel keeps a share of every CPU for ordinary work (sched_rt_runtime_us).
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (OSError, AttributeError):
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, -10)
+        except OSError:
+            pass
+        return False
+    return True
