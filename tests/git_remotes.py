@@ -3,7 +3,9 @@
 The egress tests and bench/egress.py need source code to leave the way staff would send it (``git push``
 over file://, a local path, ssh and https; ``scp``, ``rsync``, ``curl -T``) without a network or an sshd.
 The ssh stand-in is a script named ``ssh`` that runs the remote command on this machine, so git, scp and
-rsync start the same processes (``ssh host git-receive-pack '/p'``) an agent sees for a real remote.
+rsync run it with the arguments they give a real ssh (``host git-receive-pack '/p'``). Being a shell script,
+it shows in /proc as ``/bin/sh .../ssh host ...`` (as an ssh wrapper script would), and the remote side's
+``git-receive-pack`` runs here too: a test of the agent should expect the ``git push`` itself, not an ssh binary.
 """
 
 from __future__ import annotations
