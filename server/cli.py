@@ -1,4 +1,4 @@
-"""``dlp-server``: the collector's command line (init, serve, users, tokens, agents, devices, quarantine, export)."""
+"""``dlp-server``: the collector's command line (init, serve, users, tokens, agents, devices, egress, quarantine, export)."""
 
 from __future__ import annotations
 
@@ -285,6 +285,35 @@ def cmd_devices_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _egress_text(policy: dict[str, Any]) -> list[str]:
+    reported = "reported at low severity" if policy["report_allowed"] else "not reported"
+    since = f", {policy['updated_at']} by {policy['updated_by']}" if policy["version"] else ""
+    lines = [f"vendor {policy['vendor']}: egress to allowed remotes {reported} (version {policy['version']}{since})"]
+    return lines + ([f"  allow  {p}" for p in policy["allowed_remotes"]] or ["  allow  (nothing)"])
+
+
+def cmd_egress_show(args: argparse.Namespace) -> int:
+    from server.store import egress
+
+    with _collector(args) as collector, collector.db.read() as conn:
+        policy = egress.get_policy(conn, vendor=args.vendor)
+    _print(args, policy, _egress_text(policy))
+    return EXIT_OK
+
+
+def cmd_egress_change(args: argparse.Namespace) -> int:
+    """``allow``, ``disallow`` and ``report-allowed``: one audited change of the vendor's egress policy."""
+    from server.store import egress
+
+    change: dict[str, Any] = {"add": args.patterns} if args.change == "allow" else {"remove": args.patterns} if args.change == "disallow" else {}
+    if args.change == "report-allowed":
+        change["report_allowed"] = args.switch == "on"
+    with _collector(args) as collector, collector.db.write() as conn:
+        policy = egress.change_policy(conn, vendor=args.vendor, **change, actor=_actor(), address=None, now=collector.clock())
+    _print(args, policy, _egress_text(policy))
+    return EXIT_OK
+
+
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
     from server.store import quarantine
 
@@ -411,6 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     devices_revoke = add(devices, "revoke", cmd_devices_revoke, "end an exception now", as_json)
     devices_revoke.add_argument("--vendor", required=True)
     devices_revoke.add_argument("exception_id", type=int)
+
+    egress = commands.add_parser("egress", help="allowed git remotes and upload destinations per vendor").add_subparsers(dest="egress_command", metavar="ACTION", required=True)
+    add(egress, "show", cmd_egress_show, "a vendor's allowed remotes and whether egress to them is reported", as_json).add_argument("vendor")
+    for change, what in (("allow", "allow pushes and uploads to these places (audited)"), ("disallow", "stop allowing these patterns (audited)")):
+        patterns = add(egress, change, cmd_egress_change, what, as_json)
+        patterns.add_argument("vendor")
+        patterns.add_argument("patterns", nargs="+", metavar="PATTERN", help="host[:port]/path-glob (* within a part, ** across) or /local/path-glob")
+        patterns.set_defaults(change=change)
+    report = add(egress, "report-allowed", cmd_egress_change, "keep egress to allowed places as low-severity events (on) or drop it (off)", as_json)
+    report.add_argument("vendor")
+    report.add_argument("switch", choices=["on", "off"])
+    report.set_defaults(change="report-allowed")
 
     quarantine = commands.add_parser("quarantine", help="files agents quarantined").add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
     quarantine_list = add(quarantine, "list", cmd_quarantine_list, "quarantined files, newest first", as_json)
