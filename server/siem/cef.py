@@ -17,7 +17,17 @@ from typing import Any
 
 from agent.display import BIDI_CONTROLS, unicode_mark
 from agent.events import SEVERITIES
-from server.siem.fields import device_label, enforcement_facts, fingerprint_sources, process_facts, rule_kinds, rule_names, text
+from server.siem.fields import (
+    destination_facts,
+    device_label,
+    egress_verdict,
+    enforcement_facts,
+    fingerprint_sources,
+    process_facts,
+    rule_kinds,
+    rule_names,
+    text,
+)
 
 VENDOR = "DLP Endpoint"
 PRODUCT = "dlp-endpoint"
@@ -89,12 +99,15 @@ def _extension(event: dict[str, Any]) -> list[_Piece]:
     """The extension as (``key=`` prefix, value tokens), present values only, in a fixed order."""
     process = process_facts(event.get("process")) or {}
     enforcement = enforcement_facts(event) or {}
+    destination = destination_facts(event) or {}
+    # An egress event's destination is CEF's destination host; the endpoint it left is then the source host.
+    endpoint = "shost=" if destination.get("host") else "dhost="
     strings: list[tuple[str, str | None, int]] = [
         ("rt=", _epoch_ms(event.get("received_at")), _STRING_CHARS),
         ("start=", _epoch_ms(event.get("occurred_at")), _STRING_CHARS),
         ("externalId=", text(event.get("id")), _EXTERNAL_ID_CHARS),
         ("cat=", text(event.get("channel")), _STRING_CHARS),
-        ("dhost=", text(event.get("host")), _STRING_CHARS),
+        (endpoint, text(event.get("host")), _STRING_CHARS),
         ("duser=", text(event.get("user")), _STRING_CHARS),
         *_address(event.get("source_ip")),
         ("filePath=", text(event.get("path")), _STRING_CHARS),
@@ -115,6 +128,11 @@ def _extension(event: dict[str, Any]) -> list[_Piece]:
         ("flexString2Label=processCommandLine flexString2=", process.get("cmdline"), _FLEX_STRING_CHARS),
         ("act=", enforcement.get("action"), _STRING_CHARS),
         ("outcome=", enforcement.get("outcome"), _STRING_CHARS),
+        ("dhost=", destination.get("host"), _STRING_CHARS),
+        ("dpt=", destination.get("port"), _STRING_CHARS),
+        ("app=", destination.get("tool"), _STRING_CHARS),
+        ("request=", destination.get("url"), _STRING_CHARS),
+        ("reason=", (egress_verdict(event) or {}).get("summary"), _STRING_CHARS),
     ]
     pieces = []
     for key, value, limit in strings:

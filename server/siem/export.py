@@ -12,10 +12,14 @@ from typing import Any, Literal, TextIO
 from agent.display import BIDI_CONTROLS, LAYOUT, TERMINAL, visible
 from server.siem.cef import format_cef
 from server.siem.fields import (
+    destination_facts,
     device_label,
+    egress_verdict,
     enforcement_facts,
     fingerprint_sources,
     process_facts,
+    refs_list,
+    repository_facts,
     rule_kinds,
     rule_names,
     text,
@@ -28,7 +32,8 @@ CSV_COLUMNS = (
     "id", "seq", "received_at", "occurred_at", "vendor", "agent_id", "host", "user", "channel", "type",
     "severity", "status", "path", "sha256", "size", "rules", "device", "source_ip", "source_country",
     "triage_status", "rule_kinds", "fingerprint_sources", "process_exe", "process_pid", "process_cmdline",
-    "process_user", "enforcement_action", "enforcement_outcome",
+    "process_user", "enforcement_action", "enforcement_outcome", "destination_host", "destination_url",
+    "destination_tool", "repository_path", "repository_protected", "refs", "egress_allowed",
 )  # fmt: skip
 
 # A cell a spreadsheet may read as a formula (OWASP's CSV injection list: = + - @ tab CR), also
@@ -101,7 +106,16 @@ def _row(event: dict[str, Any]) -> list[str | None]:
     """The event's values in ``CSV_COLUMNS`` order."""
     process = process_facts(event.get("process")) or {}
     enforcement = enforcement_facts(event) or {}
+    destination = destination_facts(event) or {}
+    repository = repository_facts(event) or {}
     derived = {
+        "destination_host": destination.get("host"),
+        "destination_url": destination.get("url"),
+        "destination_tool": destination.get("tool"),
+        "repository_path": repository.get("path"),
+        "repository_protected": repository.get("protected"),
+        "refs": ";".join(refs_list(event)),
+        "egress_allowed": (egress_verdict(event) or {}).get("allowed"),
         "process_exe": process.get("exe"),
         "process_pid": process.get("pid"),
         "process_cmdline": process.get("cmdline"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.events import FINGERPRINT_MATCH, match_kind
+from agent.events import DESTINATION_FIELDS, EGRESS_POLICY, FINGERPRINT_MATCH, match_kind
 
 
 def text(value: Any) -> str | None:
@@ -136,3 +136,49 @@ def enforcement_facts(event: dict[str, Any]) -> dict[str, str | None] | None:
     else:
         outcome, summary = "not done", f"tried: {action or 'an action'}, not done"
     return {"action": action, "outcome": outcome, "summary": summary, "detail": text(enforcement.get("detail"))}
+
+
+def destination_facts(event: dict[str, Any]) -> dict[str, str | None] | None:
+    """An egress event's ``destination`` (agent/events.py DESTINATION_FIELDS) as text, the host
+    lower-cased as the collector filters it; None when the event has none."""
+    destination = event.get("destination")
+    if not isinstance(destination, dict):
+        return None
+    facts = {name: text(destination.get(name)) for name in DESTINATION_FIELDS}
+    facts["port"] = _number(destination.get("port"))
+    host = facts["host"]
+    facts["host"] = host.lower() if host else None
+    return facts
+
+
+def repository_facts(event: dict[str, Any]) -> dict[str, str | None] | None:
+    """An egress event's ``repository``: ``path``, ``protected`` (``true``/``false``, None when not
+    said), ``branch``, ``head`` as text; None when the event has none."""
+    repository = event.get("repository")
+    if not isinstance(repository, dict):
+        return None
+    protected = repository.get("protected")
+    return {
+        "path": text(repository.get("path")),
+        "protected": ("true" if protected else "false") if isinstance(protected, bool) else None,
+        "branch": text(repository.get("branch")),
+        "head": text(repository.get("head")),
+    }
+
+
+def refs_list(event: dict[str, Any]) -> list[str]:
+    """What a push named (its ``refs``) as text; empty when the event has none."""
+    refs = event.get("refs")
+    return [text(ref) or "" for ref in refs] if isinstance(refs, list) else []
+
+
+def egress_verdict(event: dict[str, Any]) -> dict[str, str | None] | None:
+    """The collector's ``egress_policy`` verdict: ``allowed`` (``true``/``false``), ``pattern`` and
+    ``summary`` (what a reviewer reads); None on events without one."""
+    policy = event.get(EGRESS_POLICY)
+    if not isinstance(policy, dict):
+        return None
+    allowed = policy.get("allowed") is True
+    pattern = text(policy.get("pattern"))
+    summary = f"allowed by {pattern}" if allowed and pattern else "not on the allowed list"
+    return {"allowed": "true" if allowed else "false", "pattern": pattern, "summary": summary}

@@ -71,7 +71,8 @@ def _pattern(text: Any) -> str:
         text.encode("utf-8")  # a lone surrogate (JSON allows its escape) could not be stored
         return validate_pattern(text)
     except (ValueError, UnicodeEncodeError) as exc:
-        raise InvalidInput(f"pattern {text[:100]!r}: {exc}") from None
+        named = repr(text[:100])
+        raise InvalidInput(str(exc) if named in str(exc) else f"pattern {named}: {exc}") from None
 
 
 def check_patterns(patterns: Iterable[Any]) -> list[str]:

@@ -11,13 +11,13 @@ from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from agent import __version__
-from agent.events import CHANNELS
+from agent.events import CHANNELS, DESTINATION_FIELDS
 from server.api.deps import AddressDep, CollectorDep
 from server.api.schemas import BulkTriageIn, CommentIn, DeviceIn, TriageIn
 from server.collector import Collector
 from server.errors import InvalidInput
 from server.siem.export import write_events
-from server.siem.fields import enforcement_facts, process_chain, process_facts
+from server.siem.fields import egress_verdict, enforcement_facts, process_chain, process_facts
 from server.store import agents, audit, review, vendors
 from server.store import users as user_store
 from server.store.review import TRIAGE_STATUSES, EventFilter, TriageChange
@@ -34,6 +34,11 @@ RELATED_SHOWN = 5
 DEVICE_FIELDS = frozenset(DeviceIn.model_fields)
 # Enforcement fields the page labels itself; any other (a quarantine's id, a command) is listed as text.
 ENFORCEMENT_FIELDS = frozenset({"action", "mode", "done", "detail"})
+# An egress destination's fields with the page's labels; any other key an agent sent is listed as text.
+EGRESS_LABELS = (
+    ("tool", "Program"), ("transport", "Transport"), ("host", "Host"), ("port", "Port"), ("path", "Path"),
+    ("url", "URL"), ("remote", "Git remote"),
+)  # fmt: skip
 # Notices after a redirect are codes, never text from the URL, so a link cannot put words on the page.
 NOTICES = {"triaged": "Triage updated.", "commented": "Comment added.", "bulk": "Status set on the selected events."}
 
@@ -165,6 +170,9 @@ def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, 
         "process_chain": process_chain(item),
         "enforcement": enforcement_facts(item),
         "enforcement_extras": _extras(item.get("enforcement"), ENFORCEMENT_FIELDS),
+        "verdict": egress_verdict(item),
+        "egress_labels": EGRESS_LABELS,
+        "destination_extras": _extras(item.get("destination"), frozenset(DESTINATION_FIELDS)),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
     }
     return render(request, "event.html", context)

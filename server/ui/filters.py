@@ -26,8 +26,8 @@ SEVERITY_CHOICES = [
     )
 ]
 DEFAULT_LIMIT = 50
-TEXT_FILTERS = ("vendor", "agent", "user", "rule", "sha256", "device", "process")
-FIELDS = ("since", "until", "vendor", "agent", "user", "channel", "rule", "severity", "status", "sha256", "device", "process")
+TEXT_FILTERS = ("vendor", "agent", "user", "rule", "sha256", "device", "process", "destination")
+FIELDS = ("since", "until", "vendor", "agent", "user", "channel", "rule", "severity", "status", "sha256", "device", "process", "destination")
 _MAX_TEXT = 255
 _FIELD_NAMES = {"device": "device_serial", "process": "process_name"}
 
@@ -94,7 +94,9 @@ def parse(query: Mapping[str, str]) -> ListView:
             problems.append(f"{name} is longer than {_MAX_TEXT} characters; ignored")
         elif text:
             view.params[name] = text
-    values.update({_FIELD_NAMES.get(name, name): view.params[name] for name in TEXT_FILTERS if name in view.params})
+    values.update({_FIELD_NAMES.get(name, name): view.params[name] for name in TEXT_FILTERS if name in view.params and name != "destination"})
+    if "destination" in view.params:  # egress hosts, comma-separated as in the API
+        values["destination_hosts"] = tuple(part.strip() for part in view.params["destination"].split(",") if part.strip())
     for name, allowed, target in (("channel", CHANNELS, "channels"), ("severity", SEVERITIES, "severities"), ("status", TRIAGE_STATUSES, "statuses")):
         chosen = _choices(name, query.get(name) or "", allowed, problems)
         if chosen:
