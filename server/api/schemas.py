@@ -326,7 +326,9 @@ class BatchOut(BaseModel):
     duplicates: list[str] = Field(description="Ids already stored from an earlier send: safe to forget.")
     conflicts: list[str] = Field(description="Ids another agent already used: not stored.")
     suppressed: int = Field(
-        default=0, description="Of the accepted, egress events to a place the vendor allows and does not want reported: not stored."
+        default=0,
+        exclude_if=lambda count: count == 0,
+        description="Of the accepted, egress events to a place the vendor allows and does not want reported: not stored (absent when none).",
     )
 
 
