@@ -57,7 +57,7 @@ class ExitWatcher(StoppableThread):
     def watch(self, pid: int, callback: Callable[[int], None]) -> None:
         """Call ``callback(pid)`` once ``pid`` has exited (at once when it is already gone)."""
         with self._lock:
-            closed = self._closed or len(self._pending) >= self.max_watched
+            closed = self._closed
         fd = -1
         if not closed and _pidfd_open is not None:
             try:
@@ -68,14 +68,21 @@ class ExitWatcher(StoppableThread):
         if fd < 0:
             self._call(callback, pid)
             return
+        dropped = None
         with self._lock:
             if not self._closed:
                 self._pending.append((fd, pid, callback))
                 fd = -1
+                if len(self._pending) > self.max_watched:  # the thread is behind (a slow callback): stay bounded
+                    dropped = self._pending.popleft()
+                    self.early += 1
         if fd >= 0:  # stopped meanwhile
             os.close(fd)
             self._call(callback, pid)
             return
+        if dropped is not None:
+            os.close(dropped[0])
+            self._call(dropped[2], dropped[1])
         self._wake()
 
     def on_stop(self) -> None:

@@ -1,0 +1,297 @@
+"""The process source on the real proc connector: short programs seen with their arguments, the gone counted, the filter at work; the exit watcher on real pidfds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.sources import proc_events
+from agent.sources.proc_events import ProcessEvents, ProcessStart
+from agent.sources.proc_exits import ExitWatcher
+from tests.waiting import wait_for
+
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="the proc connector needs the initial namespaces; setpriv needs root")
+TRUE = os.path.realpath("/bin/true")
+
+
+class Seen:
+    """What ``on_exec`` was given, searchable by an argument; optionally holding the reader on demand."""
+
+    def __init__(self) -> None:
+        self.starts: list[ProcessStart] = []
+        self.lock = threading.Lock()
+        self.hold = threading.Event()  # set: the next call blocks until ``release``
+        self.holding = threading.Event()
+        self._released = threading.Event()
+
+    def __call__(self, start: ProcessStart) -> None:
+        with self.lock:
+            self.starts.append(start)
+        if self.hold.is_set():
+            self.hold.clear()
+            self.holding.set()
+            self._released.wait(30)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def with_arg(self, arg: str) -> list[ProcessStart]:
+        with self.lock:
+            return [s for s in self.starts if arg in s.argv]
+
+    def of_pid(self, pid: int) -> list[ProcessStart]:
+        with self.lock:
+            return [s for s in self.starts if s.pid == pid]
+
+
+@pytest.fixture
+def seen() -> Iterator[Seen]:
+    seen = Seen()
+    yield seen
+    seen.release()
+
+
+@pytest.fixture
+def events(seen: Seen) -> Iterator[ProcessEvents]:
+    source = ProcessEvents(seen)
+    source.start()
+    assert source.available, source.reason
+    yield source
+    source.stop()
+
+
+def token() -> str:
+    return f"tok-{uuid.uuid4().hex[:12]}"
+
+
+@needs_root
+def test_a_millisecond_program_run_200_times_is_seen_every_time_with_its_arguments(events: ProcessEvents, seen: Seen, tmp_path: Path) -> None:
+    mark = token()
+    shell = subprocess.Popen(["sh", "-c", f'for i in $(seq 200); do /bin/true {mark} "$i"; done'], cwd=tmp_path)
+    assert shell.wait(60) == 0
+    wait_for(lambda: len(seen.with_arg(mark)) == 200, message=f"200 starts of /bin/true ({events.health()['message']})")
+    starts = seen.with_arg(mark)
+    assert sorted(s.argv for s in starts) == sorted(("/bin/true", mark, str(i)) for i in range(1, 201))
+    assert {(s.exe, s.cwd, s.ppid, s.uid) for s in starts} == {(TRUE, str(tmp_path), shell.pid, 0)}
+    assert len({s.pid for s in starts}) == 200
+    assert events.callback_errors == 0
+
+
+@needs_root
+def test_facts_read_from_proc(events: ProcessEvents, seen: Seen, tmp_path: Path) -> None:
+    mark = token()
+    folder = tmp_path / "a folder with spaces"
+    folder.mkdir()
+    odd = "name\udcff with bytes"  # not UTF-8: kept as the file system encoding gives it
+    script = f"setpriv --reuid 65534 --regid 65534 --clear-groups /bin/sleep 0.01 {mark} '' \"$1\"; :"
+    shell = subprocess.Popen(["sh", "-c", script, "sh", odd], cwd=folder)
+    assert shell.wait(60) == 0
+    # setpriv execs sleep in its place: two starts of one pid (the first may already read as sleep).
+    starts = wait_for(lambda: seen.with_arg(mark) if len(seen.with_arg(mark)) == 2 else None, message="setpriv, then sleep")
+    assert starts[0].pid == starts[1].pid
+    sleep = starts[1]
+    assert sleep.argv == ("/bin/sleep", "0.01", mark, "", odd)
+    assert sleep.exe == os.path.realpath("/bin/sleep")
+    assert sleep.cwd == str(folder)
+    assert sleep.uid == 65534
+    assert sleep.ppid == shell.pid
+
+
+@needs_root
+def test_a_program_gone_before_it_is_read_still_gives_a_start(events: ProcessEvents, seen: Seen) -> None:
+    seen.hold.set()
+    subprocess.run(["sh", "-c", f"/bin/true {token()}; :"], check=True)
+    wait_for(seen.holding.is_set, message="the reader held in on_exec")
+    gone_before = events.gone
+    # The reader is held: this program execs, exits and is reaped before its message is read.
+    out = subprocess.run(["sh", "-c", "/bin/true & echo $!; wait"], check=True, capture_output=True, text=True).stdout
+    pid = int(out)
+    assert not os.path.exists(f"/proc/{pid}")
+    seen.release()
+    start = wait_for(lambda: seen.of_pid(pid), message="a start for the reaped pid")[0]
+    assert (start.argv, start.exe, start.cwd, start.ppid, start.uid) == ((), None, None, None, None)
+    assert events.gone > gone_before
+    assert str(events.gone) + " gone" in events.health()["message"]
+
+
+@needs_root
+@pytest.mark.parametrize("ignore", [True, False])
+def test_the_agents_own_children_are_skipped(seen: Seen, ignore: bool) -> None:
+    source = ProcessEvents(seen, ignore_own_children=ignore)
+    source.start()
+    try:
+        own, grandchild = token(), token()
+        subprocess.run(["/bin/true", own], check=True)
+        subprocess.run(["sh", "-c", f"/bin/sleep 0.01 {grandchild}; :"], check=True)
+        wait_for(lambda: seen.with_arg(grandchild), message="the grandchild")
+        if ignore:
+            assert seen.with_arg(own) == [] and source.skipped >= 1
+        else:
+            assert [s.ppid for s in seen.with_arg(own)] == [os.getpid()]
+    finally:
+        source.stop()
+
+
+@needs_root
+@pytest.mark.parametrize("kernel_filter", [True, False])
+def test_the_kernel_filter_drops_forks_and_exits(seen: Seen, kernel_filter: bool) -> None:
+    source = ProcessEvents(seen, kernel_filter=kernel_filter)
+    source.start()
+    try:
+        mark = token()
+        # 200 subshells: a fork and an exit each, and no exec; then one exec to know all were read.
+        subprocess.run(["sh", "-c", f"for i in $(seq 200); do (:); done; /bin/sleep 0.01 {mark}; :"], check=True)
+        wait_for(lambda: seen.with_arg(mark), message="the closing exec")
+        if kernel_filter:
+            assert source.others == 0 and source.datagrams == source.execs
+        else:
+            assert source.others >= 400 and source.datagrams >= source.execs + 400
+    finally:
+        source.stop()
+
+
+@needs_root
+def test_a_full_socket_buffer_counts_lost_and_reading_goes_on(monkeypatch: pytest.MonkeyPatch, seen: Seen) -> None:
+    monkeypatch.setattr(proc_events, "RCVBUF_BYTES", 4096)
+    source = ProcessEvents(seen)
+    source.start()
+    try:
+        seen.hold.set()
+        subprocess.run(["sh", "-c", f"/bin/true {token()}; :"], check=True)
+        wait_for(seen.holding.is_set, message="the reader held in on_exec")
+        subprocess.run(["sh", "-c", "for i in $(seq 300); do /bin/true; done"], check=True)
+        seen.release()
+        wait_for(lambda: source.lost > 0, message="ENOBUFS counted")
+        after = token()
+        subprocess.run(["sh", "-c", f"/bin/sleep 0.01 {after}; :"], check=True)
+        wait_for(lambda: seen.with_arg(after), message="an exec after the loss")
+        health = source.health()
+        assert health["state"] == "degraded" and f"{source.lost} lost" in health["message"]
+    finally:
+        source.stop()
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@needs_root
+def test_stop_leaves_no_thread_or_descriptor(seen: Seen) -> None:
+    threads, fds = set(threading.enumerate()), open_fds()
+    source = ProcessEvents(seen)
+    source.start()
+    assert source.health()["state"] == "ok" and source.thread is not None and source.thread.is_alive()
+    assert "ordinary priority" not in source.health()["message"]
+    assert open_fds() - fds  # the socket and the wake pipe
+    source.stop()
+    source.stop()
+    assert set(threading.enumerate()) == threads
+    assert open_fds() == fds
+    assert source.health()["state"] == "off" and not source.available
+
+
+@pytest.mark.skipif(not ROOT or not sys.platform.startswith("linux"), reason="unshare needs root")
+def test_outside_the_initial_namespaces_it_says_why() -> None:
+    code = "from agent.sources.proc_events import ProcessEvents\ns = ProcessEvents(print)\ns.start()\nprint(s.available, s.health())\ns.stop()\n"
+    out = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.startswith("False {'state': 'off'")
+    assert "did not answer (not the initial pid or user namespace?)" in out
+
+
+# Exit watcher -------------------------------------------------------------
+
+
+class Exits:
+    def __init__(self) -> None:
+        self.pids: list[tuple[int, str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, pid: int) -> None:
+        with self.lock:
+            self.pids.append((pid, threading.current_thread().name))
+
+    def of(self, pid: int) -> list[str]:
+        with self.lock:
+            return [name for p, name in self.pids if p == pid]
+
+
+@pytest.fixture
+def watcher() -> Iterator[ExitWatcher]:
+    watcher = ExitWatcher()
+    watcher.start()
+    yield watcher
+    watcher.stop()
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "60"])
+
+
+def test_exit_called_back_once_the_process_ends(watcher: ExitWatcher) -> None:
+    exits = Exits()
+    process = sleeper()
+    try:
+        watcher.watch(process.pid, exits)
+        watcher.watch(process.pid, exits)
+        wait_for(lambda: watcher.watching == 1, message="one descriptor for the pid")
+        assert exits.of(process.pid) == []
+    finally:
+        process.kill()
+        process.wait()
+    assert wait_for(lambda: exits.of(process.pid) if len(exits.of(process.pid)) == 2 else None) == ["proc-exits", "proc-exits"]
+    assert watcher.watching == 0 and watcher.exited == 1
+
+
+def test_a_process_already_gone_is_called_back_at_once(watcher: ExitWatcher) -> None:
+    exits = Exits()
+    process = subprocess.run(["sh", "-c", "/bin/true & echo $!; wait"], check=True, capture_output=True, text=True)
+    pid = int(process.stdout)
+    watcher.watch(pid, exits)
+    assert exits.of(pid) == [threading.current_thread().name]
+
+
+def test_past_the_bound_the_oldest_is_called_back_early() -> None:
+    watcher = ExitWatcher(max_watched=2)
+    watcher.start()
+    exits = Exits()
+    processes = [sleeper() for _ in range(3)]
+    try:
+        for process in processes:
+            watcher.watch(process.pid, exits)
+        wait_for(lambda: exits.of(processes[0].pid), message="the oldest let go")
+        assert watcher.early == 1 and watcher.watching == 2
+        assert exits.of(processes[1].pid) == exits.of(processes[2].pid) == []
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+        watcher.stop()
+
+
+def test_watcher_stop_closes_every_descriptor_and_later_watches_return_at_once() -> None:
+    threads, fds = set(threading.enumerate()), open_fds()
+    watcher = ExitWatcher()
+    watcher.start()
+    exits = Exits()
+    process = sleeper()
+    try:
+        watcher.watch(process.pid, exits)
+        wait_for(lambda: watcher.watching == 1)
+        watcher.stop()
+        watcher.stop()
+        assert set(threading.enumerate()) == threads
+        assert open_fds() == fds
+        assert exits.of(process.pid) == []  # dropped on stop, not called
+        watcher.watch(process.pid, exits)
+        assert exits.of(process.pid) == [threading.current_thread().name]
+    finally:
+        process.kill()
+        process.wait()
