@@ -11,13 +11,14 @@ runs; a program that is already gone still gives a ``ProcessStart`` (with what c
 is counted as ``gone``. A full socket buffer (``ENOBUFS``) means the kernel dropped messages: it is
 counted as ``lost`` and reading goes on.
 
-Subscribing needs ``CAP_NET_ADMIN`` in the initial user and pid namespaces; in a container the
-kernel ignores the request silently, which shows here as no acknowledgement. Either way
+Subscribing needs the initial user and pid namespaces (and ``CAP_NET_ADMIN`` before Linux 6.6);
+in a container the kernel ignores the request silently, which shows here as no acknowledgement. Either way
 ``available`` is False and ``health()`` says why.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import dataclasses
 import errno
@@ -64,7 +65,8 @@ _EXEC_DATA = struct.Struct("=ii")
 _EVENT_AT = _NLMSGHDR.size + _CN_MSG.size
 _DATA_AT = _EVENT_AT + _EVENT_HEADER.size
 _RECV_BYTES = 4096
-_BURST = 64
+_QUEUE_MAX = 4096
+"""Execs read but not yet handed on; past it the rest wait in the socket buffer."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +247,7 @@ class ProcessEvents:
             try:
                 sock, early = self._subscribe()
             except ProcessEventsUnavailable as exc:
-                self.reason = str(exc)
+                self.reason = exc.strerror or str(exc)
                 log.warning("no process events: %s", self.reason)
                 return
             self._sock = sock
@@ -311,32 +313,31 @@ class ProcessEvents:
             sock.close()
             raise ProcessEventsUnavailable(exc.errno, f"proc connector: {_name(exc)}") from None
 
-    def _handle(self, datagrams: list[bytes]) -> None:
-        """A burst of messages: every program's arguments first (they vanish when it exits), then the rest."""
-        pids = []
-        for datagram in datagrams:
-            self.datagrams += 1
-            message = parse(datagram)
-            if message is None or message[0] == PROC_EVENT_NONE:
-                continue
-            if message[0] != PROC_EVENT_EXEC:
-                self.others += 1
-                continue
-            pids.append(message[1])
-        self.execs += len(pids)
-        argvs = [read_argv(pid) for pid in pids]
-        for pid, argv in zip(pids, argvs):
-            start, gone = read_start(pid, argv=argv)
-            if gone:
-                self.gone += 1
-            if self._ignore_own_children and start.ppid == self._own_pid:
-                self.skipped += 1
-                continue
-            try:
-                self._on_exec(start)
-            except Exception:  # one bad call must not end process events for the whole agent
-                self.callback_errors += 1
-                log.exception("process event handler failed on pid %d", pid)
+    def _exec_pid(self, datagram: bytes) -> int | None:
+        """Count one message; the pid when it is an exec."""
+        self.datagrams += 1
+        message = parse(datagram)
+        if message is None or message[0] == PROC_EVENT_NONE:
+            return None
+        if message[0] != PROC_EVENT_EXEC:
+            self.others += 1
+            return None
+        self.execs += 1
+        return message[1]
+
+    def _finish(self, pid: int, argv: tuple[str, ...]) -> None:
+        """Read the rest of what /proc says of an exec whose arguments were read, and hand it on."""
+        start, gone = read_start(pid, argv=argv)
+        if gone:
+            self.gone += 1
+        if self._ignore_own_children and start.ppid == self._own_pid:
+            self.skipped += 1
+            return
+        try:
+            self._on_exec(start)
+        except Exception:  # one bad call must not end process events for the whole agent
+            self.callback_errors += 1
+            log.exception("process event handler failed on pid %d", pid)
 
 
 def _await_ack(sock: socket.socket) -> list[bytes]:
@@ -399,35 +400,36 @@ class _Reader(StoppableThread):
 
     def run_loop(self) -> None:
         self.realtime = _prefer_cpu()
-        owner = self._owner
-        owner._handle(self._early)
-        self._early = []
         poller = select.poll()
         poller.register(self._sock.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        # Arguments vanish when a program exits: every exec that arrived has its arguments read
+        # before the slower rest (links, status, on_exec) of any one of them.
+        queue: collections.deque[tuple[int, tuple[str, ...]]] = collections.deque()
+        for datagram in self._early:
+            self._queue(datagram, queue)
+        self._early = []
         while not self.stopping:
-            for fd, _ in poller.poll():
-                if fd != self._sock.fileno():
-                    return
-                while True:
-                    burst = self._burst()
-                    if not burst:
-                        break
-                    owner._handle(burst)
+            if not queue and any(fd != self._sock.fileno() for fd, _ in poller.poll()):
+                return
+            while len(queue) < _QUEUE_MAX:
+                try:
+                    datagram = self._sock.recv(_RECV_BYTES, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    self._owner.lost += 1
+                    continue
+                self._queue(datagram, queue)
+            if queue:
+                self._owner._finish(*queue.popleft())
 
-    def _burst(self) -> list[bytes]:
-        """The messages waiting now, at most ``_BURST``."""
-        burst: list[bytes] = []
-        while len(burst) < _BURST:
-            try:
-                burst.append(self._sock.recv(_RECV_BYTES, socket.MSG_DONTWAIT))
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                self._owner.lost += 1
-        return burst
+    def _queue(self, datagram: bytes, queue: collections.deque[tuple[int, tuple[str, ...]]]) -> None:
+        pid = self._owner._exec_pid(datagram)
+        if pid is not None:
+            queue.append((pid, read_argv(pid)))
 
 
 def _prefer_cpu() -> bool:
