@@ -17,6 +17,7 @@ from agent.egress.repository import (
     find_top,
     head_branch,
     privilege_prefix,
+    push_remote_name,
     read_remotes,
     remote_push_urls,
     run_git,
@@ -163,6 +164,21 @@ def test_push_urls_without_pushurl_use_push_instead_of(tmp_path: Path) -> None:
     git(repo, "config", "url.ssh://push-host/.pushInsteadOf", "https://h/")
     assert remote_push_urls(str(repo), "origin") == ["ssh://push-host/app.git"]
     assert remote_push_urls(str(tmp_path), "origin") == []
+
+
+def test_push_remote_name_agrees_with_git(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"f": "x"})
+
+    def git_says() -> str:
+        return git(repo, "for-each-ref", "--format=%(push:remotename)", "refs/heads/main").strip() or "origin"  # git push's own default
+
+    assert push_remote_name(str(repo)) == git_says() == "origin"
+    for key, value in (("branch.main.remote", "up"), ("remote.pushDefault", "pd"), ("branch.main.pushRemote", "pr"), ("branch.main.pushRemote", "pr2")):
+        git(repo, "config", "--add" if key == "branch.main.pushRemote" else "--replace-all", key, value)
+        assert push_remote_name(str(repo)) == git_says() == value
+    assert push_remote_name(str(repo), "other") == "pd"
+    git(repo, "checkout", "-q", "--detach")
+    assert push_remote_name(str(repo)) == "pd"
 
 
 def test_config_bounds_and_bad_files(tmp_path: Path) -> None:

@@ -270,6 +270,24 @@ def remote_push_urls(top: str, name: str) -> list[str]:
     return [_rewrite(url, push_instead) or _rewrite(url, instead) or url for url in urls]
 
 
+def push_remote_name(top: str, branch: str | None = None) -> str:
+    """The remote a bare ``git push`` uses on ``branch`` (HEAD's by default): the branch's
+    ``pushRemote``, else ``remote.pushDefault``, else the branch's ``remote``, else ``origin``."""
+    branch = branch if branch is not None else head_branch(top)
+    path = _config_path(top)
+    found: dict[str, str] = {}
+    if path is not None:
+        for section, subsection, key, value in _config_entries(path):
+            if section == "branch" and subsection == branch and key in ("pushremote", "remote"):
+                found[key] = value
+            elif section == "remote" and subsection is None and key == "pushdefault":
+                found[key] = value
+    for key in ("pushremote", "pushdefault", "remote"):
+        if found.get(key):
+            return found[key]
+    return "origin"
+
+
 def _rewrite(url: str, rules: list[tuple[str, str]]) -> str | None:
     """``url`` with the longest matching prefix replaced by its base (git's insteadOf), or None."""
     best = max((rule for rule in rules if url.startswith(rule[0])), key=lambda rule: len(rule[0]), default=None)
