@@ -486,13 +486,13 @@ def _remote_operand(arg: str) -> bool:
 
 
 def _files(paths: Sequence[str], cwd: str | None) -> tuple[str, ...]:
-    found: list[str] = []
+    """The named files made absolute, each once, in order (``-`` is stdin, and dropped)."""
+    found: dict[str, None] = {}
     for path in paths:
-        if path == "-":
-            continue
-        full = _join(cwd, path)
-        if full is not None and full not in found:
-            found.append(full)
+        if path != "-":
+            full = _join(cwd, path)
+            if full is not None:
+                found[full] = None
     return tuple(found)
 
 
