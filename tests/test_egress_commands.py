@@ -312,6 +312,9 @@ def transport(argv: list[str], cwd: str | None = "/w") -> tuple[str, str, str | 
         (["ssh", "::1", "git receive-pack 'x.git'"], ("receive-pack", "ssh", "::1", None, "x.git", None)),
         (["ssh", "-i", "key", "-l", "git", "h", "git-receive-pack", "'/a b.git'"], ("receive-pack", "ssh", "h", None, "/a b.git", None)),
         (["/bin/sh", "/usr/local/bin/ssh", "-p", "22", "h", "git-receive-pack '/r'"], ("receive-pack", "ssh", "h", 22, "/r", None)),
+        # GIT_SSH_COMMAND with arguments: git runs it through sh, which then starts ssh itself (the pair strace shows)
+        (["/bin/sh", "-c", 'ssh -o BatchMode=yes "$@"', "ssh -o BatchMode=yes", "-p", "2222", "u@host", "git-receive-pack '/srv/b.git'"], None),
+        (["/usr/bin/ssh", "-o", "BatchMode=yes", "-p", "2222", "u@host", "git-receive-pack '/srv/b.git'"], ("receive-pack", "ssh", "host", 2222, "/srv/b.git", None)),
         # fetches, probes and servers are not pushes
         (["ssh", "-G", "-p", "22", "h"], None),
         (["ssh", "-o", "SendEnv=GIT_PROTOCOL", "h", "git-upload-pack '/r'"], None),
