@@ -133,6 +133,7 @@ def test_the_collector_decides_severity_and_keeps_the_agents_claim(client, colle
     assert got[scanned["id"]]["agent_claims"] is None, "the agent proposed what the collector decided"
     assert shown["destination"] == protected["destination"] and shown["repository"] == protected["repository"] and shown["refs"] == ["main"]
     assert got[upload["id"]]["transfer"]["files_matched"] == 1
+    assert (got[remote["id"]]["refs"], got[upload["id"]]["repository"]) == (None, None), "a part the agent sent as null is shown as null"
     with collector.db.read() as conn:
         rows = dict(conn.execute(select(event_table.c.id, event_table.c.destination_host)).all())
     assert rows[upload["id"]] == "paste.example" and rows[clone["id"]] is None and rows[protected["id"]] == "github.com"

@@ -206,6 +206,9 @@ def public(row: Any) -> dict[str, Any]:
     item.setdefault("device", None)
     item.setdefault("process", None)
     item.setdefault("enforcement", None)
+    if row.channel == "egress":  # stored only when sent (server/api/schemas.py), shown as null otherwise
+        for name in ("destination", "repository", "refs", "transfer"):
+            item.setdefault(name, None)
     return item
 
 
