@@ -143,7 +143,9 @@ def test_remote_allowed(url: str, pattern: str, allowed: bool) -> None:
 def test_remote_allowed_first_match_and_invalid_patterns_skipped() -> None:
     d = parse_git_url("https://h/a/b").to_dict()
     assert remote_allowed(d, ["", "h", "x/**", "h/a/*", "h/**"]) == "h/a/*"
-    assert remote_allowed({"host": "h", "path": None}, ["h/**"]) is None
+    assert remote_allowed({"host": "h", "path": None}, ["h/x"]) is None
+    assert remote_allowed({"host": "h", "path": None}, ["h/**"]) == "h/**"
+    assert remote_allowed({"host": "h", "path": 5}, ["h/**"]) is None
     assert remote_allowed({"host": ["h"], "path": "/x"}, ["h/**"]) is None
     assert remote_allowed({"host": "h", "port": True, "path": "/x", "transport": "https"}, ["h:443/x"]) == "h:443/x"
 

@@ -289,6 +289,8 @@ def remote_allowed(destination: Mapping[str, Any], patterns: Iterable[str]) -> s
     """
     host = destination.get("host")
     path = destination.get("path")
+    if path is None:
+        path = ""  # https://host with no path: the host's root
     if not isinstance(path, str) or len(path) > MAX_URL:
         return None
     port = destination.get("port")
