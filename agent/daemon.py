@@ -28,6 +28,8 @@ from agent.credentials import Credentials, CredentialsError
 from agent.device_guard import DeviceGuard
 from agent.device_policy import DevicePolicyError, PolicyHolder, PolicyStore
 from agent.device_updater import DeviceUpdater
+from agent.egress.scan import EgressScanner
+from agent.egress.tracker import EgressTracker
 from agent.heartbeat import Heartbeat
 from agent.identity import Identity, Link
 from agent.pipeline import Pipeline
@@ -45,9 +47,10 @@ from agent.sources.clipboard_clear import ClipboardClearer
 from agent.sources.fanotify_hub import FanotifyHub, open_hub
 from agent.sources.files import FileSource, WriteWatch
 from agent.sources.mounts import MountWatcher
+from agent.sources.proc_events import ProcessEvents
 from agent.sources.removable import RemovablePolicy, default_probe
 from agent.sources.usb import UsbSource
-from agent.sources.work import ClipboardWork, Device, FileWork, QuarantineReport, Work
+from agent.sources.work import ClipboardWork, Device, EgressWork, Emit, FileWork, QuarantineReport, Work
 from agent.spool import Spool, SpoolError
 from agent.supervisor import Supervisor
 from agent.threads import StoppableThread
@@ -61,6 +64,7 @@ HEARTBEAT_MAX_SOURCES = 32
 """What the collector takes in a heartbeat's ``sources`` (server/api/schemas.py ``HeartbeatIn``)."""
 PENDING_KEY = "pending_work"
 REPORTS_KEY = "pending_reports"
+EGRESS_KEY = "pending_egress"
 """Quarantine reports still queued at a stop: the command is already done, so its report must survive."""
 WATCH_WAIT_S = 10.0
 """How long start waits for the watched folders present at start to be watched before saying it runs."""
@@ -133,6 +137,8 @@ class Daemon:
             ruleset_version=ruleset.version,
             report_clean=config.files.report_clean,
             clipboard_snippets=config.clipboard.snippets,
+            egress_report_all=config.egress.report == "all",
+            upload_max_events=config.egress.upload_max_events,
         )
         self.shipper = Shipper(spool, Link(identity, self._client_for), batch_events=config.server.batch_events)
         policy_store = self._stored_device_policy(identity)
@@ -141,7 +147,7 @@ class Daemon:
         )
         self.pipeline = pipeline = Pipeline(
             scanner, spool, context, threads=config.scan.threads, queue_size=config.scan.queue_size, on_spooled=self.shipper.wake,
-            enforce=self._enforce,
+            enforce=self._enforce, egress=EgressScanner(scanner, config.egress),
         )
         updater = DeviceUpdater(
             Link(identity, self._client_for), self.device_policy, policy_store,
@@ -167,6 +173,9 @@ class Daemon:
         for report in spool.get_state(REPORTS_KEY, []) or []:
             pipeline.submit(QuarantineReport(**report))
         spool.set_state(REPORTS_KEY, [])
+        for item in spool.get_state(EGRESS_KEY, []) or []:
+            pipeline.submit(_egress_work(item))
+        spool.set_state(EGRESS_KEY, [])
         if config.protected.folders:
             self.sources["protected"] = _ProtectedIndexer(scanner, config.protected.folders, config.files.exclude, config.protected.refresh_minutes * 60)
         self._start_sources()
@@ -175,6 +184,10 @@ class Daemon:
         # longer than this to walk into inotify watches; it is then running while that finishes).
         if isinstance(files, FileSource) and not files.wait_watching(WATCH_WAIT_S):
             log.info("the watched folders are still being set up")
+        egress = self.sources.get("egress")
+        # Likewise a copy of a protected repository is recognised once their root commits are known.
+        if isinstance(egress, EgressTracker) and not egress.wait_ready(WATCH_WAIT_S):
+            log.info("the protected repositories' root commits are still being read")
         spool.set_state("daemon", {**(spool.get_state("daemon", {}) or {}), "running": True})
         self._health = _HealthWriter(self)
         self.supervisor.watch(self._health, "health")
@@ -223,9 +236,11 @@ class Daemon:
                     courier.stop(timeout=2 * self.config.server.timeout_s)
             pending = [w.path for w in left if isinstance(w, FileWork)]
             reports = [dataclasses.asdict(w) for w in left if isinstance(w, QuarantineReport)]
+            egress = [dataclasses.asdict(w) for w in left if isinstance(w, EgressWork)]
             try:
                 self.spool.set_state(PENDING_KEY, pending)
                 self.spool.set_state(REPORTS_KEY, reports)
+                self.spool.set_state(EGRESS_KEY, egress)
                 self._write_health()
                 daemon = self.spool.get_state("daemon", {}) or {}
                 self.spool.set_state("daemon", {**daemon, "running": False, "stopped_at": time.time()})
@@ -347,10 +362,18 @@ class Daemon:
         if config.clipboard.enabled:
             self._clipboard_enforce = ClipboardClearer(config.clipboard.on_match)
             self.sources.update(clipboard_sources(emit, config.clipboard, self._clipboard_enforce))
+        if config.egress.enabled and (config.egress.git or config.egress.uploads):
+            self._add_egress_sources(emit)
         for name, source in self.sources.items():
             if isinstance(source, StoppableThread):
                 self.supervisor.watch(source, name)
             source.start()
+
+    def _add_egress_sources(self, emit: Emit) -> None:
+        """Process starts -> the egress tracker -> the pipeline; stopped in this order too (no new starts first)."""
+        tracker = EgressTracker(self.config.egress, self.config.protected.folders, emit)
+        self.sources["processes"] = ProcessEvents(tracker.on_exec)
+        self.sources["egress"] = tracker
 
     def _enforce(self, work: Work, result: ScanResult) -> dict[str, Any] | None:
         """The pipeline's enforcement hook: the event's ``enforcement`` for matched work, by its kind."""
@@ -509,6 +532,11 @@ class _ProtectedIndexer(StoppableThread):
             }
             if self.wait(self._refresh_s):
                 return
+
+
+def _egress_work(item: dict[str, Any]) -> EgressWork:
+    """An EgressWork kept in the spool's state across a stop (JSON turned its tuples into lists)."""
+    return EgressWork(**{**item, "refs": tuple(item.get("refs") or ()), "files": tuple(item.get("files") or ())})
 
 
 def _heartbeat_name(name: str) -> str:

@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.policy import Context, decide
+from agent.egress.scan import EgressScanner
+from agent.policy import Context, decide, decide_egress
 from agent.scanning import Scanner
 from agent.scanning.results import Match, ScanResult, Status
-from agent.sources.work import ClipboardWork, DeviceChange, FileWork, QuarantineReport, Work
+from agent.sources.work import ClipboardWork, DeviceChange, EgressWork, FileWork, QuarantineReport, Work
 from agent.spool import Spool, SpoolError, SpoolFull
 from agent.threads import StoppableThread
 
@@ -51,8 +52,10 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         on_spooled: Callable[[], None] | None = None,
         enforce: Enforce | None = None,
+        egress: EgressScanner | None = None,
     ):
         self.scanner = scanner
+        self._egress = egress
         self._enforce = enforce
         self._on_spooled = on_spooled
         self.spool = spool
@@ -119,6 +122,9 @@ class Pipeline:
 
         ``pause(seconds)`` sleeps between spool retries and returns True once shutdown is asked.
         """
+        if isinstance(work, EgressWork):
+            self._process_egress(work, pause)
+            return
         result: ScanResult | None = None
         if isinstance(work, FileWork):
             result = self.scanner.scan_path(work.path)
@@ -133,6 +139,20 @@ class Pipeline:
             # Not kept for the next start when shutdown comes first: clipboard text never touches disk.
             if combined is not None:
                 self._decide_and_spool(*combined, pause)
+        with self._lock:
+            self.processed += 1
+
+    def _process_egress(self, work: EgressWork, pause: Callable[[float], bool]) -> None:
+        """Scan what a push or an upload carries, then spool each event the policy makes of it."""
+        if self._egress is None:
+            return
+        repo = self._egress.repository(work) if work.repository is not None else None
+        upload = self._egress.upload(work) if work.files else None
+        for decision in decide_egress(work, repo, upload, self.context, user=_owner(work), now=self._clock()):
+            if not self._spool(decision.event, decision.matched, pause):
+                with self._lock:
+                    self._unspooled.append(work)  # redone whole at the next start: a push is rare, a repeat harmless
+                return
         with self._lock:
             self.processed += 1
 
@@ -232,7 +252,7 @@ def _owner(work: Work) -> str | None:
     work, the agent's own user."""
     if isinstance(work, (DeviceChange, QuarantineReport)):
         return None
-    if isinstance(work, (FileWork, ClipboardWork)) and work.process and isinstance(work.process.get("user"), str):
+    if isinstance(work, (FileWork, ClipboardWork, EgressWork)) and work.process and isinstance(work.process.get("user"), str):
         return str(work.process["user"])
     if pwd is None:
         return getpass.getuser()

@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import events
 from agent.redact import snippet
 from agent.scanning.results import ScanResult, Status
-from agent.sources.work import ClipboardWork, DeviceChange, FileWork, QuarantineReport, SourceProblem, Work
+from agent.sources.work import ClipboardWork, DeviceChange, EgressWork, FileWork, QuarantineReport, SourceProblem, Work
+
+if TYPE_CHECKING:
+    from agent.egress.scan import RepositoryScan, UploadScan
 
 # Statuses that are events even without a match: content we could not inspect is itself a signal.
 _UNINSPECTED_ON_FILE = {Status.ENCRYPTED, Status.TOO_LARGE, Status.TIMEOUT}
@@ -36,6 +39,9 @@ class Context:
     ruleset_version: str | None
     report_clean: bool = False
     clipboard_snippets: bool = False
+    egress_report_all: bool = False
+    """``[egress] report = "all"``: pushes and new remotes of repositories without the customer's code are events too."""
+    upload_max_events: int = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +87,47 @@ def decide(work: Work, result: ScanResult | None, context: Context, *, user: str
     if work.reason == "removed" and result.status is Status.UNREADABLE:
         event["reason"] = "volume removed while writing"
     return Decision(event, matched)
+
+
+EGRESS_SEVERITY: dict[str, events.Severity] = {events.GIT_REMOTE: "medium", events.GIT_CLONE: "medium"}
+"""The agent's proposal for egress events without content of their own; a push of the customer's
+code and a matching upload are ``high``. The collector sets the final severity from the vendor's
+allowed remotes (docs/events.md)."""
+
+
+def decide_egress(
+    work: EgressWork, repo: RepositoryScan | None, upload: UploadScan | None, context: Context, *, user: str | None, now: float
+) -> list[Decision]:
+    """The events for an egress item: none for a repository without the customer's code (unless
+    ``egress_report_all``), one per matching file of an upload (up to ``upload_max_events``)."""
+    if work.type == events.NET_UPLOAD:
+        if upload is None:
+            return []
+        decisions = []
+        for result in upload.matched[: context.upload_max_events]:
+            event = _egress_base(work, context, user, now)
+            event = _with_scan(event, result, include_file=True)
+            event.update(path=result.path, transfer=upload.transfer, severity=events.worst_severity([event["severity"], "high"]))
+            decisions.append(Decision(event, True))
+        return decisions
+    facts = dict(repo.facts) if repo is not None else dict(work.repository_facts or {})
+    matches = [m.to_dict() for m in repo.matches] if repo is not None else []
+    protected = bool(facts.get("protected")) or bool(matches)
+    if not protected and work.type != events.GIT_CLONE and not context.egress_report_all:
+        return []
+    event = _egress_base(work, context, user, now)
+    event.update(
+        path=work.repository, matches=matches, status=Status.MATCH.value if matches else None,
+        repository={k: facts.get(k) for k in events.REPOSITORY_FIELDS} | {"protected": protected},
+        severity=EGRESS_SEVERITY.get(work.type, "high" if protected else "low"),
+    )  # fmt: skip
+    if work.type == events.GIT_PUSH:
+        event["refs"] = list(work.refs)
+    return [Decision(event, True)]
+
+
+def _egress_base(work: EgressWork, context: Context, user: str | None, now: float) -> dict[str, Any]:
+    return _base(work.type, work.observed_at, now, context, user) | {"destination": work.destination, "process": work.process}
 
 
 def _base(kind: str, observed_at: float, now: float, context: Context, user: str | None) -> dict[str, Any]:
