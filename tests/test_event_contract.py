@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from agent import events as contract
-from agent.policy import Context, decide
+from agent.egress.scan import RepositoryScan, UploadScan
+from agent.policy import Context, decide, decide_egress
 from agent.scanning.results import Match, ScanResult, Status
-from agent.sources.work import ClipboardWork, Device, DeviceChange, FileWork, QuarantineReport, SourceProblem
+from agent.sources.work import ClipboardWork, Device, DeviceChange, EgressWork, FileWork, QuarantineReport, SourceProblem
 from agent.spool import Spool
 from server.api.schemas import DeviceIn
 from server.siem.export import write_events
@@ -43,6 +44,29 @@ RELEASED = {"action": "release", "mode": "enforce", "done": True, "detail": "dec
 UNKNOWN = {"id": QUARANTINE_ID, "ephemeral_key": None, "original_path": None, "size": None, "sha256": None}
 DELETED = {"action": "delete", "mode": "enforce", "done": False, "detail": "no such quarantined file on this agent", "command": 8, "quarantine": UNKNOWN}
 ROOT = Path(__file__).resolve().parent.parent
+PUSHED_TO = {"tool": "git", "transport": "https", "host": "github.example", "port": None, "path": "/jdoe/app.git", "url": "https://github.example/jdoe/app.git", "remote": "mine"}
+UPLOADED_TO = {"tool": "scp", "transport": "scp", "host": "203.0.113.7", "port": 22, "path": "/tmp/", "url": "scp://203.0.113.7:22/tmp/", "remote": None}
+REPOSITORY = {
+    "path": "/home/jdoe/work/app", "head": "a" * 40, "branch": "main", "root_commits": ["b" * 40], "protected": True,
+    "reasons": ["folder", "signature"], "protected_folder": "/home/jdoe/work", "copy_of": None, "scan_status": "complete",
+    "scanned_files": 12, "scanned_bytes": 40960, "matched_files": 1,
+}  # fmt: skip
+GIT = {**WRITER, "exe": "/usr/bin/git", "cmdline": "git push mine main"}
+
+
+def _egress_records() -> list[dict[str, Any]]:
+    """One record of each egress type, built by the policy from what the scan found."""
+    repo = RepositoryScan(REPOSITORY, (dataclasses.replace(MATCH, member="src/key.pem"),))
+    copy = RepositoryScan({**REPOSITORY, "path": "/tmp/copy", "reasons": ["root_commit"], "copy_of": REPOSITORY["path"]}, ())
+    upload = UploadScan((ScanResult(path="/home/jdoe/out/key.pem", status=Status.MATCH, sha256="ab" * 32, size=10, matches=(MATCH,)),),
+                        {"files_named": 2, "files_scanned": 2, "files_matched": 1, "bytes_scanned": 20, "truncated": False})
+    made = [
+        *decide_egress(EgressWork(type=contract.GIT_PUSH, destination=PUSHED_TO, process=GIT, repository=REPOSITORY["path"], refs=("main",)), repo, None, CTX, user="jdoe", now=1_800_000_000),
+        *decide_egress(EgressWork(type=contract.GIT_REMOTE, destination=PUSHED_TO, process=GIT, repository=REPOSITORY["path"]), repo, None, CTX, user="jdoe", now=1_800_000_000),
+        *decide_egress(EgressWork(type=contract.GIT_CLONE, destination=None, process=GIT, repository="/tmp/copy"), copy, None, CTX, user="jdoe", now=1_800_000_000),
+        *decide_egress(EgressWork(type=contract.NET_UPLOAD, destination=UPLOADED_TO, process=WRITER, files=("/home/jdoe/out",)), None, upload, CTX, user="jdoe", now=1_800_000_000),
+    ]
+    return [decision.event for decision in made]
 
 
 def _scan(status: Status, matches: tuple[Match, ...] = ()) -> ScanResult:
@@ -64,7 +88,7 @@ def _policy_records() -> list[dict[str, Any]]:
         decide(QuarantineReport(type=contract.QUARANTINE_DELETED, path=None, enforcement=DELETED), None, CTX, user=None, now=1_800_000_000),
         decide(SourceProblem(type=contract.SOURCE_EVENTS_LOST, path=STICK.mountpoint, message="events were lost", device=STICK), None, CTX, user="jdoe", now=1_800_000_000),
     ]
-    return [decision.event for decision in made if decision is not None]
+    return [decision.event for decision in made if decision is not None] + _egress_records()
 
 
 def _spool_drop_record(tmp_path: Path) -> dict[str, Any]:

@@ -94,3 +94,36 @@ def test_uninspected_without_matches_gets_the_policy_severity_and_a_plain_skip_n
     decision = decide(FileWork(path="/a.zip"), result(Status.ENCRYPTED), CTX, user="v", now=0)
     assert decision is not None and decision.event["severity"] == "medium"
     assert decide(FileWork(path="/home/v/pipe"), result(Status.SKIPPED), CTX, user="v", now=0) is None
+
+
+def _egress_push(facts: dict, matches: tuple = ()) -> tuple:
+    from agent.egress.scan import RepositoryScan
+    from agent.sources.work import EgressWork
+
+    work = EgressWork(type="git.push", destination={"host": "evil.example"}, process=None, repository="/r", refs=("main",))
+    return work, RepositoryScan({"path": "/r", **facts}, matches)
+
+
+def test_a_push_of_a_repository_without_the_customers_code_is_no_event_unless_all_are_reported():
+    import dataclasses as dc
+
+    from agent.policy import decide_egress
+
+    work, repo = _egress_push({"protected": False, "reasons": []})
+    context = Context(host="h", agent_version="1", ruleset_version="v")
+    assert decide_egress(work, repo, None, context, user="jdoe", now=0) == []
+    (everything,) = decide_egress(work, repo, None, dc.replace(context, egress_report_all=True), user="jdoe", now=0)
+    assert (everything.event["severity"], everything.event["repository"]["protected"]) == ("low", False)
+
+
+def test_a_push_whose_head_matched_is_high_even_outside_the_protected_folders():
+    from agent.policy import decide_egress
+    from agent.scanning.results import Match
+
+    match = Match(rule="customer_marker", namespace="customer", severity="medium", category="source_code", member="lib/a.py")
+    work, repo = _egress_push({"protected": False, "reasons": []}, (match,))
+    (decision,) = decide_egress(work, repo, None, Context(host="h", agent_version="1", ruleset_version="v"), user="jdoe", now=0)
+    event = decision.event
+    assert (event["type"], event["channel"], event["severity"], event["status"]) == ("git.push", "egress", "high", "match")
+    assert event["repository"]["protected"] is True and event["refs"] == ["main"]
+    assert event["matches"][0]["member"] == "lib/a.py"
