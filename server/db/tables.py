@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -175,7 +176,11 @@ events = Table(
     Index("ix_events_sha256", "sha256"),
     Index("ix_events_device_serial", "device_serial"),
     Index("ix_events_process_name_seq", "process_name", "seq"),
-    Index("ix_events_destination_host_seq", "destination_host", "seq"),
+    # Partial: only egress rows have a destination, so no other insert pays for this index.
+    Index(
+        "ix_events_destination_host_seq", "destination_host", "seq",
+        sqlite_where=text("destination_host IS NOT NULL"), postgresql_where=text("destination_host IS NOT NULL"),
+    ),  # fmt: skip
 )
 
 event_rules = Table(

@@ -29,7 +29,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.add_column(sa.Column('destination_host', sa.String(length=255), nullable=True))
-        batch_op.create_index('ix_events_destination_host_seq', ['destination_host', 'seq'], unique=False)
+        # Partial: only egress rows have a destination, so no other insert pays for the index.
+        batch_op.create_index('ix_events_destination_host_seq', ['destination_host', 'seq'], unique=False,
+                              sqlite_where=sa.text('destination_host IS NOT NULL'), postgresql_where=sa.text('destination_host IS NOT NULL'))
 
 
 def downgrade() -> None:
