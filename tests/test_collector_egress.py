@@ -84,14 +84,15 @@ def test_policy_is_read_by_reviewers_set_by_admins_and_every_change_audited(clie
     first = _set(client, admin, ["GIT.Customer.com/**", "git.customer.com/**", "/srv/mirror/*"], report_allowed=True)
     assert first.status_code == 200, first.text
     policy = first.json()
-    assert (policy["version"], policy["allowed_remotes"], policy["report_allowed"], policy["updated_by"]) == (
-        1, ["git.customer.com/**", "/srv/mirror/*"], True, admin.name
-    ), "patterns are normalised (host lower-cased) and kept once"
+    assert (policy["version"], policy["allowed_remotes"], policy["report_allowed"], policy["updated_by"]) == (1, ["git.customer.com/**", "/srv/mirror/*"], True, admin.name), (
+        "patterns are normalised (host lower-cased) and kept once"
+    )
     assert _set(client, admin, []).json()["version"] == 2
     assert client.get("/api/v1/vendors/acme-bpo/egress-policy", headers=reviewer.headers).json()["allowed_remotes"] == []
     entries = [(row.actor, row.action, row.target, json.loads(row.details)) for row in _audit(collector)]
     assert [(actor, action, target, details["version"]) for actor, action, target, details in entries] == [
-        (admin.name, "egress_policy.set", "acme-bpo", 1), (admin.name, "egress_policy.set", "acme-bpo", 2)
+        (admin.name, "egress_policy.set", "acme-bpo", 1),
+        (admin.name, "egress_policy.set", "acme-bpo", 2),
     ]
     assert entries[0][3]["allowed_remotes"] == ["git.customer.com/**", "/srv/mirror/*"] and entries[0][3]["report_allowed"] is True
 

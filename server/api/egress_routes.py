@@ -32,6 +32,4 @@ def get_policy(name: VendorName, collector: CollectorDep, user: UserDep) -> dict
 )
 def set_policy(name: VendorName, body: EgressPolicyIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
     with collector.db.write() as conn:
-        return egress.set_policy(
-            conn, vendor=name, allowed_remotes=body.allowed_remotes, report_allowed=body.report_allowed, actor=admin.name, address=address, now=collector.clock()
-        )
+        return egress.set_policy(conn, vendor=name, allowed_remotes=body.allowed_remotes, report_allowed=body.report_allowed, actor=admin.name, address=address, now=collector.clock())

@@ -102,9 +102,7 @@ def get_policy(conn: Connection, *, vendor: str) -> dict[str, Any]:
     return _public(vendor, conn.execute(select(egress_policies).where(egress_policies.c.vendor == vendor_id)).first())
 
 
-def set_policy(
-    conn: Connection, *, vendor: str, allowed_remotes: Sequence[Any], report_allowed: bool, actor: str, address: str | None, now: datetime
-) -> dict[str, Any]:
+def set_policy(conn: Connection, *, vendor: str, allowed_remotes: Sequence[Any], report_allowed: bool, actor: str, address: str | None, now: datetime) -> dict[str, Any]:
     """Replace the vendor's allowed remotes and reporting choice (audited ``egress_policy.set``)."""
     checked = check_patterns(allowed_remotes)
     return _write(conn, vendor=vendor, patterns=checked, report_allowed=report_allowed, actor=actor, address=address, now=now, details={})
@@ -151,10 +149,7 @@ def _write(
     vendor_id = _vendor_id(conn, vendor)
     values = {"allowed_remotes": patterns, "report_allowed": report_allowed, "updated_at": now, "updated_by": actor}
     version = conn.execute(
-        egress_policies.update()
-        .where(egress_policies.c.vendor == vendor_id)
-        .values(version=egress_policies.c.version + 1, **values)
-        .returning(egress_policies.c.version)
+        egress_policies.update().where(egress_policies.c.vendor == vendor_id).values(version=egress_policies.c.version + 1, **values).returning(egress_policies.c.version)
     ).scalar_one_or_none()
     if version is None:
         version = 1
