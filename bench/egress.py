@@ -1,14 +1,15 @@
 """Egress figures: how many short-lived `git push` processes a running agent turns into `git.push` events, and how fast.
 
-Usage: python bench/egress.py [--pushes 200] [--gap-ms 50] [--settle-s 15] [--agent-root DIR] [--keep]
+Usage: python bench/egress.py [--pushes 200] [--baseline 40] [--gap-ms 50] [--settle-s 15] [--agent-root DIR] [--keep]
 Starts a real `dlp-agent run` (egress on; files watch an empty folder; usb and clipboard off) with a
 protected folder holding a git repository, then pushes a new commit from it ``--pushes`` times, each push
 its own `git push` process: mostly to a bare repository over file:// and a plain path, some through an
 ssh stand-in (GIT_SSH_COMMAND, as for a real ssh remote) and some over smart HTTP to `git http-backend`
 on 127.0.0.1. It then counts the `git.push` events in the agent's spool, matches each to its push (by
 the push's pid, else by the commit pushed) and prints, per transport, the pushes made, events seen,
-the share, and the time from the push's end to its event being spooled (median and max; negative when
-the event was spooled before `git push` returned).
+the share, how long a push took with the agent running and (``--baseline`` pushes made before it
+started) without it, and the time from the push's end to its event being spooled (median and max;
+negative when the event was spooled before `git push` returned).
 """
 
 from __future__ import annotations
@@ -62,9 +63,13 @@ class Push:
 @dataclass
 class Run:
     pushes: list[Push] = field(default_factory=list)
+    baseline: list[Push] = field(default_factory=list)
+    """The same pushes made before the agent started: what a push costs without it."""
     unmatched: int = 0
     agent_cpu_s: float = 0.0
     egress_health: str = ""
+    health_after: dict[str, str] = field(default_factory=dict)
+    """The process and egress sources' health messages once the pushes were matched (execs, gone, lost)."""
     wall_s: float = 0.0
 
 
@@ -181,38 +186,48 @@ def push_once(repo: Path, number: int, transport: str, url: str, extra_env: dict
     return Push(number, transport, proc.pid, head, started, ended)
 
 
-def bench(pushes: int, gap_s: float, settle_s: float, work: Path, agent_root: str) -> Run:
+def push_many(repo: Path, targets: dict[str, tuple[str, dict[str, str]]], count: int, gap_s: float, first: int = 0) -> list[Push]:
+    made = []
+    for number in range(first, first + count):
+        transport = ROUND[number % len(ROUND)]
+        url, extra_env = targets[transport]
+        made.append(push_once(repo, number, transport, url, extra_env))
+        time.sleep(gap_s)
+    return made
+
+
+def bench(pushes: int, baseline: int, gap_s: float, settle_s: float, work: Path, agent_root: str) -> Run:
     protected = work / "customer"
     repo = make_repo(protected / "billing", SOURCE)
     config = write_config(work, protected)
     stand_in = ssh_stand_in(work / "bin")
     run = Run()
-    agent = start_agent(work, config, agent_root)
-    try:
-        run.egress_health = str(sources(work / "spool.db").get("egress", {}).get("message") or "no egress source in the agent's health")
-        cpu = psutil.Process(agent.pid)
-        cpu0 = sum(cpu.cpu_times()[:2])
-        with GitHttpServer(work / "remotes") as server:
-            targets = remotes(work, server, stand_in)
+    with GitHttpServer(work / "remotes") as server:
+        targets = remotes(work, server, stand_in)
+        run.baseline = push_many(repo, targets, baseline, gap_s, first=-baseline)
+        agent = start_agent(work, config, agent_root)
+        try:
+            run.egress_health = str(sources(work / "spool.db").get("egress", {}).get("message") or "no egress source in the agent's health")
+            cpu = psutil.Process(agent.pid)
+            cpu0 = sum(cpu.cpu_times()[:2])
             begin = time.monotonic()
-            for number in range(pushes):
-                transport = ROUND[number % len(ROUND)]
-                url, extra_env = targets[transport]
-                run.pushes.append(push_once(repo, number, transport, url, extra_env))
-                time.sleep(gap_s)
+            run.pushes = push_many(repo, targets, pushes, gap_s)
             run.wall_s = time.monotonic() - begin
-        spool = work / "spool.db"
+            spool = work / "spool.db"
 
-        def all_seen() -> bool:
+            def all_seen() -> bool:
+                match(run, spool)
+                return all(push.events for push in run.pushes)
+
+            wait(all_seen, settle_s, 0.25)
             match(run, spool)
-            return all(push.events for push in run.pushes)
-
-        wait(all_seen, settle_s, 0.25)
-        match(run, spool)
-        run.agent_cpu_s = sum(cpu.cpu_times()[:2]) - cpu0
-    finally:
-        agent.terminate()
-        agent.wait(30)
+            run.agent_cpu_s = sum(cpu.cpu_times()[:2]) - cpu0
+            time.sleep(1.5)  # health is written when it changes, on the agent's own beat
+            health = sources(spool)
+            run.health_after = {name: str(health[name].get("message", "")) for name in ("processes", "egress", "pipeline") if name in health}
+        finally:
+            agent.terminate()
+            agent.wait(30)
     return run
 
 
@@ -226,7 +241,7 @@ def ms(values: list[float], how: str) -> str:
 def report(run: Run, work: Path) -> None:
     print(f"egress source: {run.egress_health}")
     print(f"{len(run.pushes)} pushes in {run.wall_s:.1f} s; agent CPU {run.agent_cpu_s:.2f} s ({1000 * run.agent_cpu_s / max(1, len(run.pushes)):.1f} ms per push)\n")
-    header = f"{'transport':<10}{'pushes':>8}{'seen':>8}{'share':>8}{'push ms med':>13}{'push ms max':>13}{'to event ms med':>17}{'to event ms max':>17}"
+    header = f"{'transport':<10}{'pushes':>8}{'seen':>8}{'share':>8}{'push ms med':>13}{'no agent':>10}{'push ms max':>13}{'to event ms med':>17}{'to event ms max':>17}"
     print(header)
     print("-" * len(header))
     groups = sorted({p.transport for p in run.pushes}, key=ROUND.index)
@@ -234,8 +249,11 @@ def report(run: Run, work: Path) -> None:
         seen = [p for p in chosen if p.events]
         lag = [p.event_at - p.ended for p in seen if p.event_at is not None]
         took = [p.ended - p.started for p in chosen]
+        alone = [p.ended - p.started for p in run.baseline if name in ("all", p.transport)]
         share = f"{100 * len(seen) / len(chosen):.0f}%" if chosen else "-"
-        print(f"{name:<10}{len(chosen):>8}{len(seen):>8}{share:>8}{ms(took, 'median'):>13}{ms(took, 'max'):>13}{ms(lag, 'median'):>17}{ms(lag, 'max'):>17}")
+        print(f"{name:<10}{len(chosen):>8}{len(seen):>8}{share:>8}{ms(took, 'median'):>13}{ms(alone, 'median'):>10}{ms(took, 'max'):>13}{ms(lag, 'median'):>17}{ms(lag, 'max'):>17}")
+    for name, message in run.health_after.items():
+        print(f"{name} after the pushes: {message}")
     extra = sum(max(0, p.events - 1) for p in run.pushes)
     print(f"\nevents beyond one per push: {extra}; git.push events matching no push: {run.unmatched}")
     print(f"agent log: {work / 'agent.log'}" if work.exists() else "")
@@ -244,6 +262,7 @@ def report(run: Run, work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pushes", type=int, default=200)
+    parser.add_argument("--baseline", type=int, default=40, help="pushes made before the agent starts (push time without it)")
     parser.add_argument("--gap-ms", type=float, default=50, help="pause between one push's end and the next commit")
     parser.add_argument("--settle-s", type=float, default=15, help="how long to wait after the last push for missing events")
     parser.add_argument("--agent-root", default=ROOT, help="the source tree the agent runs from (another checkout, to compare versions)")
@@ -253,7 +272,7 @@ def main() -> None:
         raise SystemExit("git is needed (make apt)")
     work = Path(tempfile.mkdtemp(prefix="egress-bench-"))
     try:
-        run = bench(args.pushes, args.gap_ms / 1000, args.settle_s, work, os.path.abspath(args.agent_root))
+        run = bench(args.pushes, args.baseline, args.gap_ms / 1000, args.settle_s, work, os.path.abspath(args.agent_root))
         report(run, work if args.keep else Path("/nonexistent"))
     finally:
         if not args.keep:
