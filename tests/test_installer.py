@@ -254,8 +254,8 @@ def test_unit_is_hardened_and_verifies(agent_binary: Path, tmp_path: Path) -> No
     keys = unit_keys(template.replace("@BINDIR@", "/usr/bin"))
     expected = {
         "Type": ["simple"], "ExecStart": ["/usr/bin/dlp-agent run --config /etc/dlp-agent/agent.toml"], "Restart": ["on-failure"],
-        "User": ["dlp-agent"], "AmbientCapabilities": ["CAP_DAC_READ_SEARCH CAP_SYS_ADMIN"],
-        "CapabilityBoundingSet": ["CAP_DAC_READ_SEARCH CAP_SYS_ADMIN"], "ProtectProc": ["default"],
+        "User": ["dlp-agent"], "AmbientCapabilities": ["CAP_DAC_READ_SEARCH CAP_SYS_ADMIN CAP_NET_ADMIN CAP_SYS_PTRACE"],
+        "CapabilityBoundingSet": ["CAP_DAC_READ_SEARCH CAP_SYS_ADMIN CAP_NET_ADMIN CAP_SYS_PTRACE"], "ProtectProc": ["default"],
         "SystemCallFilter": ["@system-service", "~@privileged", "fanotify_init fanotify_mark open_by_handle_at mount umount2"],
         "NoNewPrivileges": ["yes"], "StateDirectory": ["dlp-agent"], "StateDirectoryMode": ["0700"], "LogsDirectory": ["dlp-agent"],
         "ProtectSystem": ["strict"], "ProtectHome": ["read-only"], "PrivateTmp": ["yes"], "ProtectKernelTunables": ["yes"],

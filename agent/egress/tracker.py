@@ -91,6 +91,7 @@ class EgressTracker(StoppableThread):
         self._due: list[tuple[float, int]] = []  # (monotonic deadline, push pid) to record
         self._roots: dict[str, str] = {}  # root commit -> protected repository
         self._checked: dict[str, float] = {}  # repository top -> when its copy check ran
+        self._lone: dict[int, float] = {}  # receive-packs recorded without a ``git push`` above them
         self._stats_lock = threading.Lock()
         self.seen = 0
         self.dropped = 0
@@ -207,7 +208,7 @@ class EgressTracker(StoppableThread):
                 heapq.heappush(self._due, (push.deadline, start.pid))
                 self._exits.watch(start.pid, self._exited)
         elif invocation.subcommand in ("remote", "config") and top is not None:
-            change = commands.remote_change(invocation) if invocation.subcommand == "remote" else _config_url(invocation.args)
+            change = commands.remote_change(invocation)
             if change is not None:
                 self._remote_changed(top, change.name, change.url, process)
         elif invocation.subcommand == "clone":
@@ -234,6 +235,12 @@ class EgressTracker(StoppableThread):
                 return
         if transport.kind != "receive-pack":
             return  # a remote helper outside a push: a fetch, a clone, ls-remote
+        # A local push shows twice: git's ``sh -c "git-receive-pack '<path>'"`` and the receive-pack it forks.
+        if process.get("ppid") in self._lone:
+            return
+        self._lone[start.pid] = time.monotonic()
+        if len(self._lone) > MAX_SESSIONS:
+            self._lone = dict(list(self._lone.items())[MAX_SESSIONS // 2 :])
         # A push whose own start was not seen: the transport's parent (or its own folder) is the repository.
         parent = next((p for p in process.get("parents") or [] if p.get("pid") == process.get("ppid")), None)
         cwd = _cwd(process.get("ppid")) or start.cwd
@@ -251,7 +258,8 @@ class EgressTracker(StoppableThread):
             # A URL or path typed on the command line says the transport as the user chose it (file://
             # and a plain path run the same receive-pack); a remote's name leaves it to what ran.
             typed = push.intent.remote if push.intent.remote and _url_like(push.intent.remote) else None
-            destination = _parse(typed, cwd=push.invocation.cwd) if typed else None
+            # git resolves a relative path from the repository's top, where it has moved by then.
+            destination = _parse(typed, cwd=top or push.invocation.cwd) if typed else None
             destination = destination or push.destination or self._configured_destination(top, push)
             if destination is None:
                 log.info("push by pid %d: destination unknown (remote %r)", pid, push.intent.remote)
@@ -270,7 +278,7 @@ class EgressTracker(StoppableThread):
             if urls:
                 return _parse(urls[0], cwd=top, remote=remote)
         if push.intent.remote is not None and _url_like(remote):
-            return _parse(remote, cwd=cwd)
+            return _parse(remote, cwd=top or cwd)
         return None
 
     def _record_push(self, top: str | None, destination: Destination, refs: tuple[str, ...], process: dict[str, Any]) -> None:
@@ -306,7 +314,7 @@ class EgressTracker(StoppableThread):
         self._submit(EgressWork(type=events.GIT_CLONE, destination=destination.to_dict(), process=process, repository=top, repository_facts=facts))
 
     def _upload(self, start: ProcessStart, process: dict[str, Any]) -> None:
-        intent = commands.upload_intent(start.argv, start.cwd or "/", tools=self._tools)
+        intent = commands.upload_intent(start.argv, start.cwd, tools=self._tools)
         if intent is None or not intent.files:
             return
         if remotes.remote_allowed(intent.destination.to_dict(), self._config.allowed_remotes):
@@ -375,18 +383,6 @@ class EgressTracker(StoppableThread):
                     return
                 found += 1
                 self._remember_roots(top)
-
-
-def _config_url(args: tuple[str, ...]) -> commands.RemoteChange | None:
-    """``git config [--local] remote.<name>.url|pushurl <url>``: the same as ``git remote set-url``."""
-    values = [a for a in args if not a.startswith("-")]
-    if len(values) != 2:
-        return None
-    key, url = values
-    parts = key.split(".")
-    if len(parts) < 3 or parts[0].lower() != "remote" or parts[-1].lower() not in ("url", "pushurl"):
-        return None
-    return commands.RemoteChange(action="set-url", name=".".join(parts[1:-1]), url=url)
 
 
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31}://)[^/\s@]*@")
