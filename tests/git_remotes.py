@@ -272,7 +272,11 @@ class _CgiHandler(BaseHTTPRequestHandler):
             parts: list[bytes] = []
             total = 0
             while True:
-                size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
+                try:
+                    size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    self.send_error(400)
+                    return None
                 if size == 0:
                     self.rfile.readline(64)
                     return b"".join(parts)
@@ -282,9 +286,12 @@ class _CgiHandler(BaseHTTPRequestHandler):
                     return None
                 parts.append(self.rfile.read(size))
                 self.rfile.readline(64)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self.send_error(413)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.send_error(413 if length > MAX_BODY else 400)
             return None
         return self.rfile.read(length)
 

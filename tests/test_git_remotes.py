@@ -7,6 +7,7 @@ nothing would make every "event seen" figure meaningless, so each transport is c
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 from pathlib import Path
 
@@ -148,6 +149,21 @@ def test_curl_put_is_stored(repo: Path, tmp_path: Path) -> None:
             curl_upload(repo / "README.md", server.upload_url("..hidden"))
     assert [p.name for p in uploads.iterdir()] == ["app.py"]
     assert (uploads / "app.py").read_text() == SOURCE["src/app.py"]
+
+
+@pytest.mark.parametrize(
+    "headers, body",
+    [("Content-Length: -5", b""), ("Content-Length: many", b""), ("Transfer-Encoding: chunked", b"zz\r\nabc\r\n0\r\n\r\n")],
+    ids=["negative-length", "bad-length", "bad-chunk-size"],
+)
+def test_server_refuses_a_malformed_body(tmp_path: Path, headers: str, body: bytes) -> None:
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    with GitHttpServer(tmp_path, uploads) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"PUT /upload/x HTTP/1.1\r\nHost: a\r\n{headers}\r\n\r\n".encode() + body)
+        reply = sock.makefile("rb").readline()
+    assert reply.split()[1] == b"400"
+    assert list(uploads.iterdir()) == []
 
 
 def test_stand_in_runs_the_command_after_ssh_options(tmp_path: Path) -> None:
