@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.egress.argv import MAX_ARGS
 from agent.egress.commands import (
-    MAX_ARGS,
     CloneIntent,
     PushIntent,
     RemoteChange,
@@ -26,9 +26,9 @@ from agent.egress.commands import (
     push_intent,
     push_transport,
     remote_change,
-    upload_intent,
 )
 from agent.egress.remotes import Destination, parse_git_url, parse_url, remote_allowed, strip_credentials, validate_pattern
+from agent.egress.uploads import upload_intent
 from tests.git_remotes import git_env, make_bare, make_repo, ssh_stand_in
 
 TOOLS = ("scp", "sftp", "rsync", "curl", "wget", "rclone")

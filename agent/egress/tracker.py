@@ -32,7 +32,7 @@ from typing import Any
 
 from agent import events, procinfo
 from agent.config import EgressSection
-from agent.egress import commands, remotes, repository
+from agent.egress import commands, remotes, repository, uploads
 from agent.egress.remotes import Destination
 from agent.sources.proc_events import ProcessStart
 from agent.sources.proc_exits import ExitWatcher
@@ -314,7 +314,7 @@ class EgressTracker(StoppableThread):
         self._submit(EgressWork(type=events.GIT_CLONE, destination=destination.to_dict(), process=process, repository=top, repository_facts=facts))
 
     def _upload(self, start: ProcessStart, process: dict[str, Any]) -> None:
-        intent = commands.upload_intent(start.argv, start.cwd, tools=self._tools)
+        intent = uploads.upload_intent(start.argv, start.cwd, tools=self._tools)
         if intent is None or not intent.files:
             return
         if remotes.remote_allowed(intent.destination.to_dict(), self._config.allowed_remotes):
