@@ -106,6 +106,21 @@ def test_facts_read_from_proc(events: ProcessEvents, seen: Seen, tmp_path: Path)
 
 
 @needs_root
+def test_arguments_are_bounded(events: ProcessEvents, seen: Seen) -> None:
+    many, big = token(), token()
+    # A grandchild shell that lives 0.1 s with the arguments given (a direct child would be skipped).
+    run = ["sh", "-c", '"$0" "$@"; :', "/bin/sh", "-c", "sleep 0.1"]
+    subprocess.run([*run, many, *["x"] * 5000], check=True)
+    subprocess.run([*run, big, *["y" * 30_000] * 4], check=True)
+    counted = wait_for(lambda: seen.with_arg(many), message="the one with 5000 arguments")[0]
+    assert len(counted.argv) == proc_events.MAX_ARGS and counted.argv[:4] == ("/bin/sh", "-c", "sleep 0.1", many)
+    sized = wait_for(lambda: seen.with_arg(big), message="the one with 120 KB of arguments")[0]
+    assert sum(len(arg) + 1 for arg in sized.argv) - 1 == proc_events.MAX_ARGV_BYTES
+    assert sized.argv[:6] == ("/bin/sh", "-c", "sleep 0.1", big, "y" * 30_000, "y" * 30_000)
+    assert len(sized.argv) == 7 and 0 < len(sized.argv[6]) < 30_000  # the third cut where the bytes end
+
+
+@needs_root
 def test_a_program_gone_before_it_is_read_still_gives_a_start(events: ProcessEvents, seen: Seen) -> None:
     seen.hold.set()
     subprocess.run(["sh", "-c", f"/bin/true {token()}; :"], check=True)
@@ -201,7 +216,22 @@ def test_stop_leaves_no_thread_or_descriptor(seen: Seen) -> None:
 @pytest.mark.skipif(not ROOT or not sys.platform.startswith("linux"), reason="unshare needs root")
 def test_outside_the_initial_namespaces_it_says_why() -> None:
     code = "from agent.sources.proc_events import ProcessEvents\ns = ProcessEvents(print)\ns.start()\nprint(s.available, s.health())\ns.stop()\n"
-    out = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    done = threading.Event()
+
+    def subscribe_again_and_again() -> None:
+        # Acknowledgements go to every listener: the child receives these and must not take them as its own.
+        while not done.is_set():
+            other = ProcessEvents(lambda start: None)
+            other.start()
+            other.stop()
+
+    others = threading.Thread(target=subscribe_again_and_again)
+    others.start()
+    try:
+        out = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    finally:
+        done.set()
+        others.join()
     assert out.startswith("False {'state': 'off'")
     assert "did not answer (not the initial pid or user namespace?)" in out
 

@@ -24,6 +24,7 @@ import dataclasses
 import errno
 import logging
 import os
+import random
 import select
 import socket
 import struct
@@ -304,8 +305,9 @@ class ProcessEvents:
                 sock.bind((0, CN_IDX_PROC))
             except OSError as exc:
                 raise ProcessEventsUnavailable(exc.errno, f"joining the proc connector's group was refused ({_name(exc)}: needs CAP_NET_ADMIN)") from None
-            sock.send(_request(PROC_CN_MCAST_LISTEN, 1))
-            return sock, _await_ack(sock)
+            seq = random.getrandbits(32)
+            sock.send(_request(PROC_CN_MCAST_LISTEN, seq))
+            return sock, _await_ack(sock, seq)
         except ProcessEventsUnavailable:
             sock.close()
             raise
@@ -340,8 +342,11 @@ class ProcessEvents:
             log.exception("process event handler failed on pid %d", pid)
 
 
-def _await_ack(sock: socket.socket) -> list[bytes]:
-    """Wait for the subscription's acknowledgement; return the messages that came before it.
+def _await_ack(sock: socket.socket, seq: int) -> list[bytes]:
+    """Wait for the acknowledgement of request ``seq``; return the messages that came before it.
+
+    Acknowledgements go to every listener, so another program subscribing at the same moment
+    sends one here too: only the one carrying this request's sequence number counts.
 
     Raises:
         ProcessEventsUnavailable: the kernel refused (the ack's error) or never answered (a
@@ -362,12 +367,16 @@ def _await_ack(sock: socket.socket) -> list[bytes]:
                 continue
             raise
         message = parse(datagram)
-        if message is not None and message[0] == PROC_EVENT_NONE:
+        if message is not None and message[0] == PROC_EVENT_NONE and _seq(datagram) == seq:
             if message[1]:
                 raise ProcessEventsUnavailable(message[1], f"the proc connector refused the subscription ({errno.errorcode.get(message[1], message[1])})")
             return early
         early.append(datagram)
     raise ProcessEventsUnavailable(errno.ETIMEDOUT, "the proc connector did not answer (not the initial pid or user namespace?)")
+
+
+def _seq(datagram: bytes) -> int:
+    return int(_CN_MSG.unpack_from(datagram, _NLMSGHDR.size)[2])
 
 
 def _name(exc: OSError) -> str:
