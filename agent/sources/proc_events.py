@@ -128,8 +128,9 @@ def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]
 
 
 def _request(op: int, seq: int) -> bytes:
+    """A request whose acknowledgement will carry ``seq + 1`` in its ``ack`` field (the kernel renumbers ``seq``)."""
     payload = struct.pack("=I", op)
-    body = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, seq, 0, len(payload), 0) + payload
+    body = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, seq, seq, len(payload), 0) + payload
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), NLMSG_DONE, 0, seq, os.getpid()) + body
 
 
@@ -305,7 +306,7 @@ class ProcessEvents:
                 sock.bind((0, CN_IDX_PROC))
             except OSError as exc:
                 raise ProcessEventsUnavailable(exc.errno, f"joining the proc connector's group was refused ({_name(exc)}: needs CAP_NET_ADMIN)") from None
-            seq = random.getrandbits(32)
+            seq = random.getrandbits(31)
             sock.send(_request(PROC_CN_MCAST_LISTEN, seq))
             return sock, _await_ack(sock, seq)
         except ProcessEventsUnavailable:
@@ -346,7 +347,7 @@ def _await_ack(sock: socket.socket, seq: int) -> list[bytes]:
     """Wait for the acknowledgement of request ``seq``; return the messages that came before it.
 
     Acknowledgements go to every listener, so another program subscribing at the same moment
-    sends one here too: only the one carrying this request's sequence number counts.
+    sends one here too: only the one answering this request (``ack == seq + 1``) counts.
 
     Raises:
         ProcessEventsUnavailable: the kernel refused (the ack's error) or never answered (a
@@ -367,7 +368,7 @@ def _await_ack(sock: socket.socket, seq: int) -> list[bytes]:
                 continue
             raise
         message = parse(datagram)
-        if message is not None and message[0] == PROC_EVENT_NONE and _seq(datagram) == seq:
+        if message is not None and message[0] == PROC_EVENT_NONE and _acked(datagram) == seq + 1:
             if message[1]:
                 raise ProcessEventsUnavailable(message[1], f"the proc connector refused the subscription ({errno.errorcode.get(message[1], message[1])})")
             return early
@@ -375,8 +376,8 @@ def _await_ack(sock: socket.socket, seq: int) -> list[bytes]:
     raise ProcessEventsUnavailable(errno.ETIMEDOUT, "the proc connector did not answer (not the initial pid or user namespace?)")
 
 
-def _seq(datagram: bytes) -> int:
-    return int(_CN_MSG.unpack_from(datagram, _NLMSGHDR.size)[2])
+def _acked(datagram: bytes) -> int:
+    return int(_CN_MSG.unpack_from(datagram, _NLMSGHDR.size)[3])
 
 
 def _name(exc: OSError) -> str:
