@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -88,10 +89,15 @@ def commit(repo: Path, files: Mapping[str, str | bytes], message: str = "change"
 
 
 def make_repo(path: Path, files: Mapping[str, str | bytes], *, branch: str = "main") -> Path:
-    """A working repository at ``path`` whose first commit holds ``files``."""
+    """A working repository at ``path`` whose first commit holds ``files``.
+
+    The first commit's message carries a random tag: two repositories made from the same files in the
+    same second would otherwise share their root commit, and an agent on this machine (another test's,
+    running at the same time) would take one for a copy of the other.
+    """
     path.mkdir(parents=True, exist_ok=True)
     git(path, "init", "-q", "-b", branch)
-    commit(path, files, "first")
+    commit(path, files, f"first ({uuid.uuid4().hex})")
     return path
 
 

@@ -53,6 +53,11 @@ def test_repository_has_the_files_and_one_commit(repo: Path) -> None:
     assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
 
 
+def test_repositories_of_the_same_files_have_their_own_root(tmp_path: Path) -> None:
+    roots = {git(make_repo(tmp_path / name, SOURCE), "rev-list", "--max-parents=0", "HEAD") for name in ("a", "b")}
+    assert len(roots) == 2
+
+
 def test_push_over_file_url(repo: Path, bare: Path) -> None:
     push(repo, f"file://{bare}", ["main"])
     assert refs_of(bare) == {"refs/heads/main": head(repo)}
