@@ -12,11 +12,15 @@ so the build starts a few hundred processes, and several times more with ``-O0``
 Rounds alternate (without, with, without, with...) so a drifting machine hurts both sides alike.
 Observers:
 
-- ``proc-events`` (the default until the agent runs the process source): ``ProcessEvents`` alone,
-  in a child process, with an ``on_exec`` that does what the agent's tracker does first (looks at
-  the program's base name). Labelled ``ProcessEvents alone`` in the output.
+- ``proc-events`` (the default: the reader's own cost): ``ProcessEvents`` alone, in a child
+  process, with an ``on_exec`` that does what the agent's tracker does first (looks at the
+  program's base name). Labelled ``ProcessEvents alone`` in the output.
 - ``agent``: a real ``dlp-agent run`` with ``[egress] enabled = true`` and files, USB and clipboard
-  off; its CPU is read from /proc, its exec count from its status where it tells.
+  off (reader, egress tracker and the rest of the daemon); its CPU is read from /proc, its exec
+  count from the ``processes`` source in its status.
+
+The machine's other work shows in every figure but the observer's CPU per exec: on a shared
+machine, compare build times only over several rounds.
 
 ``--unfiltered`` adds rounds with the kernel BPF filter off (every fork and exit reaches the
 reader), to show what the filter saves. Execs are counted machine-wide by the observer, so other
@@ -159,13 +163,14 @@ class AgentDaemon:
         self.log = open(work / "agent.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "run", "--config", str(self.config)], stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 30
-        while not self.status().get("running"):
+        # Running, and its process source reporting (it starts after the status first says running).
+        while (execs := self.execs()) is None:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise SystemExit(f"the agent did not start; see {work / 'agent.log'}")
+                raise SystemExit(f"the agent did not start its process source; see {work / 'agent.log'}")
             time.sleep(0.2)
         self.cpu_start = self.cpu()
-        self.execs_start = self.execs()
+        self.execs_start = execs
 
     def status(self) -> dict:
         out = subprocess.run([sys.executable, "-m", "agent.cli.main", "status", "--config", str(self.config), "--json"], capture_output=True, text=True, cwd=ROOT)
