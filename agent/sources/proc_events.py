@@ -447,8 +447,10 @@ def _prefer_cpu() -> bool:
 
     A /bin/true lives about a millisecond. Woken on the CPU the new program runs on, an ordinary
     thread waits for it to finish and finds /proc empty; measured here (2 CPUs), 5 to 15 % of such
-    programs were gone, and none of 5000 with this. The thread sleeps between bursts and a burst is
-    bounded, and the kernel keeps a share of every CPU for ordinary work (sched_rt_runtime_us).
+    programs were gone, and none of 5000 with this. The thread sleeps whenever no message waits, its
+    work per exec is bounded, and the kernel keeps a share of every CPU for ordinary work
+    (sched_rt_runtime_us). Every observer on the machine wakes for every exec: two agents (or a
+    test beside a running agent) at this priority delay each other, and some short programs are gone.
     """
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
