@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the test suite needs: loop-mounted USB sticks (ext4, exFAT through FUSE),
 # a virtual display with a clipboard tool, Chromium for the review UI's browser tests, and for the
-# installer tests binutils (PyInstaller strips the binary), systemd (systemd-analyze verify) and shellcheck.
+# installer tests binutils (PyInstaller strips the binary), systemd (systemd-analyze verify) and shellcheck;
+# for egress (git pushes and uploads) the ssh client and sftp server, rsync, curl, wget, rclone, and
+# gcc and make for bench/exec_load.py's build.
 APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip chromium binutils systemd shellcheck sharutils 7zip zstd lz4 xxd git openssh-client openssh-sftp-server rsync curl wget rclone gcc make
 
 .PHONY: run demo test lint venv apt bench clean agent-binary deb
@@ -55,6 +57,7 @@ bench: venv
 	$(PY) bench/daemon.py
 	$(PY) bench/signatures.py
 	$(PY) bench/e2e.py
+	$(PY) bench/egress.py
 
 clean:
 	rm -rf $(VENV) var bench/.corpus bench/.out

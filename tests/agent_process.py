@@ -13,7 +13,8 @@ from tests.waiting import wait_for
 
 
 def write_config(tmp_path: Path, rules_dir: Path, **extra: str) -> Path:
-    """Watch ``tmp_path/Desktop`` with ``rules_dir``; ``extra`` adds lines to a section (``files=``, ``server=``, ``spool=``)."""
+    """Watch ``tmp_path/Desktop`` with ``rules_dir``; ``extra`` adds lines to a section (``files=``, ``server=``, ``spool=``,
+    ``egress=``: egress is off unless given)."""
     watch = tmp_path / "Desktop"
     watch.mkdir(exist_ok=True)
     config = tmp_path / "agent.toml"
@@ -35,6 +36,9 @@ def write_config(tmp_path: Path, rules_dir: Path, **extra: str) -> Path:
         extra.get("server", ""),
         "[scan]",
         "nice = 0",
+        # Off unless asked for: the agent would see every program on the machine, other tests' too.
+        "[egress]",
+        extra.get("egress", "enabled = false"),
     ]
     config.write_text("\n".join(lines) + "\n")
     return config

@@ -82,4 +82,4 @@ def test_check_config_command(tmp_path: Path) -> None:
 
 
 def test_effective_hides_internal_fields() -> None:
-    assert set(effective(load_config(None, environ={}))) == {"agent", "server", "files", "usb", "clipboard", "protected", "rules", "spool", "scan"}
+    assert set(effective(load_config(None, environ={}))) == {"agent", "server", "files", "usb", "clipboard", "protected", "rules", "egress", "spool", "scan"}

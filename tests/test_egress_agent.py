@@ -42,15 +42,17 @@ def _agent(tmp_path: Path, *, allowed: tuple[str, ...] = (), report: str = "prot
     (rules / "customer.yar").write_text(RULE)
     protected = tmp_path / "customer"
     protected.mkdir()
-    config = write_config(tmp_path, rules)
     allowed_list = ", ".join(f'"{a}"' for a in allowed)
+    config = write_config(tmp_path, rules, egress=f'enabled = true\nreport = "{report}"\nallowed_remotes = [{allowed_list}]')
     with config.open("a") as f:
-        f.write(f'[protected]\nfolders = ["{protected}"]\n[egress]\nreport = "{report}"\nallowed_remotes = [{allowed_list}]\n')
+        f.write(f'[protected]\nfolders = ["{protected}"]\n')
     return Agent(config), protected
 
 
 def _of_type(agent: Agent, kind: str) -> list[dict]:
-    return [e for e in agent.events() if e["type"] == kind]
+    """This test's events of ``kind``: the agent sees every program on the machine, other tests' too."""
+    own = str(agent.config.parent)
+    return [e for e in agent.events() if e["type"] == kind and (e.get("path") or "").startswith(own)]
 
 
 def _wait_events(agent: Agent, kind: str, count: int, timeout: float = 30) -> list[dict]:
