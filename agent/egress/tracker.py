@@ -93,7 +93,6 @@ class EgressTracker(StoppableThread):
         self._checked: dict[str, float] = {}  # repository top -> when its copy check ran
         self._lone: dict[int, float] = {}  # receive-packs recorded without a ``git push`` above them
         self._stats_lock = threading.Lock()
-        self.seen = 0
         self.dropped = 0
         self.recorded: dict[str, int] = {t: 0 for t in events.EGRESS_TYPES}
         self._learnt = threading.Event()
@@ -114,7 +113,7 @@ class EgressTracker(StoppableThread):
             with self._stats_lock:
                 self.dropped += 1
 
-    def _relevant(self, name: str, argv: tuple[str, ...]) -> bool:
+    def _relevant(self, name: str, argv: tuple[str, ...], *, unwrap: bool = True) -> bool:
         if name in self._tools:
             return True
         if not self._config.git:
@@ -126,7 +125,8 @@ class EgressTracker(StoppableThread):
         if argv[1] == "-c":
             return len(argv) >= 3 and "receive-pack" in argv[2]
         # A wrapper script (an ``ssh`` that is a shell script shows as ``/bin/sh /path/ssh host ...``).
-        return not argv[1].startswith("-") and self._relevant(os.path.basename(argv[1]), argv[1:])
+        # One level only: ``sh sh sh ...`` must not recurse through a hostile argv.
+        return unwrap and not argv[1].startswith("-") and self._relevant(os.path.basename(argv[1]), argv[1:], unwrap=False)
 
     def _exited(self, pid: int) -> None:
         try:
@@ -300,6 +300,8 @@ class EgressTracker(StoppableThread):
         if self._protected_folder(top) is not None:
             self._remember_roots(top)
             return
+        if not self._roots:
+            return  # no protected repository known: nothing to be a copy of, and no git to run
         now = time.monotonic()
         if not force and now - self._checked.get(top, -COPY_RECHECK_S) < COPY_RECHECK_S:
             return
