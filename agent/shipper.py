@@ -122,6 +122,9 @@ class Shipper(StoppableThread):
             if self._identity.stamp() != stamp:
                 return
             self._wake.wait(CREDENTIALS_CHECK_S)
+            # Events spooled meanwhile wake the shipper, but cannot be sent until the credentials
+            # change: left set, the wake would turn this wait into a loop spinning a core.
+            self._wake.clear()
 
     def ship_once(self) -> float | None:
         """Send one batch. Returns None to go on at once, else seconds to wait first."""

@@ -159,3 +159,29 @@ class _ScriptedHeartbeats(CollectorClient):
 
     def heartbeat(self, report: dict[str, Any]) -> Reply:
         return next(self._replies, Reply("ok", body={"heartbeat_interval_s": 60}))
+
+
+class _CountingIdentity:
+    """Credentials that never change, counting how often the shipper looks."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def stamp(self) -> tuple[int, int] | None:
+        self.looks += 1
+        return None
+
+
+def test_events_spooled_while_refused_do_not_spin_the_shipper(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
+    link = _FixedLink(CollectorClient(f"http://127.0.0.1:{free_port()}", timeout_s=2))
+    shipper = Shipper(spool, link)  # type: ignore[arg-type]
+    identity = _CountingIdentity()
+    shipper._identity = identity  # type: ignore[assignment]
+    shipper.wake()  # an event spooled while the collector refuses this agent's credentials
+    try:
+        shipper._wait_for_new_credentials(1.5)
+    finally:
+        link.close()
+        spool.close()
+    assert identity.looks <= 4, f"looked {identity.looks} times in 1.5 s: the wake turned the wait into a busy loop"
