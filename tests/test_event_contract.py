@@ -146,6 +146,17 @@ def test_an_agent_cannot_submit_the_collectors_own_events(client, enroll, admin,
     assert _events(client, admin) == []
 
 
+@pytest.mark.parametrize(("kind", "channel"), [(contract.GIT_PUSH, "file"), (contract.NET_UPLOAD, "usb"), (contract.FILE_WRITE, "egress")])
+def test_a_known_type_must_come_in_its_own_channel(client, enroll, admin, kind, channel):
+    agent = enroll()
+    disguised = event_record(type=kind, channel=channel, severity="low")
+    response = client.post("/api/v1/events", json={"events": [event_record(), disguised]}, headers=agent.headers)
+    assert response.status_code == 422
+    detail = json.dumps(response.json()["detail"])
+    assert "events[1]" in detail and disguised["id"] in detail and kind in detail
+    assert _events(client, admin) == []
+
+
 def test_the_collectors_own_events_say_so(client, collector, clock, enroll, admin):
     agent = enroll()
     clock.advance(seconds=collector.settings.agents.offline_after_s + 1)

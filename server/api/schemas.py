@@ -301,6 +301,11 @@ class BatchIn(_In):
         for index, event in enumerate(self.events):
             if event.type.startswith(contract.COLLECTOR_TYPE_PREFIX):  # collector_raised, without a call per event
                 raise ValueError(f"events[{index}] (id {event.id}) has type {event.type!r}, which only the collector raises")
+            # A known type in another channel would escape what the collector does by channel
+            # (egress events judged against the vendor's allowed remotes, filters, exports).
+            expected = contract.AGENT_TYPES.get(event.type)
+            if expected is not None and event.channel != expected:
+                raise ValueError(f"events[{index}] (id {event.id}) has type {event.type!r} in channel {event.channel!r}; its channel is {expected!r}")
             extras = [
                 event.model_extra, *(m.model_extra for m in event.matches), event.device.model_extra if event.device else None,
                 *_process_extras(event.process), *_enforcement_extras(event.enforcement),
