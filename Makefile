@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # installer tests binutils (PyInstaller strips the binary), systemd (systemd-analyze verify) and shellcheck;
 # for egress (git pushes and uploads) the ssh client and sftp server, rsync, curl, wget, rclone, and
 # gcc and make for bench/exec_load.py's build.
-APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip chromium binutils systemd shellcheck sharutils 7zip zstd lz4 xxd git openssh-client openssh-sftp-server rsync curl wget rclone gcc make
+APT_PACKAGES := e2fsprogs exfatprogs exfat-fuse fuse3 xvfb xclip chromium binutils systemd shellcheck sharutils 7zip zstd lz4 xxd git openssh-client openssh-sftp-server rsync curl wget rclone gcc make libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui poppler-utils libimage-exiftool-perl
 
 .PHONY: run demo test lint venv apt bench clean agent-binary deb
 

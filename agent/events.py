@@ -71,27 +71,36 @@ AGENT_TYPES: dict[str, Channel] = {
 AGENT_OFFLINE = "agent.offline"
 AGENT_ONLINE = "agent.online"
 AGENT_UNEXPECTED_IP = "agent.unexpected_ip"
-COLLECTOR_TYPES: dict[str, Channel] = {AGENT_OFFLINE: "agent", AGENT_ONLINE: "agent", AGENT_UNEXPECTED_IP: "agent"}
+MARK_ELSEWHERE = "agent.mark_elsewhere"
+"""An agent's event carried a mark minted for another seat (or vendor) than the agent's: a copy of
+seat A's material on seat B's workstation. ``related`` names the event, ``marks`` the marks."""
+COLLECTOR_TYPES: dict[str, Channel] = {AGENT_OFFLINE: "agent", AGENT_ONLINE: "agent", AGENT_UNEXPECTED_IP: "agent", MARK_ELSEWHERE: "agent"}
 COLLECTOR_TYPE_PREFIX = "agent."
 
 Origin = Literal["agent", "collector"]
 
-MatchKind = Literal["yara", "fingerprint", "protected"]
+MatchKind = Literal["yara", "fingerprint", "protected", "mark"]
 MATCH_KINDS: tuple[MatchKind, ...] = get_args(MatchKind)
-"""How a match was found: a YARA rule, a fingerprint index (``rule`` is the index's name), or a
-byte-identical copy of a protected file. Agents before fingerprints sent no ``kind``: read it as ``yara``."""
+"""How a match was found: a YARA rule, a fingerprint index (``rule`` is the index's name), a
+byte-identical copy of a protected file, or a watermark or canary (agent/marks/). Agents before
+fingerprints sent no ``kind``: read it as ``yara``."""
 UNSTATED_MATCH_KIND: MatchKind = "yara"
 FINGERPRINT_MATCH: MatchKind = "fingerprint"
+MARK_MATCH: MatchKind = "mark"
 
 MATCH_FIELDS = frozenset(
     {
         "kind", "rule", "namespace", "severity", "category", "description", "tags", "member", "offsets", "strings",
         "snippet", "protected_path", "source", "lines", "source_lines", "coverage", "index_version",
+        "carrier", "payload", "frames", "mark_id",
     }
 )  # fmt: skip
 """What one entry of an event's ``matches`` carries, all of it the agent's observation. A fingerprint
 match adds ``source`` (the corpus file), ``lines`` and ``source_lines`` (pairwise line ranges in the
-scanned text and in that file), ``coverage`` and ``index_version``: line numbers, never code."""
+scanned text and in that file), ``coverage`` and ``index_version``: line numbers, never code. A mark
+match adds ``carrier`` (agent/marks/payload.py CARRIERS), ``frames`` (how many agreed) and either
+``payload`` (hex: a watermark read from the content, which the collector resolves and then drops) or
+``mark_id`` (a canary rule of the vendor's bundle named its mark)."""
 
 AGENT_FIELDS = frozenset(
     {
@@ -142,6 +151,7 @@ COLLECTOR_FIELDS = frozenset(
         "related", "origin", "claimed_host", "agent_claims",
         # names of the collector's own columns, so a body cannot pose as them in any output either
         "triage_status", "assignee", "vendor_id", "severity_rank", "destination_host", "egress_policy",
+        "marks",
     }
 )  # fmt: skip
 """What only the collector may set. An agent's values under these names are never shown as the
@@ -150,6 +160,11 @@ collector's: the review API moves them under ``agent_claims``."""
 EGRESS_POLICY = "egress_policy"
 """Collector-owned on egress events: ``{"allowed": bool, "pattern": str|None}``, the vendor's allowed
 remotes applied to the event's destination at ingest (the collector also sets the severity then)."""
+
+MARKS = "marks"
+"""Collector-owned: the registered marks an event's mark matches resolved to,
+``[{"mark_id", "vendor", "seat", "kind", "minted_at", "carriers", "elsewhere"}]`` (``elsewhere``: the
+mark was minted for another seat or vendor than the reporting agent's)."""
 
 CLAIMED_HOST = "claimed_host"
 AGENT_CLAIMS = "agent_claims"

@@ -37,7 +37,7 @@ FINGERPRINT_NAMESPACE = "fingerprint"
 
 # What found a match (the event contract's MATCH_KINDS): a YARA rule, a fingerprint index
 # (fpmatch.py) or the protected-file hashes.
-YARA, FINGERPRINT, PROTECTED = MATCH_KINDS
+YARA, FINGERPRINT, PROTECTED, MARK = MATCH_KINDS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pydantic import (
 
 from agent import events as contract
 from agent.events import Channel, EnforcementAction, EnforcementMode, MatchKind, Origin, Severity
+from agent.marks.payload import MARK_ID_PATTERN, Carrier
 from server.api.egress_schemas import MAX_REFS, DestinationIn, Refs, RepositoryIn, TransferIn
 from server.store.review import TriageStatus
 
@@ -162,9 +163,15 @@ class MatchIn(BaseModel):
     source_lines: LineRanges | None = _unsent()
     coverage: Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)] | None = _unsent()
     index_version: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{1,64}$")] | None = _unsent()
+    carrier: Carrier | None = _unsent()
+    payload: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{2,128}$")] | None = _unsent()
+    frames: Annotated[int, Field(ge=1, le=MAX_INT, strict=True)] | None = _unsent()
+    mark_id: Annotated[str, StringConstraints(pattern=MARK_ID_PATTERN)] | None = _unsent()
 
     @model_validator(mode="after")
     def _fingerprint_whole(self) -> MatchIn:
+        if self.kind == contract.MARK_MATCH and (self.carrier is None or (self.payload is None) == (self.mark_id is None)):
+            raise ValueError("a mark match needs a carrier and either a payload or a mark_id")
         if self.kind == contract.FINGERPRINT_MATCH:
             missing = [name for name in ("source", "lines", "source_lines", "coverage") if getattr(self, name) is None]
             if missing:
