@@ -71,3 +71,30 @@ def quarantine_key(data_dir: Path) -> X25519PrivateKey:
         raise ValueError(f"{path} does not hold an X25519 key")
     return loaded
 
+
+MARKS_KEY_FILE = "marks.key"
+"""32 random bytes (beside ``signing.key``): the HMAC key of mark payloads' digests in the database
+(server/store/marks.py), so the database alone cannot tell which payload a mark has or forge a trace.
+Collectors sharing a database must share this file."""
+
+
+def marks_key(data_dir: Path) -> bytes:
+    """The marks key in ``data_dir``, created (mode 0600) on first use."""
+    path = data_dir / MARKS_KEY_FILE
+    if not path.exists():
+        # Linked into place whole, like the quarantine key, so concurrent first uses agree on one key.
+        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".marks-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(os.urandom(32))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process linked its key first: use that one
+        finally:
+            os.unlink(temporary)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise ValueError(f"{path} does not hold a 32-byte marks key")
+    return key

@@ -26,7 +26,7 @@ from server.api.schemas import (
 from server.api.signature_schemas import HeartbeatWithIndexesIn
 from server.collector import Collector
 from server.errors import Forbidden, TooLarge, Unauthorized
-from server.keys import quarantine_key
+from server.keys import marks_key, quarantine_key
 from server.netaddr import in_networks, parse_networks
 from server.store import addresses, agents, enrollment, quarantine
 from server.store import ingest as event_ingest
@@ -161,6 +161,7 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
             now=now,
             alert_targets=collector.alert_targets,
             alert_min_rank=collector.alert_min_rank,
+            marks_key=lambda: marks_key(collector.settings.data_dir),
         )
     if result.alert_seqs and collector.alert_targets:
         collector.alerts_pending.set()

@@ -423,3 +423,23 @@ egress_policies = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("updated_by", String(128), nullable=False),
 )
+
+# Marks the collector minted (server/store/marks.py): watermarks and canaries, each for a vendor and
+# usually a seat. Only the payload's keyed digest is stored (HMAC with the data directory's marks.key),
+# so the database alone cannot tell which text carries a mark nor forge a trace.
+marks = Table(
+    "marks",
+    metadata,
+    Column("id", String(19), primary_key=True),  # mk_ + 16 hex: the public name
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # watermark | canary
+    Column("canary_kind", String(16)),  # code | document | credential (canaries only)
+    Column("vendor_id", Integer, ForeignKey("vendors.id"), nullable=False),
+    Column("seat", String(255)),  # a person or workstation; None: the whole vendor
+    Column("subject", JSON, nullable=False),  # what was marked: name, sha256, size, format, carriers, note...
+    Column("marked_sha256", String(64), index=True),  # the marked copy the collector wrote
+    Column("rule_sha256", String(64)),  # canaries: sha256 of the secret, which the YARA rule checks
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_marks_vendor_id_created_at", "vendor_id", "created_at"),
+)

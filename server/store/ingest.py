@@ -12,14 +12,17 @@ claim), and the origin from who stored the event (agent/events.py holds the cont
 Records that carry an ``enforcement`` object go to the quarantine store's hook once, when stored.
 Egress records are judged against their vendor's allowed remotes first (server/store/egress.py),
 which sets their severity and may leave them unstored (``suppressed``); only batches holding
-egress records pay for that.
+egress records pay for that. Records with mark matches (watermarks and canaries the agent read)
+go through server/store/marks.py: their payloads resolved to registered marks and dropped from the
+stored body, and a mark of another seat or vendor raises ``agent.mark_elsewhere`` once the batch
+is stored; only batches holding mark matches pay for that.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +34,7 @@ from agent.events import SEVERITY_RANK, Origin
 from server.db.tables import alert_outbox, events
 from server.siem.fields import exe_name
 from server.store import egress, quarantine
+from server.store import marks as mark_store
 from server.store.agents import AgentIdentity
 from server.store.sql import iso
 
@@ -117,10 +121,12 @@ def ingest(
     alert_targets: Sequence[str] = (),
     alert_min_rank: int = 5,
     origin: Origin = "agent",
+    marks_key: Callable[[], bytes] | None = None,
 ) -> IngestResult:
     """Store a validated batch; ``occurred`` holds each record's parsed ``occurred_at`` and
     ``bodies`` (optional) each record already encoded as compact JSON. ``origin`` is who made
-    the records: an agent's batch, or the collector's own event (``raise_agent_event``)."""
+    the records: an agent's batch, or the collector's own event (``raise_agent_event``).
+    ``marks_key`` gives the marks key (server/keys.py) when a batch holds a watermark payload."""
     result = IngestResult()
     unique: dict[str, tuple[dict[str, Any], datetime, str | None]] = {}
     encoded: Sequence[str | None] = bodies or [None] * len(records)
@@ -131,6 +137,9 @@ def ingest(
             unique[record["id"]] = (record, occurred_at, body)
     if any(record["channel"] == egress.CHANNEL for record, _, _ in unique.values()):
         unique, result.suppressed = egress.apply(conn, vendor_id=agent.vendor_id, entries=unique)
+    elsewhere: dict[str, list[dict[str, Any]]] = {}
+    if origin == "agent" and any(r.get("matches") for r, _, _ in unique.values()):
+        unique, elsewhere = mark_store.on_ingest(conn, key=marks_key, agent=agent, entries=unique)
     if not unique:
         return result
     records = [record for record, _, _ in unique.values()]
@@ -162,6 +171,23 @@ def ingest(
     enforced = [record for record in records if "enforcement" in record and record["id"] in inserted]
     if enforced:
         quarantine.on_ingest(conn, agent=agent, records=enforced, now=now)
+    for record in records:
+        found = elsewhere.get(record["id"])
+        if found and record["id"] in inserted:
+            _, raised = _collector_event(
+                conn,
+                agent=agent,
+                kind=contract.MARK_ELSEWHERE,
+                details=mark_store.elsewhere_details(record, record["id"]),
+                collector_fields={contract.MARKS: found},
+                now=now,
+                severity="high",
+                address=address,
+                country=country,
+                alert_targets=alert_targets,
+                alert_min_rank=alert_min_rank,
+            )
+            result.alert_seqs.extend(raised.alert_seqs)
     return result
 
 
@@ -229,15 +255,43 @@ def raise_agent_event(
     country: str | None = None,
     alert_targets: Sequence[str] = (),
     alert_min_rank: int = 5,
+    collector_fields: Mapping[str, Any] | None = None,
 ) -> str:
     """An event the collector itself observed about an agent (``agent.offline``, ``agent.unexpected_ip``);
-    its origin column says so, which no agent's batch can (agents may not submit these types)."""
+    its origin column says so, which no agent's batch can (agents may not submit these types).
+    ``collector_fields`` are the collector's own names (``marks``), which review shows as the
+    collector's word on rows of this origin."""
+    event_id, _ = _collector_event(
+        conn, agent=agent, kind=kind, details=details, now=now, severity=severity, address=address, country=country,
+        alert_targets=alert_targets, alert_min_rank=alert_min_rank, collector_fields=collector_fields,
+    )  # fmt: skip
+    return event_id
+
+
+def _collector_event(
+    conn: Connection,
+    *,
+    agent: AgentIdentity,
+    kind: str,
+    details: dict[str, Any],
+    now: datetime,
+    severity: str | None,
+    address: str | None,
+    country: str | None,
+    alert_targets: Sequence[str],
+    alert_min_rank: int,
+    collector_fields: Mapping[str, Any] | None,
+) -> tuple[str, IngestResult]:
     if not contract.collector_raised(kind):
         raise ValueError(f"{kind!r} is not an event type the collector raises")
     if contract.COLLECTOR_FIELDS & details.keys():
         raise ValueError(f"details may not hold the names the event's own columns fill: {sorted(contract.COLLECTOR_FIELDS & details.keys())}")
+    own = dict(collector_fields or {})
+    if own.keys() - {contract.MARKS}:
+        raise ValueError(f"the collector sets no {sorted(own.keys() - {contract.MARKS})} on its own events")
     record = {
         **details,
+        **own,
         "schema": contract.SCHEMA_VERSION,
         "id": str(uuid.uuid4()),
         "type": kind,
@@ -247,7 +301,7 @@ def raise_agent_event(
         "severity": severity,
         "matches": [],
     }
-    ingest(
+    stored = ingest(
         conn,
         agent=agent,
         records=[record],
@@ -259,4 +313,4 @@ def raise_agent_event(
         alert_min_rank=alert_min_rank,
         origin="collector",
     )
-    return record["id"]
+    return record["id"], stored

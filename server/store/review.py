@@ -7,7 +7,8 @@ collector owns (agent/events.py) that an agent wrote into its body are moved und
 ``claimed_host``, so nothing an agent sends can pose as the collector's word, including in
 rows stored before that rule existed. An egress row is the exception that proves it: ingest
 rewrote its body (server/store/egress.py), so its ``egress_policy`` and ``agent_claims`` are the
-collector's own. Triage and comments change here too, each with its
+collector's own; so are the ``marks`` and ``agent_claims`` of a row with mark matches (ingest always
+rewrites those, server/store/marks.py) and the ``marks`` of an event the collector raised. Triage and comments change here too, each with its
 audit entry in the same transaction, so the API and the UI follow one rule.
 """
 
@@ -21,10 +22,11 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy import Connection, and_, exists, func, select, tuple_
 
-from agent.events import AGENT_CLAIMS, CLAIMED_HOST, COLLECTOR_FIELDS, EGRESS_POLICY, SEVERITY_RANK
+from agent.events import AGENT_CLAIMS, CLAIMED_HOST, COLLECTOR_FIELDS, EGRESS_POLICY, MARKS, SEVERITY_RANK
 from server.db.tables import event_comments, event_rules, events, users, vendors
 from server.errors import InvalidInput, NotFound
 from server.store import audit
+from server.store import marks as mark_store
 from server.store import users as user_store
 from server.store.cursors import SORTS, Cursor
 from server.store.sql import iso
@@ -171,7 +173,10 @@ def public(row: Any) -> dict[str, Any]:
     item = json.loads(row.body)
     if row.origin == "collector":
         item.pop("origin", None)  # rows raised before the origin column kept it in the body
-    judged = {name: item.pop(name, None) for name in (EGRESS_POLICY, AGENT_CLAIMS)} if row.channel == "egress" else {}
+    marked = mark_store.carries_marks(item)
+    judged = {name: item.pop(name, None) for name in (EGRESS_POLICY, AGENT_CLAIMS)} if row.channel == "egress" or marked else {}
+    if marked or row.origin == "collector":
+        judged[MARKS] = item.pop(MARKS, None)
     claims = {name: item.pop(name) for name in COLLECTOR_FIELDS & item.keys()}
     if isinstance(judged.get(AGENT_CLAIMS), dict):
         claims = {**judged[AGENT_CLAIMS], **claims}
@@ -200,6 +205,8 @@ def public(row: Any) -> dict[str, Any]:
         item[AGENT_CLAIMS] = claims
     if judged.get(EGRESS_POLICY) is not None:
         item[EGRESS_POLICY] = judged[EGRESS_POLICY]
+    if judged.get(MARKS) is not None:
+        item[MARKS] = judged[MARKS]
     item.setdefault("path", None)
     item.setdefault("sha256", None)
     item.setdefault("matches", [])
