@@ -1,0 +1,180 @@
+"""Homoglyph carrier: a frame written by swapping a few Latin letters for identical Cyrillic ones.
+
+The swaps are visible text, so they survive what invisible carriers do not: copying the visible
+text into a new document, PDF export and pdftotext, printing to PDF, retyping of whitespace, reflow
+and hyphenation. Decoding is blind (no original needed).
+
+Slots. Only lowercase ``a c e o p x y`` (data) and ``i`` (sync) in *plain words* are slots: a word
+(a run of letters) that holds at least one ASCII letter outside that set and no other non-ASCII
+letter than the Cyrillic look-alikes, in a whitespace-separated chunk that is not a URL, path,
+address, identifier or file name (no ``/ \\ @ _ = < > { } [ ] | # $ % ^ * ~ ` ``, no lower-then-upper
+case change, no ``letter.letter``). Swapping never changes which words are plain, so writer and
+reader agree on the slots; Russian or Ukrainian words have no ASCII letter and are no slots at all.
+
+Frame. A sync is an ``i`` swapped for U+0456; then 16 blocks of 16 data slots follow and each
+block swaps exactly one of its slots: its position is 4 bits of payload.frame_bits. A reader
+checks that every block holds exactly one swap and the frame's CRC, so natural Cyrillic text or
+a foreign word does not pass for a frame. Other ``i`` inside a frame stay Latin.
+
+Density: one swapped letter in 16 data slots, about 2 % of a typical English text's letters (data
+slots are about a third of its letters), plus one ``i`` per frame. A frame spans 256 data slots,
+about 750 letters: 150 words, or 12 to 15 lines of prose; frames follow each other back to back,
+so a 50-line excerpt of prose holds two or three whole ones.
+
+Does not survive: retyping, OCR, case changes, translation, Unicode confusable folding (NFKC does
+not fold Cyrillic, "skeleton" confusable mapping does), edits that add or drop slot letters inside
+a frame (that frame is lost, the others stay).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from agent.marks import payload as pl
+
+LATIN_TO_CYRILLIC = {
+    "a": "\u0430",
+    "c": "\u0441",
+    "e": "\u0435",
+    "o": "\u043e",
+    "p": "\u0440",
+    "x": "\u0445",
+    "y": "\u0443",
+    "i": "\u0456",
+}
+CYRILLIC_TO_LATIN = {cyr: lat for lat, cyr in LATIN_TO_CYRILLIC.items()}
+SYNC_LATIN = "i"
+SYNC = LATIN_TO_CYRILLIC[SYNC_LATIN]
+BLOCK = 16
+BITS_PER_BLOCK = 4
+BLOCKS = pl.FRAME_BITS // BITS_PER_BLOCK
+FRAME_SLOTS = BLOCK * BLOCKS
+
+_CHUNK_RE = re.compile(r"\S+")
+_WORD_RE = re.compile(r"[^\W\d_]+")
+_EXCLUDED_RE = re.compile(r"[/\\@_=<>{}\[\]|#$%^*~`]|[a-z][A-Z]|[A-Za-z]\.[a-z]")
+_ANCHOR_RE = re.compile("[b-df-hj-nq-wzA-Z]")
+_FOREIGN_RE = re.compile("[^\x00-\x7f" + "".join(CYRILLIC_TO_LATIN) + "]")
+_HYPHEN_BREAK_RE = re.compile(r"-[ \t]*\r?\n\s*|\u00ad")
+_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl"})
+_TO_LATIN = {ord(cyr): lat for cyr, lat in CYRILLIC_TO_LATIN.items()}
+_SEPARATORS = str.maketrans({"\u200c": " ", "\u200d": " "})
+
+
+def slots(text: str) -> Iterator[tuple[int, str]]:
+    """(index, letter) of every slot letter in ``text``, Latin or Cyrillic, in order."""
+    for chunk in _CHUNK_RE.finditer(text):
+        if _EXCLUDED_RE.search(chunk.group(0)):
+            continue
+        base = chunk.start()
+        for word in _WORD_RE.finditer(chunk.group(0)):
+            letters = word.group(0)
+            if not _ANCHOR_RE.search(letters) or _FOREIGN_RE.search(letters):
+                continue
+            for offset, char in enumerate(letters):
+                if char in LATIN_TO_CYRILLIC or char in CYRILLIC_TO_LATIN:
+                    yield base + word.start() + offset, char
+
+
+def _normalized_with_map(text: str) -> tuple[str, list[int]]:
+    """normalize(text) and, for each of its characters, the index in ``text`` it came from."""
+    out: list[str] = []
+    origin: list[int] = []
+    position = 0
+    for match in _HYPHEN_BREAK_RE.finditer(text):
+        for index in range(position, match.start()):
+            piece = text[index].translate(_LIGATURES).translate(_SEPARATORS)
+            out.append(piece)
+            origin.extend([index] * len(piece))
+        position = match.end()
+    for index in range(position, len(text)):
+        piece = text[index].translate(_LIGATURES).translate(_SEPARATORS)
+        out.append(piece)
+        origin.extend([index] * len(piece))
+    return "".join(out), origin
+
+
+def substitutions(text: str, payload: bytes, *, gap: int = 0) -> list[tuple[int, str]]:
+    """Which letters of ``text`` to replace by which look-alike: (index, letter), whole frames only.
+
+    Look-alikes already in plain words (an earlier mark) go back to Latin first, so a copy carries
+    one mark. ``gap`` data slots are left clean between a frame's end and the next sync.
+    """
+    bits = pl.frame_bits(payload)
+    symbols = [int("".join(map(str, bits[k : k + BITS_PER_BLOCK])), 2) for k in range(0, pl.FRAME_BITS, BITS_PER_BLOCK)]
+    normalized, origin = _normalized_with_map(text)
+    edits: list[tuple[int, str]] = []
+    found: list[tuple[int, str]] = []
+    for index, char in slots(normalized):
+        source = origin[index]
+        if text[source] in CYRILLIC_TO_LATIN:
+            edits.append((source, CYRILLIC_TO_LATIN[text[source]]))
+            char = CYRILLIC_TO_LATIN[text[source]]
+        found.append((source if text[source] in (char, LATIN_TO_CYRILLIC[char]) else -1, char))
+    position = 0
+    while position < len(found):
+        sync = next((k for k in range(position, len(found)) if found[k][1] == SYNC_LATIN and found[k][0] >= 0), None)
+        if sync is None:
+            break
+        data: list[int] = []
+        for k in range(sync + 1, len(found)):
+            if len(data) == FRAME_SLOTS:
+                break
+            if found[k][1] != SYNC_LATIN:
+                data.append(k)
+        if len(data) < FRAME_SLOTS:
+            break
+        chosen = [found[data[block * BLOCK + symbol]] for block, symbol in enumerate(symbols)]
+        if any(index < 0 for index, _ in chosen):
+            position = sync + 1
+            continue
+        edits.append((found[sync][0], SYNC))
+        edits.extend((index, LATIN_TO_CYRILLIC[char]) for index, char in chosen)
+        position = data[-1] + 1
+        skipped = 0
+        while position < len(found) and skipped < gap:
+            skipped += found[position][1] != SYNC_LATIN
+            position += 1
+    return edits
+
+
+def normalize(text: str) -> str:
+    """Undo what PDF extraction and reflow do to words: hyphenated line breaks, ligatures, soft hyphens."""
+    return _HYPHEN_BREAK_RE.sub("", text.translate(_LIGATURES).translate(_SEPARATORS))
+
+
+def read(text: str) -> list[pl.Found]:
+    """Every whole homoglyph frame in ``text`` whose blocks and check hold (carrier ``homoglyph``)."""
+    found: list[pl.Found] = []
+    symbols: list[int] | None = None
+    count = 0
+    for _, char in slots(normalize(text)):
+        if char == SYNC:
+            symbols, count = [], 0
+            continue
+        if symbols is None or char == SYNC_LATIN:
+            continue
+        swapped = char in CYRILLIC_TO_LATIN
+        block, offset = divmod(count, BLOCK)
+        if swapped:
+            if len(symbols) > block:
+                symbols = None
+                continue
+            symbols.append(offset)
+        count += 1
+        if count % BLOCK == 0 and len(symbols) != count // BLOCK:
+            symbols = None
+            continue
+        if count == FRAME_SLOTS:
+            bits = [(symbol >> (BITS_PER_BLOCK - 1 - k)) & 1 for symbol in symbols for k in range(BITS_PER_BLOCK)]
+            value = pl.unframe_bits(bits)
+            if value is not None:
+                found.append(pl.Found(pl.HOMOGLYPH, value))
+            symbols = None
+    return pl.merge(found)
+
+
+def strip(text: str) -> str:
+    """``text`` with every Cyrillic look-alike turned back into its Latin letter (what a person reads)."""
+    return text.translate(_TO_LATIN)

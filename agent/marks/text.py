@@ -1,0 +1,94 @@
+"""Marks in running text: homoglyph and zero-width frames written into prose, and every text carrier read back.
+
+Documents hand their text runs here (mark_segments keeps run boundaries, so formatting stays), code
+hands its comments (agent/marks/code.py), and every scanned text is read here (read_text). Both
+carriers change nothing a person sees: a homoglyph swap replaces one letter by an identical one,
+zero-width clusters go between words. They fail differently, which is why both are written:
+zero-width characters vanish in PDF export and "paste as plain text" but leave every visible letter
+alone; homoglyphs survive PDF, pdftotext and copying the visible text, and are lost to retyping.
+See agent/marks/homoglyph.py and agent/marks/zerowidth.py for densities and frame lengths.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Sequence
+
+from agent.marks import homoglyph, zerowidth
+from agent.marks import payload as pl
+
+_MIGHT_CARRY_RE = re.compile(b"\xe2\x80[\x8c\x8d]|" + homoglyph.SYNC.encode("utf-8") + b"|DLPM1-|DLPC1-|AKIA")
+"""What any frame needs: a zero-width bit, a homoglyph sync letter, a token or canary prefix."""
+
+
+def _mark(segments: Sequence[str], payload: bytes, *, zero_width: bool, homoglyphs: bool) -> tuple[list[str], list[str]]:
+    text = "".join(segments)
+    starts: list[int] = []
+    offset = 0
+    for segment in segments:
+        starts.append(offset)
+        offset += len(segment)
+    swaps = dict(homoglyph.substitutions(text, payload)) if homoglyphs else {}
+    inserts = dict(zerowidth.insertions(text, payload)) if zero_width else {}
+    carriers = []
+    if any(char == homoglyph.SYNC for char in swaps.values()):
+        carriers.append(pl.HOMOGLYPH)
+    if inserts:
+        carriers.append(pl.ZERO_WIDTH)
+    pieces: list[list[str]] = [list(segment) for segment in segments]
+    for index, char in swaps.items():
+        number = bisect.bisect_right(starts, index) - 1
+        while len(segments[number]) == 0:
+            number -= 1
+        pieces[number][index - starts[number]] = char
+    for index, chars in inserts.items():
+        number = bisect.bisect_right(starts, index) - 1
+        local = index - starts[number]
+        pieces[number][local] = chars + pieces[number][local]
+    return ["".join(piece) for piece in pieces], carriers
+
+
+def mark_segments(segments: Sequence[str], payload: bytes, *, zero_width: bool = True, homoglyphs: bool = True) -> list[str]:
+    """``segments`` (a document's text runs, a file's comment bodies) marked as one continuous text.
+
+    Returns as many segments, each visibly identical to its original: homoglyph swaps (one letter
+    for one letter) and zero-width clusters at the start of words, never inside a word nor in a
+    segment of whitespace only. Frames repeat through the whole text; a text too short for one
+    frame of a carrier gets none of it.
+    """
+    marked, _ = _mark(segments, payload, zero_width=zero_width, homoglyphs=homoglyphs)
+    return marked
+
+
+def carriers_written(segments: Sequence[str], payload: bytes, *, zero_width: bool = True, homoglyphs: bool = True) -> tuple[list[str], list[str]]:
+    """mark_segments and the carriers (payload names) of which at least one whole frame was written."""
+    return _mark(segments, payload, zero_width=zero_width, homoglyphs=homoglyphs)
+
+
+def mark_text(text: str, payload: bytes, *, zero_width: bool = True, homoglyphs: bool = True) -> str:
+    """``text`` marked (mark_segments of one segment); raises payload.Unmarkable when no whole frame fits."""
+    marked, carriers = _mark([text], payload, zero_width=zero_width, homoglyphs=homoglyphs)
+    if not carriers:
+        raise pl.Unmarkable("the text is too short for a mark")
+    return marked[0]
+
+
+def read_text(text: str) -> list[pl.Found]:
+    """Every mark in ``text``: zero-width and homoglyph frames, DLPM1 tokens, canary secrets (merged).
+
+    Linear in the text; frames are found wherever they start (excerpts), whatever the whitespace,
+    line breaks and hyphenation became.
+    """
+    found = zerowidth.read(text) + homoglyph.read(text) + pl.read_tokens(text) + pl.read_canaries(text)
+    return pl.merge(found)
+
+
+def might_carry(data: bytes) -> bool:
+    """False when read_text would find nothing in ``data`` (UTF-8): one regex pass, for the scanner."""
+    return _MIGHT_CARRY_RE.search(data) is not None
+
+
+def visible(text: str) -> str:
+    """``text`` as a person reads it: zero-width characters dropped, look-alikes back to Latin."""
+    return homoglyph.strip(zerowidth.strip(text))

@@ -1,0 +1,103 @@
+"""Text carriers (agent/marks/text.py): homoglyph and zero-width frames written into prose and read back blind."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from agent.marks import homoglyph, text, zerowidth
+from agent.marks import payload as pl
+
+PAYLOAD = bytes.fromhex("a1b2c3d4e5f6")
+OTHER = bytes.fromhex("0102030405ff")
+
+WORDS = (
+    "the quarterly report shows that our supplier agreed to reduce prices for every component we order "
+    "from their factory next year provided that volumes stay above the agreed floor and payment terms "
+    "remain unchanged while the engineering group reviews alternative designs for the power supply"
+).split()
+
+
+def prose(words: int, *, seed: int = 1, line: int = 70) -> str:
+    """Plain English-like prose wrapped at ``line`` columns, ``words`` words long."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    current = ""
+    for _ in range(words):
+        word = rng.choice(WORDS)
+        if len(current) + len(word) + 1 > line:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    lines.append(current)
+    return "\n".join(lines) + "\n"
+
+
+def carriers(found: list[pl.Found]) -> dict[str, bytes]:
+    return {item.carrier: item.payload for item in found}
+
+
+def test_marked_text_reads_back_by_both_carriers_and_looks_the_same() -> None:
+    original = prose(600)
+    marked = text.mark_text(original, PAYLOAD)
+    assert marked != original
+    assert text.visible(marked) == original
+    assert carriers(text.read_text(marked)) == {pl.ZERO_WIDTH: PAYLOAD, pl.HOMOGLYPH: PAYLOAD}
+    assert text.read_text(original) == []
+
+
+def test_each_carrier_alone_survives_the_loss_of_the_other() -> None:
+    marked = text.mark_text(prose(600), PAYLOAD)
+    assert carriers(text.read_text(zerowidth.strip(marked))) == {pl.HOMOGLYPH: PAYLOAD}
+    assert carriers(text.read_text(homoglyph.strip(marked))) == {pl.ZERO_WIDTH: PAYLOAD}
+
+
+def test_segments_keep_their_count_and_their_visible_text() -> None:
+    original = prose(600)
+    cut = [0, 5, 6, 6, 200, 201, 900, len(original) // 2, len(original)]
+    segments = [original[a:b] for a, b in zip(cut, cut[1:])] + ["   "]
+    marked = text.mark_segments(segments, PAYLOAD)
+    assert len(marked) == len(segments)
+    assert [text.visible(m) for m in marked] == segments
+    assert marked[-1] == "   " and marked[2] == ""
+    assert carriers(text.read_text("".join(marked))) == {pl.ZERO_WIDTH: PAYLOAD, pl.HOMOGLYPH: PAYLOAD}
+
+
+def test_zero_width_characters_never_sit_inside_a_word() -> None:
+    marked = text.mark_text(prose(600), PAYLOAD)
+    for index, char in enumerate(marked):
+        if char in zerowidth.CHARS:
+            before = marked[index - 1]
+            assert before.isspace() or before in zerowidth.CHARS
+
+
+def test_reflow_hyphenation_and_whitespace_changes_keep_the_homoglyph_frame() -> None:
+    marked = zerowidth.strip(text.mark_text(prose(600), PAYLOAD))
+    words = marked.split()
+    reflowed = "\n\n".join("  ".join(words[k : k + 7]) for k in range(0, len(words), 7))
+    assert carriers(text.read_text(reflowed)) == {pl.HOMOGLYPH: PAYLOAD}
+    hyphenated = " ".join(word[:3] + "-\n" + word[3:] if len(word) > 6 else word for word in words)
+    assert carriers(text.read_text(hyphenated)) == {pl.HOMOGLYPH: PAYLOAD}
+
+
+def test_short_text_is_unmarkable() -> None:
+    with pytest.raises(pl.Unmarkable):
+        text.mark_text("Too short to mark.", PAYLOAD)
+
+
+def test_remarking_replaces_the_earlier_homoglyph_mark() -> None:
+    once = zerowidth.strip(text.mark_text(prose(600), OTHER))
+    twice = text.mark_text(once, PAYLOAD, zero_width=False)
+    assert carriers(text.read_text(twice)) == {pl.HOMOGLYPH: PAYLOAD}
+
+
+def test_might_carry_is_false_only_when_nothing_can_be_read() -> None:
+    marked = text.mark_text(prose(600), PAYLOAD)
+    assert text.might_carry(marked.encode())
+    assert text.might_carry(homoglyph.strip(marked).encode())
+    assert text.might_carry(zerowidth.strip(marked).encode())
+    assert text.might_carry(pl.token(PAYLOAD).encode())
+    assert not text.might_carry(prose(600).encode())
+    assert not text.might_carry("Привет, как дела? Ёлки-палки".encode())
