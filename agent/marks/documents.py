@@ -1,0 +1,212 @@
+"""Marked copies of documents and code, and every mark a file carries, whatever its format.
+
+``mark_file`` picks the format from the content (a zip with [Content_Types].xml is OOXML, ``%PDF-``
+is a PDF) and then the name (Markdown, a code language); what is left is plain text when it
+decodes as UTF-8. Carriers per format (see ooxml.py, pdfmark.py, text.py and code.py for what
+survives what):
+
+========  ==============================================================
+docx      property, homoglyph, zero_width (text runs)
+xlsx      property, homoglyph, zero_width (shared strings holding prose)
+pptx      property, homoglyph, zero_width (slide text)
+pdf       property (Info, XMP), token (invisible text line on each page)
+text      homoglyph, zero_width
+markdown  homoglyph, zero_width in body text (not code, URLs, HTML)
+code      token (canary comment line), homoglyph, zero_width in comments
+========  ==============================================================
+
+``read_file`` reads any file, also ones no mark was written into by us (a PDF printed from a marked
+document, text pasted into an ODF document), and never raises on a corrupt one: it reports what it
+could read. Both refuse files past the bounds in bounds.py.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+from agent.marks import ooxml, pdfmark
+from agent.marks import text as textmarks
+from agent.marks.bounds import CorruptDocument, Encrypted, TooLarge, check_size
+from agent.marks.payload import Found, Unmarkable, merge
+
+FORMATS = ("docx", "xlsx", "pptx", "pdf", "text", "markdown", "code")
+
+_ZIP = (b"PK\x03\x04", b"PK\x05\x06")
+_OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ENCRYPTED_OLE = "EncryptionInfo".encode("utf-16-le")
+_MARKDOWN = (".md", ".markdown", ".mdown", ".mkd")
+_DATA = (".json", ".xml", ".svg", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".env", ".html", ".htm")
+"""Text formats whose letters are data: a swapped letter would change a key or a value."""
+
+__all__ = ["FORMATS", "CorruptDocument", "Encrypted", "Marked", "TooLarge", "mark_file", "read_file"]
+
+
+@dataclass(frozen=True)
+class Marked:
+    """A marked copy: its bytes, the format it was marked as and the carriers holding a whole frame."""
+
+    data: bytes
+    format: str
+    carriers: tuple[str, ...]
+
+
+def mark_file(data: bytes, name: str, payload: bytes) -> Marked:
+    """A copy of ``data`` (called ``name``) carrying ``payload``.
+
+    Raises:
+        Unmarkable: a format the marker does not write, an encrypted document (Encrypted), or a
+            text too short for any carrier.
+        CorruptDocument: the content claims a format (zip, PDF) but cannot be read as one.
+        TooLarge: past the bounds in bounds.py.
+    """
+    check_size(data)
+    if data.startswith(b"%PDF-"):
+        return Marked(pdfmark.mark(data, payload), "pdf", ("property", "token"))
+    if data.startswith(_ZIP):
+        return Marked(*_mark_zip(data, payload))
+    if data.startswith(_OLE):
+        if _ENCRYPTED_OLE in data:
+            raise Encrypted("the Office document is encrypted")
+        raise Unmarkable("legacy binary Office format: save it as docx, xlsx or pptx first")
+    lower = name.lower()
+    decoded = _decode_for_marking(data)
+    if decoded is None:
+        raise Unmarkable("not a document, code or UTF-8 text")
+    text, codec, bom = decoded
+    from agent.marks import code  # lazily: code.py depends on text.py like this module
+
+    if lower.endswith(_MARKDOWN):
+        kind, marked = "markdown", _mark_markdown(text, payload)
+    elif code.language(name) is not None:
+        kind, marked = "code", code.mark_code(text, payload, name=name)
+    elif lower.endswith(_DATA):
+        raise Unmarkable(f"{name}: a data format whose letters are values")
+    else:
+        kind, marked = "text", textmarks.mark_text(text, payload)
+    carriers = tuple(sorted({item.carrier for item in textmarks.read_text(marked) if item.payload == payload}))
+    if not carriers:
+        raise Unmarkable("the text is too short for a mark")
+    return Marked(bom + marked.encode(codec), kind, carriers)
+
+
+def _mark_zip(data: bytes, payload: bytes) -> tuple[bytes, str, tuple[str, ...]]:
+    try:
+        return ooxml.mark(data, payload)
+    except (Unmarkable, CorruptDocument, TooLarge):
+        raise
+    except ValueError as exc:
+        raise Unmarkable(f"a zip that is not a Word, Excel or PowerPoint file ({exc})") from exc
+
+
+def _decode_for_marking(data: bytes) -> tuple[str, str, bytes] | None:
+    """The text, the codec to write it back with and its byte order mark; None for binary data."""
+    for bom, codec in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(codec), codec, bom
+            except UnicodeDecodeError:
+                return None
+    if b"\0" in data:
+        return None
+    try:
+        return data.decode("utf-8"), "utf-8", b""
+    except UnicodeDecodeError:
+        return None
+
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n.*?^(?:---|\.\.\.)[ \t]*$\r?\n?", re.S | re.M)
+_INLINE = re.compile(
+    r"(`+).*?\1"  # inline code
+    r"|\]\([^)\s]*(?:\s+\"[^\"]*\")?\)"  # a link's or image's target
+    r"|^ {0,3}\[[^\]]+\]:.*$"  # a reference definition
+    r"|<[^>\n]*>"  # autolinks and HTML tags
+    r"|https?://\S+|www\.\S+"  # bare URLs
+    r"|&#?\w+;",  # entities
+    re.M,
+)
+
+
+def _mark_markdown(text: str, payload: bytes) -> str:
+    """Body text marked; code (fenced, indented, inline), URLs, HTML and front matter left alone.
+
+    Left-alone pieces reach mark_segments as whitespace, which it never marks; a frame that spans
+    one may not decode, the ones around it do.
+    """
+    pieces: list[tuple[str, bool]] = []  # (text, is prose)
+    front = _FRONT_MATTER.match(text)
+    if front:
+        pieces.append((front.group(0), False))
+    lines = text[front.end() if front else 0 :].splitlines(keepends=True)
+    fence: str | None = None
+    previous_blank = True
+    for line in lines:
+        opening = _FENCE.match(line)
+        if fence is not None:
+            pieces.append((line, False))
+            if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence) and not line.strip(" `~\r\n"):
+                fence = None
+        elif opening:
+            fence = opening.group(1)
+            pieces.append((line, False))
+        elif (line.startswith("    ") or line.startswith("\t")) and previous_blank and line.strip():
+            pieces.append((line, False))
+            continue  # an indented code block goes on while its lines stay indented
+        else:
+            at = 0
+            for match in _INLINE.finditer(line):
+                pieces += [(line[at : match.start()], True), (match.group(0), False)]
+                at = match.end()
+            pieces.append((line[at:], True))
+        previous_blank = not line.strip()
+    segments = [piece if prose else " " for piece, prose in pieces]
+    marked = textmarks.mark_segments(segments, payload)
+    out = "".join(new if prose else piece for (piece, prose), new in zip(pieces, marked, strict=True))
+    if not any(item.payload == payload for item in textmarks.read_text(out)):
+        raise Unmarkable("the Markdown body text is too short for a mark")
+    return out
+
+
+def read_file(data: bytes, name: str = "") -> list[Found]:
+    """Every mark ``data`` carries (merged), by every carrier; nothing when it holds none.
+
+    Office (OOXML and ODF) packages and PDFs are read as such; anything else as text (UTF-8,
+    UTF-16, else Latin-1, which still shows tokens and canary secrets). A corrupt file yields what
+    could be read; an encrypted one nothing.
+
+    Raises:
+        TooLarge: the file, or a zip's decompressed members, past the bounds in bounds.py.
+    """
+    check_size(data)
+    if data.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
+        return merge(pdfmark.read(data))
+    if data.startswith(_ZIP):
+        try:
+            return merge(ooxml.read(data))
+        except (CorruptDocument, Encrypted):
+            return []
+    text = _utf16(data)
+    if text is not None:
+        return textmarks.read_text(text) if textmarks.might_carry(text.encode("utf-8", errors="replace")) else []
+    if not textmarks.might_carry(data):
+        return []
+    try:
+        return textmarks.read_text(data.removeprefix(codecs.BOM_UTF8).decode("utf-8"))
+    except UnicodeDecodeError:
+        return textmarks.read_text(data.decode("latin-1"))
+
+
+def _utf16(data: bytes) -> str | None:
+    """The text of UTF-16 data (by its byte order mark, or NULs in every other byte); None otherwise."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    head = data[:4096]
+    if len(head) < 4:
+        return None
+    if head[1::2].count(0) > len(head) // 4:
+        return data.decode("utf-16-le", errors="replace")
+    if head[0::2].count(0) > len(head) // 4:
+        return data.decode("utf-16-be", errors="replace")
+    return None
