@@ -1,4 +1,4 @@
-"""``dlp-server``: the collector's command line (init, serve, users, tokens, agents, devices, egress, quarantine, export)."""
+"""``dlp-server``: the collector's command line (init, serve, users, tokens, agents, devices, egress, quarantine, marks, trace, export)."""
 
 from __future__ import annotations
 
@@ -365,6 +365,11 @@ def _timestamp(text: str) -> datetime:
     return value
 
 
+def _bound(handler: Callable[[argparse.Namespace, Any, str], int]) -> Callable[[argparse.Namespace], int]:
+    """A marks command's handler (server/mark_commands.py) given this module's collector opener and actor."""
+    return lambda args: handler(args, _collector, _actor())
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", metavar="DIR", help="collector data directory (default: the platform's data directory)")
@@ -462,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
         request = add(quarantine, op, cmd_quarantine_request, what, as_json)
         request.add_argument("quarantine_id")
         request.set_defaults(op=op)
+
+    from server.mark_commands import add_parsers as add_mark_parsers
+
+    add_mark_parsers(commands, add, as_json, _bound)
 
     export = commands.add_parser("export", help="export data").add_subparsers(dest="export_command", metavar="WHAT", required=True)
     export_events = add(export, "events", cmd_export_events, "write events for a SIEM or an archive")

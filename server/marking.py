@@ -152,9 +152,7 @@ def read(data: bytes, name: str) -> list[Found]:
     return found
 
 
-def trace(
-    db: Database, *, key: bytes, files: Sequence[tuple[str, bytes]], actor: str, now: datetime, address: str | None = None
-) -> list[dict[str, Any]]:
+def trace(db: Database, *, key: bytes, files: Sequence[tuple[str, bytes]], actor: str, now: datetime, address: str | None = None) -> list[dict[str, Any]]:
     """For each file ``{"name", "sha256", "marks": [...]}`` (server/store/marks.py ``resolve``), or
     ``{"name", "sha256", "error"}`` when it could not be read (audited ``marks.trace``)."""
     _check(files, None)

@@ -24,6 +24,7 @@ from server.api import (
     auth_routes,
     device_routes,
     egress_routes,
+    mark_routes,
     ops_routes,
     review_routes,
     signature_routes,
@@ -48,7 +49,7 @@ def create_app(collector: Collector) -> FastAPI:
     )
     app.state.collector = collector
     for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, device_routes.router,
-                   egress_routes.router, ops_routes.router):
+                   egress_routes.router, mark_routes.router, ops_routes.router):
         app.include_router(router)
     ui.install(app)
     _install_error_handlers(app)
@@ -58,7 +59,8 @@ def create_app(collector: Collector) -> FastAPI:
     app.add_middleware(
         BoundedBodies,
         default_limit=_DEFAULT_BODY_LIMIT,
-        route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes, ("POST", "/api/v1/signatures"): 64 << 20, ("POST", ui.UPLOAD_PATH): ui.UPLOAD_LIMIT},
+        route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes, ("POST", "/api/v1/signatures"): 64 << 20, ("POST", ui.UPLOAD_PATH): ui.UPLOAD_LIMIT,
+                      **mark_routes.UPLOAD_LIMITS},
         max_decoded=ingest.max_decoded_bytes,
         guards={("POST", "/api/v1/events"): agent_routes.credential_guard(collector)},
         streamed={("POST", signature_routes.INDEX_UPLOAD_PATH): MAX_INDEX_BYTES},
