@@ -12,6 +12,8 @@ from server.ui.render import STATIC_DIR, UiHeaders, UiRoute, error_page
 UPLOAD_PATH = "/ui/signatures/publish"
 UPLOAD_LIMIT = 64 << 20
 """Request body limit of the signature upload form (the API's publish call allows the same)."""
+UPLOAD_LIMITS = {("POST", UPLOAD_PATH): UPLOAD_LIMIT, **mark_pages.UPLOAD_LIMITS}
+"""Every UI form that takes more than the default body limit (server/api/app.py BoundedBodies)."""
 
 _unknown = APIRouter(route_class=UiRoute, include_in_schema=False)
 
