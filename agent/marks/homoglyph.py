@@ -28,8 +28,10 @@ a frame (that frame is lost, the others stay).
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 
 from agent.marks import payload as pl
 
@@ -50,6 +52,8 @@ BLOCK = 16
 BITS_PER_BLOCK = 4
 BLOCKS = pl.FRAME_BITS // BITS_PER_BLOCK
 FRAME_SLOTS = BLOCK * BLOCKS
+_MAX = sys.maxsize
+Ranges = Sequence[tuple[int, int]]
 
 _CHUNK_RE = re.compile(r"\S+")
 _WORD_RE = re.compile(r"[^\W\d_]+")
@@ -95,11 +99,14 @@ def _normalized_with_map(text: str) -> tuple[str, list[int]]:
     return "".join(out), origin
 
 
-def substitutions(text: str, payload: bytes, *, gap: int = 0) -> list[tuple[int, str]]:
+def substitutions(text: str, payload: bytes, *, gap: int = 0, within: Ranges | None = None) -> list[tuple[int, str]]:
     """Which letters of ``text`` to replace by which look-alike: (index, letter), whole frames only.
 
-    Look-alikes already in plain words (an earlier mark) go back to Latin first, so a copy carries
-    one mark. ``gap`` data slots are left clean between a frame's end and the next sync.
+    Slots are counted over all of ``text`` (what a reader sees) but only letters inside ``within``
+    (sorted, disjoint (start, end) ranges; all of it when None) are swapped: a frame goes where its
+    sync and its 16 chosen letters all fall inside. Look-alikes already in plain words (an earlier
+    mark) go back to Latin first, so a copy carries one mark. ``gap`` data slots are left clean
+    between a frame's end and the next sync.
     """
     bits = pl.frame_bits(payload)
     symbols = [int("".join(map(str, bits[k : k + BITS_PER_BLOCK])), 2) for k in range(0, pl.FRAME_BITS, BITS_PER_BLOCK)]
@@ -108,35 +115,42 @@ def substitutions(text: str, payload: bytes, *, gap: int = 0) -> list[tuple[int,
     found: list[tuple[int, str]] = []
     for index, char in slots(normalized):
         source = origin[index]
-        if text[source] in CYRILLIC_TO_LATIN:
+        if text[source] in CYRILLIC_TO_LATIN and inside(within, source):
             edits.append((source, CYRILLIC_TO_LATIN[text[source]]))
             char = CYRILLIC_TO_LATIN[text[source]]
-        found.append((source if text[source] in (char, LATIN_TO_CYRILLIC[char]) else -1, char))
-    position = 0
-    while position < len(found):
-        sync = next((k for k in range(position, len(found)) if found[k][1] == SYNC_LATIN and found[k][0] >= 0), None)
-        if sync is None:
-            break
-        data: list[int] = []
-        for k in range(sync + 1, len(found)):
-            if len(data) == FRAME_SLOTS:
-                break
-            if found[k][1] != SYNC_LATIN:
-                data.append(k)
-        if len(data) < FRAME_SLOTS:
-            break
-        chosen = [found[data[block * BLOCK + symbol]] for block, symbol in enumerate(symbols)]
-        if any(index < 0 for index, _ in chosen):
-            position = sync + 1
+        usable = text[source] in (char, LATIN_TO_CYRILLIC[char]) and inside(within, source)
+        found.append((source if usable else -1, char))
+    data = [k for k, (_, char) in enumerate(found) if char != SYNC_LATIN]
+    before = 0
+    rank: list[int] = []
+    for _, char in found:
+        rank.append(before)
+        before += char != SYNC_LATIN
+    k = 0
+    while k < len(found):
+        if found[k][1] != SYNC_LATIN or found[k][0] < 0:
+            k += 1
             continue
-        edits.append((found[sync][0], SYNC))
+        start = rank[k]
+        if start + FRAME_SLOTS > len(data):
+            break
+        chosen = [found[data[start + block * BLOCK + symbol]] for block, symbol in enumerate(symbols)]
+        if any(index < 0 for index, _ in chosen):
+            k += 1
+            continue
+        edits.append((found[k][0], SYNC))
         edits.extend((index, LATIN_TO_CYRILLIC[char]) for index, char in chosen)
-        position = data[-1] + 1
-        skipped = 0
-        while position < len(found) and skipped < gap:
-            skipped += found[position][1] != SYNC_LATIN
-            position += 1
+        last = start + FRAME_SLOTS - 1 + gap
+        k = data[last] + 1 if last < len(data) else len(found)
     return edits
+
+
+def inside(within: Ranges | None, index: int) -> bool:
+    """Whether ``index`` falls in one of the sorted, disjoint ranges (any index when there are none)."""
+    if within is None:
+        return True
+    number = bisect.bisect_right(within, (index, _MAX)) - 1
+    return number >= 0 and within[number][0] <= index < within[number][1]
 
 
 def normalize(text: str) -> str:

@@ -22,15 +22,23 @@ _MIGHT_CARRY_RE = re.compile(b"\xe2\x80[\x8c\x8d]|" + homoglyph.SYNC.encode("utf
 """What any frame needs: a zero-width bit, a homoglyph sync letter, a token or canary prefix."""
 
 
-def _mark(segments: Sequence[str], payload: bytes, *, zero_width: bool, homoglyphs: bool) -> tuple[list[str], list[str]]:
+def _mark(
+    segments: Sequence[str],
+    payload: bytes,
+    *,
+    zero_width: bool,
+    homoglyphs: bool,
+    within: homoglyph.Ranges | None = None,
+    period: int = zerowidth.PERIOD,
+) -> tuple[list[str], list[str]]:
     text = "".join(segments)
     starts: list[int] = []
     offset = 0
     for segment in segments:
         starts.append(offset)
         offset += len(segment)
-    swaps = dict(homoglyph.substitutions(text, payload)) if homoglyphs else {}
-    inserts = dict(zerowidth.insertions(text, payload)) if zero_width else {}
+    swaps = dict(homoglyph.substitutions(text, payload, within=within)) if homoglyphs else {}
+    inserts = dict(zerowidth.insertions(text, payload, within=within, period=period)) if zero_width else {}
     carriers = []
     if any(char == homoglyph.SYNC for char in swaps.values()):
         carriers.append(pl.HOMOGLYPH)
@@ -39,8 +47,6 @@ def _mark(segments: Sequence[str], payload: bytes, *, zero_width: bool, homoglyp
     pieces: list[list[str]] = [list(segment) for segment in segments]
     for index, char in swaps.items():
         number = bisect.bisect_right(starts, index) - 1
-        while len(segments[number]) == 0:
-            number -= 1
         pieces[number][index - starts[number]] = char
     for index, chars in inserts.items():
         number = bisect.bisect_right(starts, index) - 1
@@ -61,9 +67,23 @@ def mark_segments(segments: Sequence[str], payload: bytes, *, zero_width: bool =
     return marked
 
 
-def carriers_written(segments: Sequence[str], payload: bytes, *, zero_width: bool = True, homoglyphs: bool = True) -> tuple[list[str], list[str]]:
-    """mark_segments and the carriers (payload names) of which at least one whole frame was written."""
-    return _mark(segments, payload, zero_width=zero_width, homoglyphs=homoglyphs)
+def mark_within(
+    text: str,
+    within: homoglyph.Ranges,
+    payload: bytes,
+    *,
+    zero_width: bool = True,
+    homoglyphs: bool = True,
+    period: int = zerowidth.PERIOD,
+) -> tuple[str, list[str]]:
+    """``text`` marked only inside ``within`` (sorted, disjoint (start, end) ranges), and the carriers written.
+
+    For text whose other parts must stay byte for byte (code outside comments, Markdown code spans
+    and link targets): the reader still sees the whole text, so homoglyph slots are counted over
+    all of it and a frame goes only where every letter it swaps falls inside the ranges.
+    """
+    marked, carriers = _mark([text], payload, zero_width=zero_width, homoglyphs=homoglyphs, within=within, period=period)
+    return marked[0], carriers
 
 
 def mark_text(text: str, payload: bytes, *, zero_width: bool = True, homoglyphs: bool = True) -> str:

@@ -16,8 +16,10 @@ Cost: 4 to 5 characters (12 to 15 UTF-8 bytes) per marked gap.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 
 from agent.marks import payload as pl
 
@@ -49,10 +51,14 @@ def _cluster(bits: list[int], sync: bool) -> str:
     return (ONE if sync else "") + "".join(ONE if bit else ZERO for bit in bits)
 
 
-def insertions(text: str, payload: bytes, *, period: int = PERIOD) -> list[tuple[int, str]]:
-    """Where to insert which clusters in ``text``: (index, characters), complete frames only."""
+def insertions(text: str, payload: bytes, *, period: int = PERIOD, within: Sequence[tuple[int, int]] | None = None) -> list[tuple[int, str]]:
+    """Where to insert which clusters in ``text``: (index, characters), complete frames only.
+
+    Only word gaps inside ``within`` (sorted, disjoint (start, end) ranges; all of the text when
+    None) are used: a reader takes clusters in order whatever lies between them.
+    """
     bits = pl.frame_bits(payload)
-    positions = list(gaps(text))
+    positions = [index for index in gaps(text) if within is None or _inside(within, index)]
     edits: list[tuple[int, str]] = []
     start = 0
     while start + GAPS_PER_FRAME <= len(positions):
@@ -61,6 +67,11 @@ def insertions(text: str, payload: bytes, *, period: int = PERIOD) -> list[tuple
             edits.append((positions[start + k], _cluster(chunk, sync=k == 0)))
         start += max(period, GAPS_PER_FRAME)
     return edits
+
+
+def _inside(within: Sequence[tuple[int, int]], index: int) -> bool:
+    number = bisect.bisect_right(within, (index, sys.maxsize)) - 1
+    return number >= 0 and within[number][0] <= index < within[number][1]
 
 
 def read(text: str) -> list[pl.Found]:
