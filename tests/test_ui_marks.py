@@ -152,3 +152,14 @@ def test_event_page_shows_the_marks_card_with_seat_and_elsewhere(client, collect
     away_card = client.get(f"/ui/events/{away['id']}").text.split("<h2>Marks</h2>", 1)[1].split("</section>", 1)[0]
     assert mark_id in away_card and "jdoe" in away_card and "<strong>elsewhere</strong>" in away_card and "another seat or vendor turned up" in away_card
     assert "<h2>Marks</h2>" not in client.get(f"/ui/events/{plain['id']}").text
+
+
+def test_trace_takes_files_past_the_default_body_limit(client, collector, admin):
+    _vendor(collector)
+    csrf = _log_in(client, admin)
+    decoy = _canary(client, csrf, kind="credential", seat="ws-3")
+    big = PROSE.encode() * (4 * 1024 * 1024 // len(PROSE)) + decoy.content  # a dump with the key file at its end
+    assert len(big) > 3 << 20
+    traced = client.post("/ui/marks/trace", data={"csrf": csrf}, files=[("files", ("dump.txt", big, "text/plain"))])
+    assert traced.status_code == 200, traced.text[:500]
+    assert decoy.headers["x-dlp-mark-id"] in traced.text and "ws-3" in traced.text

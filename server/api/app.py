@@ -59,7 +59,7 @@ def create_app(collector: Collector) -> FastAPI:
     app.add_middleware(
         BoundedBodies,
         default_limit=_DEFAULT_BODY_LIMIT,
-        route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes, ("POST", "/api/v1/signatures"): 64 << 20, ("POST", ui.UPLOAD_PATH): ui.UPLOAD_LIMIT,
+        route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes, ("POST", "/api/v1/signatures"): 64 << 20, **ui.UPLOAD_LIMITS,
                       **mark_routes.UPLOAD_LIMITS},
         max_decoded=ingest.max_decoded_bytes,
         guards={("POST", "/api/v1/events"): agent_routes.credential_guard(collector)},
