@@ -233,7 +233,10 @@ def _set_property(bodies: dict[str, bytes], value: str) -> None:
         _add_type_and_relationship(bodies)
     custom = _PROPERTY_ELEMENT.sub(b"", custom)
     pids = [int(pid) for pid in re.findall(rb'\bpid="(\d+)"', custom)]
-    element = (f'<property fmtid="{_FMTID}" pid="{max([1, *pids]) + 1}" name="{PROPERTY_NAME}"><vt:lpwstr xmlns:vt="{_VT_NS}">{value}</vt:lpwstr></property>').encode()
+    declared = f'xmlns:vt="{_VT_NS}"'.encode() in custom
+    vt = "<vt:lpwstr>" if declared else f'<vt:lpwstr xmlns:vt="{_VT_NS}">'
+    number = max([1, *pids]) + 1
+    element = f'<property fmtid="{_FMTID}" pid="{number}" name="{PROPERTY_NAME}">{vt}{value}</vt:lpwstr></property>'.encode()
     closing = re.search(rb"</(?:\w+:)?Properties>", custom)
     if closing:
         custom = custom[: closing.start()] + element + custom[closing.start() :]
