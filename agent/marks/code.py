@@ -169,6 +169,11 @@ def comment_ranges(text: str, name: str) -> list[tuple[int, int]]:
     return ranges if ranges is not None else _comment_ranges(text, LANGUAGES[lang], php=lang == "php")
 
 
+def _directive_block(body: str) -> bool:
+    """Whether a block comment or docstring is one tools read (judged by its first words)."""
+    return _DIRECTIVE_RE.search(" " + body.lstrip()[:80]) is not None
+
+
 def _newline(text: str) -> str:
     return "\r\n" if "\r\n" in text[:4096] else "\n"
 
@@ -232,7 +237,7 @@ def _python_ranges(text: str) -> list[tuple[int, int]] | None:
         if quote is None or not literal.endswith(quote.group(1)):
             continue
         inner = (begin + quote.end(), end - len(quote.group(1)))
-        if _DIRECTIVE_RE.search(text[inner[0] : inner[1]].lstrip()[:80]):
+        if _directive_block(text[inner[0] : inner[1]]):
             continue
         ranges.append(inner)
     return sorted(ranges)
@@ -283,7 +288,7 @@ def _comment_ranges(text: str, syntax: Syntax, *, php: bool = False) -> list[tup
         if block is not None and (block[0] != "=begin" or index == line_start):
             stop = _block_end(text, index, block, syntax.nested)
             body = (index + len(block[0]), max(index + len(block[0]), stop - len(block[1])))
-            if at_line_start and not _DIRECTIVE_RE.search(text[body[0] : body[1]].lstrip()[:80]):
+            if at_line_start and not _directive_block(text[body[0] : body[1]]):
                 ranges.append(body)
             index = stop
             continue
