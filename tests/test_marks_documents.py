@@ -438,3 +438,33 @@ def test_data_formats_and_unknown_zips_are_not_marked() -> None:
 def test_files_without_marks_yield_nothing(originals: dict[str, tuple[str, bytes]]) -> None:
     for name, data in originals.values():
         assert documents.read_file(data, name) == []
+
+
+def test_code_is_marked_through_the_code_marker() -> None:
+    import ast
+
+    comments = "\n".join(f"# {paragraph}" for paragraph in prose(4))
+    source = f'"""Client for the vendor portal."""\n\nimport os\n\n{comments}\n\n\ndef endpoint() -> str:\n    return os.environ.get("PORTAL_URL", "https://portal.example.com")\n'
+    copy = documents.mark_file(source.encode(), "client.py", PAYLOAD)
+    assert copy.format == "code" and TOKEN in copy.carriers
+    ast.parse(copy.data.decode())
+    found = payloads(documents.read_file(copy.data, "client.py"))
+    assert {carrier for carrier, values in found.items() if PAYLOAD in values} == set(copy.carriers)
+    assert 'return os.environ.get("PORTAL_URL", "https://portal.example.com")' in copy.data.decode()
+
+
+def test_mangled_documents_never_crash_the_reader_or_the_marker(marked: dict[str, documents.Marked]) -> None:
+    """Truncated and bit-flipped copies: read_file returns a list, mark_file a copy or a ValueError."""
+    rng = random.Random(18)
+    for kind in ("docx", "pptx", "xlsx", "pdf"):
+        data = marked[kind].data
+        for round_ in range(12):
+            mangled = bytearray(data[: rng.randrange(len(data) // 2, len(data))] if round_ % 3 == 0 else data)
+            for _ in range(rng.randrange(1, 40)):
+                mangled[rng.randrange(len(mangled))] = rng.randrange(256)
+            found = documents.read_file(bytes(mangled))
+            assert isinstance(found, list) and all(isinstance(item, Found) for item in found)
+            try:
+                documents.mark_file(bytes(mangled), f"x.{kind}", OTHER)
+            except ValueError:
+                pass

@@ -130,43 +130,45 @@ _INLINE = re.compile(
 
 
 def _mark_markdown(text: str, payload: bytes) -> str:
-    """Body text marked; code (fenced, indented, inline), URLs, HTML and front matter left alone.
+    """Body text marked; code (fenced, indented, inline), URLs, HTML and front matter left byte for byte.
 
-    Left-alone pieces reach mark_segments as whitespace, which it never marks; a frame that spans
-    one may not decode, the ones around it do.
+    text.mark_within counts homoglyph slots over the whole file, as a reader does, so a frame may
+    run past a code span as long as none of its swaps falls inside one.
     """
-    pieces: list[tuple[str, bool]] = []  # (text, is prose)
+    prose: list[tuple[int, int]] = []
     front = _FRONT_MATTER.match(text)
-    if front:
-        pieces.append((front.group(0), False))
-    lines = text[front.end() if front else 0 :].splitlines(keepends=True)
+    at = front.end() if front else 0
     fence: str | None = None
     previous_blank = True
-    for line in lines:
+    for line in text[at:].splitlines(keepends=True):
+        start, at = at, at + len(line)
         opening = _FENCE.match(line)
         if fence is not None:
-            pieces.append((line, False))
             if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence) and not line.strip(" `~\r\n"):
                 fence = None
         elif opening:
             fence = opening.group(1)
-            pieces.append((line, False))
         elif (line.startswith("    ") or line.startswith("\t")) and previous_blank and line.strip():
-            pieces.append((line, False))
             continue  # an indented code block goes on while its lines stay indented
         else:
-            at = 0
+            cursor = start
             for match in _INLINE.finditer(line):
-                pieces += [(line[at : match.start()], True), (match.group(0), False)]
-                at = match.end()
-            pieces.append((line[at:], True))
+                prose.append((cursor, start + match.start()))
+                cursor = start + match.end()
+            prose.append((cursor, at))
         previous_blank = not line.strip()
-    segments = [piece if prose else " " for piece, prose in pieces]
-    marked = textmarks.mark_segments(segments, payload)
-    out = "".join(new if prose else piece for (piece, prose), new in zip(pieces, marked, strict=True))
-    if not any(item.payload == payload for item in textmarks.read_text(out)):
+    ranges: list[tuple[int, int]] = []
+    for begin, end in prose:
+        if begin >= end:
+            continue
+        if ranges and ranges[-1][1] == begin:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((begin, end))
+    marked, carriers = textmarks.mark_within(text, ranges, payload)
+    if not carriers:
         raise Unmarkable("the Markdown body text is too short for a mark")
-    return out
+    return marked
 
 
 def read_file(data: bytes, name: str = "") -> list[Found]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from agent.marks import text as textmarks
-from agent.marks.bounds import BoundedZip, Encrypted
+from agent.marks.bounds import BoundedZip, CorruptDocument, Encrypted
 from agent.marks.payload import PROPERTY, TOKEN, Found, token
 from agent.scanning.doctext import xml_to_text
 
@@ -273,7 +273,8 @@ def read(data: bytes) -> list[Found]:
         return []
     found: list[Found] = []
     ordered = text_parts(flavour, package.names) if flavour else []
-    ordered += [info.filename for info in package.infos if info.filename not in ordered]
+    first = set(ordered)
+    ordered += [info.filename for info in package.infos if info.filename not in first]
     texts: list[bytes] = []
     for name in ordered:
         if not name.endswith(".xml"):
@@ -281,7 +282,10 @@ def read(data: bytes) -> list[Found]:
         info = package.zip.getinfo(name)
         if info.flag_bits & 0x1:
             continue
-        body = xml_to_text(package.read(info))
+        try:
+            body = xml_to_text(package.read(info))
+        except CorruptDocument:
+            continue  # a damaged part hides only its own text
         if name in PROPERTY_PARTS:
             found += _as_property(_read(body))
         else:
