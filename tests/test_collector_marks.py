@@ -238,7 +238,6 @@ def _marks_audited(client: Any, admin: Any) -> list[dict[str, Any]]:
 
 
 def test_apply_and_trace_through_the_api_are_audited(client, collector, admin, enroll):
-    pytest.importorskip("agent.marks.documents")
     enroll()
     files = [("file", ("memo.txt", PROSE.encode(), "text/plain")), ("file", ("blob.bin", os.urandom(64), "application/octet-stream"))]
     answer = client.post("/api/v1/marks/apply", files=files, data={"vendor": "acme-bpo", "seat": "jdoe", "note": "Q3 pricing"}, headers=admin.headers)
@@ -289,7 +288,6 @@ def _dlp_server(*args: str, collector: Any, cwd: Any = None) -> subprocess.Compl
 
 
 def test_cli_apply_list_trace_and_exit_codes(collector, enroll, tmp_path):
-    pytest.importorskip("agent.marks.documents")
     enroll()
     source = tmp_path / "in"
     source.mkdir()

@@ -58,6 +58,7 @@ async def _upload(request: Request) -> tuple[list[tuple[str, bytes]], dict[str, 
 @router.post(
     "/marks/apply",
     response_model=AppliedOut,
+    response_model_exclude_none=True,
     summary="Watermark files for a vendor's seat: the marked copies come back (multipart: file..., vendor, seat, note)",
     responses={404: {"description": "no such vendor"}, 413: {"description": "more than 64 MiB"}, 422: {"description": "no files, too many, or a bad seat"}},
 )
