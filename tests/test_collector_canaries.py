@@ -219,8 +219,8 @@ def test_a_second_canary_keeps_the_first_ones_rule_and_agents_fetch_both(collect
     scanner = _scanner(collector, third.signature_version, VENDOR, tmp_path)
     for made in (first, second, third):
         result = scanner.scan_bytes(made.data, name=made.name)
-        canary_hits = {(m.rule, m.severity, m.category) for m in result.matches if m.namespace == "canaries-acme-bpo"}
-        assert canary_hits == {(f"canary_{made.mark_id[3:]}", "critical", "canary")}, result.to_dict()
+        canary_hits = {(m.rule, m.severity, m.category, m.kind, m.carrier, m.mark_id) for m in result.matches if m.namespace == "canaries-acme-bpo"}
+        assert canary_hits == {(f"canary_{made.mark_id[3:]}", "critical", "canary", "mark", CANARY, made.mark_id)}, result.to_dict()
     agent = enroll(vendor=VENDOR)
     answer = client.get("/api/v1/signatures", headers=agent.headers)
     assert answer.status_code == 200, answer.text
