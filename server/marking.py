@@ -85,7 +85,7 @@ def apply(
     address: str | None = None,
 ) -> list[Applied | Refused]:
     """A marked copy of each file for ``vendor``'s ``seat``, in the order given (audited ``marks.apply``)."""
-    from agent.marks import documents
+    from agent.marks.documents import mark_file  # pypdf and the OOXML marker load on first use
 
     _check(files, note)
     seat = mark_store.clean_seat(seat)
@@ -96,7 +96,7 @@ def apply(
         name = _name(raw_name)
         payload = secrets.token_bytes(PAYLOAD_BYTES)
         try:
-            marked = documents.mark_file(data, raw_name, payload)
+            marked = mark_file(data, raw_name, payload)
         except ValueError as exc:  # Unmarkable, or a corrupt file the marker named
             prepared.append(Refused(name, str(exc) or type(exc).__name__))
             continue
@@ -146,10 +146,9 @@ def _register(conn: Any, *, key: bytes, item: _Prepared, vendor: str, seat: str 
 
 def read(data: bytes, name: str) -> list[Found]:
     """Every carrier ``agent.marks.documents.read_file`` finds in a file."""
-    from agent.marks import documents
+    from agent.marks.documents import read_file
 
-    found: list[Found] = documents.read_file(data, name)
-    return found
+    return read_file(data, name)
 
 
 def trace(db: Database, *, key: bytes, files: Sequence[tuple[str, bytes]], actor: str, now: datetime, address: str | None = None) -> list[dict[str, Any]]:
