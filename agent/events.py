@@ -73,7 +73,7 @@ AGENT_ONLINE = "agent.online"
 AGENT_UNEXPECTED_IP = "agent.unexpected_ip"
 MARK_ELSEWHERE = "agent.mark_elsewhere"
 """An agent's event carried a mark minted for another seat (or vendor) than the agent's: a copy of
-seat A's material on seat B's workstation. ``related`` names the event, ``marks`` the marks."""
+seat A's material on seat B's workstation. ``related_event`` names the event, ``marks`` the marks."""
 COLLECTOR_TYPES: dict[str, Channel] = {AGENT_OFFLINE: "agent", AGENT_ONLINE: "agent", AGENT_UNEXPECTED_IP: "agent", MARK_ELSEWHERE: "agent"}
 COLLECTOR_TYPE_PREFIX = "agent."
 

@@ -21,6 +21,8 @@ from typing import BinaryIO
 
 import yara
 
+from agent.marks.payload import CANARY
+from agent.marks.text import might_carry, read_text
 from agent.scanning.budget import Budget
 from agent.scanning.cache import ResultCache
 from agent.scanning.decode import decoded_parts
@@ -114,9 +116,7 @@ class Scanner:
         if not stat.S_ISREG(info.st_mode):
             return ScanResult.problem(path, Status.SKIPPED, f"not a regular file ({_file_type(info.st_mode)})")
         if info.st_size > self.limits.max_file_bytes:
-            return ScanResult.problem(
-                path, Status.TOO_LARGE, f"larger than {self.limits.max_file_bytes} bytes", size=info.st_size
-            )
+            return ScanResult.problem(path, Status.TOO_LARGE, f"larger than {self.limits.max_file_bytes} bytes", size=info.st_size)
         try:
             # O_NONBLOCK: if the path was swapped for a fifo since stat, open must not hang.
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -143,9 +143,7 @@ class Scanner:
             size += count
         return self._verdict(path, digest.hexdigest(), size, exclude_path, lambda job: self._scan_large(job, f, None, 0))
 
-    def _verdict(
-        self, path: str, sha: str, size: int, exclude_path: str | None, scan: Callable[[Job], None]
-    ) -> ScanResult:
+    def _verdict(self, path: str, sha: str, size: int, exclude_path: str | None, scan: Callable[[Job], None]) -> ScanResult:
         """Run ``scan`` unless the cache knows these bytes; add the protected-copy check."""
         ruleset = self.ruleset
         key = self._cache_key(sha, ruleset)
@@ -186,6 +184,7 @@ class Scanner:
         kind = sniff(bytes(data[:SNIFF_BYTES]))
         if kind not in CONTAINERS:
             self._fingerprint(job, data, member, 0)
+            self._marks(job, data, member)
         if kind in CONTAINERS:
             self._extract(job, kind, io.BytesIO(data), len(data), member, depth)
         self._decode(job, data, member, 0, depth)
@@ -200,7 +199,8 @@ class Scanner:
         base = 0  # offset in the content of window[0]
         line = 0  # line ends before window[0], for fingerprint matches' line numbers
         f.seek(0)
-        code = bool(job.fingerprints) and sniff(f.read(SNIFF_BYTES)) not in CONTAINERS
+        container = sniff(f.read(SNIFF_BYTES)) in CONTAINERS
+        code = bool(job.fingerprints) and not container
         f.seek(0)
         while True:
             count = _fill(f, window[kept : kept + limits.chunk_bytes])
@@ -211,6 +211,8 @@ class Scanner:
             end = kept + count
             self._match(job, window[:end], member, base)
             self._decode(job, window[:end], member, base, depth)
+            if not container:
+                self._marks(job, window[:end], member)
             if code:
                 self._fingerprint(job, window[:end], member, line)
             kept = min(limits.overlap_bytes, end)
@@ -295,6 +297,7 @@ class Scanner:
             text = xml_to_text(data) if item.is_xml else data
             self._match(job, text, name, 0)
             self._fingerprint(job, text, name, 0)
+            self._marks(job, text, name)
             self._decode(job, text, name, 0, depth)
         else:
             self._scan_small(job, data, name, depth)
@@ -319,6 +322,19 @@ class Scanner:
 
         for hit in find(indexes, data, line_offset=line_offset, check=job.budget.remaining):
             job.add_fingerprint(hit, member)
+
+    def _marks(self, job: Job, data: bytes | memoryview, member: str | None) -> None:
+        """Watermarks the collector wrote into a copy (agent/marks/), so the event says whose copy this is.
+
+        Canary secrets are left to the canary rules of the vendor's bundle, which name their mark: the
+        reader's canary patterns also fit real cloud keys, whose ids must not leave the machine."""
+        raw = data if isinstance(data, bytes) else bytes(data)
+        if not might_carry(raw):
+            return
+        text = raw.decode("utf-8", errors="replace")
+        for found in read_text(text):
+            if found.carrier != CANARY:
+                job.add_mark(found, member)
 
     def _check_protected(self, job: Job, sha: str, member: str | None, *, exclude_path: str | None = None) -> None:
         if self.protected is None:

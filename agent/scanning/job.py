@@ -5,15 +5,19 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+from agent.marks.payload import CANARY, Found
 from agent.scanning.budget import Budget
 from agent.scanning.errors import LimitHit
 from agent.scanning.results import (
     FINGERPRINT,
     FINGERPRINT_NAMESPACE,
+    MARK,
+    MARKS_NAMESPACE,
     PROBLEM_PRECEDENCE,
     PROTECTED,
     PROTECTED_NAMESPACE,
     PROTECTED_RULE,
+    WATERMARK_RULE,
     YARA,
     Match,
     ScanResult,
@@ -30,7 +34,7 @@ _MAX_REASONS = 5
 class _Found:
     """One (namespace, rule, member) with everything its matches said."""
 
-    __slots__ = ("namespace", "rule", "meta", "tags", "member", "offsets", "strings", "protected_path", "kind", "print_hit")
+    __slots__ = ("namespace", "rule", "meta", "tags", "member", "offsets", "strings", "protected_path", "kind", "print_hit", "mark")
 
     def __init__(self, namespace: str, rule: str, meta: dict[str, Any], tags: list[str], member: str | None):
         self.namespace = namespace
@@ -43,6 +47,8 @@ class _Found:
         self.protected_path: str | None = None
         self.kind = YARA
         self.print_hit: tuple[str, tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], int, float, str] | None = None
+        self.mark: dict[str, Any] | None = None
+        """A mark match's ``carrier``, ``frames`` and ``payload`` or ``mark_id``."""
 
     def freeze(self, max_offsets: int) -> Match:
         info = Ruleset.rule_info(self.meta)
@@ -61,6 +67,8 @@ class _Found:
         )
 
     def _fingerprint_fields(self) -> dict[str, Any]:
+        if self.mark is not None:
+            return {"kind": MARK, **self.mark}
         if self.print_hit is None:
             return {"kind": self.kind}
         source, lines, source_lines, _tokens, coverage, version = self.print_hit
@@ -72,6 +80,13 @@ class _Found:
             "coverage": coverage,
             "index_version": version,
         }
+
+
+def _copied(found: _Found) -> _Found:
+    twin = copy.copy(found)
+    if found.mark is not None:
+        twin.mark = dict(found.mark)
+    return twin
 
 
 class Job:
@@ -94,6 +109,10 @@ class Job:
         found = self._found.get(key)
         if found is None:
             found = self._found[key] = _Found(hit.namespace, hit.rule, hit.meta, list(hit.tags), member)
+            mark_id = hit.meta.get("mark")
+            if isinstance(mark_id, str) and mark_id:
+                # A canary rule of the vendor's bundle (server/canaries.py): it names its mark.
+                found.mark = {"carrier": CANARY, "frames": 1, "mark_id": mark_id}
         limit = self.max_offsets
         for string in hit.strings:
             found.strings.add(string.identifier)
@@ -126,6 +145,17 @@ class Job:
         found.print_hit = (hit.source, hit.lines, hit.source_lines, hit.tokens, hit.coverage, index.version)
         self._found[key] = found
 
+    def add_mark(self, found: Found, member: str | None) -> None:
+        """Record a watermark read from the content; windows of one large file add up their frames."""
+        key = (MARKS_NAMESPACE, f"{found.carrier}\0{found.payload.hex()}", member)
+        known = self._found.get(key)
+        if known is not None and known.mark is not None:
+            known.mark["frames"] += found.frames
+            return
+        meta = {"severity": "low", "category": "watermark", "description": f"a registered copy's watermark ({found.carrier.replace('_', ' ')})"}
+        entry = self._found[key] = _Found(MARKS_NAMESPACE, WATERMARK_RULE, meta, [], member)
+        entry.mark = {"carrier": found.carrier, "frames": found.frames, "payload": found.payload.hex()}
+
     def problem(self, hit: LimitHit) -> None:
         self.problems.append(hit)
 
@@ -137,7 +167,7 @@ class Job:
     def copy(self) -> Job:
         """An independent copy (the cache hands these out to many threads)."""
         twin = copy.copy(self)
-        twin._found = {k: copy.copy(v) for k, v in self._found.items()}
+        twin._found = {k: _copied(v) for k, v in self._found.items()}
         twin.problems = list(self.problems)
         return twin
 

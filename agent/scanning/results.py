@@ -34,6 +34,8 @@ PROBLEM_PRECEDENCE = (
 PROTECTED_NAMESPACE = "protected"
 PROTECTED_RULE = "protected_file_copy"
 FINGERPRINT_NAMESPACE = "fingerprint"
+MARKS_NAMESPACE = "marks"
+WATERMARK_RULE = "watermark"
 
 # What found a match (the event contract's MATCH_KINDS): a YARA rule, a fingerprint index
 # (fpmatch.py) or the protected-file hashes.
@@ -47,6 +49,9 @@ class Match:
     A fingerprint match names the index in ``rule``, the corpus file it copies in
     ``source``, the matched line ranges on both sides (pairwise) and the share of the
     text's tokens matched. Line numbers only: no code text.
+
+    A mark match (agent/marks/) names how it was carried and either the watermark's payload (hex,
+    which only the collector can tie to a seat) or, for a canary rule of the bundle, its ``mark_id``.
     """
 
     rule: str
@@ -65,6 +70,10 @@ class Match:
     source_lines: tuple[tuple[int, int], ...] = ()
     coverage: float | None = None
     index_version: str | None = None
+    carrier: str | None = None
+    payload: str | None = None
+    frames: int | None = None
+    mark_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape documented in docs/scan.md."""
@@ -88,6 +97,13 @@ class Match:
             out["source_lines"] = [list(r) for r in self.source_lines]
             out["coverage"] = self.coverage
             out["index_version"] = self.index_version
+        if self.kind == MARK:
+            out["carrier"] = self.carrier
+            out["frames"] = self.frames
+            if self.payload is not None:
+                out["payload"] = self.payload
+            if self.mark_id is not None:
+                out["mark_id"] = self.mark_id
         return out
 
     def relocated(self, prefix: str | None) -> Match:
