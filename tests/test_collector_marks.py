@@ -326,3 +326,26 @@ def test_cli_canary_writes_a_decoy_that_traces_to_its_mark(collector, enroll, tm
     assert [m["mark_id"] for m in found] == [made["mark_id"]]
     listed = json.loads(_dlp_server("marks", "list", "--kind", "canary", "--json", collector=collector).stdout)["items"]
     assert [(m["mark_id"], m["canary_kind"], m["seat"]) for m in listed] == [(made["mark_id"], "code", "jdoe")]
+
+
+def test_trace_survives_hostile_files(client, admin, enroll):
+    import io
+    import zipfile
+
+    enroll()
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", "<w:document>" + " " * (300 << 20) + "</w:document>")
+    hostile = {
+        "bomb.docx": bomb.getvalue(),
+        "broken.docx": b"PK\x03\x04" + os.urandom(4000),
+        "broken.pdf": b"%PDF-1.7\n" + os.urandom(4000),
+        "entities.xml": b'<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><x>&b;</x>',
+        "noise.txt": "".join(chr(0x430 + i % 32) + "\u200c" for i in range(20000)).encode(),
+    }
+    answer = client.post("/api/v1/trace", files=[("file", (name, data, "application/octet-stream")) for name, data in hostile.items()], headers=admin.headers)
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    assert [i["name"] for i in items] == list(hostile) and all(i["marks"] == [] for i in items)
+    assert items[0]["sha256"] == hashlib.sha256(hostile["bomb.docx"]).hexdigest()
