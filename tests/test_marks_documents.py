@@ -21,6 +21,7 @@ import pytest
 from agent.marks import documents, ooxml
 from agent.marks import text as textmarks
 from agent.marks.bounds import MAX_MEMBERS, CorruptDocument, Encrypted, TooLarge
+from agent.marks.homoglyph import CYRILLIC_TO_LATIN
 from agent.marks.payload import HOMOGLYPH, PROPERTY, TOKEN, ZERO_WIDTH, Found, Unmarkable, token
 from agent.scanning.doctext import xml_to_text
 
@@ -37,7 +38,7 @@ _WORDS = (
     "before any payment schedule is approved by finance"
 ).split()
 _ZERO_WIDTH = re.compile("[\u200b-\u200d\u2060\ufeff]")
-_BACK = str.maketrans("\u0430\u0441\u0435\u043e\u0440\u0445\u0443\u0456", "aceopxyi")
+_BACK = str.maketrans(CYRILLIC_TO_LATIN)
 
 
 def prose(paragraphs: int = 8, seed: int = 4) -> list[str]:
@@ -263,15 +264,20 @@ def test_pdf_keeps_its_token_after_exiftool_strips_metadata(marked: dict[str, do
 
 def test_pdf_rewritten_without_metadata_keeps_its_token(marked: dict[str, documents.Marked]) -> None:
     """A scrubber that rewrites the file (no earlier revision left): only the text layer remains."""
+    found = payloads(documents.read_file(_rewrite_pdf(marked["pdf"].data)))
+    assert PROPERTY not in found and found[TOKEN] == {PAYLOAD}
+
+
+def _rewrite_pdf(data: bytes) -> bytes:
+    """The pages of a PDF in a new file: no Info, no XMP, no earlier revision."""
     from pypdf import PdfReader, PdfWriter
 
     writer = PdfWriter()
-    for page in PdfReader(io.BytesIO(marked["pdf"].data)).pages:
+    for page in PdfReader(io.BytesIO(data)).pages:
         writer.add_page(page)
     out = io.BytesIO()
     writer.write(out)
-    found = payloads(documents.read_file(out.getvalue()))
-    assert PROPERTY not in found and found[TOKEN] == {PAYLOAD}
+    return out.getvalue()
 
 
 def test_docx_to_pdf_to_text_keeps_the_homoglyph_frames(marked: dict[str, documents.Marked], office: Office) -> None:
@@ -328,16 +334,35 @@ def test_markdown_code_urls_and_front_matter_stay_exact(marked: dict[str, docume
         assert exact in out
 
 
-def test_existing_custom_properties_are_kept_and_remarking_replaces_the_mark(marked: dict[str, documents.Marked]) -> None:
-    custom = _member(marked["docx"].data, "docProps/custom.xml")
-    extended = custom.replace(b"</Properties>", b'<property fmtid="{D5CDD505-2E9C-101B-9397-08002B2CF9AE}" pid="7" name="Client"><vt:lpwstr>ACME</vt:lpwstr></property></Properties>')
-    source = _replace_member(marked["docx"].data, "docProps/custom.xml", extended)
-    again = documents.mark_file(_strip_text_marks(source), "memo.docx", OTHER)
+def test_existing_custom_properties_are_kept(marked: dict[str, documents.Marked]) -> None:
+    client = (
+        b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/custom-properties" '
+        b'xmlns:vt="http://schemas.openxmlformats.org/officeDocument/2006/docPropsVTypes"><property fmtid="{D5CDD505-2E9C-101B-9397-08002B2CF9AE}" pid="7" '
+        b'name="Client"><vt:lpwstr>ACME</vt:lpwstr></property></Properties>'
+    )
+    source = _strip_text_marks(_replace_member(marked["docx"].data, "docProps/custom.xml", client))
+    assert documents.read_file(source) == []
+    again = documents.mark_file(source, "memo.docx", OTHER)
     after = _member(again.data, "docProps/custom.xml")
-    assert b'name="Client"' in after and after.count(b'name="DLPMark"') == 1 and b'pid="8"' in after
+    assert b'name="Client"><vt:lpwstr>ACME</vt:lpwstr>' in after and after.count(b'name="DLPMark"') == 1 and b'pid="8"' in after
     assert _member(again.data, "[Content_Types].xml").count(b"/docProps/custom.xml") == 1
     assert _member(again.data, "_rels/.rels").count(b"custom-properties") == 1
     assert payloads(documents.read_file(again.data)) == {PROPERTY: {OTHER}, HOMOGLYPH: {OTHER}, ZERO_WIDTH: {OTHER}}
+
+
+def test_a_marked_file_is_not_marked_again(originals: dict[str, tuple[str, bytes]], marked: dict[str, documents.Marked], office: Office) -> None:
+    """A second mark would make the copy's trace name two seats: marking refuses, whichever carrier is left."""
+    printed = office.convert(office.write("memo.docx", marked["docx"].data), "pdf").read_bytes()
+    copies = {
+        **{kind: (originals[kind][0], copy.data) for kind, copy in marked.items()},
+        "docx without properties": ("memo.docx", _strip_custom_properties(marked["docx"].data)),
+        "pdf printed from a marked docx": ("memo.pdf", printed),
+        "pdf without metadata": ("memo.pdf", _rewrite_pdf(marked["pdf"].data)),
+    }
+    for label, (name, data) in copies.items():
+        with pytest.raises(documents.AlreadyMarked):
+            documents.mark_file(data, name, OTHER)
+        assert label
 
 
 def _replace_member(data: bytes, name: str, body: bytes) -> bytes:
@@ -410,10 +435,11 @@ def test_entities_in_a_document_are_never_expanded(marked: dict[str, documents.M
         + b"".join(b'<!ENTITY lol%d "' % n + b"&lol%d;" % (n - 1) * 10 + b'">' for n in range(3, 10))
         + b"]><w:document><w:body><w:p><w:r><w:t>&lol9;</w:t></w:r></w:p></w:body></w:document>"
     )
-    bomb = _replace_member(marked["docx"].data, "word/document.xml", laughs)
-    assert payloads(documents.read_file(bomb))[PROPERTY] == {PAYLOAD}
+    bomb = _replace_member(_strip_custom_properties(marked["docx"].data), "word/document.xml", laughs)
+    assert documents.read_file(bomb) == []
     again = documents.mark_file(bomb, "memo.docx", OTHER)
     assert b"&lol9;" in _member(again.data, "word/document.xml") and again.carriers == (PROPERTY,)
+    assert payloads(documents.read_file(again.data)) == {PROPERTY: {OTHER}}
 
 
 def test_text_in_other_encodings_is_read() -> None:
@@ -422,7 +448,8 @@ def test_text_in_other_encodings_is_read() -> None:
         assert payloads(documents.read_file(encoded))[HOMOGLYPH] == {PAYLOAD}
     latin = f"Rechnung für Kunden {token(PAYLOAD)} und mehr".encode("latin-1")
     assert payloads(documents.read_file(latin)) == {TOKEN: {PAYLOAD}}
-    assert documents.mark_file(text.encode("utf-16"), "memo.txt", OTHER).data.startswith(b"\xff\xfe")
+    utf16 = documents.mark_file(("\n".join(prose(3, seed=5)) + "\n").encode("utf-16"), "memo.txt", OTHER).data
+    assert utf16.startswith(b"\xff\xfe") and payloads(documents.read_file(utf16))[HOMOGLYPH] == {OTHER}
 
 
 def test_data_formats_and_unknown_zips_are_not_marked() -> None:

@@ -50,6 +50,14 @@ class Encrypted(Unmarkable):
     """The document needs a password: it can be neither marked nor read."""
 
 
+class AlreadyMarked(Unmarkable):
+    """The file already carries a watermark: a second one would make its trace name two seats."""
+
+
+WATERMARK_CARRIERS = ("property", "zero_width", "homoglyph", "token")
+"""Carriers whose payload is a watermark (canary secrets in a decoy are no reason to refuse)."""
+
+
 def check_size(data: bytes) -> None:
     if len(data) > MAX_INPUT:
         raise TooLarge(f"file of {len(data)} bytes is larger than {MAX_INPUT} bytes")

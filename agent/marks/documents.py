@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from agent.marks import ooxml, pdfmark
 from agent.marks import text as textmarks
-from agent.marks.bounds import CorruptDocument, Encrypted, TooLarge, check_size
+from agent.marks.bounds import WATERMARK_CARRIERS, AlreadyMarked, CorruptDocument, Encrypted, TooLarge, check_size
 from agent.marks.payload import Found, Unmarkable, merge
 
 FORMATS = ("docx", "xlsx", "pptx", "pdf", "text", "markdown", "code")
@@ -40,7 +40,7 @@ _MARKDOWN = (".md", ".markdown", ".mdown", ".mkd")
 _DATA = (".json", ".xml", ".svg", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".env", ".html", ".htm")
 """Text formats whose letters are data: a swapped letter would change a key or a value."""
 
-__all__ = ["FORMATS", "CorruptDocument", "Encrypted", "Marked", "TooLarge", "mark_file", "read_file"]
+__all__ = ["FORMATS", "AlreadyMarked", "CorruptDocument", "Encrypted", "Marked", "TooLarge", "mark_file", "read_file"]
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,9 @@ def mark_file(data: bytes, name: str, payload: bytes) -> Marked:
     """A copy of ``data`` (called ``name``) carrying ``payload``.
 
     Raises:
-        Unmarkable: a format the marker does not write, an encrypted document (Encrypted), or a
-            text too short for any carrier.
+        Unmarkable: a format the marker does not write, an encrypted document (Encrypted), a
+            text too short for any carrier, or a file that already carries a watermark
+            (AlreadyMarked: a second mark would make its trace name two seats).
         CorruptDocument: the content claims a format (zip, PDF) but cannot be read as one.
         TooLarge: past the bounds in bounds.py.
     """
@@ -75,20 +76,23 @@ def mark_file(data: bytes, name: str, payload: bytes) -> Marked:
     if decoded is None:
         raise Unmarkable("not a document, code or UTF-8 text")
     text, codec, bom = decoded
+    if textmarks.might_carry(text.encode("utf-8", errors="replace")):
+        if any(item.carrier in WATERMARK_CARRIERS for item in textmarks.read_text(text)):
+            raise AlreadyMarked("the text already carries a mark: trace it, or mark the original")
     from agent.marks import code  # lazily: code.py depends on text.py like this module
 
     if lower.endswith(_MARKDOWN):
-        kind, marked = "markdown", _mark_markdown(text, payload)
+        kind, (marked, written) = "markdown", _mark_markdown(text, payload)
     elif code.language(name) is not None:
         kind, marked = "code", code.mark_code(text, payload, name=name)
+        written = [item.carrier for item in textmarks.read_text(marked) if item.payload == payload]
     elif lower.endswith(_DATA):
         raise Unmarkable(f"{name}: a data format whose letters are values")
     else:
-        kind, marked = "text", textmarks.mark_text(text, payload)
-    carriers = tuple(sorted({item.carrier for item in textmarks.read_text(marked) if item.payload == payload}))
-    if not carriers:
+        kind, (marked, written) = "text", textmarks.mark_within(text, [(0, len(text))], payload)
+    if not written:
         raise Unmarkable("the text is too short for a mark")
-    return Marked(bom + marked.encode(codec), kind, carriers)
+    return Marked(bom + marked.encode(codec), kind, tuple(sorted(written)))
 
 
 def _mark_zip(data: bytes, payload: bytes) -> tuple[bytes, str, tuple[str, ...]]:
@@ -129,7 +133,7 @@ _INLINE = re.compile(
 )
 
 
-def _mark_markdown(text: str, payload: bytes) -> str:
+def _mark_markdown(text: str, payload: bytes) -> tuple[str, list[str]]:
     """Body text marked; code (fenced, indented, inline), URLs, HTML and front matter left byte for byte.
 
     text.mark_within counts homoglyph slots over the whole file, as a reader does, so a frame may
@@ -165,10 +169,7 @@ def _mark_markdown(text: str, payload: bytes) -> str:
             ranges[-1] = (ranges[-1][0], end)
         else:
             ranges.append((begin, end))
-    marked, carriers = textmarks.mark_within(text, ranges, payload)
-    if not carriers:
-        raise Unmarkable("the Markdown body text is too short for a mark")
-    return marked
+    return textmarks.mark_within(text, ranges, payload)
 
 
 def read_file(data: bytes, name: str = "") -> list[Found]:

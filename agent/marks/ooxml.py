@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from agent.marks import text as textmarks
-from agent.marks.bounds import BoundedZip, CorruptDocument, Encrypted
+from agent.marks.bounds import WATERMARK_CARRIERS, AlreadyMarked, BoundedZip, CorruptDocument, Encrypted
 from agent.marks.payload import PROPERTY, TOKEN, Found, token
 from agent.scanning.doctext import xml_to_text
 
@@ -148,6 +148,8 @@ def mark(data: bytes, payload: bytes) -> tuple[bytes, str, tuple[str, ...]]:
         raise Encrypted("the package has encrypted members")
     parts = text_parts(flavour, package.names)
     bodies = {info.filename: package.read(info) for info in package.infos}
+    if _PROPERTY_ELEMENT.search(bodies.get(CUSTOM_PART, b"")):
+        raise AlreadyMarked(f"the document already has a {PROPERTY_NAME} property: trace it, or mark the original")
     marked_text = _mark_runs(_FLAVOURS[flavour], bodies, parts, payload)
     _set_property(bodies, token(payload))
     out = BytesIO()
@@ -189,6 +191,9 @@ def _mark_runs(flavour: _Flavour, bodies: dict[str, bytes], parts: list[str], pa
             last = match.end()
     if not places:
         return ""
+    before = "".join(segments)
+    if textmarks.might_carry(before.encode("utf-8")) and any(item.carrier in WATERMARK_CARRIERS for item in textmarks.read_text(before)):
+        raise AlreadyMarked("the document's text already carries a mark: trace it, or mark the original")
     marked = textmarks.mark_segments(segments, payload)
     edits: dict[str, list[tuple[int, int, bytes]]] = {part: [] for part in parts}
     proofed: set[tuple[str, int]] = set()

@@ -22,7 +22,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from agent.marks import text as textmarks
-from agent.marks.bounds import MAX_PDF_PAGES, PDF_SECONDS, CorruptDocument, Encrypted, TooLarge, check_size
+from agent.marks.bounds import MAX_PDF_PAGES, PDF_SECONDS, WATERMARK_CARRIERS, AlreadyMarked, CorruptDocument, Encrypted, TooLarge, check_size
 from agent.marks.payload import PROPERTY, TOKEN, Found, read_tokens, token
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ def mark(data: bytes, payload: bytes) -> bytes:
             raise Encrypted("the PDF is encrypted")
         if len(reader.pages) > MAX_PDF_PAGES:
             raise TooLarge(f"PDF of {len(reader.pages)} pages (more than {MAX_PDF_PAGES})")
+        if _marked_already(reader):
+            raise AlreadyMarked("the PDF already carries a mark: trace it, or mark the original")
         writer = PdfWriter(clone_from=reader)
         writer.pdf_header = reader.pdf_header  # pypdf would write 1.3 whatever features the file uses
         font = writer._add_object(_font())
@@ -67,11 +69,27 @@ def mark(data: bytes, payload: bytes) -> bytes:
         _mark_xmp(writer, value)
         out = BytesIO()
         writer.write(out)
-    except (Encrypted, TooLarge):
+    except (Encrypted, TooLarge, AlreadyMarked):
         raise
     except Exception as exc:  # pypdf raises many types on hostile input; all mean "cannot read"
         raise CorruptDocument(f"corrupt PDF: {type(exc).__name__}: {exc}") from exc
     return out.getvalue()
+
+
+def _marked_already(reader: PdfReader) -> bool:
+    """Our metadata, our text layer's font, or a watermark in the first pages' text (a printed marked document)."""
+    if read_tokens(_metadata_text(reader)):
+        return True
+    for page in reader.pages[:3]:
+        resources: Any = _inherited(page, "/Resources") or {}
+        fonts = resources.get("/Font")
+        if fonts is not None and FONT_NAME in fonts.get_object():
+            return True
+        text = page.extract_text() or ""
+        if textmarks.might_carry(text.encode("utf-8", errors="replace")):
+            if any(item.carrier in WATERMARK_CARRIERS for item in textmarks.read_text(text)):
+                return True
+    return False
 
 
 def _font() -> DictionaryObject:
