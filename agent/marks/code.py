@@ -6,8 +6,9 @@ letters, nothing else). What is written:
 
 - a canary line, ``<comment> ref: DLPM1-...`` (payload.token), near the top: after a shebang, an
   encoding line, PHP's open tag;
-- zero-width frames (agent/marks/zerowidth.py) in comment words, back to back: a reader takes the
-  clusters in order whatever code lies between them, so 16 commented words anywhere carry a frame;
+- zero-width frames (agent/marks/zerowidth.py, 8 bits per word gap) in comment words, back to back:
+  a reader takes the clusters in order whatever code lies between them, so any 8 commented words
+  in a row (across comments) carry a frame;
 - homoglyph frames (agent/marks/homoglyph.py) where a long comment or docstring holds a whole one
   (a reader counts letters in the code between comments too, so a frame needs its letters within
   about 150 words of uninterrupted comment: licence headers, module and API docs).
@@ -19,7 +20,7 @@ lines, comments with no space after the opener) are left alone.
 What survives what: reformatting (black, clang-format, gofmt keep comment words): yes; renaming
 identifiers: zero-width and the canary line yes, a homoglyph frame only when no renamed identifier
 lies inside its span; copying or excerpting: when the excerpt holds the canary line, 16 marked
-comment words in a row (a zero-width frame) or a whole homoglyph frame; stripping comments: no;
+8 marked comment words (a zero-width frame) or a whole homoglyph frame; stripping comments: no;
 retyping: no. Reading is agent.marks.text.read_text on the whole file.
 """
 
@@ -156,7 +157,7 @@ def mark_code(text: str, payload: bytes, *, name: str) -> str:
     ranges = _python_ranges(with_canary) if lang == "python" else None
     if ranges is None:
         ranges = _comment_ranges(with_canary, syntax, php=lang == "php")
-    marked, _ = textmarks.mark_within(with_canary, ranges, payload, period=1)
+    marked, _ = textmarks.mark_within(with_canary, ranges, payload, period=1, width=8)
     return marked
 
 

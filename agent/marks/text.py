@@ -30,6 +30,7 @@ def _mark(
     homoglyphs: bool,
     within: homoglyph.Ranges | None = None,
     period: int = zerowidth.PERIOD,
+    width: int = 4,
 ) -> tuple[list[str], list[str]]:
     text = "".join(segments)
     starts: list[int] = []
@@ -38,7 +39,7 @@ def _mark(
         starts.append(offset)
         offset += len(segment)
     swaps = dict(homoglyph.substitutions(text, payload, within=within)) if homoglyphs else {}
-    inserts = dict(zerowidth.insertions(text, payload, within=within, period=period)) if zero_width else {}
+    inserts = dict(zerowidth.insertions(text, payload, within=within, period=period, width=width)) if zero_width else {}
     carriers = []
     if any(char == homoglyph.SYNC for char in swaps.values()):
         carriers.append(pl.HOMOGLYPH)
@@ -75,6 +76,7 @@ def mark_within(
     zero_width: bool = True,
     homoglyphs: bool = True,
     period: int = zerowidth.PERIOD,
+    width: int = 4,
 ) -> tuple[str, list[str]]:
     """``text`` marked only inside ``within`` (sorted, disjoint (start, end) ranges), and the carriers written.
 
@@ -82,7 +84,7 @@ def mark_within(
     and link targets): the reader still sees the whole text, so homoglyph slots are counted over
     all of it and a frame goes only where every letter it swaps falls inside the ranges.
     """
-    marked, carriers = _mark([text], payload, zero_width=zero_width, homoglyphs=homoglyphs, within=within, period=period)
+    marked, carriers = _mark([text], payload, zero_width=zero_width, homoglyphs=homoglyphs, within=within, period=period, width=width)
     return marked[0], carriers
 
 

@@ -1,17 +1,17 @@
 """Zero-width carrier: a frame written as invisible characters at the start of words.
 
 Two characters carry the bits, ZERO WIDTH NON-JOINER (U+200C, 0) and ZERO WIDTH JOINER (U+200D, 1):
-both survive copy and paste in office suites and LibreOffice's document conversions, and neither
-changes how a word next to a space renders. One frame (payload.frame_bits, 64 bits) is 16 clusters
-of 4 bits, one cluster in each of 16 consecutive word gaps, right after the whitespace and before the
-word; the first cluster has a fifth character ahead of its bits, which is the frame's sync, so a
-reader finds frames by cluster lengths alone (5, then fifteen 4s) without any original. Frames
-repeat every ``PERIOD`` gaps, so any excerpt of about ``PERIOD + 16`` words holds one.
+both stay through copy and paste of formatted text and LibreOffice's conversions between its formats, and neither
+changes how a word next to a space renders. A frame (payload.frame_bits, 64 bits) is a run of
+clusters of ``width`` bits (4 in prose, 8 in code comments), one cluster in each of consecutive word
+gaps, right after the whitespace and before the word; the first cluster has one more character
+ahead of its bits, which is the frame's sync, so a reader finds frames by cluster lengths alone
+(5 then fifteen 4s, or 9 then seven 8s) without any original.
 
 Survives: copying the text (as long as the copy keeps these characters), reflow, reformatting, any
 whitespace change. Does not survive: "paste as plain text" in editors that strip format characters,
 PDF export (pdftotext keeps one character of a cluster, not its length: homoglyphs carry PDFs).
-Cost: 4 to 5 characters (12 to 15 UTF-8 bytes) per marked gap.
+Cost: about 195 UTF-8 bytes per frame (one bit per 3-byte character).
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from agent.marks import payload as pl
 ZERO = "\u200c"
 ONE = "\u200d"
 CHARS = ZERO + ONE
-BITS_PER_GAP = 4
-GAPS_PER_FRAME = pl.FRAME_BITS // BITS_PER_GAP
-PERIOD = 24
-"""A frame starts every PERIOD word gaps (16 of them marked, 8 left clean)."""
+WIDTHS = (4, 8)
+"""Bits per marked gap a reader accepts: 4 in prose (fewer invisible cursor stops per gap), 8 in code
+comments (a frame in 8 commented words, so short comments carry one)."""
+PERIOD = 96
+"""In prose a frame starts every PERIOD word gaps (16 of them marked): any stretch of about 110 words
+holds a whole frame, for about 25 % more UTF-8 bytes in plain English text."""
 
 _CLUSTER_RE = re.compile(f"[{CHARS}]+")
 
@@ -51,21 +53,25 @@ def _cluster(bits: list[int], sync: bool) -> str:
     return (ONE if sync else "") + "".join(ONE if bit else ZERO for bit in bits)
 
 
-def insertions(text: str, payload: bytes, *, period: int = PERIOD, within: Sequence[tuple[int, int]] | None = None) -> list[tuple[int, str]]:
+def insertions(text: str, payload: bytes, *, period: int = PERIOD, width: int = 4, within: Sequence[tuple[int, int]] | None = None) -> list[tuple[int, str]]:
     """Where to insert which clusters in ``text``: (index, characters), complete frames only.
 
-    Only word gaps inside ``within`` (sorted, disjoint (start, end) ranges; all of the text when
-    None) are used: a reader takes clusters in order whatever lies between them.
+    ``width`` bits go in each marked gap (one of WIDTHS); a frame starts every ``period`` gaps (back
+    to back when it is at most the frame's length). Only word gaps inside ``within`` (sorted,
+    disjoint (start, end) ranges; all of the text when None) are used: a reader takes clusters in
+    order whatever lies between them.
     """
+    if width not in WIDTHS:
+        raise ValueError(f"zero-width clusters hold one of {WIDTHS} bits")
     bits = pl.frame_bits(payload)
+    per_frame = pl.FRAME_BITS // width
     positions = [index for index in gaps(text) if within is None or _inside(within, index)]
     edits: list[tuple[int, str]] = []
     start = 0
-    while start + GAPS_PER_FRAME <= len(positions):
-        for k in range(GAPS_PER_FRAME):
-            chunk = bits[k * BITS_PER_GAP : (k + 1) * BITS_PER_GAP]
-            edits.append((positions[start + k], _cluster(chunk, sync=k == 0)))
-        start += max(period, GAPS_PER_FRAME)
+    while start + per_frame <= len(positions):
+        for k in range(per_frame):
+            edits.append((positions[start + k], _cluster(bits[k * width : (k + 1) * width], sync=k == 0)))
+        start += max(period, per_frame)
     return edits
 
 
@@ -78,11 +84,12 @@ def read(text: str) -> list[pl.Found]:
     """Every complete zero-width frame in ``text`` whose check holds (carrier ``zero_width``)."""
     found: list[pl.Found] = []
     bits: list[int] | None = None
+    width = 0
     for match in _CLUSTER_RE.finditer(text):
         cluster = match.group(0)
-        if len(cluster) == BITS_PER_GAP + 1:
-            bits = [1 if c == ONE else 0 for c in cluster[1:]]
-        elif len(cluster) == BITS_PER_GAP and bits is not None:
+        if len(cluster) - 1 in WIDTHS:
+            bits, width = [1 if c == ONE else 0 for c in cluster[1:]], len(cluster) - 1
+        elif len(cluster) == width and bits is not None:
             bits.extend(1 if c == ONE else 0 for c in cluster)
         else:
             bits = None
