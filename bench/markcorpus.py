@@ -11,7 +11,9 @@ frames that are not there). It becomes:
 - pdf: docx files printed by LibreOffice (``--convert-to pdf``), as most PDFs are made;
 - txt and md: the text as it is (md: real Markdown files);
 - xlsx (openpyxl): tables from installed data (packages and their descriptions, man page
-  summaries, services, time zones, countries) with a header row, some columns of prose.
+  summaries, services, time zones, countries) with a header row, some columns of prose; two in
+  three saved again by LibreOffice (shared strings, as Excel and LibreOffice write them; openpyxl
+  writes each cell's string inline).
 
 Code is the Python standard library, C headers and examples under /usr/include and
 /usr/share/doc, npm's JavaScript, and Java and Go fetched with bench/fpcorpora (cordova-android
@@ -149,11 +151,11 @@ def tables(rng: random.Random) -> Iterator[tuple[str, list[list[str]]]]:
     )  # fmt: skip
     rows = [line.split("\t") for line in done.stdout.splitlines() if line.count("\t") == 5]
     sources.append(("dpkg-query", [["Package", "Version", "Section", "Installed size (KB)", "Maintainer", "Description"], *rows]))
-    done = subprocess.run(["apropos", "-s", "1,5,8", "."], capture_output=True, text=True)
+    done = subprocess.run(["apropos", "-l", "-s", "1,5,8", "."], capture_output=True, text=True)
     rows = []
     for line in done.stdout.splitlines():
         m = re.match(r"(\S+) \((\w+)\)\s+- (.+)", line)
-        if m:
+        if m and not m.group(1).startswith("gcloud"):  # thousands of generated Google Cloud SDK pages
             rows.append([m.group(1), m.group(2), m.group(3)])
     sources.append(("apropos", [["Command", "Section", "Summary"], *rows]))
     with open("/etc/services") as f:
@@ -255,6 +257,7 @@ def write_docx(text: str, path: str, rng: random.Random) -> None:
 
 def write_pptx(text: str, path: str, rng: random.Random) -> None:
     import pptx
+    from pptx.util import Pt
 
     deck = pptx.Presentation()
     paras = paragraphs(text)
@@ -264,13 +267,16 @@ def write_pptx(text: str, path: str, rng: random.Random) -> None:
     at = 1
     while at < len(paras) and len(deck.slides) < 25:
         slide = deck.slides.add_slide(deck.slide_layouts[1])
-        chunk = paras[at : at + rng.randint(2, 5)]
+        chunk = paras[at : at + rng.randint(2, 4)]
         at += len(chunk)
         slide.shapes.title.text = " ".join(chunk[0].split()[:6])
         body = slide.placeholders[1].text_frame
-        for i, para in enumerate(chunk):
+        for i, para in enumerate(chunk):  # what fits on a slide at 18 points: no text runs off it
             bullet = body.paragraphs[0] if i == 0 else body.add_paragraph()
-            bullet.text = para[:400]
+            cut = para if len(para) <= 160 else para[: para.rfind(" ", 0, 160)]
+            run = bullet.add_run()
+            run.text = cut
+            run.font.size = Pt(18)
     deck.save(path)
 
 
@@ -354,12 +360,19 @@ def build(root: str, *, quick: bool, seed: int) -> list[Item]:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         items.append(Item(path, "markdown", "en", source))
+    resave: list[str] = []
     for n, (source, rows) in enumerate(tables(rng)):
         if n >= counts["xlsx"]:
             break
-        path = os.path.join(root, f"xlsx-{n:03d}-{_slug(source)}.xlsx")
-        write_xlsx(rows, path, _slug(source))
+        name = f"xlsx-{n:03d}-{_slug(source)}.xlsx"
+        path = os.path.join(root, name)
+        if n % 3:
+            os.makedirs(os.path.join(root, "xlsxsrc"), exist_ok=True)
+            resave.append(os.path.join(root, "xlsxsrc", name))
+        write_xlsx(rows, resave[-1] if n % 3 else path, _slug(source))
         items.append(Item(path, "xlsx", "en", source))
+    office_parallel(["--convert-to", "xlsx:Calc MS Excel 2007 XML"], resave, root)
+    items = [i for i in items if os.path.exists(i.path)]
     for language, paths in code_files(rng).items():
         for n, src in enumerate(paths[: counts[language]]):
             path = os.path.join(root, f"code-{language}-{n:03d}-{os.path.basename(src)}")

@@ -59,6 +59,7 @@ TRANSFORMS = (
     "metadata stripped",
     "text copied to a new document",
     "PDF and back to text",
+    "PDF and back to text (-layout)",
     "printed to PDF",
     "50-line excerpt",
     "code reformatted",
@@ -283,8 +284,8 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def pdftotext(path: str) -> str:
-    done = run(["pdftotext", "-enc", "UTF-8", path, "-"])
+def pdftotext(path: str, *options: str) -> str:
+    done = run(["pdftotext", *options, "-enc", "UTF-8", path, "-"])
     return done.stdout if done.returncode == 0 else ""
 
 
@@ -292,6 +293,7 @@ def transform_all(marked: list[MarkedFile], root: str, seed: int, console: Conso
     """Every transformation of every marked file, written under ``root``."""
     cases: list[Case] = []
     tools: dict[str, int] = {}
+    skipped: dict[str, int] = {}
     dirs = {t: os.path.join(root, t.replace(" ", "-")) for t in TRANSFORMS}
     for d in (*dirs.values(), os.path.join(root, "print"), os.path.join(root, "lo-txt"), os.path.join(root, "as-txt")):
         os.makedirs(d, exist_ok=True)
@@ -340,6 +342,9 @@ def transform_all(marked: list[MarkedFile], root: str, seed: int, console: Conso
             dest = os.path.join(dirs["PDF and back to text"], stem + ".txt")
             write_text(dest, printed_text)
             cases.append(Case(m, "PDF and back to text", dest))
+            dest = os.path.join(dirs["PDF and back to text (-layout)"], stem + ".txt")
+            write_text(dest, pdftotext(printed, "-layout"))
+            cases.append(Case(m, "PDF and back to text (-layout)", dest))
         # text copied into a new document
         copied: str | None = None
         if fmt == "docx":
@@ -357,7 +362,7 @@ def transform_all(marked: list[MarkedFile], root: str, seed: int, console: Conso
             cases.append(Case(m, "text copied to a new document", dest))
         # excerpts: the file's own lines (text, markdown, code) or a document's printed lines
         source = data.decode("utf-8") if fmt in ("text", "markdown", "code") else printed_text
-        if source:
+        if source and source.count("\n") > 50:  # a shorter file's "excerpt" would be all of it
             dest = os.path.join(dirs["50-line excerpt"], u if fmt == "code" else stem + ".txt")
             write_text(dest, excerpt(source, rng))
             cases.append(Case(m, "50-line excerpt", dest))
@@ -370,9 +375,13 @@ def transform_all(marked: list[MarkedFile], root: str, seed: int, console: Conso
                 ("identifiers renamed", fpvariants.rename(text, lang, rng)),
                 ("comments removed", fpvariants.strip_comments(text, lang)),
             ):
+                if changed == text:  # nothing to rename or reformat, no comment: not a case of its own
+                    skipped[transform] = skipped.get(transform, 0) + 1
+                    continue
                 dest = os.path.join(dirs[transform], u)
                 write_text(dest, changed)
                 cases.append(Case(m, transform, dest))
+    tools.update({f"{k}: no change, left out": v for k, v in skipped.items()})
     return cases, tools
 
 
