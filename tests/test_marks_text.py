@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +104,63 @@ def test_might_carry_is_false_only_when_nothing_can_be_read() -> None:
     assert text.might_carry(pl.token(PAYLOAD).encode())
     assert not text.might_carry(prose(600).encode())
     assert not text.might_carry("Привет, как дела? Ёлки-палки".encode())
+
+
+def libreoffice_pdf_text(tmp_path: Path, name: str, content: str, *, layout: bool = False) -> str:
+    """``content`` saved as a text file, converted to PDF by LibreOffice, and read back by pdftotext."""
+    source = tmp_path / name
+    source.write_text(content, encoding="utf-8")
+    profile = tmp_path / "lo-profile"
+    subprocess.run(
+        ["libreoffice", f"-env:UserInstallation={profile.as_uri()}", "--headless", "--convert-to", "pdf", "--outdir", str(tmp_path), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    pdf = source.with_suffix(".pdf")
+    return subprocess.run(["pdftotext", *(["-layout"] if layout else []), str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("libreoffice") is None or shutil.which("pdftotext") is None, reason="needs libreoffice and pdftotext")
+def test_homoglyph_frames_survive_pdf_export_and_pdftotext(tmp_path: Path) -> None:
+    paragraphs = [prose(120, seed=seed, line=10_000).strip() for seed in range(12)]
+    original = "\n\n".join(paragraphs) + "\n"
+    marked = text.mark_text(original, PAYLOAD)
+    for layout in (False, True):
+        extracted = libreoffice_pdf_text(tmp_path, f"memo{int(layout)}.txt", marked, layout=layout)
+        assert text.visible(extracted).split() == original.split()
+        found = {item.carrier: item for item in text.read_text(extracted)}
+        assert found[pl.HOMOGLYPH].payload == PAYLOAD
+        assert found[pl.HOMOGLYPH].frames >= 10
+        assert all(item.payload == PAYLOAD for item in found.values())
+        # zero-width glyphs break pdftotext's lines apart (the page looks the same): excerpts by words
+        words = extracted.split()
+        excerpts = [" ".join(words[start : start + 400]) for start in range(0, len(words) - 400, 37)]
+        assert len(excerpts) > 10
+        assert all(carriers(text.read_text(excerpt)).get(pl.HOMOGLYPH) == PAYLOAD for excerpt in excerpts)
+
+
+def test_excerpts_cut_anywhere_never_yield_a_wrong_payload() -> None:
+    rng = random.Random(5)
+    marked = text.mark_text(prose(3000, seed=9), PAYLOAD)
+    held = 0
+    for _ in range(300):
+        start = rng.randrange(len(marked))
+        excerpt = marked[start : start + rng.randrange(50, 6000)]
+        found = text.read_text(excerpt)
+        assert all(item.payload == PAYLOAD for item in found)
+        held += bool(found)
+    assert held > 150
+
+
+def test_hostile_input_is_read_in_bounded_time() -> None:
+    nasty = [
+        "\u200c\u200d" * 200_000,
+        ("\u200d" + "\u200c" * 4 + " x ") * 50_000,
+        ("і" + "a" * 15 + "а ") * 40_000,
+        "-\n" * 200_000 + "а" * 100_000,
+        "x" * 1_000_000,
+        ("word " * 10 + "\u0456nto ") * 20_000,
+    ]
+    for sample in nasty:
+        assert all(item.carrier != pl.HOMOGLYPH or len(item.payload) == pl.PAYLOAD_BYTES for item in text.read_text(sample))

@@ -12,14 +12,22 @@ See agent/marks/homoglyph.py and agent/marks/zerowidth.py for densities and fram
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Sequence
 
 from agent.marks import homoglyph, zerowidth
 from agent.marks import payload as pl
 
-_MIGHT_CARRY_RE = re.compile(b"\xe2\x80[\x8c\x8d]|" + homoglyph.SYNC.encode("utf-8") + b"|DLPM1-|DLPC1-|AKIA")
-"""What any frame needs: a zero-width bit, a homoglyph sync letter, a token or canary prefix."""
+_NEEDLES = (
+    zerowidth.ZERO.encode("utf-8"),
+    zerowidth.ONE.encode("utf-8"),
+    homoglyph.SYNC.encode("utf-8"),
+    pl.TOKEN_PREFIX.encode("ascii"),
+    b"DLPC1-",
+    b"AKIA",
+)
+"""What any frame needs: a zero-width bit, a homoglyph sync letter, a token or canary prefix. Six
+substring searches (memchr-fast, well under a millisecond per MB each) beat one regex alternation
+(about 10 ms per MB, 15 on Cyrillic text, where every lead byte starts a candidate)."""
 
 
 def _mark(
@@ -107,8 +115,8 @@ def read_text(text: str) -> list[pl.Found]:
 
 
 def might_carry(data: bytes) -> bool:
-    """False when read_text would find nothing in ``data`` (UTF-8): one regex pass, for the scanner."""
-    return _MIGHT_CARRY_RE.search(data) is not None
+    """False when read_text would find nothing in ``data`` (UTF-8): a few substring searches, for the scanner."""
+    return any(needle in data for needle in _NEEDLES)
 
 
 def visible(text: str) -> str:
