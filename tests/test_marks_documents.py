@@ -51,6 +51,7 @@ def prose(paragraphs: int = 8, seed: int = 4) -> list[str]:
             words = rng.sample(_WORDS, 12)
             sentences.append(" ".join(words).capitalize() + ".")
         out.append(" ".join(sentences))
+    out[0] += ' Costs for R&D <draft 2> are "quoted" in the annex & the appendix.'
     return out
 
 
@@ -210,6 +211,28 @@ def test_marked_copy_reads_the_same_and_carries_the_payload(kind: str, originals
         assert after.replace(token(PAYLOAD), "").split() == before.split()
     else:
         assert visible(copy.data.decode()) == original.decode()
+
+
+def test_office_libraries_open_the_marked_copies(originals: dict[str, tuple[str, bytes]], marked: dict[str, documents.Marked]) -> None:
+    """python-docx, openpyxl and python-pptx (strict readers of the schema) read the same visible text."""
+    import docx
+    import openpyxl
+    import pptx
+
+    def docx_text(data: bytes) -> list[str]:
+        return [paragraph.text for paragraph in docx.Document(io.BytesIO(data)).paragraphs]
+
+    def xlsx_cells(data: bytes) -> list[object]:
+        return [cell for row in openpyxl.load_workbook(io.BytesIO(data)).active.iter_rows(values_only=True) for cell in row]
+
+    def pptx_text(data: bytes) -> list[str]:
+        return [shape.text_frame.text for slide in pptx.Presentation(io.BytesIO(data)).slides for shape in slide.shapes if shape.has_text_frame]
+
+    for kind, read in (("docx", docx_text), ("xlsx", xlsx_cells), ("pptx", pptx_text)):
+        before, after = read(originals[kind][1]), read(marked[kind].data)
+        assert after != before
+        assert [visible(v) if isinstance(v, str) else v for v in after] == before, kind
+    assert any("R&D <draft 2>" in paragraph for paragraph in docx_text(marked["docx"].data))
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
