@@ -216,7 +216,7 @@ def test_marked_copy_reads_the_same_and_carries_the_payload(kind: str, originals
 def test_office_libraries_open_the_marked_copies(originals: dict[str, tuple[str, bytes]], marked: dict[str, documents.Marked]) -> None:
     """python-docx, openpyxl and python-pptx (strict readers of the schema) read the same visible text."""
     import docx
-    import openpyxl
+    import openpyxl  # type: ignore[import-untyped]
     import pptx
 
     def docx_text(data: bytes) -> list[str]:
