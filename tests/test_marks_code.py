@@ -6,6 +6,7 @@ import ast
 import io
 import shutil
 import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
@@ -54,7 +55,13 @@ PY_SOURCE = (
     "\n" + comment_block("# ") + "PATTERN = re.compile(r'# not a comment: price per unit')\n"
     "TEMPLATE = '''\n# also not a comment, part of a string about the supplier price\n'''\n\n\n"
     "def price(table: dict[str, float], item: str) -> float:\n"
-    '    """Return the agreed price of one item, or zero when the supplier never quoted it."""\n'
+    '    """Return the agreed price of one item, or zero when the supplier never quoted it.\n\n'
+    "    >>> price({'apple pie': 2.5}, 'apple pie')\n"
+    "    2.5\n"
+    "    >>> price({}, 'apple pie')\n"
+    "    0.0\n\n"
+    "    Every price was agreed with the supplier for a year and is kept in the procurement tables.\n"
+    '    """\n'
     "    # the table is read without the lock: a stale price is acceptable here\n"
     "    return table.get(item, 0.0)  # trailing comments are left alone\n"
 )
@@ -71,6 +78,16 @@ def test_python_marks_only_comments_and_docstrings() -> None:
         assert unchanged in lines
     assert found(marked) == {pl.TOKEN: PAYLOAD, pl.ZERO_WIDTH: PAYLOAD, pl.HOMOGLYPH: PAYLOAD}
     assert text.visible(marked).replace(lines[2] + "\n", "") == PY_SOURCE
+
+
+def test_python_doctests_still_pass(tmp_path: Path) -> None:
+    marked = code.mark_code(PY_SOURCE, PAYLOAD, name="prices.py")
+    assert ">>> price({'apple pie': 2.5}, 'apple pie')\n    2.5\n    >>> price({}, 'apple pie')\n    0.0\n" in marked
+    path = tmp_path / "prices.py"
+    path.write_text(marked, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "doctest", "-v", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
 
 
 def test_python_stdlib_files_still_parse_to_the_same_tree() -> None:

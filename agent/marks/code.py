@@ -6,12 +6,12 @@ letters, nothing else). What is written:
 
 - a canary line, ``<comment> ref: DLPM1-...`` (payload.token), near the top: after a shebang, an
   encoding line, PHP's open tag;
-- zero-width frames (agent/marks/zerowidth.py, 8 bits per word gap) in comment words, back to back:
+- zero-width frames (agent/marks/zerowidth.py, 8 bits per word gap) in comment words (CODE_PERIOD):
   a reader takes the clusters in order whatever code lies between them, so any 8 commented words
-  in a row (across comments) carry a frame;
+  in a row (across comments) whose first holds a frame start carry a frame;
 - homoglyph frames (agent/marks/homoglyph.py) where a long comment or docstring holds a whole one
   (a reader counts letters in the code between comments too, so a frame needs its letters within
-  about 150 words of uninterrupted comment: licence headers, module and API docs).
+  about 80 words of uninterrupted comment: licence headers, module and API docs).
 
 Comments taken: those that open a line (only indentation before them), never trailing comments;
 directives (``# type:``, ``# noqa``, ``//go:build``, ``// eslint-disable``, ``SPDX-...``, coding
@@ -19,9 +19,10 @@ lines, comments with no space after the opener) are left alone.
 
 What survives what: reformatting (black, clang-format, gofmt keep comment words): yes; renaming
 identifiers: zero-width and the canary line yes, a homoglyph frame only when no renamed identifier
-lies inside its span; copying or excerpting: when the excerpt holds the canary line, 16 marked
-8 marked comment words (a zero-width frame) or a whole homoglyph frame; stripping comments: no;
-retyping: no. Reading is agent.marks.text.read_text on the whole file.
+lies inside its span; copying or excerpting: when the excerpt holds the canary line, a whole
+zero-width frame (83 % of random 50-line excerpts of this machine's Python and C, see CODE_PERIOD)
+or a whole homoglyph frame (about 20 %); stripping comments: no; retyping: no. Doctest examples in
+docstrings are left alone (doctest runs them). Reading is agent.marks.text.read_text on the whole file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ from pathlib import PurePosixPath
 
 from agent.marks import payload as pl
 from agent.marks import text as textmarks
+
+CODE_PERIOD = 16
+"""A zero-width frame (8 marked comment words) starts every 16 comment words. Measured over 149 Python
+modules and C headers of this machine, a random 50-line excerpt held a frame 83 % of the time
+(back to back: 85 %, for twice the added bytes; every 24 words: 80 %); the marked file grew by
+62 % at the median (comment-heavy headers more)."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,7 @@ def mark_code(text: str, payload: bytes, *, name: str) -> str:
     ranges = _python_ranges(with_canary) if lang == "python" else None
     if ranges is None:
         ranges = _comment_ranges(with_canary, syntax, php=lang == "php")
-    marked, _ = textmarks.mark_within(with_canary, ranges, payload, period=1, width=8)
+    marked, _ = textmarks.mark_within(with_canary, ranges, payload, period=CODE_PERIOD, width=8)
     return marked
 
 
@@ -240,8 +247,28 @@ def _python_ranges(text: str) -> list[tuple[int, int]] | None:
         inner = (begin + quote.end(), end - len(quote.group(1)))
         if _directive_block(text[inner[0] : inner[1]]):
             continue
-        ranges.append(inner)
+        ranges.extend(_without_doctests(text, *inner))
     return sorted(ranges)
+
+
+def _without_doctests(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The lines of a docstring outside its doctest examples (``>>>`` to the next blank line): doctest runs those."""
+    ranges: list[tuple[int, int]] = []
+    in_example = False
+    position = start
+    for line in text[start:end].splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith(">>>"):
+            in_example = True
+        elif not stripped:
+            in_example = False
+        if not in_example:
+            if ranges and ranges[-1][1] == position:
+                ranges[-1] = (ranges[-1][0], position + len(line))
+            else:
+                ranges.append((position, position + len(line)))
+        position += len(line)
+    return ranges
 
 
 def _column(text: str, line_start: int, utf8_offset: int) -> int:
