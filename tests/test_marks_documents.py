@@ -15,6 +15,7 @@ import subprocess
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -518,3 +519,20 @@ def test_mangled_documents_never_crash_the_reader_or_the_marker(marked: dict[str
                 documents.mark_file(bytes(mangled), f"x.{kind}", OTHER)
             except ValueError:
                 pass
+
+
+def test_pdf_with_xmp_gets_the_token_in_its_xmp(originals: dict[str, tuple[str, bytes]], office: Office) -> None:
+    """A PDF/A (LibreOffice writes XMP only then): the token goes into the XMP packet as well as Info."""
+    from pypdf import PdfReader
+
+    export = 'pdf:writer_pdf_Export:{"SelectPdfVersion":{"type":"long","value":"2"}}'
+    pdfa = office.convert(office.write("memo.docx", originals["docx"][1]), export).read_bytes()
+    copy = documents.mark_file(pdfa, "memo.pdf", PAYLOAD)
+    reader = PdfReader(io.BytesIO(copy.data))
+    root: Any = reader.trailer["/Root"]
+    xmp = root["/Metadata"].get_object().get_data()
+    assert xmp.count(token(PAYLOAD).encode()) == 1 and xmp.rstrip().endswith(b'<?xpacket end="w"?>')
+    assert reader.metadata is not None and str(reader.metadata["/DLPMark"]) == token(PAYLOAD)
+    listing = subprocess.run(["exiftool", "-s", "-XMP:all", "-"], input=copy.data, capture_output=True, check=True).stdout
+    assert token(PAYLOAD).encode() in listing
+    assert payloads(documents.read_file(copy.data)) == {PROPERTY: {PAYLOAD}, TOKEN: {PAYLOAD}}
