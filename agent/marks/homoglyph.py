@@ -60,9 +60,13 @@ SWAPS = -(-pl.FRAME_BITS // BITS_PER_SWAP)
 _MAX = sys.maxsize
 Ranges = Sequence[tuple[int, int]]
 
-_CHUNK_RE = re.compile(r"\S+")
+LONGEST_CHUNK = 200
+"""Longer whitespace-free chunks are no prose (data, URLs, minified code) and hold no slots; the cap
+also bounds how far a reader looks back from a sync for its chunk's start."""
 _WORD_RE = re.compile(r"[^\W\d_]+")
+_CHUNK_RE = re.compile(r"\S+")
 _EXCLUDED_RE = re.compile(r"[/\\@_=<>{}\[\]|#$%^*~`]|[a-z][A-Z]|[A-Za-z]\.[a-z]")
+_SLOT_RE = re.compile("[" + "".join(LATIN_TO_CYRILLIC) + "".join(CYRILLIC_TO_LATIN) + "]")
 _ANCHOR_RE = re.compile("[bdf-hj-nqrtuvwzA-Z]")
 _FOREIGN_RE = re.compile("[^\x00-\x7f" + "".join(CYRILLIC_TO_LATIN) + "]")
 _HYPHEN_BREAK_RE = re.compile(r"-[ \t]*\r?\n\s*|\u00ad")
@@ -71,19 +75,19 @@ _TO_LATIN = {ord(cyr): lat for cyr, lat in CYRILLIC_TO_LATIN.items()}
 _SEPARATORS = str.maketrans({"\u200c": " ", "\u200d": " "})
 
 
-def slots(text: str) -> Iterator[tuple[int, str]]:
-    """(index, letter) of every slot letter in ``text``, Latin or Cyrillic, in order."""
-    for chunk in _CHUNK_RE.finditer(text):
-        if _EXCLUDED_RE.search(chunk.group(0)):
+def slots(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """(index, letter) of every slot letter in ``text`` from the chunk starting at ``start``, Latin or Cyrillic, in order."""
+    for chunk in _CHUNK_RE.finditer(text, start):
+        value = chunk.group(0)
+        if len(value) > LONGEST_CHUNK or _EXCLUDED_RE.search(value):
             continue
         base = chunk.start()
-        for word in _WORD_RE.finditer(chunk.group(0)):
+        for word in _WORD_RE.finditer(value):
             letters = word.group(0)
             if not _ANCHOR_RE.search(letters) or _FOREIGN_RE.search(letters):
                 continue
-            for offset, char in enumerate(letters):
-                if char in LATIN_TO_CYRILLIC or char in CYRILLIC_TO_LATIN:
-                    yield base + word.start() + offset, char
+            for letter in _SLOT_RE.finditer(letters):
+                yield base + word.start() + letter.start(), letter.group(0)
 
 
 def _normalized_with_map(text: str) -> tuple[str, list[int]]:
@@ -166,29 +170,45 @@ def normalize(text: str) -> str:
 
 
 def read(text: str) -> list[pl.Found]:
-    """Every whole homoglyph frame in ``text`` whose runs and check hold (carrier ``homoglyph``)."""
+    """Every whole homoglyph frame in ``text`` whose runs and check hold (carrier ``homoglyph``).
+
+    Only the text from each sync on is decoded: a text without one costs a single search.
+    """
     found: list[pl.Found] = []
-    symbols: list[int] | None = None
-    run = 0
-    for _, char in slots(normalize(text)):
-        if char == SYNC:
-            symbols, run = [], 0
-            continue
-        if symbols is None or char == SYNC_LATIN:
-            continue
-        if char not in CYRILLIC_TO_LATIN:
-            run += 1
-            if run == MAX_RUN:
-                symbols = None
-            continue
-        symbols.append(run)
+    normalized = normalize(text) if SYNC in text else ""
+    position = 0
+    while (sync := normalized.find(SYNC, position)) >= 0:
+        start = sync
+        while start > 0 and sync - start <= LONGEST_CHUNK and not normalized[start - 1].isspace():
+            start -= 1
+        position = len(normalized)
+        symbols: list[int] | None = None
         run = 0
-        if len(symbols) == SWAPS:
-            bits = [(symbol >> (BITS_PER_SWAP - 1 - k)) & 1 for symbol in symbols for k in range(BITS_PER_SWAP)]
-            value = pl.unframe_bits(bits[: pl.FRAME_BITS])
-            if value is not None and not any(bits[pl.FRAME_BITS :]):
-                found.append(pl.Found(pl.HOMOGLYPH, value))
-            symbols = None
+        for index, char in slots(normalized, start):
+            if char == SYNC:
+                symbols, run = [], 0
+                continue
+            if symbols is None:
+                if index > sync:
+                    position = index
+                    break
+                continue
+            if char == SYNC_LATIN:
+                continue
+            if char not in CYRILLIC_TO_LATIN:
+                run += 1
+                if run == MAX_RUN:
+                    symbols = None
+                continue
+            symbols.append(run)
+            run = 0
+            if len(symbols) == SWAPS:
+                bits = [(symbol >> (BITS_PER_SWAP - 1 - k)) & 1 for symbol in symbols for k in range(BITS_PER_SWAP)]
+                value = pl.unframe_bits(bits[: pl.FRAME_BITS])
+                if value is not None and not any(bits[pl.FRAME_BITS :]):
+                    found.append(pl.Found(pl.HOMOGLYPH, value))
+                symbols = None
+        position = max(position, sync + 1)
     return pl.merge(found)
 
 
