@@ -276,3 +276,11 @@ def test_a_comment_heavy_excerpt_holds_a_frame() -> None:
     excerpt = "".join(lines[start : start + 20])
     assert pl.token(PAYLOAD) not in excerpt
     assert found(excerpt)[pl.ZERO_WIDTH] == PAYLOAD
+
+
+def test_remarking_code_leaves_one_payload() -> None:
+    once = code.mark_code(PY_SOURCE, bytes.fromhex("0102030405ff"), name="prices.py")
+    twice = code.mark_code(once, PAYLOAD, name="prices.py")
+    assert found(twice) == {pl.TOKEN: PAYLOAD, pl.ZERO_WIDTH: PAYLOAD, pl.HOMOGLYPH: PAYLOAD}
+    assert twice.count(" ref: DLPM1-") == 1
+    ast.parse(twice)

@@ -164,3 +164,15 @@ def test_hostile_input_is_read_in_bounded_time() -> None:
     ]
     for sample in nasty:
         assert all(item.carrier != pl.HOMOGLYPH or len(item.payload) == pl.PAYLOAD_BYTES for item in text.read_text(sample))
+
+
+def test_remarking_prose_leaves_one_payload_and_keeps_joiners_inside_words() -> None:
+    emoji = "family \U0001f468\u200d\U0001f469\u200d\U0001f467 and \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 "
+    original = emoji + prose(600)
+    once = text.mark_text(original, OTHER)
+    twice = text.mark_text(once, PAYLOAD)
+    assert carriers(text.read_text(twice)) == {pl.ZERO_WIDTH: PAYLOAD, pl.HOMOGLYPH: PAYLOAD}
+    assert "\U0001f468\u200d\U0001f469\u200d\U0001f467" in twice
+    assert "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645" in twice
+    segments = text.mark_segments([once[:500], " ", once[500:]], PAYLOAD)
+    assert carriers(text.read_text("".join(segments))) == {pl.ZERO_WIDTH: PAYLOAD, pl.HOMOGLYPH: PAYLOAD}

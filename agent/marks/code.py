@@ -36,6 +36,7 @@ from pathlib import PurePosixPath
 
 from agent.marks import payload as pl
 from agent.marks import text as textmarks
+from agent.marks import zerowidth
 
 CODE_PERIOD = 16
 """A zero-width frame (8 marked comment words) starts every 16 comment words. Measured over 149 Python
@@ -136,6 +137,8 @@ _DIRECTIVE_RE = re.compile(
     re.IGNORECASE,
 )
 """Comments tools read (or ours): never written to."""
+_CANARY_LINE_RE = re.compile(r"^[ \t]*(?:#|//|--|/\*) ref: DLPM1-[A-Z2-7]{13}(?: \*/)?[ \t]*\r?\n", re.MULTILINE)
+"""An earlier mark's canary line: replaced, so a copy carries one payload."""
 _HEADER_RE = re.compile(r"#!(?!\[)|.*coding[:=]")
 _HEREDOC_RE = re.compile(r"<<[-~]?\s*(['\"]?)([A-Za-z_]\w*)\1")
 _RUST_CHAR_RE = re.compile(r"'(?:\\.[^']{0,8}|[^\\'\n])'")
@@ -160,6 +163,8 @@ def mark_code(text: str, payload: bytes, *, name: str) -> str:
     if lang is None:
         raise pl.Unmarkable(f"no code marking for {name!r}")
     syntax = LANGUAGES[lang]
+    text = _CANARY_LINE_RE.sub("", text)
+    text = zerowidth.strip_clusters(text, comment_ranges(text, name))
     with_canary = _add_canary(text, payload, syntax, lang)
     ranges = _python_ranges(with_canary) if lang == "python" else None
     if ranges is None:

@@ -40,6 +40,8 @@ def _mark(
     period: int = zerowidth.PERIOD,
     width: int = 4,
 ) -> tuple[list[str], list[str]]:
+    if within is None:
+        segments = _without_old_clusters(segments)
     text = "".join(segments)
     starts: list[int] = []
     offset = 0
@@ -62,6 +64,17 @@ def _mark(
         local = index - starts[number]
         pieces[number][local] = chars + pieces[number][local]
     return ["".join(piece) for piece in pieces], carriers
+
+
+def _without_old_clusters(segments: Sequence[str]) -> list[str]:
+    """Segments without an earlier mark's zero-width clusters, so a copy carries one payload."""
+    out: list[str] = []
+    previous = " "
+    for segment in segments:
+        cleaned = zerowidth.strip_clusters(previous[-1:] + segment)[1:] if segment else segment
+        out.append(cleaned)
+        previous = cleaned or previous
+    return out
 
 
 def mark_segments(segments: Sequence[str], payload: bytes, *, zero_width: bool = True, homoglyphs: bool = True) -> list[str]:

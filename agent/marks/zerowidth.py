@@ -102,6 +102,17 @@ def read(text: str) -> list[pl.Found]:
     return pl.merge(found)
 
 
+_OURS_RE = re.compile(f"(?<=\\s)[{CHARS}]+")
+
+
+def strip_clusters(text: str, within: Sequence[tuple[int, int]] | None = None) -> str:
+    """``text`` without the clusters an earlier mark left after whitespace (inside ``within`` when given).
+
+    Joiners inside words (emoji sequences, Persian and Indic text) stay: a mark never writes there.
+    """
+    return _OURS_RE.sub(lambda match: "" if within is None or _inside(within, match.start()) else match.group(0), text)
+
+
 def strip(text: str) -> str:
     """``text`` without the carrier's characters (what a person sees)."""
     return text.replace(ZERO, "").replace(ONE, "")
