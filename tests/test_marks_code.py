@@ -284,3 +284,17 @@ def test_remarking_code_leaves_one_payload() -> None:
     assert found(twice) == {pl.TOKEN: PAYLOAD, pl.ZERO_WIDTH: PAYLOAD, pl.HOMOGLYPH: PAYLOAD}
     assert twice.count(" ref: DLPM1-") == 1
     ast.parse(twice)
+
+
+@pytest.mark.skipif(shutil.which("clang-format") is None or shutil.which("gcc") is None, reason="needs clang-format and gcc")
+def test_clang_format_keeps_the_frames_and_the_code_compiles(tmp_path: Path) -> None:
+    marked = code.mark_code(C_SOURCE, PAYLOAD, name="prices.c")
+    path = tmp_path / "prices.c"
+    path.write_text(marked, encoding="utf-8")
+    style = "{BasedOnStyle: LLVM, ColumnLimit: 50, ReflowComments: true}"
+    formatted = subprocess.run(["clang-format", f"--style={style}", str(path)], capture_output=True, text=True, check=True).stdout
+    assert formatted != marked
+    path.write_text(formatted, encoding="utf-8")
+    subprocess.run(["gcc", "-std=c99", "-fsyntax-only", str(path)], check=True)
+    assert found(formatted)[pl.ZERO_WIDTH] == PAYLOAD
+    assert found(formatted)[pl.TOKEN] == PAYLOAD
