@@ -524,6 +524,10 @@ def shares(cases: list[Case], seats: int, marked: int, console: Console) -> dict
         by_language = {lang: counted(sub) for lang in ("python", "c", "javascript", "java", "go") if (sub := [c for c in of if c.marked.item.format == "code" and c.marked.item.language == lang])}
         figures[transform] = {**counts, "target": target, "carriers": carriers, "by_format": by_format, "code_by_language": by_language}
     console.print(table)
+    unchanged = [c for c in cases if c.transform == "unchanged"]
+    by_content = sum(1 for c in unchanged if c.result == "correct" and set(c.carriers) - {"copy"})
+    console.print(f"unchanged, by a carrier in the content (not the collector's copy record): {pct(by_content, len(unchanged))}", highlight=False)
+    figures.setdefault("unchanged", {})["correct_by_content"] = by_content
 
     table = Table(title="Correct seat by format (wrong seats in brackets where any)")
     table.add_column("transformation")
