@@ -72,6 +72,7 @@ _FOREIGN_RE = re.compile("[^\x00-\x7f" + "".join(CYRILLIC_TO_LATIN) + "]")
 _HYPHEN_BREAK_RE = re.compile(r"-[ \t]*\r?\n\s*|\u00ad")
 _LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl"})
 _TO_LATIN = {ord(cyr): lat for cyr, lat in CYRILLIC_TO_LATIN.items()}
+_LENGTH_CHANGES_RE = re.compile("-[ \t]*\r?\n|\u00ad|[\ufb00-\ufb04]")
 _SEPARATORS = str.maketrans({"\u200c": " ", "\u200d": " "})
 
 
@@ -90,8 +91,10 @@ def slots(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
                 yield base + word.start() + letter.start(), letter.group(0)
 
 
-def _normalized_with_map(text: str) -> tuple[str, list[int]]:
+def _normalized_with_map(text: str) -> tuple[str, Sequence[int]]:
     """normalize(text) and, for each of its characters, the index in ``text`` it came from."""
+    if not _LENGTH_CHANGES_RE.search(text):
+        return text.translate(_SEPARATORS), range(len(text))
     out: list[str] = []
     origin: list[int] = []
     position = 0
