@@ -18,6 +18,7 @@ unchanged (same bytes once decompressed, same order, same zip metadata).
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 import zipfile
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 
+from agent.marks import homoglyph, zerowidth
 from agent.marks import text as textmarks
 from agent.marks.bounds import WATERMARK_CARRIERS, AlreadyMarked, BoundedZip, CorruptDocument, Encrypted
 from agent.marks.payload import PROPERTY, TOKEN, Found, token
@@ -40,6 +42,10 @@ PROPERTY_PARTS = ("docProps/custom.xml", "docProps/core.xml", "docProps/app.xml"
 """Where a document's properties live (OOXML, and ODF's meta.xml after LibreOffice converts)."""
 
 _CYRILLIC = re.compile("[\u0400-\u04ff]")
+_NODES = re.compile(rb"<[^>]*>|[^<]+")
+_INSERTED_CHARS = zerowidth.CHARS
+_INSERTED = re.compile(f"[{zerowidth.CHARS}]+")
+_CYRILLIC_BACK = homoglyph.CYRILLIC_TO_LATIN
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,9 @@ class _Flavour:
     """How one OOXML application writes its text runs."""
 
     text: re.Pattern[bytes]
-    """A text element: group 1 its start tag, group 2 its (escaped) text."""
+    """The start tag of a text element whose content may be marked."""
     breaks: re.Pattern[bytes]
-    """What separates two text elements into different lines (paragraph or cell ends)."""
+    """Tags that end a line (paragraph or cell ends, breaks, tabs)."""
     proofing: Callable[[bytes, int], tuple[int, int, bytes] | None] | None
     """The edit that turns proofing off for the run holding the text element at an offset."""
     prose_only: bool = False
@@ -97,17 +103,17 @@ def _pptx_proofing(xml: bytes, at: int) -> tuple[int, int, bytes] | None:
 
 _FLAVOURS = {
     "docx": _Flavour(
-        re.compile(rb"(<w:t(?:\s[^>]*)?>)([^<]*)</w:t>"),
+        re.compile(rb"<w:t(?:\s[^>]*[^/])?>"),
         re.compile(rb"</w:p>|<w:(?:br|cr|tab)\b"),
         _docx_proofing,
     ),
     "pptx": _Flavour(
-        re.compile(rb"(<a:t(?:\s[^>]*)?>)([^<]*)</a:t>"),
+        re.compile(rb"<a:t(?:\s[^>]*[^/])?>"),
         re.compile(rb"</a:p>|<a:br\b"),
         _pptx_proofing,
     ),
     "xlsx": _Flavour(
-        re.compile(rb"(<t(?:\s[^>]*)?>)([^<]*)</t>"),
+        re.compile(rb"<t(?:\s[^>]*[^/])?>"),
         re.compile(rb"</si>"),
         None,
         prose_only=True,
@@ -150,7 +156,7 @@ def mark(data: bytes, payload: bytes) -> tuple[bytes, str, tuple[str, ...]]:
     bodies = {info.filename: package.read(info) for info in package.infos}
     if _PROPERTY_ELEMENT.search(bodies.get(CUSTOM_PART, b"")):
         raise AlreadyMarked(f"the document already has a {PROPERTY_NAME} property: trace it, or mark the original")
-    marked_text = _mark_runs(_FLAVOURS[flavour], bodies, parts, payload)
+    written = _mark_runs(_FLAVOURS[flavour], bodies, parts, payload)
     _set_property(bodies, token(payload))
     out = BytesIO()
     with zipfile.ZipFile(out, "w") as writer:
@@ -158,8 +164,7 @@ def mark(data: bytes, payload: bytes) -> tuple[bytes, str, tuple[str, ...]]:
             writer.writestr(_copy_info(info), bodies.pop(info.filename))
         for name, body in bodies.items():
             writer.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), body, zipfile.ZIP_DEFLATED)
-    found = {item.carrier for item in textmarks.read_text(marked_text) if item.payload == payload}
-    return out.getvalue(), flavour, (PROPERTY, *sorted(found))
+    return out.getvalue(), flavour, (PROPERTY, *sorted(written))
 
 
 def _copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
@@ -172,45 +177,91 @@ def _copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     return copy
 
 
-def _mark_runs(flavour: _Flavour, bodies: dict[str, bytes], parts: list[str], payload: bytes) -> str:
-    """Mark the text runs of ``parts`` in place in ``bodies``; returns the marked text as read back."""
-    segments: list[str] = []
-    places: list[tuple[str, re.Match[bytes], int]] = []  # part, text element, index in segments
+def _mark_runs(flavour: _Flavour, bodies: dict[str, bytes], parts: list[str], payload: bytes) -> list[str]:
+    """Mark the text runs of ``parts`` in place in ``bodies``; returns the carriers written.
+
+    The text handed to text.mark_within is all character data of the parts, as ``read`` sees it
+    (field codes, deleted text, short spreadsheet labels included), and only the runs' text is
+    open to marking: writer and reader then count the same homoglyph slots.
+    """
+    pieces: list[str] = []
+    runs: list[tuple[str, int, int, int, int]] = []  # part, xml start, xml end, text start, text end
+    at = 0
     for part in parts:
         xml = bodies[part]
-        last = 0
-        for match in flavour.text.finditer(xml):
-            if segments and (last == 0 or flavour.breaks.search(xml, last, match.start())):
-                segments.append("\n")
-            value = html.unescape(match.group(2).decode("utf-8", errors="replace"))
-            if flavour.prose_only and not _PROSE.search(value):
-                segments.append("\n")
-            else:
-                places.append((part, match, len(segments)))
-                segments.append(value)
-            last = match.end()
-    if not places:
-        return ""
-    before = "".join(segments)
-    if textmarks.might_carry(before.encode("utf-8")) and any(item.carrier in WATERMARK_CARRIERS for item in textmarks.read_text(before)):
+        opened = False
+        if pieces:
+            pieces.append("\n")
+            at += 1
+        for node in _NODES.finditer(xml):
+            raw = node.group(0)
+            if raw.startswith(b"<"):
+                opened = flavour.text.fullmatch(raw) is not None
+                if flavour.breaks.match(raw):
+                    pieces.append("\n")
+                    at += 1
+                continue
+            value = html.unescape(raw.decode("utf-8", errors="replace"))
+            pieces.append(value)
+            if opened and (not flavour.prose_only or _PROSE.search(value)):
+                runs.append((part, node.start(), node.end(), at, at + len(value)))
+            at += len(value)
+    if not runs:
+        return []
+    full = "".join(pieces)
+    if textmarks.might_carry(full.encode("utf-8")) and any(item.carrier in WATERMARK_CARRIERS for item in textmarks.read_text(full)):
         raise AlreadyMarked("the document's text already carries a mark: trace it, or mark the original")
-    marked = textmarks.mark_segments(segments, payload)
+    marked, carriers = textmarks.mark_within(full, [(start, end) for _, _, _, start, end in runs], payload)
+    starts = _insertion_starts(full, marked)
     edits: dict[str, list[tuple[int, int, bytes]]] = {part: [] for part in parts}
     proofed: set[tuple[str, int]] = set()
-    for part, match, index in places:
-        before, after = segments[index], marked[index]
+    for part, xml_start, xml_end, start, end in runs:
+        before, after = full[start:end], marked[starts(start) : starts(end)]
         if before == after:
             continue
         escaped = after.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        edits[part].append((match.start(2), match.end(2), escaped.encode("utf-8")))
+        edits[part].append((xml_start, xml_end, escaped.encode("utf-8")))
         if flavour.proofing and len(_CYRILLIC.findall(after)) > len(_CYRILLIC.findall(before)):
-            edit = flavour.proofing(bodies[part], match.start())
+            edit = flavour.proofing(bodies[part], xml_start)
             if edit and (part, edit[0]) not in proofed:
                 proofed.add((part, edit[0]))
                 edits[part].append(edit)
     for part, changes in edits.items():
         bodies[part] = _apply(bodies[part], changes)
-    return "".join(marked)
+    return carriers
+
+
+def _insertion_starts(original: str, marked: str) -> Callable[[int], int]:
+    """Where in ``marked`` the text before ``original[k]`` ends (zero-width clusters inserted before a
+    character belong to it); marked differs from original by those insertions and 1:1 swaps only."""
+    inserted = [(match.start(), len(match.group(0))) for match in _INSERTED.finditer(marked)]
+    if _INSERTED.search(original) is None:
+        at_original: list[int] = []  # original index each cluster stands before
+        total = 0
+        for where, length in inserted:
+            at_original.append(where - total)
+            total += length
+        cumulative = [0]
+        for _, length in inserted:
+            cumulative.append(cumulative[-1] + length)
+
+        def fast(k: int) -> int:
+            return k + cumulative[bisect.bisect_left(at_original, k)]
+
+        return fast
+    positions: list[int] = []  # slow path: the original already holds zero-width characters
+    j = 0
+    for char in original:
+        positions.append(j)
+        while j < len(marked) and marked[j] != char and marked[j] in _INSERTED_CHARS and _CYRILLIC_BACK.get(marked[j]) != char:
+            j += 1
+        j += 1
+    positions.append(len(marked))
+
+    def slow(k: int) -> int:
+        return positions[k]
+
+    return slow
 
 
 def _apply(xml: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
