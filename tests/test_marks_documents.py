@@ -348,6 +348,17 @@ def test_field_codes_and_deleted_text_stay_exact_and_do_not_break_frames(origina
     assert HOMOGLYPH in copy.carriers and payloads(documents.read_file(copy.data))[HOMOGLYPH] == {PAYLOAD}
 
 
+def test_zero_width_characters_already_in_the_text_are_kept(originals: dict[str, tuple[str, bytes]]) -> None:
+    """A document that uses ZWNJ itself (Persian, hyphenation hints) is marked around it."""
+    xml = _member(originals["docx"][1], "word/document.xml").decode()
+    words = xml.split(" the ")
+    with_zwnj = " the ".join(words[:3]) + " th\u200ce " + " the ".join(words[3:])
+    copy = documents.mark_file(_replace_member(originals["docx"][1], "word/document.xml", with_zwnj.encode()), "memo.docx", PAYLOAD)
+    after = xml_to_text(_member(copy.data, "word/document.xml")).decode()
+    assert visible(after) == visible(xml_to_text(with_zwnj.encode()).decode())
+    assert "th\u200ce" in after and payloads(documents.read_file(copy.data))[HOMOGLYPH] == {PAYLOAD}
+
+
 def test_runs_with_homoglyphs_are_not_proofed(marked: dict[str, documents.Marked]) -> None:
     xml = _member(marked["docx"].data, "word/document.xml").decode()
     runs = re.findall(r"<w:r[ >].*?</w:r>", xml, re.S)

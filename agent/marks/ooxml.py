@@ -6,7 +6,8 @@ A marked copy carries the payload two independent ways:
   token. Survives saving in Office and LibreOffice (which keeps custom properties, also when
   converting to ODF); lost to metadata stripping and to copying the text.
 - ``homoglyph`` / ``zero_width``: the visible text runs (``w:t``, ``a:t``, shared strings holding
-  prose) marked by ``text.mark_segments`` as one continuous text, so a frame may span runs. Survives
+  prose) marked by ``text.mark_within`` over the part's whole character data, the text ``read``
+  sees, so a frame may span runs and skip field codes or labels it must not touch. Survives
   metadata stripping, copying the text into a new document and (homoglyphs) PDF conversion.
 
 Runs are found with regular expressions, like agent/scanning/doctext.py does: no XML parser, so no
