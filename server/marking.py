@@ -63,6 +63,15 @@ def _name(name: str) -> str:
     return base or "file"
 
 
+def _storable(text: str) -> bool:
+    """False for text the database cannot hold: a NUL character or a lone surrogate."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
 def _check(files: Sequence[tuple[str, bytes]], note: str | None) -> None:
     if not files:
         raise InvalidInput("no files given")
@@ -70,6 +79,8 @@ def _check(files: Sequence[tuple[str, bytes]], note: str | None) -> None:
         raise InvalidInput(f"at most {MAX_FILES} files at a time")
     if note is not None and len(note) > MAX_NOTE_CHARS:
         raise InvalidInput(f"a note is at most {MAX_NOTE_CHARS} characters")
+    if note is not None and not _storable(note):
+        raise InvalidInput("a note may not hold NUL characters or lone surrogates")
 
 
 def apply(

@@ -219,6 +219,8 @@ def test_bad_uploads_are_refused_clearly(client, admin, enroll):
     assert post("/api/v1/marks/apply", one, {"vendor": "nobody", "seat": "jdoe"}).status_code == 404
     assert post("/api/v1/marks/apply", one, {"vendor": "acme-bpo", "seat": "a\x07b"}).status_code == 422
     assert post("/api/v1/marks/apply", one, {"vendor": "acme-bpo", "color": "red"}).status_code == 422
+    assert post("/api/v1/marks/apply", one, {"vendor": "acme\x00", "seat": "jdoe"}).status_code == 404, "PostgreSQL text cannot hold NUL"
+    assert post("/api/v1/marks/apply", one, {"vendor": "acme-bpo", "seat": "jdoe", "note": "a\x00b"}).status_code == 422
     assert post("/api/v1/marks/apply", [("upload", ("memo.txt", b"x", "text/plain"))], {"vendor": "acme-bpo"}).status_code == 422
     assert post("/api/v1/trace", None, {"vendor": "acme-bpo"}).status_code == 422
     many = [("file", (f"f{i}.txt", b"x", "text/plain")) for i in range(101)]
@@ -229,6 +231,10 @@ def test_bad_uploads_are_refused_clearly(client, admin, enroll):
     assert client.get("/api/v1/marks?limit=0", headers=admin.headers).status_code == 422
     assert client.get("/api/v1/marks?before=mk_zz", headers=admin.headers).status_code == 422
     assert client.post("/api/v1/marks/canary", json={"vendor": "acme-bpo", "kind": "poem"}, headers=admin.headers).status_code == 422
+    for vendor in ('"acme\\u0000"', '"acme\\udc80"'):  # escapes JSON allows and the database cannot hold
+        body = '{"vendor": ' + vendor + ', "kind": "code"}'
+        sent = client.post("/api/v1/marks/canary", content=body, headers={**admin.headers, "Content-Type": "application/json"})
+        assert sent.status_code == 422, sent.text
     assert _marks_audited(client, admin) == []
 
 

@@ -6,13 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from server.api.schemas import Text
 from server.store.marks import MAX_SEAT_CHARS
 
 
 class CanaryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    vendor: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    seat: Annotated[str, StringConstraints(max_length=MAX_SEAT_CHARS)] | None = Field(default=None, description="a person or workstation; none: the whole vendor")
+    vendor: Annotated[Text, StringConstraints(min_length=1, max_length=128)]
+    seat: Annotated[Text, StringConstraints(max_length=MAX_SEAT_CHARS)] | None = Field(default=None, description="a person or workstation; none: the whole vendor")
     kind: Literal["code", "document", "credential"]
 
 

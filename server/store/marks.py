@@ -49,10 +49,20 @@ def digest(key: bytes, payload: bytes) -> str:
 
 
 def vendor_id(conn: Connection, name: str) -> int:
+    if "\x00" in name or not _encodable(name):  # no vendor has such a name, and PostgreSQL text could not hold it
+        raise NotFound(f"no vendor {name[:128]!r}")
     row = conn.execute(select(vendors.c.id).where(vendors.c.name == name)).first()
     if row is None:
         raise NotFound(f"no vendor {name!r}")
     return int(row.id)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def clean_seat(seat: str | None) -> str | None:
@@ -66,8 +76,8 @@ def clean_seat(seat: str | None) -> str | None:
         return None
     if len(seat) > MAX_SEAT_CHARS:
         raise InvalidInput(f"a seat is at most {MAX_SEAT_CHARS} characters")
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in seat):
-        raise InvalidInput("a seat may not hold control characters")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in seat) or not _encodable(seat):
+        raise InvalidInput("a seat may not hold control characters or lone surrogates")
     return seat
 
 
