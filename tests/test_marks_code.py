@@ -298,3 +298,11 @@ def test_clang_format_keeps_the_frames_and_the_code_compiles(tmp_path: Path) -> 
     subprocess.run(["gcc", "-std=c99", "-fsyntax-only", str(path)], check=True)
     assert found(formatted)[pl.ZERO_WIDTH] == PAYLOAD
     assert found(formatted)[pl.TOKEN] == PAYLOAD
+
+
+def test_dockerfile_parser_directives_stay_first() -> None:
+    source = "# syntax=docker/dockerfile:1\n# escape=`\n" + comment_block("# ", 1) + "FROM debian:12\nRUN echo '# not a comment'\n"
+    marked = code.mark_code(source, PAYLOAD, name="build/Dockerfile")
+    assert marked.startswith("# syntax=docker/dockerfile:1\n# escape=`\n# ref: " + pl.token(PAYLOAD) + "\n")
+    assert "RUN echo '# not a comment'\n" in marked
+    assert found(marked)[pl.ZERO_WIDTH] == PAYLOAD
