@@ -172,7 +172,7 @@ def marked(originals: dict[str, tuple[str, bytes]]) -> dict[str, documents.Marke
 
 EXPECTED = {
     "docx": {PROPERTY, HOMOGLYPH, ZERO_WIDTH},
-    "xlsx": {PROPERTY, HOMOGLYPH, ZERO_WIDTH},
+    "xlsx": {PROPERTY, HOMOGLYPH, ZERO_WIDTH, TOKEN},
     "pptx": {PROPERTY, HOMOGLYPH, ZERO_WIDTH},
     "pdf": {PROPERTY, TOKEN},
     "text": {HOMOGLYPH, ZERO_WIDTH},
@@ -206,7 +206,7 @@ def test_marked_copy_reads_the_same_and_carries_the_payload(kind: str, originals
         with zipfile.ZipFile(io.BytesIO(original)) as old, zipfile.ZipFile(io.BytesIO(copy.data)) as new:
             assert new.namelist()[: len(old.namelist())] == old.namelist()
             changed = {member for member in old.namelist() if old.read(member) != new.read(member)}
-            assert changed <= {OOXML_TEXT[kind], "[Content_Types].xml", "_rels/.rels"} | ({f"ppt/slides/slide{n}.xml" for n in (2, 3)} if kind == "pptx" else set())
+            assert changed <= {OOXML_TEXT[kind], "[Content_Types].xml", "_rels/.rels"} | ({f"ppt/slides/slide{n}.xml" for n in (2, 3)} if kind == "pptx" else set()) | ({"xl/workbook.xml"} if kind == "xlsx" else set())
     elif kind == "pdf":
         before = pdftotext(office.write("a.pdf", original))
         after = pdftotext(office.write("b.pdf", copy.data))
@@ -377,6 +377,34 @@ def test_spreadsheet_labels_and_numbers_stay_exact(originals: dict[str, tuple[st
     short = [(old, new) for old, new in zip(before, after, strict=True) if len(old.split()) < 3]
     assert short and all(old == new for old, new in short)
     assert _member(originals["xlsx"][1], "xl/worksheets/sheet1.xml") == _member(marked["xlsx"].data, "xl/worksheets/sheet1.xml")
+
+
+def test_a_spreadsheet_without_prose_keeps_a_hidden_name_when_its_properties_go(office: Office) -> None:
+    """Numbers and short labels carry no frame: the hidden workbook name is what stays after stripping."""
+    rows = "Region,Q1,Q2,Code\n" + "".join(f"R{n},{n * 7},{n * 9},C-{n}\n" for n in range(30))
+    original = office.convert(office.write("figures.csv", rows), "xlsx").read_bytes()
+    copy = documents.mark_file(original, "figures.xlsx", PAYLOAD)
+    assert set(copy.carriers) == {PROPERTY, TOKEN}
+    stripped = _strip_custom_properties(copy.data)
+    assert payloads(documents.read_file(stripped)) == {TOKEN: {PAYLOAD}}
+    resaved = office.convert(office.write("figures-stripped.xlsx", stripped), "csv").read_text()
+    assert resaved.replace("\r\n", "\n") == rows  # the cells are untouched and the file opens
+
+
+def test_inline_spreadsheet_strings_are_marked_and_read() -> None:
+    """openpyxl writes each cell's text inline in the sheet, not in shared strings."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    for n in range(30):
+        book.active.append([f"{_WORDS[n % 20].title()} {' '.join(_WORDS[n % 7 : n % 7 + 12])}", n])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    copy = documents.mark_file(buffer.getvalue(), "inline.xlsx", PAYLOAD)
+    found = payloads(documents.read_file(_strip_custom_properties(copy.data)))
+    assert found[HOMOGLYPH] == {PAYLOAD} and found[ZERO_WIDTH] == {PAYLOAD}
+    cells = [row for row in openpyxl.load_workbook(io.BytesIO(copy.data)).active.iter_rows(values_only=True)]
+    assert [(visible(str(text)), number) for text, number in cells] == [(text, number) for text, number in book.active.iter_rows(values_only=True)]
 
 
 def test_markdown_code_urls_and_front_matter_stay_exact(marked: dict[str, documents.Marked]) -> None:

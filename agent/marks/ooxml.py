@@ -140,7 +140,10 @@ def text_parts(flavour: str, names: set[str]) -> list[str]:
     if flavour == "docx":
         return ["word/document.xml"]
     if flavour == "xlsx":
-        return ["xl/sharedStrings.xml"] if "xl/sharedStrings.xml" in names else []
+        # Shared strings, then the sheets (cells written with their text inline, as openpyxl does).
+        sheets = [name for name in names if re.fullmatch(r"xl/worksheets/sheet\d+\.xml", name)]
+        shared = ["xl/sharedStrings.xml"] if "xl/sharedStrings.xml" in names else []
+        return shared + sorted(sheets, key=lambda name: int(re.sub(r"\D", "", name)))
     slides = [name for name in names if re.fullmatch(r"ppt/slides/slide\d+\.xml", name)]
     return sorted(slides, key=lambda name: int(re.sub(r"\D", "", name)))
 
@@ -159,6 +162,8 @@ def mark(data: bytes, payload: bytes) -> tuple[bytes, str, tuple[str, ...]]:
         raise AlreadyMarked(f"the document already has a {PROPERTY_NAME} property: trace it, or mark the original")
     written = _mark_runs(_FLAVOURS[flavour], bodies, parts, payload)
     _set_property(bodies, token(payload))
+    if flavour == "xlsx" and _set_defined_name(bodies, token(payload)):
+        written.append(TOKEN)
     out = BytesIO()
     with zipfile.ZipFile(out, "w") as writer:
         for info in package.infos:
@@ -300,6 +305,31 @@ def _set_property(bodies: dict[str, bytes], value: str) -> None:
     else:
         custom = re.sub(rb"<((?:\w+:)?Properties\b[^>]*?)\s*/>", lambda m: m.group(1) + b">" + element + b"</Properties>", custom)
     bodies[CUSTOM_PART] = custom
+
+
+DEFINED_NAME = "DLPMarkRef"
+_AFTER_DEFINED_NAMES = re.compile(
+    rb"<(?:\w+:)?(?:calcPr|oleSize|customWorkbookViews|pivotCaches|smartTagPr|smartTagTypes|webPublishing|fileRecoveryPr|webPublishObjects|extLst)\b|</(?:\w+:)?workbook>"
+)
+
+
+def _set_defined_name(bodies: dict[str, bytes], value: str) -> bool:
+    """A hidden workbook name holding the token: not metadata, so stripping the document's
+    properties leaves it, and a spreadsheet of numbers and short labels (no prose cell to carry
+    a frame) keeps one carrier. Written where the schema puts definedNames; False if it cannot be."""
+    workbook = bodies.get("xl/workbook.xml")
+    if workbook is None or re.search(rb"<(?:\w+:)?workbook\b[^>]*\bxmlns:\w+=\"http://schemas\.openxmlformats\.org/spreadsheetml", workbook):
+        return False  # a prefixed SpreadsheetML namespace: leave the part as it is
+    element = f'<definedName name="{DEFINED_NAME}" hidden="1">&quot;{value}&quot;</definedName>'.encode()
+    existing = re.search(rb"</definedNames>", workbook)
+    if existing:
+        bodies["xl/workbook.xml"] = workbook[: existing.start()] + element + workbook[existing.start() :]
+        return True
+    place = _AFTER_DEFINED_NAMES.search(workbook)
+    if place is None:
+        return False
+    bodies["xl/workbook.xml"] = workbook[: place.start()] + b"<definedNames>" + element + b"</definedNames>" + workbook[place.start() :]
+    return True
 
 
 def _add_type_and_relationship(bodies: dict[str, bytes]) -> None:
