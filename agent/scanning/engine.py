@@ -37,6 +37,9 @@ from agent.scanning.rules import Ruleset
 from agent.scanning.sniff import CONTAINERS, SNIFF_BYTES, Kind, sniff
 
 BINARY_PROBE_BYTES = 8192
+MARK_SLICE = 4 << 20
+MARK_OVERLAP = 64 << 10
+"""Watermarks are read in slices this large, overlapping this much (a frame spans a few KiB)."""
 """A NUL byte in this much of the content marks it binary: no code to fingerprint."""
 
 
@@ -327,18 +330,24 @@ class Scanner:
         """Watermarks the collector wrote into a copy (agent/marks/), so the event says whose copy this is.
 
         Canary secrets are left to the canary rules of the vendor's bundle, which name their mark: the
-        reader's canary patterns also fit real cloud keys, whose ids must not leave the machine."""
-        raw = data if isinstance(data, bytes) else bytes(data)
-        # Most code is ASCII, which holds no zero-width or look-alike letter: two C-speed passes
-        # (several GB/s) spare those texts the reader's prefilter (a few hundred MB/s).
-        if raw.isascii() and TOKEN_PREFIX.encode() not in raw:
-            return
-        if not might_carry(raw):
-            return
-        text = raw.decode("utf-8", errors="replace")
-        for found in read_text(text):
-            if found.carrier != CANARY:
-                job.add_mark(found, member)
+        reader's canary patterns also fit real cloud keys, whose ids must not leave the machine.
+        The content is read in slices of MARK_SLICE bytes (overlapping by far more than a frame
+        spans), so the decoded text stays small beside the scan's own buffers, and the file's
+        deadline is checked between slices."""
+        view = memoryview(data)
+        start = 0
+        while True:
+            piece = bytes(view[start : start + MARK_SLICE])
+            # Most code is ASCII, which holds no zero-width or look-alike letter: two C-speed passes
+            # (several GB/s) spare those texts the reader's prefilter (a few hundred MB/s).
+            if not (piece.isascii() and TOKEN_PREFIX.encode() not in piece) and might_carry(piece):
+                job.budget.remaining()
+                for found in read_text(piece.decode("utf-8", errors="replace")):
+                    if found.carrier != CANARY:
+                        job.add_mark(found, member)
+            if start + MARK_SLICE >= len(view):
+                return
+            start += MARK_SLICE - MARK_OVERLAP
 
     def _check_protected(self, job: Job, sha: str, member: str | None, *, exclude_path: str | None = None) -> None:
         if self.protected is None:

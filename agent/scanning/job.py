@@ -146,11 +146,12 @@ class Job:
         self._found[key] = found
 
     def add_mark(self, found: Found, member: str | None) -> None:
-        """Record a watermark read from the content; windows of one large file add up their frames."""
+        """Record a watermark read from the content. Windows and slices of one large file overlap, so
+        a frame may be read twice: ``frames`` keeps the most any one read found, never a sum."""
         key = (MARKS_NAMESPACE, f"{found.carrier}\0{found.payload.hex()}", member)
         known = self._found.get(key)
         if known is not None and known.mark is not None:
-            known.mark["frames"] += found.frames
+            known.mark["frames"] = max(known.mark["frames"], found.frames)
             return
         meta = {"severity": "low", "category": "watermark", "description": f"a registered copy's watermark ({found.carrier.replace('_', ' ')})"}
         entry = self._found[key] = _Found(MARKS_NAMESPACE, WATERMARK_RULE, meta, [], member)
