@@ -31,6 +31,7 @@ from agent.marks import homoglyph, zerowidth
 from agent.marks import text as textmarks
 from agent.marks.bounds import WATERMARK_CARRIERS, AlreadyMarked, BoundedZip, CorruptDocument, Encrypted
 from agent.marks.payload import PROPERTY, TOKEN, Found, token
+from agent.marks.sheetfooter import add_footer
 from agent.scanning.doctext import xml_to_text
 
 PROPERTY_NAME = "DLPMark"
@@ -162,8 +163,11 @@ def mark(data: bytes, payload: bytes) -> tuple[bytes, str, tuple[str, ...]]:
         raise AlreadyMarked(f"the document already has a {PROPERTY_NAME} property: trace it, or mark the original")
     written = _mark_runs(_FLAVOURS[flavour], bodies, parts, payload)
     _set_property(bodies, token(payload))
-    if flavour == "xlsx" and _set_defined_name(bodies, token(payload)):
-        written.append(TOKEN)
+    if flavour == "xlsx":
+        hidden = _set_defined_name(bodies, token(payload))
+        printed = [sheet for sheet in parts if sheet.startswith("xl/worksheets/") and _footed(bodies, sheet, token(payload))]
+        if hidden or printed:
+            written.append(TOKEN)
     out = BytesIO()
     with zipfile.ZipFile(out, "w") as writer:
         for info in package.infos:
@@ -305,6 +309,14 @@ def _set_property(bodies: dict[str, bytes], value: str) -> None:
     else:
         custom = re.sub(rb"<((?:\w+:)?Properties\b[^>]*?)\s*/>", lambda m: m.group(1) + b">" + element + b"</Properties>", custom)
     bodies[CUSTOM_PART] = custom
+
+
+def _footed(bodies: dict[str, bytes], sheet: str, value: str) -> bool:
+    footed = add_footer(bodies[sheet], value)
+    if footed is None:
+        return False
+    bodies[sheet] = footed
+    return True
 
 
 DEFINED_NAME = "DLPMarkRef"
