@@ -306,3 +306,13 @@ def test_dockerfile_parser_directives_stay_first() -> None:
     assert marked.startswith("# syntax=docker/dockerfile:1\n# escape=`\n# ref: " + pl.token(PAYLOAD) + "\n")
     assert "RUN echo '# not a comment'\n" in marked
     assert found(marked)[pl.ZERO_WIDTH] == PAYLOAD
+
+
+@pytest.mark.parametrize("expression", ["1 + " * 50_000 + "1", "-" * 50_000 + "1"], ids=["long-sum", "deep-unary"])
+def test_python_the_parser_cannot_nest_falls_back_to_the_comment_scanner(expression: str) -> None:
+    source = comment_block("# ") + f"x = {expression}\n"
+    marked = code.mark_code(source, PAYLOAD, name="deep.py")
+    assert marked.endswith(f"x = {expression}\n")
+    assert found(marked)[pl.TOKEN] == PAYLOAD
+    assert found(marked)[pl.ZERO_WIDTH] == PAYLOAD
+    assert code.comment_ranges(source, "deep.py")

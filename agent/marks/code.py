@@ -223,7 +223,9 @@ def _python_ranges(text: str) -> list[tuple[int, int]] | None:
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
         tree = ast.parse(text)
-    except (SyntaxError, tokenize.TokenError, ValueError):
+    except (SyntaxError, tokenize.TokenError, ValueError, RecursionError, MemoryError):
+        # Deeply nested expressions (``1 + 1 + ...``, ``------1``) overflow the parser: such a file
+        # is read by the generic comment scanner instead.
         return None
     # tokenize and ast count columns in characters of each line; \r\n files keep \r in the line.
     starts = _offsets(text)
@@ -298,6 +300,7 @@ def _comment_ranges(text: str, syntax: Syntax, *, php: bool = False) -> list[tup
     line_start = text.rfind("\n", 0, index) + 1
     pending_heredocs: list[tuple[str, bool]] = []
     last_code = ""
+    blank = not text[line_start:index].strip()  # nothing but whitespace since the line's start
     while index < end:
         char = text[index]
         if char == "\n":
@@ -307,8 +310,9 @@ def _comment_ranges(text: str, syntax: Syntax, *, php: bool = False) -> list[tup
                 index = _skip_heredocs(text, index, pending_heredocs)
                 pending_heredocs = []
                 line_start = index
+            blank = True
             continue
-        at_line_start = not text[line_start:index].strip()
+        at_line_start = blank
         opener = next((item for item in syntax.line if text.startswith(item, index)), None)
         if opener is not None and not (opener == "#" and php and text.startswith("#[", index)):
             stop = text.find("\n", index)
@@ -324,9 +328,11 @@ def _comment_ranges(text: str, syntax: Syntax, *, php: bool = False) -> list[tup
             body = (index + len(block[0]), max(index + len(block[0]), stop - len(block[1])))
             if at_line_start and not _directive_block(text[body[0] : body[1]]):
                 ranges.append(body)
-            index = stop
+            index, blank = stop, False
             continue
+        start = index
         index, last_code = _skip_code(text, index, syntax, last_code, pending_heredocs)
+        blank = blank and not text[start:index].strip()
     return [item for item in ranges if item[1] <= end]
 
 
