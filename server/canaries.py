@@ -19,7 +19,6 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -35,9 +34,11 @@ from server.store import signatures as signature_store
 
 PACK_PREFIX = "canaries-"
 SECRET_PATTERNS = {"code": r"/DLPC1-[A-Z2-7]{26}/", "document": r"/DLPC1-[A-Z2-7]{26}/", "credential": r"/AKIA[A-Z2-7]{16}/"}
+assert SECRET_PATTERNS.keys() == set(decoys.KINDS)
 """The form of each kind's secret (agent/marks/payload.py CANARY_RE). ASCII only: the hash of a
 UTF-16 match would be over other bytes than the secret's."""
 FORMATS = {"code": "code", "document": "docx", "credential": "text"}
+assert FORMATS.keys() == set(decoys.KINDS)
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _MARK_ID = re.compile(MARK_ID_PATTERN)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -52,7 +53,6 @@ class Canary:
     kind: str
     data: bytes
     signature_version: int
-    mark: dict[str, Any]
 
 
 def pack_name(vendor: str) -> str:
@@ -141,7 +141,7 @@ def create_canary(
     audit.append(conn, actor=actor, action="signatures.publish", target=f"version {version}", details=published, address=address, now=now)
     details = {"vendor": vendor, "seat": mark["seat"], "kind": kind, "name": made.name, "sha256": sha256, "signature_version": version}
     audit.append(conn, actor=actor, action="marks.canary", target=mark_id, details=details, address=address, now=now)
-    return Canary(mark_id, made.name, kind, made.data, version, {**mark, "subject": {**mark["subject"], "marked_sha256": sha256, "marked_size": len(made.data)}})
+    return Canary(mark_id, made.name, kind, made.data, version)
 
 
 def _check_owner(conn: Connection, name: str, vendor: str) -> None:

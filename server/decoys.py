@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 from agent.marks.payload import CANARY_RE
 
 KINDS = ("code", "document", "credential")
+"""The canary kinds: the one list the store, the canary pack, the API, the UI and the CLI take theirs from."""
 _BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 _SYSTEMS = ("billing", "payments", "ledger", "crm", "payroll", "invoicing", "settlement", "partner", "pricing", "claims")

@@ -3,7 +3,8 @@
 Apply and trace work in chunks of server/marking.py's MAX_FILES files (each chunk one audited
 call), so a benchmark or a git hook may pass thousands of files. Exit codes follow what a script
 needs to branch on: apply 0 when every file was marked, 1 when some could not be, 2 on an error;
-trace 0 when nothing was found, 1 when a registered mark was, 2 on an error.
+trace 0 when nothing was found, 1 when a registered mark was (whatever else happened), else 2 when
+a file could not be read or traced. Either command reports a file it cannot read and goes on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from agent.display import echo
+from server import decoys
 
 EXIT_NONE, EXIT_SOME, EXIT_FAILED = 0, 1, 2
 CHUNK_BYTES = 64 << 20
@@ -88,9 +90,15 @@ def cmd_apply(args: argparse.Namespace, collector_of: Callable[[argparse.Namespa
                         refused += 1
                         _line(args, {"path": path, "error": problem}, f"{path}: not marked: {problem}")
                         continue
+                    try:
+                        data = _read(path)
+                    except OSError as exc:  # reported like a file no marker takes: the other files are still marked
+                        refused += 1
+                        _line(args, {"path": path, "error": exc.strerror or str(exc)}, f"{path}: not marked: {exc.strerror or exc}")
+                        continue
                     seen.add(real)
                     targets[len(files)] = target
-                    files.append((path, _read(path)))
+                    files.append((path, data))
                 if not files:
                     continue
                 results = marking.apply(collector.db, key=key, files=files, vendor=args.vendor, seat=args.seat, actor=actor, now=collector.clock(), note=args.note)
@@ -140,12 +148,13 @@ def cmd_trace(args: argparse.Namespace, collector_of: Callable[[argparse.Namespa
                 for (path, _), item in zip(files, items):
                     found = found or bool(item["marks"])
                     payload = {"path": path, "sha256": item["sha256"], "marks": item["marks"]}
-                    if item.get("error"):
+                    if item.get("error"):  # not read: "no mark" would be a claim nobody checked
+                        failed = True
                         payload["error"] = item["error"]
                     _line(args, payload, _trace_text(path, item))
     except _errors() as exc:
         return _failed(exc)
-    return EXIT_FAILED if failed else EXIT_SOME if found else EXIT_NONE
+    return EXIT_SOME if found else EXIT_FAILED if failed else EXIT_NONE
 
 
 def _trace_text(path: str, item: dict[str, Any]) -> str:
@@ -215,7 +224,9 @@ def add_parsers(commands: Any, add: Callable[..., argparse.ArgumentParser], as_j
     canary = add(marks, "canary", bind(cmd_canary), "make a canary decoy for a vendor; its rule joins the vendor's signed bundle (audited)", as_json)
     canary.add_argument("--vendor", required=True)
     canary.add_argument("--seat")
-    canary.add_argument("--kind", required=True, choices=["code", "document", "credential"])
+    canary.add_argument("--kind", required=True, choices=decoys.KINDS)
     canary.add_argument("--out", default=".", metavar="DIR", help="where the decoy is written (default: here)")
     trace = add(commands, "trace", bind(cmd_trace), "report the registered marks files carry: vendor, seat, date, evidence (audited)", as_json)
     trace.add_argument("files", nargs="+", metavar="FILE")
+    trace.epilog = "exit status: 0 no file carries a registered mark; 1 some file does (even when others could not be read); 2 otherwise, when a file could not be read or traced, or on an error"
+    apply.epilog = "exit status: 0 every file marked; 1 some file not marked (unreadable, unmarkable, or its copy would overwrite an input); 2 on an error"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agent.marks.payload import PAYLOAD_BYTES, Found, Unmarkable
+from agent.marks.payload import PAYLOAD_BYTES, Found
 from server.db.engine import Database
 from server.errors import InvalidInput
 from server.store import audit
@@ -25,6 +25,7 @@ from server.store import marks as mark_store
 MAX_FILES = 100
 MAX_NOTE_CHARS = 1000
 MAX_NAME_CHARS = 255
+MAX_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -56,20 +57,21 @@ class _Prepared:
     marked: Any  # agent.marks.documents.Marked
 
 
+def _clean(text: str, limit: int) -> str:
+    """``text`` bounded to ``limit`` characters, every control character or lone surrogate as ``?``."""
+    return "".join(c if c.isprintable() and mark_store.storable(c) else "?" for c in text[:limit])
+
+
 def _name(name: str) -> str:
     """A file's name as recorded: its base name, bounded, without control characters."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(c if c.isprintable() else "?" for c in base)[:MAX_NAME_CHARS]
-    return base or "file"
+    return _clean(base, MAX_NAME_CHARS) or "file"
 
 
-def _storable(text: str) -> bool:
-    """False for text the database cannot hold: a NUL character or a lone surrogate."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
+def _problem(exc: BaseException) -> str:
+    """Why one file was refused, as audit entries and answers repeat it: a hostile file chooses
+    much of an exception's text, so it is bounded and holds no control character."""
+    return _clean(str(exc) or type(exc).__name__, MAX_ERROR_CHARS) or type(exc).__name__
 
 
 def _check(files: Sequence[tuple[str, bytes]], note: str | None) -> None:
@@ -79,7 +81,7 @@ def _check(files: Sequence[tuple[str, bytes]], note: str | None) -> None:
         raise InvalidInput(f"at most {MAX_FILES} files at a time")
     if note is not None and len(note) > MAX_NOTE_CHARS:
         raise InvalidInput(f"a note is at most {MAX_NOTE_CHARS} characters")
-    if note is not None and not _storable(note):
+    if note is not None and not mark_store.storable(note):
         raise InvalidInput("a note may not hold NUL characters or lone surrogates")
 
 
@@ -108,8 +110,8 @@ def apply(
         payload = secrets.token_bytes(PAYLOAD_BYTES)
         try:
             marked = mark_file(data, raw_name, payload)
-        except ValueError as exc:  # Unmarkable, or a corrupt file the marker named
-            prepared.append(Refused(name, str(exc) or type(exc).__name__))
+        except Exception as exc:  # noqa: BLE001 - Unmarkable, a corrupt file, or a hostile one (KeyError, RecursionError, MemoryError): that file only
+            prepared.append(Refused(name, _problem(exc)))
             continue
         prepared.append(_Prepared(name, payload, data, marked))
     results: list[Applied | Refused] = []
@@ -155,24 +157,19 @@ def _register(conn: Any, *, key: bytes, item: _Prepared, vendor: str, seat: str 
     return Applied(item.name, mark["mark_id"], marked.format, tuple(marked.carriers), marked.data, len(item.original), len(marked.data))
 
 
-def read(data: bytes, name: str) -> list[Found]:
-    """Every carrier ``agent.marks.documents.read_file`` finds in a file."""
-    from agent.marks.documents import read_file
-
-    return read_file(data, name)
-
-
 def trace(db: Database, *, key: bytes, files: Sequence[tuple[str, bytes]], actor: str, now: datetime, address: str | None = None) -> list[dict[str, Any]]:
     """For each file ``{"name", "sha256", "marks": [...]}`` (server/store/marks.py ``resolve``), or
-    ``{"name", "sha256", "error"}`` when it could not be read (audited ``marks.trace``)."""
+    ``{"name", "sha256", "marks": [], "error"}`` when it could not be read (audited ``marks.trace``)."""
+    from agent.marks.documents import read_file  # pypdf and the OOXML reader load on first use
+
     _check(files, None)
     read_files: list[tuple[str, str, list[Found] | str]] = []
     for raw_name, data in files:
         sha256 = hashlib.sha256(data).hexdigest()
         try:
-            found: list[Found] | str = read(data, raw_name)
-        except (ValueError, Unmarkable) as exc:
-            found = str(exc) or type(exc).__name__
+            found: list[Found] | str = read_file(data, raw_name)
+        except Exception as exc:  # noqa: BLE001 - a file no reader copes with is reported, the others still traced
+            found = _problem(exc)
         read_files.append((_name(raw_name), sha256, found))
     items: list[dict[str, Any]] = []
     with db.write() as conn:
@@ -185,7 +182,7 @@ def trace(db: Database, *, key: bytes, files: Sequence[tuple[str, bytes]], actor
             conn,
             actor=actor,
             action="marks.trace",
-            details={"files": [{"name": i["name"], "sha256": i["sha256"], "marks": [m["mark_id"] for m in i["marks"]]} for i in items]},
+            details={"files": [{"name": i["name"], "sha256": i["sha256"], "marks": [m["mark_id"] for m in i["marks"]], **({"error": i["error"]} if "error" in i else {})} for i in items]},
             address=address,
             now=now,
         )

@@ -250,3 +250,14 @@ def test_a_refused_canary_leaves_no_mark_and_no_version(collector):
         assert conn.execute(select(mark_table)).all() == []
         assert signature_store.current_version(conn) == 1
         assert [e.action for e in conn.execute(select(audit_log)).all()] == []
+
+
+def test_the_canary_kinds_are_one_list():
+    from typing import get_args
+
+    from server.api.mark_schemas import CanaryIn
+    from server.store import marks as mark_store
+
+    assert get_args(CanaryIn.model_fields["kind"].annotation) == decoys.KINDS
+    assert mark_store.CANARY_KINDS is decoys.KINDS
+    assert canaries.SECRET_PATTERNS.keys() == canaries.FORMATS.keys() == set(decoys.KINDS)

@@ -355,3 +355,115 @@ def test_trace_survives_hostile_files(client, admin, enroll):
     items = answer.json()["items"]
     assert [i["name"] for i in items] == list(hostile) and all(i["marks"] == [] for i in items)
     assert items[0]["sha256"] == hashlib.sha256(hostile["bomb.docx"]).hexdigest()
+
+
+def _hostile_marker(monkeypatch: Any, module: str, name: str, error: BaseException) -> None:
+    """``agent.marks.documents.<module>`` raising ``error`` for the file ``name`` only."""
+    import agent.marks.documents as documents
+
+    real = getattr(documents, module)
+
+    def patched(data: bytes, file_name: str = "", *rest: Any) -> Any:
+        if file_name.endswith(name):
+            raise error
+        return real(data, file_name, *rest)
+
+    monkeypatch.setattr(documents, module, patched)
+
+
+@pytest.mark.parametrize("error", [KeyError("\x1b[2J" + "word/" * 200), RecursionError(), MemoryError()])
+def test_a_file_that_breaks_the_marker_or_reader_is_refused_alone_with_a_clean_reason(collector, enroll, monkeypatch, error):
+    from server import marking
+
+    enroll()
+    files = [("good.txt", PROSE.encode()), ("evil.docx", b"PK\x03\x04"), ("also-good.txt", PROSE.encode())]
+    _hostile_marker(monkeypatch, "mark_file", "evil.docx", error)
+    results = marking.apply(collector.db, key=_key(collector), files=files, vendor="acme-bpo", seat="jdoe", actor="test", now=collector.clock())
+    assert [type(r).__name__ for r in results] == ["Applied", "Refused", "Applied"]
+    refused = results[1]
+    assert isinstance(refused, marking.Refused) and refused.error and len(refused.error) <= marking.MAX_ERROR_CHARS
+    assert all(c.isprintable() for c in refused.error), refused.error
+    applied = [r for r in results if isinstance(r, marking.Applied)]
+    _hostile_marker(monkeypatch, "read_file", "evil.docx", error)
+    traced = marking.trace(collector.db, key=_key(collector), files=[("a.txt", applied[0].data), ("evil.docx", b"x")], actor="test", now=collector.clock())
+    assert [m["mark_id"] for m in traced[0]["marks"]] == [applied[0].mark_id]
+    assert traced[1]["marks"] == [] and traced[1]["error"] and len(traced[1]["error"]) <= marking.MAX_ERROR_CHARS and traced[1]["error"].isprintable()
+    entries = {action: details for _, action, details in _audit(collector)}
+    assert entries["marks.apply"]["refused"] == [{"name": "evil.docx", "error": refused.error}]
+    assert entries["marks.trace"]["files"][1]["error"] == traced[1]["error"]
+
+
+def _in_process(collector: Any, command: Any, **options: Any) -> int:
+    import argparse
+    import contextlib
+
+    args = argparse.Namespace(json=True, **options)
+    return int(command(args, lambda _args: contextlib.nullcontext(collector), "cli:test"))
+
+
+def test_cli_trace_and_apply_report_unreadable_files_and_go_on(collector, enroll, monkeypatch, tmp_path, capsys):
+    from server import mark_commands
+
+    enroll()
+    (tmp_path / "one.txt").write_text(PROSE)
+    (tmp_path / "two.txt").write_text(PROSE)
+    out = tmp_path / "out"
+    files = [str(tmp_path / "one.txt"), str(tmp_path / "gone.txt"), str(tmp_path / "two.txt")]
+    assert _in_process(collector, mark_commands.cmd_apply, files=files, out=str(out), vendor="acme-bpo", seat="jdoe", note=None) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted((os.path.basename(line["path"]), "mark_id" in line, "error" in line) for line in lines) == [
+        ("gone.txt", False, True),
+        ("one.txt", True, False),
+        ("two.txt", True, False),
+    ]
+    assert (out / "one.txt").exists() and (out / "two.txt").exists()
+
+    (tmp_path / "evil.docx").write_bytes(b"PK\x03\x04")
+    _hostile_marker(monkeypatch, "read_file", "evil.docx", KeyError("broken"))
+    evil, marked, clean = str(tmp_path / "evil.docx"), str(out / "one.txt"), str(tmp_path / "one.txt")
+    assert _in_process(collector, mark_commands.cmd_trace, files=[evil, clean]) == 2, "a file not read is no 'nothing found'"
+    assert [json.loads(line).get("error") is not None for line in capsys.readouterr().out.splitlines()] == [True, False]
+    assert _in_process(collector, mark_commands.cmd_trace, files=[evil, marked]) == 1, "a mark found takes precedence"
+    assert _in_process(collector, mark_commands.cmd_trace, files=[clean]) == 0
+
+
+def test_agents_name_only_their_own_vendors_canaries_and_never_claim_a_copy(client, collector, reviewer, enroll):
+    agent = enroll(hostname="ws-1")
+    enroll(vendor="globex-it", hostname="g-1")
+    own_canary, _ = _mint(collector, seat="jdoe", kind="canary", payload=b"AKIA" + b"A" * 16, canary_kind="credential")
+    foreign_canary, _ = _mint(collector, vendor="globex-it", seat="bob", kind="canary", payload=b"AKIA" + b"B" * 16, canary_kind="credential")
+    watermark, payload = _mint(collector, seat="bob")
+    with collector.db.write() as conn:
+        mark_store.record_copy(conn, mark_id=watermark["mark_id"], marked_sha256="cd" * 32, marked_size=10)
+    record = event_record(
+        user="jdoe",
+        matches=[
+            _mark_match(mark_id=own_canary["mark_id"], carrier="copy"),
+            _mark_match(mark_id=foreign_canary["mark_id"], carrier="canary"),
+            _mark_match(mark_id=watermark["mark_id"], carrier="property"),
+            _mark_match(payload, carrier="copy"),
+        ],
+    )
+    _send(client, agent, record)
+    shown = _event(client, reviewer, record["id"])
+    assert [(m["mark_id"], m["carriers"]) for m in shown["marks"]] == [(own_canary["mark_id"], ["canary"])]
+    assert _elsewhere_events(client, reviewer) == []
+
+
+@pytest.mark.parametrize(
+    ("seat", "hostname", "user", "same"),
+    [
+        ("ws-1", "WS-1.corp.example", None, True),
+        ("ws-1.corp.example", "ws-1", None, True),
+        ("WS-1.other.example", "ws-1.corp.example", None, True),
+        ("jdoe", "ws-1", "CORP\\JDoe", True),
+        ("jdoe@corp.example", "ws-1", "CORP\\jdoe", True),
+        ("CORP\\jdoe", "ws-1", "jdoe@corp.example", True),
+        ("jdoe", "ws-1", "jdoe2", False),
+        ("john.doe", "ws-1", "CORP\\john", False),
+        ("ws-2", "ws-1.corp.example", "jdoe", False),
+        ("jdoe", "ws-1", None, False),
+    ],
+)
+def test_a_seat_matches_a_host_or_user_however_written(seat, hostname, user, same):
+    assert mark_store.same_seat(seat, hostname=hostname, user=user) is same

@@ -140,7 +140,7 @@ def test_event_page_shows_the_marks_card_with_seat_and_elsewhere(client, collect
     match = {"kind": "mark", "rule": f"canary_{mark_id[3:]}", "namespace": "canaries-acme-bpo", "severity": "critical", "category": "canary",
              "tags": [], "offsets": [120], "carrier": "canary", "mark_id": mark_id}  # fmt: skip
     own = enroll(vendor=VENDOR, hostname="ws-1")
-    other = enroll(vendor="globex-it", hostname="ws-9")
+    other = enroll(vendor=VENDOR, hostname="ws-9")  # another seat of the vendor: only its own agents have its canary rules
     home, away, plain = event_record(user="jdoe", matches=[match]), event_record(user="mallory", host="ws-9", matches=[match]), event_record()
     for agent, record in ((own, home), (other, away), (own, plain)):
         answer = client.post("/api/v1/events", json={"events": [record]}, headers=agent.headers)
@@ -163,3 +163,23 @@ def test_trace_takes_files_past_the_default_body_limit(client, collector, admin)
     traced = client.post("/ui/marks/trace", data={"csrf": csrf}, files=[("files", ("dump.txt", big, "text/plain"))])
     assert traced.status_code == 200, traced.text[:500]
     assert decoy.headers["x-dlp-mark-id"] in traced.text and "ws-3" in traced.text
+
+
+def test_marking_canaries_and_tracing_run_off_the_event_loop(client, collector, admin, monkeypatch):
+    from server.ui import mark_pages
+
+    ran: list[str] = []
+    real = mark_pages.run_in_threadpool
+
+    async def recorded(func: Any, *args: Any, **kwargs: Any) -> Any:
+        ran.append(getattr(func, "__name__", "?"))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(mark_pages, "run_in_threadpool", recorded)
+    _vendor(collector)
+    csrf = _log_in(client, admin)
+    marked = client.post("/ui/marks/apply", data={"csrf": csrf, "vendor": VENDOR, "seat": "jdoe"}, files=[("files", ("p.txt", PROSE.encode(), "text/plain"))])
+    assert marked.status_code == 200, marked.text
+    assert _canary(client, csrf).status_code == 200
+    assert client.post("/ui/marks/trace", data={"csrf": csrf}, files=[("files", ("p.txt", marked.content, "text/plain"))]).status_code == 200
+    assert len(ran) == 3, ran

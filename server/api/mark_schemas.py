@@ -14,7 +14,7 @@ class CanaryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     vendor: Annotated[Text, StringConstraints(min_length=1, max_length=128)]
     seat: Annotated[Text, StringConstraints(max_length=MAX_SEAT_CHARS)] | None = Field(default=None, description="a person or workstation; none: the whole vendor")
-    kind: Literal["code", "document", "credential"]
+    kind: Literal["code", "document", "credential"]  # server/decoys.py KINDS (a test holds them equal)
 
 
 class CanaryOut(BaseModel):

@@ -25,13 +25,13 @@ from sqlalchemy import Connection, select, tuple_
 from agent.events import AGENT_CLAIMS, COLLECTOR_FIELDS, EGRESS_POLICY, MARK_MATCH, MARKS
 from agent.marks.payload import CANARY, CARRIERS, COPY, PAYLOAD_BYTES, PROPERTY, TOKEN, Found
 from server.db.tables import marks, vendors
+from server.decoys import KINDS as CANARY_KINDS
 from server.errors import InvalidInput, NotFound
 from server.store.sql import iso
 
 log = logging.getLogger(__name__)
 
 KINDS = ("watermark", "canary")
-CANARY_KINDS = ("code", "document", "credential")
 MAX_SEAT_CHARS = 255
 MAX_FOUND = 10_000
 """Payloads one resolve looks up: a hostile file could hold any number of tokens."""
@@ -49,7 +49,7 @@ def digest(key: bytes, payload: bytes) -> str:
 
 
 def vendor_id(conn: Connection, name: str) -> int:
-    if "\x00" in name or not _encodable(name):  # no vendor has such a name, and PostgreSQL text could not hold it
+    if not storable(name):  # no vendor has such a name, and PostgreSQL text could not hold it
         raise NotFound(f"no vendor {name[:128]!r}")
     row = conn.execute(select(vendors.c.id).where(vendors.c.name == name)).first()
     if row is None:
@@ -57,12 +57,13 @@ def vendor_id(conn: Connection, name: str) -> int:
     return int(row.id)
 
 
-def _encodable(text: str) -> bool:
+def storable(text: str) -> bool:
+    """False for text the database cannot hold: a NUL character or a lone surrogate."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return True
+    return "\x00" not in text
 
 
 def clean_seat(seat: str | None) -> str | None:
@@ -76,7 +77,7 @@ def clean_seat(seat: str | None) -> str | None:
         return None
     if len(seat) > MAX_SEAT_CHARS:
         raise InvalidInput(f"a seat is at most {MAX_SEAT_CHARS} characters")
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in seat) or not _encodable(seat):
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in seat) or not storable(seat):
         raise InvalidInput("a seat may not hold control characters or lone surrogates")
     return seat
 
@@ -266,44 +267,71 @@ def carries_marks(record: dict[str, Any]) -> bool:
     return bool(_mark_matches(record))
 
 
+def _host_forms(name: str) -> set[str]:
+    """A workstation name as given and its short form (``ws-1.corp.example`` -> ``ws-1``)."""
+    name = name.strip().casefold()
+    return {name, name.split(".", 1)[0]} - {""}
+
+
+def _user_forms(name: str) -> set[str]:
+    """A user name as given and without its domain (``CORP\\jdoe``, ``jdoe@corp.example`` -> ``jdoe``)."""
+    name = name.strip().casefold()
+    return {name, name.rsplit("\\", 1)[-1].split("@", 1)[0]} - {""}
+
+
+def same_seat(seat: str, *, hostname: str, user: Any) -> bool:
+    """True when a mark's free-text ``seat`` names this workstation or this user, whichever way
+    either is written: a host by its full or short name, a user with or without its domain."""
+    if _host_forms(seat) & _host_forms(hostname):
+        return True
+    return isinstance(user, str) and bool(_user_forms(seat) & _user_forms(user))
+
+
 def _seen_elsewhere(mark: dict[str, Any], *, vendor: str, hostname: str, user: Any) -> bool:
     if mark["vendor"] != vendor:
         return True
     seat = mark["seat"]
     if not seat:
         return False
-    here = {hostname.casefold()} | ({user.casefold()} if isinstance(user, str) and user else set())
-    return seat.casefold() not in here
+    return not same_seat(seat, hostname=hostname, user=user)
 
 
-def _resolve_matches(conn: Connection, key: Callable[[], bytes] | None, matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _resolve_matches(conn: Connection, key: Callable[[], bytes] | None, matches: list[dict[str, Any]], *, vendor_id: int) -> list[dict[str, Any]]:
+    """The marks an agent's matches name. A payload counts when its digest is registered, except
+    one the agent says is a ``copy`` (only the collector knows its marked copies' hashes); a
+    ``mark_id`` (a canary rule's meta) counts only for a canary of the agent's own vendor, whose
+    rules its bundle holds, and is shown as the ``canary`` carrier whatever the agent called it."""
     found: list[Found] = []
-    named: dict[str, set[str]] = {}
+    named: set[str] = set()
     for match in matches:
         carrier = match.get("carrier")
         payload, mark_id = match.get("payload"), match.get("mark_id")
         if isinstance(payload, str) and isinstance(carrier, str):
+            if carrier == COPY:
+                continue
             try:
                 found.append(Found(carrier, bytes.fromhex(payload), int(match.get("frames") or 1)))
             except ValueError:
                 continue
-        elif isinstance(mark_id, str) and isinstance(carrier, str):
-            named.setdefault(mark_id, set()).add(carrier)
+        elif isinstance(mark_id, str):
+            named.add(mark_id)
     resolved: list[dict[str, Any]] = []
     if found:
         if key is None:
             log.warning("mark matches arrived without the marks key to resolve them; stored unresolved")
         else:
             resolved = resolve(conn, key=key(), found=found)
-    have = {r["mark_id"] for r in resolved}
-    wanted = [mark_id for mark_id in named if mark_id not in have]
-    if wanted:
-        for row in conn.execute(_select().where(marks.c.id.in_(wanted[:_LOOKUP_CHUNK]))):
-            carriers = sorted(named[row.id])
-            resolved.append(_resolved(row, [(c, 1) for c in carriers]))
-    for r in resolved:  # a canary rule naming a mark the payload also resolved: both carriers count
-        r["evidence"]["carriers"] = sorted(set(r["evidence"]["carriers"]) | named.get(r["mark_id"], set()))
-    return resolved
+    merged = {r["mark_id"]: r for r in resolved}
+    if named:
+        wanted = sorted(named)[:_LOOKUP_CHUNK]
+        for row in conn.execute(_select().where(marks.c.id.in_(wanted), marks.c.kind == "canary", marks.c.vendor_id == vendor_id)):
+            kept = merged.get(row.id)
+            if kept is None:
+                merged[row.id] = _resolved(row, [(CANARY, 1)])
+            else:  # a canary rule naming a mark a payload also resolved: both carriers count
+                carriers = sorted(set(kept["evidence"]["carriers"]) | {CANARY})
+                kept["evidence"] = {**kept["evidence"], "carriers": carriers, "strength": strength(carriers, kept["evidence"]["frames"])}
+    return list(merged.values())
 
 
 def on_ingest(conn: Connection, *, key: Callable[[], bytes] | None, agent: Any, entries: dict[str, Entry]) -> tuple[dict[str, Entry], dict[str, list[dict[str, Any]]]]:
@@ -323,7 +351,7 @@ def on_ingest(conn: Connection, *, key: Callable[[], bytes] | None, agent: Any, 
         if not matches:
             rewritten[event_id] = (record, occurred_at, body)
             continue
-        resolved = _resolve_matches(conn, key, matches)
+        resolved = _resolve_matches(conn, key, matches, vendor_id=agent.vendor_id)
         shown = []
         for mark in resolved:
             away = _seen_elsewhere(mark, vendor=agent.vendor, hostname=agent.hostname, user=full.get("user"))

@@ -18,11 +18,13 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from server import canaries, marking
 from server.api.deps import AddressDep, CollectorDep
+from server.api.mark_routes import UPLOAD_LIMIT
 from server.collector import Collector
 from server.decoys import KINDS as CANARY_KINDS
 from server.errors import CollectorError, InvalidInput, TooLarge
@@ -33,9 +35,7 @@ from server.ui.session import AdminDep, AdminPosterDep
 
 router = APIRouter(prefix="/ui/marks", route_class=UiRoute, include_in_schema=False)
 PAGE = 100
-MAX_UPLOAD_BYTES = 64 << 20
-"""Files of one apply or trace form together (the API allows the same)."""
-UPLOAD_LIMITS = {("POST", "/ui/marks/apply"): MAX_UPLOAD_BYTES + (1 << 20), ("POST", "/ui/marks/trace"): MAX_UPLOAD_BYTES + (1 << 20)}
+UPLOAD_LIMITS = {("POST", "/ui/marks/apply"): UPLOAD_LIMIT + (1 << 20), ("POST", "/ui/marks/trace"): UPLOAD_LIMIT + (1 << 20)}
 """Request body limits of the upload forms (server/api/app.py BoundedBodies): the files and the form's fields."""
 _FIELD_CHARS = 1000
 
@@ -63,7 +63,7 @@ def _page(request: Request, collector: Collector, *, problem: str | None = None,
         "older": older,
         "canary_kinds": CANARY_KINDS,
         "max_files": marking.MAX_FILES,
-        "max_mib": MAX_UPLOAD_BYTES >> 20,
+        "max_mib": UPLOAD_LIMIT >> 20,
         "problem": problem,
         "traced": traced,
     }
@@ -89,7 +89,7 @@ def _field(form: Any, name: str) -> str:
 
 
 async def _files(form: Any) -> list[tuple[str, bytes]]:
-    """The uploaded files (name, bytes), at most ``marking.MAX_FILES`` and ``MAX_UPLOAD_BYTES`` together."""
+    """The uploaded files (name, bytes), at most ``marking.MAX_FILES`` and ``UPLOAD_LIMIT`` together."""
     uploads = [item for item in form.getlist("files") if isinstance(item, UploadFile) and item.filename]
     if not uploads:
         raise InvalidInput("Choose at least one file.")
@@ -97,10 +97,10 @@ async def _files(form: Any) -> list[tuple[str, bytes]]:
         raise InvalidInput(f"At most {marking.MAX_FILES} files at a time.")
     files, total = [], 0
     for upload in uploads:
-        data = await upload.read(MAX_UPLOAD_BYTES - total + 1)
+        data = await upload.read(UPLOAD_LIMIT - total + 1)
         total += len(data)
-        if total > MAX_UPLOAD_BYTES:
-            raise TooLarge(f"The files are larger than {MAX_UPLOAD_BYTES >> 20} MiB together.")
+        if total > UPLOAD_LIMIT:
+            raise TooLarge(f"The files are larger than {UPLOAD_LIMIT >> 20} MiB together.")
         files.append((str(upload.filename), data))
     return files
 
@@ -148,7 +148,9 @@ async def apply(request: Request, collector: CollectorDep, viewer: AdminPosterDe
             raise InvalidInput("Choose the vendor whose staff get the copies.")
         files = await _files(form)
         key = marks_key(collector.settings.data_dir)
-        results = marking.apply(collector.db, key=key, files=files, vendor=vendor, seat=seat or None, actor=viewer.user.name, now=collector.clock(), note=note, address=address)
+        results = await run_in_threadpool(
+            lambda: marking.apply(collector.db, key=key, files=files, vendor=vendor, seat=seat or None, actor=viewer.user.name, now=collector.clock(), note=note, address=address)
+        )
     except CollectorError as exc:
         return _page(request, collector, problem=f"Nothing was marked: {exc}", status=exc.status_code)
     applied = [r for r in results if isinstance(r, marking.Applied)]
@@ -162,6 +164,11 @@ async def apply(request: Request, collector: CollectorDep, viewer: AdminPosterDe
     return _download(f"marked-{stamp}.zip", _zipped(results), media_type="application/zip")
 
 
+def _create_canary(collector: Collector, *, key: bytes, vendor: str, seat: str | None, kind: str, actor: str, address: str | None) -> canaries.Canary:
+    with collector.db.write() as conn:
+        return canaries.create_canary(conn, key=key, vendor=vendor, seat=seat, kind=kind, actor=actor, now=collector.clock(), address=address)
+
+
 @router.post("/canary")
 async def canary(request: Request, collector: CollectorDep, viewer: AdminPosterDep, address: AddressDep) -> Response:
     """The decoy to plant; its rule is in the vendor's next bundle."""
@@ -173,8 +180,7 @@ async def canary(request: Request, collector: CollectorDep, viewer: AdminPosterD
         if kind not in CANARY_KINDS:
             raise InvalidInput(f"Choose the kind of decoy ({', '.join(CANARY_KINDS)}).")
         key = marks_key(collector.settings.data_dir)
-        with collector.db.write() as conn:
-            made = canaries.create_canary(conn, key=key, vendor=vendor, seat=seat or None, kind=kind, actor=viewer.user.name, now=collector.clock(), address=address)
+        made = await run_in_threadpool(_create_canary, collector, key=key, vendor=vendor, seat=seat or None, kind=kind, actor=viewer.user.name, address=address)
     except CollectorError as exc:
         return _page(request, collector, problem=f"No canary was made: {exc}", status=exc.status_code)
     headers = {"X-DLP-Mark-Id": made.mark_id, "X-DLP-Signature-Version": str(made.signature_version)}
@@ -188,7 +194,7 @@ async def trace(request: Request, collector: CollectorDep, viewer: AdminPosterDe
     try:
         files = await _files(form)
         key = marks_key(collector.settings.data_dir)
-        traced = marking.trace(collector.db, key=key, files=files, actor=viewer.user.name, now=collector.clock(), address=address)
+        traced = await run_in_threadpool(lambda: marking.trace(collector.db, key=key, files=files, actor=viewer.user.name, now=collector.clock(), address=address))
     except CollectorError as exc:
         return _page(request, collector, problem=f"Nothing was traced: {exc}", status=exc.status_code)
     return _page(request, collector, traced=traced)
