@@ -147,9 +147,10 @@ async def apply(request: Request, collector: CollectorDep, viewer: AdminPosterDe
         if not vendor:
             raise InvalidInput("Choose the vendor whose staff get the copies.")
         files = await _files(form)
-        key = marks_key(collector.settings.data_dir)
         results = await run_in_threadpool(
-            lambda: marking.apply(collector.db, key=key, files=files, vendor=vendor, seat=seat or None, actor=viewer.user.name, now=collector.clock(), note=note, address=address)
+            lambda: marking.apply(
+                collector.db, key=marks_key(collector.settings.data_dir), files=files, vendor=vendor, seat=seat or None, actor=viewer.user.name, now=collector.clock(), note=note, address=address
+            )
         )
     except CollectorError as exc:
         return _page(request, collector, problem=f"Nothing was marked: {exc}", status=exc.status_code)
@@ -164,7 +165,8 @@ async def apply(request: Request, collector: CollectorDep, viewer: AdminPosterDe
     return _download(f"marked-{stamp}.zip", _zipped(results), media_type="application/zip")
 
 
-def _create_canary(collector: Collector, *, key: bytes, vendor: str, seat: str | None, kind: str, actor: str, address: str | None) -> canaries.Canary:
+def _create_canary(collector: Collector, *, vendor: str, seat: str | None, kind: str, actor: str, address: str | None) -> canaries.Canary:
+    key = marks_key(collector.settings.data_dir)  # a file read, like the database work: off the event loop
     with collector.db.write() as conn:
         return canaries.create_canary(conn, key=key, vendor=vendor, seat=seat, kind=kind, actor=actor, now=collector.clock(), address=address)
 
@@ -179,8 +181,7 @@ async def canary(request: Request, collector: CollectorDep, viewer: AdminPosterD
             raise InvalidInput("Choose the vendor the decoy is for.")
         if kind not in CANARY_KINDS:
             raise InvalidInput(f"Choose the kind of decoy ({', '.join(CANARY_KINDS)}).")
-        key = marks_key(collector.settings.data_dir)
-        made = await run_in_threadpool(_create_canary, collector, key=key, vendor=vendor, seat=seat or None, kind=kind, actor=viewer.user.name, address=address)
+        made = await run_in_threadpool(_create_canary, collector, vendor=vendor, seat=seat or None, kind=kind, actor=viewer.user.name, address=address)
     except CollectorError as exc:
         return _page(request, collector, problem=f"No canary was made: {exc}", status=exc.status_code)
     headers = {"X-DLP-Mark-Id": made.mark_id, "X-DLP-Signature-Version": str(made.signature_version)}
@@ -193,8 +194,7 @@ async def trace(request: Request, collector: CollectorDep, viewer: AdminPosterDe
     form = await request.form()
     try:
         files = await _files(form)
-        key = marks_key(collector.settings.data_dir)
-        traced = await run_in_threadpool(lambda: marking.trace(collector.db, key=key, files=files, actor=viewer.user.name, now=collector.clock(), address=address))
+        traced = await run_in_threadpool(lambda: marking.trace(collector.db, key=marks_key(collector.settings.data_dir), files=files, actor=viewer.user.name, now=collector.clock(), address=address))
     except CollectorError as exc:
         return _page(request, collector, problem=f"Nothing was traced: {exc}", status=exc.status_code)
     return _page(request, collector, traced=traced)
