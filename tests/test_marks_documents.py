@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import subprocess
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -490,6 +491,17 @@ def _zip(members: dict[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED) 
 DOCX_SKELETON = {"[Content_Types].xml": b"<Types></Types>", "word/document.xml": b"<w:document><w:body></w:body></w:document>"}
 
 
+def _duplicate_member_zip() -> bytes:
+    """A docx whose document.xml is in the zip twice (zipfile keeps the last, Word the first)."""
+    out = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(out, "w") as package:
+        warnings.simplefilter("ignore")
+        for name, body in DOCX_SKELETON.items():
+            package.writestr(name, body)
+        package.writestr("word/document.xml", b"<w:document><w:body><w:p><w:r><w:t>other</w:t></w:r></w:p></w:body></w:document>")
+    return out.getvalue()
+
+
 @pytest.mark.parametrize(
     ("build", "error"),
     [
@@ -502,8 +514,9 @@ DOCX_SKELETON = {"[Content_Types].xml": b"<Types></Types>", "word/document.xml":
         (lambda: bytes(range(256)) * 64, Unmarkable),
         (lambda: _zip({"mimetype": b"application/vnd.oasis.opendocument.text", "content.xml": b"<x/>"}), Unmarkable),
         (lambda: b"Too short to mark.", Unmarkable),
+        (_duplicate_member_zip, CorruptDocument),
     ],
-    ids=["members", "bomb", "corrupt-zip", "corrupt-pdf", "encrypted-office", "legacy-office", "binary", "odf", "short-text"],
+    ids=["members", "bomb", "corrupt-zip", "corrupt-pdf", "encrypted-office", "legacy-office", "binary", "odf", "short-text", "duplicate-member"],
 )
 def test_bad_input_is_refused_with_a_clear_error(build: Callable[[], bytes], error: type[Exception]) -> None:
     data = build()
@@ -548,6 +561,15 @@ def test_text_in_other_encodings_is_read() -> None:
     assert payloads(documents.read_file(latin)) == {TOKEN: {PAYLOAD}}
     utf16 = documents.mark_file(("\n".join(prose(3, seed=5)) + "\n").encode("utf-16"), "memo.txt", OTHER).data
     assert utf16.startswith(b"\xff\xfe") and payloads(documents.read_file(utf16))[HOMOGLYPH] == {OTHER}
+
+
+def test_text_that_mentions_the_pdf_header_is_read_as_text(marked: dict[str, documents.Marked]) -> None:
+    body = "Notes on the file format: every PDF starts with %PDF-1.7 and a binary comment line.\n\n" + "\n".join(prose(3)) + "\n"
+    copy = documents.mark_file(body.encode(), "notes.txt", PAYLOAD)
+    assert payloads(documents.read_file(copy.data, "notes.txt"))[HOMOGLYPH] == {PAYLOAD}
+    pdf = marked["pdf"].data
+    assert payloads(documents.read_file(b"\xef\xbb\xbf\r\n" + pdf))[TOKEN] == {PAYLOAD}
+    assert payloads(documents.read_file(b"junk before the header\n" + pdf))[TOKEN] == {PAYLOAD}
 
 
 def test_data_formats_and_unknown_zips_are_not_marked() -> None:

@@ -51,6 +51,10 @@ class Marked:
     format: str
     carriers: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}: one of {FORMATS}")
+
 
 def mark_file(data: bytes, name: str, payload: bytes) -> Marked:
     """A copy of ``data`` (called ``name``) carrying ``payload``.
@@ -183,8 +187,14 @@ def read_file(data: bytes, name: str = "") -> list[Found]:
         TooLarge: the file, or a zip's decompressed members, past the bounds in bounds.py.
     """
     check_size(data)
-    if data.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
+    if _starts_as_pdf(data):
         return merge(pdfmark.read(data))
+    if b"%PDF-" in data[:1024]:
+        # Readers accept a PDF after some junk; a text that mentions "%PDF-" is read as text when
+        # no PDF can be read from it.
+        found = pdfmark.read(data)
+        if found:
+            return merge(found)
     if data.startswith(_ZIP):
         try:
             return merge(ooxml.read(data))
@@ -199,6 +209,12 @@ def read_file(data: bytes, name: str = "") -> list[Found]:
         return textmarks.read_text(data.removeprefix(codecs.BOM_UTF8).decode("utf-8"))
     except UnicodeDecodeError:
         return textmarks.read_text(data.decode("latin-1"))
+
+
+def _starts_as_pdf(data: bytes) -> bool:
+    """Whether ``data`` opens with ``%PDF-``, after at most a byte order mark and a few blanks."""
+    head = data[:16].removeprefix(codecs.BOM_UTF8).lstrip(b" \t\r\n\f\0")
+    return head.startswith(b"%PDF-")
 
 
 def _utf16(data: bytes) -> str | None:

@@ -30,7 +30,7 @@ from io import BytesIO
 from agent.marks import homoglyph, zerowidth
 from agent.marks import text as textmarks
 from agent.marks.bounds import WATERMARK_CARRIERS, AlreadyMarked, BoundedZip, CorruptDocument, Encrypted
-from agent.marks.payload import PROPERTY, TOKEN, Found, token
+from agent.marks.payload import PROPERTY, TOKEN, Found, as_property, token
 from agent.marks.sheetfooter import add_footer
 from agent.scanning.doctext import xml_to_text
 
@@ -386,7 +386,7 @@ def read(data: bytes) -> list[Found]:
         except CorruptDocument:
             continue  # a damaged part hides only its own text
         if name in PROPERTY_PARTS:
-            found += _as_property(_read(body))
+            found += as_property(_read(body))
         else:
             texts.append(body)
     return found + _read(b"\n".join(texts))
@@ -397,7 +397,3 @@ def _read(body: bytes) -> list[Found]:
         return []
     return textmarks.read_text(body.decode("utf-8", errors="replace"))
 
-
-def _as_property(found: list[Found]) -> list[Found]:
-    """A token among the document's properties is the property carrier, not a token in its text."""
-    return [Found(PROPERTY, item.payload, item.frames) if item.carrier == TOKEN else item for item in found]

@@ -116,6 +116,11 @@ def read_canaries(text: str) -> list[Found]:
     return [Found(CANARY, payload, count) for payload, count in counts.items()]
 
 
+def as_property(found: list[Found]) -> list[Found]:
+    """Tokens read from a document's properties or metadata: the ``property`` carrier, not a token in its text."""
+    return [Found(PROPERTY, item.payload, item.frames) if item.carrier == TOKEN else item for item in found]
+
+
 def merge(found: list[Found]) -> list[Found]:
     """One Found per (carrier, payload), frames added up."""
     total: dict[tuple[str, bytes], int] = {}

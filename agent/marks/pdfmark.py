@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.marks import text as textmarks
 from agent.marks.bounds import MAX_PDF_PAGES, PDF_SECONDS, WATERMARK_CARRIERS, AlreadyMarked, CorruptDocument, Encrypted, TooLarge, check_size
-from agent.marks.payload import PROPERTY, TOKEN, Found, read_tokens, token
+from agent.marks.payload import PROPERTY, TOKEN, Found, as_property, read_tokens, token
 
 if TYPE_CHECKING:
     from pypdf import PageObject, PdfReader, PdfWriter
@@ -184,7 +184,7 @@ def read(data: bytes) -> list[Found]:
         reader = PdfReader(BytesIO(data), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
             return _raw_tokens(data, found)
-        found += _as_property(read_tokens(_metadata_text(reader)))
+        found += as_property(read_tokens(_metadata_text(reader)))
         for number, page in enumerate(reader.pages):
             if number >= MAX_PDF_PAGES or time.monotonic() > deadline:
                 break
@@ -215,8 +215,5 @@ def _raw_tokens(data: bytes, found: list[Found]) -> list[Found]:
     """Add tokens that only the raw bytes show (an earlier revision's metadata) as ``property``."""
     seen = {item.payload for item in found if item.carrier in (PROPERTY, TOKEN)}
     raw = b"\n".join(_RAW_TOKEN.findall(data)).decode("ascii")
-    return found + [item for item in _as_property(read_tokens(raw)) if item.payload not in seen]
+    return found + [item for item in as_property(read_tokens(raw)) if item.payload not in seen]
 
-
-def _as_property(found: list[Found]) -> list[Found]:
-    return [Found(PROPERTY, item.payload, item.frames) for item in found]

@@ -16,12 +16,11 @@ Cost: about 195 UTF-8 bytes per frame (one bit per 3-byte character).
 
 from __future__ import annotations
 
-import bisect
 import re
-import sys
 from collections.abc import Iterator, Sequence
 
 from agent.marks import payload as pl
+from agent.marks.homoglyph import inside
 
 ZERO = "\u200c"
 ONE = "\u200d"
@@ -59,7 +58,7 @@ def insertions(text: str, payload: bytes, *, period: int = PERIOD, width: int = 
         raise ValueError(f"zero-width clusters hold one of {WIDTHS} bits")
     bits = pl.frame_bits(payload)
     per_frame = pl.FRAME_BITS // width
-    positions = [index for index in gaps(text) if within is None or _inside(within, index)]
+    positions = [index for index in gaps(text) if inside(within, index)]
     edits: list[tuple[int, str]] = []
     start = 0
     while start + per_frame <= len(positions):
@@ -67,11 +66,6 @@ def insertions(text: str, payload: bytes, *, period: int = PERIOD, width: int = 
             edits.append((positions[start + k], _cluster(bits[k * width : (k + 1) * width], sync=k == 0)))
         start += max(period, per_frame)
     return edits
-
-
-def _inside(within: Sequence[tuple[int, int]], index: int) -> bool:
-    number = bisect.bisect_right(within, (index, sys.maxsize)) - 1
-    return number >= 0 and within[number][0] <= index < within[number][1]
 
 
 def read(text: str) -> list[pl.Found]:
@@ -104,7 +98,7 @@ def strip_clusters(text: str, within: Sequence[tuple[int, int]] | None = None) -
 
     Joiners inside words (emoji sequences, Persian and Indic text) stay: a mark never writes there.
     """
-    return _OURS_RE.sub(lambda match: "" if within is None or _inside(within, match.start()) else match.group(0), text)
+    return _OURS_RE.sub(lambda match: "" if inside(within, match.start()) else match.group(0), text)
 
 
 def strip(text: str) -> str:
