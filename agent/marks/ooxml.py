@@ -31,7 +31,7 @@ from agent.marks import homoglyph, zerowidth
 from agent.marks import text as textmarks
 from agent.marks.bounds import WATERMARK_CARRIERS, AlreadyMarked, BoundedZip, CorruptDocument, Encrypted
 from agent.marks.payload import PROPERTY, TOKEN, Found, as_property, token
-from agent.marks.sheetfooter import add_footer
+from agent.marks.printed import add_footer, add_tail_run
 from agent.scanning.doctext import xml_to_text
 
 PROPERTY_NAME = "DLPMark"
@@ -163,6 +163,11 @@ def mark(data: bytes, payload: bytes) -> tuple[bytes, str, tuple[str, ...]]:
         raise AlreadyMarked(f"the document already has a {PROPERTY_NAME} property: trace it, or mark the original")
     written = _mark_runs(_FLAVOURS[flavour], bodies, parts, payload)
     _set_property(bodies, token(payload))
+    if flavour == "docx":
+        tailed = add_tail_run(bodies["word/document.xml"], token(payload))
+        if tailed is not None:
+            bodies["word/document.xml"] = tailed
+            written.append(TOKEN)
     if flavour == "xlsx":
         hidden = _set_defined_name(bodies, token(payload))
         printed = [sheet for sheet in parts if sheet.startswith("xl/worksheets/") and _footed(bodies, sheet, token(payload))]

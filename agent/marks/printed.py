@@ -1,10 +1,12 @@
-"""A spreadsheet's printed carrier: the token in each sheet's page footer, white and one point high.
+"""Printed carriers: the token as text in white, one point high, where printing keeps it.
 
-A spreadsheet printed or exported to PDF loses what the other carriers hold: properties and hidden
-names do not print, and its cells come out column by column or cut at the page edge, which breaks
-the homoglyph frames of prose cells. The footer prints on every page, where ``pdftotext`` reads the
-token back; in white at one point it shows neither on screen nor on paper. An existing footer keeps
-its text: the token is appended after it, in its own formatting.
+Properties and hidden names do not print, and the homoglyph frames need a whole run of prose that a
+spreadsheet's cells (printed column by column, cut at the page edge) or a text in another script
+(Russian has no Latin letters to swap) may not have. A token printed in white at one point shows
+neither on screen nor on paper, yet ``pdftotext`` and a select-all copy read it back.
+
+- spreadsheets: in each sheet's page footer (every printed page); an existing footer keeps its text;
+- Word documents: one run at the end of the body, which a copy of the whole text also takes along.
 """
 
 from __future__ import annotations
@@ -50,3 +52,19 @@ def add_footer(sheet: bytes, token: str) -> bytes | None:
     if place is None:
         return None
     return sheet[: place.start()] + b"<headerFooter>" + element + b"</headerFooter>" + sheet[place.start() :]
+
+
+_BODY_END = re.compile(rb"(<w:sectPr\b(?:(?!<w:p[ >]).)*)?</w:body>", re.S)
+
+
+def add_tail_run(document: bytes, token: str) -> bytes | None:
+    """``word/document.xml`` with a white one-point run holding the token at the end of its last
+    paragraph; None when the body has no paragraph to end (then nothing is written)."""
+    end = _BODY_END.search(document)
+    if end is None:
+        return None
+    last = document.rfind(b"</w:p>", 0, end.start())
+    if last < 0 or b"<w:" not in document[:last]:
+        return None
+    run = f'<w:r><w:rPr><w:noProof/><w:color w:val="FFFFFF"/><w:sz w:val="2"/><w:szCs w:val="2"/></w:rPr><w:t xml:space="preserve"> {token}</w:t></w:r>'
+    return document[:last] + run.encode() + document[last:]
