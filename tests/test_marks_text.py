@@ -176,3 +176,54 @@ def test_remarking_prose_leaves_one_payload_and_keeps_joiners_inside_words() -> 
     assert "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645" in twice
     segments = text.mark_segments([once[:500], " ", once[500:]], PAYLOAD)
     assert carriers(text.read_text("".join(segments))) == {pl.ZERO_WIDTH: PAYLOAD, pl.HOMOGLYPH: PAYLOAD}
+
+
+# Bounded time and size when marking and tracing files (agent/marks/bounds.py).
+
+
+def _docx(document: bytes) -> bytes:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as package:
+        package.writestr("[Content_Types].xml", b"<Types></Types>")
+        package.writestr("word/document.xml", b"<w:document><w:body><w:p><w:r><w:t>" + document + b"</w:t></w:r></w:p></w:body></w:document>")
+    return out.getvalue()
+
+
+def test_reading_a_file_stops_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from agent.marks import documents
+
+    monkeypatch.setattr(documents, "READ_SECONDS", 0.2)
+    bomb = _docx("b\u0456 ".encode() * (3 * 1024 * 1024))  # 12 MiB of sync letters: seconds of decoding
+    started = time.monotonic()
+    assert documents.read_file(bomb, "bomb.docx") == []
+    assert time.monotonic() - started < 3
+    marked = documents.mark_file(prose(2000).encode(), "memo.txt", PAYLOAD).data
+    assert {item.carrier for item in documents.read_file(marked)} >= {pl.HOMOGLYPH, pl.ZERO_WIDTH}
+
+
+def test_marking_a_file_stops_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.marks import documents
+    from agent.marks.bounds import TimeLimit
+
+    monkeypatch.setattr(documents, "MARK_SECONDS", 0.0)
+    for data, name in ((prose(2000).encode(), "memo.txt"), (_docx(prose(2000).encode()), "memo.docx")):
+        with pytest.raises(TimeLimit, match="time limit"):
+            documents.mark_file(data, name, PAYLOAD)
+
+
+def test_text_past_the_marking_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.marks import documents, ooxml
+    from agent.marks.bounds import TooLarge
+
+    body = prose(2000)
+    monkeypatch.setattr(documents, "MAX_MARK_TEXT", len(body) - 1)
+    monkeypatch.setattr(ooxml, "MAX_MARK_TEXT", len(body) - 1)
+    with pytest.raises(TooLarge, match="longer than"):
+        documents.mark_file(body.encode(), "memo.txt", PAYLOAD)
+    with pytest.raises(TooLarge, match="longer than"):
+        documents.mark_file(_docx(body.encode()), "memo.docx", PAYLOAD)

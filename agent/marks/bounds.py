@@ -29,7 +29,7 @@ MAX_PDF_PAGES = 5_000
 """Pages of a PDF marked or read."""
 PDF_SECONDS = 120.0
 """Wall-clock budget for reading or marking one PDF (pypdf on a hostile file can be slow)."""
-READ_SECONDS = 30.0
+READ_SECONDS = 15.0
 """Wall-clock budget for reading the text carriers of one other file: past it, what was found so far."""
 MARK_SECONDS = 60.0
 """Wall-clock budget for marking one other file: past it, TimeLimit."""

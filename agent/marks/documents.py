@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from agent.marks import ooxml, pdfmark
 from agent.marks import text as textmarks
-from agent.marks.bounds import WATERMARK_CARRIERS, AlreadyMarked, CorruptDocument, Encrypted, TooLarge, check_size
+from agent.marks.bounds import MARK_SECONDS, MAX_MARK_TEXT, READ_SECONDS, WATERMARK_CARRIERS, AlreadyMarked, CorruptDocument, Encrypted, TimeLimit, TooLarge, check_size, deadline
 from agent.marks.payload import Found, Unmarkable, merge
 
 FORMATS = ("docx", "xlsx", "pptx", "pdf", "text", "markdown", "code")
@@ -40,7 +40,7 @@ _MARKDOWN = (".md", ".markdown", ".mdown", ".mkd")
 _DATA = (".json", ".xml", ".svg", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".env", ".html", ".htm")
 """Text formats whose letters are data: a swapped letter would change a key or a value."""
 
-__all__ = ["FORMATS", "AlreadyMarked", "CorruptDocument", "Encrypted", "Marked", "TooLarge", "mark_file", "read_file"]
+__all__ = ["FORMATS", "AlreadyMarked", "CorruptDocument", "Encrypted", "Marked", "TimeLimit", "TooLarge", "mark_file", "read_file"]
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,15 @@ def mark_file(data: bytes, name: str, payload: bytes) -> Marked:
             text too short for any carrier, or a file that already carries a watermark
             (AlreadyMarked: a second mark would make its trace name two seats).
         CorruptDocument: the content claims a format (zip, PDF) but cannot be read as one.
-        TooLarge: past the bounds in bounds.py.
+        TooLarge: past the bounds in bounds.py (also a text of more than MAX_MARK_TEXT characters).
+        TimeLimit: marking took longer than MARK_SECONDS.
     """
     check_size(data)
+    with deadline(MARK_SECONDS):
+        return _mark_file(data, name, payload)
+
+
+def _mark_file(data: bytes, name: str, payload: bytes) -> Marked:
     if data.startswith(b"%PDF-"):
         return Marked(pdfmark.mark(data, payload), "pdf", ("property", "token"))
     if data.startswith(_ZIP):
@@ -80,6 +86,8 @@ def mark_file(data: bytes, name: str, payload: bytes) -> Marked:
     if decoded is None:
         raise Unmarkable("not a document, code or UTF-8 text")
     text, codec, bom = decoded
+    if len(text) > MAX_MARK_TEXT:
+        raise TooLarge(f"text of {len(text)} characters is longer than {MAX_MARK_TEXT} characters")
     if textmarks.might_carry(text.encode("utf-8", errors="replace")):
         if any(item.carrier in WATERMARK_CARRIERS for item in textmarks.read_text(text)):
             raise AlreadyMarked("the text already carries a mark: trace it, or mark the original")
@@ -102,7 +110,7 @@ def mark_file(data: bytes, name: str, payload: bytes) -> Marked:
 def _mark_zip(data: bytes, payload: bytes) -> tuple[bytes, str, tuple[str, ...]]:
     try:
         return ooxml.mark(data, payload)
-    except (Unmarkable, CorruptDocument, TooLarge):
+    except (Unmarkable, CorruptDocument, TooLarge, TimeLimit):
         raise
     except ValueError as exc:
         raise Unmarkable(f"a zip that is not a Word, Excel or PowerPoint file ({exc})") from exc
@@ -181,12 +189,17 @@ def read_file(data: bytes, name: str = "") -> list[Found]:
 
     Office (OOXML and ODF) packages and PDFs are read as such; anything else as text (UTF-8,
     UTF-16, else Latin-1, which still shows tokens and canary secrets). A corrupt file yields what
-    could be read; an encrypted one nothing.
+    could be read; an encrypted one nothing. Past READ_SECONDS, what was found so far.
 
     Raises:
         TooLarge: the file, or a zip's decompressed members, past the bounds in bounds.py.
     """
     check_size(data)
+    with deadline(READ_SECONDS):
+        return _read_file(data)
+
+
+def _read_file(data: bytes) -> list[Found]:
     if _starts_as_pdf(data):
         return merge(pdfmark.read(data))
     if b"%PDF-" in data[:1024]:

@@ -35,8 +35,10 @@ import bisect
 import itertools
 import re
 import sys
+from array import array
 from collections.abc import Iterator, Sequence
 
+from agent.marks import bounds
 from agent.marks import payload as pl
 
 LATIN_TO_CYRILLIC = {
@@ -126,36 +128,42 @@ def substitutions(text: str, payload: bytes, *, gap: int = 0, within: Ranges | N
     offsets = list(itertools.accumulate(symbol + 1 for symbol in symbols))
     normalized, origin = _normalized_with_map(text)
     edits: list[tuple[int, str]] = []
-    found: list[tuple[int, str]] = []
-    for index, char in slots(normalized):
+    # Per slot: its index in ``text`` (-1 when it may not be swapped) and its Latin letter. Arrays
+    # and a list of cached one-letter strings, not tuples: a few bytes a slot, not about a hundred.
+    where = array("q")
+    letters: list[str] = []
+    for count, (index, char) in enumerate(slots(normalized)):
+        if count & 0xFFFF == 0:
+            bounds.check_time("marking the text")
         source = origin[index]
         if text[source] in CYRILLIC_TO_LATIN and inside(within, source):
             edits.append((source, CYRILLIC_TO_LATIN[text[source]]))
             char = CYRILLIC_TO_LATIN[text[source]]
         usable = text[source] in (char, LATIN_TO_CYRILLIC[char]) and inside(within, source)
-        found.append((source if usable else -1, char))
-    data = [k for k, (_, char) in enumerate(found) if char != SYNC_LATIN]
+        where.append(source if usable else -1)
+        letters.append(char)
+    data = array("q", (k for k, char in enumerate(letters) if char != SYNC_LATIN))
+    rank = array("q", bytes(8 * len(letters)))
     before = 0
-    rank: list[int] = []
-    for _, char in found:
-        rank.append(before)
+    for k, char in enumerate(letters):
+        rank[k] = before
         before += char != SYNC_LATIN
     k = 0
-    while k < len(found):
-        if found[k][1] != SYNC_LATIN or found[k][0] < 0:
+    while k < len(letters):
+        if letters[k] != SYNC_LATIN or where[k] < 0:
             k += 1
             continue
         start = rank[k] - 1
         if start + offsets[-1] >= len(data):
             break
-        chosen = [found[data[start + offset]] for offset in offsets]
+        chosen = [(where[data[start + offset]], letters[data[start + offset]]) for offset in offsets]
         if any(index < 0 for index, _ in chosen):
             k += 1
             continue
-        edits.append((found[k][0], SYNC))
+        edits.append((where[k], SYNC))
         edits.extend((index, LATIN_TO_CYRILLIC[char]) for index, char in chosen)
         last = start + offsets[-1] + gap
-        k = data[last] + 1 if last < len(data) else len(found)
+        k = data[last] + 1 if last < len(data) else len(letters)
     return edits
 
 
@@ -175,7 +183,8 @@ def normalize(text: str) -> str:
 def read(text: str) -> list[pl.Found]:
     """Every whole homoglyph frame in ``text`` whose runs and check hold (carrier ``homoglyph``).
 
-    Only the text from each sync on is decoded: a text without one costs a single search.
+    Only the text from each sync on is decoded: a text without one costs a single search. Past
+    the current deadline (bounds.deadline) it stops and returns the frames found so far.
     """
     found: list[pl.Found] = []
     normalized = normalize(text) if SYNC in text else ""
@@ -187,7 +196,9 @@ def read(text: str) -> list[pl.Found]:
         position = len(normalized)
         symbols: list[int] | None = None
         run = 0
-        for index, char in slots(normalized, start):
+        for count, (index, char) in enumerate(slots(normalized, start)):
+            if count & 0xFFFF == 0xFFFF and bounds.expired():
+                return pl.merge(found)
             if char == SYNC:
                 symbols, run = [], 0
                 continue
@@ -212,6 +223,8 @@ def read(text: str) -> list[pl.Found]:
                     found.append(pl.Found(pl.HOMOGLYPH, value))
                 symbols = None
         position = max(position, sync + 1)
+        if bounds.expired():
+            break
     return pl.merge(found)
 
 

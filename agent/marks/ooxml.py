@@ -29,7 +29,7 @@ from io import BytesIO
 
 from agent.marks import homoglyph, zerowidth
 from agent.marks import text as textmarks
-from agent.marks.bounds import WATERMARK_CARRIERS, AlreadyMarked, BoundedZip, CorruptDocument, Encrypted
+from agent.marks.bounds import MAX_MARK_TEXT, MAX_MARK_UNZIPPED, WATERMARK_CARRIERS, AlreadyMarked, BoundedZip, CorruptDocument, Encrypted, TooLarge, check_time, expired
 from agent.marks.payload import PROPERTY, TOKEN, Found, as_property, token
 from agent.marks.printed import add_footer, add_tail_run
 from agent.scanning.doctext import xml_to_text
@@ -151,7 +151,7 @@ def text_parts(flavour: str, names: set[str]) -> list[str]:
 
 def mark(data: bytes, payload: bytes) -> tuple[bytes, str, tuple[str, ...]]:
     """A marked copy of an OOXML package: its bytes, its kind and the carriers that hold a frame."""
-    package = BoundedZip(data)
+    package = BoundedZip(data, limit=MAX_MARK_UNZIPPED)
     flavour = kind(package.names)
     if flavour is None:
         raise ValueError("not an OOXML package")
@@ -208,7 +208,11 @@ def _mark_runs(flavour: _Flavour, bodies: dict[str, bytes], parts: list[str], pa
         if pieces:
             pieces.append("\n")
             at += 1
-        for node in _NODES.finditer(xml):
+        for count, node in enumerate(_NODES.finditer(xml)):
+            if count & 0xFFFF == 0:
+                check_time("marking the document's text")
+                if at > MAX_MARK_TEXT:
+                    raise TooLarge(f"the document's text is longer than {MAX_MARK_TEXT} characters")
             raw = node.group(0)
             if raw.startswith(b"<"):
                 opened = flavour.text.fullmatch(raw) is not None
@@ -221,6 +225,8 @@ def _mark_runs(flavour: _Flavour, bodies: dict[str, bytes], parts: list[str], pa
             if opened and (not flavour.prose_only or _PROSE.search(value)):
                 runs.append((part, node.start(), node.end(), at, at + len(value)))
             at += len(value)
+    if at > MAX_MARK_TEXT:
+        raise TooLarge(f"the document's text is longer than {MAX_MARK_TEXT} characters")
     if not runs:
         return []
     full = "".join(pieces)
@@ -381,6 +387,8 @@ def read(data: bytes) -> list[Found]:
     ordered += [info.filename for info in package.infos if info.filename not in first]
     texts: list[bytes] = []
     for name in ordered:
+        if expired():
+            break  # past the read deadline (bounds.deadline): what was read so far
         if not name.endswith(".xml"):
             continue
         info = package.zip.getinfo(name)

@@ -16,7 +16,6 @@ text, 20 per file): 99.9 % held a frame (zero-width 99.7 %, homoglyph 95 to 96 %
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 
 from agent.marks import homoglyph, zerowidth
@@ -60,15 +59,22 @@ def _mark(
         carriers.append(pl.HOMOGLYPH)
     if inserts:
         carriers.append(pl.ZERO_WIDTH)
-    pieces: list[list[str]] = [list(segment) for segment in segments]
-    for index, char in swaps.items():
-        number = bisect.bisect_right(starts, index) - 1
-        pieces[number][index - starts[number]] = char
-    for index, chars in inserts.items():
-        number = bisect.bisect_right(starts, index) - 1
-        local = index - starts[number]
-        pieces[number][local] = chars + pieces[number][local]
-    return ["".join(piece) for piece in pieces], carriers
+    # Slices between the edited characters, not a list of every character (8 bytes a character more).
+    points = sorted(swaps.keys() | inserts.keys())
+    out: list[str] = []
+    k = 0
+    for start, segment in zip(starts, segments, strict=True):
+        end = start + len(segment)
+        parts: list[str] = []
+        at = start
+        while k < len(points) and points[k] < end:
+            index = points[k]
+            parts += [text[at:index], inserts.get(index, ""), swaps.get(index, text[index])]
+            at = index + 1
+            k += 1
+        parts.append(text[at:end])
+        out.append("".join(parts))
+    return out, carriers
 
 
 def _without_old_clusters(segments: Sequence[str]) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
+from agent.marks import bounds
 from agent.marks import payload as pl
 from agent.marks.homoglyph import inside
 
@@ -69,11 +70,16 @@ def insertions(text: str, payload: bytes, *, period: int = PERIOD, width: int = 
 
 
 def read(text: str) -> list[pl.Found]:
-    """Every complete zero-width frame in ``text`` whose check holds (carrier ``zero_width``)."""
+    """Every complete zero-width frame in ``text`` whose check holds (carrier ``zero_width``).
+
+    Past the current deadline (bounds.deadline) it stops and returns the frames found so far.
+    """
     found: list[pl.Found] = []
     bits: list[int] | None = None
     width = 0
-    for match in _CLUSTER_RE.finditer(text):
+    for count, match in enumerate(_CLUSTER_RE.finditer(text)):
+        if count & 0xFFFF == 0xFFFF and bounds.expired():
+            break
         cluster = match.group(0)
         if len(cluster) - 1 in WIDTHS:
             bits, width = [1 if c == ONE else 0 for c in cluster[1:]], len(cluster) - 1
