@@ -74,6 +74,8 @@ def test_a_large_file_read_in_windows_finds_an_excerpt_anywhere_and_counts_no_fr
 def test_canary_secrets_and_unmarked_foreign_text_make_no_mark_match(make_scanner) -> None:
     """Canaries are the bundle's canary rules' to report (a real cloud key id must not travel as a payload)."""
     scanner = make_scanner()
+    binary = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + textmarks.mark_text(PROSE, PAYLOAD).encode()
+    assert not _marks(scanner.scan_bytes(binary, name="chart.png"))  # binary content: not read for marks
     for content in (
         "aws_access_key_id = AKIAQWERTYUIOPASDFGH\nnote DLPC1-ABCDEFGHIJKLMNOPQRSTUVWXYZ\n",
         "Счёт сверяется с главной книгой перед ночным закрытием, а исключения разбираются утром. " * 200,

@@ -335,6 +335,8 @@ class Scanner:
         spans), so the decoded text stays small beside the scan's own buffers, and the file's
         deadline is checked between slices."""
         view = memoryview(data)
+        if b"\0" in bytes(view[:BINARY_PROBE_BYTES]):
+            return  # binary content (an image, a compiled file) holds no text to carry a mark
         start = 0
         while True:
             piece = bytes(view[start : start + MARK_SLICE])
