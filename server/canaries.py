@@ -24,11 +24,9 @@ from sqlalchemy import Connection, select
 
 from agent.bundle import PACK_NAME
 from agent.marks.payload import MARK_ID_PATTERN
-from agent.scanning import RuleError
 from server import decoys
 from server.db.tables import signature_packs
 from server.errors import InvalidInput
-from server.signing import check_compiles
 from server.store import audit, marks
 from server.store import signatures as signature_store
 
@@ -131,14 +129,8 @@ def create_canary(
     name = pack_name(vendor)
     _check_owner(conn, name, vendor)
     note = f"canary {mark_id} ({kind}) for {vendor}"
-    version = signature_store.publish(conn, packs={name: canary_pack(marks.canary_rules_for(conn, vendor=vendor))}, vendors=[vendor], created_by=actor, note=note, now=now)
-    try:
-        rules = check_compiles(signature_store.all_packs(conn, version=version))
-    except RuleError as exc:
-        raise InvalidInput(f"not published: {exc}") from None
-    # The same entry every publish writes (server/api/signature_routes.py), then the canary's own.
-    published = {"packs": [name], "removed": [], "vendors": [vendor], "note": note, "rules": rules}
-    audit.append(conn, actor=actor, action="signatures.publish", target=f"version {version}", details=published, address=address, now=now)
+    pack = {name: canary_pack(marks.canary_rules_for(conn, vendor=vendor))}
+    version, _rules = signature_store.publish_checked(conn, packs=pack, vendors=[vendor], note=note, actor=actor, address=address, now=now)
     details = {"vendor": vendor, "seat": mark["seat"], "kind": kind, "name": made.name, "sha256": sha256, "signature_version": version}
     audit.append(conn, actor=actor, action="marks.canary", target=mark_id, details=details, address=address, now=now)
     return Canary(mark_id, made.name, kind, made.data, version)

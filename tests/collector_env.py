@@ -243,6 +243,20 @@ def event_record(**overrides: Any) -> dict[str, Any]:
     return record
 
 
+def send_events(client: Any, agent: Any, *records: dict[str, Any]) -> dict[str, Any]:
+    """POST ``records`` as one batch from ``agent`` (an ``enroll`` result); the 200 answer's body."""
+    answer = client.post("/api/v1/events", json={"events": list(records)}, headers=agent.headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def get_event(client: Any, person: Any, event_id: str) -> dict[str, Any]:
+    """One event through the review API as ``person`` sees it."""
+    answer = client.get(f"/api/v1/events/{event_id}", headers=person.headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 def free_port() -> int:
     import socket
 

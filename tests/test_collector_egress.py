@@ -17,7 +17,7 @@ from server.db.tables import audit_log
 from server.db.tables import events as event_table
 from server.siem.cef import format_cef
 from server.siem.export import write_events
-from tests.collector_env import event_record
+from tests.collector_env import event_record, get_event, send_events
 from tests.test_ui_views import _log_in
 
 HEAD = "1f" * 20
@@ -52,18 +52,6 @@ def egress_event(kind: str = "git.push", **overrides: Any) -> dict[str, Any]:
     )  # fmt: skip
     record.update(overrides)
     return record
-
-
-def _send(client: Any, agent: Any, *records: dict[str, Any]) -> dict[str, Any]:
-    answer = client.post("/api/v1/events", json={"events": list(records)}, headers=agent.headers)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def _event(client: Any, person: Any, event_id: str) -> dict[str, Any]:
-    answer = client.get(f"/api/v1/events/{event_id}", headers=person.headers)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 def _set(client: Any, admin: Any, remotes: list[str], report_allowed: bool = False, vendor: str = "acme-bpo") -> Any:
@@ -120,9 +108,9 @@ def test_the_collector_decides_severity_and_keeps_the_agents_claim(client, colle
                           destination={"tool": "curl", "transport": "https", "host": "Paste.Example", "port": 443, "path": "/up", "url": "https://paste.example/up"},
                           transfer={"files_named": 3, "files_scanned": 3, "files_matched": 1, "bytes_scanned": 9000, "truncated": False})  # fmt: skip
     weak_upload = egress_event("net.upload", repository=None, matches=[_match("low")], severity="low")
-    reply = _send(client, agent, protected, plain, scanned, remote, clone, upload, weak_upload)
+    reply = send_events(client, agent, protected, plain, scanned, remote, clone, upload, weak_upload)
     assert reply == {"accepted": 7, "duplicates": [], "conflicts": []}, "nothing suppressed: the reply is as before egress"
-    got = {r["id"]: _event(client, reviewer, r["id"]) for r in (protected, plain, scanned, remote, clone, upload, weak_upload)}
+    got = {r["id"]: get_event(client, reviewer, r["id"]) for r in (protected, plain, scanned, remote, clone, upload, weak_upload)}
     severities = [got[r["id"]]["severity"] for r in (protected, plain, scanned, remote, clone, upload, weak_upload)]
     assert severities == ["high", "low", "high", "medium", "medium", "critical", "high"]
     shown = got[protected["id"]]
@@ -147,26 +135,26 @@ def test_allowed_remotes_are_suppressed_or_reported_low(client, collector, admin
     allowed = egress_event(destination=_destination("GIT.customer.com", "/acme/app.git"), severity="high")
     local = egress_event(destination=_destination(None, "/srv/mirror/app.git"))
     elsewhere = egress_event(destination=_destination("git.customer.com", "/other/app.git"))
-    reply = _send(client, agent, allowed, local, elsewhere)
+    reply = send_events(client, agent, allowed, local, elsewhere)
     assert reply == {"accepted": 3, "duplicates": [], "conflicts": [], "suppressed": 2}
     assert client.get(f"/api/v1/events/{allowed['id']}", headers=reviewer.headers).status_code == 404
-    assert _event(client, reviewer, elsewhere["id"])["severity"] == "high"
-    again = _send(client, agent, allowed)
+    assert get_event(client, reviewer, elsewhere["id"])["severity"] == "high"
+    again = send_events(client, agent, allowed)
     assert again == {"accepted": 1, "duplicates": [], "conflicts": [], "suppressed": 1}, "a resend is acknowledged the same way"
     foreign = egress_event(destination=_destination("git.customer.com", "/acme/app.git"))
-    assert "suppressed" not in _send(client, other, foreign), "another vendor's policy is not this one's"
-    assert _event(client, reviewer, foreign["id"])["egress_policy"] == {"allowed": False, "pattern": None}
+    assert "suppressed" not in send_events(client, other, foreign), "another vendor's policy is not this one's"
+    assert get_event(client, reviewer, foreign["id"])["egress_policy"] == {"allowed": False, "pattern": None}
     _set(client, admin, ["git.customer.com/acme/*"], report_allowed=True)
     reported = egress_event(destination=_destination("git.customer.com", "/acme/app.git"), severity="critical")
-    assert "suppressed" not in _send(client, agent, reported)
-    shown = _event(client, reviewer, reported["id"])
+    assert "suppressed" not in send_events(client, agent, reported)
+    shown = get_event(client, reviewer, reported["id"])
     assert (shown["severity"], shown["egress_policy"], shown["agent_claims"]) == (
         "low", {"allowed": True, "pattern": "git.customer.com/acme/*"}, {"severity": "critical"}
     )  # fmt: skip
     file_event = event_record()
-    assert "suppressed" not in _send(client, agent, file_event)
-    assert _event(client, reviewer, file_event["id"])["severity"] == "critical", "other channels keep the agent's severity"
-    assert "egress_policy" not in _event(client, reviewer, file_event["id"])
+    assert "suppressed" not in send_events(client, agent, file_event)
+    assert get_event(client, reviewer, file_event["id"])["severity"] == "critical", "other channels keep the agent's severity"
+    assert "egress_policy" not in get_event(client, reviewer, file_event["id"])
 
 
 def _nested(depth: int) -> list[Any]:
@@ -196,7 +184,7 @@ def test_egress_fields_are_bounded_and_typed(client, enroll):
         answer = client.post("/api/v1/events", json={"events": [record]}, headers=agent.headers)
         assert answer.status_code == 422, record
     kept = egress_event(destination=_destination(future_field="kept as text"), repository=_repository(sha256_tree="x"))
-    assert _send(client, agent, kept)["accepted"] == 1
+    assert send_events(client, agent, kept)["accepted"] == 1
 
 
 def test_destination_filter_is_exact_case_insensitive_and_takes_a_list(client, admin, enroll):
@@ -204,7 +192,7 @@ def test_destination_filter_is_exact_case_insensitive_and_takes_a_list(client, a
     github = egress_event(destination=_destination("github.com"))
     gitlab = egress_event(destination=_destination("GitLab.com"))
     local = egress_event(destination=_destination(None, "/tmp/copy.git"))
-    _send(client, agent, github, gitlab, local, event_record())
+    send_events(client, agent, github, gitlab, local, event_record())
 
     def ids(query: str) -> set[str]:
         answer = client.get(f"/api/v1/events?{query}", headers=admin.headers)
@@ -252,7 +240,7 @@ def test_event_pages_show_the_destination_and_escape_hostile_values(client, coll
         destination=_destination(f"evil{HOSTILE}.example", f"/{HOSTILE}.git", remote=HOSTILE),
         repository=_repository(branch=HOSTILE), refs=[HOSTILE, "main"],
     )  # fmt: skip
-    _send(client, agent, hostile)
+    send_events(client, agent, hostile)
     _log_in(client, reviewer)
     listing = client.get("/ui/events?channel=egress")
     assert listing.status_code == 200 and HOSTILE not in listing.text
@@ -290,8 +278,8 @@ def test_egress_admin_page_sets_the_allowed_remotes_for_admins_only(client, coll
 def test_exports_carry_the_destination(client, collector, reviewer, enroll):
     agent = enroll()
     record = egress_event(destination=_destination("github.com", "/acme/app.git", port=8443, url="https://github.com:8443/acme/app.git"), refs=["main", "=cmd"])
-    _send(client, agent, record)
-    item = _event(client, reviewer, record["id"])
+    send_events(client, agent, record)
+    item = get_event(client, reviewer, record["id"])
     buffer = io.StringIO(newline="")
     write_events([item], buffer, fmt="csv", product_version="1.0")
     row = next(csv.DictReader(io.StringIO(buffer.getvalue())))
@@ -301,7 +289,7 @@ def test_exports_carry_the_destination(client, collector, reviewer, enroll):
     line = format_cef(item, product_version="1.0")
     assert "dhost=github.com" in line and "shost=ws-1" in line and "dpt=8443" in line and "app=git" in line
     assert "request=https://github.com:8443/acme/app.git" in line and "reason=not on the allowed list" in line
-    plain = format_cef(_event(client, reviewer, _send_file(client, agent)), product_version="1.0")
+    plain = format_cef(get_event(client, reviewer, _send_file(client, agent)), product_version="1.0")
     assert "dhost=ws-1" in plain and "shost=" not in plain and "request=" not in plain, "other events keep their mapping"
     with collector.db.read() as conn:
         assert conn.execute(select(event_table.c.destination_host).where(event_table.c.id == record["id"])).scalar_one() == "github.com"
@@ -309,13 +297,13 @@ def test_exports_carry_the_destination(client, collector, reviewer, enroll):
 
 def _send_file(client: Any, agent: Any) -> str:
     record = event_record()
-    _send(client, agent, record)
+    send_events(client, agent, record)
     return record["id"]
 
 
 def test_ui_event_list_filter_and_channel_menu_include_egress(client, reviewer, enroll):
     agent = enroll()
-    _send(client, agent, egress_event())
+    send_events(client, agent, egress_event())
     _log_in(client, reviewer)
     page = client.get("/ui/events").text
     assert re.search(r'<option[^>]*value="egress"', page) or ">egress<" in page

@@ -20,7 +20,7 @@ from server.db.tables import events as event_table
 from server.errors import InvalidInput, NotFound
 from server.keys import marks_key
 from server.store import marks as mark_store
-from tests.collector_env import event_record
+from tests.collector_env import event_record, get_event, send_events
 
 PROSE = (
     "The quarterly pricing review covers every product line we sell to enterprise customers. "
@@ -117,18 +117,6 @@ def _mark_match(payload: bytes | None = None, *, carrier: str = "homoglyph", fra
     return match
 
 
-def _send(client: Any, agent: Any, *records: dict[str, Any]) -> dict[str, Any]:
-    answer = client.post("/api/v1/events", json={"events": list(records)}, headers=agent.headers)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def _event(client: Any, person: Any, event_id: str) -> dict[str, Any]:
-    answer = client.get(f"/api/v1/events/{event_id}", headers=person.headers)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
 def _elsewhere_events(client: Any, person: Any) -> list[dict[str, Any]]:
     answer = client.get("/api/v1/events?type=agent.mark_elsewhere", headers=person.headers)
     assert answer.status_code == 200, answer.text
@@ -152,24 +140,24 @@ def test_ingest_resolves_marks_drops_payloads_and_raises_mark_elsewhere_once(cli
     )
     by_rule = event_record(user="jdoe", matches=[_mark_match(mark_id=canary["mark_id"], carrier="canary", frames=1), _mark_match(mark_id="mk_" + "0" * 16, carrier="canary")])
     forged = event_record(marks=[{"mark_id": "mk_" + "1" * 16, "seat": "ceo"}], agent_claims={"x": 1})
-    assert _send(client, agent, at_home, away, by_rule, forged) == {"accepted": 4, "duplicates": [], "conflicts": []}
+    assert send_events(client, agent, at_home, away, by_rule, forged) == {"accepted": 4, "duplicates": [], "conflicts": []}
 
     with collector.db.read() as conn:
         bodies = dict(conn.execute(select(event_table.c.id, event_table.c.body)).all())
     for value in (own_payload, desk_payload, other_payload, foreign_payload, unknown):
         assert all(value.hex() not in body for body in bodies.values()), "no payload is stored"
 
-    home = _event(client, reviewer, at_home["id"])
+    home = get_event(client, reviewer, at_home["id"])
     assert sorted((m["mark_id"], m["seat"], m["elsewhere"]) for m in home["marks"]) == sorted([(own["mark_id"], "JDOE", False), (desk["mark_id"], "ws-1", False)])
     assert all("payload" not in m for m in home["matches"]) and home["matches"][0]["carrier"] == "homoglyph"
     assert home.get("agent_claims") is None
-    shown = _event(client, reviewer, away["id"])
+    shown = get_event(client, reviewer, away["id"])
     assert {m["mark_id"]: m["elsewhere"] for m in shown["marks"]} == {other["mark_id"]: True, foreign["mark_id"]: True}
     assert {m["mark_id"]: m["carriers"] for m in shown["marks"]}[foreign["mark_id"]] == ["property"]
     assert shown["marks"][0].keys() == {"mark_id", "vendor", "seat", "kind", "minted_at", "carriers", "elsewhere"}
-    ruled = _event(client, reviewer, by_rule["id"])
+    ruled = get_event(client, reviewer, by_rule["id"])
     assert [(m["mark_id"], m["kind"], m["carriers"], m["elsewhere"]) for m in ruled["marks"]] == [(canary["mark_id"], "canary", ["canary"], False)]
-    claimed = _event(client, reviewer, forged["id"])
+    claimed = get_event(client, reviewer, forged["id"])
     assert "marks" not in claimed and claimed["agent_claims"]["marks"] == forged["marks"], "an agent's own marks are only its claim"
 
     raised = _elsewhere_events(client, reviewer)
@@ -179,7 +167,7 @@ def test_ingest_resolves_marks_drops_payloads_and_raises_mark_elsewhere_once(cli
     assert sorted(m["mark_id"] for m in event["marks"]) == sorted([other["mark_id"], foreign["mark_id"]])
     assert event.get("agent_claims") is None
 
-    again = _send(client, agent, at_home, away)
+    again = send_events(client, agent, at_home, away)
     assert again["duplicates"] == [at_home["id"], away["id"]]
     assert len(_elsewhere_events(client, reviewer)) == 1, "a resent batch raises nothing again"
 
@@ -190,8 +178,8 @@ def test_mark_matches_on_egress_keep_the_egress_verdict(client, reviewer, collec
     agent = enroll()
     mark, payload = _mint(collector, seat="jdoe")
     upload = egress_event("net.upload", repository=None, refs=None, severity="low", matches=[_mark_match(payload)], marks=["forged"])
-    _send(client, agent, upload)
-    shown = _event(client, reviewer, upload["id"])
+    send_events(client, agent, upload)
+    shown = get_event(client, reviewer, upload["id"])
     assert shown["egress_policy"] == {"allowed": False, "pattern": None} and shown["severity"] == "high"
     assert [m["mark_id"] for m in shown["marks"]] == [mark["mark_id"]]
     assert shown["agent_claims"] == {"severity": "low", "marks": ["forged"]}
@@ -444,8 +432,8 @@ def test_agents_name_only_their_own_vendors_canaries_and_never_claim_a_copy(clie
             _mark_match(payload, carrier="copy"),
         ],
     )
-    _send(client, agent, record)
-    shown = _event(client, reviewer, record["id"])
+    send_events(client, agent, record)
+    shown = get_event(client, reviewer, record["id"])
     assert [(m["mark_id"], m["carriers"]) for m in shown["marks"]] == [(own_canary["mark_id"], ["canary"])]
     assert _elsewhere_events(client, reviewer) == []
 

@@ -281,16 +281,7 @@ def publish_packs(
         raise InvalidInput("nothing to publish: give packs, indexes or names to remove")
     now = collector.clock()
     with collector.db.write() as conn:
-        version = signature_store.publish(conn, packs=packs, indexes=indexes, vendors=vendors, remove=remove, created_by=actor, note=note, now=now)
-        all_packs = signature_store.all_packs(conn, version=version)
-        try:
-            rules = check_compiles(all_packs) if all_packs else 0
-        except RuleError as exc:
-            raise InvalidInput(f"not published: {exc}") from None  # the transaction rolls back
-        details: dict[str, Any] = {"packs": sorted(packs), "removed": sorted(remove), "vendors": vendors, "note": note, "rules": rules}
-        if indexes:
-            details["indexes"] = {name: {"sha256": i.sha256, "size": i.size, "fingerprints": i.info.get("fingerprints")} for name, i in sorted(indexes.items())}
-        audit.append(conn, actor=actor, action="signatures.publish", target=f"version {version}", details=details, address=address, now=now)
+        version, rules = signature_store.publish_checked(conn, packs=packs, indexes=indexes, vendors=vendors, remove=remove, note=note, actor=actor, address=address, now=now)
     result: dict[str, Any] = {"version": version, "rules": rules}
     if indexes:
         result["indexes"] = {name: i.info for name, i in sorted(indexes.items())}

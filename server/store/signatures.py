@@ -16,8 +16,11 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from agent.bundle import MAX_INDEXES, MAX_INDEXES_BYTES
+from agent.scanning import RuleError
 from server.db.tables import agents, signature_blob_chunks, signature_blobs, signature_indexes, signature_packs, signature_versions
 from server.errors import InvalidInput, NotFound
+from server.signing import check_compiles
+from server.store import audit
 from server.store.sql import iso
 
 BLOB_CHUNK = 4 << 20
@@ -101,6 +104,35 @@ def publish(
     if len(merged_indexes) > MAX_INDEXES or sum(i["size"] for i in merged_indexes.values()) > MAX_INDEXES_BYTES:
         raise InvalidInput(f"a version holds at most {MAX_INDEXES} indexes of {MAX_INDEXES_BYTES >> 20} MiB together (agents refuse more)")
     return _write_version(conn, merged, merged_indexes, created_by=created_by, note=note, now=now, rollback_of=None)
+
+
+def publish_checked(
+    conn: Connection,
+    *,
+    packs: dict[str, str],
+    indexes: dict[str, StagedIndex] | None = None,
+    vendors: list[str] | None,
+    remove: list[str] | None = None,
+    note: str,
+    actor: str,
+    address: str | None,
+    now: datetime,
+) -> tuple[int, int]:
+    """``publish``, then compile the whole new version's packs as agents will and audit it as
+    ``signatures.publish``, all in the caller's transaction: (version, rule count). A version
+    that does not compile raises InvalidInput with the compiler's message, and the caller's
+    transaction rolls it back (admins' publishes and the canary packs of server/canaries.py)."""
+    version = publish(conn, packs=packs, indexes=indexes, vendors=vendors, remove=remove, created_by=actor, note=note, now=now)
+    every = all_packs(conn, version=version)
+    try:
+        rules = check_compiles(every) if every else 0
+    except RuleError as exc:
+        raise InvalidInput(f"not published: {exc}") from None
+    details: dict[str, Any] = {"packs": sorted(packs), "removed": sorted(remove or []), "vendors": vendors, "note": note, "rules": rules}
+    if indexes:
+        details["indexes"] = {name: {"sha256": i.sha256, "size": i.size, "fingerprints": i.info.get("fingerprints")} for name, i in sorted(indexes.items())}
+    audit.append(conn, actor=actor, action="signatures.publish", target=f"version {version}", details=details, address=address, now=now)
+    return version, rules
 
 
 def rollback(conn: Connection, *, to_version: int, created_by: str, now: datetime) -> int:
