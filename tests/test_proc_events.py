@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -10,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from agent.sources import proc_events
@@ -23,7 +26,7 @@ TRUE = os.path.realpath("/bin/true")
 
 
 class Seen:
-    """What ``on_exec`` was given, searchable by an argument; optionally holding the reader on demand."""
+    """What ``on_exec`` was given, searchable by an argument; optionally holding ``on_exec`` on demand."""
 
     def __init__(self) -> None:
         self.starts: list[ProcessStart] = []
@@ -120,21 +123,69 @@ def test_arguments_are_bounded(events: ProcessEvents, seen: Seen) -> None:
     assert len(sized.argv) == 7 and 0 < len(sized.argv[6]) < 30_000  # the third cut where the bytes end
 
 
+@contextlib.contextmanager
+def reader_stopped(events: ProcessEvents) -> Iterator[None]:
+    """The reader process held (SIGSTOP) for the block: messages wait in the socket meanwhile."""
+    pid = events.reader_pid
+    assert pid is not None and pid != os.getpid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 @needs_root
 def test_a_program_gone_before_it_is_read_still_gives_a_start(events: ProcessEvents, seen: Seen) -> None:
-    seen.hold.set()
-    subprocess.run(["sh", "-c", f"/bin/true {token()}; :"], check=True)
-    wait_for(seen.holding.is_set, message="the reader held in on_exec")
     gone_before = events.gone
-    # The reader is held: this program execs, exits and is reaped before its message is read.
-    out = subprocess.run(["sh", "-c", "/bin/true & echo $!; wait"], check=True, capture_output=True, text=True).stdout
-    pid = int(out)
-    assert not os.path.exists(f"/proc/{pid}")
-    seen.release()
+    with reader_stopped(events):
+        # The reader is held: this program execs, exits and is reaped before its message is read.
+        out = subprocess.run(["sh", "-c", "/bin/true & echo $!; wait"], check=True, capture_output=True, text=True).stdout
+        pid = int(out)
+        assert not os.path.exists(f"/proc/{pid}")
     start = wait_for(lambda: seen.of_pid(pid), message="a start for the reaped pid")[0]
     assert (start.argv, start.exe, start.cwd, start.ppid, start.uid) == ((), None, None, None, None)
     assert events.gone > gone_before
     assert str(events.gone) + " gone" in events.health()["message"]
+
+
+@needs_root
+def test_busy_python_threads_in_the_agent_do_not_make_short_programs_gone(events: ProcessEvents, seen: Seen, tmp_path: Path) -> None:
+    # A reader thread in this process had to take the GIL back from these after each wakeup (up
+    # to 5 ms each time): with two of them, every /bin/true of 300 was gone before it was read.
+    done = threading.Event()
+
+    def spin() -> None:
+        count = 0
+        while not done.is_set():
+            count += 1
+
+    spinners = [threading.Thread(target=spin, name=f"spinner-{i}") for i in range(2)]
+    for spinner in spinners:
+        spinner.start()
+    try:
+        mark = token()
+        shell = subprocess.Popen(["sh", "-c", f'for i in $(seq 200); do /bin/true {mark} "$i"; done'], cwd=tmp_path)
+        assert shell.wait(60) == 0
+        wait_for(lambda: len(seen.with_arg(mark)) == 200, message=f"200 starts of /bin/true beside 2 busy threads ({events.health()['message']})")
+    finally:
+        done.set()
+        for spinner in spinners:
+            spinner.join()
+    assert sorted(s.argv for s in seen.with_arg(mark)) == sorted(("/bin/true", mark, str(i)) for i in range(1, 201))
+
+
+@needs_root
+def test_a_slow_on_exec_does_not_make_programs_gone(events: ProcessEvents, seen: Seen) -> None:
+    seen.hold.set()
+    subprocess.run(["sh", "-c", f"/bin/true {token()}; :"], check=True)
+    wait_for(seen.holding.is_set, message="on_exec held")
+    mark = token()
+    # on_exec is held: the reader process goes on reading /proc, its records wait in the pipe.
+    subprocess.run(["sh", "-c", f'for i in $(seq 100); do /bin/true {mark} "$i"; done'], check=True)
+    seen.release()
+    wait_for(lambda: len(seen.with_arg(mark)) == 100, message=f"100 starts read while on_exec was held ({events.health()['message']})")
+    assert all(s.exe == TRUE for s in seen.with_arg(mark))
 
 
 @needs_root
@@ -179,11 +230,8 @@ def test_a_full_socket_buffer_counts_lost_and_reading_goes_on(monkeypatch: pytes
     source = ProcessEvents(seen)
     source.start()
     try:
-        seen.hold.set()
-        subprocess.run(["sh", "-c", f"/bin/true {token()}; :"], check=True)
-        wait_for(seen.holding.is_set, message="the reader held in on_exec")
-        subprocess.run(["sh", "-c", "for i in $(seq 300); do /bin/true; done"], check=True)
-        seen.release()
+        with reader_stopped(source):
+            subprocess.run(["sh", "-c", "for i in $(seq 300); do /bin/true; done"], check=True)
         wait_for(lambda: source.lost > 0, message="ENOBUFS counted")
         after = token()
         subprocess.run(["sh", "-c", f"/bin/sleep 0.01 {after}; :"], check=True)
@@ -204,13 +252,61 @@ def test_stop_leaves_no_thread_or_descriptor(seen: Seen) -> None:
     source = ProcessEvents(seen)
     source.start()
     assert source.health()["state"] == "ok" and source.thread is not None and source.thread.is_alive()
+    assert "reader process at real-time priority" in source.health()["message"]
     assert "ordinary priority" not in source.health()["message"]
-    assert open_fds() - fds  # the socket and the wake pipe
+    reader = source.reader_pid
+    assert reader is not None and reader != os.getpid() and psutil.Process(reader).ppid() == os.getpid()
+    assert open_fds() - fds  # the socket, the wake pipe and the reader's pipe
     source.stop()
     source.stop()
     assert set(threading.enumerate()) == threads
     assert open_fds() == fds
+    assert not psutil.pid_exists(reader) and source.reader_pid is None  # ended and reaped
     assert source.health()["state"] == "off" and not source.available
+
+
+@needs_root
+def test_the_reader_process_ends_with_the_agent() -> None:
+    code = (
+        "import os, sys\n"
+        "from agent.sources.proc_events import ProcessEvents\n"
+        "s = ProcessEvents(lambda start: None)\n"
+        "s.start()\n"
+        "print(s.reader_pid, flush=True)\n"
+        "sys.stdin.readline()\n"
+        "os._exit(0)\n"  # no stop(): the reader must go by itself
+    )
+    agent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert agent.stdout is not None
+        reader = int(agent.stdout.readline())
+        assert psutil.pid_exists(reader)
+        agent.communicate("\n", timeout=30)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    wait_for(lambda: not psutil.pid_exists(reader) or psutil.Process(reader).status() == psutil.STATUS_ZOMBIE, message="the reader gone")
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        (["/nonexistent/reader"], "the process-events reader could not be started (ENOENT)"),
+        ([sys.executable, "-c", "raise SystemExit(3)"], "the process-events reader ended at start (exit code 3)"),
+    ],
+)
+def test_a_reader_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch, seen: Seen, command: list[str], reason: str) -> None:
+    threads, fds = set(threading.enumerate()), open_fds()
+    monkeypatch.setattr(proc_events, "reader_command", lambda sock_fd, pipe_fd: command)
+    source = ProcessEvents(seen)
+    source.start()
+    assert not source.available and source.reason == reason
+    assert source.health() == {"state": "off", "message": f"no process events: {reason}"}
+    source.stop()
+    assert set(threading.enumerate()) == threads
+    assert open_fds() == fds
 
 
 @pytest.mark.skipif(not ROOT or not sys.platform.startswith("linux"), reason="unshare needs root")

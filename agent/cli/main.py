@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-from collections.abc import Sequence
 
-from agent import __version__
-from agent.cli import enroll as enroll_command
-from agent.cli import run as run_command
-from agent.cli import scan as scan_command
-from agent.cli import service as service_command
-from agent.cli import status as status_command
-from agent.display import TerminalFormatter
+if __name__ == "__main__" and sys.argv[1:2] == ["--dlp-agent-proc-reader"]:
+    # The frozen binary started again as the process-events reader (agent/sources/proc_events.py):
+    # it becomes that small process before importing the rest of the agent. The argument is
+    # proc_reader.READER_ARG, spelled out to import nothing first.
+    from agent.sources import proc_reader
+
+    sys.exit(proc_reader.main(sys.argv[2:]))
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from agent import __version__  # noqa: E402
+from agent.cli import enroll as enroll_command  # noqa: E402
+from agent.cli import run as run_command  # noqa: E402
+from agent.cli import scan as scan_command  # noqa: E402
+from agent.cli import service as service_command  # noqa: E402
+from agent.cli import status as status_command  # noqa: E402
+from agent.display import TerminalFormatter  # noqa: E402
 
 EXIT_ERROR = 2
 

@@ -6,85 +6,75 @@ sends a datagram for each exec as it happens. It also sends one for every fork, 
 which a ``make -j2`` produces by the thousand, so a classic BPF socket filter drops every message
 but execs (and the subscription's acknowledgement) in the kernel, before they cost a wakeup here.
 
-On each exec the reader thread reads ``/proc/<pid>`` at once, while the program most likely still
-runs; a program that is already gone still gives a ``ProcessStart`` (with what could be read) and
+This module subscribes, then hands the subscribed socket to a reader process
+(agent/sources/proc_reader.py): on each exec it reads ``/proc/<pid>`` at once, while the program
+most likely still runs. A thread of the agent could not: woken in time, it must still take the
+GIL back from the agent's other busy threads, which hold it for up to 5 ms while a /bin/true lives
+one. A program that is already gone still gives a ``ProcessStart`` (with what could be read) and
 is counted as ``gone``. A full socket buffer (``ENOBUFS``) means the kernel dropped messages: it is
-counted as ``lost`` and reading goes on.
+counted as ``lost`` and reading goes on. The reader thread here takes the reader process's records
+from a pipe, in the kernel's order, and calls ``on_exec``.
 
 Subscribing needs the initial user and pid namespaces (and ``CAP_NET_ADMIN`` before Linux 6.6);
 in a container the kernel ignores the request silently, which shows here as no acknowledgement. Either way
-``available`` is False and ``health()`` says why.
+``available`` is False and ``health()`` says why; so it is when the reader process cannot be started.
 """
 
 from __future__ import annotations
 
-import collections
 import ctypes
-import dataclasses
 import errno
+import json
 import logging
 import os
 import random
 import select
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from agent.procinfo import status
+from agent.sources import proc_reader
+from agent.sources.proc_reader import (  # noqa: F401  (re-exported: the egress tracker and tests use them from here)
+    CN_IDX_PROC,
+    CN_VAL_PROC,
+    EVENT_AT,
+    MAX_ARGS,
+    MAX_ARGV_BYTES,
+    NETLINK_CONNECTOR,
+    PROC_EVENT_EXEC,
+    PROC_EVENT_NONE,
+    RECV_BYTES,
+    ProcessStart,
+    parse,
+    read_argv,
+    read_start,
+)
 from agent.threads import StoppableThread
 
 log = logging.getLogger(__name__)
 
-NETLINK_CONNECTOR = 11
-CN_IDX_PROC = 1
-CN_VAL_PROC = 1
 NLMSG_DONE = 3
 PROC_CN_MCAST_LISTEN = 1
 PROC_CN_MCAST_IGNORE = 2
-PROC_EVENT_NONE = 0x0  # the acknowledgement of a subscription request
-PROC_EVENT_EXEC = 0x2
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 RCVBUF_BYTES = 8 * 1024 * 1024
 """About ten thousand exec messages: a burst the reader may lag behind without losing any."""
-MAX_ARGV_BYTES = 64 * 1024
-MAX_ARGS = 4096
 ACK_TIMEOUT_S = 2.0
+READER_START_S = 15.0
+"""How long the reader process may take to say it runs (a frozen binary unpacks first)."""
+READER_STOP_S = 2.0
 
 _NLMSGHDR = struct.Struct("=IHHII")
 """struct nlmsghdr: len, type, flags, seq, pid."""
 _CN_MSG = struct.Struct("=IIIIHH")
 """struct cn_msg: id.idx, id.val, seq, ack, len, flags (the payload follows)."""
-_EVENT_HEADER = struct.Struct("=IIQ")
-"""struct proc_event: what, cpu, timestamp_ns (the event's data follows)."""
-_EXEC_DATA = struct.Struct("=ii")
-"""exec_proc_event: process_pid, process_tgid. The acknowledgement's data is one u32, err, at the same place."""
-_EVENT_AT = _NLMSGHDR.size + _CN_MSG.size
-_DATA_AT = _EVENT_AT + _EVENT_HEADER.size
-_RECV_BYTES = 4096
-_QUEUE_MAX = 4096
-"""Execs read but not yet handed on; past it the rest wait in the socket buffer."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ProcessStart:
-    """A program that was exec'd: what /proc said right after (None or empty where it could not be read).
-
-    ``argv`` is decoded as the file system encoding does (``os.fsdecode``), so a path in it opens
-    the file it names even when it is not UTF-8.
-    """
-
-    pid: int
-    ppid: int | None
-    exe: str | None
-    argv: tuple[str, ...]
-    cwd: str | None
-    uid: int | None
-    at: float
 
 
 class _FilterInstruction(ctypes.Structure):
@@ -112,7 +102,7 @@ def _as_loaded(value: int) -> int:
 def exec_filter() -> list[tuple[int, int, int, int]]:
     """The classic BPF program: keep a message whose ``proc_event.what`` is EXEC or NONE, drop the rest."""
     return [
-        (_BPF_LD_W_ABS, 0, 0, _EVENT_AT),
+        (_BPF_LD_W_ABS, 0, 0, EVENT_AT),
         (_BPF_JEQ_K, 1, 0, _as_loaded(PROC_EVENT_EXEC)),
         (_BPF_JEQ_K, 0, 1, _as_loaded(PROC_EVENT_NONE)),
         (_BPF_RET_K, 0, 0, 0xFFFFFFFF),
@@ -134,72 +124,24 @@ def _request(op: int, seq: int) -> bytes:
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), NLMSG_DONE, 0, seq, os.getpid()) + body
 
 
-def parse(datagram: bytes) -> tuple[int, int] | None:
-    """``(what, value)`` of one connector message: the tgid for an exec, the error for an ack; None if not one."""
-    if len(datagram) < _DATA_AT + 4:
+def reader_command(sock_fd: int, pipe_fd: int) -> list[str]:
+    """How to start the reader process: this Python on the module, or the frozen agent binary on its hidden argument."""
+    args = [str(sock_fd), str(pipe_fd), str(os.getpid())]
+    if getattr(sys, "frozen", False):
+        # A one-file binary started by itself reuses the folder it unpacked to (PyInstaller's
+        # sub-process rule), and agent/cli/main.py turns into the reader before importing the rest.
+        return [sys.executable, proc_reader.READER_ARG, *args]
+    return [sys.executable, "-m", "agent.sources.proc_reader", *args]
+
+
+def _reader_env() -> dict[str, str] | None:
+    """The environment for ``python -m``: this ``agent`` package first on the path, wherever it was imported from."""
+    if getattr(sys, "frozen", False):
         return None
-    idx, val = struct.unpack_from("=II", datagram, _NLMSGHDR.size)
-    if (idx, val) != (CN_IDX_PROC, CN_VAL_PROC):
-        return None
-    what = _EVENT_HEADER.unpack_from(datagram, _EVENT_AT)[0]
-    if what == PROC_EVENT_EXEC and len(datagram) >= _DATA_AT + _EXEC_DATA.size:
-        return what, _EXEC_DATA.unpack_from(datagram, _DATA_AT)[1]
-    if what == PROC_EVENT_NONE:
-        return what, struct.unpack_from("=I", datagram, _DATA_AT)[0]
-    return what, 0
-
-
-def read_argv(pid: int, *, proc: str = "/proc") -> tuple[str, ...]:
-    """``pid``'s arguments (empty once it has exited): the fact that goes first, so it is read first."""
-    return _argv(f"{proc}/{pid}/cmdline")
-
-
-def read_start(pid: int, *, argv: tuple[str, ...] | None = None, proc: str = "/proc") -> tuple[ProcessStart, bool]:
-    """What /proc says of ``pid`` now, and whether it was gone (no program and no arguments left to read).
-
-    ``argv``: the arguments if they were read already.
-    """
-    base = f"{proc}/{pid}"
-    if argv is None:
-        argv = _argv(f"{base}/cmdline")
-    exe = _link(f"{base}/exe")
-    cwd = _link(f"{base}/cwd")
-    uid, ppid = status(pid, proc=proc)
-    start = ProcessStart(pid=pid, ppid=ppid, exe=exe, argv=argv, cwd=cwd, uid=uid, at=time.time())
-    return start, exe is None and not argv
-
-
-def _argv(path: str) -> tuple[str, ...]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return ()
-    try:
-        chunks: list[bytes] = []
-        size = 0
-        while size < MAX_ARGV_BYTES:
-            chunk = os.read(fd, MAX_ARGV_BYTES - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError:
-        return ()
-    finally:
-        os.close(fd)
-    raw = b"".join(chunks)
-    if raw.endswith(b"\0"):
-        raw = raw[:-1]
-    if not raw:
-        return ()
-    return tuple(os.fsdecode(part) for part in raw.split(b"\0", MAX_ARGS)[:MAX_ARGS])
-
-
-def _link(path: str) -> str | None:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
+    root = str(Path(proc_reader.__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 class ProcessEventsUnavailable(OSError):
@@ -209,8 +151,9 @@ class ProcessEventsUnavailable(OSError):
 class ProcessEvents:
     """Calls ``on_exec`` with a ``ProcessStart`` for every program exec'd on this machine.
 
-    ``on_exec`` runs on the reader thread and must be quick: a slow one makes the reader lag and,
-    past the socket buffer, lose events.
+    ``on_exec`` runs on this module's reader thread, which takes the reader process's records; a
+    slow one makes records wait (in the pipe, then in the reader process, whose reading of /proc
+    goes on) and, past the socket buffer, events are lost.
 
     Args:
         on_exec: called once per exec, in order of the kernel's messages.
@@ -228,7 +171,7 @@ class ProcessEvents:
         self._lock = threading.Lock()
         self.available = False
         self.reason = "not started"
-        self.datagrams = 0  # messages that reached this process (the filter's work shows here)
+        self.datagrams = 0  # messages that reached the reader (the filter's work shows here)
         self.execs = 0  # exec messages, own children included
         self.skipped = 0  # execs of this process's own children
         self.gone = 0  # execs whose program was gone before /proc could be read
@@ -238,11 +181,17 @@ class ProcessEvents:
 
     @property
     def thread(self) -> StoppableThread | None:
-        """The reader thread (for a supervisor), None before a successful ``start``."""
+        """The thread that takes the reader process's records (for a supervisor), None before a successful ``start``."""
         return self._reader
 
+    @property
+    def reader_pid(self) -> int | None:
+        """The pid of the reader process while it runs, else None."""
+        reader = self._reader
+        return reader.child_pid if reader is not None else None
+
     def start(self) -> None:
-        """Subscribe and start the reader thread; where that is refused, ``available`` stays False and ``reason`` says why."""
+        """Subscribe and start the reader; where that is refused, ``available`` stays False and ``reason`` says why."""
         with self._lock:
             if self._reader is not None:
                 return
@@ -252,14 +201,22 @@ class ProcessEvents:
                 self.reason = exc.strerror or str(exc)
                 log.warning("no process events: %s", self.reason)
                 return
+            reader = _Reader(self, sock, early)
+            reader.start()
+            failure = reader.started(READER_START_S)
+            if failure is not None:
+                reader.stop()
+                _unsubscribe(sock)
+                self.reason = failure
+                log.warning("no process events: %s", self.reason)
+                return
             self._sock = sock
-            self._reader = _Reader(self, sock, early)
+            self._reader = reader
             self.available = True
             self.reason = ""
-            self._reader.start()
 
     def stop(self) -> None:
-        """Stop reading, unsubscribe and close the socket; harmless twice."""
+        """Stop the reader process and thread, unsubscribe and close the socket; harmless twice."""
         with self._lock:
             reader, sock = self._reader, self._sock
             self._reader = self._sock = None
@@ -269,11 +226,7 @@ class ProcessEvents:
         if reader is not None:
             reader.stop()
         if sock is not None:
-            try:
-                sock.send(_request(PROC_CN_MCAST_IGNORE, 2))  # the kernel counts listeners; it only skips work at zero
-            except OSError:
-                pass
-            sock.close()
+            _unsubscribe(sock)
 
     def health(self) -> dict[str, Any]:
         """``{"state": "ok" | "degraded" | "off", "message": ...}``."""
@@ -282,9 +235,11 @@ class ProcessEvents:
         message = f"proc connector: {self.execs} execs, {self.gone} gone, {self.lost} lost"
         reader = self._reader
         if reader is not None and not reader.is_alive():
-            return {"state": "degraded", "message": message + "; the reader stopped"}
-        if reader is not None and not reader.realtime:
-            message += "; reader at ordinary priority (programs of a millisecond may be gone)"
+            return {"state": "degraded", "message": message + f"; the reader stopped{f' ({reader.ended})' if reader.ended else ''}"}
+        if reader is not None:
+            message += f"; reader process at {reader.priority}"
+            if not reader.realtime:
+                message += " (programs of a millisecond may be gone)"
         return {"state": "degraded" if self.lost else "ok", "message": message}
 
     def _subscribe(self) -> tuple[socket.socket, list[bytes]]:
@@ -316,21 +271,33 @@ class ProcessEvents:
             sock.close()
             raise ProcessEventsUnavailable(exc.errno, f"proc connector: {_name(exc)}") from None
 
-    def _exec_pid(self, datagram: bytes) -> int | None:
-        """Count one message; the pid when it is an exec."""
-        self.datagrams += 1
-        message = parse(datagram)
-        if message is None or message[0] == PROC_EVENT_NONE:
-            return None
-        if message[0] != PROC_EVENT_EXEC:
-            self.others += 1
-            return None
-        self.execs += 1
-        return message[1]
+    def _early(self, datagrams: list[bytes]) -> None:
+        """The messages that came before the acknowledgement, read here (the arguments of all first)."""
+        execs: list[tuple[int, tuple[str, ...]]] = []
+        for datagram in datagrams:
+            self.datagrams += 1
+            message = parse(datagram)
+            if message is None or message[0] == PROC_EVENT_NONE:
+                continue
+            if message[0] != PROC_EVENT_EXEC:
+                self.others += 1
+                continue
+            execs.append((message[1], read_argv(message[1])))
+        for pid, argv in execs:
+            start, gone = read_start(pid, argv=argv)
+            self._hand_on(start, gone)
 
-    def _finish(self, pid: int, argv: tuple[str, ...]) -> None:
-        """Read the rest of what /proc says of an exec whose arguments were read, and hand it on."""
-        start, gone = read_start(pid, argv=argv)
+    def _record(self, record: list[Any], base: tuple[int, int, int]) -> None:
+        """One record of the reader process (see agent/sources/proc_reader.py); counters are its own plus ``base``."""
+        counts = record[-1]
+        self.datagrams, self.others, self.lost = (b + int(c) for b, c in zip(base, counts))
+        if record[0] != "exec":
+            return
+        _, pid, ppid, exe, argv, cwd, uid, at, gone = record[:9]
+        self._hand_on(ProcessStart(pid=pid, ppid=ppid, exe=exe, argv=tuple(argv), cwd=cwd, uid=uid, at=at), bool(gone))
+
+    def _hand_on(self, start: ProcessStart, gone: bool) -> None:
+        self.execs += 1
         if gone:
             self.gone += 1
         if self._ignore_own_children and start.ppid == self._own_pid:
@@ -340,7 +307,15 @@ class ProcessEvents:
             self._on_exec(start)
         except Exception:  # one bad call must not end process events for the whole agent
             self.callback_errors += 1
-            log.exception("process event handler failed on pid %d", pid)
+            log.exception("process event handler failed on pid %d", start.pid)
+
+
+def _unsubscribe(sock: socket.socket) -> None:
+    try:
+        sock.send(_request(PROC_CN_MCAST_IGNORE, 2))  # the kernel counts listeners; it only skips work at zero
+    except OSError:
+        pass
+    sock.close()
 
 
 def _await_ack(sock: socket.socket, seq: int) -> list[bytes]:
@@ -362,7 +337,7 @@ def _await_ack(sock: socket.socket, seq: int) -> list[bytes]:
         if left <= 0 or not poller.poll(left * 1000):
             break
         try:
-            datagram = sock.recv(_RECV_BYTES)
+            datagram = sock.recv(RECV_BYTES)
         except OSError as exc:
             if exc.errno == errno.ENOBUFS:
                 continue
@@ -384,8 +359,16 @@ def _name(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, str(exc))
 
 
+class _ReaderFailed(Exception):
+    """The reader process could not be started, or did not say it runs; the message says why."""
+
+
 class _Reader(StoppableThread):
-    """Reads the subscribed socket until stopped; a pipe wakes it at once on stop."""
+    """Starts the reader process and takes its records until stopped; a pipe wakes it at once on stop.
+
+    The process is started from this thread, not the caller's: its ``PR_SET_PDEATHSIG`` fires when
+    the thread that started it ends, and this one lives exactly as long as it is needed.
+    """
 
     def __init__(self, owner: ProcessEvents, sock: socket.socket, early: list[bytes]):
         super().__init__(name="proc-events")
@@ -393,7 +376,21 @@ class _Reader(StoppableThread):
         self._sock = sock
         self._early = early
         self.realtime = False
+        self.priority = "ordinary priority"
+        self.child_pid: int | None = None
+        self.ended = ""  # why the reader process ended, when it ended on its own
+        self._child: subprocess.Popen[bytes] | None = None
+        self._pipe_r = -1
+        self._buffer = b""
+        self._ready = threading.Event()
+        self._failure: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+    def started(self, timeout: float) -> str | None:
+        """Wait for the reader process to run; None when it does, else why not."""
+        if not self._ready.wait(timeout):
+            return "the process-events reader did not start in time"
+        return self._failure
 
     def on_stop(self) -> None:
         try:
@@ -403,61 +400,108 @@ class _Reader(StoppableThread):
 
     def stop(self, timeout: float | None = 5.0) -> None:
         super().stop(timeout)
+        if not self.is_alive():
+            self._end_child()  # never started, or ended: nothing else touches it now
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
         self._wake_r = self._wake_w = -1
 
     def run_loop(self) -> None:
-        self.realtime = _prefer_cpu()
-        poller = select.poll()
-        poller.register(self._sock.fileno(), select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        # Arguments vanish when a program exits: every exec that arrived has its arguments read
-        # before the slower rest (links, status, on_exec) of any one of them.
-        queue: collections.deque[tuple[int, tuple[str, ...]]] = collections.deque()
-        for datagram in self._early:
-            self._queue(datagram, queue)
-        self._early = []
-        while not self.stopping:
-            if not queue and any(fd != self._sock.fileno() for fd, _ in poller.poll()):
-                return
-            while len(queue) < _QUEUE_MAX:
-                try:
-                    datagram = self._sock.recv(_RECV_BYTES, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.ENOBUFS:
-                        raise
-                    self._owner.lost += 1
-                    continue
-                self._queue(datagram, queue)
-            if queue:
-                self._owner._finish(*queue.popleft())
-
-    def _queue(self, datagram: bytes, queue: collections.deque[tuple[int, tuple[str, ...]]]) -> None:
-        pid = self._owner._exec_pid(datagram)
-        if pid is not None:
-            queue.append((pid, read_argv(pid)))
-
-
-def _prefer_cpu() -> bool:
-    """Make the calling thread preempt ordinary work when it wakes (SCHED_FIFO 1); whether that was allowed.
-
-    A /bin/true lives about a millisecond. Woken on the CPU the new program runs on, an ordinary
-    thread waits for it to finish and finds /proc empty; measured here (2 CPUs), 5 to 15 % of such
-    programs were gone, and none of 5000 with this. The thread sleeps whenever no message waits, its
-    work per exec is bounded, and the kernel keeps a share of every CPU for ordinary work
-    (sched_rt_runtime_us). Every observer on the machine wakes for every exec: two agents (or a
-    test beside a running agent) at this priority delay each other, and some short programs are gone.
-    """
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-    except (OSError, AttributeError):
+        owner = self._owner
+        if self._early:
+            owner._early(self._early)
+            self._early = []
         try:
-            os.setpriority(os.PRIO_PROCESS, 0, -10)
-        except OSError:
-            pass
-        return False
-    return True
+            try:
+                self._spawn()
+            except _ReaderFailed as exc:
+                self._failure = str(exc)
+                return
+            finally:
+                self._ready.set()
+            base = (owner.datagrams, owner.others, owner.lost)  # the new process counts from zero
+            poller = select.poll()
+            poller.register(self._pipe_r, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            while not self.stopping:
+                for record in self._records():
+                    owner._record(record, base)
+                if any(fd == self._wake_r for fd, _ in poller.poll()):
+                    return
+                chunk = os.read(self._pipe_r, 1 << 16)
+                if not chunk:
+                    self._lost_child()
+                    return
+                self._buffer += chunk
+        finally:
+            self._end_child()
+
+    def _spawn(self) -> None:
+        """Start the reader process on the subscribed socket and wait for its first record."""
+        pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
+        self._pipe_r = pipe_r
+        try:
+            command = reader_command(self._sock.fileno(), pipe_w)
+            self._child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True, pass_fds=(self._sock.fileno(), pipe_w), env=_reader_env())
+        except OSError as exc:
+            raise _ReaderFailed(f"the process-events reader could not be started ({_name(exc)})") from None
+        finally:
+            os.close(pipe_w)
+        self._buffer = b""
+        deadline = time.monotonic() + READER_START_S
+        poller = select.poll()
+        poller.register(pipe_r, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            ready = poller.poll(max(left, 0) * 1000) if left > 0 else []
+            if not ready:
+                raise _ReaderFailed("the process-events reader did not start in time")
+            if any(fd == self._wake_r for fd, _ in ready):
+                raise _ReaderFailed("stopped while the process-events reader started")
+            chunk = os.read(pipe_r, 1 << 16)
+            if not chunk:
+                code = self._child.wait(READER_STOP_S)
+                raise _ReaderFailed(f"the process-events reader ended at start (exit code {code})")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        hello = json.loads(line)
+        if hello[0] != "hello":
+            raise _ReaderFailed(f"the process-events reader said {line[:80]!r} first")
+        self.child_pid, self.realtime, self.priority = int(hello[1]), bool(hello[2]), str(hello[3])
+
+    def _records(self) -> list[list[Any]]:
+        """The complete records in the buffer (a partial last line stays for the next read)."""
+        if b"\n" not in self._buffer:
+            return []
+        *lines, self._buffer = self._buffer.split(b"\n")
+        return [json.loads(line) for line in lines]
+
+    def _lost_child(self) -> None:
+        child = self._child
+        code = child.poll() if child is not None else None
+        if code is None and child is not None:
+            try:
+                code = child.wait(READER_STOP_S)
+            except subprocess.TimeoutExpired:
+                pass
+        self.ended = f"the reader process ended, exit code {code}"
+        log.warning("process events: %s", self.ended)
+
+    def _end_child(self) -> None:
+        """Close the pipe (the reader process exits on it), make sure it ended, and reap it."""
+        if self._pipe_r >= 0:
+            os.close(self._pipe_r)
+            self._pipe_r = -1
+        child, self._child = self._child, None
+        self.child_pid = None
+        if child is None:
+            return
+        if child.poll() is None:
+            child.terminate()
+        try:
+            child.wait(READER_STOP_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
