@@ -15,9 +15,11 @@ from typing import Any, Literal, get_args
 
 SCHEMA_VERSION = 1
 
-Channel = Literal["file", "usb", "clipboard", "agent", "egress"]
+Channel = Literal["file", "usb", "clipboard", "agent", "egress", "access"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
 """``agent`` holds agent-health events: the spool's drop reports and what the collector raises.
+``access`` holds what the collector raises about its own reviewers and admins (unusual logins,
+repeated failed logins): no agent and no vendor, so only unscoped accounts see them; agents may not use it.
 ``egress`` holds what left (or could leave) through the network from a program the agent saw start:
 git pushes, new remotes, copies of a protected repository, uploads by scp/rsync/curl and the like."""
 
@@ -74,8 +76,17 @@ AGENT_UNEXPECTED_IP = "agent.unexpected_ip"
 MARK_ELSEWHERE = "agent.mark_elsewhere"
 """An agent's event carried a mark minted for another seat (or vendor) than the agent's: a copy of
 seat A's material on seat B's workstation. ``related_event`` names the event, ``marks`` the marks."""
-COLLECTOR_TYPES: dict[str, Channel] = {AGENT_OFFLINE: "agent", AGENT_ONLINE: "agent", AGENT_UNEXPECTED_IP: "agent", MARK_ELSEWHERE: "agent"}
-COLLECTOR_TYPE_PREFIX = "agent."
+ACCESS_UNUSUAL_LOGIN = "access.unusual_login"
+"""A reviewer or admin logged in from a country or network (ASN) not seen for that account before."""
+ACCESS_FAILED_LOGINS = "access.failed_logins"
+"""Repeated failed logins for one account name or from one address."""
+ACCESS_CHANNEL: Channel = "access"
+COLLECTOR_TYPES: dict[str, Channel] = {
+    AGENT_OFFLINE: "agent", AGENT_ONLINE: "agent", AGENT_UNEXPECTED_IP: "agent", MARK_ELSEWHERE: "agent",
+    ACCESS_UNUSUAL_LOGIN: "access", ACCESS_FAILED_LOGINS: "access",
+}  # fmt: skip
+COLLECTOR_TYPE_PREFIX = ("agent.", "access.")
+"""Every type under these prefixes is the collector's (a tuple, for ``str.startswith``)."""
 
 Origin = Literal["agent", "collector"]
 

@@ -18,6 +18,8 @@ from agent.display import TerminalFormatter, echo
 from agent.events import SEVERITIES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+ROLE_CHOICES = ("admin", "reviewer", "vendor_lead")
+"""server/store/users.py ROLES, named here so the parser is built without importing the store."""
 
 
 def _actor() -> str:
@@ -91,15 +93,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from server.store import audit
+    from server.store import audit, vendors
     from server.store import users as user_store
 
     with _collector(args) as collector:
         now = collector.clock()
         with collector.db.write() as conn:
-            user, password, token = user_store.create(conn, name=args.name, role=args.role, now=now)
-            audit.append(conn, actor=_actor(), action="user.create", target=user.name, details={"role": user.role}, now=now)
-    _print(args, {"user": user.name, "password": password, "api_token": token}, f"user {user.name} ({user.role})\n  password:  {password}\n  API token: {token}")
+            vendor_ids = tuple(vendors.get_or_create(conn, name=name, now=now)[0] for name in args.vendor) if args.vendor else None
+            user, password, token = user_store.create(conn, name=args.name, role=args.role, now=now, vendor_ids=vendor_ids)
+            details: dict[str, object] = {"role": user.role}
+            if args.vendor:
+                details["vendors"] = sorted(args.vendor)
+            audit.append(conn, actor=_actor(), action="user.create", target=user.name, details=details, now=now)
+    scope = f", vendors {', '.join(sorted(args.vendor))}" if args.vendor else ""
+    _print(
+        args,
+        {"user": user.name, "password": password, "api_token": token},
+        f"user {user.name} ({user.role}{scope})\n  password:  {password}\n  API token: {token}",
+    )
     return EXIT_OK
 
 
@@ -400,7 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     user = commands.add_parser("user", help="manage reviewers and admins").add_subparsers(dest="user_command", metavar="ACTION", required=True)
     user_add = add(user, "add", cmd_user_add, "add a user with a generated password and API token", as_json)
     user_add.add_argument("name")
-    user_add.add_argument("--role", required=True, choices=["admin", "reviewer"])
+    user_add.add_argument("--role", required=True, choices=list(ROLE_CHOICES))
+    user_add.add_argument(
+        "--vendor", action="append", metavar="NAME",
+        help="limit a reviewer to this vendor's records (repeat for several); a vendor_lead needs exactly one",
+    )  # fmt: skip
 
     token = commands.add_parser("token", help="enrollment tokens").add_subparsers(dest="token_command", metavar="ACTION", required=True)
     token_create = add(token, "create", cmd_token_create, "create an enrollment token for a vendor", as_json)

@@ -97,9 +97,17 @@ def list_users(collector: CollectorDep, admin: AdminDep) -> dict[str, Any]:
 def create_user(body: UserIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     with collector.db.write() as conn:
-        user, password, token = user_store.create(conn, name=body.name, role=body.role, now=now)
-        audit.append(conn, actor=admin.name, action="user.create", target=user.name, details={"role": user.role}, address=address, now=now)
-    return {"user": user.name, "role": user.role, "password": password, "api_token": token}
+        vendor_ids = None if body.vendors is None else tuple(vendors.get_or_create(conn, name=name, now=now)[0] for name in body.vendors)
+        try:
+            user, password, token = user_store.create(conn, name=body.name, role=body.role, now=now, vendor_ids=vendor_ids)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        details: dict[str, Any] = {"role": user.role}
+        if body.vendors is not None:
+            details["vendors"] = sorted(body.vendors)
+        audit.append(conn, actor=admin.name, action="user.create", target=user.name, details=details, address=address, now=now)
+    vendor_names = None if body.vendors is None else sorted(body.vendors)
+    return {"user": user.name, "role": user.role, "vendors": vendor_names, "password": password, "api_token": token}
 
 
 @router.get("/audit", response_model=AuditPage, summary="The audit log, newest first, with the hash chain verified")

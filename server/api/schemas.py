@@ -308,6 +308,8 @@ class BatchIn(_In):
         for index, event in enumerate(self.events):
             if event.type.startswith(contract.COLLECTOR_TYPE_PREFIX):  # collector_raised, without a call per event
                 raise ValueError(f"events[{index}] (id {event.id}) has type {event.type!r}, which only the collector raises")
+            if event.channel == contract.ACCESS_CHANNEL:
+                raise ValueError(f"events[{index}] (id {event.id}) is in channel 'access', which only the collector uses")
             # A known type in another channel would escape what the collector does by channel
             # (egress events judged against the vendor's allowed remotes, filters, exports).
             expected = contract.AGENT_TYPES.get(event.type)
@@ -426,7 +428,10 @@ class EnrollmentTokenIn(_In):
 
 class UserIn(_In):
     name: Name
-    role: Literal["admin", "reviewer"]
+    role: Literal["admin", "reviewer", "vendor_lead"]
+    vendors: list[Name] | None = Field(
+        default=None, max_length=1000, description="Limit a reviewer to these vendors; a vendor_lead needs exactly one. None: every vendor."
+    )
 
 
 
@@ -535,6 +540,7 @@ class VendorList(_Out):
 class UserPublic(_Out):
     name: str
     role: str
+    vendors: list[str] | None = Field(description="The vendors this account may see; null: every vendor.")
     disabled: bool
     created_at: str
 
@@ -546,6 +552,7 @@ class UserList(_Out):
 class UserCreated(_Out):
     user: str
     role: str
+    vendors: list[str] | None = None
     password: str = Field(description="Shown once; stored only as an argon2 hash.")
     api_token: str = Field(description="Shown once; stored only as a SHA-256 hash.")
 

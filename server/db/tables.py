@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -77,7 +78,9 @@ users = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(128), nullable=False, unique=True),
-    Column("role", String(16), nullable=False),
+    Column("role", String(16), nullable=False),  # admin | reviewer | vendor_lead (server/store/users.py ROLES)
+    # The vendors (ids) a reviewer or vendor lead may see; None: every vendor (admins, customer reviewers).
+    Column("vendor_ids", JSON),
     Column("password_hash", String(255), nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", UtcDateTime, nullable=False),
@@ -94,6 +97,11 @@ api_tokens = Table(
     Column("expires_at", UtcDateTime),
     Column("last_used_at", UtcDateTime),
     Column("revoked", Boolean, nullable=False, default=False),
+    # Sessions (kind "session"): where the login came from, and when it was ended by logging out.
+    Column("address", String(45)),
+    Column("country", String(2)),
+    Column("ended_at", UtcDateTime),
+    Index("ix_api_tokens_kind_created_at", "kind", "created_at"),
 )
 
 enrollment_tokens = Table(
@@ -141,8 +149,10 @@ events = Table(
     metadata,
     Column("seq", SeqType, primary_key=True, autoincrement=True),
     Column("id", String(36), nullable=False, unique=True),
-    Column("agent_id", String(32), ForeignKey("agents.id"), nullable=False),
-    Column("vendor_id", Integer, ForeignKey("vendors.id"), nullable=False),
+    # Both None only for events the collector raises about its own users (channel "access": unusual
+    # logins); such events belong to no vendor, so no vendor-scoped account ever sees them.
+    Column("agent_id", String(32), ForeignKey("agents.id")),
+    Column("vendor_id", Integer, ForeignKey("vendors.id")),
     Column("channel", String(16), nullable=False),
     Column("type", String(64), nullable=False),
     Column("occurred_at", UtcDateTime, nullable=False),
@@ -172,6 +182,7 @@ events = Table(
     Index("ix_events_severity_rank_seq", "severity_rank", "seq"),
     Index("ix_events_triage_status_seq", "triage_status", "seq"),
     Index("ix_events_user_name_seq", "user_name", "seq"),
+    Index("ix_events_host_seq", "host", "seq"),
     Index("ix_events_occurred_at", "occurred_at"),
     Index("ix_events_sha256", "sha256"),
     Index("ix_events_device_serial", "device_serial"),
@@ -232,6 +243,8 @@ login_attempts = Table(
     Column("address", String(45)),
     Column("success", Boolean, nullable=False),
     Column("at", UtcDateTime, nullable=False),
+    Column("country", String(2)),
+    Column("reason", String(32)),  # why a failure failed: password | disabled | denied_network | rate_limited
     Index("ix_login_attempts_user_name_at", "user_name", "at"),
     Index("ix_login_attempts_address_at", "address", "at"),
 )
@@ -248,6 +261,7 @@ audit_log = Table(
     Column("address", String(45)),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_target_seq", "target", "seq"),  # a case's history is its entries (target "case:<id>")
 )
 
 # One row: the chain's head. Updating it first serialises appenders on both backends.
@@ -442,4 +456,110 @@ marks = Table(
     Column("created_by", String(128), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Index("ix_marks_vendor_id_created_at", "vendor_id", "created_at"),
+)
+
+# Investigations (server/store/cases.py). A case groups events; its history is the audit log's entries
+# with target "case:<id>". ``severity`` is what a reviewer set (None: the worst of its events) and
+# ``severity_rank`` the effective one, kept current as events join or leave, so lists sort by index.
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("title", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # open | investigating | closed
+    Column("outcome", String(32)),  # closed only: benign | policy_breach | confirmed_leak
+    Column("assignee_id", Integer, ForeignKey("users.id")),
+    Column("severity", String(16)),
+    Column("severity_rank", SmallInteger, nullable=False, default=0),
+    Column("due_at", UtcDateTime),
+    Column("event_count", Integer, nullable=False, default=0),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("closed_at", UtcDateTime),
+    Index("ix_cases_status_due_at", "status", "due_at"),
+    Index("ix_cases_updated_at", "updated_at"),
+    Index("ix_cases_assignee_id_status", "assignee_id", "status"),
+)
+
+case_events = Table(
+    "case_events",
+    metadata,
+    Column("case_id", SeqType, ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True),
+    Column("event_seq", SeqType, ForeignKey("events.seq", ondelete="CASCADE"), primary_key=True),
+    Column("added_by", String(128), nullable=False),
+    Column("added_at", UtcDateTime, nullable=False),
+    Index("ix_case_events_event_seq", "event_seq"),
+)
+
+case_comments = Table(
+    "case_comments",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("case_id", SeqType, ForeignKey("cases.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("internal", Boolean, nullable=False, default=False),  # the customer's side only: never shown to vendor leads
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# A staff member's real name shown to their vendor's leads, revealed by a customer reviewer in a case.
+reveals = Table(
+    "reveals",
+    metadata,
+    Column("vendor_id", Integer, ForeignKey("vendors.id"), primary_key=True),
+    Column("user_name", String(255), primary_key=True),
+    Column("case_id", SeqType, ForeignKey("cases.id", ondelete="CASCADE"), nullable=False),
+    Column("revealed_by", String(128), nullable=False),
+    Column("revealed_at", UtcDateTime, nullable=False),
+)
+
+# People whose events reviewers follow closely (server/store/watchlist.py); vendor None: any vendor.
+watchlist = Table(
+    "watchlist",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_name", String(255), nullable=False, index=True),
+    Column("vendor_id", Integer, ForeignKey("vendors.id")),
+    Column("reason", Text, nullable=False, default=""),
+    Column("added_by", String(128), nullable=False),
+    Column("added_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+)
+
+# A reviewer's named filter sets for the event list (the list's query string), private or shared.
+saved_views = Table(
+    "saved_views",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("owner_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("query", Text, nullable=False),
+    Column("shared", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("owner_id", "name"),
+)
+
+# CIDR ranges refused for agent calls and logins (server/store/denylist.py); vendor None: the whole collector.
+denied_networks = Table(
+    "denied_networks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cidr", String(64), nullable=False),
+    Column("vendor_id", Integer, ForeignKey("vendors.id")),
+    Column("note", Text, nullable=False, default=""),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Refused calls, one row per (what was refused, address), so a flood costs a counter, not a row each.
+denied_calls = Table(
+    "denied_calls",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # agent | enroll | login
+    Column("address", String(45), primary_key=True),
+    Column("vendor_id", Integer, ForeignKey("vendors.id")),
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False, index=True),
+    Column("count", BigInteger, nullable=False, default=1),
 )

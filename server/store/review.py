@@ -67,7 +67,7 @@ class Page:
 def _base_query() -> Any:
     return (
         select(events, vendors.c.name.label("vendor"), users.c.name.label("assignee"))
-        .join(vendors, vendors.c.id == events.c.vendor_id)
+        .outerjoin(vendors, vendors.c.id == events.c.vendor_id)  # access events belong to no vendor
         .outerjoin(users, users.c.id == events.c.assignee_id)
     )
 
