@@ -19,6 +19,7 @@ from server.db.engine import Database
 from server.keys import load_signing_key, public_key_hex
 from server.metrics import Metrics
 from server.netaddr import CountryLookup, default_lookup, parse_networks
+from server.pseudonyms import Pseudonyms
 from server.settings import ServerSettings
 from server.signing import BuiltBundle
 from server.store.sql import utcnow
@@ -41,6 +42,7 @@ class Collector:
         key_path = settings.signing_key_path
         self.signing_key = load_signing_key(key_path) if key_path.exists() else None
         self.signing_public_key = public_key_hex(self.signing_key) if self.signing_key else ""
+        self.pseudonyms = Pseudonyms.in_dir(settings.data_dir)
         self.bundles: LRUCache[tuple[int, str], BuiltBundle] = LRUCache(maxsize=256)
         """Signed bundles by (version, vendor): deterministic, so a cache per process is safe."""
         self.bundles_lock = threading.Lock()
@@ -54,6 +56,8 @@ class Collector:
             name for name, configured in (("webhook", alerts.webhook_url), ("syslog", alerts.syslog_host)) if configured
         )
         self.alert_min_rank = SEVERITY_RANK[alerts.min_severity]
+        self.watch_alert_min_rank = SEVERITY_RANK[alerts.watchlist_min_severity]
+        """Watchlisted users' events alert from this rank (server/store/watchlist.py)."""
         self.alerts_pending = threading.Event()
         """Set after a commit that queued alerts, so this process's forwarder sends at once."""
 

@@ -98,3 +98,31 @@ def marks_key(data_dir: Path) -> bytes:
     if len(key) != 32:
         raise ValueError(f"{path} does not hold a 32-byte marks key")
     return key
+
+
+PSEUDONYMS_KEY_FILE = "pseudonyms.key"
+"""32 random bytes (beside ``signing.key``): the HMAC key of the staff pseudonyms vendor leads see
+(server/pseudonyms.py), so a pseudonym cannot be reversed by hashing a list of likely names.
+Collectors sharing a database must share this file, or one lead would see two names for one person."""
+
+
+def pseudonyms_key(data_dir: Path) -> bytes:
+    """The pseudonyms key in ``data_dir``, created (mode 0600) on first use."""
+    path = data_dir / PSEUDONYMS_KEY_FILE
+    if not path.exists():
+        # Linked into place whole, like the marks key, so concurrent first uses agree on one key.
+        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".pseudonyms-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(os.urandom(32))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process linked its key first: use that one
+        finally:
+            os.unlink(temporary)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise ValueError(f"{path} does not hold a 32-byte pseudonyms key")
+    return key

@@ -10,6 +10,11 @@ rewrote its body (server/store/egress.py), so its ``egress_policy`` and ``agent_
 collector's own; so are the ``marks`` and ``agent_claims`` of a row with mark matches (ingest always
 rewrites those, server/store/marks.py) and the ``marks`` of an event the collector raised. Triage and comments change here too, each with its
 audit entry in the same transaction, so the API and the UI follow one rule.
+
+Who sees what is decided here too: every reader takes the account's ``Scope`` (server/store/scope.py)
+and applies it in SQL, so an event of another vendor is not in a list, a count or an export, and its
+page is a 404; a vendor lead's scope shows staff names as pseudonyms (server/pseudonyms.py) and may
+not triage or comment.
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Connection, and_, exists, func, select, tuple_
+from sqlalchemy import Connection, and_, exists, false, func, or_, select, tuple_
 
 from agent.events import AGENT_CLAIMS, CLAIMED_HOST, COLLECTOR_FIELDS, EGRESS_POLICY, MARKS, SEVERITY_RANK
-from server.db.tables import event_comments, event_rules, events, users, vendors
-from server.errors import InvalidInput, NotFound
-from server.store import audit
+from server.db.tables import event_comments, event_counts, event_rules, events, users, vendors
+from server.errors import Forbidden, InvalidInput, NotFound
+from server.pseudonyms import Names, Pseudonyms
+from server.store import audit, reveals
 from server.store import marks as mark_store
 from server.store import users as user_store
 from server.store.cursors import SORTS, Cursor
+from server.store.scope import Scope
 from server.store.sql import iso
+from server.store.stats import folded_upto
 
 TriageStatus = Literal["new", "investigating", "benign", "confirmed_leak"]
 TRIAGE_STATUSES: tuple[TriageStatus, ...] = get_args(TriageStatus)
@@ -44,6 +52,7 @@ class EventFilter:
     vendor: str | None = None
     agent: str | None = None
     user: str | None = None
+    """A staff user name as the reader is shown it (a vendor lead's pseudonym or revealed name)."""
     rule: str | None = None
     statuses: tuple[str, ...] = ()
     sha256: str | None = None
@@ -64,7 +73,8 @@ class Page:
     """None on the first page (and on a page reached backwards that has nothing before it)."""
 
 
-def _base_query() -> Any:
+def base_query() -> Any:
+    """Events with their vendor's name and assignee's name: the rows ``public`` shows."""
     return (
         select(events, vendors.c.name.label("vendor"), users.c.name.label("assignee"))
         .outerjoin(vendors, vendors.c.id == events.c.vendor_id)  # access events belong to no vendor
@@ -80,15 +90,55 @@ def _cursor_at(sort: str, row: Any, *, backward: bool) -> str:
     return Cursor(sort, row.seq, row.severity_rank if sort == "severity" else None, backward).encode()
 
 
+def names(conn: Connection, *, scope: Scope, pseudonyms: Pseudonyms | None) -> Names | None:
+    """How ``scope`` is shown staff names: None for real names, else pseudonyms but for revealed names.
+
+    Raises:
+        ValueError: a pseudonymizing scope without the collector's pseudonyms (fail closed).
+    """
+    if not scope.pseudonymize:
+        return None
+    if pseudonyms is None:
+        raise ValueError("a pseudonymizing scope needs the collector's pseudonyms")
+    revealed = {vendor_id: frozenset(reveals.revealed(conn, vendor_id)) for vendor_id in scope.vendor_ids or ()}
+    return Names(pseudonyms, revealed)
+
+
+def may_triage(user: user_store.User) -> bool:
+    """Whether ``user`` may triage, assign or comment on events (a vendor lead only reads)."""
+    return not user.is_vendor_lead
+
+
+def _check_may_triage(user: user_store.User) -> None:
+    if not may_triage(user):
+        raise Forbidden("a vendor lead may read events but not triage, assign or comment on them")
+
+
 def query(
-    conn: Connection, *, filters: EventFilter, limit: int, cursor: str | None = None, sort: str = "newest"
+    conn: Connection,
+    *,
+    scope: Scope,
+    filters: EventFilter,
+    limit: int,
+    cursor: str | None = None,
+    sort: str = "newest",
+    pseudonyms: Pseudonyms | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """``limit`` events in ``sort`` order; the cursor continues after the last item (keyset paging)."""
-    found = page(conn, filters=filters, limit=limit, cursor=cursor, sort=sort)
+    found = page(conn, scope=scope, filters=filters, limit=limit, cursor=cursor, sort=sort, pseudonyms=pseudonyms)
     return found.items, found.next_cursor
 
 
-def page(conn: Connection, *, filters: EventFilter, limit: int, cursor: str | None = None, sort: str = "newest") -> Page:
+def page(
+    conn: Connection,
+    *,
+    scope: Scope,
+    filters: EventFilter,
+    limit: int,
+    cursor: str | None = None,
+    sort: str = "newest",
+    pseudonyms: Pseudonyms | None = None,
+) -> Page:
     """One page in ``sort`` order, with cursors to the pages after and before it.
 
     Keyset paging on (severity_rank, seq) or seq, each backed by an index, so page 5,000 costs
@@ -103,7 +153,8 @@ def page(conn: Connection, *, filters: EventFilter, limit: int, cursor: str | No
     descending = sort != "oldest"
     backward = position is not None and position.backward
     keys = _keys(sort)
-    conditions = _conditions(filters)
+    shown = names(conn, scope=scope, pseudonyms=pseudonyms)
+    conditions = _conditions(conn, filters, scope=scope, names=shown)
     if position is not None:
         key = tuple_(*keys) if len(keys) > 1 else keys[0]
         value = tuple_(position.rank, position.seq) if sort == "severity" else position.seq
@@ -111,7 +162,7 @@ def page(conn: Connection, *, filters: EventFilter, limit: int, cursor: str | No
         conditions.append(key < value if descending != backward else key > value)
     reading_descending = descending != backward
     order = [k.desc() if reading_descending else k.asc() for k in keys]
-    stmt = _base_query().order_by(*order).limit(limit + 1)
+    stmt = base_query().order_by(*order).limit(limit + 1)
     if conditions:
         stmt = stmt.where(and_(*conditions))
     rows = list(conn.execute(stmt).all())
@@ -129,11 +180,33 @@ def page(conn: Connection, *, filters: EventFilter, limit: int, cursor: str | No
     else:
         next_cursor = _cursor_at(sort, rows[-1], backward=False) if more else None
         prev_cursor = _cursor_at(sort, rows[0], backward=True) if position is not None else None
-    return Page([public(row) for row in rows], next_cursor, prev_cursor)
+    return Page([public(row, names=shown) for row in rows], next_cursor, prev_cursor)
 
 
-def _conditions(f: EventFilter) -> list[Any]:
+def _staff(conn: Connection, vendor_id: int) -> set[str]:
+    """The user names of ``vendor_id``'s events: the daily counts' keys, and the events not folded yet."""
+    counted = select(event_counts.c.key).where(event_counts.c.kind == "user", event_counts.c.vendor_id == vendor_id).distinct()
+    recent = select(events.c.user_name).where(events.c.vendor_id == vendor_id, events.c.seq > folded_upto(conn), events.c.user_name.is_not(None)).distinct()
+    return set(conn.execute(counted).scalars()) | set(conn.execute(recent).scalars())
+
+
+def _user_condition(conn: Connection, shown_name: str, *, scope: Scope, names: Names | None) -> Any:
+    """Events of the user shown as ``shown_name``: for pseudonyms, the real names behind it per vendor."""
+    if names is None:
+        return events.c.user_name == shown_name
+    per_vendor = []
+    for vendor_id in sorted(scope.vendor_ids or ()):
+        real = names.real_names(vendor_id, shown_name, _staff(conn, vendor_id))
+        if real:
+            per_vendor.append(and_(events.c.vendor_id == vendor_id, events.c.user_name.in_(sorted(real))))
+    return or_(*per_vendor) if per_vendor else false()
+
+
+def _conditions(conn: Connection, f: EventFilter, *, scope: Scope, names: Names | None) -> list[Any]:
     c: list[Any] = []
+    in_scope = scope.where(events.c.vendor_id)
+    if in_scope is not None:
+        c.append(in_scope)
     if f.channels:
         c.append(events.c.channel.in_(f.channels))
     if f.types:
@@ -148,7 +221,7 @@ def _conditions(f: EventFilter) -> list[Any]:
     if f.agent:
         c.append(events.c.agent_id == f.agent)
     if f.user:
-        c.append(events.c.user_name == f.user)
+        c.append(_user_condition(conn, f.user, scope=scope, names=names))
     if f.rule:
         c.append(exists().where(event_rules.c.event_seq == events.c.seq, event_rules.c.rule == f.rule))
     if f.statuses:
@@ -168,8 +241,11 @@ def _conditions(f: EventFilter) -> list[Any]:
     return c
 
 
-def public(row: Any) -> dict[str, Any]:
-    """The review API's view of one event: the agent's record plus what the collector knows."""
+def public(row: Any, *, names: Names | None) -> dict[str, Any]:
+    """The review API's view of one event: the agent's record plus what the collector knows.
+
+    ``row`` comes from ``base_query``; ``names`` (from ``names``) shows staff names as pseudonyms,
+    None shows them as they are."""
     item = json.loads(row.body)
     if row.origin == "collector":
         item.pop("origin", None)  # rows raised before the origin column kept it in the body
@@ -216,26 +292,31 @@ def public(row: Any) -> dict[str, Any]:
     if row.channel == "egress":  # stored only when sent (server/api/schemas.py), shown as null otherwise
         for name in ("destination", "repository", "refs", "transfer"):
             item.setdefault(name, None)
+    if names is not None:
+        names.apply(item, row.vendor_id)
     return item
 
 
 def by_seq(conn: Connection, *, seq: int) -> dict[str, Any] | None:
-    """One event as shown, by its collector sequence number (alert deliveries keep that)."""
-    row = conn.execute(_base_query().where(events.c.seq == seq)).first()
-    return public(row) if row is not None else None
+    """One event as shown, by its collector sequence number: for the alert forwarder, which sends
+    the customer's own view (every vendor, real names) to the customer's SIEM, not to an account."""
+    row = conn.execute(base_query().where(events.c.seq == seq)).first()
+    return public(row, names=None) if row is not None else None
 
 
-def _row_by_id(conn: Connection, event_id: str) -> Any:
-    row = conn.execute(_base_query().where(events.c.id == event_id)).first()
-    if row is None:
+def _row_by_id(conn: Connection, event_id: str, *, scope: Scope) -> Any:
+    """The event's row; NotFound when it does not exist or is out of ``scope`` (the same answer,
+    so a scoped account cannot tell another vendor's event ids from made-up ones)."""
+    row = conn.execute(base_query().where(events.c.id == event_id)).first()
+    if row is None or not scope.allows(row.vendor_id):
         raise NotFound(f"no event {event_id!r}")
     return row
 
 
-def get(conn: Connection, *, event_id: str) -> dict[str, Any]:
-    """One event with its comments and how many other events share its file or device."""
-    row = _row_by_id(conn, event_id)
-    item = public(row)
+def get(conn: Connection, *, scope: Scope, event_id: str, pseudonyms: Pseudonyms | None = None) -> dict[str, Any]:
+    """One event with its comments and how many other events in ``scope`` share its file or device."""
+    row = _row_by_id(conn, event_id, scope=scope)
+    item = public(row, names=names(conn, scope=scope, pseudonyms=pseudonyms))
     comments = conn.execute(
         select(event_comments.c.body, event_comments.c.created_at, users.c.name)
         .join(users, users.c.id == event_comments.c.user_id)
@@ -244,8 +325,10 @@ def get(conn: Connection, *, event_id: str) -> dict[str, Any]:
     )
     item["comments"] = [{"author": c.name, "body": c.body, "created_at": iso(c.created_at)} for c in comments]
     related: dict[str, int] = {}
+    in_scope = scope.where(events.c.vendor_id)
     for key, column, value in (("same_sha256", events.c.sha256, row.sha256), ("same_device", events.c.device_serial, row.device_serial)):
-        related[key] = conn.execute(select(func.count()).where(column == value, events.c.seq != row.seq)).scalar_one() if value else 0
+        conditions = [column == value, events.c.seq != row.seq, *([in_scope] if in_scope is not None else [])]
+        related[key] = conn.execute(select(func.count()).where(*conditions)).scalar_one() if value else 0
     item["related"] = related
     return item
 
@@ -265,7 +348,7 @@ def set_triage(
     *,
     event_ids: Sequence[str],
     change: TriageChange,
-    actor: str,
+    actor: user_store.User,
     address: str | None,
     now: datetime,
     bulk: bool = False,
@@ -275,9 +358,10 @@ def set_triage(
     The audit rule, the same for the API and the UI: a request that changed something is one
     entry (``event.triage`` with before and after for one event's page or PATCH,
     ``event.triage_bulk`` with the changed ids for a ``bulk`` request from the list); a request
-    that changed nothing is not an action and is not recorded. An unknown event or assignee
-    refuses the whole request.
+    that changed nothing is not an action and is not recorded. An unknown event or assignee, or
+    one out of the actor's scope, refuses the whole request; a vendor lead may not triage at all.
     """
+    _check_may_triage(actor)
     if not bulk and len(event_ids) != 1:
         raise ValueError("one event at a time unless bulk")
     if change.status is not None and change.status not in TRIAGE_STATUSES:
@@ -289,7 +373,7 @@ def set_triage(
         values["assignee_id"] = None
     elif change.assignee is not None:
         values["assignee_id"] = user_store.get(conn, name=change.assignee).id
-    rows = [_row_by_id(conn, event_id) for event_id in dict.fromkeys(event_ids)]
+    rows = [_row_by_id(conn, event_id, scope=actor.scope) for event_id in dict.fromkeys(event_ids)]
     changed: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
     for row in rows:
         before = {"status": row.triage_status, "assignee": row.assignee}
@@ -305,31 +389,33 @@ def set_triage(
     ids = [row.id for row, _, _ in changed]
     if not bulk:
         _, before, after = changed[0]
-        audit.append(conn, actor=actor, action="event.triage", target=ids[0], details={"before": before, "after": after}, address=address, now=now)
+        audit.append(conn, actor=actor.name, action="event.triage", target=ids[0], details={"before": before, "after": after}, address=address, now=now)
     else:
         details: dict[str, Any] = {"ids": ids, "status": change.status}
         if change.assignee is not None or change.clear_assignee:
             details["assignee"] = None if change.clear_assignee else change.assignee
-        audit.append(conn, actor=actor, action="event.triage_bulk", target=f"{len(ids)} events", details=details, address=address, now=now)
+        audit.append(conn, actor=actor.name, action="event.triage_bulk", target=f"{len(ids)} events", details=details, address=address, now=now)
     return ids
 
 
 def add_comment(conn: Connection, *, event_id: str, author: user_store.User, body: str, address: str | None, now: datetime) -> None:
     """A reviewer's comment on an event, audited (its length, never its text) in the same transaction."""
-    row = _row_by_id(conn, event_id)
+    _check_may_triage(author)
+    row = _row_by_id(conn, event_id, scope=author.scope)
     conn.execute(event_comments.insert().values(event_seq=row.seq, user_id=author.id, body=body, created_at=now))
     audit.append(conn, actor=author.name, action="event.comment", target=event_id, details={"length": len(body)}, address=address, now=now)
 
 
-def iter_for_export(conn: Connection, *, filters: EventFilter, batch: int = 1000) -> Any:
-    """Every matching event, oldest first, fetched in keyset batches (flat memory)."""
+def iter_for_export(conn: Connection, *, scope: Scope, filters: EventFilter, pseudonyms: Pseudonyms | None = None, batch: int = 1000) -> Any:
+    """Every matching event in ``scope``, oldest first, fetched in keyset batches (flat memory)."""
     after = 0
-    conditions = _conditions(filters)
+    shown = names(conn, scope=scope, pseudonyms=pseudonyms)
+    conditions = _conditions(conn, filters, scope=scope, names=shown)
     while True:
-        stmt = _base_query().where(and_(events.c.seq > after, *conditions)).order_by(events.c.seq).limit(batch)
+        stmt = base_query().where(and_(events.c.seq > after, *conditions)).order_by(events.c.seq).limit(batch)
         rows = conn.execute(stmt).all()
         if not rows:
             return
         for row in rows:
-            yield public(row)
+            yield public(row, names=shown)
         after = rows[-1].seq
