@@ -130,9 +130,10 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def cmd_agent_list(args: argparse.Namespace) -> int:
     from server.store import agents
+    from server.store.scope import Scope
 
     with _collector(args) as collector, collector.db.read() as conn:
-        items = agents.list_agents(conn, vendor=args.vendor, status=args.status)
+        items = agents.list_agents(conn, vendor=args.vendor, status=args.status, scope=Scope.everything())
     if args.json:
         print(json.dumps({"items": items}))
         return EXIT_OK
@@ -172,6 +173,7 @@ def cmd_vendor_ranges(args: argparse.Namespace) -> int:
 def cmd_export_events(args: argparse.Namespace) -> int:
     from server.siem.export import write_events
     from server.store import audit, review
+    from server.store.scope import Scope
 
     filters = review.EventFilter(since=args.since, until=args.until, vendor=args.vendor, min_severity=args.min_severity)
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
@@ -179,7 +181,7 @@ def cmd_export_events(args: argparse.Namespace) -> int:
         with _collector(args) as collector:
             with collector.db.read() as conn:
                 count = write_events(
-                    review.iter_for_export(conn, filters=filters), out, fmt=args.format, product_version=__version__, terminal=not args.output
+                    review.iter_for_export(conn, scope=Scope.everything(), filters=filters), out, fmt=args.format, product_version=__version__, terminal=not args.output
                 )
             with collector.db.write() as conn:
                 details = {"format": args.format, "count": count, "since": args.since.isoformat() if args.since else None}
@@ -253,9 +255,10 @@ def _device(entry: dict[str, Any]) -> str:
 
 def cmd_devices_show(args: argparse.Namespace) -> int:
     from server.store import devices
+    from server.store.scope import Scope
 
     with _collector(args) as collector, collector.db.read() as conn:
-        policy = devices.get_policy(conn, vendor=args.vendor, now=collector.clock())
+        policy = devices.get_policy(conn, vendor=args.vendor, now=collector.clock(), scope=Scope.everything())
     if policy is None:
         raise ValueError(f"vendor {args.vendor!r} has no device policy: its agents only audit (dlp-server devices set)")
     lines = [f"vendor {policy['vendor']}: {policy['action']} (version {policy['version']}, {policy['updated_at']} by {policy['updated_by']})"]
@@ -305,9 +308,10 @@ def _egress_text(policy: dict[str, Any]) -> list[str]:
 
 def cmd_egress_show(args: argparse.Namespace) -> int:
     from server.store import egress
+    from server.store.scope import Scope
 
     with _collector(args) as collector, collector.db.read() as conn:
-        policy = egress.get_policy(conn, vendor=args.vendor)
+        policy = egress.get_policy(conn, vendor=args.vendor, scope=Scope.everything())
     _print(args, policy, _egress_text(policy))
     return EXIT_OK
 
@@ -327,11 +331,12 @@ def cmd_egress_change(args: argparse.Namespace) -> int:
 
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
     from server.store import quarantine
+    from server.store.scope import Scope
 
     if args.state and args.state not in quarantine.STATES:
         raise ValueError(f"--state must be one of {', '.join(quarantine.STATES)}")
     with _collector(args) as collector, collector.db.read() as conn:
-        items = quarantine.list_items(conn, vendor=args.vendor, agent_id=args.agent, state=args.state)
+        items = quarantine.list_items(conn, vendor=args.vendor, agent_id=args.agent, state=args.state, scope=Scope.everything())
     lines = [f"{'QUARANTINE ID':36}  {'STATE':17}  {'HOST':20}  {'SIZE':>12}  ORIGINAL PATH"]
     lines += [f"{i['quarantine_id']:36}  {i['state']:17}  {i['hostname'][:20]:20}  {i['size']:>12}  {i['original_path']}" for i in items]
     _print(args, {"items": items}, lines)

@@ -24,6 +24,7 @@ from agent.spool import Spool
 from server.api.schemas import DeviceIn
 from server.siem.export import write_events
 from server.store import review
+from server.store.scope import Scope
 from tests.collector_env import event_record
 
 CTX = Context(host="ws-a", agent_version="0.1.0", ruleset_version="148583d2a3f6984c")
@@ -215,7 +216,7 @@ def test_exports_keep_agent_claims_apart(client, collector, enroll, admin, revie
     assert client.post("/api/v1/events", json={"events": [forged]}, headers=agent.headers).status_code == 200
     out = io.StringIO()
     with collector.db.read() as conn:
-        write_events(review.iter_for_export(conn, filters=review.EventFilter()), out, fmt="jsonl", product_version="test")
+        write_events(review.iter_for_export(conn, scope=Scope.everything(), filters=review.EventFilter()), out, fmt="jsonl", product_version="test")
     (line,) = out.getvalue().splitlines()
     exported = json.loads(line)
     assert exported["vendor"] == "acme-bpo" and "triage_status" not in exported and "comments" not in exported

@@ -17,6 +17,7 @@ from server.db.tables import events as event_table
 from server.store import review, stats
 from server.store.cursors import Cursor
 from server.store.review import EventFilter
+from server.store.scope import Scope
 from server.ui.session import csrf_token, safe_next
 from tests.collector_env import Person, add_user, event_record
 
@@ -244,7 +245,7 @@ def test_every_sort_pages_forward_and_back_over_each_event_once(collector, clien
     for start in range(0, 23, 5):
         _ingest(client, agent, records[start:start + 5])
     with collector.db.read() as conn:
-        everything = review.page(conn, filters=EventFilter(), limit=1000, sort="oldest").items
+        everything = review.page(conn, scope=Scope.everything(), filters=EventFilter(), limit=1000, sort="oldest").items
     rank = {"low": 1, "medium": 2, "high": 3, "critical": 4, None: 0}
     expected = {
         "newest": [e["id"] for e in sorted(everything, key=lambda e: -e["seq"])],
@@ -254,7 +255,7 @@ def test_every_sort_pages_forward_and_back_over_each_event_once(collector, clien
     pages, cursor = [], None
     with collector.db.read() as conn:
         while True:
-            found = review.page(conn, filters=EventFilter(), limit=5, cursor=cursor, sort=sort)
+            found = review.page(conn, scope=Scope.everything(), filters=EventFilter(), limit=5, cursor=cursor, sort=sort)
             pages.append(found)
             if found.next_cursor is None:
                 break
@@ -263,14 +264,14 @@ def test_every_sort_pages_forward_and_back_over_each_event_once(collector, clien
         assert [len(p.items) for p in pages] == [5, 5, 5, 5, 3] and pages[0].prev_cursor is None
         walked_back = [pages[-1]]
         while walked_back[-1].prev_cursor:
-            walked_back.append(review.page(conn, filters=EventFilter(), limit=5, cursor=walked_back[-1].prev_cursor, sort=sort))
+            walked_back.append(review.page(conn, scope=Scope.everything(), filters=EventFilter(), limit=5, cursor=walked_back[-1].prev_cursor, sort=sort))
         assert [[e["id"] for e in p.items] for p in reversed(walked_back)] == [[e["id"] for e in p.items] for p in pages]
         assert walked_back[-1].next_cursor == pages[0].next_cursor
-        filtered = review.page(conn, filters=EventFilter(severities=("low", "critical")), limit=100, sort=sort).items
+        filtered = review.page(conn, scope=Scope.everything(), filters=EventFilter(severities=("low", "critical")), limit=100, sort=sort).items
         assert [e["id"] for e in filtered] == [i for i in expected if next(e for e in everything if e["id"] == i)["severity"] in ("low", "critical")]
         other = "oldest" if sort != "oldest" else "newest"
         with pytest.raises(Exception, match="another sort order"):
-            review.page(conn, filters=EventFilter(), limit=5, cursor=pages[0].next_cursor, sort=other)
+            review.page(conn, scope=Scope.everything(), filters=EventFilter(), limit=5, cursor=pages[0].next_cursor, sort=other)
 
 
 def test_the_list_pages_through_links_that_keep_filters_and_sort(client, enroll, reviewer):
@@ -506,7 +507,7 @@ def test_vendor_overview_counts_match_the_events_before_and_after_folding(client
 
     def figures() -> dict[str, Any]:
         with collector.db.read() as conn:
-            found = stats.vendor_overview(conn, now=clock(), days=30)
+            found = stats.vendor_overview(conn, now=clock(), days=30, scope=Scope.everything())
         return {s.name: (s.total, {d.isoformat(): c for d, c in s.per_day.items()}, s.top_rules, s.top_users, s.top_devices, s.agents, s.agents_online) for s in found}
 
     expected = {
@@ -527,7 +528,7 @@ def test_vendor_overview_counts_match_the_events_before_and_after_folding(client
     _ingest(client, globex, [event_record(occurred_at=today, user="eve")])
     assert figures()["globex-it"][0] == 2
     with collector.db.read() as conn:
-        assert stats.vendor_overview(conn, now=clock(), days=90)[0].total == 4, "a longer window reaches September"
+        assert stats.vendor_overview(conn, now=clock(), days=90, scope=Scope.everything())[0].total == 4, "a longer window reaches September"
 
     _log_in(client, reviewer)
     page = client.get("/ui/vendors")
@@ -549,7 +550,7 @@ def test_the_stats_duty_folds_only_what_arrived_a_while_ago(client, collector, c
     _ingest(client, agent, [event_record()])
     assert roll_up_stats(collector) == 3
     with collector.db.read() as conn:
-        assert stats.folded_upto(conn) == 3 and stats.vendor_overview(conn, now=clock())[0].total == 4
+        assert stats.folded_upto(conn) == 3 and stats.vendor_overview(conn, now=clock(), scope=Scope.everything())[0].total == 4
 
 
 def test_folding_steps_over_gaps_in_seq(client, collector, clock, enroll):
@@ -562,7 +563,7 @@ def test_folding_steps_over_gaps_in_seq(client, collector, clock, enroll):
         assert stats.fold(conn, now=clock(), chunk=100) == 2
         assert stats.fold(conn, now=clock(), chunk=100) == 50_000 - 2
         assert stats.fold(conn, now=clock(), chunk=100) == 0
-        assert stats.folded_upto(conn) == 50_000 and stats.vendor_overview(conn, now=clock())[0].total == 3
+        assert stats.folded_upto(conn) == 50_000 and stats.vendor_overview(conn, now=clock(), scope=Scope.everything())[0].total == 3
 
 
 # --- headers, escaping, OpenAPI --------------------------------------------------------------

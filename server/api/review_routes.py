@@ -1,4 +1,7 @@
-"""The review API for reviewers and scripts: events, triage, agents, vendors."""
+"""The review API for reviewers and scripts: events, triage, agents, vendors.
+
+Every read passes the account's scope to the store (server/store/scope.py): a scoped reviewer or a
+vendor lead gets only their vendors' records, a vendor lead with staff names as pseudonyms."""
 
 from __future__ import annotations
 
@@ -90,30 +93,28 @@ def list_events(
         until=_aware(until, "until"),
     )
     with collector.db.read() as conn:
-        items, next_cursor = review.query(conn, filters=filters, limit=limit, cursor=cursor)
+        items, next_cursor = review.query(conn, scope=user.scope, filters=filters, limit=limit, cursor=cursor, pseudonyms=collector.pseudonyms)
     return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/events/{event_id}", response_model=EventDetail, summary="One event with comments and related events")
 def get_event(event_id: _EventId, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
-        return review.get(conn, event_id=event_id)
+        return review.get(conn, scope=user.scope, event_id=event_id, pseudonyms=collector.pseudonyms)
 
 
 @router.patch("/events/{event_id}/triage", response_model=EventDetail, summary="Set triage status and/or assignee")
 def triage_event(event_id: _EventId, body: TriageIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
     change = TriageChange(status=body.status, assignee=body.assignee, clear_assignee=body.clear_assignee)
     with collector.db.write() as conn:
-        review.set_triage(conn, event_ids=[event_id], change=change, actor=user.name, address=address, now=collector.clock())
-        return review.get(conn, event_id=event_id)
+        review.set_triage(conn, event_ids=[event_id], change=change, actor=user, address=address, now=collector.clock())
+        return review.get(conn, scope=user.scope, event_id=event_id)
 
 
 @router.post("/events/triage", response_model=BulkTriageOut, summary="Set the triage status of many events at once")
 def bulk_triage(body: BulkTriageIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
     with collector.db.write() as conn:
-        changed = review.set_triage(
-            conn, event_ids=body.ids, change=TriageChange(status=body.status), actor=user.name, address=address, now=collector.clock(), bulk=True
-        )
+        changed = review.set_triage(conn, event_ids=body.ids, change=TriageChange(status=body.status), actor=user, address=address, now=collector.clock(), bulk=True)
     return {"updated": len(changed), "status": body.status}
 
 
@@ -121,7 +122,7 @@ def bulk_triage(body: BulkTriageIn, collector: CollectorDep, user: UserDep, addr
 def comment_event(event_id: _EventId, body: CommentIn, collector: CollectorDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
     with collector.db.write() as conn:
         review.add_comment(conn, event_id=event_id, author=user, body=body.body, address=address, now=collector.clock())
-        return review.get(conn, event_id=event_id)
+        return review.get(conn, scope=user.scope, event_id=event_id)
 
 
 @router.get("/agents", response_model=AgentWithIndexesList, summary="Agents with health and IP-address history")
@@ -132,17 +133,16 @@ def list_agents(
     status: Annotated[str | None, Query(pattern="^(online|offline|revoked)$")] = None,
 ) -> dict[str, Any]:
     with collector.db.read() as conn:
-        return {"items": agents.list_agents(conn, vendor=vendor, status=status)}
+        return {"items": agents.list_agents(conn, vendor=vendor, status=status, scope=user.scope)}
 
 
 @router.get("/agents/{agent_id}", response_model=AgentWithIndexesPublic, summary="One agent")
 def get_agent(agent_id: _AgentId, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
-        return agents.get(conn, agent_id=agent_id)
+        return agents.get(conn, agent_id=agent_id, scope=user.scope)
 
 
 @router.get("/vendors", response_model=VendorList, summary="Vendors with their office ranges and agent counts")
 def list_vendors(collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
-        return {"items": vendors.list_all(conn)}
-
+        return {"items": vendors.list_visible(conn, scope=user.scope)}

@@ -21,6 +21,7 @@ from server.siem.fields import egress_verdict, enforcement_facts, process_chain,
 from server.store import agents, audit, review, vendors
 from server.store import users as user_store
 from server.store.review import TRIAGE_STATUSES, EventFilter, TriageChange
+from server.store.scope import Scope
 from server.ui import filters, matches
 from server.ui.render import UiRoute, redirect, render
 from server.ui.session import PosterDep, ViewerDep
@@ -52,14 +53,15 @@ def _first_problem(exc: ValidationError) -> str:
 @router.get("")
 def event_list(request: Request, collector: CollectorDep, viewer: ViewerDep) -> Response:
     view = filters.parse(request.query_params)
+    scope = viewer.user.scope
     with collector.db.read() as conn:
         try:
-            found = review.page(conn, filters=view.filters, limit=view.limit, cursor=view.cursor, sort=view.sort)
+            found = review.page(conn, scope=scope, filters=view.filters, limit=view.limit, cursor=view.cursor, sort=view.sort, pseudonyms=collector.pseudonyms)
         except InvalidInput as exc:
             view.problems.append(f"{exc} (showing the first page)")
             view.cursor = None
-            found = review.page(conn, filters=view.filters, limit=view.limit, sort=view.sort)
-        vendor_names = [v["name"] for v in vendors.list_all(conn)]
+            found = review.page(conn, scope=scope, filters=view.filters, limit=view.limit, sort=view.sort, pseudonyms=collector.pseudonyms)
+        vendor_names = [v["name"] for v in vendors.list_visible(conn, scope=viewer.user.scope)]
     notice = NOTICES.get(request.query_params.get("notice", ""))
     context = {
         "view": view,
@@ -73,6 +75,7 @@ def event_list(request: Request, collector: CollectorDep, viewer: ViewerDep) -> 
         "page_sizes": filters.PAGE_SIZES,
         "here": view.url(cursor=view.cursor),
         "processes": {item["id"]: process_facts(item.get("process")) for item in found.items},
+        "may_triage": review.may_triage(viewer.user),
     }
     return render(request, "events.html", context, status=422 if view.problems else 200)
 
@@ -98,9 +101,7 @@ async def bulk_triage(request: Request, collector: CollectorDep, viewer: PosterD
     except ValidationError as exc:
         raise InvalidInput(_first_problem(exc)) from None
     with collector.db.write() as conn:
-        review.set_triage(
-            conn, event_ids=body.ids, change=TriageChange(status=body.status), actor=viewer.user.name, address=address, now=collector.clock(), bulk=True
-        )
+        review.set_triage(conn, event_ids=body.ids, change=TriageChange(status=body.status), actor=viewer.user, address=address, now=collector.clock(), bulk=True)
     return redirect(_with_notice(back, "bulk"))
 
 
@@ -120,10 +121,10 @@ async def export(request: Request, collector: CollectorDep, viewer: PosterDep, a
     media_type, extension = EXPORT_FORMATS[fmt]
     stamp = collector.clock().strftime("%Y%m%dT%H%M%SZ")
     headers = {"Content-Disposition": f'attachment; filename="dlp-events-{stamp}.{extension}"'}
-    return StreamingResponse(_exported(collector, view.filters, fmt), media_type=media_type, headers=headers)
+    return StreamingResponse(_exported(collector, viewer.user.scope, view.filters, fmt), media_type=media_type, headers=headers)
 
 
-def _exported(collector: Collector, event_filter: EventFilter, fmt: str) -> Iterator[str]:
+def _exported(collector: Collector, scope: Scope, event_filter: EventFilter, fmt: str) -> Iterator[str]:
     """The export in pieces of a few hundred events, from one read transaction (a consistent snapshot)."""
     header = ""
     if fmt == "csv":
@@ -133,7 +134,7 @@ def _exported(collector: Collector, event_filter: EventFilter, fmt: str) -> Iter
         yield header
     with collector.db.read() as conn:
         batch: list[dict[str, Any]] = []
-        for item in review.iter_for_export(conn, filters=event_filter):
+        for item in review.iter_for_export(conn, scope=scope, filters=event_filter, pseudonyms=collector.pseudonyms):
             batch.append(item)
             if len(batch) >= _EXPORT_BATCH:
                 yield _written(batch, fmt, header)
@@ -152,12 +153,15 @@ def _written(batch: list[dict[str, Any]], fmt: str, header: str) -> str:
 @router.get("/{event_id}")
 def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, viewer: ViewerDep) -> Response:
     with collector.db.read() as conn:
-        item = review.get(conn, event_id=event_id)
-        people = [u["name"] for u in user_store.list_all(conn) if not u["disabled"]]
-        agent = agents.get(conn, agent_id=item["agent_id"])
-        same_file = _latest(conn, EventFilter(sha256=item["sha256"]), event_id) if item.get("sha256") else []
+        scope = viewer.user.scope
+        item = review.get(conn, scope=scope, event_id=event_id, pseudonyms=collector.pseudonyms)
+        # The assignee menu names the customer's accounts: only for those who may triage.
+        people = [u["name"] for u in user_store.list_all(conn) if not u["disabled"]] if review.may_triage(viewer.user) else []
+        # The collector's own access events have no agent.
+        agent = agents.get(conn, agent_id=item["agent_id"], scope=scope) if item["agent_id"] else None
+        same_file = _latest(conn, scope, collector, EventFilter(sha256=item["sha256"]), event_id) if item.get("sha256") else []
         serial = (item.get("device") or {}).get("serial")
-        same_device = _latest(conn, EventFilter(device_serial=serial), event_id) if serial else []
+        same_device = _latest(conn, scope, collector, EventFilter(device_serial=serial), event_id) if serial else []
     context = {
         "item": item,
         "agent": agent,
@@ -174,6 +178,7 @@ def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, 
         "egress_labels": EGRESS_LABELS,
         "destination_extras": _extras(item.get("destination"), frozenset(DESTINATION_FIELDS)),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "may_triage": review.may_triage(viewer.user),
     }
     return render(request, "event.html", context)
 
@@ -183,9 +188,9 @@ def _extras(value: Any, known: frozenset[str]) -> dict[str, Any]:
     return {key: item for key, item in value.items() if key not in known} if isinstance(value, dict) else {}
 
 
-def _latest(conn: Any, event_filter: EventFilter, event_id: str) -> list[dict[str, Any]]:
-    """The newest few other events matching ``event_filter``."""
-    items = review.page(conn, filters=event_filter, limit=RELATED_SHOWN + 1).items
+def _latest(conn: Any, scope: Scope, collector: Collector, event_filter: EventFilter, event_id: str) -> list[dict[str, Any]]:
+    """The newest few other events in ``scope`` matching ``event_filter``."""
+    items = review.page(conn, scope=scope, filters=event_filter, limit=RELATED_SHOWN + 1, pseudonyms=collector.pseudonyms).items
     return [item for item in items if item["id"] != event_id][:RELATED_SHOWN]
 
 
@@ -204,7 +209,7 @@ def triage(
         raise InvalidInput(_first_problem(exc)) from None
     change = TriageChange(status=body.status, assignee=body.assignee, clear_assignee=body.clear_assignee)
     with collector.db.write() as conn:
-        review.set_triage(conn, event_ids=[event_id], change=change, actor=viewer.user.name, address=address, now=collector.clock())
+        review.set_triage(conn, event_ids=[event_id], change=change, actor=viewer.user, address=address, now=collector.clock())
     return redirect(f"/ui/events/{event_id}?notice=triaged")
 
 
