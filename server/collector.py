@@ -58,6 +58,8 @@ class Collector:
         self.alert_min_rank = SEVERITY_RANK[alerts.min_severity]
         self.watch_alert_min_rank = SEVERITY_RANK[alerts.watchlist_min_severity]
         """Watchlisted users' events alert from this rank (server/store/watchlist.py)."""
+        self.watch_alert_min_rank = SEVERITY_RANK[alerts.watchlist_min_severity]
+        """Watchlisted users' events alert from this rank (server/store/watchlist.py)."""
         self.alerts_pending = threading.Event()
         """Set after a commit that queued alerts, so this process's forwarder sends at once."""
 

@@ -62,6 +62,8 @@ class NetworkSection(_Section):
 
 class AlertsSection(_Section):
     min_severity: Severity = "high"
+    watchlist_min_severity: Severity = "low"
+    """The threshold for the events of watchlisted users (server/store/watchlist.py), when lower."""
     webhook_url: str = ""
     webhook_secret: str = ""
     """HMAC key for the ``X-DLP-Signature`` header; empty sends no signature."""
@@ -71,6 +73,16 @@ class AlertsSection(_Section):
     ca_file: str = ""
     max_attempts: int = Field(default=12, ge=1, le=1000)
     """Deliveries back off exponentially (capped at an hour) and give up after this many tries."""
+
+
+class PeopleSection(_Section):
+    """The per-user risk score's window and working hours (server/store/risk.py)."""
+
+    risk_days: int = Field(default=14, ge=1, le=90)
+    work_start_hour: int = Field(default=8, ge=0, le=23)
+    """Events from this UTC hour on weekdays count as working hours..."""
+    work_end_hour: int = Field(default=19, ge=1, le=24)
+    """...until this UTC hour (exclusive); the rest, and weekends, are off-hours."""
 
 
 class AuthSection(_Section):
@@ -113,6 +125,7 @@ class ServerSettings(_Section):
     alerts: AlertsSection = Field(default_factory=AlertsSection)
     auth: AuthSection = Field(default_factory=AuthSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    people: PeopleSection = Field(default_factory=PeopleSection)
 
     @property
     def effective_database_url(self) -> str:
@@ -166,6 +179,7 @@ ip_retention_days = 90
 
 [alerts]
 min_severity = "high"
+watchlist_min_severity = "low"   # watchlisted users' events alert from this severity
 webhook_url = ""
 syslog_host = ""
 syslog_port = 514

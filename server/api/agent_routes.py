@@ -161,6 +161,7 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
             now=now,
             alert_targets=collector.alert_targets,
             alert_min_rank=collector.alert_min_rank,
+            watch_min_rank=collector.watch_alert_min_rank,
             marks_key=lambda: marks_key(collector.settings.data_dir),
         )
     if result.alert_seqs and collector.alert_targets:

@@ -29,6 +29,7 @@ from server.api import (
     review_routes,
     signature_routes,
 )
+from server.api import people_routes
 from server.api.bodies import BoundedBodies
 from server.api.schemas import BatchIn
 from server.collector import Collector
@@ -51,6 +52,7 @@ def create_app(collector: Collector) -> FastAPI:
     for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, device_routes.router,
                    egress_routes.router, mark_routes.router, ops_routes.router):
         app.include_router(router)
+    app.include_router(people_routes.router)
     ui.install(app)
     _install_error_handlers(app)
     _install_timing(app, collector)

@@ -33,7 +33,7 @@ from agent import events as contract
 from agent.events import SEVERITY_RANK, Origin
 from server.db.tables import alert_outbox, events
 from server.siem.fields import exe_name
-from server.store import egress, quarantine
+from server.store import egress, quarantine, watchlist
 from server.store import marks as mark_store
 from server.store.agents import AgentIdentity
 from server.store.sql import iso
@@ -120,12 +120,14 @@ def ingest(
     now: datetime,
     alert_targets: Sequence[str] = (),
     alert_min_rank: int = 5,
+    watch_min_rank: int | None = None,
     origin: Origin = "agent",
     marks_key: Callable[[], bytes] | None = None,
 ) -> IngestResult:
     """Store a validated batch; ``occurred`` holds each record's parsed ``occurred_at`` and
     ``bodies`` (optional) each record already encoded as compact JSON. ``origin`` is who made
     the records: an agent's batch, or the collector's own event (``raise_agent_event``).
+    ``watch_min_rank`` (lower than ``alert_min_rank``) is the alert threshold of watchlisted users' events.
     ``marks_key`` gives the marks key (server/keys.py) when a batch holds a watermark payload."""
     result = IngestResult()
     unique: dict[str, tuple[dict[str, Any], datetime, str | None]] = {}
@@ -152,6 +154,8 @@ def ingest(
     owners = dict(conn.execute(select(events.c.id, events.c.agent_id).where(events.c.id.in_(missing))).all()) if missing else {}
     rule_rows: list[tuple[int, str]] = []
     outbox_rows: list[dict[str, Any]] = []
+    watch = watch_min_rank is not None and watch_min_rank < alert_min_rank
+    watched_users = watchlist.watched(conn, now=now) if watch else set()
     for record in records:
         event_id = record["id"]
         if event_id not in inserted:
@@ -161,7 +165,8 @@ def ingest(
         result.accepted.append(event_id)
         rules = {_clean(m.get("rule"), 255) for m in record.get("matches") or [] if m.get("rule")}
         rule_rows.extend((seq, rule) for rule in sorted(rule for rule in rules if rule))
-        if severity_rank >= alert_min_rank:
+        watched = watch and severity_rank >= (watch_min_rank or 0) and watchlist.is_watched(watched_users, agent.vendor_id, _clean(record.get("user"), 255))
+        if severity_rank >= alert_min_rank or watched:
             result.alert_seqs.append(seq)
             outbox_rows.extend({"event_seq": seq, "target": t, "attempts": 0, "next_attempt_at": now, "failed": False} for t in alert_targets)
     if rule_rows:

@@ -15,12 +15,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, String, func, select
 
 from agent.events import SEVERITY_RANK
 from server.db.tables import event_counts, event_rules, events, stats_progress, vendors
+from server.store import person_days
 from server.store import vendors as vendor_store
 from server.store.sql import insert
 
@@ -94,7 +96,8 @@ def fold(conn: Connection, *, now: datetime, chunk: int = FOLD_CHUNK) -> int:
     upto = too_recent - 1 if too_recent is not None else conn.execute(select(func.max(events.c.seq)).where(*in_chunk)).scalar_one()
     if upto < first:
         return 0
-    rows = [{"kind": kind, "vendor_id": vendor_id, "day": day, "key": key, "count": n} for kind, vendor_id, day, key, n in _counted(conn, after=mark, upto=upto)]
+    counted = chain(_counted(conn, after=mark, upto=upto), person_days.counted(conn, after=mark, upto=upto, day=_day(conn)))
+    rows = [{"kind": kind, "vendor_id": vendor_id, "day": day, "key": key, "count": n} for kind, vendor_id, day, key, n in counted]
     if rows:
         stmt = insert(conn, event_counts)
         key_columns = [event_counts.c.kind, event_counts.c.day, event_counts.c.vendor_id, event_counts.c.key]
