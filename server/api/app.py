@@ -22,6 +22,7 @@ from server.api import (
     admin_routes,
     agent_routes,
     auth_routes,
+    case_routes,
     device_routes,
     egress_routes,
     mark_routes,
@@ -50,7 +51,7 @@ def create_app(collector: Collector) -> FastAPI:
     )
     app.state.collector = collector
     for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, device_routes.router,
-                   egress_routes.router, mark_routes.router, ops_routes.router):
+                   egress_routes.router, mark_routes.router, ops_routes.router, case_routes.router):
         app.include_router(router)
     app.include_router(people_routes.router)
     ui.install(app)
