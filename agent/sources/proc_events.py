@@ -126,7 +126,7 @@ def _request(op: int, seq: int) -> bytes:
 
 def reader_command(sock_fd: int, pipe_fd: int) -> list[str]:
     """How to start the reader process: this Python on the module, or the frozen agent binary on its hidden argument."""
-    args = [str(sock_fd), str(pipe_fd), str(os.getpid())]
+    args = [str(sock_fd), str(pipe_fd)]
     if getattr(sys, "frozen", False):
         # A one-file binary started by itself reuses the folder it unpacked to (PyInstaller's
         # sub-process rule), and agent/cli/main.py turns into the reader before importing the rest.
@@ -498,10 +498,12 @@ class _Reader(StoppableThread):
         self.child_pid = None
         if child is None:
             return
-        if child.poll() is None:
-            child.terminate()
-        try:
-            child.wait(READER_STOP_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        for ask in (None, child.terminate, child.kill):
+            if ask is not None and child.poll() is None:
+                ask()
+            try:
+                child.wait(READER_STOP_S / 2 if ask is None else READER_STOP_S)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        child.wait()
