@@ -421,3 +421,15 @@ def test_watcher_stop_closes_every_descriptor_and_later_watches_return_at_once()
     finally:
         process.kill()
         process.wait()
+
+
+def test_the_frozen_binarys_hidden_argument_makes_it_the_reader_before_the_rest_is_imported() -> None:
+    # agent/cli/main.py is the frozen binary's entry script; started with the hidden argument it
+    # must turn into the reader (here: its usage error, no descriptors given) without the CLI's imports.
+    from agent.sources import proc_reader
+
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "agent.cli.main", proc_reader.READER_ARG], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "usage: proc_reader SOCKET_FD PIPE_FD" in result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "agent.sources.proc_reader" in imported
+    assert not imported & {"argparse", "agent.cli.run", "agent.daemon", "agent.sources.proc_events", "logging"}
