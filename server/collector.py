@@ -18,10 +18,11 @@ from server.credentials import AGENT_KIND, ConfirmedTokens
 from server.db.engine import Database
 from server.keys import load_signing_key, public_key_hex
 from server.metrics import Metrics
-from server.netaddr import CountryLookup, default_lookup, parse_networks
+from server.netaddr import Asn, CountryLookup, default_lookup, parse_networks
 from server.pseudonyms import Pseudonyms
 from server.settings import ServerSettings
 from server.signing import BuiltBundle
+from server.store.denylist import Matcher
 from server.store.sql import utcnow
 
 
@@ -58,13 +59,17 @@ class Collector:
         self.alert_min_rank = SEVERITY_RANK[alerts.min_severity]
         self.watch_alert_min_rank = SEVERITY_RANK[alerts.watchlist_min_severity]
         """Watchlisted users' events alert from this rank (server/store/watchlist.py)."""
-        self.watch_alert_min_rank = SEVERITY_RANK[alerts.watchlist_min_severity]
-        """Watchlisted users' events alert from this rank (server/store/watchlist.py)."""
         self.alerts_pending = threading.Event()
         """Set after a commit that queued alerts, so this process's forwarder sends at once."""
+        self.denied = Matcher()
+        """Denied networks in memory, reloaded from the database every few seconds (server/store/denylist.py)."""
 
     def country(self, address: str | None) -> str | None:
         return self.countries.country(address) if address else None
+
+    def asn(self, address: str | None) -> Asn | None:
+        """The address's network; the first call loads the ASN data (netaddr.CountryLookup says what it costs)."""
+        return self.countries.asn(address) if address else None
 
     def close(self) -> None:
         self.db.dispose()

@@ -51,6 +51,8 @@ def enroll(body: EnrollIn, collector: CollectorDep, address: AddressDep) -> Enro
             now=now,
         )
         identity = agents.authenticate(conn, value=enrolled.credential)
+        # Refused by the token's vendor's list too; raising rolls the new agent back.
+        collector.denied.check(conn, kind="enroll", address=address, vendor_ids=(identity.vendor_id,))
         record_agent_call(conn, collector, identity, address)
     return EnrollOut(
         agent_id=enrolled.agent_id,
@@ -208,7 +210,10 @@ def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token: Toke
 
 def record_agent_call(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None, *, touch: bool = True) -> None:
     """Every authenticated agent call: seen now (``touch=False`` when the caller's own UPDATE
-    of the agent row says so), from this address, which may be out of range."""
+    of the agent row says so), from this address, which may be out of range. An address in a
+    denied network (collector-wide, or the agent's vendor's) is refused first: DeniedNetwork, which
+    rolls the call's transaction back and is recorded by the app's handler (server/api/access_routes.py)."""
+    collector.denied.check(conn, kind="agent", address=address, vendor_ids=(identity.vendor_id,))
     now = collector.clock()
     if touch:
         agents.touch(conn, agent_id=identity.id, address=address, now=now)

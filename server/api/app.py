@@ -19,6 +19,7 @@ from agent import __version__
 from agent.bundle import MAX_INDEX_BYTES
 from server import ui
 from server.api import (
+    access_routes,
     admin_routes,
     agent_routes,
     auth_routes,
@@ -51,11 +52,13 @@ def create_app(collector: Collector) -> FastAPI:
     )
     app.state.collector = collector
     for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, device_routes.router,
-                   egress_routes.router, mark_routes.router, ops_routes.router, case_routes.router):
+                   egress_routes.router, mark_routes.router, ops_routes.router, case_routes.router,
+                   access_routes.router):
         app.include_router(router)
     app.include_router(people_routes.router)
     ui.install(app)
     _install_error_handlers(app)
+    access_routes.install_refusals(app)
     _install_timing(app, collector)
     _publish_raw_body_schemas(app, [BatchIn])
     ingest = collector.settings.ingest

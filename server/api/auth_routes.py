@@ -32,7 +32,7 @@ async def login(body: LoginIn, collector: CollectorDep, address: AddressDep) -> 
 def logout(collector: CollectorDep, user: UserDep, token: TokenDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     with collector.db.write() as conn:
-        user_store.revoke_token(conn, value=token)
+        user_store.revoke_token(conn, value=token, now=now)
         audit.append(conn, actor=user.name, action="user.logout", address=address, now=now)
     return {"ok": True}
 

@@ -37,12 +37,18 @@ def current_user(
     token: Annotated[str | None, Depends(bearer_token)],
     address: Annotated[str | None, Depends(caller_address)],
 ) -> User:
-    """The reviewer or admin behind the token; each call's address is recorded for that user."""
+    """The reviewer or admin behind the token; each call's address is recorded for that user.
+
+    Calls from a denied network (the collector-wide list, and a scoped account's vendors' lists)
+    are refused with 403.
+    """
     if token is None:
         raise Unauthorized("send Authorization: Bearer <api token>")
     now = collector.clock()
     with collector.db.write() as conn:
         user = user_store.authenticate_token(conn, value=token, now=now)
+        # A denied network is refused for a user's calls as for logins (DeniedNetwork: 403, recorded by the app).
+        collector.denied.check(conn, kind="api", address=address, vendor_ids=user.vendor_ids)
         if address:
             addresses.record_user(conn, user_id=user.id, address=address, country=collector.country(address), now=now)
     return user

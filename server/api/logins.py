@@ -1,4 +1,5 @@
-"""The login sequence the API and the UI both run: refuse, slow down, then check the password.
+"""The login sequence the API and the UI both run: refuse denied networks, refuse or slow down
+repeated failures, then check the password (and raise unusual-login events).
 
 The rules live in ``server.store.logins``; this only orders them. The wait happens on the
 event loop between two transactions, so a slowed name holds neither a worker thread nor the
@@ -14,7 +15,8 @@ from anyio import to_thread
 
 from server.collector import Collector
 from server.settings import AuthSection
-from server.store import logins
+from server.store import denylist, login_alerts, logins
+from server.store import users as user_store
 from server.store.users import User
 
 
@@ -28,9 +30,31 @@ def rules(auth: AuthSection) -> logins.LoginRules:
 
 
 async def log_in(collector: Collector, *, name: str, password: str, address: str | None, via: str) -> tuple[User, str] | None:
-    """(user, session token), or None for a wrong name or password; RateLimited when refused."""
+    """(user, session token), or None for a wrong name or password; RateLimited or DeniedNetwork when refused.
+
+    A denied network is refused before the password is looked at: the collector-wide list for
+    everyone, and a scoped account's vendors' lists for that account.
+    """
     auth = collector.settings.auth
     limits = rules(auth)
+    raising = login_alerts.Raising(asn=collector.asn, alert_targets=collector.alert_targets, alert_min_rank=collector.alert_min_rank)
+
+    def refuse_denied() -> None:
+        with collector.db.read() as conn:
+            if not collector.denied.lists_holding(conn, address):
+                return
+            try:
+                collector.denied.check(conn, kind="login", address=address, vendor_ids=user_store.vendor_ids_of(conn, name=name))
+            except denylist.DeniedNetwork as refused:
+                denied = refused
+            else:
+                return
+        with collector.db.write() as conn:
+            logins.refuse_denied(
+                conn, name=name, address=denied.address, country=collector.country(address), vendor_id=denied.vendor_id, now=collector.clock(), via=via
+            )
+        denied.recorded = True
+        raise denied
 
     def check() -> float:
         with collector.db.read() as conn:
@@ -48,9 +72,14 @@ async def log_in(collector: Collector, *, name: str, password: str, address: str
                 rules=limits,
                 session_lifetime=timedelta(hours=auth.session_hours),
                 via=via,
+                raising=raising,
             )
 
+    await to_thread.run_sync(refuse_denied)
     delay = await to_thread.run_sync(check)
     if delay:
         await anyio.sleep(delay)
-    return await to_thread.run_sync(attempt)
+    outcome = await to_thread.run_sync(attempt)
+    if collector.alert_targets:
+        collector.alerts_pending.set()  # an access event may have been queued; the forwarder's poll is cheap
+    return outcome

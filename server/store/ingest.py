@@ -69,7 +69,7 @@ def _row(
     record: dict[str, Any],
     *,
     body: str | None,
-    agent: AgentIdentity,
+    agent: AgentIdentity | None,
     received_at: datetime,
     occurred_at: datetime,
     address: str | None,
@@ -83,8 +83,8 @@ def _row(
     destination_host = destination.get("host") if isinstance(destination, dict) else None
     return (
         record["id"],
-        agent.id,
-        agent.vendor_id,
+        agent.id if agent else None,  # None: the collector's access events, about no agent
+        agent.vendor_id if agent else None,
         record["channel"],
         record["type"],
         # In UTC before the driver sees it: PostgreSQL refuses offsets past 15:59 that agents may send.
@@ -93,7 +93,7 @@ def _row(
         severity,
         SEVERITY_RANK.get(severity or "", 0),
         record.get("status"),
-        _clean(agent.hostname, 255),
+        _clean(agent.hostname, 255) if agent else None,
         _clean(record.get("user"), 255),
         _clean(record.get("path")),
         record.get("sha256"),
@@ -319,3 +319,35 @@ def _collector_event(
         origin="collector",
     )
     return record["id"], stored
+
+
+def raise_access_event(
+    conn: Connection,
+    *,
+    kind: str,
+    details: dict[str, Any],
+    now: datetime,
+    severity: str,
+    address: str | None,
+    country: str | None,
+    alert_targets: Sequence[str] = (),
+    alert_min_rank: int = 5,
+) -> tuple[str, int | None]:
+    """An event the collector raises about its own reviewers and admins (channel ``access``):
+    no agent and no vendor, so only admins and unscoped reviewers see it; alerts go through the
+    same outbox as agent events. Returns (event id, its seq when it was queued for alerting)."""
+    if contract.COLLECTOR_TYPES.get(kind) != contract.ACCESS_CHANNEL:
+        raise ValueError(f"{kind!r} is not an access event type")
+    if contract.COLLECTOR_FIELDS & details.keys():
+        raise ValueError(f"details may not hold the names the event's own columns fill: {sorted(contract.COLLECTOR_FIELDS & details.keys())}")
+    record = {
+        **details,
+        "schema": contract.SCHEMA_VERSION, "id": str(uuid.uuid4()), "type": kind, "channel": contract.ACCESS_CHANNEL,
+        "occurred_at": iso(now), "severity": severity, "matches": [],
+    }  # fmt: skip
+    row = _row(record, body=None, agent=None, received_at=now, occurred_at=now, address=address, country=country, origin="collector")
+    seq, rank = _insert_new(conn, [row])[record["id"]]
+    if rank < alert_min_rank or not alert_targets:
+        return record["id"], None
+    conn.execute(alert_outbox.insert(), [{"event_seq": seq, "target": t, "attempts": 0, "next_attempt_at": now, "failed": False} for t in alert_targets])
+    return record["id"], seq

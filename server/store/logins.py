@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Connection, func, or_, select
 
 from server.db.tables import login_attempts
 from server.errors import RateLimited
-from server.store import addresses, audit
+from server.store import addresses, audit, denylist, login_alerts
 from server.store import users as user_store
 from server.store.users import User
 
@@ -66,6 +66,7 @@ def attempt(
     rules: LoginRules,
     session_lifetime: timedelta,
     via: str,
+    raising: login_alerts.Raising | None = None,
 ) -> tuple[User, str] | None:
     """One login inside the caller's write transaction: refused (RateLimited) as ``check`` says,
     else the password checked, the attempt recorded, and a success or a failure audited.
@@ -74,13 +75,28 @@ def attempt(
     (which the limits count and the audit log shows) before answering 401.
     """
     check(conn, name=name, address=address, now=now, rules=rules)
-    outcome = user_store.login(conn, name=name, password=password, address=address, now=now, session_lifetime=session_lifetime)
+    outcome = user_store.login(conn, name=name, password=password, address=address, country=country, now=now, session_lifetime=session_lifetime)
     if outcome is None:
         # The name is the caller's claim, not an identity: it is the target, never the actor.
         audit.append(conn, actor="anonymous", action="user.login_failed", target=name[:_NAME_LENGTH], details={"via": via}, address=address, now=now)
+        if raising is not None:
+            login_alerts.after_failure(conn, name=name[:_NAME_LENGTH], address=address, country=country, now=now, raising=raising)
         return None
     user, _token = outcome
     if address:
         addresses.record_user(conn, user_id=user.id, address=address, country=country, now=now)
     audit.append(conn, actor=user.name, action="user.login", details={"via": via}, address=address, now=now)
+    if raising is not None:
+        login_alerts.after_success(conn, name=user.name, address=address, country=country, now=now, raising=raising)
     return outcome
+
+
+def refuse_denied(conn: Connection, *, name: str, address: str, country: str | None, vendor_id: int | None, now: datetime, via: str) -> None:
+    """Record a login refused because its address is in a denied network (``denylist``): an attempt
+    with reason ``denied_network``, the refusal's counter, and an audit entry."""
+    conn.execute(
+        login_attempts.insert().values(user_name=name[:_NAME_LENGTH], address=address, country=country, success=False, at=now, reason="denied_network")
+    )
+    denylist.record_refusal(conn, kind="login", address=address, vendor_id=vendor_id, now=now)
+    details = {"via": via, "reason": "denied_network"}
+    audit.append(conn, actor="anonymous", action="user.login_failed", target=name[:_NAME_LENGTH], details=details, address=address, now=now)

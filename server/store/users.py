@@ -85,7 +85,10 @@ def create(
     return user, password, token
 
 
-def issue_token(conn: Connection, *, user: User, kind: str, now: datetime, lifetime: timedelta | None = None) -> str:
+def issue_token(
+    conn: Connection, *, user: User, kind: str, now: datetime, lifetime: timedelta | None = None, address: str | None = None, country: str | None = None
+) -> str:
+    """A new token; a session's row keeps where its login came from (server/store/sessions.py lists them)."""
     token = credentials.new_token(credentials.USER_KIND)
     conn.execute(
         api_tokens.insert().values(
@@ -96,6 +99,8 @@ def issue_token(conn: Connection, *, user: User, kind: str, now: datetime, lifet
             created_at=now,
             expires_at=now + lifetime if lifetime else None,
             revoked=False,
+            address=address,
+            country=country,
         )
     )
     return str(token)
@@ -119,14 +124,19 @@ def authenticate_token(conn: Connection, *, value: str | None, now: datetime) ->
     return User(row.user_id, row.name, row.role, _vendor_ids(row.vendor_ids))
 
 
-def revoke_token(conn: Connection, *, value: str | None) -> None:
+def revoke_token(conn: Connection, *, value: str | None, now: datetime | None = None) -> None:
+    """Revoke a token; ``now`` (a logout) also records when its session ended."""
     token = credentials.parse_token(value, credentials.USER_KIND)
     if token is not None:
-        conn.execute(api_tokens.update().where(api_tokens.c.id == token.id).values(revoked=True))
+        ended = {"ended_at": now} if now is not None else {}
+        conn.execute(api_tokens.update().where(api_tokens.c.id == token.id, api_tokens.c.ended_at.is_(None)).values(revoked=True, **ended))
 
 
-def login(conn: Connection, *, name: str, password: str, address: str | None, now: datetime, session_lifetime: timedelta) -> tuple[User, str] | None:
-    """Check a password and open a session; every attempt is recorded with its address.
+def login(
+    conn: Connection, *, name: str, password: str, address: str | None, now: datetime, session_lifetime: timedelta, country: str | None = None
+) -> tuple[User, str] | None:
+    """Check a password and open a session; every attempt is recorded with its address and country,
+    and the session's token row keeps them too (the session log).
 
     A failure returns None rather than raising, so the caller commits the failed attempt
     (which ``logins`` counts) before answering 401. Call it through ``logins.attempt``.
@@ -134,14 +144,22 @@ def login(conn: Connection, *, name: str, password: str, address: str | None, no
     row = conn.execute(select(users).where(users.c.name == name)).first()
     if row is None:
         credentials.dummy_password_check(password)
-        ok = False
+        matches = False
     else:
-        ok = credentials.password_matches(password, row.password_hash) and not row.disabled
-    conn.execute(login_attempts.insert().values(user_name=name[:128], address=address, success=ok, at=now))
+        matches = credentials.password_matches(password, row.password_hash)
+    ok = matches and row is not None and not row.disabled
+    reason = None if ok else "disabled" if matches else "password"
+    conn.execute(login_attempts.insert().values(user_name=name[:128], address=address, country=country, success=ok, at=now, reason=reason))
     if not ok or row is None:
         return None
     user = User(row.id, row.name, row.role, _vendor_ids(row.vendor_ids))
-    return user, issue_token(conn, user=user, kind="session", now=now, lifetime=session_lifetime)
+    return user, issue_token(conn, user=user, kind="session", now=now, lifetime=session_lifetime, address=address, country=country)
+
+
+def vendor_ids_of(conn: Connection, *, name: str) -> tuple[int, ...] | None:
+    """The vendors an account name is limited to (None: every vendor, or no such account)."""
+    value = conn.execute(select(users.c.vendor_ids).where(users.c.name == name[:128])).scalar_one_or_none()
+    return _vendor_ids(value)
 
 
 def get(conn: Connection, *, name: str) -> User:

@@ -13,6 +13,7 @@ from server.api.deps import AddressDep, CollectorDep
 from server.errors import Forbidden, RateLimited
 from server.store import audit
 from server.store import users as user_store
+from server.store.denylist import DeniedNetwork
 from server.ui.render import UiRoute, redirect, render
 from server.ui.session import (
     HOME,
@@ -75,6 +76,9 @@ async def login(
     except RateLimited:
         message = "Too many failed logins from this address. Wait a few minutes, then try again."
         return _login_page(request, next_url=target, message=message, username=username, status=429)
+    except DeniedNetwork:
+        message = "Logins from this network are refused. Ask an administrator if this is wrong."
+        return _login_page(request, next_url=target, message=message, username=username, status=403)
     if outcome is None:
         return _login_page(request, next_url=target, message="Wrong user name or password.", username=username, status=401)
     _user, token = outcome
@@ -89,7 +93,7 @@ async def login(
 def logout(request: Request, collector: CollectorDep, viewer: PosterDep, address: AddressDep) -> Response:
     now = collector.clock()
     with collector.db.write() as conn:
-        user_store.revoke_token(conn, value=viewer.token)
+        user_store.revoke_token(conn, value=viewer.token, now=now)
         audit.append(conn, actor=viewer.user.name, action="user.logout", details={"via": "ui"}, address=address, now=now)
     response = redirect("/ui/login")
     clear_cookie(request, response, SESSION_COOKIE)
