@@ -16,7 +16,7 @@ import hmac
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ _LENGTH = 10
 # Where a user name stands alone inside other text (/home/jdoe/x, C:\Users\jdoe, jdoe@host), not
 # as part of a longer word or host name (jdoe2, jdoe-laptop).
 _EDGE = r"[\w.\-]"
+_WORD = re.compile(r"[\w.\-]+")
 # Fields of the shown event that are the collector's facts or digests, never written by a person.
 _FACTS = frozenset({"id", "seq", "agent_id", "vendor", "channel", "type", "host", "occurred_at", "received_at",
                     "severity", "source_ip", "source_country", "triage", "origin", "sha256", "schema"})  # fmt: skip
@@ -73,6 +74,9 @@ class Names:
     pseudonyms: Pseudonyms
     revealed: Mapping[int, frozenset[str]]
     """Per vendor, the names a customer reviewer revealed in a case."""
+    staff: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    """Per vendor, the user names of its events: replaced wherever they stand alone in an event's text."""
+    _shown: dict[tuple[int | None, str], str] = field(default_factory=dict, repr=False, compare=False)
 
     def show(self, vendor_id: int | None, user_name: Any) -> Any:
         """The name to show for ``user_name`` (None stays None; a non-text value is named by its text)."""
@@ -81,7 +85,10 @@ class Names:
         name = user_name if isinstance(user_name, str) else str(user_name)
         if vendor_id is not None and name in self.revealed.get(vendor_id, frozenset()):
             return name
-        return self.pseudonyms.of(vendor_id if vendor_id is not None else 0, name)
+        shown = self._shown.get((vendor_id, name))
+        if shown is None:
+            shown = self._shown[(vendor_id, name)] = self.pseudonyms.of(vendor_id if vendor_id is not None else 0, name)
+        return shown
 
     def real_names(self, vendor_id: int, shown: str, candidates: Iterable[str]) -> set[str]:
         """The names among ``candidates`` (that vendor's staff) that are shown as ``shown``."""
@@ -90,9 +97,10 @@ class Names:
     def apply(self, item: dict[str, Any], vendor_id: int | None) -> None:
         """Replace, in the shown event ``item``, every staff name with what this request shows.
 
-        The event's ``user`` and its process chain's users are replaced outright; where one of
-        those names stands alone inside other text of the event (a home folder in a path or a
-        command line), it is replaced there too, so a path does not give away what the field hid.
+        The event's ``user`` and its process chain's users are replaced outright. Where one of
+        those names, or any other name of the vendor's staff, stands alone inside other text of
+        the event (a home folder in a path, a mount point, a command line), it is replaced there
+        too, so a path does not give away what the field hid.
         """
         found: list[Any] = [item.get("user")]
         process = item.get("process")
@@ -100,26 +108,34 @@ class Names:
         if isinstance(process, dict) and isinstance(process.get("parents"), list):
             chain += [p for p in process["parents"] if isinstance(p, dict)]
         found += [p.get("user") for p in chain]
-        shown = {name: self.show(vendor_id, name) for name in found if isinstance(name, str) and name}
-        hidden = {name: pseudonym for name, pseudonym in shown.items() if name != pseudonym}
+        own = {name: self.show(vendor_id, name) for name in found if isinstance(name, str) and name}
+        hidden = {name: shown for name, shown in own.items() if name != shown}
+        known = self.staff.get(vendor_id, frozenset()) - self.revealed.get(vendor_id, frozenset()) if vendor_id is not None else frozenset()
         if item.get("user") is not None:
             item["user"] = self.show(vendor_id, item["user"])
         for p in chain:
             if p.get("user") is not None:
                 p["user"] = self.show(vendor_id, p["user"])
-        if hidden:
-            for key in item.keys() - _FACTS - {"user"}:
-                item[key] = _replaced(item[key], hidden)
+        if not hidden and not known:
+            return
+
+        def scrub(text: str) -> str:
+            for name, shown in hidden.items():
+                if name in text:
+                    text = _standing_alone(name).sub(shown, text)
+            if known:
+                text = _WORD.sub(lambda m: self.show(vendor_id, m.group()) if m.group() in known else m.group(), text)
+            return text
+
+        for key in item.keys() - _FACTS - {"user"}:
+            item[key] = _replaced(item[key], scrub)
 
 
-def _replaced(value: Any, hidden: Mapping[str, str]) -> Any:
+def _replaced(value: Any, scrub: Callable[[str], str]) -> Any:
     if isinstance(value, str):
-        for name, pseudonym in hidden.items():
-            if name in value:
-                value = _standing_alone(name).sub(pseudonym, value)
-        return value
+        return scrub(value)
     if isinstance(value, dict):
-        return {key: _replaced(inner, hidden) for key, inner in value.items()}
+        return {key: _replaced(inner, scrub) for key, inner in value.items()}
     if isinstance(value, list):
-        return [_replaced(inner, hidden) for inner in value]
+        return [_replaced(inner, scrub) for inner in value]
     return value

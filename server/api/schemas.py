@@ -453,8 +453,8 @@ class EventPublic(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
     seq: int
-    agent_id: str
-    vendor: str
+    agent_id: str | None = Field(description="None for the collector's own `access` events, which are about no agent.")
+    vendor: str | None = Field(description="None for the collector's own `access` events, which belong to no vendor.")
     host: str | None
     channel: str
     type: str

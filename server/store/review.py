@@ -100,8 +100,9 @@ def names(conn: Connection, *, scope: Scope, pseudonyms: Pseudonyms | None) -> N
         return None
     if pseudonyms is None:
         raise ValueError("a pseudonymizing scope needs the collector's pseudonyms")
-    revealed = {vendor_id: frozenset(reveals.revealed(conn, vendor_id)) for vendor_id in scope.vendor_ids or ()}
-    return Names(pseudonyms, revealed)
+    in_scope = sorted(scope.vendor_ids or ())
+    revealed = {vendor_id: frozenset(reveals.revealed(conn, vendor_id)) for vendor_id in in_scope}
+    return Names(pseudonyms, revealed, {vendor_id: frozenset(_staff(conn, vendor_id)) for vendor_id in in_scope})
 
 
 def may_triage(user: user_store.User) -> bool:
@@ -196,7 +197,7 @@ def _user_condition(conn: Connection, shown_name: str, *, scope: Scope, names: N
         return events.c.user_name == shown_name
     per_vendor = []
     for vendor_id in sorted(scope.vendor_ids or ()):
-        real = names.real_names(vendor_id, shown_name, _staff(conn, vendor_id))
+        real = names.real_names(vendor_id, shown_name, names.staff.get(vendor_id, ()))
         if real:
             per_vendor.append(and_(events.c.vendor_id == vendor_id, events.c.user_name.in_(sorted(real))))
     return or_(*per_vendor) if per_vendor else false()
@@ -256,7 +257,7 @@ def public(row: Any, *, names: Names | None) -> dict[str, Any]:
     claims = {name: item.pop(name) for name in COLLECTOR_FIELDS & item.keys()}
     if isinstance(judged.get(AGENT_CLAIMS), dict):
         claims = {**judged[AGENT_CLAIMS], **claims}
-    if claims.get("agent_id") == row.agent_id:
+    if "agent_id" in claims and claims["agent_id"] == row.agent_id:
         del claims["agent_id"]
     claimed_host = item.pop("host", None)
     item.update(
