@@ -84,7 +84,7 @@ def revoke_agent(agent_id: Annotated[str, Path(max_length=64)], collector: Colle
     with collector.db.write() as conn:
         agents.revoke(conn, agent_id=agent_id, now=now)
         audit.append(conn, actor=admin.name, action="agent.revoke", target=agent_id, address=address, now=now)
-        return agents.get(conn, agent_id=agent_id)
+        return agents.get(conn, agent_id=agent_id, scope=admin.scope)
 
 
 @router.get("/users", response_model=UserList, summary="Reviewers and admins")

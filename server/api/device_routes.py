@@ -59,7 +59,7 @@ def agent_policy(
 @router.get("/vendors/{name}/device-policy", response_model=DevicePolicyPublic, summary="A vendor's USB device policy with the exceptions in force")
 def get_policy(name: VendorName, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
-        policy = devices.get_policy(conn, vendor=name, now=collector.clock())
+        policy = devices.get_policy(conn, vendor=name, now=collector.clock(), scope=user.scope)
     if policy is None:
         raise NotFound(NO_POLICY)
     return policy
@@ -99,7 +99,8 @@ def list_quarantine(
     limit: Annotated[int, Query(ge=1, le=quarantine.MAX_LIST)] = 200,
 ) -> dict[str, Any]:
     with collector.db.read() as conn:
-        return {"items": quarantine.list_items(conn, vendor=vendor or None, agent_id=agent or None, state=state or None, limit=limit)}
+        items = quarantine.list_items(conn, vendor=vendor or None, agent_id=agent or None, state=state or None, limit=limit, scope=admin.scope)
+    return {"items": items}
 
 
 def _request(collector: Any, quarantine_id: str, op: Op, actor: str, address: str | None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ VendorName = Annotated[str, Path(min_length=1, max_length=128)]
 @router.get("/vendors/{name}/egress-policy", response_model=EgressPolicyPublic, summary="A vendor's allowed git remotes and upload destinations")
 def get_policy(name: VendorName, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
     with collector.db.read() as conn:
-        return egress.get_policy(conn, vendor=name)
+        return egress.get_policy(conn, vendor=name, scope=user.scope)
 
 
 @router.put(

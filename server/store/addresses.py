@@ -3,6 +3,8 @@
 Addresses are personal data, so each record keeps only first and last sight and a count,
 and ``purge`` erases everything older than the retention period: the per-agent and per-user
 records, the address stored with each event, failed-login records and audit-log addresses.
+An agent's records are read within the viewer's ``Scope`` (those of its vendor); a user's own
+records are shown only to that user (and to admins).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from server.db.tables import (
     login_attempts,
     user_addresses,
 )
+from server.store.scope import Scope
 from server.store.sql import insert, iso
 
 
@@ -55,14 +58,16 @@ def record_user(conn: Connection, *, user_id: int, address: str, country: str | 
     )
 
 
-def agent_history(conn: Connection, *, agent_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Each agent's addresses, most recent first."""
+def agent_history(conn: Connection, *, agent_ids: list[str], scope: Scope) -> dict[str, list[dict[str, Any]]]:
+    """Each agent's addresses, most recent first; agents of vendors out of ``scope`` have none."""
     history: dict[str, list[dict[str, Any]]] = {agent_id: [] for agent_id in agent_ids}
     if not agent_ids:
         return history
-    rows = conn.execute(
-        select(agent_addresses).where(agent_addresses.c.agent_id.in_(agent_ids)).order_by(agent_addresses.c.last_seen_at.desc())
-    )
+    query = select(agent_addresses).where(agent_addresses.c.agent_id.in_(agent_ids)).order_by(agent_addresses.c.last_seen_at.desc())
+    visible = scope.where(agents.c.vendor_id)
+    if visible is not None:
+        query = query.join(agents, agents.c.id == agent_addresses.c.agent_id).where(visible)
+    rows = conn.execute(query)
     for row in rows:
         history[row.agent_id].append(
             {

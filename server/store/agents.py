@@ -1,4 +1,8 @@
-"""Enrolled agents: authentication, heartbeats, liveness, revocation."""
+"""Enrolled agents: authentication, heartbeats, liveness, revocation.
+
+Lists and details take the viewer's ``Scope`` (server/store/scope.py): an agent of a vendor out of
+scope is neither listed nor found (404), so a scoped reviewer cannot learn it exists.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from server import credentials
 from server.db.tables import agents, vendors
 from server.errors import Forbidden, NotFound, Unauthorized
 from server.store import addresses
+from server.store.scope import Scope
 from server.store.sql import iso
 
 
@@ -92,8 +97,14 @@ def revoke(conn: Connection, *, agent_id: str, now: datetime) -> None:
         raise NotFound(f"no agent {agent_id!r}")
 
 
-def list_agents(conn: Connection, *, vendor: str | None = None, status: str | None = None, agent_id: str | None = None) -> list[dict[str, Any]]:
+def list_agents(
+    conn: Connection, *, scope: Scope, vendor: str | None = None, status: str | None = None, agent_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The agents ``scope`` may see, by vendor and host name, with their address history."""
     query = select(agents, vendors.c.name.label("vendor")).join(vendors, vendors.c.id == agents.c.vendor_id).order_by(vendors.c.name, agents.c.hostname)
+    visible = scope.where(agents.c.vendor_id)
+    if visible is not None:
+        query = query.where(visible)
     if vendor:
         query = query.where(vendors.c.name == vendor)
     if status:
@@ -101,12 +112,13 @@ def list_agents(conn: Connection, *, vendor: str | None = None, status: str | No
     if agent_id:
         query = query.where(agents.c.id == agent_id)
     rows = conn.execute(query).all()
-    history = addresses.agent_history(conn, agent_ids=[r.id for r in rows])
+    history = addresses.agent_history(conn, agent_ids=[r.id for r in rows], scope=scope)
     return [_public(row, history[row.id]) for row in rows]
 
 
-def get(conn: Connection, *, agent_id: str) -> dict[str, Any]:
-    found = list_agents(conn, agent_id=agent_id)
+def get(conn: Connection, *, agent_id: str, scope: Scope) -> dict[str, Any]:
+    """One agent; NotFound as well when it belongs to a vendor out of ``scope``."""
+    found = list_agents(conn, agent_id=agent_id, scope=scope)
     if not found:
         raise NotFound(f"no agent {agent_id!r}")
     return found[0]

@@ -5,6 +5,8 @@ the same transaction as its audit entry; agents learn the version from heartbeat
 signed document when theirs is older. The document is what agents enforce offline, so it is
 built deterministically from the stored rows (``issued_at`` is the last change, not the fetch
 time): every collector serves the same bytes and the same ETag for a version.
+Reading a policy takes the viewer's ``Scope``: a vendor out of scope is not found, like one that
+does not exist. Changes are for admins, who see every vendor.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from server.db.tables import device_exceptions, device_policies, vendors
 from server.durations import parse_duration
 from server.errors import Conflict, InvalidInput, NotFound
 from server.store import audit
+from server.store.scope import Scope
 from server.store.sql import iso
 
 DOCUMENT_FORMAT = 1
@@ -86,8 +89,11 @@ def parse_device(text: str) -> dict[str, str]:
     return device_entry({"vendor_id": parts[0], "product_id": parts[1], "serial": parts[2], "note": note})
 
 
-def _vendor_id(conn: Connection, name: str) -> int:
-    row = conn.execute(select(vendors.c.id).where(vendors.c.name == name)).first()
+def _vendor_id(conn: Connection, name: str, scope: Scope | None = None) -> int:
+    """The vendor's row id; NotFound when there is none, or none that ``scope`` may see."""
+    query = select(vendors.c.id).where(vendors.c.name == name)
+    visible = None if scope is None else scope.where(vendors.c.id)
+    row = conn.execute(query if visible is None else query.where(visible)).first()
     if row is None:
         raise NotFound(f"no vendor {name!r}")
     return row.id
@@ -123,9 +129,10 @@ def _exception_public(row: Any) -> dict[str, Any]:
     }
 
 
-def get_policy(conn: Connection, *, vendor: str, now: datetime) -> dict[str, Any] | None:
-    """The vendor's policy with the exceptions in force at ``now``; None when it has none."""
-    vendor_id = _vendor_id(conn, vendor)
+def get_policy(conn: Connection, *, vendor: str, now: datetime, scope: Scope) -> dict[str, Any] | None:
+    """The vendor's policy with the exceptions in force at ``now``; None when it has none
+    (NotFound when the vendor is out of ``scope``)."""
+    vendor_id = _vendor_id(conn, vendor, scope)
     row = conn.execute(select(device_policies).where(device_policies.c.vendor == vendor_id)).first()
     if row is None:
         return None
@@ -170,7 +177,7 @@ def set_policy(
         version = _bump(conn, vendor_id, actor=actor, now=now)
         conn.execute(device_policies.update().where(device_policies.c.vendor == vendor_id).values(action=action, allowed=entries))
     audit.append(conn, actor=actor, action="device_policy.set", target=vendor, details={"action": action, "allowed": entries, "version": version}, address=address, now=now)
-    policy = get_policy(conn, vendor=vendor, now=now)
+    policy = get_policy(conn, vendor=vendor, now=now, scope=Scope.everything())
     assert policy is not None, "just written"
     return policy
 
@@ -247,7 +254,7 @@ def signed_document(
 ) -> SignedPolicy | None:
     """The vendor's policy as agents get it (exceptions expired at ``now`` left out), signed with the
     collector's bundle key; None when the vendor has no policy."""
-    policy = get_policy(conn, vendor=vendor, now=now)
+    policy = get_policy(conn, vendor=vendor, now=now, scope=Scope.everything())
     if policy is None:
         return None
     document = {

@@ -6,6 +6,8 @@ The collector, not the agent, decides an egress event's severity from that polic
 event arrives (``evaluate``): the agent's proposed severity is kept as its claim. Events to an
 allowed place that the vendor does not want reported are not stored at all, yet acknowledged,
 so the agent forgets them. Every change bumps ``version`` in the transaction of its audit entry.
+Reading a policy takes the viewer's ``Scope`` (a vendor out of scope is not found); changes are
+for admins, who see every vendor.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from agent.events import (
 from server.db.tables import egress_policies, vendors
 from server.errors import InvalidInput, NotFound
 from server.store import audit
+from server.store.scope import Scope
 from server.store.sql import iso
 
 CHANNEL = "egress"
@@ -57,8 +60,11 @@ class Verdict:
     """``{"allowed": bool, "pattern": str | None}``, stored in the event as the collector's word."""
 
 
-def _vendor_id(conn: Connection, name: str) -> int:
-    row = conn.execute(select(vendors.c.id).where(vendors.c.name == name)).first()
+def _vendor_id(conn: Connection, name: str, scope: Scope | None = None) -> int:
+    """The vendor's row id; NotFound when there is none, or none that ``scope`` may see."""
+    query = select(vendors.c.id).where(vendors.c.name == name)
+    visible = None if scope is None else scope.where(vendors.c.id)
+    row = conn.execute(query if visible is None else query.where(visible)).first()
     if row is None:
         raise NotFound(f"no vendor {name!r}")
     return row.id
@@ -96,9 +102,10 @@ def _public(vendor: str, row: Any) -> dict[str, Any]:
     }
 
 
-def get_policy(conn: Connection, *, vendor: str) -> dict[str, Any]:
-    """The vendor's policy; one that was never set is version 0, allowing nothing."""
-    vendor_id = _vendor_id(conn, vendor)
+def get_policy(conn: Connection, *, vendor: str, scope: Scope) -> dict[str, Any]:
+    """The vendor's policy; one that was never set is version 0, allowing nothing (NotFound when
+    the vendor is out of ``scope``)."""
+    vendor_id = _vendor_id(conn, vendor, scope)
     return _public(vendor, conn.execute(select(egress_policies).where(egress_policies.c.vendor == vendor_id)).first())
 
 
@@ -122,7 +129,7 @@ def change_policy(
     """Add or remove patterns, or switch reporting of allowed egress (the CLI's steps; audited
     ``egress_policy.set`` naming what was added and removed). Removing a pattern the vendor does
     not have is refused, so a typo never passes for a revocation."""
-    current = get_policy(conn, vendor=vendor)
+    current = get_policy(conn, vendor=vendor, scope=Scope.everything())
     patterns = list(current["allowed_remotes"])
     gone = check_patterns(remove)
     missing = [p for p in gone if p not in patterns]
@@ -156,7 +163,7 @@ def _write(
         conn.execute(egress_policies.insert().values(vendor=vendor_id, version=1, **values))
     entry = {"allowed_remotes": patterns, "report_allowed": report_allowed, "version": version, **details}
     audit.append(conn, actor=actor, action="egress_policy.set", target=vendor, details=entry, address=address, now=now)
-    return get_policy(conn, vendor=vendor)
+    return get_policy(conn, vendor=vendor, scope=Scope.everything())
 
 
 _POLICY = select(egress_policies.c.allowed_remotes, egress_policies.c.report_allowed).where(egress_policies.c.vendor == bindparam("vendor_id"))

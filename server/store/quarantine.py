@@ -7,6 +7,7 @@ replies carry it until that agent's ``quarantine.released`` / ``quarantine.delet
 the command, which completes it. A release command carries the file's data key, derived when
 the reply is built from the collector's private quarantine key: it is never stored or logged.
 A heartbeat reads its commands together with the vendor's device policy version, in one statement.
+Lists take the viewer's ``Scope``: only the files of agents of the vendors it may see.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from server.db.tables import agent_commands, agents, device_policies, quarantine
 from server.errors import Conflict, NotFound
 from server.store import audit
 from server.store.agents import AgentIdentity
+from server.store.scope import Scope
 from server.store.sql import insert, iso
 
 log = logging.getLogger(__name__)
@@ -144,10 +146,19 @@ def _items() -> Any:
 
 
 def list_items(
-    conn: Connection, *, vendor: str | None = None, agent_id: str | None = None, state: str | None = None, limit: int = MAX_LIST
+    conn: Connection,
+    *,
+    scope: Scope,
+    vendor: str | None = None,
+    agent_id: str | None = None,
+    state: str | None = None,
+    limit: int = MAX_LIST,
 ) -> list[dict[str, Any]]:
-    """Quarantined files, newest first."""
+    """Quarantined files of the vendors ``scope`` may see, newest first."""
     query = _items().order_by(quarantine_items.c.id.desc()).limit(min(limit, MAX_LIST))
+    visible = scope.where(quarantine_items.c.vendor)
+    if visible is not None:
+        query = query.where(visible)
     if vendor:
         query = query.where(vendors.c.name == vendor)
     if agent_id:

@@ -7,6 +7,9 @@ only ever added, never removed or re-dated, so the counts stay exact. A view rea
 of its window plus the events not yet folded (a seq range on the primary key: minutes of
 events). Only events that arrived ``FOLD_LAG`` ago are folded, so an ingest transaction still
 open on another collector (PostgreSQL assigns its seq before it commits) cannot be passed by.
+Reads take the viewer's ``Scope``: a scoped reviewer or vendor lead gets only their vendors'
+figures (filtered in SQL), so every total is the total of what they may see, and a vendor lead
+sees their top users under pseudonyms (server/pseudonyms.py), never by name.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from sqlalchemy import Connection, String, func, select
 
 from agent.events import SEVERITY_RANK
 from server.db.tables import event_counts, event_rules, events, stats_progress, vendors
-from server.store import person_days
+from server.pseudonyms import Names, Pseudonyms
+from server.store import person_days, reveals
 from server.store import vendors as vendor_store
+from server.store.scope import Scope
 from server.store.sql import insert
 
 SEVERITY_BY_RANK = {0: "none", **{rank: name for name, rank in SEVERITY_RANK.items()}}
@@ -55,14 +60,18 @@ def _day(conn: Connection) -> Any:
     return func.substr(events.c.occurred_at, 1, 10, type_=String)
 
 
-def _counted(conn: Connection, *, after: int, upto: int) -> Iterator[tuple[str, int, date, str, int]]:
-    """(kind, vendor_id, day, key, count) over the events with ``after < seq <= upto``.
+def _counted(conn: Connection, *, after: int, upto: int, scope: Scope | None = None) -> Iterator[tuple[str, int, date, str, int]]:
+    """(kind, vendor_id, day, key, count) over the events with ``after < seq <= upto`` (of the
+    vendors ``scope`` may see, when given; the fold counts every vendor's).
 
     Bounded by seq on both sides: with only ``seq > after`` SQLite's planner reckons on a large
     part of the table and scans ``ix_events_vendor_id_seq`` whole to save the GROUP BY a sort.
     """
     day = _day(conn)
     in_range = [events.c.seq > after, events.c.seq <= upto]
+    visible = None if scope is None else scope.where(events.c.vendor_id)
+    if visible is not None:
+        in_range.append(visible)
     keys = {"severity": events.c.severity_rank, "user": events.c.user_name, "device": events.c.device_serial, "rule": event_rules.c.rule}
     for kind, key in keys.items():
         query = select(events.c.vendor_id, day.label("day"), key.label("key"), func.count().label("n")).where(*in_range)
@@ -71,6 +80,8 @@ def _counted(conn: Connection, *, after: int, upto: int) -> Iterator[tuple[str, 
         elif kind != "severity":
             query = query.where(key.is_not(None))
         for row in conn.execute(query.group_by(events.c.vendor_id, day, key)):
+            if row.vendor_id is None:
+                continue  # the collector's own access events: no vendor's figures (checked here, not in SQL, to keep the plan)
             name = SEVERITY_BY_RANK.get(row.key, "none") if kind == "severity" else row.key
             yield kind, row.vendor_id, date.fromisoformat(row.day), name, row.n
 
@@ -111,13 +122,21 @@ def window_start(now: datetime, days: int) -> date:
     return now.astimezone(UTC).date() - timedelta(days=days - 1)
 
 
-def vendor_overview(conn: Connection, *, now: datetime, days: int = 30, top: int = 5) -> list[VendorStats]:
-    """Every vendor's figures over the last ``days`` calendar days (UTC), today included."""
+def vendor_overview(
+    conn: Connection, *, now: datetime, scope: Scope, days: int = 30, top: int = 5, pseudonyms: Pseudonyms | None = None
+) -> list[VendorStats]:
+    """The figures of every vendor ``scope`` may see over the last ``days`` calendar days (UTC), today included.
+
+    When ``scope`` pseudonymizes, top users are shown as ``pseudonyms`` gives them (names a
+    customer reviewer revealed by name); without ``pseudonyms`` they are left out.
+    """
     days = max(1, min(days, MAX_WINDOW_DAYS))
     first = window_start(now, days)
     calendar = [first + timedelta(days=n) for n in range(days)]
     ids = dict(conn.execute(select(vendors.c.name, vendors.c.id)).all())
-    by_id = {ids[v["name"]]: VendorStats(v["name"], v["agents"], v["agents_online"], calendar) for v in vendor_store.list_all(conn)}
+    by_id = {ids[v["name"]]: VendorStats(v["name"], v["agents"], v["agents_online"], calendar) for v in vendor_store.list_visible(conn, scope=scope)}
+    visible = scope.where(event_counts.c.vendor_id)
+    in_scope = [] if visible is None else [visible]
     tallies: dict[str, dict[int, Counter[str]]] = {kind: defaultdict(Counter) for kind in KINDS}
     last = calendar[-1]
 
@@ -134,7 +153,7 @@ def vendor_overview(conn: Connection, *, now: datetime, days: int = 30, top: int
 
     for row in conn.execute(
         select(event_counts.c.vendor_id, event_counts.c.day, event_counts.c.key, event_counts.c.count.label("n")).where(
-            event_counts.c.kind == "severity", event_counts.c.day >= first, event_counts.c.day <= last
+            event_counts.c.kind == "severity", event_counts.c.day >= first, event_counts.c.day <= last, *in_scope
         )
     ):
         add("severity", row.vendor_id, row.day, row.key, row.n)
@@ -142,16 +161,30 @@ def vendor_overview(conn: Connection, *, now: datetime, days: int = 30, top: int
         total = func.sum(event_counts.c.count)
         for summed in conn.execute(
             select(event_counts.c.vendor_id, event_counts.c.key, total.label("n"))
-            .where(event_counts.c.kind == kind, event_counts.c.day >= first, event_counts.c.day <= last)
+            .where(event_counts.c.kind == kind, event_counts.c.day >= first, event_counts.c.day <= last, *in_scope)
             .group_by(event_counts.c.vendor_id, event_counts.c.key)
         ):
             add(kind, summed.vendor_id, last, summed.key, int(summed.n))
     mark, newest = folded_upto(conn), conn.execute(select(func.max(events.c.seq))).scalar() or 0
     if newest > mark:
-        for kind, vendor_id, day, key, n in _counted(conn, after=mark, upto=newest):
+        for kind, vendor_id, day, key, n in _counted(conn, after=mark, upto=newest, scope=scope):
             add(kind, vendor_id, day, key, n)
+    if scope.pseudonymize:
+        _pseudonymize(conn, tallies["user"], pseudonyms)
     for kind, attribute in (("rule", "top_rules"), ("user", "top_users"), ("device", "top_devices")):
         for vendor_id, tally in tallies[kind].items():
             setattr(by_id[vendor_id], attribute, sorted(tally.items(), key=lambda item: (-item[1], item[0]))[:top])
     return sorted(by_id.values(), key=lambda s: s.name)
 
+
+def _pseudonymize(conn: Connection, users: dict[int, Counter[str]], pseudonyms: Pseudonyms | None) -> None:
+    """Replace each vendor's user tally by one keyed by the names a vendor lead may see."""
+    for vendor_id in list(users):
+        if pseudonyms is None:
+            del users[vendor_id]
+            continue
+        names = Names(pseudonyms, {vendor_id: frozenset(reveals.revealed(conn, vendor_id))})
+        shown: Counter[str] = Counter()
+        for name, n in users[vendor_id].items():
+            shown[names.show(vendor_id, name)] += n
+        users[vendor_id] = shown

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, func, select
 
 from server.db.tables import agents, vendors
 from server.errors import Conflict, NotFound
+from server.store.scope import Scope
 from server.store.sql import iso
 
 
@@ -46,6 +47,11 @@ def get(conn: Connection, *, name: str) -> dict[str, Any]:
 
 def list_all(conn: Connection) -> list[dict[str, Any]]:
     return _query(conn, None)
+
+
+def list_visible(conn: Connection, *, scope: Scope) -> list[dict[str, Any]]:
+    """The vendors ``scope`` may see (a vendor lead: their own), for lists, filters and the overview."""
+    return _query(conn, scope.where(vendors.c.id))
 
 
 def _query(conn: Connection, where: Any) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from server.api.deps import AddressDep, CollectorDep
 from server.errors import CollectorError
 from server.store import devices, quarantine, vendors
 from server.store.quarantine import REQUESTABLE, Op
+from server.store.scope import Scope
 from server.ui.render import UiRoute, redirect, render
 from server.ui.session import AdminDep, AdminPosterDep
 
@@ -40,12 +41,19 @@ def allowed_text(allowed: list[dict[str, Any]]) -> str:
 
 
 def _page(
-    request: Request, collector: Any, vendor: str, *, problem: str | None = None, form: dict[str, str] | None = None, status: int = 200
+    request: Request,
+    collector: Any,
+    vendor: str,
+    *,
+    scope: Scope,
+    problem: str | None = None,
+    form: dict[str, str] | None = None,
+    status: int = 200,
 ) -> Response:
     with collector.db.read() as conn:
-        names = [v["name"] for v in vendors.list_all(conn)]
-        policy = devices.get_policy(conn, vendor=vendor, now=collector.clock()) if vendor in names else None
-        items = quarantine.list_items(conn, vendor=vendor) if vendor in names else []
+        names = [v["name"] for v in vendors.list_visible(conn, scope=scope)]
+        policy = devices.get_policy(conn, vendor=vendor, now=collector.clock(), scope=scope) if vendor in names else None
+        items = quarantine.list_items(conn, vendor=vendor, scope=scope) if vendor in names else []
     kept = {"allowed": allowed_text(policy["allowed"]) if policy else "", "action": policy["action"] if policy else "audit", **(form or {})}
     context = {
         "vendor_names": names,
@@ -63,7 +71,14 @@ def _page(
 
 
 def _change(
-    request: Request, collector: Any, vendor: str, notice: str, change: Callable[[Connection], object], *, form: dict[str, str] | None = None
+    request: Request,
+    collector: Any,
+    vendor: str,
+    notice: str,
+    change: Callable[[Connection], object],
+    *,
+    scope: Scope,
+    form: dict[str, str] | None = None,
 ) -> Response:
     """Make one change (the store function audits it) and go back to the vendor's page saying so;
     a refused change shows the page again with why, keeping what was typed in ``form``."""
@@ -71,13 +86,13 @@ def _change(
         with collector.db.write() as conn:
             change(conn)
     except CollectorError as exc:
-        return _page(request, collector, vendor, problem=str(exc), form=form, status=exc.status_code)
+        return _page(request, collector, vendor, scope=scope, problem=str(exc), form=form, status=exc.status_code)
     return redirect(f"/ui/devices?vendor={quote(vendor, safe='')}&notice={notice}")
 
 
 @router.get("")
 def devices_page(request: Request, collector: CollectorDep, viewer: AdminDep, vendor: Annotated[str, Query(max_length=128)] = "") -> Response:
-    return _page(request, collector, vendor)
+    return _page(request, collector, vendor, scope=viewer.user.scope)
 
 
 @router.post("/policy")
@@ -94,7 +109,7 @@ def set_policy(
         entries = [devices.parse_device(line) for line in allowed.splitlines() if line.strip()]
         devices.set_policy(conn, vendor=vendor, action=action, allowed=entries, actor=viewer.user.name, address=address, now=collector.clock())
 
-    return _change(request, collector, vendor, "policy", change, form={"allowed": allowed, "action": action})
+    return _change(request, collector, vendor, "policy", change, scope=viewer.user.scope, form={"allowed": allowed, "action": action})
 
 
 @router.post("/exceptions")
@@ -114,6 +129,7 @@ def grant_exception(
     return _change(
         request, collector, vendor, "granted",
         lambda conn: devices.grant_exception(conn, vendor=vendor, device=device, duration=duration, reason=reason, actor=viewer.user.name, address=address, now=collector.clock()),
+        scope=viewer.user.scope,
     )  # fmt: skip
 
 
@@ -129,6 +145,7 @@ def revoke_exception(
     return _change(
         request, collector, vendor, "revoked",
         lambda conn: devices.revoke_exception(conn, vendor=vendor, exception_id=exception_id, actor=viewer.user.name, address=address, now=collector.clock()),
+        scope=viewer.user.scope,
     )  # fmt: skip
 
 
@@ -146,4 +163,5 @@ def request_quarantine(
     return _change(
         request, collector, vendor, chosen,
         lambda conn: quarantine.request(conn, quarantine_id=quarantine_id, op=chosen, actor=viewer.user.name, address=address, now=collector.clock()),
+        scope=viewer.user.scope,
     )  # fmt: skip

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from server.api.deps import AddressDep, CollectorDep
 from server.errors import CollectorError
 from server.store import egress, vendors
+from server.store.scope import Scope
 from server.ui.render import UiRoute, redirect, render
 from server.ui.session import AdminDep, AdminPosterDep
 
@@ -23,10 +24,12 @@ router = APIRouter(prefix="/ui/egress", route_class=UiRoute, include_in_schema=F
 NOTICES = {"saved": "Allowed remotes saved: events arriving from now on are judged by them."}
 
 
-def _page(request: Request, collector: Any, vendor: str, *, problem: str | None = None, form: dict[str, Any] | None = None, status: int = 200) -> Response:
+def _page(
+    request: Request, collector: Any, vendor: str, *, scope: Scope, problem: str | None = None, form: dict[str, Any] | None = None, status: int = 200
+) -> Response:
     with collector.db.read() as conn:
-        names = [v["name"] for v in vendors.list_all(conn)]
-        policy = egress.get_policy(conn, vendor=vendor) if vendor in names else None
+        names = [v["name"] for v in vendors.list_visible(conn, scope=scope)]
+        policy = egress.get_policy(conn, vendor=vendor, scope=scope) if vendor in names else None
     kept = {"allowed": "\n".join(policy["allowed_remotes"]) if policy else "", "report_allowed": bool(policy and policy["report_allowed"]), **(form or {})}
     context = {
         "vendor_names": names,
@@ -42,7 +45,7 @@ def _page(request: Request, collector: Any, vendor: str, *, problem: str | None 
 
 @router.get("")
 def egress_page(request: Request, collector: CollectorDep, viewer: AdminDep, vendor: Annotated[str, Query(max_length=128)] = "") -> Response:
-    return _page(request, collector, vendor)
+    return _page(request, collector, vendor, scope=viewer.user.scope)
 
 
 @router.post("/policy")
@@ -61,5 +64,5 @@ def set_policy(
         with collector.db.write() as conn:
             egress.set_policy(conn, vendor=vendor, allowed_remotes=patterns, report_allowed=report, actor=viewer.user.name, address=address, now=collector.clock())
     except CollectorError as exc:
-        return _page(request, collector, vendor, problem=str(exc), form={"allowed": allowed, "report_allowed": report}, status=exc.status_code)
+        return _page(request, collector, vendor, scope=viewer.user.scope, problem=str(exc), form={"allowed": allowed, "report_allowed": report}, status=exc.status_code)
     return redirect(f"/ui/egress?vendor={quote(vendor, safe='')}&notice=saved")

@@ -1,4 +1,8 @@
-"""Fleet pages: agents' health and addresses (with revocation for admins) and the vendors overview."""
+"""Fleet pages: agents' health and addresses (with revocation for admins) and the vendors overview.
+
+Both show only what the viewer's scope allows (the store functions filter): a scoped reviewer or a
+vendor lead sees their vendors' agents and figures, and an agent of another vendor is not found.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ def agent_list(
     status: Annotated[str | None, Query(pattern="^(online|offline|revoked)?$")] = None,
 ) -> Response:
     with collector.db.read() as conn:
-        items = agents.list_agents(conn, vendor=vendor or None, status=status or None)
-        vendor_names = [v["name"] for v in vendors.list_all(conn)]
+        items = agents.list_agents(conn, vendor=vendor or None, status=status or None, scope=viewer.user.scope)
+        vendor_names = [v["name"] for v in vendors.list_visible(conn, scope=viewer.user.scope)]
     counts = {name: sum(1 for a in items if a["status"] == name) for name in ("online", "offline", "revoked")}
     notice = "Agent revoked: its calls are refused from now on." if request.query_params.get("notice") == "revoked" else None
     problems = {a["id"]: source_problems(a["sources"]) for a in items}
@@ -64,7 +68,7 @@ def source_problems(sources: Any) -> list[str]:
 @router.get("/agents/{agent_id}/revoke")
 def revoke_confirm(agent_id: _AgentId, request: Request, collector: CollectorDep, viewer: AdminDep) -> Response:
     with collector.db.read() as conn:
-        agent = agents.get(conn, agent_id=agent_id)
+        agent = agents.get(conn, agent_id=agent_id, scope=viewer.user.scope)
     return render(request, "agent_revoke.html", {"agent": agent})
 
 
@@ -80,7 +84,7 @@ def revoke(agent_id: _AgentId, collector: CollectorDep, viewer: AdminPosterDep, 
 @router.get("/vendors")
 def vendor_overview(request: Request, collector: CollectorDep, viewer: ViewerDep, days: Annotated[int, Query(ge=1, le=stats.MAX_WINDOW_DAYS)] = 30) -> Response:
     with collector.db.read() as conn:
-        figures = stats.vendor_overview(conn, now=collector.clock(), days=days)
+        figures = stats.vendor_overview(conn, now=collector.clock(), days=days, scope=viewer.user.scope, pseudonyms=collector.pseudonyms)
     sections = [{"stats": s, "chart": stacked_days(s.days, s.per_day)} for s in figures]
     since = figures[0].days[0] if figures else stats.window_start(collector.clock(), days)
     context = {"sections": sections, "days": days, "windows": WINDOWS, "severities": STACK_ORDER, "since": since.isoformat()}
