@@ -500,7 +500,48 @@ def build_parser() -> argparse.ArgumentParser:
     export_events.add_argument("--vendor")
     export_events.add_argument("--min-severity", choices=SEVERITIES)
     export_events.add_argument("--output", "-o", metavar="FILE")
+
+    denylist = commands.add_parser("denylist", help="networks refused for agent calls and logins").add_subparsers(dest="denylist_command", metavar="ACTION", required=True)
+    denylist_add = add(denylist, "add", cmd_denylist_add, "refuse a CIDR range: for every caller, or for one vendor's agents and scoped accounts (audited)", as_json)
+    denylist_add.add_argument("cidr", metavar="CIDR")
+    denylist_add.add_argument("--vendor", metavar="NAME", help="only this vendor's agents and the accounts scoped to it (default: every caller)")
+    denylist_add.add_argument("--note", default="", help="why, for the list and the audit log")
+    add(denylist, "list", cmd_denylist_list, "denied ranges and the latest refusals", as_json)
+    add(denylist, "remove", cmd_denylist_remove, "lift a denied range (audited)", as_json).add_argument("entry_id", type=int, metavar="ID")
     return parser
+
+
+def cmd_denylist_add(args: argparse.Namespace) -> int:
+    from server.store import denylist
+
+    if len(args.note) > 500:
+        raise ValueError("--note is at most 500 characters")
+    with _collector(args) as collector, collector.db.write() as conn:
+        entry = denylist.add(conn, cidr=args.cidr, vendor=args.vendor, note=args.note, actor=_actor(), address=None, now=collector.clock())
+    _print(args, entry, f"denied {entry['cidr']} for {entry['vendor'] or 'every caller'} (id {entry['id']}); every collector applies it within {denylist.REFRESH_S:g} s")
+    return EXIT_OK
+
+
+def cmd_denylist_list(args: argparse.Namespace) -> int:
+    from server.store import denylist
+
+    with _collector(args) as collector, collector.db.read() as conn:
+        entries, refusals = denylist.list_all(conn), denylist.refusals(conn)
+    lines = [f"{'ID':>5}  {'RANGE':43}  {'APPLIES TO':20}  NOTE"]
+    lines += [f"{e['id']:>5}  {e['cidr']:43}  {(e['vendor'] or 'every caller')[:20]:20}  {e['note']}" for e in entries]
+    lines += ["", f"{'REFUSED':7}  {'ADDRESS':39}  {'COUNT':>8}  LAST (UTC)"]
+    lines += [f"{r['kind']:7}  {r['address']:39}  {r['count']:>8}  {r['last_seen_at']}" for r in refusals]
+    _print(args, {"items": entries, "refusals": refusals}, lines)
+    return EXIT_OK
+
+
+def cmd_denylist_remove(args: argparse.Namespace) -> int:
+    from server.store import denylist
+
+    with _collector(args) as collector, collector.db.write() as conn:
+        denylist.remove(conn, entry_id=args.entry_id, actor=_actor(), address=None, now=collector.clock())
+    _print(args, {"ok": True, "id": args.entry_id}, f"removed denied range {args.entry_id}")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

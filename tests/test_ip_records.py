@@ -5,7 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -296,3 +300,38 @@ def test_access_events_appear_in_the_ui_list_detail_and_export(client, collector
     assert [(r["id"], r["type"], r["vendor"], r["agent_id"]) for r in rows] == [(event["id"], "access.unusual_login", "", "")]
     lines = client.post("/ui/events/export", data={"format": "jsonl", "csrf": csrf, "channel": "access"}, headers=_from(HOME)).text.splitlines()
     assert json.loads(lines[0])["asn"]["name"] == "Claro"
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def _dlp_server(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_adds_lists_and_removes_denied_ranges_with_audit(tmp_path: Path, database_url: str):
+    env = {**os.environ, "DLP_DATABASE_URL": database_url}
+    data_dir = str(tmp_path / "collector")
+    assert _dlp_server("init", "--data-dir", data_dir, "--json", env=env).returncode == 0
+    assert _dlp_server("vendor", "ranges", "acme-bpo", "--data-dir", data_dir, env=env).returncode == 0
+    wide = _dlp_server("denylist", "add", BAD_RANGE, "--note", "abuse", "--data-dir", data_dir, "--json", env=env)
+    assert wide.returncode == 0, wide.stderr
+    ours = _dlp_server("denylist", "add", "2001:db8::/32", "--vendor", "acme-bpo", "--data-dir", data_dir, env=env)
+    assert ours.returncode == 0 and "for acme-bpo" in ours.stdout
+    typo = _dlp_server("denylist", "add", "192.0.2.1/24", "--data-dir", data_dir, env=env)
+    assert typo.returncode == 1 and "host bits" in typo.stderr
+    listed = json.loads(_dlp_server("denylist", "list", "--data-dir", data_dir, "--json", env=env).stdout)
+    assert [(e["cidr"], e["vendor"], e["note"]) for e in listed["items"]] == [(BAD_RANGE, None, "abuse"), ("2001:db8::/32", "acme-bpo", "")]
+    assert "every caller" in _dlp_server("denylist", "list", "--data-dir", data_dir, env=env).stdout
+    removed = _dlp_server("denylist", "remove", str(json.loads(wide.stdout)["id"]), "--data-dir", data_dir, env=env)
+    assert removed.returncode == 0, removed.stderr
+    assert _dlp_server("denylist", "remove", "999", "--data-dir", data_dir, env=env).returncode == 1
+    left = json.loads(_dlp_server("denylist", "list", "--data-dir", data_dir, "--json", env=env).stdout)["items"]
+    assert [e["cidr"] for e in left] == ["2001:db8::/32"]
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        actions = conn.execute(select(audit_log.c.action, audit_log.c.target).where(audit_log.c.action.like("denylist.%")).order_by(audit_log.c.seq)).all()
+    engine.dispose()
+    assert [a for a, _ in actions] == ["denylist.add", "denylist.add", "denylist.remove"] and actions[0].target == actions[2].target
