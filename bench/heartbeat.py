@@ -1,6 +1,6 @@
 """Heartbeat latency: 10,000 simulated agents, each calling `POST /api/v1/heartbeat` once a minute.
 
-Usage: python bench/heartbeat.py [--backend sqlite|postgresql] [--agents 10000] [--seconds 60] [--interval 60]
+Usage: python bench/heartbeat.py [--backend sqlite|postgresql] [--agents 10000] [--seconds 60] [--interval 60] [--denied 1000]
 
 The agents are enrolled first by the store functions the enrollment route calls (one token,
 then `enrollment.enroll`, `agents.touch` and `addresses.record_agent` per agent, 1,000 agents
@@ -15,6 +15,9 @@ costs about 2 ms a request here and so takes more of the CPU the server needs.
 Latency runs from the moment a heartbeat is due to its full reply, so time spent waiting for
 a free connection or for a late load generator counts; both parts are also shown on their
 own. Target: p99 < 100 ms. The load generator and the server share this machine's 2 cores.
+
+``--denied N`` puts N denied networks (none holding the loopback address) in the database first,
+so the run shows what checking every heartbeat against a denylist costs (server/store/denylist.py).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from serving import (  # noqa: E402
 
 from server.db.engine import Database  # noqa: E402
 from server.db.tables import agents as agents_table  # noqa: E402
+from server.db.tables import denied_networks  # noqa: E402
 from server.store import addresses, agents, enrollment  # noqa: E402
 from server.store.sql import utcnow  # noqa: E402
 
@@ -81,6 +85,26 @@ def enroll_directly(database_url: str, count: int) -> list[str]:
     finally:
         db.dispose()
     return credentials
+
+
+def deny_ranges(database_url: str, count: int) -> None:
+    """``count`` denied ranges of mixed lengths and families, half per vendor, none holding the loopback address."""
+    rng = random.Random(19)
+    rows = []
+    for i in range(count):
+        if i % 4 == 3:
+            cidr = f"2001:db8:{rng.randrange(65536):x}::/48"
+        else:
+            length = rng.choice((16, 20, 24, 28, 32))
+            value = rng.randrange(11 << 24, 126 << 24) >> (32 - length) << (32 - length)
+            cidr = f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}/{length}"
+        rows.append({"cidr": cidr, "vendor_id": None, "note": "bench", "created_by": "bench/heartbeat.py", "created_at": utcnow()})
+    db = Database(database_url)
+    try:
+        with db.write() as conn:
+            conn.execute(denied_networks.insert(), rows)
+    finally:
+        db.dispose()
 
 
 def heartbeat_body(agent: int) -> bytes:
@@ -268,6 +292,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=100, help="most HTTP connections the load generator keeps open (default 100)")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="asyncio streams (default) or httpx.AsyncClient")
     parser.add_argument("--workers", type=int, default=1, help="collector worker processes (PostgreSQL only; server CPU then counts the supervisor alone)")
+    parser.add_argument("--denied", type=int, default=0, metavar="N", help="denied networks in the database during the run (default none)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dlp-heartbeat-"))
@@ -280,6 +305,8 @@ def main() -> None:
         credentials = enroll_directly(database_url, args.agents)
         enroll_s = time.perf_counter() - began
         console.print(f"enrolled {len(credentials):,} agents through the store functions in {enroll_s:.1f} s")
+        if args.denied:
+            deny_ranges(database_url, args.denied)
         firings = schedule(args.agents, args.interval, args.seconds)
         server = serve_collector(data_dir, log_path=work / "collector.log", workers=args.workers)
         try:
@@ -301,7 +328,8 @@ def report(args: argparse.Namespace, results: Results, recorded: int, server_cpu
     lags = [v * 1000 for v in results.lags] or [0.0]
     wire = [v * 1000 for v in results.on_wire] or [0.0]
     p99 = percentile(ms, 0.99)
-    table = Table(title=f"Heartbeats: {args.agents:,} agents every {args.interval:g} s for {args.seconds:g} s, {args.backend}, {args.client} client, up to {args.connections} kept-alive connections")
+    title = f"Heartbeats: {args.agents:,} agents every {args.interval:g} s for {args.seconds:g} s, {args.backend}, {args.denied:,} denied ranges"
+    table = Table(title=f"{title}, {args.client} client, up to {args.connections} kept-alive connections")
     table.add_column("figure")
     table.add_column("result", justify="right")
     table.add_column("target", justify="right")

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from sqlalchemy import select
 
 from server.db.tables import alert_outbox, audit_log, denied_calls, login_attempts
 from server.netaddr import Asn
+from server.siem.cef import format_cef
+from server.store import outbox, vendors
 from server.store import users as user_store
-from server.store import vendors
 from tests.collector_env import Person, enrollment_token, event_record
 
 HOME, OFFICE, ABROAD, BAD = "198.51.100.20", "198.51.100.30", "203.0.113.9", "192.0.2.77"
@@ -216,6 +218,13 @@ def test_a_new_country_raises_an_access_event_but_the_first_login_does_not(clien
     assert detail.status_code == 200 and detail.json()["type"] == "access.unusual_login"
     with collector.db.read() as conn:
         assert conn.execute(select(alert_outbox.c.target).where(alert_outbox.c.event_seq == event["seq"])).scalars().all() == ["webhook"]
+
+    with collector.db.write() as conn:
+        claimed = outbox.claim(conn, now=collector.clock(), lease=timedelta(minutes=1), limit=10)
+    sent = [alert for _, _, alert in claimed if alert["id"] == event["id"]]
+    assert sent and sent[0]["asn"] == {"name": "Claro", "network": f"{ABROAD}/32"}, "the forwarder sends it like an agent event"
+    line = format_cef(sent[0], product_version="test")
+    assert "access.unusual_login" in line and f"src={ABROAD}" in line
 
     scoped = _scoped_reviewer(collector, "sam", "acme-bpo")
     assert _access_events(client, scoped, "access.unusual_login") == []
