@@ -6,6 +6,12 @@ length rather than a comparison per range, and reloads it from the database ever
 ``REFRESH_S`` seconds, so every collector over one database applies an admin's change within
 that time (at once in the process that made it). Refused calls are counted in ``denied_calls``,
 one row per (kind, address), so a refused agent retrying every minute costs a counter, not rows.
+
+Measured on this 2-core machine while it was loaded (load average 13-19): a check costs 5-7 us
+with 1, 1,000 or 100,000 ranges (mostly parsing the address), 0.3 us with none, against about
+3 ms for a whole heartbeat in process, so under 0.3%; bench/heartbeat.py --denied 1000 showed no
+difference beyond its noise. Rereading a changed list of 1,000 ranges costs about 17 ms, once per
+process per change.
 """
 
 from __future__ import annotations
