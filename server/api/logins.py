@@ -61,6 +61,8 @@ async def log_in(collector: Collector, *, name: str, password: str, address: str
             return logins.check(conn, name=name, address=address, now=collector.clock(), rules=limits)
 
     def attempt() -> tuple[User, str] | None:
+        # The first ASN lookup loads its data (about half a second): here, not under the write lock.
+        collector.asn(address)
         with collector.db.write() as conn:
             return logins.attempt(
                 conn,
