@@ -62,9 +62,7 @@ def test_timeline_lists_a_users_events_in_order_with_counts_addresses_and_cases(
 
     expected = {(today - timedelta(days=2)).isoformat(): 1, (today - timedelta(days=1)).isoformat(): 1, today.isoformat(): 1}
     assert counts(line) == expected  # not folded yet: read from the events
-    assert line["addresses"] == [
-        {"address": "127.0.0.1", "country": None, "events": 3, "first_seen": "2026-11-22T09:00:00.000Z", "last_seen": "2026-11-24T08:55:00.000Z"}
-    ]
+    assert line["addresses"] == [{"address": "127.0.0.1", "country": None, "events": 3, "first_seen": "2026-11-22T09:00:00.000Z", "last_seen": "2026-11-24T08:55:00.000Z"}]
     _fold(collector, clock)
     assert counts(_get(client, reviewer, "/api/v1/timeline?user=jdoe")) == expected  # the same from the rollups
     device = _get(client, reviewer, "/api/v1/timeline?device=4C530001")
@@ -75,11 +73,7 @@ def test_timeline_lists_a_users_events_in_order_with_counts_addresses_and_cases(
     with collector.db.write() as conn:
         seq = conn.execute(select(events.c.seq).where(events.c.id == second["id"])).scalar_one()
         now = collector.clock()
-        case_id = conn.execute(
-            cases.insert()
-            .values(title="jdoe copies", status="open", created_by="rita", created_at=now, updated_at=now, event_count=1)
-            .returning(cases.c.id)
-        ).scalar_one()
+        case_id = conn.execute(cases.insert().values(title="jdoe copies", status="open", created_by="rita", created_at=now, updated_at=now, event_count=1).returning(cases.c.id)).scalar_one()
         conn.execute(case_events.insert().values(case_id=case_id, event_seq=seq, added_by="rita", added_at=now))
     linked = _get(client, reviewer, "/api/v1/timeline?user=jdoe")["cases"]
     assert linked == [{"id": case_id, "title": "jdoe copies", "status": "open", "events": 1}]

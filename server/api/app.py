@@ -28,10 +28,10 @@ from server.api import (
     egress_routes,
     mark_routes,
     ops_routes,
+    people_routes,
     review_routes,
     signature_routes,
 )
-from server.api import people_routes
 from server.api.bodies import BoundedBodies
 from server.api.schemas import BatchIn
 from server.collector import Collector

@@ -6,7 +6,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
-from server.ui import access_pages, admin_pages, auth_pages, case_pages, device_pages, egress_pages, event_pages, fleet_pages, mark_pages
+from server.ui import access_pages, admin_pages, auth_pages, case_pages, device_pages, egress_pages, event_pages, fleet_pages, mark_pages, people_pages
 from server.ui.render import STATIC_DIR, UiHeaders, UiRoute, error_page
 
 UPLOAD_PATH = "/ui/signatures/publish"
@@ -29,6 +29,7 @@ def install(app: FastAPI) -> None:
         app.include_router(module.router)
     app.include_router(access_pages.router)
     app.include_router(case_pages.router)
+    app.include_router(people_pages.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
     app.include_router(_unknown)  # last: only paths nothing else answers
     app.add_middleware(UiHeaders)

@@ -22,7 +22,7 @@ from server.store import agents, audit, review, vendors
 from server.store import users as user_store
 from server.store.review import TRIAGE_STATUSES, EventFilter, TriageChange
 from server.store.scope import Scope
-from server.ui import case_pages, filters, matches
+from server.ui import case_pages, filters, matches, people_pages
 from server.ui.render import UiRoute, redirect, render
 from server.ui.session import PosterDep, ViewerDep
 
@@ -62,6 +62,7 @@ def event_list(request: Request, collector: CollectorDep, viewer: ViewerDep) -> 
             view.cursor = None
             found = review.page(conn, scope=scope, filters=view.filters, limit=view.limit, sort=view.sort, pseudonyms=collector.pseudonyms)
         vendor_names = [v["name"] for v in vendors.list_visible(conn, scope=viewer.user.scope)]
+        extras = people_pages.list_extras(conn, viewer.user, now=collector.clock())  # watch badges, saved views
         case_extras = case_pages.list_extras(conn, viewer.user, now=collector.clock())  # the "add to case" picker
     notice = NOTICES.get(request.query_params.get("notice", ""))
     context = {
@@ -77,6 +78,7 @@ def event_list(request: Request, collector: CollectorDep, viewer: ViewerDep) -> 
         "here": view.url(cursor=view.cursor),
         "processes": {item["id"]: process_facts(item.get("process")) for item in found.items},
         "may_triage": review.may_triage(viewer.user),
+        **extras,
         **case_extras,
     }
     return render(request, "events.html", context, status=422 if view.problems else 200)
@@ -164,6 +166,7 @@ def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, 
         same_file = _latest(conn, scope, collector, EventFilter(sha256=item["sha256"]), event_id) if item.get("sha256") else []
         serial = (item.get("device") or {}).get("serial")
         same_device = _latest(conn, scope, collector, EventFilter(device_serial=serial), event_id) if serial else []
+        extras = people_pages.list_extras(conn, viewer.user, now=collector.clock())  # the watch badge
         case_extras = case_pages.event_extras(conn, viewer.user, event_id, now=collector.clock())
     context = {
         "item": item,
@@ -182,6 +185,8 @@ def event_detail(event_id: _EventId, request: Request, collector: CollectorDep, 
         "destination_extras": _extras(item.get("destination"), frozenset(DESTINATION_FIELDS)),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
         "may_triage": review.may_triage(viewer.user),
+        "watched": extras["watched"],
+        "people_pages": extras["saved_views"] is not None,
         **case_extras,
     }
     return render(request, "event.html", context)
