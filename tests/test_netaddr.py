@@ -17,8 +17,10 @@ import pytest
 
 from server import netaddr
 from server.netaddr import (
+    ASN_DATA_FILE,
     GEO_DATA_FILE,
     MAX_FORWARDED_FOR,
+    Asn,
     CountryLookup,
     client_address,
     default_lookup,
@@ -296,6 +298,19 @@ class TestCountry:
             assert CountryLookup(data_dir=tmp_path).country("8.8.8.8") is None
         assert "country lookups disabled" in caplog.text
         assert default_lookup().country("8.8.8.8") == "US"
+
+    def test_asns_come_from_the_bundled_file_which_then_answers_countries_too(self) -> None:
+        lookup = CountryLookup()
+        assert lookup.country("8.8.8.8") == "US"
+        assert lookup.asn("8.8.8.8") == Asn("GOOGLE", "8.8.8.0/24")
+        assert lookup.asn("2a10:8b40::1") == Asn("Coresystem Sasu", "2a10:8b40::/36")
+        assert lookup.country("81.2.69.142") == "GB" and lookup.asn("81.2.69.142") is not None
+        assert [lookup.asn(a) for a in ("10.0.0.1", "192.0.2.1", "not an address", "")] == [None] * 4
+
+    def test_a_missing_asn_file_warns_and_gives_none(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        with caplog.at_level(logging.WARNING, logger="server.netaddr"):
+            assert CountryLookup(data_dir=tmp_path).asn("8.8.8.8") is None
+        assert "ASN lookups disabled" in caplog.text and ASN_DATA_FILE in caplog.text
 
     def test_without_geoip2fast_there_are_no_countries(
         self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
