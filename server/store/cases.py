@@ -308,19 +308,26 @@ def _severity_name(rank: int) -> str | None:
 
 
 def _visible_stats(conn: Connection, case_ids: Sequence[int], scope: Scope) -> dict[int, tuple[int, int]]:
-    """(count, worst rank) of each case's events that ``scope`` sees; one grouped query for a page."""
+    """(count, worst rank) of each case's events that ``scope`` sees; one grouped query for a page.
+
+    Grouped by case and vendor and filtered here rather than in SQL: with the vendor condition in
+    the query, SQLite starts from the vendor's index over all its events (0.8 s at 300,000 events)
+    instead of from the page's few case ids.
+    """
     if not case_ids:
         return {}
     query = (
-        select(case_events.c.case_id, func.count(), func.coalesce(func.max(events.c.severity_rank), 0))
+        select(case_events.c.case_id, events.c.vendor_id, func.count(), func.coalesce(func.max(events.c.severity_rank), 0))
         .select_from(case_events.join(events, events.c.seq == case_events.c.event_seq))
         .where(case_events.c.case_id.in_(list(case_ids)))
-        .group_by(case_events.c.case_id)
+        .group_by(case_events.c.case_id, events.c.vendor_id)
     )
-    condition = _visible_events(scope)
-    if condition is not None:
-        query = query.where(condition)
-    return {int(case_id): (int(count), int(worst)) for case_id, count, worst in conn.execute(query)}
+    stats: dict[int, tuple[int, int]] = {}
+    for case_id, vendor_id, count, worst in conn.execute(query):
+        if scope.allows(vendor_id):
+            before = stats.get(int(case_id), (0, 0))
+            stats[int(case_id)] = (before[0] + int(count), max(before[1], int(worst)))
+    return stats
 
 
 def _summary(row: Any, stats: tuple[int, int] | None, scope: Scope, now: datetime) -> dict[str, Any]:
