@@ -75,12 +75,20 @@ def token() -> str:
     return f"tok-{uuid.uuid4().hex[:12]}"
 
 
+def wait_for_all(events: ProcessEvents, seen: Seen, mark: str, count: int, what: str) -> None:
+    """Wait for ``count`` starts with ``mark`` in their arguments; on a timeout, say what the source counted by then."""
+    try:
+        wait_for(lambda: len(seen.with_arg(mark)) == count, message=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {len(seen.with_arg(mark))} seen ({events.health()['message']})") from None
+
+
 @needs_root
 def test_a_millisecond_program_run_200_times_is_seen_every_time_with_its_arguments(events: ProcessEvents, seen: Seen, tmp_path: Path) -> None:
     mark = token()
     shell = subprocess.Popen(["sh", "-c", f'for i in $(seq 200); do /bin/true {mark} "$i"; done'], cwd=tmp_path)
     assert shell.wait(60) == 0
-    wait_for(lambda: len(seen.with_arg(mark)) == 200, message=f"200 starts of /bin/true ({events.health()['message']})")
+    wait_for_all(events, seen, mark, 200, "200 starts of /bin/true")
     starts = seen.with_arg(mark)
     assert sorted(s.argv for s in starts) == sorted(("/bin/true", mark, str(i)) for i in range(1, 201))
     assert {(s.exe, s.cwd, s.ppid, s.uid) for s in starts} == {(TRUE, str(tmp_path), shell.pid, 0)}
@@ -167,7 +175,7 @@ def test_busy_python_threads_in_the_agent_do_not_make_short_programs_gone(events
         mark = token()
         shell = subprocess.Popen(["sh", "-c", f'for i in $(seq 200); do /bin/true {mark} "$i"; done'], cwd=tmp_path)
         assert shell.wait(60) == 0
-        wait_for(lambda: len(seen.with_arg(mark)) == 200, message=f"200 starts of /bin/true beside 2 busy threads ({events.health()['message']})")
+        wait_for_all(events, seen, mark, 200, "200 starts of /bin/true beside 2 busy threads")
     finally:
         done.set()
         for spinner in spinners:
@@ -184,7 +192,7 @@ def test_a_slow_on_exec_does_not_make_programs_gone(events: ProcessEvents, seen:
     # on_exec is held: the reader process goes on reading /proc, its records wait in the pipe.
     subprocess.run(["sh", "-c", f'for i in $(seq 100); do /bin/true {mark} "$i"; done'], check=True)
     seen.release()
-    wait_for(lambda: len(seen.with_arg(mark)) == 100, message=f"100 starts read while on_exec was held ({events.health()['message']})")
+    wait_for_all(events, seen, mark, 100, "100 starts read while on_exec was held")
     assert all(s.exe == TRUE for s in seen.with_arg(mark))
 
 
