@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,14 +35,21 @@ _FACTS = frozenset({"id", "seq", "agent_id", "vendor", "channel", "type", "host"
                     "severity", "source_ip", "source_country", "triage", "origin", "sha256", "schema"})  # fmt: skip
 
 
+STAFF_TTL_S = 60.0
+"""How long a vendor's list of staff names is reused: reading it costs a scan of the daily counts,
+too much for every page; a name new within this time is still replaced in its own events' fields."""
+
+
 class Pseudonyms:
     """Pseudonyms under one key; the key is read on first use, so a collector that never shows one
-    never creates the key file."""
+    never creates the key file. Also keeps each vendor's staff names for ``STAFF_TTL_S``."""
 
-    def __init__(self, key: bytes | Callable[[], bytes]) -> None:
+    def __init__(self, key: bytes | Callable[[], bytes], *, clock: Callable[[], float] = time.monotonic) -> None:
         self._key = key if isinstance(key, bytes) else None
         self._load = key if callable(key) else None
         self._lock = threading.Lock()
+        self._clock = clock
+        self._staff: dict[int, tuple[float, frozenset[str]]] = {}
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> Pseudonyms:
@@ -55,6 +63,16 @@ class Pseudonyms:
                     self._key = self._load()
         assert self._key is not None
         return self._key
+
+    def staff(self, vendor_id: int, load: Callable[[], Iterable[str]], *, fresh: bool = False) -> frozenset[str]:
+        """``vendor_id``'s staff names: ``load()`` at most every ``STAFF_TTL_S`` unless ``fresh``."""
+        now = self._clock()
+        cached = self._staff.get(vendor_id)
+        if cached is not None and not fresh and now - cached[0] < STAFF_TTL_S:
+            return cached[1]
+        names = frozenset(load())
+        self._staff[vendor_id] = (now, names)
+        return names
 
     def of(self, vendor_id: int, user_name: str) -> str:
         """The pseudonym of ``user_name`` among ``vendor_id``'s staff."""

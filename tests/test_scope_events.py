@@ -206,6 +206,11 @@ def test_a_vendor_lead_sees_stable_pseudonyms_everywhere_until_a_name_is_reveale
         page = client.get(url)
         assert page.status_code == 200 and "jdoe" not in page.text and jdoe in page.text, url
 
+    newcomer = event_record(user="newbie", path="/home/newbie/a.txt")
+    send_events(client, world["acme"], newcomer)  # after the lead's pages kept the vendor's staff names
+    assert [e["id"] for e in _listed(client, lead, user=collector.pseudonyms.of(acme, "newbie"))] == [newcomer["id"]]
+    assert "newbie" not in client.get(f"/api/v1/events/{newcomer['id']}", headers=lead.headers).text
+
     admin_view = client.get(f"/api/v1/events/{world['jdoe_id']}", headers=world["admin"].headers).json()
     assert admin_view["user"] == "jdoe" and admin_view["process"]["user"] == "jdoe", "customer reviewers see real names"
     assert client.get(f"/api/v1/events/{world['jdoe_id']}", headers=world["scoped"].headers).json()["user"] == "jdoe"
@@ -220,7 +225,7 @@ def test_a_vendor_lead_sees_stable_pseudonyms_everywhere_until_a_name_is_reveale
         assert reveals.revealed(conn, acme) == {"jdoe"} and reveals.revealed(conn, world["globex_vendor"]) == set()
     revealed = client.get(f"/api/v1/events/{world['jdoe_id']}", headers=lead.headers).json()
     assert revealed["user"] == "jdoe" and revealed["path"] == "/home/jdoe/secret.txt" and revealed["process"]["parents"][0]["user"] == "jdoe"
-    assert {e["user"] for e in _listed(client, lead)} == {"jdoe", mallory}, "mallory stays a pseudonym"
+    assert {e["user"] for e in _listed(client, lead)} == {"jdoe", mallory, collector.pseudonyms.of(acme, "newbie")}, "the others stay pseudonyms"
     assert {e["id"] for e in _listed(client, lead, user="jdoe")} == world["acme_ids"] - {world["mallory_id"]}
     assert "jdoe" in _exported(client, lead, "csv") and "mallory" not in _exported(client, lead, "jsonl")
     entries = client.get("/api/v1/audit", headers=world["admin"].headers).json()["items"]

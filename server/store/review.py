@@ -23,6 +23,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal, get_args
 
 from sqlalchemy import Connection, and_, exists, false, func, or_, select, tuple_
@@ -102,7 +103,8 @@ def names(conn: Connection, *, scope: Scope, pseudonyms: Pseudonyms | None) -> N
         raise ValueError("a pseudonymizing scope needs the collector's pseudonyms")
     in_scope = sorted(scope.vendor_ids or ())
     revealed = {vendor_id: frozenset(reveals.revealed(conn, vendor_id)) for vendor_id in in_scope}
-    return Names(pseudonyms, revealed, {vendor_id: frozenset(_staff(conn, vendor_id)) for vendor_id in in_scope})
+    staff = {vendor_id: pseudonyms.staff(vendor_id, partial(_staff, conn, vendor_id)) for vendor_id in in_scope}
+    return Names(pseudonyms, revealed, staff)
 
 
 def may_triage(user: user_store.User) -> bool:
@@ -198,6 +200,8 @@ def _user_condition(conn: Connection, shown_name: str, *, scope: Scope, names: N
     per_vendor = []
     for vendor_id in sorted(scope.vendor_ids or ()):
         real = names.real_names(vendor_id, shown_name, names.staff.get(vendor_id, ()))
+        if not real:  # perhaps a name newer than the kept list of staff
+            real = names.real_names(vendor_id, shown_name, names.pseudonyms.staff(vendor_id, partial(_staff, conn, vendor_id), fresh=True))
         if real:
             per_vendor.append(and_(events.c.vendor_id == vendor_id, events.c.user_name.in_(sorted(real))))
     return or_(*per_vendor) if per_vendor else false()
