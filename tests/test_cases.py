@@ -128,7 +128,8 @@ def test_due_dates_overdue_filters_and_every_sort_pages_over_each_case_once(clie
             if cursor is None:
                 break
         assert seen == order, sort
-    assert client.get("/api/v1/cases", params={"sort": "updated", "cursor": cursor or "ZDU6MQ"}, headers=reviewer.headers).status_code == 422
+    for forged in ("ZDU6MQ", "dTk5OTk5OTk5OTk5OTk5OTk5OTox", "r5:1x"):  # another sort's; a time past the year 9999; not ours
+        assert client.get("/api/v1/cases", params={"sort": "updated", "cursor": forged}, headers=reviewer.headers).status_code == 422
     by_status = client.get("/api/v1/cases", params={"status": "closed"}, headers=reviewer.headers).json()["items"]
     assert [c["id"] for c in by_status] == [ids[5]]
     critical = client.get("/api/v1/cases", params={"severity": "critical"}, headers=reviewer.headers).json()["items"]

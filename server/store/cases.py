@@ -425,7 +425,10 @@ def page(
         position = CaseCursor.decode(cursor)
         if position.sort != sort:
             raise InvalidInput("cursor belongs to another sort order; start again from the first page")
-        conditions.append(_after(sort, position))
+        try:
+            conditions.append(_after(sort, position))
+        except OverflowError:  # a time no case has: never issued
+            raise InvalidInput("cursor is not one this server issued; start again from the first page") from None
     query = select(cases, users.c.name.label("assignee")).outerjoin(users, users.c.id == cases.c.assignee_id)
     if conditions:
         query = query.where(and_(*conditions))
