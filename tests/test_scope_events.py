@@ -241,3 +241,14 @@ def test_store_readers_need_a_scope_and_pseudonyms_for_a_lead(collector, world):
         everything = review.page(conn, scope=Scope.everything(), filters=review.EventFilter(), limit=100).items
         assert world["access_id"] in {e["id"] for e in everything} and len(everything) == 6
         assert review.page(conn, scope=Scope.vendors([]), filters=review.EventFilter(), limit=100).items == []
+
+
+def test_admins_see_the_collectors_access_events_in_the_list_and_on_their_page(client, world):
+    admin = world["admin"]
+    assert [e["id"] for e in _listed(client, admin, channel="access")] == [world["access_id"]]
+    shown = client.get(f"/api/v1/events/{world['access_id']}", headers=admin.headers).json()
+    assert shown["agent_id"] is None and shown["vendor"] is None and shown["user"] == "jdoe"
+    _log_in(client, admin)
+    assert world["access_id"] in client.get("/ui/events?channel=access").text
+    page = client.get(f"/ui/events/{world['access_id']}")
+    assert page.status_code == 200 and "the collector&#39;s own event" in page.text
