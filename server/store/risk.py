@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
+from agent.events import CHANNELS
 from server.db.tables import event_counts, events
 from server.settings import PeopleSection
 from server.store import person_days, stats
@@ -86,53 +87,63 @@ def off_hours(day: date, hour: int, config: PeopleSection) -> bool:
     return day.weekday() >= 5 or not config.work_start_hour <= hour < config.work_end_hour
 
 
-def _add(figures: Figures, kind: str, day: date, key_address: str | None, n: int, config: PeopleSection) -> None:
+_COUNTED_KINDS = [person_days.SEVERITY_KIND + name for name in SEVERITY_POINTS] + [person_days.CHANNEL_KIND + channel for channel in CHANNELS]
+_HOUR_KINDS = [f"{person_days.HOUR_KIND}{hour:02d}" for hour in range(24)]
+
+
+def _count(figures: Figures, kind: str, n: int) -> None:
     if kind.startswith(person_days.CHANNEL_KIND):
         figures.events += n
         if kind[len(person_days.CHANNEL_KIND) :] in RISKY_CHANNELS:
             figures.channel += n
     elif kind.startswith(person_days.SEVERITY_KIND):
         figures.severity += SEVERITY_POINTS.get(kind[len(person_days.SEVERITY_KIND) :], 0) * n
-    elif kind.startswith(person_days.HOUR_KIND):
-        if off_hours(day, int(kind[len(person_days.HOUR_KIND) :]), config):
-            figures.off_hours += n
-    elif kind == person_days.ADDRESS_KIND and key_address:
-        figures.addresses.add(key_address)
 
 
 def figures(conn: Connection, *, scope: Scope, now: datetime, config: PeopleSection, user_name: str | None = None) -> tuple[date, dict[str, Figures]]:
-    """The window's first day and each user's figures (only ``user_name``'s when given)."""
+    """The window's first day and each user's figures (only ``user_name``'s when given).
+
+    The rollups are summed in SQL per user (kinds listed, so each is a range of the primary key):
+    a window holds users x days x hours rows, too many to add up in Python for every page view.
+    """
     first = stats.window_start(now, config.risk_days)
-    last = first + timedelta(days=config.risk_days - 1)
+    calendar = [first + timedelta(days=n) for n in range(config.risk_days)]
     found: dict[str, Figures] = defaultdict(Figures)
-    visible = scope.where(event_counts.c.vendor_id)
-    in_scope = [] if visible is None else [visible]
-    total = func.sum(event_counts.c.count).label("n")
-    query = (
-        select(event_counts.c.kind, event_counts.c.day, event_counts.c.key, total)
-        .where(event_counts.c.kind.like("u:%"), event_counts.c.day >= first, event_counts.c.day <= last, *in_scope)
-        .group_by(event_counts.c.kind, event_counts.c.day, event_counts.c.key)
-    )
-    if user_name is not None:
-        query = query.where((event_counts.c.key == user_name) | (event_counts.c.kind == person_days.ADDRESS_KIND))
-    rows: list[tuple[str, date, str, int]] = [(row.kind, row.day, row.key, int(row.n)) for row in conn.execute(query)]
+    c = event_counts.c
+    visible = scope.where(c.vendor_id)
+    window = [c.day >= first, c.day <= calendar[-1], *([] if visible is None else [visible])]
+    mine = [] if user_name is None else [c.key == user_name]
+    total = func.sum(c.count).label("n")
+    for kind, key, n in conn.execute(select(c.kind, c.key, total).where(c.kind.in_(_COUNTED_KINDS), *window, *mine).group_by(c.kind, c.key)):
+        _count(found[key], kind, int(n))
+    off_kinds = [kind for hour, kind in enumerate(_HOUR_KINDS) if not config.work_start_hour <= hour < config.work_end_hour]
+    weekend = [day for day in calendar if day.weekday() >= 5]
+    off = or_(c.kind.in_(off_kinds), c.day.in_(weekend))
+    for key, n in conn.execute(select(c.key, total).where(c.kind.in_(_HOUR_KINDS), off, *window, *mine).group_by(c.key)):
+        found[key].off_hours += int(n)
+    for key in conn.execute(select(c.key).where(c.kind == person_days.ADDRESS_KIND, *window).distinct()).scalars():
+        address, name = person_days.split_address_key(key)
+        if user_name is None or name == user_name:
+            found[name].addresses.add(address)
     mark, newest = stats.folded_upto(conn), conn.execute(select(func.max(events.c.seq))).scalar() or 0
     if newest > mark:
-        tail = person_days.counted(conn, after=mark, upto=newest, day=stats._day(conn))
-        rows.extend((kind, day, key, n) for kind, vendor_id, day, key, n in tail if kind.startswith("u:") and first <= day <= last and scope.allows(vendor_id))
-    for kind, day, key, n in rows:
-        address = None
-        if kind == person_days.ADDRESS_KIND:
-            address, key = person_days.split_address_key(key)
-        if user_name is None or key == user_name:
-            _add(found[key], kind, day, address, n, config)
+        for kind, vendor_id, day, key, n in person_days.counted(conn, after=mark, upto=newest, day=stats._day(conn)):
+            if not first <= day <= calendar[-1] or not scope.allows(vendor_id):
+                continue
+            used = None
+            if kind == person_days.ADDRESS_KIND:
+                used, key = person_days.split_address_key(key)
+            if not kind.startswith("u:") or (user_name is not None and key != user_name):
+                continue
+            if used is not None:
+                found[key].addresses.add(used)
+            elif kind.startswith(person_days.HOUR_KIND):
+                found[key].off_hours += n if off_hours(day, int(kind[len(person_days.HOUR_KIND) :]), config) else 0
+            else:
+                _count(found[key], kind, n)
     if found:
-        history = (
-            select(event_counts.c.key)
-            .where(event_counts.c.kind == person_days.ADDRESS_KIND, event_counts.c.day >= first - timedelta(days=HISTORY_DAYS), event_counts.c.day < first, *in_scope)
-            .distinct()
-        )
-        for key in conn.execute(history).scalars():
+        history = select(c.key).where(c.kind == person_days.ADDRESS_KIND, c.day >= first - timedelta(days=HISTORY_DAYS), c.day < first).distinct()
+        for key in conn.execute(history.where(visible) if visible is not None else history).scalars():
             address, name = person_days.split_address_key(key)
             if name in found:
                 found[name].familiar.add(address)
