@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, Engine, or_, select
 
 from server.db.tables import vendors, watchlist
 from server.errors import InvalidInput, NotFound
@@ -26,26 +27,26 @@ from server.store.sql import iso
 CACHE_SECONDS = 5.0
 MAX_ENTRIES = 10_000
 _lock = threading.Lock()
-_cache: dict[str, tuple[float, list[tuple[int | None, str, datetime | None]]]] = {}
+# Per engine (one per collector process and database), so a test's fresh database never sees another's entries.
+_cache: weakref.WeakKeyDictionary[Engine, tuple[float, list[tuple[int | None, str, datetime | None]]]] = weakref.WeakKeyDictionary()
 
 Watched = set[tuple[int | None, str]]
 
 
 def _forget(conn: Connection) -> None:
     with _lock:
-        _cache.pop(str(conn.engine.url), None)
+        _cache.pop(conn.engine, None)
 
 
 def watched(conn: Connection, *, now: datetime) -> Watched:
     """``{(vendor_id or None, user_name)}`` of the entries in force at ``now``."""
-    url = str(conn.engine.url)
     with _lock:
-        cached = _cache.get(url)
+        cached = _cache.get(conn.engine)
     if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
         rows = conn.execute(select(watchlist.c.vendor_id, watchlist.c.user_name, watchlist.c.expires_at).limit(MAX_ENTRIES)).all()
         cached = (time.monotonic(), [(row.vendor_id, row.user_name, row.expires_at) for row in rows])
         with _lock:
-            _cache[url] = cached
+            _cache[conn.engine] = cached
     return {(vendor_id, name) for vendor_id, name, expires in cached[1] if expires is None or expires > now}
 
 
