@@ -295,6 +295,16 @@ def test_a_denied_ui_login_says_why(client, collector, geo, admin):
     assert answer.status_code == 403 and "refused" in answer.text
 
 
+def test_an_open_ui_session_is_refused_once_its_network_is_denied(client, collector, geo, admin, reviewer):
+    _ui_login(client, reviewer, BAD)
+    assert client.get("/ui/events", headers=_from(BAD)).status_code == 200
+    assert client.post("/api/v1/denylist", json={"cidr": BAD_RANGE}, headers=admin.headers).status_code == 201
+    refused = client.get("/ui/events", headers=_from(BAD))
+    assert refused.status_code == 403 and "refused" in refused.text
+    assert client.get("/ui/events", headers=_from(HOME)).status_code == 200
+    assert _refusals(collector) == {("ui", BAD): 1}
+
+
 def test_access_events_appear_in_the_ui_list_detail_and_export(client, collector, geo, admin, reviewer):
     assert _login(client, reviewer, HOME).status_code == 200
     assert _login(client, reviewer, ABROAD).status_code == 200

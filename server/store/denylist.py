@@ -31,8 +31,8 @@ from server.netaddr import Network
 from server.store import audit
 from server.store.sql import iso
 
-KINDS = ("agent", "enroll", "login", "api")
-"""What a refusal refused: an agent's call, an enrollment, a login, a user's API call."""
+KINDS = ("agent", "enroll", "login", "api", "ui")
+"""What a refusal refused: an agent's call, an enrollment, a login, a user's API call, a UI page of an open session."""
 REFRESH_S = 5.0
 COLLECTOR_WIDE: None = None
 """The vendor of a collector-wide range."""

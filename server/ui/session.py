@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from server.api.deps import AddressDep, CollectorDep
 from server.errors import Forbidden, Unauthorized
-from server.store import addresses
+from server.store import addresses, denylist
 from server.store import users as user_store
 from server.store.users import User
 
@@ -106,10 +106,16 @@ def viewer(request: Request, collector: CollectorDep, address: AddressDep) -> Vi
     try:
         with collector.db.write() as conn:
             user = user_store.authenticate_token(conn, value=token, now=now)
+            # A session opened before its network was denied is refused like the API's calls.
+            collector.denied.check(conn, kind="ui", address=address, vendor_ids=user.vendor_ids)
             if address:
                 addresses.record_user(conn, user_id=user.id, address=address, country=collector.country(address), now=now)
     except Unauthorized:
         raise LoginRequired(_here(request)) from None
+    except denylist.DeniedNetwork as refused:
+        with collector.db.write() as conn:
+            denylist.record_refusal(conn, kind=refused.kind, address=refused.address, vendor_id=refused.vendor_id, now=now)
+        raise
     found = Viewer(user, token)
     request.state.viewer = found
     return found
