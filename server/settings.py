@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.events import Severity
 
@@ -83,6 +83,12 @@ class PeopleSection(_Section):
     """Events from this UTC hour on weekdays count as working hours..."""
     work_end_hour: int = Field(default=19, ge=1, le=24)
     """...until this UTC hour (exclusive); the rest, and weekends, are off-hours."""
+
+    @model_validator(mode="after")
+    def _hours_in_order(self) -> PeopleSection:
+        if self.work_start_hour >= self.work_end_hour:
+            raise ValueError("work_start_hour must be before work_end_hour")
+        return self
 
 
 class AuthSection(_Section):

@@ -217,3 +217,13 @@ def test_scoped_reviewer_sees_only_its_vendors_and_vendor_leads_none(client, col
         assert client.get(url, headers=lead.headers).status_code == 403, url
     assert client.post("/api/v1/watchlist", json={"user": "x", "vendor": "acme-bpo"}, headers=lead.headers).status_code == 403
     assert client.post("/api/v1/views", json={"name": "n", "query": ""}, headers=lead.headers).status_code == 403
+
+
+def test_working_hours_must_be_in_order(tmp_path):
+    from server.settings import SettingsError, load_settings
+
+    (tmp_path / "server.toml").write_text("[people]\nwork_start_hour = 20\nwork_end_hour = 8\n")
+    with pytest.raises(SettingsError, match="work_start_hour must be before work_end_hour"):
+        load_settings(tmp_path, environ={})
+    (tmp_path / "server.toml").write_text("[people]\nrisk_days = 7\nwork_start_hour = 9\nwork_end_hour = 17\n")
+    assert load_settings(tmp_path, environ={}).people.work_end_hour == 17
