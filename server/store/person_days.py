@@ -50,7 +50,7 @@ def _hour(conn: Connection) -> Any:
 def counted(conn: Connection, *, after: int, upto: int, day: Any) -> Iterator[tuple[str, int, date, str, int]]:
     """(kind, vendor_id, day, key, count) over the events with ``after < seq <= upto``; ``day`` is
     the stats fold's UTC-day expression (server/store/stats.py), so both fold the same calendar."""
-    in_range = [events.c.seq > after, events.c.seq <= upto, events.c.vendor_id.is_not(None)]
+    in_range = [events.c.seq > after, events.c.seq <= upto]
     user = events.c.user_name
     hour = _hour(conn)
     address = events.c.source_ip
@@ -68,6 +68,8 @@ def counted(conn: Connection, *, after: int, upto: int, day: Any) -> Iterator[tu
         query = select(*columns, func.count().label("n")).where(*in_range, *conditions)
         query = query.group_by(events.c.vendor_id, day, key, *([part] if part is not None else []))
         for row in conn.execute(query):
+            if row.vendor_id is None:
+                continue  # access events; checked here, not in SQL, so the plan stays the seq range (as stats does)
             when = date.fromisoformat(row.day)
             if kind == SEVERITY_KIND:
                 yield kind + _NAME_BY_RANK[int(row.part)], row.vendor_id, when, row.key, row.n
