@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from server.pseudonyms import Pseudonyms
-from server.store import audit, cases
+from server.store import audit, case_history, cases
 from server.store.scope import Scope
 from server.store.sql import iso
 from server.store.users import User
@@ -41,9 +41,9 @@ def chained_text(entry: dict[str, Any]) -> str:
 
 
 def _entries(conn: Connection, case_id: int, actor: User, visible_ids: set[str]) -> list[dict[str, Any]]:
-    rows = cases.audit_rows(conn, case_id=case_id)
+    rows = case_history.audit_rows(conn, case_id=case_id)
     entries: list[dict[str, Any]] = []
-    for row, details in cases.shown_history(rows, visible_ids=visible_ids, actor=actor):
+    for row, details in case_history.shown_history(rows, visible_ids=visible_ids, actor=actor):
         position = {"seq": row.seq, "prev_hash": row.prev_hash, "hash": row.hash}
         if details is None:
             entries.append({**position, "withheld": True})

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from server.case_export import chained_text
 from server.db.tables import vendors
-from server.store import audit, cases
+from server.store import audit, case_lists
 from server.store import users as user_store
 from tests.collector_env import Person, event_record, send_events
 
@@ -244,12 +244,12 @@ def test_cases_of_an_event_and_of_a_user_follow_scope(client, collector, world, 
     acme_only = scoped(collector, "sam", "reviewer", "acme-bpo")
     now = collector.clock()
     with collector.db.read() as conn:
-        assert [c["id"] for c in cases.for_event(conn, event_ref=world["high"], scope=user_store.get(conn, name="rita").scope, now=now)] == [
+        assert [c["id"] for c in case_lists.for_event(conn, event_ref=world["high"], scope=user_store.get(conn, name="rita").scope, now=now)] == [
             second["id"], first["id"]
         ]  # fmt: skip
         scope = user_store.get(conn, name="sam").scope
-        assert [c["id"] for c in cases.for_user(conn, user_name="jdoe", scope=scope, now=now)] == [first["id"]]
-        assert cases.for_user(conn, user_name="gus", scope=scope, now=now) == []
+        assert [c["id"] for c in case_lists.for_user(conn, user_name="jdoe", scope=scope, now=now)] == [first["id"]]
+        assert case_lists.for_user(conn, user_name="gus", scope=scope, now=now) == []
         with pytest.raises(Exception, match="no event"):
-            cases.for_event(conn, event_ref=world["high"], scope=scope, now=now)
+            case_lists.for_event(conn, event_ref=world["high"], scope=scope, now=now)
     assert acme_only.name == "sam"

@@ -15,9 +15,10 @@ from server import case_export
 from server.api.case_schemas import CaseCommentIn, CaseDetail, CaseEventsIn, CaseIn, CaseList, CaseUpdateIn, RevealIn, RevealOut
 from server.api.deps import AddressDep, CollectorDep, UserDep
 from server.errors import InvalidInput
-from server.store import cases
+from server.store import case_lists, cases
 from server.store.case_cursors import CASE_SORTS
-from server.store.cases import STATUSES, CaseChange, CaseFilter
+from server.store.case_lists import CaseFilter
+from server.store.cases import STATUSES, CaseChange
 from server.store.users import User
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
@@ -48,7 +49,7 @@ def list_cases(
         raise InvalidInput(f"status must be among {', '.join(STATUSES)}")
     filters = CaseFilter(statuses=statuses, assignee=assignee, severity=severity, overdue=overdue, vendor=vendor)
     with collector.db.read() as conn:
-        found = cases.page(conn, filters=filters, scope=user.scope, now=collector.clock(), limit=limit, cursor=cursor, sort=sort)
+        found = case_lists.page(conn, filters=filters, scope=user.scope, now=collector.clock(), limit=limit, cursor=cursor, sort=sort)
     return {"items": found.items, "next_cursor": found.next_cursor}
 
 

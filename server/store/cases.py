@@ -6,26 +6,25 @@ scope, and then only those events (counts, severity and history too); anything e
 NotFound, so existence does not leak. A vendor lead reads and comments (never internally) but
 changes nothing else. Every change is one audit entry with target ``case:<id>``, written in the
 same transaction; those entries are the case's history. ``severity_rank`` is kept current (the
-set severity, else the worst of the case's events) so the list sorts by a column.
+set severity, else the worst of the case's events) so the list sorts by a column. Lists and
+pages of cases are server/store/case_lists.py's; the history's reading rules case_history.py's.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Connection, and_, exists, false, func, or_, select
+from sqlalchemy import Connection, and_, exists, func, select
 
 from agent.events import SEVERITIES, SEVERITY_RANK
-from server.db.tables import audit_log, case_comments, case_events, cases, events, users, vendors
+from server.db.tables import case_comments, case_events, cases, events, users, vendors
 from server.errors import Forbidden, InvalidInput, NotFound
-from server.pseudonyms import Names, Pseudonyms
-from server.store import audit, reveals, review
+from server.pseudonyms import Pseudonyms
+from server.store import audit, case_history, reveals, review
 from server.store import users as user_store
-from server.store.case_cursors import CASE_SORTS, CaseCursor
 from server.store.scope import Scope
 from server.store.sql import iso
 from server.store.users import User
@@ -36,21 +35,9 @@ Outcome = Literal["benign", "policy_breach", "confirmed_leak"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 MAX_EVENTS = 2000
 """Events one case may hold: its page and its evidence file show every one."""
-MAX_HISTORY = 5000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 EventRef = str | int
 """An event's id (str) or its collector sequence number (int)."""
-
-
-@dataclass(frozen=True)
-class CaseFilter:
-    statuses: tuple[str, ...] = ()
-    assignee: str | None = None
-    severity: str | None = None
-    overdue: bool = False
-    vendor: str | None = None
-    """Cases holding at least one event of this vendor (by name)."""
 
 
 @dataclass(frozen=True)
@@ -70,25 +57,19 @@ class CaseChange:
     clear_due: bool = False
 
 
-@dataclass(frozen=True)
-class CasePage:
-    items: list[dict[str, Any]]
-    next_cursor: str | None
-
-
 def _may_change(actor: User) -> None:
     if actor.is_vendor_lead:
         raise Forbidden("a vendor lead may read cases and comment on them, not change them")
 
 
-def _visible_events(scope: Scope) -> Any:
+def visible_events(scope: Scope) -> Any:
     """The condition on ``events`` of what ``scope`` may see, or None."""
     return scope.where(events.c.vendor_id)
 
 
-def _case_visible(scope: Scope) -> Any | None:
+def case_visible(scope: Scope) -> Any | None:
     """A condition on ``cases``: at least one of its events is in scope (None: every case is visible)."""
-    condition = _visible_events(scope)
+    condition = visible_events(scope)
     if condition is None:
         return None
     return exists().where(case_events.c.case_id == cases.c.id, case_events.c.event_seq == events.c.seq, condition)
@@ -96,7 +77,7 @@ def _case_visible(scope: Scope) -> Any | None:
 
 def _case_row(conn: Connection, case_id: int, scope: Scope) -> Any:
     query = select(cases, users.c.name.label("assignee")).outerjoin(users, users.c.id == cases.c.assignee_id).where(cases.c.id == case_id)
-    visible = _case_visible(scope)
+    visible = case_visible(scope)
     if visible is not None:
         query = query.where(visible)
     row = conn.execute(query).first()
@@ -105,13 +86,13 @@ def _case_row(conn: Connection, case_id: int, scope: Scope) -> Any:
     return row
 
 
-def _resolve_events(conn: Connection, refs: Sequence[EventRef], scope: Scope) -> list[Any]:
+def resolve_events(conn: Connection, refs: Sequence[EventRef], scope: Scope) -> list[Any]:
     """The rows (seq, id, vendor_id, user_name) of ``refs`` in order, once each; one unknown or out of scope refuses all."""
     ids = [ref for ref in refs if isinstance(ref, str)]
     seqs = [ref for ref in refs if isinstance(ref, int)]
     found: dict[EventRef, Any] = {}
     columns = (events.c.seq, events.c.id, events.c.vendor_id, events.c.user_name)
-    condition = _visible_events(scope)
+    condition = visible_events(scope)
     for column, values in ((events.c.id, ids), (events.c.seq, seqs)):
         for start in range(0, len(values), 500):
             query = select(*columns).where(column.in_(values[start:start + 500]))
@@ -174,7 +155,7 @@ def create(
     if len(event_refs) > MAX_EVENTS:
         raise InvalidInput(f"a case holds at most {MAX_EVENTS} events")
     _check_severity(severity)
-    rows = _resolve_events(conn, event_refs, scope)
+    rows = resolve_events(conn, event_refs, scope)
     values = dict(
         title=title.strip(), status="open", severity=severity, severity_rank=0, due_at=due_at, event_count=0,
         assignee_id=_assignee_id(conn, assignee) if assignee else None, created_by=actor.name, created_at=now, updated_at=now,
@@ -195,7 +176,7 @@ def add_events(
     _case_row(conn, case_id, scope)
     if not event_refs:
         raise InvalidInput("choose at least one event")
-    rows = _resolve_events(conn, event_refs, scope)
+    rows = resolve_events(conn, event_refs, scope)
     held = {seq for (seq,) in conn.execute(select(case_events.c.event_seq).where(case_events.c.case_id == case_id, case_events.c.event_seq.in_([r.seq for r in rows])))}
     new = [row for row in rows if row.seq not in held]
     if not new:
@@ -214,7 +195,7 @@ def remove_event(conn: Connection, *, case_id: int, event_ref: EventRef, actor: 
     """Take one event out of a case (the event itself and its triage stay as they are)."""
     _may_change(actor)
     _case_row(conn, case_id, scope)
-    (row,) = _resolve_events(conn, [event_ref], scope)
+    (row,) = resolve_events(conn, [event_ref], scope)
     gone = conn.execute(case_events.delete().where(case_events.c.case_id == case_id, case_events.c.event_seq == row.seq)).rowcount
     if not gone:
         raise NotFound(f"event {row.id!r} is not in case {case_id}")
@@ -307,7 +288,7 @@ def _severity_name(rank: int) -> str | None:
     return SEVERITIES[rank - 1] if rank else None
 
 
-def _visible_stats(conn: Connection, case_ids: Sequence[int], scope: Scope) -> dict[int, tuple[int, int]]:
+def visible_stats(conn: Connection, case_ids: Sequence[int], scope: Scope) -> dict[int, tuple[int, int]]:
     """(count, worst rank) of each case's events that ``scope`` sees; one grouped query for a page.
 
     Grouped by case and vendor and filtered here rather than in SQL: with the vendor condition in
@@ -330,7 +311,7 @@ def _visible_stats(conn: Connection, case_ids: Sequence[int], scope: Scope) -> d
     return stats
 
 
-def _summary(row: Any, stats: tuple[int, int] | None, scope: Scope, now: datetime) -> dict[str, Any]:
+def summary(row: Any, stats: tuple[int, int] | None, scope: Scope, now: datetime) -> dict[str, Any]:
     """A case as lists show it. A scoped account's count and severity are of the events it sees."""
     if scope.unrestricted or stats is None:
         count, rank = row.event_count, row.severity_rank
@@ -354,124 +335,6 @@ def _summary(row: Any, stats: tuple[int, int] | None, scope: Scope, now: datetim
     }
 
 
-def _micros(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _from_micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def _cursor_of(sort: str, row: Any) -> str:
-    if sort == "due":
-        key = _micros(row.due_at) if row.due_at is not None else None
-    elif sort == "updated":
-        key = _micros(row.updated_at)
-    else:
-        key = row.severity_rank
-    return CaseCursor(sort, key, row.id).encode()
-
-
-def _after(sort: str, position: CaseCursor) -> Any:
-    """The keyset condition: cases after ``position`` in ``sort`` order (spelled out, so each side is typed)."""
-    if sort == "due":
-        if position.key is None:
-            return and_(cases.c.due_at.is_(None), cases.c.id > position.case_id)
-        due = _from_micros(position.key)
-        return or_(cases.c.due_at > due, and_(cases.c.due_at == due, cases.c.id > position.case_id), cases.c.due_at.is_(None))
-    column = cases.c.updated_at if sort == "updated" else cases.c.severity_rank
-    key: Any = _from_micros(position.key or 0) if sort == "updated" else position.key or 0
-    return or_(column < key, and_(column == key, cases.c.id < position.case_id))
-
-
-def _order(sort: str) -> list[Any]:
-    if sort == "due":
-        return [cases.c.due_at.is_(None), cases.c.due_at, cases.c.id]
-    if sort == "updated":
-        return [cases.c.updated_at.desc(), cases.c.id.desc()]
-    return [cases.c.severity_rank.desc(), cases.c.id.desc()]
-
-
-def _conditions(conn: Connection, f: CaseFilter, scope: Scope, now: datetime) -> list[Any]:
-    c: list[Any] = []
-    if f.statuses:
-        c.append(cases.c.status.in_(f.statuses))
-    if f.assignee:
-        c.append(users.c.name == f.assignee)
-    if f.severity:
-        c.append(cases.c.severity_rank == SEVERITY_RANK.get(f.severity, -1))
-    if f.overdue:
-        c.append(and_(cases.c.due_at < now, cases.c.status != "closed"))
-    if f.vendor:
-        vendor_id = conn.execute(select(vendors.c.id).where(vendors.c.name == f.vendor)).scalar()
-        if vendor_id is None or not scope.allows(vendor_id):
-            c.append(false())
-        else:
-            c.append(exists().where(case_events.c.case_id == cases.c.id, case_events.c.event_seq == events.c.seq, events.c.vendor_id == vendor_id))
-    visible = _case_visible(scope)
-    if visible is not None:
-        c.append(visible)
-    return c
-
-
-def page(
-    conn: Connection, *, filters: CaseFilter, scope: Scope, now: datetime, limit: int, cursor: str | None = None, sort: str = "due"
-) -> CasePage:
-    """One page of cases in ``sort`` order, keyset-paged on (key, id), with a cursor to the next page."""
-    if sort not in CASE_SORTS:
-        raise InvalidInput(f"sort must be one of {', '.join(CASE_SORTS)}")
-    conditions = _conditions(conn, filters, scope, now)
-    if cursor:
-        position = CaseCursor.decode(cursor)
-        if position.sort != sort:
-            raise InvalidInput("cursor belongs to another sort order; start again from the first page")
-        try:
-            conditions.append(_after(sort, position))
-        except OverflowError:  # a time no case has: never issued
-            raise InvalidInput("cursor is not one this server issued; start again from the first page") from None
-    query = select(cases, users.c.name.label("assignee")).outerjoin(users, users.c.id == cases.c.assignee_id)
-    if conditions:
-        query = query.where(and_(*conditions))
-    rows = list(conn.execute(query.order_by(*_order(sort)).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    stats = {} if scope.unrestricted else _visible_stats(conn, [row.id for row in rows], scope)
-    items = [_summary(row, stats.get(row.id), scope, now) for row in rows]
-    return CasePage(items, _cursor_of(sort, rows[-1]) if more and rows else None)
-
-
-def _summaries_where(conn: Connection, condition: Any, scope: Scope, now: datetime, limit: int) -> list[dict[str, Any]]:
-    query = select(cases, users.c.name.label("assignee")).outerjoin(users, users.c.id == cases.c.assignee_id).where(condition)
-    visible = _case_visible(scope)
-    if visible is not None:
-        query = query.where(visible)
-    rows = list(conn.execute(query.order_by(cases.c.id.desc()).limit(limit)))
-    stats = {} if scope.unrestricted else _visible_stats(conn, [row.id for row in rows], scope)
-    return [_summary(row, stats.get(row.id), scope, now) for row in rows]
-
-
-def for_event(conn: Connection, *, event_ref: EventRef, scope: Scope, now: datetime, limit: int = 50) -> list[dict[str, Any]]:
-    """The cases holding one event, newest first (the event must be visible to ``scope``)."""
-    (row,) = _resolve_events(conn, [event_ref], scope)
-    held = select(case_events.c.case_id).where(case_events.c.event_seq == row.seq)
-    return _summaries_where(conn, cases.c.id.in_(held), scope, now, limit)
-
-
-def for_user(conn: Connection, *, user_name: str, scope: Scope, now: datetime, limit: int = 50) -> list[dict[str, Any]]:
-    """The cases holding an event of staff user ``user_name`` that ``scope`` sees, newest first (people timelines)."""
-    condition = events.c.user_name == user_name
-    visible = _visible_events(scope)
-    if visible is not None:
-        condition = and_(condition, visible)
-    held = select(case_events.c.case_id).join(events, events.c.seq == case_events.c.event_seq).where(condition)
-    return _summaries_where(conn, cases.c.id.in_(held), scope, now, limit)
-
-
-def open_cases(conn: Connection, *, scope: Scope, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
-    """Cases not closed, soonest due first: what an "add to case" picker offers."""
-    return page(conn, filters=CaseFilter(statuses=("open", "investigating")), scope=scope, now=now, limit=limit).items
-
-
 def event_rows(conn: Connection, *, case_id: int, scope: Scope) -> list[Any]:
     """The case's events that ``scope`` sees, as review rows in time order (for ``review.public``)."""
     query = (
@@ -480,7 +343,7 @@ def event_rows(conn: Connection, *, case_id: int, scope: Scope) -> list[Any]:
         .where(case_events.c.case_id == case_id)
         .order_by(events.c.occurred_at, events.c.seq)
     )
-    condition = _visible_events(scope)
+    condition = visible_events(scope)
     if condition is not None:
         query = query.where(condition)
     return list(conn.execute(query))
@@ -498,62 +361,21 @@ def _comments(conn: Connection, case_id: int, actor: User) -> list[dict[str, Any
     return [{"id": c.id, "author": c.name, "body": c.body, "internal": bool(c.internal), "created_at": iso(c.created_at)} for c in conn.execute(query)]
 
 
-def audit_rows(conn: Connection, *, case_id: int) -> list[Any]:
-    """The audit log's entries of one case in chain order (index on target, seq)."""
-    query = select(audit_log).where(audit_log.c.target == f"case:{case_id}").order_by(audit_log.c.seq).limit(MAX_HISTORY)
-    return list(conn.execute(query))
-
-
-def shown_history(rows: Sequence[Any], *, visible_ids: set[str], actor: User) -> list[tuple[Any, dict[str, Any] | None]]:
-    """Each audit row with the details ``actor`` may read, or None where they would show what is out of sight.
-
-    Out of sight: event ids of another vendor or another vendor's reveal (a scoped account) and
-    internal comments (a vendor lead). Such an entry keeps its place in the chain with its
-    details withheld, so the positions stay provable.
-    """
-    scope = actor.scope
-    shown: list[tuple[Any, dict[str, Any] | None]] = []
-    for row in rows:
-        details = json.loads(row.details)
-        hidden = False
-        if not scope.unrestricted:
-            listed = details.get("events")
-            if isinstance(listed, list) and any(event_id not in visible_ids for event_id in listed):
-                hidden = True
-            vendor_id = details.get("vendor_id")
-            if isinstance(vendor_id, int) and not scope.allows(vendor_id):
-                hidden = True
-        if actor.is_vendor_lead and details.get("internal"):
-            hidden = True
-        shown.append((row, None if hidden else details))
-    return shown
-
-
-def history(conn: Connection, *, case_id: int, actor: User, visible_ids: set[str]) -> list[dict[str, Any]]:
-    """The case's history as the API and the page show it (entries with details withheld say so)."""
-    entries = []
-    for row, details in shown_history(audit_rows(conn, case_id=case_id), visible_ids=visible_ids, actor=actor):
-        if details is None and not actor.scope.unrestricted:
-            continue  # a scoped reader's history omits what it may not read; the evidence file keeps the position
-        entries.append({"seq": row.seq, "at": iso(row.at), "actor": row.actor, "action": row.action, "details": details})
-    return entries
-
-
 def get(conn: Connection, *, case_id: int, actor: User, scope: Scope, now: datetime, pseudonyms: Pseudonyms | None = None) -> dict[str, Any]:
     """One case with its visible events (as the review API shows them, pseudonyms included), comments and history."""
     row = _case_row(conn, case_id, scope)
     rows = event_rows(conn, case_id=case_id, scope=scope)
     worst = max((r.severity_rank for r in rows), default=0)
-    item = _summary(row, (len(rows), worst), scope, now)
+    item = summary(row, (len(rows), worst), scope, now)
     shown = review.names(conn, scope=scope, pseudonyms=pseudonyms)
     item["events"] = [review.public(r, names=shown) for r in rows]
     item["comments"] = _comments(conn, case_id, actor)
-    item["history"] = history(conn, case_id=case_id, actor=actor, visible_ids={r.id for r in rows})
-    item["people"] = _people(rows, shown) if not actor.is_vendor_lead else []
+    item["history"] = case_history.history(conn, case_id=case_id, actor=actor, visible_ids={r.id for r in rows})
+    item["people"] = _people(rows) if not actor.is_vendor_lead else []
     return item
 
 
-def _people(rows: Sequence[Any], shown: Names | None) -> list[dict[str, Any]]:
+def _people(rows: Sequence[Any]) -> list[dict[str, Any]]:
     """The staff users of the case's events per vendor: what a customer reviewer may reveal to that vendor's lead."""
     found = {(r.vendor_id, r.vendor, r.user_name) for r in rows if r.vendor_id is not None and r.user_name}
     return [{"user": name, "vendor": vendor} for _, vendor, name in sorted(found, key=lambda f: (f[1] or "", f[2]))]
@@ -570,7 +392,7 @@ def reveal(
     _may_change(actor)
     _case_row(conn, case_id, scope)
     condition = and_(case_events.c.case_id == case_id, events.c.user_name == user_name, events.c.vendor_id.is_not(None))
-    visible = _visible_events(scope)
+    visible = visible_events(scope)
     if visible is not None:
         condition = and_(condition, visible)
     found = conn.execute(

@@ -20,10 +20,11 @@ from server.api.case_schemas import CaseCommentIn
 from server.api.deps import AddressDep, CollectorDep
 from server.errors import InvalidInput
 from server.siem.fields import process_facts
-from server.store import cases, vendors
+from server.store import case_lists, cases, vendors
 from server.store import users as user_store
 from server.store.case_cursors import CASE_SORTS
-from server.store.cases import MAX_EVENTS, OUTCOMES, STATUSES, CaseChange, CaseFilter
+from server.store.case_lists import CaseFilter
+from server.store.cases import MAX_EVENTS, OUTCOMES, STATUSES, CaseChange
 from server.store.users import User
 from server.ui.render import UiRoute, redirect, render
 from server.ui.session import PosterDep, ViewerDep
@@ -43,12 +44,12 @@ _FILTER_FIELDS = ("status", "assignee", "severity", "overdue", "vendor", "sort")
 
 def list_extras(conn: Any, user: User, *, now: datetime) -> dict[str, Any]:
     """For the event list: the open cases the bulk "add to case" offers (none for vendor leads, who cannot)."""
-    return {"open_cases": [] if user.is_vendor_lead else cases.open_cases(conn, scope=user.scope, now=now)}
+    return {"open_cases": [] if user.is_vendor_lead else case_lists.open_cases(conn, scope=user.scope, now=now)}
 
 
 def event_extras(conn: Any, user: User, event_id: str, *, now: datetime) -> dict[str, Any]:
     """For the event page: the cases holding the event, and the open ones it could join."""
-    return {"event_cases": cases.for_event(conn, event_ref=event_id, scope=user.scope, now=now), **list_extras(conn, user, now=now)}
+    return {"event_cases": case_lists.for_event(conn, event_ref=event_id, scope=user.scope, now=now), **list_extras(conn, user, now=now)}
 
 
 def _assignable(conn: Any) -> list[str]:
@@ -82,11 +83,11 @@ def case_list(request: Request, collector: CollectorDep, viewer: ViewerDep) -> R
     scope = viewer.user.scope
     with collector.db.read() as conn:
         try:
-            found = cases.page(conn, filters=found_filter, scope=scope, now=now, limit=PAGE_SIZE, cursor=cursor, sort=sort)
+            found = case_lists.page(conn, filters=found_filter, scope=scope, now=now, limit=PAGE_SIZE, cursor=cursor, sort=sort)
         except InvalidInput as exc:
             problems.append(f"{exc} (showing the first page)")
             cursor = None
-            found = cases.page(conn, filters=found_filter, scope=scope, now=now, limit=PAGE_SIZE, sort=sort)
+            found = case_lists.page(conn, filters=found_filter, scope=scope, now=now, limit=PAGE_SIZE, sort=sort)
         vendor_names = [v["name"] for v in vendors.list_visible(conn, scope=scope)]
         people = _assignable(conn) if not viewer.user.is_vendor_lead else []
     context = {
