@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import resource
@@ -142,7 +143,8 @@ def _targets(url: str, scoped_vendor_id: int) -> dict[str, str]:
     db = Database(url)
     with db.read() as conn:
         in_vendor = events.c.vendor_id == scoped_vendor_id
-        row = conn.execute(select(events.c.user_name, events.c.host).where(in_vendor).order_by(events.c.seq.desc()).limit(1)).one()
+        # An agent's event: the collector's own (agent.offline after the server starts) name no user.
+        row = conn.execute(select(events.c.user_name, events.c.host).where(in_vendor, events.c.user_name.is_not(None)).order_by(events.c.seq.desc()).limit(1)).one()
         device = conn.execute(select(events.c.device_serial).where(in_vendor, events.c.device_serial.is_not(None)).order_by(events.c.seq.desc()).limit(1)).scalar_one()
         case_id = conn.execute(
             select(cases.c.id).join(case_events, case_events.c.case_id == cases.c.id).join(events, events.c.seq == case_events.c.event_seq)
@@ -283,9 +285,11 @@ def main() -> int:
     db.dispose()
     t = _targets(url, scoped_vendor_id)
     results: list[Result] = []
+    load_before = os.getloadavg()[0]
     with serve_collector(data_dir, log_path=data_dir.parent / f"{data_dir.name}-serve.log") as server:
         for role in ("admin", "scoped reviewer", "vendor lead"):
             results.extend(time_account(server.base_url, Account(**record["accounts"][role]), t, args.runs))
+    console.print(f"load average (1 min) {load_before:.1f} before the timings, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs")
     backend = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
     size = f"{(data_dir / 'collector.db').stat().st_size / 1e9:.1f} GB, " if backend == "SQLite" else ""
     title = f"Review pages on {backend}, {args.events:,} events, {args.cases:,} cases ({size}{args.runs} runs after a warm-up, {datetime.now(UTC):%Y-%m-%d})"
