@@ -19,14 +19,14 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
 
-from agent.events import CHANNELS
+from agent.events import CHANNELS, SEVERITIES, SEVERITY_RANK
 from server.db.tables import event_counts, events
 from server.settings import PeopleSection
 from server.store import person_days, stats
 from server.store.scope import Scope
 
 HISTORY_DAYS = 90
-SEVERITY_POINTS = {"low": 1, "medium": 2, "high": 4, "critical": 8}
+SEVERITY_POINTS = {name: 2 ** (SEVERITY_RANK[name] - 1) for name in SEVERITIES}  # low 1, medium 2, high 4, critical 8
 RISKY_CHANNELS = ("usb", "egress")
 
 
