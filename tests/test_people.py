@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from server.db.tables import alert_outbox, audit_log, case_events, cases, events, vendors
+from server.db.tables import alert_outbox, audit_log, case_events, cases, event_counts, events, stats_progress, vendors
 from server.maintenance import roll_up_stats
-from server.store import users
+from server.store import stats, users
 from tests.collector_env import Person, add_user, event_record, send_events
 
 
@@ -227,3 +227,22 @@ def test_working_hours_must_be_in_order(tmp_path):
         load_settings(tmp_path, environ={})
     (tmp_path / "server.toml").write_text("[people]\nrisk_days = 7\nwork_start_hour = 9\nwork_end_hour = 17\n")
     assert load_settings(tmp_path, environ={}).people.work_end_hour == 17
+
+
+def test_a_collector_upgraded_with_folded_events_folds_them_for_people_too(client, collector, clock, enroll, reviewer):
+    agent = enroll(hostname="ws-9")
+    for n in range(3):
+        send_events(client, agent, event_record(occurred_at=_at(clock, hours=-n), user="jdoe"))
+    _fold(collector, clock)
+    with collector.db.write() as conn:  # as before issue 19: the overview's kinds folded, no person's kinds, no cursor of theirs
+        conn.execute(event_counts.delete().where(event_counts.c.kind.not_in(["severity", "rule", "user", "device"])))
+        conn.execute(stats_progress.delete().where(stats_progress.c.id == stats.PEOPLE_PROGRESS))
+        before = dict(conn.execute(select(event_counts.c.kind, func.sum(event_counts.c.count)).group_by(event_counts.c.kind)).tuples().all())
+    assert before.get("host") is None
+    _fold(collector, clock)
+    with collector.db.read() as conn:
+        after = dict(conn.execute(select(event_counts.c.kind, func.sum(event_counts.c.count)).group_by(event_counts.c.kind)).tuples().all())
+        assert stats.folded_upto(conn, stats.PEOPLE_PROGRESS) == stats.folded_upto(conn)
+    assert after["host"] == 3
+    assert {kind: after[kind] for kind in before} == before  # the overview's counts are not folded twice
+    assert sum(day["events"] for day in _get(client, reviewer, "/api/v1/timeline?host=ws-9")["per_day"]) == 3

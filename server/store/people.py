@@ -105,7 +105,7 @@ def per_day(conn: Connection, *, scope: Scope, subject: Subject, value: str, now
     if visible is not None:
         query = query.where(visible)
     counts = {row.day: int(row.n) for row in conn.execute(query)}
-    mark = stats.folded_upto(conn)
+    mark = stats.folded_upto(conn, stats.PEOPLE_PROGRESS if subject == "host" else stats.COUNTS_PROGRESS)
     day = stats._day(conn)
     tail = select(day.label("day"), func.count().label("n")).where(_COLUMN[subject] == value, events.c.seq > mark, events.c.vendor_id.is_not(None), *_visible(scope)).group_by(day)
     for row in conn.execute(tail):

@@ -26,7 +26,7 @@ from server.store import person_days, stats
 from server.store.scope import Scope
 
 HISTORY_DAYS = 90
-SEVERITY_POINTS = {name: 2 ** (SEVERITY_RANK[name] - 1) for name in SEVERITIES}  # low 1, medium 2, high 4, critical 8
+SEVERITY_POINTS: dict[str, int] = {name: 2 ** (SEVERITY_RANK[name] - 1) for name in SEVERITIES}  # low 1, medium 2, high 4, critical 8
 RISKY_CHANNELS = ("usb", "egress")
 
 
@@ -125,7 +125,7 @@ def figures(conn: Connection, *, scope: Scope, now: datetime, config: PeopleSect
         address, name = person_days.split_address_key(key)
         if user_name is None or name == user_name:
             found[name].addresses.add(address)
-    mark, newest = stats.folded_upto(conn), conn.execute(select(func.max(events.c.seq))).scalar() or 0
+    mark, newest = stats.folded_upto(conn, stats.PEOPLE_PROGRESS), conn.execute(select(func.max(events.c.seq))).scalar() or 0
     if newest > mark:
         for kind, vendor_id, day, key, n in person_days.counted(conn, after=mark, upto=newest, day=stats._day(conn)):
             if not first <= day <= calendar[-1] or not scope.allows(vendor_id):

@@ -15,10 +15,9 @@ sees their top users under pseudonyms (server/pseudonyms.py), never by name.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, String, func, select
@@ -86,16 +85,39 @@ def _counted(conn: Connection, *, after: int, upto: int, scope: Scope | None = N
             yield kind, row.vendor_id, date.fromisoformat(row.day), name, row.n
 
 
-def folded_upto(conn: Connection) -> int:
-    return conn.execute(select(stats_progress.c.seq).where(stats_progress.c.id == 1)).scalar() or 0
+COUNTS_PROGRESS = 1
+"""``stats_progress`` row of the vendors overview's kinds (severity, rule, user, device)."""
+PEOPLE_PROGRESS = 2
+"""``stats_progress`` row of the per-person kinds (server/store/person_days.py). A cursor of their
+own: a collector upgraded with events already folded starts these at the first event and catches
+up a chunk per fold, so people pages cover the events stored before the upgrade too."""
+
+
+def folded_upto(conn: Connection, progress: int = COUNTS_PROGRESS) -> int:
+    return conn.execute(select(stats_progress.c.seq).where(stats_progress.c.id == progress)).scalar() or 0
+
+
+CountRows = Callable[[Connection, int, int], Iterable[tuple[str, int, date, str, int]]]
 
 
 def fold(conn: Connection, *, now: datetime, chunk: int = FOLD_CHUNK) -> int:
-    """Fold up to ``chunk`` more events into the daily counts; returns how many seqs it covered."""
-    conn.execute(insert(conn, stats_progress).values(id=1, seq=0).on_conflict_do_nothing(index_elements=[stats_progress.c.id]))
+    """Fold up to ``chunk`` more events into the daily counts; returns how many seqs it covered.
+
+    Each family of kinds advances its own cursor (a fresh collector's move together); the
+    larger step is returned, so a caller that folds until 0 also brings the lagging one up.
+    """
+    counts = _advance(conn, COUNTS_PROGRESS, now=now, chunk=chunk, counted=lambda c, after, upto: _counted(c, after=after, upto=upto))
+    people = _advance(
+        conn, PEOPLE_PROGRESS, now=now, chunk=chunk, counted=lambda c, after, upto: person_days.counted(c, after=after, upto=upto, day=_day(c))
+    )
+    return max(counts, people)
+
+
+def _advance(conn: Connection, progress: int, *, now: datetime, chunk: int, counted: CountRows) -> int:
+    conn.execute(insert(conn, stats_progress).values(id=progress, seq=0).on_conflict_do_nothing(index_elements=[stats_progress.c.id]))
     # Updating the mark first takes its row lock, so concurrent folds take turns (as audit.append does).
     mark = conn.execute(
-        stats_progress.update().where(stats_progress.c.id == 1).values(seq=stats_progress.c.seq).returning(stats_progress.c.seq)
+        stats_progress.update().where(stats_progress.c.id == progress).values(seq=stats_progress.c.seq).returning(stats_progress.c.seq)
     ).scalar_one()
     # seq has gaps (PostgreSQL spends a number on every duplicate a retried batch sends), so the
     # chunk starts at the next event that exists rather than at mark + 1.
@@ -107,13 +129,12 @@ def fold(conn: Connection, *, now: datetime, chunk: int = FOLD_CHUNK) -> int:
     upto = too_recent - 1 if too_recent is not None else conn.execute(select(func.max(events.c.seq)).where(*in_chunk)).scalar_one()
     if upto < first:
         return 0
-    counted = chain(_counted(conn, after=mark, upto=upto), person_days.counted(conn, after=mark, upto=upto, day=_day(conn)))
-    rows = [{"kind": kind, "vendor_id": vendor_id, "day": day, "key": key, "count": n} for kind, vendor_id, day, key, n in counted]
+    rows = [{"kind": kind, "vendor_id": vendor_id, "day": day, "key": key, "count": n} for kind, vendor_id, day, key, n in counted(conn, mark, upto)]
     if rows:
         stmt = insert(conn, event_counts)
         key_columns = [event_counts.c.kind, event_counts.c.day, event_counts.c.vendor_id, event_counts.c.key]
         conn.execute(stmt.on_conflict_do_update(index_elements=key_columns, set_={"count": event_counts.c.count + stmt.excluded["count"]}), rows)
-    conn.execute(stats_progress.update().where(stats_progress.c.id == 1).values(seq=upto))
+    conn.execute(stats_progress.update().where(stats_progress.c.id == progress).values(seq=upto))
     return upto - mark
 
 
