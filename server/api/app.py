@@ -52,10 +52,9 @@ def create_app(collector: Collector) -> FastAPI:
     )
     app.state.collector = collector
     for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, device_routes.router,
-                   egress_routes.router, mark_routes.router, ops_routes.router, case_routes.router,
-                   access_routes.router):
+                   egress_routes.router, mark_routes.router, ops_routes.router, access_routes.router,
+                   case_routes.router, people_routes.router):
         app.include_router(router)
-    app.include_router(people_routes.router)
     ui.install(app)
     _install_error_handlers(app)
     access_routes.install_refusals(app)

@@ -25,11 +25,8 @@ def not_found(request: Request, rest: str) -> Response:
 
 def install(app: FastAPI) -> None:
     """Add the UI's pages, its static files and its security headers to the collector's app."""
-    for module in (auth_pages, event_pages, fleet_pages, admin_pages, device_pages, egress_pages, mark_pages):
+    for module in (auth_pages, event_pages, fleet_pages, admin_pages, device_pages, egress_pages, mark_pages, access_pages, people_pages, case_pages):
         app.include_router(module.router)
-    app.include_router(access_pages.router)
-    app.include_router(case_pages.router)
-    app.include_router(people_pages.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
     app.include_router(_unknown)  # last: only paths nothing else answers
     app.add_middleware(UiHeaders)
