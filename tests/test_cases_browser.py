@@ -236,6 +236,11 @@ def test_a_vendor_scoped_account_sees_nothing_of_another_vendor(site, shots, bro
     if who == "lena":
         assert page.locator("#case-update").count() == 0, "a vendor lead may not change a case"
         assert page.locator('#case-comment input[name="internal"]').count() == 0
+        assert "gary.globex" not in page.content() and "person-" in page.content()
+        page.locator('#case-comment textarea[name="body"]').fill("Our staff member returned the stick.")
+        with page.expect_navigation():
+            page.locator("#case-comment-submit").click()
+        assert "Our staff member returned the stick." in page.locator("li.comment").last.inner_text()
     page.screenshot(path=str(shots / f"s03-{who}-case.png"), full_page=True)
     with page.expect_download() as download_info:
         page.locator("#case-export").click()
