@@ -173,7 +173,13 @@ def test_a_vendors_range_refuses_only_that_vendors_agents_and_scoped_accounts(cl
 
     acme_lead = _scoped_reviewer(collector, "sam", "acme-bpo")
     globex_reviewer = _scoped_reviewer(collector, "gil", "globex")
-    assert _login(client, acme_lead, BAD).status_code == 403
+    refused = _login(client, acme_lead, BAD)
+    unknown = _login(client, Person("nobody-here", "wrong", ""), BAD)
+    # Refused as a wrong password is: a 403 for scoped names alone would tell which names exist.
+    assert refused.status_code == unknown.status_code == 401 and refused.json() == unknown.json()
+    with collector.db.read() as conn:
+        reasons = [r.reason for r in conn.execute(select(login_attempts.c.reason).where(login_attempts.c.user_name == "sam"))]
+    assert reasons == ["denied_network"]
     assert _login(client, globex_reviewer, BAD).status_code == 200
     assert _login(client, admin, BAD).status_code == 200, "an unscoped account answers to the collector-wide list only"
     assert client.get("/api/v1/events", headers=_from(BAD, acme_lead.headers)).status_code == 403

@@ -33,27 +33,32 @@ async def log_in(collector: Collector, *, name: str, password: str, address: str
     """(user, session token), or None for a wrong name or password; RateLimited or DeniedNetwork when refused.
 
     A denied network is refused before the password is looked at: the collector-wide list for
-    everyone, and a scoped account's vendors' lists for that account.
+    everyone (403, DeniedNetwork), and a scoped account's vendors' lists for that account. The
+    latter answers as a wrong password does (None): a 403 only for names of scoped accounts would
+    tell a caller on a denied network which names exist. Both are recorded with their reason.
     """
     auth = collector.settings.auth
     limits = rules(auth)
     raising = login_alerts.Raising(asn=collector.asn, alert_targets=collector.alert_targets, alert_min_rank=collector.alert_min_rank)
 
-    def refuse_denied() -> None:
+    def refuse_denied() -> bool:
+        """True when a vendor's list refused the login (the caller answers as for a wrong password)."""
         with collector.db.read() as conn:
             if not collector.denied.lists_holding(conn, address):
-                return
+                return False
             try:
                 collector.denied.check(conn, kind="login", address=address, vendor_ids=user_store.vendor_ids_of(conn, name=name))
             except denylist.DeniedNetwork as refused:
                 denied = refused
             else:
-                return
+                return False
         with collector.db.write() as conn:
             logins.refuse_denied(
                 conn, name=name, address=denied.address, country=collector.country(address), vendor_id=denied.vendor_id, now=collector.clock(), via=via
             )
         denied.recorded = True
+        if denied.vendor_id is not None:
+            return True
         raise denied
 
     def check() -> float:
@@ -77,7 +82,8 @@ async def log_in(collector: Collector, *, name: str, password: str, address: str
                 raising=raising,
             )
 
-    await to_thread.run_sync(refuse_denied)
+    if await to_thread.run_sync(refuse_denied):
+        return None
     delay = await to_thread.run_sync(check)
     if delay:
         await anyio.sleep(delay)
