@@ -69,7 +69,7 @@ class Collector:
 
     def asn(self, address: str | None) -> Asn | None:
         """The address's network; the first call loads the ASN data (netaddr.CountryLookup says what it costs)."""
-        return self.countries.asn(address) if address else None
+        return self.countries.asn(address) if address and self.settings.network.asn_lookup else None
 
     def close(self) -> None:
         self.db.dispose()

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from server.db.tables import alert_outbox, audit_log, denied_calls, login_attempts
+from server.db.tables import alert_outbox, audit_log, denied_calls, events, login_attempts
 from server.netaddr import Asn
 from server.siem.cef import format_cef
 from server.store import outbox, vendors
@@ -184,6 +184,21 @@ def test_a_vendors_range_refuses_only_that_vendors_agents_and_scoped_accounts(cl
     assert _login(client, admin, BAD).status_code == 200, "an unscoped account answers to the collector-wide list only"
     assert client.get("/api/v1/events", headers=_from(BAD, acme_lead.headers)).status_code == 403
     assert _refusals(collector) == {("agent", BAD): 1, ("enroll", BAD): 1, ("login", BAD): 1, ("api", BAD): 1}
+
+
+def test_without_asn_lookup_logins_are_judged_by_country_alone(client, collector, geo, admin, reviewer):
+    collector.settings.network.asn_lookup = False  # network.asn_lookup = false: the ASN data is never loaded
+    assert _login(client, reviewer, HOME).status_code == 200
+    collector.clock.advance(minutes=5)
+    assert _login(client, reviewer, OFFICE).status_code == 200, "same country, another network: nothing new without ASNs"
+    with collector.db.read() as conn:
+        raised = [r.body for r in conn.execute(select(events.c.body).where(events.c.type == "access.unusual_login"))]
+    assert raised == []
+    items = client.get("/api/v1/sessions", params={"user": reviewer.name}, headers=admin.headers).json()["items"]
+    assert [(s["address"], s["country"], s["asn"]) for s in items] == [(OFFICE, "DE", None), (HOME, "DE", None)]
+    assert _login(client, reviewer, ABROAD).status_code == 200
+    with collector.db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(events).where(events.c.type == "access.unusual_login")).scalar_one() == 1
 
 
 def test_the_matcher_finds_ranges_of_every_length_and_family(collector):
