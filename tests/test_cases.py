@@ -161,7 +161,7 @@ def test_the_evidence_export_is_self_contained_audited_and_its_hashes_verify(cli
     doc = json.loads(files["case.json"])
     assert doc["case"]["title"] == "<script>alert(1)</script> leak" and doc["case"]["overdue"]
     assert [e["id"] for e in doc["events"]] == [world["crit"], world["high"]] and doc["events"][0]["device"]["serial"] == "4C530001"
-    assert doc["chain"] == {"ok": True, "entries": 4, "problem": None}
+    assert doc["chain"] == {"ok": True, "from_seq": doc["audit"][0]["seq"], "entries": 4, "problem": None}  # walked from the case's first entry
     assert [e["action"] for e in doc["audit"]] == ["case.create", "case.update", "case.comment", "case.export"]
     prev = "0" * 64
     for entry in doc["audit"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, update
 
 from server.db.tables import audit_log
+from server.store import audit
 from tests.collector_env import add_user, event_record
 
 
@@ -139,6 +140,20 @@ def test_audit_chain_shows_a_removed_or_edited_entry(client, collector, admin):
     with collector.db.write() as conn:
         conn.execute(delete(audit_log).where(audit_log.c.seq == 2))
     assert client.get("/api/v1/audit", headers=admin.headers).json()["chain"]["problem"] == "entry 2 is missing"
+
+
+def test_audit_chain_checked_from_a_later_entry_covers_that_span_only(client, collector, admin):
+    for name in ("v1", "v2", "v3", "v4", "v5"):
+        assert client.post("/api/v1/vendors", json={"name": name}, headers=admin.headers).status_code == 201
+    with collector.db.write() as conn:
+        assert audit.verify(conn, since=3) == audit.ChainCheck(True, 3)
+        conn.execute(update(audit_log).where(audit_log.c.seq == 1).values(target="innocent"))
+        assert audit.verify(conn, since=3).ok and audit.verify(conn).problem == "entry 1 was altered"
+        conn.execute(update(audit_log).where(audit_log.c.seq == 4).values(target="innocent"))
+        assert audit.verify(conn, since=3).problem == "entry 4 was altered"
+        conn.execute(delete(audit_log).where(audit_log.c.seq == 5))
+        assert audit.verify(conn, since=5).problem == "entry 5 is missing"
+        assert audit.verify(conn, since=6) == audit.ChainCheck(False, 0, "entry 6 is missing")
 
 
 def test_audit_chain_shows_removed_newest_entries(client, collector, admin):

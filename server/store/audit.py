@@ -64,10 +64,23 @@ class ChainCheck:
     """The first break found, e.g. "entry 17 is missing"."""
 
 
-def verify(conn: Connection) -> ChainCheck:
-    """Walk the whole chain from the first entry to the head."""
-    prev_hash, expected_seq, count = GENESIS, 1, 0
-    rows = conn.execution_options(yield_per=1000).execute(select(audit_log).order_by(audit_log.c.seq))
+def verify(conn: Connection, *, since: int = 1) -> ChainCheck:
+    """Walk the chain from entry ``since`` (default: the first) to the head.
+
+    From a later entry, that entry's stored ``prev_hash`` is taken as the start: the check then
+    proves that nothing from there to the head was altered, removed or inserted, at a cost that
+    grows with that span rather than with the collector's whole history (a case's evidence file
+    checks from the case's first entry). ``entries`` counts the entries walked.
+    """
+    since = max(1, since)
+    prev_hash, expected_seq, count = GENESIS, since, 0
+    if since > 1:
+        start = conn.execute(select(audit_log.c.prev_hash).where(audit_log.c.seq == since)).scalar()
+        if start is None:
+            return ChainCheck(False, 0, f"entry {since} is missing")
+        prev_hash = start
+    # yield_per on the statement: on the connection it would stay set for the caller's later statements.
+    rows = conn.execute(select(audit_log).where(audit_log.c.seq >= since).order_by(audit_log.c.seq).execution_options(yield_per=1000))
     for row in rows:
         if row.seq != expected_seq:
             return ChainCheck(False, count, f"entry {expected_seq} is missing" if row.seq > expected_seq else f"entry {row.seq} repeats")
@@ -78,8 +91,8 @@ def verify(conn: Connection) -> ChainCheck:
             return ChainCheck(False, count, f"entry {row.seq} was altered")
         prev_hash, expected_seq, count = digest, expected_seq + 1, count + 1
     head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one()
-    if head.seq != count or head.hash != prev_hash:
-        return ChainCheck(False, count, f"the newest entries after {count} were removed")
+    if head.seq != expected_seq - 1 or head.hash != prev_hash:
+        return ChainCheck(False, count, f"the newest entries after {expected_seq - 1} were removed")
     return ChainCheck(True, count)
 
 
