@@ -296,35 +296,40 @@ def load_cases(db: Database, rng: random.Random, count: int, now: datetime, *, r
         case_rows, member_rows, comment_rows, history = [], [], [], []
         for case_id, anchor in enumerate(anchor_rows[:count], start=1):
             size = rng.choice((1, 2, 3, 3, 4, 5, 6, 8, 10, 15))
-            members = conn.execute(select(events.c.seq, events.c.severity_rank).where(events.c.user_name == anchor.user_name, events.c.seq >= anchor.seq).order_by(events.c.seq).limit(size)).all()
+            members = conn.execute(
+                select(events.c.seq, events.c.severity_rank, events.c.id).where(events.c.user_name == anchor.user_name, events.c.seq >= anchor.seq).order_by(events.c.seq).limit(size)
+            ).all()
             if rng.random() < 0.03:
                 other = rng.choice([v for v in by_vendor if v != anchor.vendor_id] or [anchor.vendor_id])
                 extra = rng.choice(by_vendor[other])
-                rank = conn.execute(select(events.c.severity_rank).where(events.c.seq == extra)).scalar_one()
-                members = [*members, (extra, rank)]
-            members = list(dict(members).items())
+                members = [*members, conn.execute(select(events.c.seq, events.c.severity_rank, events.c.id).where(events.c.seq == extra)).one()]
+            members = list({seq: (seq, rank, event_id) for seq, rank, event_id in members}.values())
             created = now - timedelta(days=rng.randrange(DAYS), minutes=rng.randrange(1440))
             status = status_of()
             case_rows.append({
                 "id": case_id, "title": f"{anchor.user_name}: {rng.choice(('copies to USB', 'source pushed outside', 'credentials on clipboard', 'contract documents'))} #{case_id}",
                 "status": status, "outcome": rng.choice(OUTCOMES) if status == "closed" else None, "assignee_id": rng.choice([*reviewers, None]),
-                "severity": None, "severity_rank": max(rank for _, rank in members), "due_at": created + timedelta(days=rng.randrange(3, 45)),
+                "severity": None, "severity_rank": max(rank for _, rank, _ in members), "due_at": created + timedelta(days=rng.randrange(3, 45)),
                 "event_count": len(members), "created_by": "admin", "created_at": created, "updated_at": created + timedelta(hours=rng.randrange(200)),
                 "closed_at": created + timedelta(days=2) if status == "closed" else None,
             })  # fmt: skip
-            member_rows.extend({"case_id": case_id, "event_seq": seq, "added_by": "admin", "added_at": created} for seq, _ in members)
+            member_rows.extend({"case_id": case_id, "event_seq": seq, "added_by": "admin", "added_at": created} for seq, _, _ in members)
             for n in range(rng.choice((0, 1, 2, 2, 3, 5))):
                 comment_rows.append({"case_id": case_id, "user_id": rng.choice(reviewers), "body": f"Looked at the events of {anchor.user_name} ({n + 1}).",
                                      "internal": rng.random() < 0.2, "created_at": created + timedelta(hours=n + 1)})  # fmt: skip
-            history.append((case_id, created, status))
+            history.append((case_id, created, [event_id for *_, event_id in members]))
         conn.execute(cases.insert(), case_rows)
         for part in range(0, len(member_rows), 20_000):
             conn.execute(case_events.insert(), member_rows[part : part + 20_000])
-        conn.execute(case_comments.insert(), comment_rows)
-        for case_id, created, status in history:
-            audit.append(conn, actor="admin", action="case.create", target=f"case:{case_id}", details={"title": case_rows[case_id - 1]["title"]}, now=created)
-            if status == "closed":
-                audit.append(conn, actor="admin", action="case.close", target=f"case:{case_id}", details={"outcome": case_rows[case_id - 1]["outcome"]}, now=created)
+        comment_ids = conn.execute(case_comments.insert().returning(case_comments.c.id, sort_by_parameter_order=True), comment_rows).scalars().all()
+        # The history as server/store/cases.py writes it: creation, comments (by length), closing.
+        entries = [(created, case_id, "case.create", {"title": case_rows[case_id - 1]["title"], "events": ids, "assignee": None, "severity": None, "due_at": None})
+                   for case_id, created, ids in history]  # fmt: skip
+        entries.extend((c["created_at"], c["case_id"], "case.comment", {"comment": i, "internal": c["internal"], "length": len(c["body"])}) for c, i in zip(comment_rows, comment_ids))
+        entries.extend((row["closed_at"], row["id"], "case.update", {"before": {"outcome": None, "status": "open"}, "after": {"outcome": row["outcome"], "status": "closed"}})
+                       for row in case_rows if row["status"] == "closed")  # fmt: skip
+        for at, case_id, action, details in sorted(entries, key=lambda entry: (entry[0], entry[1])):
+            audit.append(conn, actor="admin", action=action, target=f"case:{case_id}", details=details, now=at)
         people = sorted({row.user_name for row in anchor_rows if row.user_name})
         vendor_of = {row.user_name: row.vendor_id for row in anchor_rows}
         conn.execute(watchlist.insert(), [
