@@ -76,3 +76,17 @@ def test_removing_a_pack_and_bad_pack_names(client, admin):
     assert removed.status_code == 201 and removed.json()["rules"] == 1
     assert client.post("/api/v1/signatures", json={"packs": {"../evil": GOOD}}, headers=admin.headers).status_code == 422
     assert client.post("/api/v1/signatures", json={"remove": ["nope"]}, headers=admin.headers).status_code == 404
+
+
+def test_signature_versions_are_not_shown_to_scoped_accounts(client, collector, admin, enroll):
+    """Versions name every vendor's packs and count the whole fleet's agents: a scoped reviewer or a vendor lead gets 403."""
+    from tests.test_scope_events import _person
+
+    enroll(vendor="acme-bpo", hostname="a")
+    client.post("/api/v1/signatures", json={"packs": {"acme": ACME_ONLY}, "vendors": ["acme-bpo"]}, headers=admin.headers)
+    lead = _person(collector, "lee", "vendor_lead", ("acme-bpo",))
+    scoped = _person(collector, "sam", "reviewer", ("acme-bpo",))
+    for person in (lead, scoped):
+        answer = client.get("/api/v1/signatures/versions", headers=person.headers)
+        assert answer.status_code == 403, answer.text
+        assert "acme" not in answer.text

@@ -29,7 +29,7 @@ from server.api.schemas import (
 )
 from server.api.signature_schemas import IndexPublishedOut, SignatureVersionList
 from server.collector import Collector
-from server.errors import InvalidInput, NotFound, TooLarge
+from server.errors import Forbidden, InvalidInput, NotFound, TooLarge
 from server.signing import BuiltBundle, IndexSource, build_bundle, check_compiles, check_index_file, write_bundle
 from server.store import agents, audit
 from server.store import signatures as signature_store
@@ -152,8 +152,15 @@ def _etag_of(path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-@router.get("/versions", response_model=SignatureVersionList, summary="Every published version with its packs, indexes and how many agents run it")
+@router.get(
+    "/versions",
+    response_model=SignatureVersionList,
+    summary="Every published version with its packs, indexes and how many agents run it (admins and unscoped reviewers)",
+)
 def list_versions(collector: CollectorDep, user: UserDep) -> dict[str, Any]:
+    """Refused to scoped accounts: a version names every vendor's packs and counts the whole fleet's agents."""
+    if not user.scope.unrestricted:
+        raise Forbidden("signature versions cover every vendor; this account is scoped to some")
     with collector.db.read() as conn:
         return {"items": signature_store.versions(conn)}
 
