@@ -253,3 +253,24 @@ def test_cases_of_an_event_and_of_a_user_follow_scope(client, collector, world, 
         with pytest.raises(Exception, match="no event"):
             case_lists.for_event(conn, event_ref=world["high"], scope=scope, now=now)
     assert acme_only.name == "sam"
+
+
+def test_a_vendor_scoped_authors_comments_and_others_exports_stay_with_their_vendors(client, collector, world, reviewer):
+    mixed = _create(client, reviewer, [world["crit"], world["high"]])
+    path = f"/api/v1/cases/{mixed['id']}"
+    acme_lead, globex_lead = scoped(collector, "lee", "vendor_lead", "acme-bpo"), scoped(collector, "gil", "vendor_lead", "globex")
+    acme_reviewer, globex_reviewer = scoped(collector, "sam", "reviewer", "acme-bpo"), scoped(collector, "gwen", "reviewer", "globex")
+    assert client.post(f"{path}/comments", json={"body": "acme lead: on leave"}, headers=acme_lead.headers).status_code == 201
+    assert client.post(f"{path}/comments", json={"body": "everyone: please explain"}, headers=reviewer.headers).status_code == 201
+    assert client.get(f"{path}/export", headers=reviewer.headers).status_code == 200
+    for reader, sees_lead in ((reviewer, True), (acme_reviewer, True), (acme_lead, True), (globex_lead, False), (globex_reviewer, False)):
+        shown = client.get(path, headers=reader.headers).json()
+        assert [c["body"] for c in shown["comments"]] == (["acme lead: on leave"] if sees_lead else []) + ["everyone: please explain"], reader.name
+        assert ("lee" in json.dumps(shown)) == sees_lead, reader.name
+        exports = [h for h in shown["history"] if h["action"] == "case.export"]
+        assert exports == [] or reader is reviewer, reader.name  # whole-case counts: not for a scoped reader
+        files = _unzip(client.get(f"{path}/export", headers=reader.headers).content)
+        assert (b"acme lead" in files["case.json"]) == sees_lead and (b"lee" in files["case.json"]) == sees_lead, reader.name
+        audit_entries = json.loads(files["case.json"])["audit"]
+        if reader is not reviewer:
+            assert [e for e in audit_entries if e.get("action") == "case.export" and e["actor"] != reader.name] == [], reader.name

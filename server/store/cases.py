@@ -350,15 +350,22 @@ def event_rows(conn: Connection, *, case_id: int, scope: Scope) -> list[Any]:
 
 
 def _comments(conn: Connection, case_id: int, actor: User) -> list[dict[str, Any]]:
+    """The comments ``actor`` may read: never internal ones for a lead, and a vendor-scoped author's
+    only when the reader shares a vendor with them (case_history.author_visible)."""
     query = (
-        select(case_comments.c.id, case_comments.c.body, case_comments.c.internal, case_comments.c.created_at, users.c.name)
+        select(case_comments.c.id, case_comments.c.body, case_comments.c.internal, case_comments.c.created_at, users.c.name, users.c.vendor_ids)
         .join(users, users.c.id == case_comments.c.user_id)
         .where(case_comments.c.case_id == case_id)
         .order_by(case_comments.c.id)
     )
     if actor.is_vendor_lead:
         query = query.where(case_comments.c.internal.is_(False))
-    return [{"id": c.id, "author": c.name, "body": c.body, "internal": bool(c.internal), "created_at": iso(c.created_at)} for c in conn.execute(query)]
+    scope = actor.scope
+    return [
+        {"id": c.id, "author": c.name, "body": c.body, "internal": bool(c.internal), "created_at": iso(c.created_at)}
+        for c in conn.execute(query)
+        if case_history.author_visible(c.vendor_ids, scope)
+    ]
 
 
 def get(conn: Connection, *, case_id: int, actor: User, scope: Scope, now: datetime, pseudonyms: Pseudonyms | None = None) -> dict[str, Any]:
