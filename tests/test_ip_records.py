@@ -186,6 +186,18 @@ def test_a_vendors_range_refuses_only_that_vendors_agents_and_scoped_accounts(cl
     assert _refusals(collector) == {("agent", BAD): 1, ("enroll", BAD): 1, ("login", BAD): 1, ("api", BAD): 1}
 
 
+def test_a_login_refused_by_a_vendors_range_spends_a_password_check(client, collector, geo, admin, monkeypatch):
+    """Every other failed login costs an argon2 check: a denied scoped name that answered at once would stand out by timing."""
+    from server import credentials
+
+    scoped = _scoped_reviewer(collector, "sam", "acme-bpo")
+    assert client.post("/api/v1/denylist", json={"cidr": BAD_RANGE, "vendor": "acme-bpo"}, headers=admin.headers).status_code == 201
+    checked: list[str] = []
+    monkeypatch.setattr(credentials, "dummy_password_check", checked.append)
+    assert _login(client, scoped, BAD).status_code == 401
+    assert checked == [scoped.password]
+
+
 def test_without_asn_lookup_logins_are_judged_by_country_alone(client, collector, geo, admin, reviewer):
     collector.settings.network.asn_lookup = False  # network.asn_lookup = false: the ASN data is never loaded
     assert _login(client, reviewer, HOME).status_code == 200
