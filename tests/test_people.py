@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from server.db.tables import alert_outbox, audit_log, case_events, cases, event_counts, events, stats_progress, vendors
 from server.maintenance import roll_up_stats
-from server.store import stats, users
+from server.store import stats, users, views
 from tests.collector_env import Person, add_user, event_record, send_events
 
 
@@ -246,3 +246,27 @@ def test_a_collector_upgraded_with_folded_events_folds_them_for_people_too(clien
     assert after["host"] == 3
     assert {kind: after[kind] for kind in before} == before  # the overview's counts are not folded twice
     assert sum(day["events"] for day in _get(client, reviewer, "/api/v1/timeline?host=ws-9")["per_day"]) == 3
+
+
+def test_a_scoped_reviewer_sees_only_shared_views_of_owners_within_its_scope(client, collector, enroll, reviewer, admin):
+    enroll(vendor="acme-bpo", hostname="ws-a"), enroll(vendor="globex-it", hostname="ws-g")
+    acme = _scoped(collector, "sam", "reviewer", ["acme-bpo"])
+    globex = _scoped(collector, "gwen", "reviewer", ["globex-it"])
+    both = _scoped(collector, "bea", "reviewer", ["acme-bpo", "globex-it"])
+    made = {}
+    for owner, name, query in ((admin, "globex eve", "vendor=globex-it&user=eve"), (globex, "globex usb", "channel=usb"), (acme, "acme usb", "channel=usb"), (both, "both", "")):
+        answer = client.post("/api/v1/views", json={"name": name, "query": query, "shared": True}, headers=owner.headers)
+        assert answer.status_code == 201, answer.text
+        made[name] = answer.json()["id"]
+    seen = {person.name: sorted(v["name"] for v in _get(client, person, "/api/v1/views")["items"]) for person in (acme, globex, both, reviewer)}
+    assert seen == {
+        "sam": ["acme usb"], "gwen": ["globex usb"], "bea": ["acme usb", "both", "globex usb"],
+        "rita": ["acme usb", "both", "globex eve", "globex usb"],
+    }  # fmt: skip
+    for name in ("globex eve", "globex usb", "both"):
+        assert client.delete(f"/api/v1/views/{made[name]}", headers=acme.headers).status_code == 404, name
+    with collector.db.read() as conn:
+        viewer = users.get(conn, name="sam")
+        with pytest.raises(Exception, match="no view"):
+            views.get(conn, view_id=made["globex eve"], viewer=viewer)
+        assert views.get(conn, view_id=made["acme usb"], viewer=viewer)["mine"]

@@ -2,8 +2,11 @@
 
 A view is the list's query string, parsed with the list's own parser (server/ui/filters.py) and
 stored in its one canonical spelling, so a saved view opens exactly as the list would show it and
-a query the list would refuse is refused here. Everyone sees their own views and every shared
-one; only the owner (or an admin) deletes a view. Changes are audited.
+a query the list would refuse is refused here. Everyone sees their own views and the shared ones
+within their scope: an unscoped reviewer every shared view, a vendor-scoped reviewer only those
+whose owner is scoped to some of its own vendors (a view's query may name another vendor's
+hosts, users or files, and an unscoped owner's may name any). Only the owner (or an admin)
+deletes a view. Changes are audited.
 """
 
 from __future__ import annotations
@@ -49,7 +52,22 @@ def _public(row: Any, viewer: User) -> dict[str, Any]:
 
 
 def _select() -> Any:
-    return select(saved_views, users.c.name.label("owner")).select_from(saved_views.join(users, users.c.id == saved_views.c.owner_id))
+    return select(saved_views, users.c.name.label("owner"), users.c.vendor_ids.label("owner_vendor_ids")).select_from(
+        saved_views.join(users, users.c.id == saved_views.c.owner_id)
+    )
+
+
+def _may_see(row: Any, viewer: User) -> bool:
+    """The viewer's own view, or a shared one whose owner's scope lies within the viewer's."""
+    if row.owner_id == viewer.id:
+        return True
+    if not row.shared:
+        return False
+    allowed = viewer.scope.vendor_ids
+    if allowed is None:
+        return True
+    owner = row.owner_vendor_ids
+    return owner is not None and {int(v) for v in owner} <= allowed
 
 
 def create(conn: Connection, *, owner: User, name: str, query: str, shared: bool, address: str | None, now: datetime) -> dict[str, Any]:
@@ -68,15 +86,15 @@ def create(conn: Connection, *, owner: User, name: str, query: str, shared: bool
 def get(conn: Connection, *, view_id: int, viewer: User) -> dict[str, Any]:
     """One view the viewer may see (theirs or shared); another's private view does not exist for them."""
     row = conn.execute(_select().where(saved_views.c.id == view_id, or_(saved_views.c.owner_id == viewer.id, saved_views.c.shared.is_(True)))).first()
-    if row is None:
+    if row is None or not _may_see(row, viewer):
         raise NotFound(f"no view {view_id}")
     return _public(row, viewer)
 
 
 def list_for(conn: Connection, *, viewer: User) -> list[dict[str, Any]]:
-    """The viewer's own views, then the others' shared ones, each by name."""
-    rows = conn.execute(_select().where(or_(saved_views.c.owner_id == viewer.id, saved_views.c.shared.is_(True))).order_by(saved_views.c.name, saved_views.c.id).limit(MAX_VIEWS)).all()
-    found = [_public(row, viewer) for row in rows]
+    """The viewer's own views, then the others' shared ones they may see, each by name."""
+    rows = conn.execute(_select().where(or_(saved_views.c.owner_id == viewer.id, saved_views.c.shared.is_(True))).order_by(saved_views.c.name, saved_views.c.id)).all()
+    found = [_public(row, viewer) for row in rows if _may_see(row, viewer)][:MAX_VIEWS]
     return [view for view in found if view["mine"]] + [view for view in found if not view["mine"]]
 
 
