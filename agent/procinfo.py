@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.sources.proc_reader import read_status_file as _status  # one parser for both (the reader imports nothing of the agent)
+
 try:
     import pwd
 except ImportError:  # Windows: /proc is not there either, every fact stays None
@@ -174,23 +176,6 @@ def status(pid: int, *, proc: str = "/proc") -> tuple[int | None, int | None]:
     """Real uid and parent pid of ``pid`` (None, None when it is gone): two facts that are right even
     in the middle of an ``execve``, unlike the command line and the executable."""
     return _status(os.path.join(proc, str(pid), "status"))
-
-
-def _status(path: str) -> tuple[int | None, int | None]:
-    """Real uid and parent pid from ``/proc/PID/status``."""
-    uid = ppid = None
-    try:
-        with open(path, "rb") as f:
-            for line in f.read(16384).splitlines():
-                if line.startswith(b"Uid:"):
-                    fields = line.split()
-                    uid = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
-                elif line.startswith(b"PPid:"):
-                    fields = line.split()
-                    ppid = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
-    except OSError:
-        return None, None
-    return uid, ppid
 
 
 def _user(uid: int | None) -> str | None:

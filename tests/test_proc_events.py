@@ -316,17 +316,31 @@ def test_the_reader_process_ends_with_the_agent() -> None:
     wait_for(lambda: not psutil.pid_exists(reader) or psutil.Process(reader).status() == psutil.STATUS_ZOMBIE, message="the reader gone")
 
 
+def writes_first(line: bytes) -> list[str]:
+    """A reader command (``{pipe}``: its pipe's descriptor) that writes ``line`` to the pipe, then exits."""
+    return [sys.executable, "-c", f"import os, sys; os.write(int(sys.argv[1]), {line!r})", "{pipe}"]
+
+
 @needs_root
 @pytest.mark.parametrize(
     ("command", "reason"),
     [
         (["/nonexistent/reader"], "the process-events reader could not be started (ENOENT)"),
         ([sys.executable, "-c", "raise SystemExit(3)"], "the process-events reader ended at start (exit code 3)"),
+        (writes_first(b"not json\n"), "the process-events reader's first record was not its hello"),
+        (writes_first(b'["hello", 1]\n'), "the process-events reader's first record was not its hello"),
+        (writes_first(b'{"hello": 1}\n'), "the process-events reader's first record was not its hello"),
+        (writes_first(b'["exec", 1, 2, 3, 4]\n'), "the process-events reader's first record was not its hello"),
+        (
+            [sys.executable, "-c", "import os, sys, time; os.close(int(sys.argv[1])); time.sleep(60)", "{pipe}"],
+            "the process-events reader closed its pipe at start but did not exit",
+        ),
     ],
 )
 def test_a_reader_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch, seen: Seen, command: list[str], reason: str) -> None:
     threads, fds = set(threading.enumerate()), open_fds()
-    monkeypatch.setattr(proc_events, "reader_command", lambda sock_fd, pipe_fd: command)
+    monkeypatch.setattr(proc_events, "reader_command", lambda sock_fd, pipe_fd: [arg.replace("{pipe}", str(pipe_fd)) for arg in command])
+    monkeypatch.setattr(proc_events, "READER_STOP_S", 0.5)
     source = ProcessEvents(seen)
     source.start()
     assert not source.available and source.reason == reason
@@ -334,6 +348,60 @@ def test_a_reader_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch, se
     source.stop()
     assert set(threading.enumerate()) == threads
     assert open_fds() == fds
+
+
+@needs_root
+def test_an_unexpected_error_starting_the_reader_is_its_reason_named_not_quoted(monkeypatch: pytest.MonkeyPatch, seen: Seen) -> None:
+    threads, fds = set(threading.enumerate()), open_fds()
+
+    def broken(sock_fd: int, pipe_fd: int) -> list[str]:
+        raise RuntimeError("secret-in-the-message")
+
+    monkeypatch.setattr(proc_events, "reader_command", broken)
+    source = ProcessEvents(seen)
+    source.start()
+    reason = "the process-events reader failed at start (RuntimeError)"
+    assert not source.available and source.reason == reason and source.thread is None
+    assert source.health() == {"state": "off", "message": f"no process events: {reason}"}
+    source.stop()
+    assert set(threading.enumerate()) == threads
+    assert open_fds() == fds
+
+
+def fd_target(fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+@needs_root
+def test_a_stop_that_times_out_leaves_the_wake_pipe_open_until_the_thread_ends(events: ProcessEvents, seen: Seen) -> None:
+    reader = events.thread
+    assert isinstance(reader, proc_events._Reader)
+    wake = {fd: fd_target(fd) for fd in (reader._wake_r, reader._wake_w)}
+    assert all(target and target.startswith("pipe:") for target in wake.values())
+    seen.hold.set()
+    subprocess.run([TRUE, token()], check=True)
+    assert seen.holding.wait(10), "on_exec never called"
+    reader.stop(timeout=0.2)  # the thread is held in on_exec: the stop times out
+    assert reader.is_alive()
+    assert {fd: fd_target(fd) for fd in wake} == wake  # the thread still polls them: not closed under it
+    seen.release()
+    reader.join(10)
+    assert not reader.is_alive()
+    assert all(fd_target(fd) != target for fd, target in wake.items())  # closed by the thread on its way out
+    assert reader._wake_r == reader._wake_w == -1 and events.reader_pid is None
+
+
+def test_procinfo_reads_status_with_the_readers_parser() -> None:
+    from agent import procinfo
+    from agent.sources import proc_reader
+
+    assert procinfo._status is proc_reader.read_status_file
+    if sys.platform.startswith("linux"):
+        assert procinfo.status(os.getpid()) == (os.getuid(), os.getppid())
+    assert procinfo.status(2**22 + 12345) == (None, None)
 
 
 @pytest.mark.skipif(not ROOT or not sys.platform.startswith("linux"), reason="unshare needs root")

@@ -41,6 +41,8 @@ from typing import Any
 
 from agent.sources import proc_reader
 from agent.sources.proc_reader import (  # noqa: F401  (re-exported: the egress tracker and tests use them from here)
+    _CN_MSG,
+    _NLMSGHDR,
     CN_IDX_PROC,
     CN_VAL_PROC,
     EVENT_AT,
@@ -70,11 +72,6 @@ ACK_TIMEOUT_S = 2.0
 READER_START_S = 15.0
 """How long the reader process may take to say it runs (a frozen binary unpacks first)."""
 READER_STOP_S = 2.0
-
-_NLMSGHDR = struct.Struct("=IHHII")
-"""struct nlmsghdr: len, type, flags, seq, pid."""
-_CN_MSG = struct.Struct("=IIIIHH")
-"""struct cn_msg: id.idx, id.val, seq, ack, len, flags (the payload follows)."""
 
 
 class _FilterInstruction(ctypes.Structure):
@@ -384,6 +381,7 @@ class _Reader(StoppableThread):
         self._buffer = b""
         self._ready = threading.Event()
         self._failure: str | None = None
+        self._wake_lock = threading.Lock()  # the wake pipe is closed once, by whoever sees the thread end
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     def started(self, timeout: float) -> str | None:
@@ -393,30 +391,51 @@ class _Reader(StoppableThread):
         return self._failure
 
     def on_stop(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        with self._wake_lock:  # not a descriptor closed meanwhile, its number reused
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
 
     def stop(self, timeout: float | None = 5.0) -> None:
         super().stop(timeout)
         if not self.is_alive():
             self._end_child()  # never started, or ended: nothing else touches it now
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+            self._close_wake()
+        # Else the thread still polls the wake pipe (an ``on_exec`` slow past ``timeout``): it
+        # ends the reader process and closes the pipe itself on its way out (``run``).
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self.stopping:  # asked to stop: nothing wakes this thread again
+                self._close_wake()
+
+    def _close_wake(self) -> None:
+        with self._wake_lock:
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
 
     def run_loop(self) -> None:
         owner = self._owner
-        if self._early:
-            owner._early(self._early)
-            self._early = []
         try:
             try:
+                if self._early:
+                    owner._early(self._early)
+                    self._early = []
                 self._spawn()
-            except _ReaderFailed as exc:
-                self._failure = str(exc)
+            except Exception as exc:  # whatever it is, ``start()`` must hear of it, not find a dead thread
+                if isinstance(exc, _ReaderFailed):
+                    self._failure = str(exc)
+                else:  # the type only: a message may carry a command line or what the reader wrote
+                    self._failure = f"the process-events reader failed at start ({type(exc).__name__})"
+                    log.debug("the process-events reader failed at start", exc_info=True)
+                self.ended = self._failure  # a supervised restart that fails shows in health()
                 return
             finally:
                 self._ready.set()
@@ -462,14 +481,20 @@ class _Reader(StoppableThread):
                 raise _ReaderFailed("stopped while the process-events reader started")
             chunk = os.read(pipe_r, 1 << 16)
             if not chunk:
-                code = self._child.wait(READER_STOP_S)
+                try:
+                    code = self._child.wait(READER_STOP_S)
+                except subprocess.TimeoutExpired:
+                    raise _ReaderFailed("the process-events reader closed its pipe at start but did not exit") from None
                 raise _ReaderFailed(f"the process-events reader ended at start (exit code {code})")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        hello = json.loads(line)
-        if hello[0] != "hello":
-            raise _ReaderFailed(f"the process-events reader said {line[:80]!r} first")
-        self.child_pid, self.realtime, self.priority = int(hello[1]), bool(hello[2]), str(hello[3])
+        try:
+            hello = json.loads(line)
+            if not isinstance(hello, list) or len(hello) < 4 or hello[0] != "hello":
+                raise ValueError("not a hello")
+            self.child_pid, self.realtime, self.priority = int(hello[1]), bool(hello[2]), str(hello[3])
+        except (ValueError, TypeError):  # JSONDecodeError is a ValueError
+            raise _ReaderFailed("the process-events reader's first record was not its hello") from None
 
     def _records(self) -> list[list[Any]]:
         """The complete records in the buffer (a partial last line stays for the next read)."""

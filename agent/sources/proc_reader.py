@@ -119,7 +119,7 @@ def read_start(pid: int, *, argv: tuple[str, ...] | None = None, proc: str = "/p
         argv = _argv(f"{base}/cmdline")
     exe = _link(f"{base}/exe")
     cwd = _link(f"{base}/cwd")
-    uid, ppid = _status(f"{base}/status")
+    uid, ppid = read_status_file(f"{base}/status")
     start = ProcessStart(pid=pid, ppid=ppid, exe=exe, argv=argv, cwd=cwd, uid=uid, at=time.time())
     return start, exe is None and not argv
 
@@ -157,8 +157,8 @@ def _link(path: str) -> str | None:
         return None
 
 
-def _status(path: str) -> tuple[int | None, int | None]:
-    """Real uid and parent pid from ``/proc/PID/status`` (as agent.procinfo.status, which this process does not import)."""
+def read_status_file(path: str) -> tuple[int | None, int | None]:
+    """Real uid and parent pid from ``/proc/PID/status`` (None, None when it is gone); agent/procinfo.py reads them with this too."""
     uid = ppid = None
     try:
         with open(path, "rb") as f:
