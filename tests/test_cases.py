@@ -161,7 +161,7 @@ def test_the_evidence_export_is_self_contained_audited_and_its_hashes_verify(cli
     doc = json.loads(files["case.json"])
     assert doc["case"]["title"] == "<script>alert(1)</script> leak" and doc["case"]["overdue"]
     assert [e["id"] for e in doc["events"]] == [world["crit"], world["high"]] and doc["events"][0]["device"]["serial"] == "4C530001"
-    assert doc["chain"] == {"ok": True, "from_seq": doc["audit"][0]["seq"], "entries": 4, "problem": None}  # walked from the case's first entry
+    assert doc["chain"] == {"ok": True, "from_seq": doc["audit"][0]["seq"], "checkpoint": None, "entries": 4, "problem": None}  # walked from the case's first entry
     assert [e["action"] for e in doc["audit"]] == ["case.create", "case.update", "case.comment", "case.export"]
     prev = "0" * 64
     for entry in doc["audit"]:
@@ -274,3 +274,29 @@ def test_a_vendor_scoped_authors_comments_and_others_exports_stay_with_their_ven
         audit_entries = json.loads(files["case.json"])["audit"]
         if reader is not reviewer:
             assert [e for e in audit_entries if e.get("action") == "case.export" and e["actor"] != reader.name] == [], reader.name
+
+
+def test_a_scoped_reviewers_severity_filter_and_order_follow_the_events_it_sees(client, collector, world, reviewer):
+    mixed = _create(client, reviewer, [world["low"], world["high"]])  # acme's low, globex's high
+    acme_crit = _create(client, reviewer, [world["crit"]])
+    acme_low = _create(client, reviewer, [world["low"]])
+    set_high = _create(client, reviewer, [world["low"], world["high"]], severity="high")  # a set severity holds for everyone
+    acme_only = scoped(collector, "sam", "reviewer", "acme-bpo")
+
+    def listed(person: Person, **params: str) -> list[tuple[int, str]]:
+        answer = client.get("/api/v1/cases", params=params, headers=person.headers)
+        assert answer.status_code == 200, answer.text
+        return [(c["id"], c["severity"]) for c in answer.json()["items"]]
+
+    assert listed(acme_only, severity="high") == [(set_high["id"], "high")]
+    assert listed(acme_only, severity="low", sort="severity") == [(acme_low["id"], "low"), (mixed["id"], "low")]
+    assert {c for c, _ in listed(reviewer, severity="high")} == {mixed["id"], set_high["id"]}
+    expected = [(acme_crit["id"], "critical"), (set_high["id"], "high"), (acme_low["id"], "low"), (mixed["id"], "low")]
+    assert listed(acme_only, sort="severity") == expected
+    seen, cursor = [], None
+    while True:
+        answer = client.get("/api/v1/cases", params={"sort": "severity", "limit": 1, **({"cursor": cursor} if cursor else {})}, headers=acme_only.headers).json()
+        seen += [(c["id"], c["severity"]) for c in answer["items"]]
+        if not (cursor := answer["next_cursor"]):
+            break
+    assert seen == expected

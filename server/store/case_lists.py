@@ -1,7 +1,9 @@
 """Lists of cases: filtered keyset pages in three orders, the cases of an event or of a staff user, the open ones.
 
 Visibility and the figures shown follow server/store/cases.py: a scoped account lists only cases
-holding an event it sees, with counts and severity of those events.
+holding an event it sees, with counts and severity of those events. Its severity filter and
+severity order use that severity too (``_rank``), not the stored ``cases.severity_rank``, which
+counts events it may not see.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, false, or_, select
+from sqlalchemy import Connection, and_, case, exists, false, func, or_, select
 
 from agent.events import SEVERITY_RANK
 from server.db.tables import case_events, cases, events, users, vendors
@@ -46,34 +48,53 @@ def _from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
+def _rank(scope: Scope) -> Any:
+    """A case's severity rank as ``scope`` sees it: the set severity, else the worst of its events in scope.
+
+    For a restricted scope a correlated subquery per case (ix_case_events_case_id, then each event
+    by key), run only for the cases the walk reaches: the severity order has no index to walk
+    either way, and the visibility test already visits each of the scope's cases.
+    """
+    condition = visible_events(scope)
+    if condition is None:
+        return cases.c.severity_rank
+    worst = (
+        select(func.coalesce(func.max(events.c.severity_rank), 0))
+        .select_from(case_events.join(events, events.c.seq == case_events.c.event_seq))
+        .where(case_events.c.case_id == cases.c.id, condition)
+        .scalar_subquery()
+    )
+    return case((cases.c.severity.is_not(None), cases.c.severity_rank), else_=worst)
+
+
 def _cursor_of(sort: str, row: Any) -> str:
     if sort == "due":
         key = _micros(row.due_at) if row.due_at is not None else None
     elif sort == "updated":
         key = _micros(row.updated_at)
     else:
-        key = row.severity_rank
+        key = row.sort_rank
     return CaseCursor(sort, key, row.id).encode()
 
 
-def _after(sort: str, position: CaseCursor) -> Any:
+def _after(sort: str, position: CaseCursor, scope: Scope) -> Any:
     """The keyset condition: cases after ``position`` in ``sort`` order (spelled out, so each side is typed)."""
     if sort == "due":
         if position.key is None:
             return and_(cases.c.due_at.is_(None), cases.c.id > position.case_id)
         due = _from_micros(position.key)
         return or_(cases.c.due_at > due, and_(cases.c.due_at == due, cases.c.id > position.case_id), cases.c.due_at.is_(None))
-    column = cases.c.updated_at if sort == "updated" else cases.c.severity_rank
+    column = cases.c.updated_at if sort == "updated" else _rank(scope)
     key: Any = _from_micros(position.key or 0) if sort == "updated" else position.key or 0
     return or_(column < key, and_(column == key, cases.c.id < position.case_id))
 
 
-def _order(sort: str) -> list[Any]:
+def _order(sort: str, rank: Any) -> list[Any]:
     if sort == "due":
         return [cases.c.due_at.is_(None), cases.c.due_at, cases.c.id]
     if sort == "updated":
         return [cases.c.updated_at.desc(), cases.c.id.desc()]
-    return [cases.c.severity_rank.desc(), cases.c.id.desc()]
+    return [rank.desc(), cases.c.id.desc()]
 
 
 def _conditions(conn: Connection, f: CaseFilter, scope: Scope, now: datetime) -> list[Any]:
@@ -83,7 +104,12 @@ def _conditions(conn: Connection, f: CaseFilter, scope: Scope, now: datetime) ->
     if f.assignee:
         c.append(users.c.name == f.assignee)
     if f.severity:
-        c.append(cases.c.severity_rank == SEVERITY_RANK.get(f.severity, -1))
+        wanted = SEVERITY_RANK.get(f.severity, -1)
+        c.append(cases.c.severity_rank == wanted)
+        if not scope.unrestricted:
+            # The stored rank is at least the scope's (the worst of all events, or the set severity,
+            # which the scope's rank then is too): the column test narrows before the subquery runs.
+            c[-1] = and_(cases.c.severity_rank >= wanted, _rank(scope) == wanted)
     if f.overdue:
         c.append(and_(cases.c.due_at < now, cases.c.status != "closed"))
     if f.vendor:
@@ -110,13 +136,16 @@ def page(
         if position.sort != sort:
             raise InvalidInput("cursor belongs to another sort order; start again from the first page")
         try:
-            conditions.append(_after(sort, position))
+            conditions.append(_after(sort, position, scope))
         except OverflowError:  # a time no case has: never issued
             raise InvalidInput("cursor is not one this server issued; start again from the first page") from None
-    query = select(cases, users.c.name.label("assignee")).outerjoin(users, users.c.id == cases.c.assignee_id)
+    rank = _rank(scope).label("sort_rank")
+    # The rank column only where it is the order: in a sorter it would run for every visible case.
+    columns = (cases, users.c.name.label("assignee"), rank) if sort == "severity" else (cases, users.c.name.label("assignee"))
+    query = select(*columns).outerjoin(users, users.c.id == cases.c.assignee_id)
     if conditions:
         query = query.where(and_(*conditions))
-    rows = list(conn.execute(query.order_by(*_order(sort)).limit(limit + 1)))
+    rows = list(conn.execute(query.order_by(*_order(sort, rank)).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     stats = {} if scope.unrestricted else visible_stats(conn, [row.id for row in rows], scope)
