@@ -51,25 +51,43 @@ def quarantine_key(data_dir: Path) -> X25519PrivateKey:
     path = data_dir / QUARANTINE_KEY_FILE
     if not path.exists():
         key = X25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        # Written whole under a temporary name and linked into place, so a collector process
-        # starting at the same moment reads either no key or a complete one, never half of one.
-        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".quarantine-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(temporary, path)
+        if _write_once(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())):
             return key
-        except FileExistsError:
-            pass  # another process linked its key first: use that one
-        finally:
-            os.unlink(temporary)
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, X25519PrivateKey):
         raise ValueError(f"{path} does not hold an X25519 key")
     return loaded
+
+
+def _write_once(path: Path, content: bytes) -> bool:
+    """Write ``content`` to ``path`` (mode 0600) unless it exists by then; True when this call wrote it.
+
+    Written whole under a temporary name and linked into place, so a collector process starting at
+    the same moment reads either no key or a complete one, never half of one, and concurrent first
+    uses agree on one key."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
+        return True
+    except FileExistsError:
+        return False  # another process linked its key first: use that one
+    finally:
+        os.unlink(temporary)
+
+
+def _data_key(data_dir: Path, filename: str) -> bytes:
+    """The 32-byte HMAC key in ``data_dir / filename``, created (mode 0600) on first use."""
+    path = data_dir / filename
+    if not path.exists():
+        _write_once(path, os.urandom(32))
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise ValueError(f"{path} does not hold a 32-byte key")
+    return key
 
 
 MARKS_KEY_FILE = "marks.key"
@@ -80,24 +98,7 @@ Collectors sharing a database must share this file."""
 
 def marks_key(data_dir: Path) -> bytes:
     """The marks key in ``data_dir``, created (mode 0600) on first use."""
-    path = data_dir / MARKS_KEY_FILE
-    if not path.exists():
-        # Linked into place whole, like the quarantine key, so concurrent first uses agree on one key.
-        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".marks-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(os.urandom(32))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process linked its key first: use that one
-        finally:
-            os.unlink(temporary)
-    key = path.read_bytes()
-    if len(key) != 32:
-        raise ValueError(f"{path} does not hold a 32-byte marks key")
-    return key
+    return _data_key(data_dir, MARKS_KEY_FILE)
 
 
 PSEUDONYMS_KEY_FILE = "pseudonyms.key"
@@ -108,21 +109,4 @@ Collectors sharing a database must share this file, or one lead would see two na
 
 def pseudonyms_key(data_dir: Path) -> bytes:
     """The pseudonyms key in ``data_dir``, created (mode 0600) on first use."""
-    path = data_dir / PSEUDONYMS_KEY_FILE
-    if not path.exists():
-        # Linked into place whole, like the marks key, so concurrent first uses agree on one key.
-        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".pseudonyms-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(os.urandom(32))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process linked its key first: use that one
-        finally:
-            os.unlink(temporary)
-    key = path.read_bytes()
-    if len(key) != 32:
-        raise ValueError(f"{path} does not hold a 32-byte pseudonyms key")
-    return key
+    return _data_key(data_dir, PSEUDONYMS_KEY_FILE)

@@ -21,10 +21,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, bindparam, select
 
-from server.db.tables import device_exceptions, device_policies, vendors
+from server.db.tables import device_exceptions, device_policies
 from server.durations import parse_duration
 from server.errors import Conflict, InvalidInput, NotFound
 from server.store import audit
+from server.store import vendors as vendor_store
 from server.store.scope import Scope
 from server.store.sql import iso
 
@@ -89,16 +90,6 @@ def parse_device(text: str) -> dict[str, str]:
     return device_entry({"vendor_id": parts[0], "product_id": parts[1], "serial": parts[2], "note": note})
 
 
-def _vendor_id(conn: Connection, name: str, scope: Scope | None = None) -> int:
-    """The vendor's row id; NotFound when there is none, or none that ``scope`` may see."""
-    query = select(vendors.c.id).where(vendors.c.name == name)
-    visible = None if scope is None else scope.where(vendors.c.id)
-    row = conn.execute(query if visible is None else query.where(visible)).first()
-    if row is None:
-        raise NotFound(f"no vendor {name!r}")
-    return row.id
-
-
 _VERSION = select(device_policies.c.version).where(device_policies.c.vendor == bindparam("vendor_id"))
 """Built once: every heartbeat runs it."""
 
@@ -132,7 +123,7 @@ def _exception_public(row: Any) -> dict[str, Any]:
 def get_policy(conn: Connection, *, vendor: str, now: datetime, scope: Scope) -> dict[str, Any] | None:
     """The vendor's policy with the exceptions in force at ``now``; None when it has none
     (NotFound when the vendor is out of ``scope``)."""
-    vendor_id = _vendor_id(conn, vendor, scope)
+    vendor_id = vendor_store.id_of(conn, vendor, scope)
     row = conn.execute(select(device_policies).where(device_policies.c.vendor == vendor_id)).first()
     if row is None:
         return None
@@ -169,7 +160,7 @@ def set_policy(
     if len(allowed) > MAX_ALLOWED:
         raise InvalidInput(f"a vendor allows at most {MAX_ALLOWED} device patterns")
     entries = [device_entry(entry) for entry in allowed]
-    vendor_id = _vendor_id(conn, vendor)
+    vendor_id = vendor_store.id_of(conn, vendor)
     if current_version(conn, vendor_id=vendor_id) is None:
         version = 1
         conn.execute(device_policies.insert().values(vendor=vendor_id, action=action, allowed=entries, version=1, updated_at=now, updated_by=actor))
@@ -205,7 +196,7 @@ def grant_exception(
     if all(checked[key] == "*" for key in DEVICE_FIELDS):
         raise InvalidInput("an exception is for one device: give its vendor_id, product_id or serial")
     why = _text(reason, "reason", MAX_REASON, required=True)
-    vendor_id = _vendor_id(conn, vendor)
+    vendor_id = vendor_store.id_of(conn, vendor)
     if len(_active_exceptions(conn, vendor_id, now)) >= MAX_EXCEPTIONS:
         raise InvalidInput(f"a vendor has at most {MAX_EXCEPTIONS} exceptions in force; revoke one first")
     version = _bump(conn, vendor_id, actor=actor, now=now)
@@ -221,7 +212,7 @@ def grant_exception(
 
 def revoke_exception(conn: Connection, *, vendor: str, exception_id: int, actor: str, address: str | None, now: datetime) -> dict[str, Any]:
     """End an exception now (audited ``device_exception.revoke``); it leaves the next document."""
-    vendor_id = _vendor_id(conn, vendor)
+    vendor_id = vendor_store.id_of(conn, vendor)
     revoked = conn.execute(
         device_exceptions.update()
         .where(device_exceptions.c.id == exception_id, device_exceptions.c.vendor == vendor_id, device_exceptions.c.revoked_at.is_(None))

@@ -32,9 +32,10 @@ from agent.events import (
     SEVERITIES,
     worst_severity,
 )
-from server.db.tables import egress_policies, vendors
-from server.errors import InvalidInput, NotFound
+from server.db.tables import egress_policies
+from server.errors import InvalidInput
 from server.store import audit
+from server.store import vendors as vendor_store
 from server.store.scope import Scope
 from server.store.sql import iso
 
@@ -58,16 +59,6 @@ class Verdict:
     severity: str | None
     egress_policy: dict[str, Any]
     """``{"allowed": bool, "pattern": str | None}``, stored in the event as the collector's word."""
-
-
-def _vendor_id(conn: Connection, name: str, scope: Scope | None = None) -> int:
-    """The vendor's row id; NotFound when there is none, or none that ``scope`` may see."""
-    query = select(vendors.c.id).where(vendors.c.name == name)
-    visible = None if scope is None else scope.where(vendors.c.id)
-    row = conn.execute(query if visible is None else query.where(visible)).first()
-    if row is None:
-        raise NotFound(f"no vendor {name!r}")
-    return row.id
 
 
 def _pattern(text: Any) -> str:
@@ -105,7 +96,7 @@ def _public(vendor: str, row: Any) -> dict[str, Any]:
 def get_policy(conn: Connection, *, vendor: str, scope: Scope) -> dict[str, Any]:
     """The vendor's policy; one that was never set is version 0, allowing nothing (NotFound when
     the vendor is out of ``scope``)."""
-    vendor_id = _vendor_id(conn, vendor, scope)
+    vendor_id = vendor_store.id_of(conn, vendor, scope)
     return _public(vendor, conn.execute(select(egress_policies).where(egress_policies.c.vendor == vendor_id)).first())
 
 
@@ -153,7 +144,7 @@ def _write(
     now: datetime,
     details: dict[str, Any],
 ) -> dict[str, Any]:
-    vendor_id = _vendor_id(conn, vendor)
+    vendor_id = vendor_store.id_of(conn, vendor)
     values = {"allowed_remotes": patterns, "report_allowed": report_allowed, "updated_at": now, "updated_by": actor}
     version = conn.execute(
         egress_policies.update().where(egress_policies.c.vendor == vendor_id).values(version=egress_policies.c.version + 1, **values).returning(egress_policies.c.version)

@@ -24,6 +24,16 @@ def get_or_create(conn: Connection, *, name: str, now: datetime) -> tuple[int, b
     return key[0], True
 
 
+def id_of(conn: Connection, name: str, scope: Scope | None = None) -> int:
+    """The vendor's row id; NotFound when there is none, or none that ``scope`` may see."""
+    query = select(vendors.c.id).where(vendors.c.name == name)
+    visible = None if scope is None else scope.where(vendors.c.id)
+    row = conn.execute(query if visible is None else query.where(visible)).first()
+    if row is None:
+        raise NotFound(f"no vendor {name!r}")
+    return int(row.id)
+
+
 def create(conn: Connection, *, name: str, allowed_cidrs: list[str], now: datetime) -> dict[str, Any]:
     if conn.execute(select(vendors.c.id).where(vendors.c.name == name)).first():
         raise Conflict(f"vendor {name!r} already exists")
