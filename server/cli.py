@@ -99,7 +99,8 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     with _collector(args) as collector:
         now = collector.clock()
         with collector.db.write() as conn:
-            vendor_ids = tuple(vendors.get_or_create(conn, name=name, now=now)[0] for name in args.vendor) if args.vendor else None
+            # An unknown name is refused (NotFound, exit 1), never created in passing as a typo would be.
+            vendor_ids = tuple(vendors.id_of(conn, name) for name in args.vendor) if args.vendor else None
             user, password, token = user_store.create(conn, name=args.name, role=args.role, now=now, vendor_ids=vendor_ids)
             details: dict[str, object] = {"role": user.role}
             if args.vendor:
@@ -419,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     user_add.add_argument("--role", required=True, choices=list(ROLE_CHOICES))
     user_add.add_argument(
         "--vendor", action="append", metavar="NAME",
-        help="limit a reviewer to this vendor's records (repeat for several); a vendor_lead needs exactly one",
+        help="limit a reviewer to this existing vendor's records (repeat for several); a vendor_lead needs exactly one",
     )  # fmt: skip
 
     token = commands.add_parser("token", help="enrollment tokens").add_subparsers(dest="token_command", metavar="ACTION", required=True)

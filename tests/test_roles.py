@@ -48,6 +48,10 @@ def test_cli_adds_a_vendor_lead_and_a_scoped_reviewer(tmp_path: Path, database_u
     env = {**os.environ, "DLP_DATABASE_URL": database_url}
     data_dir = str(tmp_path / "collector")
     assert dlp_server("init", "--data-dir", data_dir, "--json", env=env).returncode == 0
+    typo = dlp_server("user", "add", "lee", "--role", "vendor_lead", "--vendor", "acme-bpo", "--data-dir", data_dir, env=env)
+    assert typo.returncode == 1 and "no vendor 'acme-bpo'" in typo.stderr, "an unknown vendor is refused, never created in passing"
+    for vendor in ("acme-bpo", "globex"):
+        assert dlp_server("token", "create", "--vendor", vendor, "--data-dir", data_dir, env=env).returncode == 0
     lead = dlp_server("user", "add", "lee", "--role", "vendor_lead", "--vendor", "acme-bpo", "--data-dir", data_dir, "--json", env=env)
     assert lead.returncode == 0, lead.stderr
     assert set(json.loads(lead.stdout)) == {"user", "password", "api_token"}
@@ -58,6 +62,8 @@ def test_cli_adds_a_vendor_lead_and_a_scoped_reviewer(tmp_path: Path, database_u
 
 
 def test_api_creates_scoped_accounts_and_lists_their_vendors(client, admin):
+    for vendor in ("acme-bpo", "globex"):
+        assert client.post("/api/v1/vendors", json={"name": vendor}, headers=admin.headers).status_code == 201
     made = client.post("/api/v1/users", json={"name": "lee", "role": "vendor_lead", "vendors": ["acme-bpo"]}, headers=admin.headers)
     assert made.status_code == 201 and made.json()["vendors"] == ["acme-bpo"]
     both = client.post("/api/v1/users", json={"name": "sam", "role": "reviewer", "vendors": ["globex", "acme-bpo"]}, headers=admin.headers)
@@ -71,3 +77,12 @@ def test_api_creates_scoped_accounts_and_lists_their_vendors(client, admin):
     entries = client.get("/api/v1/audit", headers=admin.headers).json()["items"]
     created = [e for e in entries if e["action"] == "user.create" and e["target"] == "lee"]
     assert created and created[0]["details"]["vendors"] == ["acme-bpo"]
+
+
+def test_api_refuses_an_account_of_an_unknown_vendor(client, admin):
+    """A typo in a vendor's name must not create that vendor in passing (unaudited, with no ranges)."""
+    assert client.post("/api/v1/vendors", json={"name": "acme-bpo"}, headers=admin.headers).status_code == 201
+    refused = client.post("/api/v1/users", json={"name": "sam", "role": "reviewer", "vendors": ["acme-bpo", "acme-bop"]}, headers=admin.headers)
+    assert refused.status_code == 404 and "acme-bop" in refused.json()["detail"]
+    assert [v["name"] for v in client.get("/api/v1/vendors", headers=admin.headers).json()["items"]] == ["acme-bpo"]
+    assert "sam" not in {u["name"] for u in client.get("/api/v1/users", headers=admin.headers).json()["items"]}

@@ -97,7 +97,8 @@ def list_users(collector: CollectorDep, admin: AdminDep) -> dict[str, Any]:
 def create_user(body: UserIn, collector: CollectorDep, admin: AdminDep, address: AddressDep) -> dict[str, Any]:
     now = collector.clock()
     with collector.db.write() as conn:
-        vendor_ids = None if body.vendors is None else tuple(vendors.get_or_create(conn, name=name, now=now)[0] for name in body.vendors)
+        # An unknown name is refused (404), never created in passing: a typo would make an unaudited vendor.
+        vendor_ids = None if body.vendors is None else tuple(vendors.id_of(conn, name) for name in body.vendors)
         try:
             user, password, token = user_store.create(conn, name=body.name, role=body.role, now=now, vendor_ids=vendor_ids)
         except ValueError as exc:
