@@ -62,8 +62,10 @@ def evidence(
     details = {"events": len(shown["events"]), "comments": len(shown["comments"])}
     audit.append(conn, actor=actor.name, action="case.export", target=f"case:{case_id}", details=details, address=address, now=now)
     first = conn.execute(select(func.min(audit_log.c.seq)).where(audit_log.c.target == f"case:{case_id}")).scalar_one()
-    # From the case's first entry to the head, not the whole history: what proves this case's entries.
-    check = audit.verify(conn, since=first)
+    # From the case's first entry to the head (through the newest checkpoint a full walk left), not
+    # the whole history: what proves this case's entries, at the cost of what came since the checkpoint.
+    span = audit.verify_span(conn, since=first)
+    check = span.check
     case = {key: value for key, value in shown.items() if key not in ("events", "comments", "history", "people")}
     document = {
         "format": FORMAT,
@@ -73,7 +75,7 @@ def evidence(
         "events": shown["events"],
         "comments": shown["comments"],
         "audit": _entries(conn, case_id, actor, {item["id"] for item in shown["events"]}),
-        "chain": {"ok": check.ok, "from_seq": first, "entries": check.entries, "problem": check.problem},
+        "chain": {"ok": check.ok, "from_seq": first, "checkpoint": span.checkpoint, "entries": check.entries, "problem": check.problem},
     }
     case_json = json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8")
     summary = templates.get_template("case_export.html").render(doc=document, now=now).encode("utf-8")

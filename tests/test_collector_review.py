@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, update
 
 from server.db.tables import audit_log
+from server.maintenance import checkpoint_audit
 from server.store import audit
 from tests.collector_env import add_user, event_record
 
@@ -154,6 +155,24 @@ def test_audit_chain_checked_from_a_later_entry_covers_that_span_only(client, co
         conn.execute(delete(audit_log).where(audit_log.c.seq == 5))
         assert audit.verify(conn, since=5).problem == "entry 5 is missing"
         assert audit.verify(conn, since=6) == audit.ChainCheck(False, 0, "entry 6 is missing")
+
+
+def test_a_checkpoint_bounds_the_walk_and_still_catches_what_changed(client, collector, admin):
+    for name in ("v1", "v2", "v3"):
+        assert client.post("/api/v1/vendors", json={"name": name}, headers=admin.headers).status_code == 201
+    with collector.db.read() as conn:
+        assert audit.verify_span(conn, since=2) == audit.SpanCheck(audit.ChainCheck(True, 2), None)  # no checkpoint: walked from 2
+    assert checkpoint_audit(collector).ok
+    for name in ("v4", "v5"):
+        assert client.post("/api/v1/vendors", json={"name": name}, headers=admin.headers).status_code == 201
+    with collector.db.write() as conn:
+        span = audit.verify_span(conn, since=2)
+        assert span.check == audit.ChainCheck(True, 2) and span.checkpoint is not None and span.checkpoint["seq"] == 3  # only 4 and 5 walked
+        assert audit.verify_span(conn, since=4).checkpoint is None  # the case began after the checkpoint
+        conn.execute(update(audit_log).where(audit_log.c.seq == 5).values(target="innocent"))
+        assert audit.verify_span(conn, since=2).check.problem == "entry 5 was altered"
+        conn.execute(update(audit_log).where(audit_log.c.seq == 3).values(hash="0" * 64))
+        assert audit.verify_span(conn, since=2).check.problem == "entry 3 changed after it was verified"
 
 
 def test_audit_chain_shows_removed_newest_entries(client, collector, admin):

@@ -264,6 +264,17 @@ audit_log = Table(
     Index("ix_audit_log_target_seq", "target", "seq"),  # a case's history is its entries (target "case:<id>")
 )
 
+# Positions where a full walk of the chain (server/maintenance.py, hourly) found it intact. A case's
+# evidence file checks from the newest checkpoint at or after the case's first entry to the head,
+# instead of re-walking the collector's whole history on every export.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("verified_at", UtcDateTime, nullable=False),
+)
+
 # One row: the chain's head. Updating it first serialises appenders on both backends.
 audit_head = Table(
     "audit_head",

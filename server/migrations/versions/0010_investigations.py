@@ -18,6 +18,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('audit_checkpoints',
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.Column('verified_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('seq', name=op.f('pk_audit_checkpoints'))
+    )
     op.create_table('cases',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('title', sa.String(length=200), nullable=False),
@@ -202,3 +208,4 @@ def downgrade() -> None:
         batch_op.drop_index('ix_cases_assignee_id_status')
 
     op.drop_table('cases')
+    op.drop_table('audit_checkpoints')
