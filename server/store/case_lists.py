@@ -41,6 +41,7 @@ class CasePage:
 
 
 def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch (negative before 1970): a cursor's time key."""
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 

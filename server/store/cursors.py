@@ -17,6 +17,24 @@ _SORT_TAGS = {"newest": "s", "oldest": "o", "severity": "r"}
 _CURSOR_TEXT = re.compile(r"(p?)([sor])(?:([0-9]):)?([0-9]{1,19})")
 
 
+def encode_text(raw: str) -> str:
+    """An opaque cursor of ``raw``: URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(raw.encode("ascii")).decode().rstrip("=")
+
+
+def decode_text(text: str) -> str:
+    """The ASCII text of a cursor ``encode_text`` made; ValueError for anything else.
+
+    Strict: characters outside the URL-safe alphabet are refused rather than skipped (callers
+    still compare the re-encoded cursor with ``text``, so only the exact spelling issued passes).
+    Shared by the event list's cursors and the case list's (server/store/case_cursors.py).
+    """
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError) as error:
+        raise ValueError("not a cursor") from error
+
+
 @dataclass(frozen=True)
 class Cursor:
     """A position in one sort order: the sort key of an item, and which side of it to read.
@@ -32,14 +50,12 @@ class Cursor:
 
     def encode(self) -> str:
         rank = f"{self.rank}:" if self.sort == "severity" else ""
-        raw = f"{'p' if self.backward else ''}{_SORT_TAGS[self.sort]}{rank}{self.seq}"
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return encode_text(f"{'p' if self.backward else ''}{_SORT_TAGS[self.sort]}{rank}{self.seq}")
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-            found = _CURSOR_TEXT.fullmatch(raw)
+            found = _CURSOR_TEXT.fullmatch(decode_text(text))
             if found is None:
                 raise ValueError
             back, tag, rank, seq = found.groups()
@@ -47,9 +63,9 @@ class Cursor:
             if (rank is None) != (sort != "severity") or int(seq) > _MAX_SEQ:
                 raise ValueError
             cursor = cls(sort, int(seq), int(rank) if rank is not None else None, bool(back))
-            # base64 decoding skips junk and padding, so only the exact spelling we issue is one we returned.
+            # Only the exact spelling we issue is one we returned (a cursor's padding bits, for one).
             if cursor.encode() != text:
                 raise ValueError
             return cursor
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+        except ValueError:
             raise InvalidInput("cursor is not one this collector returned") from None
