@@ -124,6 +124,16 @@ def test_sessions_record_address_country_asn_and_their_end(client, collector, ge
 # --- denylists -----------------------------------------------------------------------------------
 
 
+def test_the_session_log_refuses_a_since_without_a_time_zone(client, admin):
+    def since(value: str) -> Any:
+        return client.get("/api/v1/sessions", params={"since": value}, headers=admin.headers)
+
+    naive = since("2026-01-01T00:00:00")
+    assert naive.status_code == 422 and "time zone" in naive.json()["detail"]
+    assert since("0001-01-01T00:00:00+14:00").status_code == 422
+    assert since("2026-01-01T00:00:00Z").status_code == 200
+
+
 def test_a_collector_wide_range_refuses_agents_enrollment_logins_and_api_calls(client, collector, geo, admin, reviewer, enroll):
     agent = enroll()
     added = client.post("/api/v1/denylist", json={"cidr": BAD_RANGE, "note": "abuse"}, headers=admin.headers)

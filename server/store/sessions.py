@@ -9,7 +9,7 @@ no column holds it and the ASN data is loaded only by those who ask for it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
@@ -40,6 +40,8 @@ def page(
     """Sessions newest first, with ``total`` for the filters; ``address`` matches a prefix (``203.0.113.``)."""
     if state is not None and state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)}")
+    if since is not None:
+        since = _in_utc(since, "since")
     limit, offset = max(1, min(limit, MAX_PAGE)), max(0, min(offset, MAX_OFFSET))
     conditions = [api_tokens.c.kind == "session"]
     if user:
@@ -57,6 +59,16 @@ def page(
     total = conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
     rows = conn.execute(base.order_by(api_tokens.c.created_at.desc(), api_tokens.c.id).limit(limit).offset(offset)).all()
     return {"items": [_public(row, now, asn) for row in rows], "total": total, "limit": limit, "offset": offset}
+
+
+def _in_utc(value: datetime, name: str) -> datetime:
+    """``value`` in UTC; ValueError (a 422) for a time without a zone, or one that leaves datetime's range in UTC."""
+    if value.tzinfo is None:
+        raise ValueError(f"{name} needs a time zone, e.g. 2026-11-24T09:00:00Z")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name} is outside the years 1 to 9999 once converted to UTC") from None
 
 
 def _state_condition(state: str, now: datetime) -> Any:
