@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, func, or_, select
 
 from agent.events import ACCESS_CHANNEL, ACCESS_FAILED_LOGINS, ACCESS_UNUSUAL_LOGIN
-from server.db.tables import events, login_attempts
+from server.db.tables import events, login_attempts, users
 from server.netaddr import Asn
 from server.store import ingest
 
@@ -99,12 +99,18 @@ def after_failure(conn: Connection, *, name: str, address: str | None, country: 
         ).first()
         if raised is not None:
             continue
-        names = conn.execute(select(login_attempts.c.user_name).distinct().where(*failed, attempts_of).limit(20)).scalars().all()
+        # Only names of accounts are shown: the others are often passwords typed into the name field,
+        # and this event reaches reviewers and the SIEM. They are counted instead.
+        tried = select(login_attempts.c.user_name).distinct().where(*failed, attempts_of)
+        account = login_attempts.c.user_name.in_(select(users.c.name))
+        names = conn.execute(tried.where(account).order_by(login_attempts.c.user_name).limit(20)).scalars().all()
+        others = conn.execute(select(func.count()).select_from(tried.where(~account).subquery())).scalar_one()
         details: dict[str, Any] = {"by": by, "address": address, "country": country, "failures": failures, "window_s": int(FAILED_WINDOW.total_seconds())}
         if by == "name":
             details["user"] = name
         else:
-            details["names"] = sorted(names)
+            details["names"] = list(names)
+            details["other_names"] = others
         seq = _raise(conn, ACCESS_FAILED_LOGINS, details, FAILED_SEVERITY, address if by == "address" else None, country if by == "address" else None, now, raising)
         if seq is not None:
             queued.append(seq)
