@@ -270,3 +270,19 @@ def test_a_scoped_reviewer_sees_only_shared_views_of_owners_within_its_scope(cli
         with pytest.raises(Exception, match="no view"):
             views.get(conn, view_id=made["globex eve"], viewer=viewer)
         assert views.get(conn, view_id=made["acme usb"], viewer=viewer)["mine"]
+
+
+def test_a_timeline_leaves_out_the_collectors_access_events(client, collector, enroll, reviewer):
+    """A reviewer or admin named like a member of staff: their unusual-login events are no part of that person's timeline."""
+    from server.store import ingest
+
+    staff = event_record(user="jdoe")
+    send_events(client, enroll(hostname="ws-7"), staff)
+    with collector.db.write() as conn:
+        ingest.raise_access_event(
+            conn, kind="access.unusual_login", details={"user": "jdoe", "new": ["country"]}, now=collector.clock(), severity="medium", address="203.0.113.9", country="BR"
+        )
+    line = _get(client, reviewer, "/api/v1/timeline?user=jdoe")
+    assert [item["id"] for item in line["items"]] == [staff["id"]]
+    assert sum(day["events"] for day in line["per_day"]) == 1
+    assert [a["address"] for a in line["addresses"]] == ["127.0.0.1"]

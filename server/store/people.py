@@ -39,8 +39,10 @@ def scope_for(user: User) -> Scope:
 
 
 def _visible(scope: Scope) -> list[Any]:
+    """What a timeline reads: events of vendor staff, devices and hosts within ``scope``; never the
+    collector's own ``access`` events (of no vendor), which concern reviewers' and admins' logins."""
     condition = scope.where(events.c.vendor_id)
-    return [] if condition is None else [condition]
+    return [events.c.vendor_id.is_not(None)] if condition is None else [condition]
 
 
 def events_page(conn: Connection, *, scope: Scope, subject: Subject, value: str, limit: int = 100, before: int | None = None) -> dict[str, Any]:
@@ -107,7 +109,7 @@ def per_day(conn: Connection, *, scope: Scope, subject: Subject, value: str, now
     counts = {row.day: int(row.n) for row in conn.execute(query)}
     mark = stats.folded_upto(conn, stats.PEOPLE_PROGRESS if subject == "host" else stats.COUNTS_PROGRESS)
     day = stats._day(conn)
-    tail = select(day.label("day"), func.count().label("n")).where(_COLUMN[subject] == value, events.c.seq > mark, events.c.vendor_id.is_not(None), *_visible(scope)).group_by(day)
+    tail = select(day.label("day"), func.count().label("n")).where(_COLUMN[subject] == value, events.c.seq > mark, *_visible(scope)).group_by(day)
     for row in conn.execute(tail):
         when = date.fromisoformat(row.day)
         if first <= when <= last:
