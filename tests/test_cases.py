@@ -274,3 +274,60 @@ def test_a_vendor_scoped_authors_comments_and_others_exports_stay_with_their_ven
         audit_entries = json.loads(files["case.json"])["audit"]
         if reader is not reviewer:
             assert [e for e in audit_entries if e.get("action") == "case.export" and e["actor"] != reader.name] == [], reader.name
+
+
+def test_a_scoped_reviewers_severity_filter_and_order_follow_the_events_it_sees(client, collector, world, reviewer):
+    mixed = _create(client, reviewer, [world["low"], world["high"]])  # acme's low, globex's high
+    acme_crit = _create(client, reviewer, [world["crit"]])
+    acme_low = _create(client, reviewer, [world["low"]])
+    set_high = _create(client, reviewer, [world["low"], world["high"]], severity="high")  # a set severity holds for everyone
+    acme_only = scoped(collector, "sam", "reviewer", "acme-bpo")
+
+    def listed(person: Person, **params: str) -> list[tuple[int, str]]:
+        answer = client.get("/api/v1/cases", params=params, headers=person.headers)
+        assert answer.status_code == 200, answer.text
+        return [(c["id"], c["severity"]) for c in answer.json()["items"]]
+
+    assert listed(acme_only, severity="high") == [(set_high["id"], "high")]
+    assert listed(acme_only, severity="low", sort="severity") == [(acme_low["id"], "low"), (mixed["id"], "low")]
+    assert {c for c, _ in listed(reviewer, severity="high")} == {mixed["id"], set_high["id"]}
+    expected = [(acme_crit["id"], "critical"), (set_high["id"], "high"), (acme_low["id"], "low"), (mixed["id"], "low")]
+    assert listed(acme_only, sort="severity") == expected
+    seen, cursor = [], None
+    while True:
+        answer = client.get("/api/v1/cases", params={"sort": "severity", "limit": 1, **({"cursor": cursor} if cursor else {})}, headers=acme_only.headers).json()
+        seen += [(c["id"], c["severity"]) for c in answer["items"]]
+        if not (cursor := answer["next_cursor"]):
+            break
+    assert seen == expected
+
+
+def test_due_dates_before_1970_page_with_their_own_cursors(client, world, reviewer):
+    ids = [_create(client, reviewer, [world["crit"]], due_at=due)["id"] for due in ("1969-07-20T20:17:00Z", "1965-01-01T00:00:00Z", "2026-12-01T00:00:00Z")]
+    seen, cursor = [], None
+    while True:
+        answer = client.get("/api/v1/cases", params={"sort": "due", "limit": 1, **({"cursor": cursor} if cursor else {})}, headers=reviewer.headers)
+        assert answer.status_code == 200, answer.text
+        seen += [c["id"] for c in answer.json()["items"]]
+        if not (cursor := answer.json()["next_cursor"]):
+            break
+    assert seen == [ids[1], ids[0], ids[2]]
+    for forged in ("ZC0wOjE", "ZC0tMTox"):  # "d-0:1" (not how we spell zero), "d--1:1"
+        assert client.get("/api/v1/cases", params={"sort": "due", "cursor": forged}, headers=reviewer.headers).status_code == 422
+
+
+def test_case_and_event_cursors_share_one_strict_decoding():
+    from server.errors import InvalidInput
+    from server.store.case_cursors import CaseCursor
+    from server.store.cursors import Cursor, decode_text, encode_text
+
+    assert decode_text(encode_text("d-5:1")) == "d-5:1" and CaseCursor.decode(encode_text("d-5:1")) == CaseCursor("due", -5, 1)
+    assert Cursor.decode(encode_text("s42")) == Cursor("newest", 42)
+    for junk in ("ZC01OjE!", "ZC0 1OjE", "Z", "/y8v", "ZC01OjE="):  # outside the alphabet, truncated, standard alphabet; padded
+        if not junk.endswith("="):  # valid base64, refused by the spelling check
+            with pytest.raises(ValueError):
+                decode_text(junk)
+        with pytest.raises(InvalidInput):
+            CaseCursor.decode(junk)
+        with pytest.raises(InvalidInput):
+            Cursor.decode(junk)
