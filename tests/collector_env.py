@@ -285,7 +285,7 @@ class ServeProcess:
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:
         import requests
 
         from tests.waiting import wait_for
@@ -294,8 +294,8 @@ class ServeProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"dlp-server serve exited: {self.log.read_text()[-2000:]}")
             try:
-                return requests.get(f"{self.url}/healthz", timeout=1, verify=self._verify).status_code == 200
-            except requests.ConnectionError:
+                return requests.get(f"{self.url}/healthz", timeout=5, verify=self._verify).status_code == 200
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a busy machine's slow first answer
                 return False
 
         wait_for(ready, timeout=timeout, message="collector ready")
