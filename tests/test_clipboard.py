@@ -364,6 +364,29 @@ def test_stop_returns_promptly_while_a_read_hangs(start_source: StartSource) -> 
         release.set()
 
 
+def test_a_read_whose_helper_starts_after_the_stops_cancel_is_still_ended(start_source: StartSource) -> None:
+    started = threading.Event()
+    gates: list[threading.Event] = []
+
+    def paste() -> str:
+        started.set()
+        time.sleep(0.1)  # the helper (xclip) comes to exist only after stop()'s first cancel
+        gate = threading.Event()
+        gates.append(gate)
+        gate.wait(30)
+        return ""
+
+    def cancel() -> None:
+        for gate in gates:
+            gate.set()
+
+    source, _ = start_source(paste=paste, cancel=cancel, paste_timeout_s=3600)
+    wait_for(started.is_set, message="the read to start")
+    source.stop()
+    assert not source.is_alive()
+    assert gates and all(gate.is_set() for gate in gates), "the late helper was cancelled"
+
+
 def copy_served(text: str, selection: str = "clipboard", timeout: float = 15.0) -> None:
     """Own ``selection`` with ``text`` until one program has read it, then give it up (xclip -loops 1)."""
     with tempfile.TemporaryFile() as data:

@@ -37,6 +37,8 @@ X_PROBE_TIMEOUT_S = 1.0
 # merely slow (100 MB on a loaded machine) still gets read; a success restores the configured limit.
 TIMEOUT_BACKOFF_MAX = 8
 READ_THREAD_NAME = "clipboard-read"
+ABANDON_S, ABANDON_STEP_S = 0.5, 0.05
+"""How long, and how often, a stopping source cancels a read still running (``_abandon``)."""
 # Programs pyperclip runs to read the clipboard on Linux.
 PASTE_HELPERS = frozenset({"xclip", "xsel", "wl-paste"})
 # Proof that nothing listens at an address; a timeout or a full backlog may just be a busy server.
@@ -216,6 +218,7 @@ class _Read:
 
     def __init__(self, paste: Paste):
         self.wake = threading.Event()
+        self.done = threading.Event()  # set only when paste returned (``wake`` is also set by a stop)
         self.finished = False
         self.text: str | None = None
         self.error: Exception | None = None
@@ -230,6 +233,7 @@ class _Read:
         finally:
             self.finished = True
             self.wake.set()
+            self.done.set()
 
 
 class ClipboardSource(StoppableThread):
@@ -332,6 +336,7 @@ class ClipboardSource(StoppableThread):
         self._last_sha: str | None = None  # of the last non-empty content
         self._current: _Read | None = None
         self._hung: _Read | None = None
+        self._last: _Read | None = None  # the newest read started, for _abandon at stop
         self._health: tuple[str, str] = ("ok", "starting")
         self._reads = 0
         self._failures = 0
@@ -374,6 +379,19 @@ class ClipboardSource(StoppableThread):
                     return
         finally:
             self._unsubscribe()
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """At stop, cancel a read still running until it ends, for at most ``ABANDON_S``.
+
+        on_stop's one cancel can come just before the read's helper exists (xclip spawned a moment
+        later), which would then outlive the source; a few more cancels close that gap.
+        """
+        read = self._last
+        deadline = time.monotonic() + ABANDON_S
+        while read is not None and not read.finished and time.monotonic() < deadline:
+            self._cancel()
+            read.done.wait(ABANDON_STEP_S)
 
     def _pause(self) -> bool:
         """Wait for the next read: a notification, or the polling interval; True when stopping."""
@@ -435,7 +453,7 @@ class ClipboardSource(StoppableThread):
                 self._fail("a cancelled clipboard read is still hanging")
                 return None
             self._hung = None  # cut short by cancel, or late: either way not a reading to trust
-        read = self._current = _Read(self._paste)
+        read = self._current = self._last = _Read(self._paste)
         # stop() sets the stop flag before on_stop() wakes the read, so checking here closes the gap.
         if not self.stopping:
             read.wake.wait(self._timeout_s)
