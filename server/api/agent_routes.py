@@ -1,32 +1,19 @@
-"""The agent API: enrollment, event ingest, heartbeats. Thin: auth, limits, then one transaction."""
+"""The agent API: enrollment and heartbeats, and what every authenticated agent call records
+(``record_agent_call``). Event ingest is server/api/ingest_routes.py."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from anyio import to_thread
-from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from fastapi import APIRouter
 from sqlalchemy import Connection
 
 from agent.events import AGENT_ONLINE, AGENT_UNEXPECTED_IP
-from server import credentials
-from server.api.bodies import Guard
 from server.api.deps import AddressDep, CollectorDep, TokenDep
-from server.api.schemas import (
-    LONE_SURROGATE,
-    BatchIn,
-    BatchOut,
-    EnrollIn,
-    EnrollOut,
-    EventIn,
-    HeartbeatOut,
-)
+from server.api.schemas import EnrollIn, EnrollOut, HeartbeatOut
 from server.api.signature_schemas import HeartbeatWithIndexesIn
 from server.collector import Collector
-from server.errors import Forbidden, TooLarge, Unauthorized
-from server.keys import marks_key, quarantine_key
+from server.keys import quarantine_key
 from server.netaddr import in_networks, parse_networks
 from server.store import addresses, agents, enrollment, quarantine
 from server.store import ingest as event_ingest
@@ -61,131 +48,6 @@ def enroll(body: EnrollIn, collector: CollectorDep, address: AddressDep) -> Enro
         heartbeat_interval_s=collector.settings.agents.heartbeat_interval_s,
         signing_public_key=collector.signing_public_key,
     )
-
-
-def credential_guard(collector: Collector) -> Guard:
-    """The ingest body's guard (``BoundedBodies``): a caller without a valid agent credential is
-    refused before the collector reads or gunzips a byte of its body, let alone parses it.
-
-    A credential is confirmed from this process's memory of credentials confirmed lately, else by
-    one read. The ingest transaction still authenticates, so a busy agent costs no second
-    transaction, and a stranger costs one indexed read at most, never decompression or parsing.
-    """
-
-    async def guard(authorization: bytes | None) -> tuple[int, str] | None:
-        scheme, _, value = (authorization or b"").decode("latin-1").partition(" ")
-        token = value.strip()
-        if scheme.lower() != "bearer" or credentials.parse_token(token, credentials.AGENT_KIND) is None:
-            return Unauthorized.status_code, "missing or malformed agent credential"
-        if token in collector.confirmed_agents:
-            return None
-
-        def confirm() -> None:
-            with collector.db.read() as conn:
-                agents.authenticate(conn, value=token)
-
-        try:
-            await to_thread.run_sync(confirm)
-        except (Unauthorized, Forbidden) as exc:
-            return exc.status_code, str(exc)
-        collector.confirmed_agents.add(token)
-        return None
-
-    return guard
-
-
-# Batches are read from the raw body by pydantic-core (JSON parsing and validation in one pass,
-# no Python dicts built first); the schema is published in the OpenAPI document by app.py.
-BATCH_REQUEST_BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}}}}
-_PARSE_ON_LOOP_BYTES = 256 << 10
-
-
-async def batch_body(request: Request) -> BatchIn:
-    """The request body as a validated batch (the body guard has confirmed the caller); errors are
-    FastAPI's usual 422, with lone surrogates (which the JSON parser refuses as bad escapes)
-    named for what they are."""
-    raw = await request.body()
-    try:
-        if len(raw) <= _PARSE_ON_LOOP_BYTES:
-            return BatchIn.model_validate_json(raw)
-        return await to_thread.run_sync(BatchIn.model_validate_json, raw)
-    except ValidationError as exc:
-        raise RequestValidationError([_readable(error) for error in exc.errors(include_url=False, include_input=False)]) from None
-
-
-def _readable(error: Any) -> dict[str, Any]:
-    error = {**error, "loc": ("body", *error.get("loc", ()))}
-    if error.get("type") == "json_invalid" and ("surrogate" in error["msg"] or "hex escape" in error["msg"]):
-        error["msg"] = f"{error['msg']}: strings {LONE_SURROGATE}"
-    return error
-
-
-@router.post(
-    "/events",
-    response_model=BatchOut,
-    summary="Submit a batch of events (idempotent by event id; gzip accepted)",
-    responses={
-        401: {"description": "no valid agent credential (checked before the body is read)"},
-        413: {"description": "batch or body too large"},
-        403: {"description": "revoked agent or forged agent id"},
-    },
-    openapi_extra={"requestBody": BATCH_REQUEST_BODY},
-)
-def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorDep, token: TokenDep, address: AddressDep) -> BatchOut:
-    limits = collector.settings.ingest
-    if len(batch.events) > limits.max_batch_events:
-        collector.metrics.batches.labels("413").inc()
-        raise TooLarge(f"a batch holds at most {limits.max_batch_events} events; this one has {len(batch.events)}")
-    bodies = [event.model_dump_json(by_alias=True) for event in batch.events]
-    for index, body in enumerate(bodies):
-        if len(body) > limits.max_event_bytes:
-            raise TooLarge(f"events[{index}] is larger than {limits.max_event_bytes} bytes")
-    now = collector.clock()
-    with collector.db.write() as conn:
-        try:
-            identity = agents.authenticate(conn, value=token)
-        except (Unauthorized, Forbidden):
-            collector.confirmed_agents.discard(token)
-            raise
-        for index, event in enumerate(batch.events):
-            claimed = (event.model_extra or {}).get("agent_id")
-            if claimed is not None and claimed != identity.id:
-                raise Forbidden(f"events[{index}] claims agent {str(claimed)[:64]!r}; an agent may only submit its own events")
-        record_agent_call(conn, collector, identity, address)
-        result = event_ingest.ingest(
-            conn,
-            agent=identity,
-            records=[_columns(event) for event in batch.events],
-            bodies=bodies,
-            occurred=[e.occurred_at for e in batch.events],
-            address=address,
-            country=collector.country(address),
-            now=now,
-            alert_targets=collector.alert_targets,
-            alert_min_rank=collector.alert_min_rank,
-            watch_min_rank=collector.watch_alert_min_rank,
-            marks_key=lambda: marks_key(collector.settings.data_dir),
-        )
-    if result.alert_seqs and collector.alert_targets:
-        collector.alerts_pending.set()
-    metrics = collector.metrics
-    metrics.batches.labels("200").inc()
-    metrics.events.labels("accepted").inc(len(result.accepted))
-    if result.suppressed:
-        metrics.events.labels("suppressed").inc(len(result.suppressed))
-    metrics.events.labels("duplicate").inc(len(result.duplicates))
-    metrics.events.labels("conflict").inc(len(result.conflicts))
-    accepted = len(result.accepted) + len(result.suppressed)
-    return BatchOut(accepted=accepted, duplicates=result.duplicates, conflicts=result.conflicts, suppressed=len(result.suppressed))
-
-
-def _columns(event: EventIn) -> dict[str, Any]:
-    """The event's columns, and its ``enforcement`` (typed or kept as an extra) for the quarantine hook."""
-    record = event.columns()
-    enforcement = getattr(event, "enforcement", None)
-    if enforcement is not None:
-        record["enforcement"] = enforcement.model_dump(mode="json", by_alias=True) if isinstance(enforcement, BaseModel) else enforcement
-    return record
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut, summary="Report agent health; the reply names the device policy version and pending commands")

@@ -26,6 +26,7 @@ from server.api import (
     case_routes,
     device_routes,
     egress_routes,
+    ingest_routes,
     mark_routes,
     ops_routes,
     people_routes,
@@ -51,7 +52,7 @@ def create_app(collector: Collector) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.collector = collector
-    for router in (agent_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, device_routes.router,
+    for router in (agent_routes.router, ingest_routes.router, review_routes.router, admin_routes.router, auth_routes.router, signature_routes.router, device_routes.router,
                    egress_routes.router, mark_routes.router, ops_routes.router, access_routes.router,
                    case_routes.router, people_routes.router):
         app.include_router(router)
@@ -67,7 +68,7 @@ def create_app(collector: Collector) -> FastAPI:
         route_limits={("POST", "/api/v1/events"): ingest.max_body_bytes, ("POST", "/api/v1/signatures"): 64 << 20, **ui.UPLOAD_LIMITS,
                       **mark_routes.UPLOAD_LIMITS},
         max_decoded=ingest.max_decoded_bytes,
-        guards={("POST", "/api/v1/events"): agent_routes.credential_guard(collector)},
+        guards={("POST", "/api/v1/events"): ingest_routes.credential_guard(collector)},
         streamed={("POST", signature_routes.INDEX_UPLOAD_PATH): MAX_INDEX_BYTES},
     )
     return app
