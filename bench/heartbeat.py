@@ -1,11 +1,17 @@
 """Heartbeat latency: 10,000 simulated agents, each calling `POST /api/v1/heartbeat` once a minute.
 
-Usage: python bench/heartbeat.py [--backend sqlite|postgresql] [--agents 10000] [--seconds 60] [--interval 60] [--denied 1000]
+Usage: python bench/heartbeat.py [--backend sqlite|postgresql] [--agents 10000] [--seconds 60] [--interval 60]
+                                 [--workers N] [--cold] [--denied 1000]
 
 The agents are enrolled first by the store functions the enrollment route calls (one token,
 then `enrollment.enroll`, `agents.touch` and `addresses.record_agent` per agent, 1,000 agents
 per transaction), straight on the database: 10,000 enrollments over HTTP would only measure
-enrollment. Then a real `dlp-server serve` is started and this process fires every agent's
+enrollment. By default the fleet is in steady state: each agent's previous heartbeat (the
+report it will send again) is recorded the same way (`agents.heartbeat`), as a collector
+restarted under a running fleet finds it. ``--cold`` leaves that out: every heartbeat of the
+first interval is the agent's first contact after enrollment (a new report to store).
+
+Then a real `dlp-server serve` is started and this process fires every agent's
 heartbeat at its own phase (random within the agent's even share of the interval) from one
 asyncio loop over a pool of kept-alive connections, so the server sees agents/interval
 requests every second (167/s by default). The default client is a few lines of asyncio
@@ -15,6 +21,9 @@ costs about 2 ms a request here and so takes more of the CPU the server needs.
 Latency runs from the moment a heartbeat is due to its full reply, so time spent waiting for
 a free connection or for a late load generator counts; both parts are also shown on their
 own. Target: p99 < 100 ms. The load generator and the server share this machine's 2 cores.
+Server CPU is that of the whole `serve` process tree (``--workers N``: the workers too); on
+PostgreSQL the backends' CPU is shown beside it. After the server stops (which writes what it
+holds in memory), every agent answered must have its heartbeat of this run stored.
 
 ``--denied N`` puts N denied networks (none holding the loopback address) in the database first,
 so the run shows what checking every heartbeat against a denylist costs (server/store/denylist.py).
@@ -33,7 +42,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -65,8 +74,11 @@ LOOPBACK = "127.0.0.1"
 console = Console(width=150)
 
 
-def enroll_directly(database_url: str, count: int) -> list[str]:
-    """``count`` agents enrolled as the route does it, minus HTTP; returns their credentials."""
+def enroll_directly(database_url: str, count: int, *, steady: bool) -> list[str]:
+    """``count`` agents enrolled as the route does it, minus HTTP; returns their credentials.
+
+    ``steady``: each agent's previous heartbeat is recorded too, with the report it will send.
+    """
     db = Database(database_url)
     credentials = []
     try:
@@ -81,6 +93,10 @@ def enroll_directly(database_url: str, count: int) -> list[str]:
                     )
                     agents.touch(conn, agent_id=enrolled.agent_id, address=LOOPBACK, now=now)
                     addresses.record_agent(conn, agent_id=enrolled.agent_id, address=LOOPBACK, country=None, expected=None, now=now)
+                    if steady:
+                        report = json.loads(heartbeat_body(i))
+                        agents.heartbeat(conn, agent_id=enrolled.agent_id, report=report, address=LOOPBACK, now=now)
+                        addresses.record_agent(conn, agent_id=enrolled.agent_id, address=LOOPBACK, country=None, expected=None, now=now)
                     credentials.append(enrolled.credential)
     finally:
         db.dispose()
@@ -274,13 +290,51 @@ async def run_load(base_url: str, credentials: list[str], firings: list[tuple[fl
     return results
 
 
-def heartbeats_recorded(database_url: str) -> int:
+def heartbeats_recorded(database_url: str, since: datetime) -> int:
+    """Agents whose last stored heartbeat is from ``since`` on."""
     db = Database(database_url)
     try:
         with db.read() as conn:
-            return int(conn.execute(select(func.count()).select_from(agents_table).where(agents_table.c.last_heartbeat_at.is_not(None))).scalar_one())
+            return int(conn.execute(select(func.count()).select_from(agents_table).where(agents_table.c.last_heartbeat_at >= since)).scalar_one())
     finally:
         db.dispose()
+
+
+@dataclass
+class Run:
+    """One server's run over the fleet: its code, what the agents saw, what it cost."""
+
+    label: str
+    results: Results
+    recorded: int
+    server_cpu: float
+    db_cpu: float
+    client_cpu: float
+
+
+def copy_fleet(scratch: ScratchPostgres, data_dir: Path, pg_url: str | None, into: Path) -> tuple[Path, str]:
+    """A second data directory holding the fleet as enrolled (its own database), for a second server."""
+    shutil.copytree(data_dir, into)
+    if pg_url is None:
+        return into, collector_database_url(into, None)
+    copied = scratch.copy(pg_url, "heartbeat")
+    (into / "server.toml").write_text(f'database_url = "{copied}"\n')
+    return into, copied
+
+
+def run_one(label: str, code: Path, data_dir: Path, database_url: str, credentials: list[str], args: argparse.Namespace, log_path: Path) -> Run:
+    firings = schedule(args.agents, args.interval, args.seconds)
+    server = serve_collector(data_dir, log_path=log_path, workers=args.workers, code=code)
+    run_started = utcnow()
+    try:
+        server_cpu, db_cpu, client_cpu = server.cpu_seconds(), postgres_backend_cpu_seconds(database_url), time.process_time()
+        results = asyncio.run(run_load(server.base_url, credentials, firings, args.connections, args.client))
+        server_cpu = server.cpu_seconds() - server_cpu
+        db_cpu = postgres_backend_cpu_seconds(database_url) - db_cpu
+        client_cpu = time.process_time() - client_cpu
+    finally:
+        server.stop()
+    return Run(label, results, heartbeats_recorded(database_url, run_started), server_cpu, db_cpu, client_cpu)
 
 
 def main() -> None:
@@ -291,68 +345,98 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
     parser.add_argument("--connections", type=int, default=100, help="most HTTP connections the load generator keeps open (default 100)")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="asyncio streams (default) or httpx.AsyncClient")
-    parser.add_argument("--workers", type=int, default=1, help="collector worker processes (PostgreSQL only; server CPU then counts the supervisor alone)")
+    parser.add_argument("--workers", type=int, default=1, help="collector worker processes (PostgreSQL only: SQLite takes one writer process)")
+    parser.add_argument("--cold", action="store_true", help="no previous heartbeat stored: each agent's first of the run is its first contact")
     parser.add_argument("--denied", type=int, default=0, metavar="N", help="denied networks in the database during the run (default none)")
+    parser.add_argument(
+        "--against", type=Path, metavar="CHECKOUT",
+        help="first serve a copy of the same fleet with the collector of this other checkout (e.g. a `git worktree` of an older commit), then compare",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.workers > 1 and args.backend != "postgresql":
+        parser.error("--workers needs --backend postgresql (dlp-server serve refuses several SQLite writer processes)")
+    if args.against and not (args.against / "server" / "cli.py").is_file():
+        parser.error(f"--against {args.against}: not a checkout of this project")
 
     work = Path(tempfile.mkdtemp(prefix="dlp-heartbeat-"))
+    runs: list[Run] = []
     with ScratchPostgres() as scratch:
         pg_url = scratch.create("heartbeat") if args.backend == "postgresql" else None
         data_dir = work / "collector"
         init_collector(data_dir, pg_url)
         database_url = collector_database_url(data_dir, pg_url)
         began = time.perf_counter()
-        credentials = enroll_directly(database_url, args.agents)
+        credentials = enroll_directly(database_url, args.agents, steady=not args.cold)
         enroll_s = time.perf_counter() - began
         console.print(f"enrolled {len(credentials):,} agents through the store functions in {enroll_s:.1f} s")
         if args.denied:
             deny_ranges(database_url, args.denied)
-        firings = schedule(args.agents, args.interval, args.seconds)
-        server = serve_collector(data_dir, log_path=work / "collector.log", workers=args.workers)
-        try:
-            server_cpu, db_cpu, client_cpu = server.cpu_seconds(), postgres_backend_cpu_seconds(database_url), time.process_time()
-            results = asyncio.run(run_load(server.base_url, credentials, firings, args.connections, args.client))
-            server_cpu = server.cpu_seconds() - server_cpu
-            db_cpu = postgres_backend_cpu_seconds(database_url) - db_cpu
-            client_cpu = time.process_time() - client_cpu
-        finally:
-            server.stop()
-        recorded = heartbeats_recorded(database_url)
+        if args.against:
+            other_dir, other_url = copy_fleet(scratch, data_dir, pg_url, work / "against")
+            runs.append(run_one(f"{args.against.name} (--against)", args.against.resolve(), other_dir, other_url, credentials, args, work / "against.log"))
+            console.print(f"{runs[-1].label}: done")
+        runs.append(run_one("this checkout", HERE.parent, data_dir, database_url, credentials, args, work / "collector.log"))
     shutil.rmtree(work, ignore_errors=True)
-    report(args, results, recorded, server_cpu, db_cpu, client_cpu, enroll_s)
+    report(args, runs, enroll_s)
 
 
-def report(args: argparse.Namespace, results: Results, recorded: int, server_cpu: float, db_cpu: float, client_cpu: float, enroll_s: float) -> None:
+def figures(args: argparse.Namespace, run: Run) -> dict[str, tuple[str, float]]:
+    """Each figure's text, and its value for a ratio (0: none)."""
+    results = run.results
     wall = results.finished - results.started
     ms = [v * 1000 for v in results.latencies] or [0.0]
     lags = [v * 1000 for v in results.lags] or [0.0]
     wire = [v * 1000 for v in results.on_wire] or [0.0]
+    answered = max(1, len(results.latencies))
     p99 = percentile(ms, 0.99)
-    title = f"Heartbeats: {args.agents:,} agents every {args.interval:g} s for {args.seconds:g} s, {args.backend}, {args.denied:,} denied ranges"
-    table = Table(title=f"{title}, {args.client} client, up to {args.connections} kept-alive connections")
+    errors = sum(results.errors.values())
+    return {
+        "requests sent": (f"{results.sent:,}", 0.0),
+        "achieved rate": (f"{len(results.latencies) / wall:,.1f}/s", 0.0),
+        "errors": (f"{errors}" + (f" ({', '.join(f'{k}: {n}' for k, n in results.errors.items())})" if results.errors else ""), 0.0),
+        "latency p50": (f"{statistics.median(ms):.1f} ms", statistics.median(ms)),
+        "latency p95": (f"{percentile(ms, 0.95):.1f} ms", percentile(ms, 0.95)),
+        "latency p99 (target < 100 ms)": (f"{p99:.1f} ms " + ("met" if p99 < 100 else "MISSED"), p99),
+        "latency max": (f"{max(ms):.1f} ms", max(ms)),
+        "send to reply p50 / p99 (no wait for a connection)": (f"{statistics.median(wire):.1f} / {percentile(wire, 0.99):.1f} ms", 0.0),
+        "load generator lateness p99 / max (in latency)": (f"{percentile(lags, 0.99):.1f} / {max(lags):.1f} ms", 0.0),
+        "agents with this run's heartbeat stored": (f"{run.recorded:,} of {len(results.ok_agents):,} answered 200", 0.0),
+        "server CPU (process tree), % of a core": (f"{100 * run.server_cpu / wall:.0f}%", 0.0),
+        "server CPU a heartbeat": (f"{1000 * run.server_cpu / answered:.2f} ms", run.server_cpu / answered),
+        "PostgreSQL backends CPU a heartbeat (approx.)": (
+            f"{1000 * run.db_cpu / answered:.2f} ms ({100 * run.db_cpu / wall:.0f}% of a core)" if args.backend == "postgresql" else "-",
+            run.db_cpu / answered,
+        ),
+        "load generator CPU": (f"{100 * run.client_cpu / wall:.0f}% of a core", 0.0),
+    }
+
+
+def passed(run: Run) -> bool:
+    results = run.results
+    ms = [v * 1000 for v in results.latencies] or [0.0]
+    return percentile(ms, 0.99) < 100 and not results.errors and run.recorded == len(results.ok_agents)
+
+
+def report(args: argparse.Namespace, runs: list[Run], enroll_s: float) -> None:
+    state = "cold (first contact)" if args.cold else "steady state"
+    workers = f", {args.workers} workers" if args.workers > 1 else ""
+    title = f"Heartbeats: {args.agents:,} agents every {args.interval:g} s ({args.agents / args.interval:,.1f}/s) for {args.seconds:g} s, {args.backend}{workers}, {state}"
+    extra = f", {args.denied:,} denied ranges" if args.denied else ""
+    table = Table(title=f"{title}{extra}, {args.client} client, up to {args.connections} kept-alive connections; enrolled {args.agents:,} in {enroll_s:.0f} s")
     table.add_column("figure")
-    table.add_column("result", justify="right")
-    table.add_column("target", justify="right")
-    rows = [
-        ("requests sent", f"{results.sent:,}", ""),
-        ("achieved rate", f"{len(results.latencies) / wall:,.1f}/s", f"{args.agents / args.interval:,.1f}/s"),
-        ("errors", f"{sum(results.errors.values())}" + (f" ({', '.join(f'{k}: {n}' for k, n in results.errors.items())})" if results.errors else ""), "0"),
-        ("latency p50", f"{statistics.median(ms):.1f} ms", ""),
-        ("latency p95", f"{percentile(ms, 0.95):.1f} ms", ""),
-        ("latency p99", f"{p99:.1f} ms", "< 100 ms " + ("met" if p99 < 100 else "MISSED")),
-        ("latency max", f"{max(ms):.1f} ms", ""),
-        ("send to reply p50 / p99", f"{statistics.median(wire):.1f} / {percentile(wire, 0.99):.1f} ms", "(excludes waits for a connection)"),
-        ("load generator lateness p99 / max", f"{percentile(lags, 0.99):.1f} / {max(lags):.1f} ms", "(included in latency)"),
-        ("agents with a heartbeat stored", f"{recorded:,} of {len(results.ok_agents):,} answered 200", "all"),
-        ("server CPU", f"{100 * server_cpu / wall:.0f}% of a core, {1000 * server_cpu / max(1, len(results.latencies)):.1f} ms a request", ""),
-        ("PostgreSQL backends CPU (approx.)", f"{100 * db_cpu / wall:.0f}% of a core" if args.backend == "postgresql" else "-", ""),
-        ("load generator CPU", f"{100 * client_cpu / wall:.0f}% of a core", ""),
-        ("enrollment (store functions, not timed)", f"{args.agents:,} in {enroll_s:.1f} s", ""),
-    ]
-    for row in rows:
+    columns = [figures(args, run) for run in runs]
+    for run in runs:
+        table.add_column(run.label, justify="right")
+    if len(runs) == 2:
+        table.add_column("ratio (this / against)", justify="right")
+    for name in columns[0]:
+        row = [name, *(column[name][0] for column in columns)]
+        if len(runs) == 2:
+            before, after = columns[0][name][1], columns[1][name][1]
+            row.append(f"{after / before:.2f}" if before and after else "")
         table.add_row(*row)
     console.print(table)
-    sys.exit(0 if p99 < 100 and not results.errors and recorded == len(results.ok_agents) else 1)
+    sys.exit(0 if passed(runs[-1]) else 1)
 
 
 if __name__ == "__main__":

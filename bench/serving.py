@@ -48,6 +48,14 @@ class ScratchPostgres:
         self._names.append(name)
         return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
+    def copy(self, url: str, purpose: str) -> str:
+        """A new database holding what ``url``'s (one of this run's, with no open connection) holds."""
+        name = f"dlp_bench_{purpose}_{uuid.uuid4().hex[:8]}"
+        with self._admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{url.rsplit("/", 1)[1]}"'))
+        self._names.append(name)
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
     def __enter__(self) -> ScratchPostgres:
         return self
 
@@ -88,13 +96,15 @@ def collector_database_url(data_dir: Path, database_url: str | None) -> str:
 class ServerProcess:
     """An HTTP server in its own process on a loopback port, ready once ``ready_path`` answers 200."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, port: int, log_path: Path, ready_path: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], *, port: int, log_path: Path, ready_path: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.base_url = f"http://127.0.0.1:{port}"
         self.port = port
         self._log = open(log_path, "wb")
         self.log_path = log_path
-        self.proc = subprocess.Popen(list(argv), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(list(argv), cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         self._ps = psutil.Process(self.proc.pid)
         self._wait_ready(ready_path)
 
@@ -114,9 +124,25 @@ class ServerProcess:
         raise SystemExit(f"{self.name} did not become ready in {timeout:.0f} s; see {self.log_path}")
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time of the server process so far."""
-        times = self._ps.cpu_times()
-        return times.user + times.system
+        """User plus system CPU time so far of the server's whole process tree: with
+        ``--workers N`` the supervisor does little and the workers (its children) do the work.
+
+        A child that exited and was waited for counts through its parent's ``children_*`` times.
+        """
+        total = 0.0
+        for proc in (self._ps, *self._children()):
+            try:
+                times = proc.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            total += times.user + times.system + (times.children_user + times.children_system if proc is self._ps else 0.0)
+        return total
+
+    def _children(self) -> list[psutil.Process]:
+        try:
+            return self._ps.children(recursive=True)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return []
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -135,11 +161,12 @@ class ServerProcess:
         self.stop()
 
 
-def serve_collector(data_dir: Path, *, log_path: Path, workers: int = 1) -> ServerProcess:
-    """A real ``dlp-server serve`` on an initialised data directory."""
+def serve_collector(data_dir: Path, *, log_path: Path, workers: int = 1, code: Path = ROOT) -> ServerProcess:
+    """A real ``dlp-server serve`` on an initialised data directory, run from the checkout ``code``
+    (another worktree serves the same data with that commit's collector)."""
     port = free_port()
     argv = [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--workers", str(workers)]
-    return ServerProcess("dlp-server serve", argv, port=port, log_path=log_path, ready_path="/healthz")
+    return ServerProcess("dlp-server serve", argv, port=port, log_path=log_path, ready_path="/healthz", cwd=code)
 
 
 def postgres_backend_cpu_seconds(database_url: str) -> float:
