@@ -254,6 +254,10 @@ class Daemon:
 
     # Pieces ----------------------------------------------------------------
 
+    def _rules_cache(self) -> str:
+        """Compiled rulesets by content hash (agent/scanning/rulecache.py), in the agent's own bundle directory."""
+        return os.path.join(self.config.rules.bundle_dir, "compiled")
+
     def _local_rule_files(self) -> dict[str, str]:
         """The local packs (``[rules] dir``, else the starter packs), used beside any bundle."""
         location = self.config.rules_location()
@@ -275,7 +279,7 @@ class Daemon:
             stored = self._bundles.load(public_key_hex=credentials.signing_public_key, vendor=credentials.vendor)
             if stored is not None:
                 bundle, etag = stored
-                ruleset = compile_rule_files({**local, **self._bundles.unpack(bundle)}, source="local packs + bundle")
+                ruleset = compile_rule_files({**local, **self._bundles.unpack(bundle)}, source="local packs + bundle", cache_dir=self._rules_cache())
                 self._bundles.prune(keep=bundle.version)
                 return ruleset, bundle, etag
         except CredentialsError:
@@ -284,16 +288,18 @@ class Daemon:
             self._ruleset_error = f"stored signature bundle not used: {exc}"
             log.error("%s", self._ruleset_error)
         if local:
-            return compile_rule_files(local, source=self.config.rules.dir), None, ""
+            return compile_rule_files(local, source=self.config.rules.dir, cache_dir=self._rules_cache()), None, ""
         location = self.config.rules_location()
         if location is None:
             raise RuleError("rules not found and no starter packs installed", path=self.config.rules.dir)
-        return load_rules(location), None, ""
+        return load_rules(location, cache_dir=self._rules_cache()), None, ""
 
     def _install_bundle(self, bundle: Bundle, pack_files: dict[str, str]) -> None:
         """Compile local packs with the new bundle's packs and load its fingerprint indexes, then swap them in
         (one reference swap each; scans in flight finish with the ruleset they started with)."""
-        ruleset = compile_rule_files({**self._local_rule_files(), **pack_files}, source=f"local packs + bundle {bundle.version}")
+        ruleset = compile_rule_files(
+            {**self._local_rule_files(), **pack_files}, source=f"local packs + bundle {bundle.version}", cache_dir=self._rules_cache()
+        )
         assert self.scanner is not None and self.pipeline is not None and self.spool is not None
         self.scanner.ruleset = ruleset
         self.pipeline.context = dataclasses.replace(self.pipeline.context, ruleset_version=ruleset.version)

@@ -23,6 +23,7 @@ from agent.scanning import (
 )
 from agent.scanning.batch import scan_targets
 from agent.scanning.cache import ResultCache
+from agent.scanning.rulecache import default_dir as rules_cache_dir
 from agent.scanning.rules import starter_packs_dir
 from agent.scanning.walk import iter_targets
 
@@ -47,6 +48,7 @@ def register(commands: Any) -> None:
     p.add_argument("--max-file-size", type=_positive_int, default=ScanLimits.max_file_bytes, metavar="BYTES", help="larger files are reported too_large")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     p.add_argument("--config", metavar="FILE", help="take the rules directory from this agent configuration")
+    p.add_argument("--skip-broken", action="store_true", help="leave out rule files that do not compile (named on stderr) instead of failing")
     p.set_defaults(handler=run)
 
 
@@ -71,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         print("dlp-agent: no rules: pass --rules DIR", file=sys.stderr)
         return EXIT_ERROR
     try:
-        ruleset = load_rules(rules_location)
+        ruleset = load_rules(rules_location, skip_broken=args.skip_broken, cache_dir=rules_cache_dir())
+        if ruleset.skipped:
+            _report_skipped(ruleset)
         limits = ScanLimits(timeout_s=args.timeout, max_file_bytes=args.max_file_size)
     except RuleError as exc:
         echo(*f"dlp-agent: rules error: {exc}".split("\n"), file=sys.stderr)
@@ -100,6 +104,15 @@ def run(args: argparse.Namespace) -> int:
         print(summary.render(ruleset.version, ruleset.rule_count), file=sys.stderr)
     sys.stdout.flush()
     return EXIT_MATCH if summary.counts.get(Status.MATCH, 0) else EXIT_CLEAN
+
+
+def _report_skipped(ruleset: Any) -> None:
+    """``--skip-broken``: name every rule file left out; none left at all is an error."""
+    for problem in ruleset.skipped:
+        echo(f"dlp-agent: rules: left out: {problem}", file=sys.stderr)
+    echo(f"dlp-agent: rules: {len(ruleset.skipped)} rule file(s) left out, {len(ruleset.namespaces)} loaded", file=sys.stderr)
+    if not ruleset.namespaces and not ruleset.fingerprints:
+        raise RuleError("no rule file compiles", path=ruleset.source)
 
 
 def _print_text(result: ScanResult, out: TextIO) -> None:

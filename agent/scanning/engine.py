@@ -28,6 +28,7 @@ from agent.scanning.cache import ResultCache
 from agent.scanning.decode import decoded_parts
 from agent.scanning.doctext import xml_to_text
 from agent.scanning.errors import LimitHit, ScanTimeout
+from agent.scanning.externals import FileFacts
 from agent.scanning.extract import READ_ERRORS, Member, members
 from agent.scanning.job import Job
 from agent.scanning.limits import ScanLimits
@@ -79,20 +80,23 @@ class Scanner:
             return opened
         with opened as f:
             try:
+                # The external variables rules may read (externals.py): name, path, type and owner.
+                facts = FileFacts(path, os.fstat(f.fileno()).st_uid) if self.ruleset.uses_externals else None
                 buffer = self._buffer()
                 count = _fill(f, buffer)
                 if count < len(buffer):
                     head = buffer[:count]
-                    return self._scan_whole(path, head, hashlib.sha256(head).hexdigest(), exclude_path=path)
-                return self._scan_chunked(path, f, exclude_path=path)
+                    return self._scan_whole(path, head, hashlib.sha256(head).hexdigest(), exclude_path=path, facts=facts)
+                return self._scan_chunked(path, f, exclude_path=path, facts=facts)
             except OSError as exc:
                 return ScanResult.problem(path, Status.UNREADABLE, f"read error: {exc.strerror or exc}")
 
     def scan_bytes(self, data: bytes, *, name: str = "<bytes>") -> ScanResult:
         """Scan content held in memory (clipboard text, say); ``name`` labels the result."""
+        facts = FileFacts(None, None) if self.ruleset.uses_externals else None
         if len(data) <= self.limits.chunk_bytes:
-            return self._scan_whole(name, data, hashlib.sha256(data).hexdigest(), exclude_path=None)
-        return self._scan_chunked(name, io.BytesIO(data), exclude_path=None)
+            return self._scan_whole(name, data, hashlib.sha256(data).hexdigest(), exclude_path=None, facts=facts)
+        return self._scan_chunked(name, io.BytesIO(data), exclude_path=None, facts=facts)
 
     def _buffer(self) -> memoryview:
         """This thread's read buffer, one chunk plus a byte (to tell "fits" from "larger").
@@ -130,11 +134,11 @@ class Scanner:
             return ScanResult.problem(path, Status.SKIPPED, "not a regular file")
         return os.fdopen(fd, "rb")
 
-    def _scan_whole(self, path: str, data: bytes | memoryview, sha: str, *, exclude_path: str | None) -> ScanResult:
+    def _scan_whole(self, path: str, data: bytes | memoryview, sha: str, *, exclude_path: str | None, facts: FileFacts | None) -> ScanResult:
         """Content that fits in one chunk, already hashed."""
-        return self._verdict(path, sha, len(data), exclude_path, lambda job: self._scan_small(job, data, None, 0))
+        return self._verdict(path, sha, len(data), exclude_path, lambda job: self._scan_small(job, data, None, 0), facts)
 
-    def _scan_chunked(self, path: str, f: BinaryIO, *, exclude_path: str | None) -> ScanResult:
+    def _scan_chunked(self, path: str, f: BinaryIO, *, exclude_path: str | None, facts: FileFacts | None) -> ScanResult:
         """Content larger than a chunk: hashed in a first pass (cheap next to YARA) so the
         cache can spare the scan, then scanned in overlapping chunks."""
         digest = hashlib.sha256()
@@ -144,12 +148,16 @@ class Scanner:
         while count := _fill(f, block):
             digest.update(block[:count])
             size += count
-        return self._verdict(path, digest.hexdigest(), size, exclude_path, lambda job: self._scan_large(job, f, None, 0))
+        return self._verdict(path, digest.hexdigest(), size, exclude_path, lambda job: self._scan_large(job, f, None, 0), facts)
 
-    def _verdict(self, path: str, sha: str, size: int, exclude_path: str | None, scan: Callable[[Job], None]) -> ScanResult:
+    def _verdict(
+        self, path: str, sha: str, size: int, exclude_path: str | None, scan: Callable[[Job], None], facts: FileFacts | None = None
+    ) -> ScanResult:
         """Run ``scan`` unless the cache knows these bytes; add the protected-copy check."""
         ruleset = self.ruleset
         key = self._cache_key(sha, ruleset)
+        if facts is not None:
+            key += (facts.path, facts.owner)  # rules may read them: the same bytes elsewhere may differ
         cached = self.cache.get(key) if self.cache is not None else None
         if cached is not None:
             job = cached.copy()
@@ -159,6 +167,7 @@ class Scanner:
                 max_offsets=self.limits.max_offsets,
                 rules=ruleset.rules,
                 fingerprints=ruleset.fingerprints,
+                facts=facts,
             )
             try:
                 scan(job)
@@ -168,6 +177,7 @@ class Scanner:
                 stored = job.copy()
                 stored.rules = None  # a cached result must not keep an old ruleset alive
                 stored.fingerprints = ()
+                stored.facts = None
                 self.cache.put(key, stored)
         # Outside the cache: whether bytes are a copy depends on where they sit.
         self._check_protected(job, sha, None, exclude_path=exclude_path)
@@ -297,6 +307,7 @@ class Scanner:
                     self._scan_large(job, spill, name, depth)
                 return
         if item.is_xml or item.is_text:
+            job.externals(name, data)  # the part's type is its own bytes', not its text's
             text = xml_to_text(data) if item.is_xml else data
             self._match(job, text, name, 0)
             self._fingerprint(job, text, name, 0)
@@ -308,7 +319,7 @@ class Scanner:
     def _match(self, job: Job, data: bytes | memoryview, member: str | None, base: int) -> None:
         timeout = max(1, math.ceil(job.budget.remaining()))
         try:
-            found = (job.rules or self.ruleset.rules).match(data=data, timeout=timeout)
+            found = (job.rules or self.ruleset.rules).match(data=data, timeout=timeout, externals=job.externals(member, data))
         except yara.TimeoutError as exc:
             raise ScanTimeout(f"rules took longer than {self.limits.timeout_s:g}s") from exc
         except yara.Error as exc:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from agent.marks.payload import CANARY, Found
 from agent.scanning.budget import Budget
 from agent.scanning.errors import LimitHit
+from agent.scanning.externals import FileFacts
 from agent.scanning.results import (
     FINGERPRINT,
     FINGERPRINT_NAMESPACE,
@@ -92,8 +93,13 @@ def _copied(found: _Found) -> _Found:
 class Job:
     """Accumulates the findings of one top-level file, archive members included."""
 
-    def __init__(self, budget: Budget, *, max_offsets: int, rules: Any = None, fingerprints: tuple[Any, ...] = ()):
+    def __init__(
+        self, budget: Budget, *, max_offsets: int, rules: Any = None, fingerprints: tuple[Any, ...] = (), facts: FileFacts | None = None
+    ):
         self.budget = budget
+        self.facts = facts
+        """The file's external variables (externals.py); None when the rules read none."""
+        self._externals: dict[str, dict[str, str]] = {}
         self.rules = rules
         self.fingerprints = fingerprints
         """The fingerprint indexes, fixed for the whole file like ``rules``."""
@@ -102,6 +108,19 @@ class Job:
         self.max_offsets = max_offsets
         self._found: dict[tuple[str, str, str | None], _Found] = {}
         self.problems: list[LimitHit] = []
+
+    def externals(self, member: str | None, data: bytes | bytearray | memoryview) -> dict[str, str] | None:
+        """The external variables for the file (``member`` None) or a member, fixed at the first call
+        (the first chunk's bytes give the type)."""
+        facts = self.facts
+        if facts is None:
+            return None
+        if member is None:
+            return facts.values(None, data)
+        known = self._externals.get(member)
+        if known is None:
+            known = self._externals[member] = facts.values(member, data)
+        return known
 
     def add_yara(self, hit: Any, member: str | None, base: int) -> None:
         """Record a yara-python match; ``base`` shifts offsets of a chunk into file offsets."""

@@ -15,12 +15,15 @@ import logging
 import os
 import re
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import yara
 
 from agent.events import SEVERITIES
+from agent.scanning import externals
 from agent.scanning.errors import RuleError
+from agent.scanning.rulecache import CompiledCache
 
 if TYPE_CHECKING:
     from agent.scanning.fpindex import FingerprintIndex
@@ -59,6 +62,11 @@ class Ruleset:
         namespaces: the namespaces compiled, in order.
         rule_count: how many rules were compiled.
         fingerprints: the fingerprint indexes loaded beside the rules.
+        uses_externals: whether a rule may read the external variables (externals.py); when not,
+            the scanner spares itself setting them.
+        skipped: the rule files left out because they do not compile (``skip_broken``).
+        cached: the compiled rules came from the compiled-rules cache (rulecache.py).
+        compile_s: seconds spent compiling or loading the YARA rules.
     """
 
     rules: Any
@@ -67,6 +75,10 @@ class Ruleset:
     namespaces: tuple[str, ...]
     rule_count: int
     fingerprints: tuple[FingerprintIndex, ...] = ()
+    uses_externals: bool = True
+    skipped: tuple[RuleError, ...] = ()
+    cached: bool = False
+    compile_s: float = 0.0
 
     @staticmethod
     def rule_info(meta: dict[str, Any]) -> RuleInfo:
@@ -100,8 +112,13 @@ def starter_packs_dir() -> str | None:
     return None
 
 
-def load_rules(location: str | os.PathLike[str]) -> Ruleset:
+def load_rules(location: str | os.PathLike[str], *, skip_broken: bool = False, cache_dir: str | None = None) -> Ruleset:
     """Compile (or load) the rules at ``location``.
+
+    Args:
+        skip_broken: leave out the rule files that do not compile (listed in ``Ruleset.skipped``)
+            instead of failing; the default is strict.
+        cache_dir: keep the compiled rules there by content hash (rulecache.py); None compiles every time.
 
     Raises:
         RuleError: the location is missing or empty, or a rule does not compile;
@@ -112,7 +129,7 @@ def load_rules(location: str | os.PathLike[str]) -> Ruleset:
         files = rule_files(path)
         if not files:
             raise RuleError("no .yar, .yara or .fp files in rules directory", path=path)
-        return _compile(files, source=path)
+        return _compile(files, source=path, skip_broken=skip_broken, cache_dir=cache_dir)
     if not os.path.exists(path):
         raise RuleError("rules not found", path=path)
     try:
@@ -122,10 +139,8 @@ def load_rules(location: str | os.PathLike[str]) -> Ruleset:
         raise RuleError(f"cannot read rules: {exc.strerror}", path=path) from exc
     if head == COMPILED_MAGIC:
         return _load_compiled(path)
-    if path.lower().endswith(INDEX_SUFFIX):
-        return _compile({os.path.splitext(os.path.basename(path))[0]: path}, source=path)
     namespace = os.path.splitext(os.path.basename(path))[0]
-    return _compile({namespace: path}, source=path)
+    return _compile({namespace: path}, source=path, skip_broken=skip_broken, cache_dir=cache_dir)
 
 
 def rule_files(directory: str) -> dict[str, str]:
@@ -146,18 +161,33 @@ def rule_files(directory: str) -> dict[str, str]:
     return files
 
 
-def compile_rule_files(files: dict[str, str], *, source: str) -> Ruleset:
+def compile_rule_files(files: dict[str, str], *, source: str, skip_broken: bool = False, cache_dir: str | None = None) -> Ruleset:
     """Compile namespace -> rule file (e.g. local packs beside a published bundle's packs)."""
     if not files:
         raise RuleError("no rule files", path=source)
-    return _compile(files, source=source)
+    return _compile(files, source=source, skip_broken=skip_broken, cache_dir=cache_dir)
 
 
-def _compile(files: dict[str, str], *, source: str) -> Ruleset:
-    """YARA files compiled together, ``.fp`` files loaded as fingerprint indexes."""
+CACHE_FORMAT = "1"
+"""Part of every compiled-rules cache key: bump it when what is cached changes meaning."""
+
+_INCLUDE = re.compile(rb"^[ \t]*include[ \t]+\"", re.M)
+_IMPORT = re.compile(rb"^[ \t]*import[ \t]+\"([^\"\n]+)\"", re.M)
+_EXTERNAL_WORDS = tuple(name.encode() for name in externals.NAMES)
+
+
+def _compile(files: dict[str, str], *, source: str, skip_broken: bool = False, cache_dir: str | None = None) -> Ruleset:
+    """YARA files compiled together (or loaded from the cache), ``.fp`` files loaded as fingerprint indexes."""
     digest = hashlib.sha256()
+    cache_key = hashlib.sha256(
+        "\0".join(
+            ["dlp-compiled-rules", CACHE_FORMAT, yara.YARA_VERSION, yara.__version__, repr(sorted(externals.DEFAULTS.items())), str(skip_broken)]
+        ).encode()
+    )
     rule_paths = {ns: path for ns, path in files.items() if not path.lower().endswith(INDEX_SUFFIX)}
     indexes: list[FingerprintIndex] = []
+    uses_externals = False
+    cacheable = cache_dir is not None
     for namespace in sorted(files):
         path = files[namespace]
         if path.lower().endswith(INDEX_SUFFIX):
@@ -170,24 +200,140 @@ def _compile(files: dict[str, str], *, source: str) -> Ruleset:
                 body = f.read()
         except OSError as exc:
             raise RuleError(f"cannot read rule file: {exc.strerror}", path=path) from exc
-        digest.update(namespace.encode() + b"\0" + hashlib.sha256(body).digest())
-    try:
-        rules = yara.compile(filepaths=rule_paths) if rule_paths else yara.compile(source="")
-    except yara.SyntaxError as exc:
-        raise _located(str(exc)) from exc
-    except yara.Error as exc:
-        raise RuleError(f"cannot compile rules: {exc}", path=source) from exc
+        body_hash = hashlib.sha256(body).digest()
+        digest.update(namespace.encode() + b"\0" + body_hash)
+        # The path too: yara's messages (and so the skipped files' reasons) name it.
+        cache_key.update(namespace.encode() + b"\0" + os.path.abspath(path).encode("utf-8", "surrogateescape") + b"\0" + body_hash)
+        uses_externals = uses_externals or any(word in body for word in _EXTERNAL_WORDS)
+        if cacheable and _INCLUDE.search(body):
+            cacheable = False  # an included file is read by libyara: its content is not in the key
     names = [index.name for index in indexes]
     if len(set(names)) != len(names):
         raise RuleError(f"two fingerprint indexes are named {next(n for n in names if names.count(n) > 1)!r}", path=source)
+    started = time.perf_counter()
+    cache = CompiledCache(cache_dir) if cacheable and cache_dir is not None and rule_paths else None
+    found = cache.load(cache_key.hexdigest()) if cache is not None else None
+    if found is not None:
+        rules, header = found
+        skipped = tuple(RuleError(m, path=p, line=n) for p, n, m in header.get("skipped", []))
+        rule_count = int(header.get("rule_count", 0))
+        kept = tuple(header.get("namespaces", ()))
+    else:
+        rules, skipped = _compile_yara(rule_paths, skip_broken=skip_broken)
+        rule_count = sum(1 for _ in rules)
+        dropped = {files_ns for files_ns, path in rule_paths.items() if any(e.path == path for e in skipped)}
+        kept = tuple(sorted(set(rule_paths) - dropped))
+        if cache is not None:
+            header = {"rule_count": rule_count, "namespaces": list(kept), "skipped": [[e.path, e.line, rule_error_message(e)] for e in skipped]}
+            cache.store(cache_key.hexdigest(), rules, header)
+    elapsed = time.perf_counter() - started
+    how = "loaded from the compiled-rules cache" if found is not None else "compiled"
+    log.info("%d rules of %d files %s in %.2fs (%s)", rule_count, len(kept), how, elapsed, source)
     return Ruleset(
         rules=rules,
         version=digest.hexdigest()[:16],
         source=source,
-        namespaces=tuple(sorted(rule_paths)),
-        rule_count=sum(1 for _ in rules),
+        namespaces=kept,
+        rule_count=rule_count,
         fingerprints=tuple(indexes),
+        uses_externals=uses_externals,
+        skipped=skipped,
+        cached=found is not None,
+        compile_s=elapsed,
     )
+
+
+def _compile_yara(rule_paths: dict[str, str], *, skip_broken: bool) -> tuple[Any, tuple[RuleError, ...]]:
+    """The rules compiled together; with ``skip_broken``, the files that do not compile left out."""
+    if not rule_paths:
+        return yara.compile(source=""), ()
+    try:
+        return _yara_compile(rule_paths), ()
+    except RuleError:
+        if not skip_broken:
+            raise
+    broken = broken_files(rule_paths)
+    left = {ns: path for ns, path in rule_paths.items() if path not in {e.path for e in broken}}
+    skipped = list(broken)
+    while True:
+        if not left:
+            return yara.compile(source=""), tuple(skipped)
+        try:
+            return _yara_compile(left), tuple(skipped)
+        except RuleError as exc:
+            # Compiles alone, not with the others (a clash between files): leave the file named out too.
+            culprit = next((ns for ns, path in left.items() if path == exc.path), None)
+            if culprit is None:
+                raise
+            skipped.append(exc)
+            del left[culprit]
+
+
+def _yara_compile(rule_paths: dict[str, str]) -> Any:
+    try:
+        return yara.compile(filepaths=rule_paths, externals=externals.DEFAULTS)
+    except yara.SyntaxError as exc:
+        raise _located(str(exc)) from exc
+    except yara.Error as exc:
+        raise RuleError(f"cannot compile rules: {exc}") from exc
+
+
+def broken_files(rule_paths: dict[str, str]) -> list[RuleError]:
+    """Every rule file that does not compile on its own (with the external variables), with its first error."""
+    broken = []
+    for namespace, path in sorted(rule_paths.items(), key=lambda item: item[1]):
+        try:
+            _yara_compile({namespace: path})
+        except RuleError as exc:
+            broken.append(exc if exc.path else RuleError(exc.args[0], path=path))
+    return broken
+
+
+@dataclasses.dataclass(frozen=True)
+class SetUsage:
+    """What a rule set needs of the engine: modules imported, external variables read."""
+
+    modules: dict[str, list[str]]
+    """Module -> the files importing it."""
+    externals: dict[str, list[str]]
+    """External variable (of ours) -> the files reading it."""
+    missing_modules: tuple[str, ...]
+    """Modules imported that this libyara lacks."""
+
+
+def set_usage(rule_paths: dict[str, str]) -> SetUsage:
+    """The modules and external variables ``rule_paths`` use.
+
+    A file reads a variable when it does not compile without it but does with it (a word in a
+    string or comment does not count); a file that does not compile at all is judged by its text.
+    """
+    modules: dict[str, list[str]] = {}
+    used: dict[str, list[str]] = {}
+    for namespace, path in sorted(rule_paths.items(), key=lambda item: item[1]):
+        try:
+            with open(path, "rb") as f:
+                body = f.read()
+        except OSError:
+            continue
+        for name in dict.fromkeys(m.decode("utf-8", "replace") for m in _IMPORT.findall(body)):
+            modules.setdefault(name, []).append(path)
+        words = [name for name, word in zip(externals.NAMES, _EXTERNAL_WORDS, strict=True) if word in body]
+        if not words:
+            continue
+        try:
+            yara.compile(filepaths={namespace: path}, externals=externals.DEFAULTS)
+        except yara.Error:
+            for name in words:
+                used.setdefault(name, []).append(path)
+            continue
+        for name in words:
+            try:
+                yara.compile(filepaths={namespace: path}, externals={k: v for k, v in externals.DEFAULTS.items() if k != name})
+            except yara.Error:
+                used.setdefault(name, []).append(path)
+    available = set(getattr(yara, "modules", ()))
+    missing = tuple(sorted(m for m in modules if available and m not in available))
+    return SetUsage(modules=dict(sorted(modules.items())), externals={n: used[n] for n in externals.NAMES if n in used}, missing_modules=missing)
 
 
 def _load_index(path: str) -> FingerprintIndex:
@@ -214,7 +360,15 @@ def _load_compiled(path: str) -> Ruleset:
         source=path,
         namespaces=(),
         rule_count=sum(1 for _ in rules),
+        uses_externals=True,  # unknown: the external variables are set for every file
     )
+
+
+def rule_error_message(error: RuleError) -> str:
+    """A RuleError's message without the ``path:line: `` in front."""
+    text = str(error)
+    where = f"{error.path}:{error.line}: " if error.path and error.line else f"{error.path}: " if error.path else ""
+    return text[len(where) :] if where and text.startswith(where) else text
 
 
 def _located(message: str) -> RuleError:
