@@ -34,6 +34,10 @@ class AgentsSection(_Section):
     """Told to agents at enrollment and in every heartbeat reply."""
     offline_after_s: int = Field(default=300, ge=30, le=7 * 86400)
     """An agent silent this long becomes ``offline`` and raises an ``agent.offline`` event."""
+    liveness_flush_s: float = Field(default=2.0, ge=0.1, le=10)
+    """Each collector process keeps agents' liveness (last seen, the latest report's counters,
+    address counts) in memory and writes it in one batch this often (server/liveness.py); a
+    crash loses at most this much of it. Kept far below ``offline_after_s`` (at least 30 s)."""
 
 
 class IngestSection(_Section):
@@ -182,6 +186,7 @@ DEFAULT_SETTINGS_TOML = """\
 [agents]
 heartbeat_interval_s = 60
 offline_after_s = 300
+liveness_flush_s = 2          # liveness written in batches this often (each collector process)
 
 [network]
 trusted_proxies = []          # load balancers whose X-Forwarded-For is believed
