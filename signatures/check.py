@@ -12,7 +12,7 @@ import os
 import re
 
 from agent.scanning import RuleError, Ruleset, Scanner, load_rules
-from agent.scanning.rules import INDEX_SUFFIX, rule_files
+from agent.scanning.rules import INDEX_SUFFIX, SetUsage, broken_files, compile_rule_files, rule_error_message, rule_files, set_usage
 from signatures.lint import duplicate_rule_names, lint_source
 
 PACKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "packs")
@@ -124,6 +124,40 @@ def check(packs_dir: str = PACKS_DIR, samples_dir: str | None = None) -> list[Pr
     return problems
 
 
+def compile_report(packs_dir: str) -> tuple[list[Problem], SetUsage, int]:
+    """``check --compile-only``: every rule file that does not compile (with the agent's external
+    variables), each with its first error, then any clash between files that compile alone; the
+    modules and external variables the set uses; how many rule files there are."""
+    try:
+        files = rule_files(packs_dir) if os.path.isdir(packs_dir) else {os.path.splitext(os.path.basename(packs_dir))[0]: packs_dir}
+    except RuleError as exc:
+        return [Problem(exc.path or packs_dir, exc.line, rule_error_message(exc))], SetUsage({}, {}, ()), 0
+    rules = {ns: path for ns, path in files.items() if not path.lower().endswith(INDEX_SUFFIX)}
+    if not files:
+        return [Problem(packs_dir, None, "no .yar, .yara or .fp files")], SetUsage({}, {}, ()), 0
+    broken = broken_files(rules)
+    problems = [Problem(e.path or packs_dir, e.line, rule_error_message(e)) for e in broken]
+    left = {ns: path for ns, path in files.items() if path not in {e.path for e in broken}}
+    if left:
+        try:
+            ruleset = compile_rule_files(left, source=packs_dir, skip_broken=True)
+        except RuleError as exc:  # a fingerprint index that does not load
+            problems.append(Problem(exc.path or packs_dir, exc.line, rule_error_message(exc)))
+        else:
+            problems.extend(Problem(e.path or packs_dir, e.line, f"compiles alone but not with the others: {rule_error_message(e)}") for e in ruleset.skipped)
+    return problems, set_usage(rules), len(rules)
+
+
+def describe_usage(usage: SetUsage) -> list[str]:
+    """The lines saying which modules and external variables a set uses."""
+    modules = ", ".join(f"{name} ({len(paths)} file{'s' if len(paths) != 1 else ''})" for name, paths in usage.modules.items())
+    variables = ", ".join(f"{name} ({len(paths)} file{'s' if len(paths) != 1 else ''})" for name, paths in usage.externals.items())
+    lines = [f"modules used: {modules or 'none'}", f"external variables used: {variables or 'none'}"]
+    if usage.missing_modules:
+        lines.append(f"modules this engine lacks: {', '.join(usage.missing_modules)}")
+    return lines
+
+
 def _fires(scanner: Scanner, sample: str, rule: str) -> bool:
     return any(m.rule == rule for m in scanner.scan_path(sample).matches)
 
@@ -139,4 +173,4 @@ def _rule_line(source: str, identifier: str) -> int | None:
     return source.count("\n", 0, found.start()) + 1 if found else None
 
 
-__all__ = ["PACKS_DIR", "Problem", "RuleCase", "Ruleset", "check", "collect", "verify"]
+__all__ = ["PACKS_DIR", "Problem", "RuleCase", "Ruleset", "check", "collect", "compile_report", "describe_usage", "verify"]

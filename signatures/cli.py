@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from agent import __version__
 from agent.scanning import RuleError
 from signatures import baseline, build, canary, fingerprint, template
-from signatures.check import PACKS_DIR, check
+from signatures.check import PACKS_DIR, check, compile_report, describe_usage
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,6 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = commands.add_parser("check", help="compile every pack and run every rule's samples")
     p.add_argument("dir", nargs="?", default=PACKS_DIR, help="directory of packs (default: the starter packs)")
     p.add_argument("--samples", metavar="DIR", help="samples directory (default: samples/ beside DIR)")
+    p.add_argument(
+        "--compile-only", action="store_true", help="only compile: every file that does not compile, the modules and external variables used (for public rule sets)"
+    )
     p.set_defaults(handler=_check)
 
     p = commands.add_parser("canary", help="print new canary tokens to plant in documents")
@@ -68,9 +71,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    problems = check(args.dir, args.samples)
-    for problem in problems:
-        print(problem)
+    if args.compile_only:
+        problems, usage, count = compile_report(args.dir)
+        for problem in problems:
+            print(problem)
+        broken = len({p.path for p in problems})
+        print(f"{count - broken} of {count} rule file(s) compile", file=sys.stderr)
+    else:
+        problems = check(args.dir, args.samples)
+        for problem in problems:
+            print(problem)
+        try:
+            from agent.scanning.rules import rule_files, set_usage
+
+            usage = set_usage({ns: p for ns, p in rule_files(args.dir).items() if not p.lower().endswith(".fp")}) if os.path.isdir(args.dir) else None
+        except RuleError:
+            usage = None
+    for line in describe_usage(usage) if usage is not None else ():
+        print(line, file=sys.stderr)
     print(f"{len(problems)} problem(s)", file=sys.stderr)
     return 1 if problems else 0
 
