@@ -47,6 +47,8 @@ class IngestSection(_Section):
     max_decoded_bytes: int = Field(default=32 << 20, ge=64 << 10, le=1 << 30)
     """Largest body after gunzip: a gzip bomb stops here with 413."""
     max_event_bytes: int = Field(default=256 << 10, ge=4 << 10, le=16 << 20)
+    max_in_flight: int = Field(default=2, ge=1, le=1000)
+    """Batches one collector process works on at once; beyond, 429 with a Retry-After before the body is read (server/api/admission.py)."""
 
 
 class NetworkSection(_Section):
