@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from agent import __version__
 from agent.scanning import RuleError
+from agent.scanning.rules import SetUsage
 from signatures import baseline, build, canary, fingerprint, template
 from signatures.check import PACKS_DIR, check, compile_report, describe_usage
 
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    usage: SetUsage | None
     if args.compile_only:
         problems, usage, count = compile_report(args.dir)
         for problem in problems:
