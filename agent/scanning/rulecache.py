@@ -93,7 +93,7 @@ class CompiledCache:
         if problem is None:
             header, body = found
             try:
-                rules = yara.load(file=io.BytesIO(body))
+                rules = _load(body)
             except yara.Error as exc:
                 problem = f"does not load: {exc}"
             else:
@@ -167,16 +167,34 @@ class CompiledCache:
                 _remove(path)
 
 
+def _load(body: memoryview) -> Any:
+    """``yara.load`` of checked bytes. From a file object yara-python makes one Python call per item
+    read (550,000 for 6,000 rules: 0.5-1 s); from a path it reads natively (0.06 s). So on Linux the
+    bytes go to an anonymous memory file (memfd) that only this process holds, loaded by its
+    /proc/self/fd path: nobody can change them between the check and the load."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
+        fd = memfd_create("dlp-rules", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            with open(fd, "wb", closefd=False) as f:
+                f.write(body)
+            return yara.load(filepath=f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+    return yara.load(file=io.BytesIO(body))
+
+
 def _unpack(blob: bytes, key: bytes, digest: str) -> tuple[str | None, Any]:
     head = len(MAGIC) + 32
     if len(blob) < head + 4 or not blob.startswith(MAGIC):
         return "not a cache file", None
-    mac, signed = blob[len(MAGIC) : head], blob[head:]
+    view = memoryview(blob)
+    mac, signed = view[len(MAGIC) : head], view[head:]
     if not hmac.compare_digest(mac, hmac.new(key, signed, hashlib.sha256).digest()):
         return "its MAC does not verify (written elsewhere, changed or damaged)", None
     (size,) = struct.unpack(">I", signed[:4])
     try:
-        header = json.loads(signed[4 : 4 + size])
+        header = json.loads(bytes(signed[4 : 4 + size]))
     except ValueError:
         return "unreadable header", None
     if not isinstance(header, dict) or header.get("digest") != digest:

@@ -205,7 +205,7 @@ def _compile(files: dict[str, str], *, source: str, skip_broken: bool = False, c
         # The path too: yara's messages (and so the skipped files' reasons) name it.
         cache_key.update(namespace.encode() + b"\0" + os.path.abspath(path).encode("utf-8", "surrogateescape") + b"\0" + body_hash)
         uses_externals = uses_externals or any(word in body for word in _EXTERNAL_WORDS)
-        if cacheable and _INCLUDE.search(body):
+        if cacheable and b"include" in body and _INCLUDE.search(body):
             cacheable = False  # an included file is read by libyara: its content is not in the key
     names = [index.name for index in indexes]
     if len(set(names)) != len(names):
