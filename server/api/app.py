@@ -33,6 +33,7 @@ from server.api import (
     review_routes,
     signature_routes,
 )
+from server.api.admission import Admission
 from server.api.bodies import BoundedBodies
 from server.api.schemas import BatchIn
 from server.collector import Collector
@@ -71,6 +72,8 @@ def create_app(collector: Collector) -> FastAPI:
         guards={("POST", "/api/v1/events"): ingest_routes.credential_guard(collector)},
         streamed={("POST", signature_routes.INDEX_UPLOAD_PATH): MAX_INDEX_BYTES},
     )
+    # Added last, so outermost: a batch beyond the bound is refused before BoundedBodies reads it.
+    app.add_middleware(Admission, routes={("POST", "/api/v1/events")}, limit=ingest.max_in_flight, on_refusal=collector.metrics.batches.labels("429").inc)
     return app
 
 
