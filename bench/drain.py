@@ -1,0 +1,473 @@
+"""Draining a backlog after an outage: 20,000 agents, each holding 100 spooled events, come back at once.
+
+Usage: python bench/drain.py [--backend sqlite|postgresql] [--workers N] [--agents 20000] [--events-per-agent 100]
+                             [--window 15] [--interval 60] [--after 60] [--max-seconds 900]
+
+The agents are enrolled straight on the database (bench/heartbeat.py's ``enroll_directly``, not
+timed) and each agent's backlog is built as the real agent sends it (``event_record()`` bodies,
+the batch size of ``[server] batch_events``, JSON gzipped at level 5 as agent/transport.py does),
+before a real ``dlp-server serve`` starts. Then one asyncio process plays the fleet the moment
+the collector is back, each agent as the real one behaves after an outage:
+
+- its heartbeat thread retried every ``RETRY_S`` (15 s) while the collector was down, so its first
+  heartbeat lands at a random point of the first ``--window`` seconds, then every ``--interval``
+  seconds after each answer (15 s after a failed one), as agent/heartbeat.py does;
+- its shipper was backed off at the cap (agent/shipper.py's ``Backoff``: 22.5-45 s). It ships when
+  that delay runs out or when a heartbeat gets through after a failed one (``collector_back``),
+  whichever comes first, then posts its batches back to back; a 429 or 503 (or a timeout, a
+  refused connection) waits the next backoff delay or the Retry-After, whichever is longer, and a
+  heartbeat getting through after a failed one ends that wait, exactly as the shipper does;
+- every request has the agent's 30 s timeout. Shipping opens a connection per batch; heartbeats
+  go over a pool of kept-alive connections (``--heartbeat-connections``), as bench/heartbeat.py.
+
+Drain time runs from the first request to the last batch answered 200; the events stored are
+then counted in the database (``channel <> 'agent'``) and must equal agents x events. Heartbeat
+latency runs from the moment a heartbeat is due to its full reply (the generator's own lateness
+and any wait for a pooled connection included) and is reported for heartbeats due while the
+backlog drains and, as the peer in the same run, for the ``--after`` seconds after it (the same
+fleet and collector without a backlog). Target: heartbeat p99 < 100 ms while draining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import create_engine, text
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from heartbeat import enroll_directly, heartbeat_body  # noqa: E402
+from serving import (  # noqa: E402
+    ScratchPostgres,
+    collector_database_url,
+    init_collector,
+    percentile,
+    postgres_backend_cpu_seconds,
+    serve_collector,
+)
+
+from agent.config import ServerSection  # noqa: E402
+from agent.heartbeat import RETRY_S  # noqa: E402
+from agent.shipper import Backoff  # noqa: E402
+from tests.collector_env import event_record  # noqa: E402
+
+SEVERITIES = ("low", "medium", "high", "critical")
+AGENT_BATCH_EVENTS = ServerSection.model_fields["batch_events"].default
+AGENT_TIMEOUT_S = ServerSection.model_fields["timeout_s"].default
+console = Console(width=160)
+
+
+def agent_batches(agent: int, events: int, batch_events: int, seed: int) -> list[bytes]:
+    """One agent's spooled events as the gzip bodies its shipper posts (agent/transport.py's encoding)."""
+    rng = random.Random(seed * 1_000_003 + agent)
+    records = [
+        event_record(
+            id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            host=f"ws-{agent:05d}",
+            user=f"user{rng.randrange(50)}",
+            path=f"/media/user/STICK/project-{rng.randrange(1000)}/file-{rng.randrange(10**6)}.zip",
+            sha256=rng.randbytes(32).hex(),
+            severity=rng.choice(SEVERITIES),
+        )
+        for _ in range(events)
+    ]
+    return [
+        gzip.compress(json.dumps({"events": records[i : i + batch_events]}, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), compresslevel=5)
+        for i in range(0, events, batch_events)
+    ]
+
+
+def _batches_for(span: tuple[int, int, int, int, int]) -> list[list[bytes]]:
+    start, stop, events, batch_events, seed = span
+    return [agent_batches(agent, events, batch_events, seed) for agent in range(start, stop)]
+
+
+def build_backlogs(agents: int, events: int, batch_events: int, seed: int) -> list[list[bytes]]:
+    """Every agent's batches, built in two processes before the clock starts."""
+    if not events:
+        return [[] for _ in range(agents)]
+    step = 500
+    spans = [(start, min(agents, start + step), events, batch_events, seed) for start in range(0, agents, step)]
+    with ProcessPoolExecutor(2) as pool:
+        return [batches for chunk in pool.map(_batches_for, spans) for batches in chunk]
+
+
+class HttpError(Exception):
+    """No usable answer (connection refused or reset, a malformed reply)."""
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """Send ``request`` and read the answer: (status, headers, body)."""
+    writer.write(request)
+    status_line = await reader.readline()
+    if not status_line:
+        raise HttpError("closed without an answer")
+    status = int(status_line.split()[1])
+    headers: dict[bytes, bytes] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, await reader.readexactly(int(headers.get(b"content-length", b"0")))
+
+
+def _request(host: str, path: str, body: bytes, credential: str, *, gzipped: bool) -> bytes:
+    encoding = "Content-Encoding: gzip\r\n" if gzipped else ""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: dlp-agent/bench\r\nAuthorization: Bearer {credential}\r\n"
+        f"Content-Type: application/json\r\n{encoding}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+class HeartbeatPool:
+    """Kept-alive connections for heartbeats, at most ``size`` in use; a connection that fails or times out is closed."""
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self._host, self._port = host, port
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(size)
+
+    async def post(self, body: bytes, credential: str) -> int:
+        request = _request(self._host, "/api/v1/heartbeat", body, credential, gzipped=False)
+        async with self._slots:
+            while self._idle:
+                reader, writer = self._idle.pop()
+                try:
+                    return await self._use(reader, writer, request)
+                except (HttpError, ConnectionError):
+                    continue  # uvicorn closed this idle connection (it keeps them 5 s): take another, as clients do
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+            return await self._use(reader, writer, request)
+
+    async def _use(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+        try:
+            status, headers, _ = await _exchange(reader, writer, request)
+        except BaseException:
+            writer.close()
+            raise
+        if headers.get(b"connection", b"").lower() != b"close":
+            self._idle.append((reader, writer))
+        else:
+            writer.close()
+        return status
+
+    def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+
+
+@dataclass
+class Answer:
+    status: int
+    retry_after: float | None = None
+    accepted: int = 0
+    duplicates: int = 0
+
+
+async def post_batch(host: str, port: int, body: bytes, credential: str) -> Answer:
+    """One shipper attempt on its own connection."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        status, headers, content = await _exchange(reader, writer, _request(host, "/api/v1/events", body, credential, gzipped=True))
+    finally:
+        writer.close()
+    if status == 200:
+        reply = json.loads(content)
+        return Answer(status, accepted=reply["accepted"], duplicates=len(reply["duplicates"]))
+    retry_after = headers.get(b"retry-after")
+    return Answer(status, float(retry_after) if retry_after else None)
+
+
+@dataclass
+class Beat:
+    due: float
+    latency: float
+    ok: bool
+
+
+@dataclass
+class Fleet:
+    """What the simulated fleet saw."""
+
+    beats: list[Beat] = field(default_factory=list)
+    beat_errors: Counter[str] = field(default_factory=Counter)
+    batch_latencies: list[float] = field(default_factory=list)
+    """Send to 200 answer of each stored batch."""
+    refused_latencies: list[float] = field(default_factory=list)
+    """Send to a 429/503 answer."""
+    answers: Counter[str] = field(default_factory=Counter)
+    lateness: list[float] = field(default_factory=list)
+    """Each heartbeat's start minus the moment it was due: the load generator's own delay."""
+    accepted: int = 0
+    duplicates: int = 0
+    first_request: float = 0.0
+    last_stored: float = 0.0
+    agents_done: int = 0
+    stop_beats: float = float("inf")
+
+
+async def sleep_until(moment: float) -> None:
+    delay = moment - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def wait_back(back: asyncio.Event, until: float) -> None:
+    """The shipper's ``self._back.wait(delay)``: the delay, or sooner when a heartbeat gets through again."""
+    delay = until - time.perf_counter()
+    if delay > 0 and not back.is_set():
+        try:
+            await asyncio.wait_for(back.wait(), delay)
+        except TimeoutError:
+            pass
+    back.clear()
+
+
+class Simulation:
+    def __init__(self, args: argparse.Namespace, base_url: str, credentials: list[str], backlogs: list[list[bytes]]) -> None:
+        self.args = args
+        self.host, port = base_url.split("//")[1].split(":")
+        self.port = int(port)
+        self.credentials = credentials
+        self.backlogs = backlogs
+        self.fleet = Fleet()
+        self.rng = random.Random(args.seed)
+        self.bodies = [heartbeat_body(agent) for agent in range(len(credentials))]
+        self.expected = sum(args.events_per_agent for _ in credentials)
+
+    def _mark_first(self, now: float) -> None:
+        if not self.fleet.first_request:
+            self.fleet.first_request = now
+
+    async def heartbeats(self, agent: int, pool: HeartbeatPool, back: asyncio.Event, start: float) -> None:
+        """agent/heartbeat.py after an outage: the first beat within the retry window, then every interval after an answer."""
+        fleet, due, failed = self.fleet, start + self.rng.uniform(0, self.args.window), True
+        while due < fleet.stop_beats:
+            await sleep_until(due)
+            began = time.perf_counter()
+            fleet.lateness.append(began - due)
+            self._mark_first(began)
+            try:
+                async with asyncio.timeout(AGENT_TIMEOUT_S):
+                    status = await pool.post(self.bodies[agent], self.credentials[agent])
+            except (OSError, HttpError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                status, reason = 0, type(exc).__name__
+            else:
+                reason = f"HTTP {status}"
+            done = time.perf_counter()
+            fleet.beats.append(Beat(due, done - due, status == 200))
+            if status == 200:
+                if failed:
+                    back.set()
+                failed, due = False, done + self.args.interval
+            else:
+                fleet.beat_errors[reason] += 1
+                failed, due = True, done + RETRY_S
+
+    async def shipper(self, agent: int, back: asyncio.Event, start: float) -> None:
+        """agent/shipper.py after an outage: backed off at the cap until the delay ends or a heartbeat gets through."""
+        fleet, batches = self.fleet, self.backlogs[agent]
+        backoff = Backoff(rand=self.rng.random)
+        # Where the agent is in its cycle of capped retries when the collector comes back.
+        pending = start - 4 * backoff.next()
+        while pending < start:
+            pending += backoff.next()
+        await wait_back(back, pending)
+        sent = 0
+        while sent < len(batches):
+            began = time.perf_counter()
+            self._mark_first(began)
+            try:
+                async with asyncio.timeout(AGENT_TIMEOUT_S):
+                    answer = await post_batch(self.host, self.port, batches[sent], self.credentials[agent])
+            except (OSError, HttpError, ValueError, KeyError, IndexError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                answer, reason = Answer(0), type(exc).__name__
+            else:
+                reason = f"HTTP {answer.status}"
+            done = time.perf_counter()
+            fleet.answers[reason] += 1
+            if answer.status == 200:
+                fleet.batch_latencies.append(done - began)
+                fleet.accepted += answer.accepted
+                fleet.duplicates += answer.duplicates
+                fleet.last_stored = done
+                sent += 1
+                backoff.reset()
+                continue
+            if answer.status in (429, 503):
+                fleet.refused_latencies.append(done - began)
+            delay = backoff.next()
+            if answer.retry_after is not None:
+                delay = max(delay, answer.retry_after)
+            await wait_back(back, done + delay)
+        fleet.agents_done += 1
+
+    async def run(self) -> None:
+        fleet, args = self.fleet, self.args
+        pool = HeartbeatPool(self.host, self.port, args.heartbeat_connections)
+        start = time.perf_counter() + 1.0
+        backs = [asyncio.Event() for _ in self.credentials]
+        beating = [asyncio.create_task(self.heartbeats(a, pool, backs[a], start)) for a in range(len(self.credentials))]
+        shipping = [asyncio.create_task(self.shipper(a, backs[a], start)) for a in range(len(self.credentials))]
+        progress = asyncio.create_task(self.progress(start))
+        try:
+            _, pending = await asyncio.wait(shipping, timeout=args.max_seconds + 1.0)
+            for task in pending:
+                task.cancel()
+            fleet.stop_beats = time.perf_counter() + args.after
+            await asyncio.wait(beating, timeout=args.after + AGENT_TIMEOUT_S + args.interval + RETRY_S)
+        finally:
+            for task in [*beating, *shipping, progress]:
+                task.cancel()
+            await asyncio.gather(*beating, *shipping, progress, return_exceptions=True)
+            pool.close()
+
+    async def progress(self, start: float) -> None:
+        fleet = self.fleet
+        while True:
+            await asyncio.sleep(15)
+            elapsed = time.perf_counter() - start
+            recent = [b.latency * 1000 for b in fleet.beats if b.due >= time.perf_counter() - 15] or [0.0]
+            console.print(
+                f"{elapsed:5.0f} s: {fleet.agents_done:,} agents drained, {sum(fleet.answers.values()):,} batch answers "
+                f"({', '.join(f'{k}: {n:,}' for k, n in fleet.answers.most_common())}); heartbeats of the last 15 s p99 "
+                f"{percentile(recent, 0.99):.0f} ms"
+            )
+
+
+def count_events(database_url: str) -> int:
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM events WHERE channel <> 'agent'")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--workers", type=int, default=1, help="collector worker processes (PostgreSQL only)")
+    parser.add_argument("--agents", type=int, default=20_000)
+    parser.add_argument("--events-per-agent", type=int, default=100)
+    parser.add_argument("--batch-events", type=int, default=AGENT_BATCH_EVENTS, help=f"the agent's [server] batch_events (default {AGENT_BATCH_EVENTS})")
+    parser.add_argument("--window", type=float, default=RETRY_S, help=f"seconds over which the first heartbeats land (default {RETRY_S:g}, the agent's retry)")
+    parser.add_argument("--interval", type=float, default=60.0, help="seconds between one agent's heartbeats (default 60)")
+    parser.add_argument("--after", type=float, default=60.0, help="seconds of heartbeats after the drain, the peer figure (default 60)")
+    parser.add_argument("--max-seconds", type=float, default=900.0, help="give up on the drain after this long (default 900)")
+    parser.add_argument("--heartbeat-connections", type=int, default=200, help="kept-alive connections for heartbeats (default 200)")
+    parser.add_argument("--seed", type=int, default=20)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="dlp-drain-"))
+    with ScratchPostgres() as scratch:
+        pg_url = scratch.create("drain") if args.backend == "postgresql" else None
+        data_dir = work / "collector"
+        init_collector(data_dir, pg_url)
+        database_url = collector_database_url(data_dir, pg_url)
+        began = time.perf_counter()
+        credentials = enroll_directly(database_url, args.agents, steady=True)
+        enroll_s = time.perf_counter() - began
+        began = time.perf_counter()
+        backlogs = build_backlogs(args.agents, args.events_per_agent, args.batch_events, args.seed)
+        build_s = time.perf_counter() - began
+        body_bytes = sum(len(b) for batches in backlogs for b in batches)
+        console.print(
+            f"enrolled {args.agents:,} agents in {enroll_s:.0f} s; built {sum(len(b) for b in backlogs):,} batches "
+            f"({body_bytes / 1e6:,.0f} MB gzipped) in {build_s:.0f} s"
+        )
+        server = serve_collector(data_dir, log_path=work / "collector.log", workers=args.workers)
+        simulation = Simulation(args, server.base_url, credentials, backlogs)
+        try:
+            server_cpu, db_cpu, client_cpu = server.cpu_seconds(), postgres_backend_cpu_seconds(database_url), time.process_time()
+            drain_cpu: list[tuple[float, float, float]] = []
+
+            async def drive() -> None:
+                """The fleet's run; CPU is read when the drain ends, not when the trailing heartbeats do."""
+                run = asyncio.create_task(simulation.run())
+                while simulation.fleet.agents_done < args.agents and not run.done():
+                    await asyncio.sleep(0.2)
+                drain_cpu.append((server.cpu_seconds() - server_cpu, postgres_backend_cpu_seconds(database_url) - db_cpu, time.process_time() - client_cpu))
+                await run
+
+            asyncio.run(drive())
+        finally:
+            server.stop()
+        stored = count_events(database_url)
+    shutil.rmtree(work, ignore_errors=True)
+    ok = report(args, simulation, stored, drain_cpu[0] if drain_cpu else (0.0, 0.0, 0.0))
+    sys.exit(0 if ok else 1)
+
+
+def _ms(values: list[float]) -> list[float]:
+    return [v * 1000 for v in values] or [0.0]
+
+
+def _spread(values: list[float]) -> str:
+    ms = _ms(values)
+    return f"{statistics.median(ms):,.1f} / {percentile(ms, 0.95):,.1f} / {percentile(ms, 0.99):,.1f} / {max(ms):,.1f} ms"
+
+
+def report(args: argparse.Namespace, simulation: Simulation, stored: int, cpu: tuple[float, float, float]) -> bool:
+    fleet = simulation.fleet
+    drained = fleet.agents_done == args.agents
+    end = fleet.last_stored if drained else fleet.first_request + args.max_seconds
+    drain_s = max(1e-9, end - fleet.first_request)
+    during = [b for b in fleet.beats if b.due <= end]
+    after = [b for b in fleet.beats if b.due > end]
+    p99_during = percentile(_ms([b.latency for b in during]), 0.99)
+    p99_after = percentile(_ms([b.latency for b in after]), 0.99)
+    server_cpu, db_cpu, client_cpu = cpu
+    batches = len(fleet.batch_latencies)
+    expected = simulation.expected
+    refusals = fleet.answers["HTTP 429"] + fleet.answers["HTTP 503"]
+    title = (
+        f"Drain after an outage: {args.agents:,} agents x {args.events_per_agent} events, {args.backend}, {args.workers} process(es); "
+        f"first heartbeats within {args.window:g} s, then every {args.interval:g} s"
+    )
+    table = Table(title=title)
+    for column, justify in (("figure", "left"), ("result", "right"), ("note", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    rows = [
+        ("drain time (first request to the last batch stored)", f"{drain_s:,.1f} s" + ("" if drained else " (NOT drained: --max-seconds)"), ""),
+        ("events stored (counted in the database)", f"{stored:,} of {expected:,}", "met" if stored == expected else "MISSED"),
+        ("events/s while draining", f"{stored / drain_s:,.0f}" if drained else f"{fleet.accepted / drain_s:,.0f}", f"{batches:,} batches answered 200"),
+        ("heartbeats due while draining", f"{len(during):,} ({len(during) / drain_s:,.0f}/s)", f"{sum(not b.ok for b in during):,} failed"),
+        ("heartbeat p50 / p95 / p99 / max while draining", _spread([b.latency for b in during]), "p99 < 100 ms " + ("met" if p99_during < 100 else "MISSED")),
+        (f"heartbeat p50 / p95 / p99 / max in the {args.after:g} s after", _spread([b.latency for b in after]), f"{len(after):,} heartbeats, {sum(not b.ok for b in after):,} failed"),
+        ("heartbeat p99 while draining / after", f"{p99_during / max(p99_after, 1e-9):.2f}", "same run, same fleet"),
+        ("heartbeat failures", ", ".join(f"{k}: {n:,}" for k, n in fleet.beat_errors.most_common()) or "0", ""),
+        ("ingest batch latency p50 / p95 / p99 / max (200s)", _spread(fleet.batch_latencies), "send to answer, on a new connection"),
+        ("batch answers", ", ".join(f"{k}: {n:,}" for k, n in fleet.answers.most_common()), f"429 + 503: {refusals:,}"),
+        ("refusal latency p50 / p99 (429/503)", f"{statistics.median(_ms(fleet.refused_latencies)):.1f} / {percentile(_ms(fleet.refused_latencies), 0.99):.1f} ms", ""),
+        ("duplicates reported by the collector", f"{fleet.duplicates:,}", "batches resent after a lost answer"),
+        ("server CPU while draining (process tree)", f"{100 * server_cpu / drain_s:.0f}% of a core", f"{1000 * server_cpu / max(1, stored):.2f} ms an event"),
+        ("PostgreSQL backends CPU while draining", f"{100 * db_cpu / drain_s:.0f}% of a core" if args.backend == "postgresql" else "-", ""),
+        ("load generator CPU while draining", f"{100 * client_cpu / drain_s:.0f}% of a core", ""),
+        ("load generator lateness p99 / max", f"{percentile(_ms(fleet.lateness), 0.99):.1f} / {max(_ms(fleet.lateness)):.1f} ms", "included in heartbeat latency"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    return drained and stored == expected and p99_during < 100
+
+
+if __name__ == "__main__":
+    main()
