@@ -1,15 +1,24 @@
-"""Ingest throughput: `dlp-server serve` against a bare FastAPI + SQLAlchemy app, same batches, same database.
+"""Ingest throughput: `dlp-server serve` against a bare FastAPI + SQLAlchemy app with the collector's schema.
 
 Usage: python bench/ingest.py [--backend sqlite|postgresql|both] [--clients 8] [--seconds 10] [--rounds 3]
+                              [--workers N] [--against CHECKOUT]
 
 Each client is one enrolled agent posting 100-event batches (gzip JSON, as an agent sends
-them, built before the clock starts) back to back on a kept-alive connection. Both servers
-run in their own processes for the whole run; rounds alternate which one goes first, and
-the ratio reported is the median of the per-round ratios (this machine is noisy, so only
-ratios within one run mean much). Target: ours >= 0.75 of the baseline on each backend.
-Baseline: bench/baseline_ingest.py. A third contender is the same baseline with the collector's
-unique id and secondary indexes on its table (`--indexes`): the share of the gap the stored
-schema accounts for. PostgreSQL: DLP_BENCH_PG_URL (default the local `test`).
+them, built before the clock starts) back to back on a kept-alive connection; a 429 (the
+collector's admission bound, ``[ingest] max_in_flight``) is followed as the agent follows it:
+the same batch again after Retry-After. Every server runs in its own process for the whole
+run; rounds rotate which one goes first, and a ratio reported is the median of the per-round
+ratios (this machine is noisy, so only ratios within one run mean much).
+
+Baseline (bench/baseline_ingest.py --indexes): the same batches into a table with the
+collector's unique event id and every secondary index of its events table, by one plain
+executemany INSERT, with no authentication, validation or idempotency. Target (issue 20): ours
+>= 0.75 of it on each backend. The bare baseline (no unique id, no indexes) is shown for
+information. Events/s per server core: events stored per CPU-second of the server's whole
+process tree, and on PostgreSQL also per CPU-second of server plus database backends.
+``--against CHECKOUT`` adds the collector of another checkout (a `git worktree` of an older
+commit) as a fourth contender, for before/after in one run. PostgreSQL: DLP_BENCH_PG_URL
+(default the local `test`).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import json
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +39,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -42,9 +53,7 @@ from serving import (  # noqa: E402
     ScratchPostgres,
     ServerProcess,
     collector_database_url,
-    dlp_server,
     free_port,
-    init_collector,
     postgres_backend_cpu_seconds,
     serve_collector,
     sqlite_url,
@@ -56,7 +65,8 @@ BATCH_EVENTS = 100
 WARM_UP_SECONDS = 2.0
 WARM_UP_RATE_CAP = 40_000
 SEVERITIES = ("low", "medium", "high", "critical")
-OURS, BASELINE, INDEXED = "dlp-server serve", "baseline (bare FastAPI + Core)", "baseline + the collector's indexes"
+OURS, BASELINE, INDEXED = "dlp-server serve", "bare baseline (no indexes)", "baseline (the collector's indexes)"
+RETRY_AFTER_CAP_S = 10.0
 console = Console(width=150)
 
 
@@ -75,6 +85,15 @@ class Contender:
     client_ms_per_batch: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warm_up_rate: float = 0.0
+    refused: int = 0
+    server_cpu_s: float = 0.0
+    db_cpu_s: float = 0.0
+    timed_events: int = 0
+
+    def per_core(self, *, with_db: bool = False) -> float:
+        """Events stored per CPU-second of the server (and of the database backends with ``with_db``), over the timed rounds."""
+        cpu = self.server_cpu_s + (self.db_cpu_s if with_db else 0.0)
+        return self.timed_events / cpu if cpu else 0.0
 
 
 def make_batches(count: int, *, client: int) -> list[bytes]:
@@ -100,17 +119,19 @@ def make_batches(count: int, *, client: int) -> list[bytes]:
 class ClientTally:
     accepted: int = 0
     batches: int = 0
+    refused: int = 0
     errors: list[str] = field(default_factory=list)
 
 
 def post_batches(port: int, credential: str, bodies: Sequence[bytes], deadline: float, tally: ClientTally) -> None:
-    """One agent: post each body and wait for the reply, until the deadline or the bodies run out."""
+    """One agent: post each body and wait for the reply, until the deadline or the bodies run out;
+    a 429 sends the same body again after its Retry-After (the agent's shipper does the same)."""
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "Authorization": f"Bearer {credential}"}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
-        for body in bodies:
-            if time.monotonic() >= deadline:
-                return
+        pending = list(reversed(bodies))
+        while pending and time.monotonic() < deadline:
+            body = pending.pop()
             try:
                 conn.request("POST", "/api/v1/events", body, headers)
                 reply = conn.getresponse()
@@ -122,6 +143,11 @@ def post_batches(port: int, credential: str, bodies: Sequence[bytes], deadline: 
             if reply.status == 200:
                 tally.accepted += json.loads(data)["accepted"]
                 tally.batches += 1
+            elif reply.status == 429:
+                tally.refused += 1
+                pending.append(body)
+                wait = min(float(reply.getheader("Retry-After") or 1), RETRY_AFTER_CAP_S)
+                time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
             else:
                 tally.errors.append(f"HTTP {reply.status}: {data[:200]!r}")
     finally:
@@ -147,6 +173,7 @@ def run_round(contender: Contender, seconds: float, batches_per_client: int, *, 
     batches = max(1, sum(t.batches for t in tallies))
     contender.sent += accepted
     contender.errors += [e for t in tallies for e in t.errors]
+    contender.refused += sum(t.refused for t in tallies)
     if not accepted:
         raise SystemExit(f"{contender.name} stored nothing: {contender.errors[:3]}")
     rate = accepted / elapsed
@@ -154,8 +181,13 @@ def run_round(contender: Contender, seconds: float, batches_per_client: int, *, 
         return rate
     if any(t.batches == len(b) for t, b in zip(tallies, bodies)):
         console.print(f"[yellow]{contender.name}: a client ran out of prepared batches before the round's end[/]")
-    contender.server_ms_per_batch.append(1000 * (contender.server.cpu_seconds() - server_cpu) / batches)
-    contender.db_ms_per_batch.append(1000 * (postgres_backend_cpu_seconds(contender.database_url) - db_cpu) / batches)
+    server_spent = contender.server.cpu_seconds() - server_cpu
+    db_spent = postgres_backend_cpu_seconds(contender.database_url) - db_cpu
+    contender.server_cpu_s += server_spent
+    contender.db_cpu_s += db_spent
+    contender.timed_events += accepted
+    contender.server_ms_per_batch.append(1000 * server_spent / batches)
+    contender.db_ms_per_batch.append(1000 * db_spent / batches)
     contender.client_ms_per_batch.append(1000 * (time.process_time() - client_cpu) / batches)
     contender.rates.append(rate)
     return rate
@@ -176,13 +208,29 @@ def enroll_agents(base_url: str, token: str, count: int) -> list[str]:
     return credentials
 
 
-def start_ours(work: Path, database_url: str | None, clients: int) -> Contender:
-    data_dir = work / "collector"
-    init_collector(data_dir, database_url)
-    server = serve_collector(data_dir, log_path=work / "collector.log")
-    token = dlp_server("token", "create", "--vendor", "bench", "--uses", str(clients), data_dir=data_dir)["token"]
+def start_ours(work: Path, database_url: str | None, clients: int, *, name: str = OURS, code: Path = HERE.parent, workers: int = 1) -> Contender:
+    data_dir = work / name.replace(" ", "-").replace("/", "-")
+    init_collector(data_dir, database_url, code=code)
+    server = serve_collector(data_dir, log_path=data_dir.with_suffix(".log"), workers=workers, code=code)
+    token = dlp_server_of(code, "token", "create", "--vendor", "bench", "--uses", str(clients), data_dir=data_dir)["token"]
     credentials = enroll_agents(server.base_url, token, clients)
-    return Contender(OURS, server, collector_database_url(data_dir, database_url), credentials, "SELECT count(*) FROM events WHERE channel <> 'agent'")
+    return Contender(name, server, collector_database_url(data_dir, database_url), credentials, "SELECT count(*) FROM events WHERE channel <> 'agent'")
+
+
+def dlp_server_of(code: Path, *args: str, data_dir: Path) -> dict[str, Any]:
+    """``dlp-server ... --json`` of the checkout ``code`` (its settings file and schema are its own)."""
+    argv = [sys.executable, "-m", "server.cli", *args, "--data-dir", str(data_dir), "--json"]
+    done = subprocess.run(argv, cwd=code, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"dlp-server {' '.join(args)} ({code}) failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def init_collector(data_dir: Path, database_url: str | None, *, code: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if database_url:
+        (data_dir / "server.toml").write_text(f'database_url = "{database_url}"\n')
+    dlp_server_of(code, "init", data_dir=data_dir)
 
 
 def start_baseline(work: Path, database_url: str, clients: int, *, indexes: bool = False) -> Contender:
@@ -203,13 +251,21 @@ def count_stored(contender: Contender) -> int:
 
 
 def bench_backend(backend: str, args: argparse.Namespace, scratch: ScratchPostgres) -> list[Contender]:
-    """Ours, the bare baseline and the baseline with our indexes, in rounds that rotate their order."""
+    """Ours, the baseline with our indexes, the bare baseline (and ``--against``), in rounds that rotate their order."""
     work = Path(tempfile.mkdtemp(prefix=f"dlp-ingest-{backend}-"))
     ours_url = scratch.create("collector") if backend == "postgresql" else None
     base_url = scratch.create("baseline") if backend == "postgresql" else sqlite_url(work / "baseline.db")
     indexed_url = scratch.create("indexed") if backend == "postgresql" else sqlite_url(work / "indexed.db")
-    contenders = [start_ours(work, ours_url, args.clients), start_baseline(work, base_url, args.clients), start_baseline(work, indexed_url, args.clients, indexes=True)]
-    ours, baseline, indexed = contenders
+    workers = args.workers if backend == "postgresql" else 1
+    contenders = [
+        start_ours(work, ours_url, args.clients, workers=workers),
+        start_baseline(work, indexed_url, args.clients, indexes=True),
+        start_baseline(work, base_url, args.clients),
+    ]
+    if args.against:
+        against_url = scratch.create("against") if backend == "postgresql" else None
+        contenders.append(start_ours(work, against_url, args.clients, name=f"{OURS} ({args.against.name})", code=args.against.resolve(), workers=workers))
+    ours, indexed, baseline = contenders[:3]
     try:
         warm_up_batches = int(WARM_UP_RATE_CAP * WARM_UP_SECONDS / BATCH_EVENTS / args.clients) + 1
         for contender in contenders:
@@ -221,8 +277,9 @@ def bench_backend(backend: str, args: argparse.Namespace, scratch: ScratchPostgr
                 expected = max([contender.warm_up_rate, *contender.rates]) * 1.6
                 run_round(contender, args.seconds, int(expected * args.seconds / BATCH_EVENTS / args.clients) + 2)
             console.print(
-                f"{backend} round {round_no + 1}: ours {ours.rates[-1]:,.0f} ev/s, baseline {baseline.rates[-1]:,.0f} ev/s "
-                f"(ratio {ours.rates[-1] / baseline.rates[-1]:.2f}), with our indexes {indexed.rates[-1]:,.0f} ev/s (ratio {ours.rates[-1] / indexed.rates[-1]:.2f})"
+                f"{backend} round {round_no + 1}: ours {ours.rates[-1]:,.0f} ev/s, baseline with our indexes {indexed.rates[-1]:,.0f} ev/s "
+                f"(ratio {ours.rates[-1] / indexed.rates[-1]:.2f}), bare baseline {baseline.rates[-1]:,.0f} ev/s (ratio {ours.rates[-1] / baseline.rates[-1]:.2f})"
+                + "".join(f", {c.name} {c.rates[-1]:,.0f} ev/s" for c in contenders[3:])
             )
     finally:
         for contender in contenders:
@@ -233,38 +290,49 @@ def bench_backend(backend: str, args: argparse.Namespace, scratch: ScratchPostgr
     return contenders
 
 
+def _collector(contender: Contender) -> bool:
+    return contender.name.startswith(OURS)
+
+
 def report(results: dict[str, list[Contender]], args: argparse.Namespace) -> bool:
     detail = Table(title=f"Ingest, {args.clients} clients x 100-event gzip batches, {args.rounds} rotating rounds of {args.seconds:g} s")
-    for column in ("backend", "contender", "events/s per round", "median events/s", "server CPU ms/batch", "PostgreSQL CPU ms/batch", "client CPU ms/batch"):
+    columns = (
+        "backend", "contender", "events/s per round", "median events/s", "events per server CPU-s", "events per CPU-s with PostgreSQL",
+        "server CPU ms/batch", "PostgreSQL CPU ms/batch", "client CPU ms/batch", "429s",
+    )  # fmt: skip
+    for column in columns:
         detail.add_column(column, justify="left" if column in ("backend", "contender") else "right")
     summary = Table(title="ours / baseline (median of per-round ratios)")
-    for column in ("backend", "ratio to the bare baseline", "target", "ratio to the baseline with our indexes", "stored == sent (ours)", "errors"):
+    for column in ("backend", "ratio to the baseline with our indexes", "target", "ratio to the bare baseline", "stored == sent (collectors)", "errors"):
         summary.add_column(column, justify="left" if column == "backend" else "right")
     ok = True
     for backend, contenders in results.items():
-        ours, baseline, indexed = contenders
+        ours, indexed, baseline = contenders[:3]
         for c in contenders:
             detail.add_row(
                 backend,
                 c.name,
                 ", ".join(f"{r:,.0f}" for r in c.rates),
                 f"{statistics.median(c.rates):,.0f}",
+                f"{c.per_core():,.0f}",
+                f"{c.per_core(with_db=True):,.0f}" if backend == "postgresql" else "-",
                 f"{statistics.median(c.server_ms_per_batch):.1f}",
                 f"{statistics.median(c.db_ms_per_batch):.1f}" if backend == "postgresql" else "-",
                 f"{statistics.median(c.client_ms_per_batch):.1f}",
+                f"{c.refused:,}" if _collector(c) else "-",
             )
-        ratio = statistics.median(o / b for o, b in zip(ours.rates, baseline.rates))
-        to_indexed = statistics.median(o / b for o, b in zip(ours.rates, indexed.rates))
-        count = ours.stored
+        target = statistics.median(o / b for o, b in zip(ours.rates, indexed.rates))
+        to_bare = statistics.median(o / b for o, b in zip(ours.rates, baseline.rates))
+        stored_ok = all(c.stored == c.sent for c in contenders if _collector(c))
         errors = sum(len(c.errors) for c in contenders)
-        met = ratio >= 0.75
-        ok = ok and met and count == ours.sent and not errors
+        met = target >= 0.75
+        ok = ok and met and stored_ok and not errors
         summary.add_row(
             backend,
-            f"{ratio:.2f}",
+            f"{target:.2f}" + "".join(f" ({c.name}: {statistics.median(a / b for a, b in zip(c.rates, indexed.rates)):.2f})" for c in contenders[3:]),
             ">= 0.75 " + ("met" if met else "MISSED"),
-            f"{to_indexed:.2f}",
-            f"{count:,} == {ours.sent:,}" if count == ours.sent else f"NO: {count:,} != {ours.sent:,}",
+            f"{to_bare:.2f}",
+            "yes" if stored_ok else "NO: " + ", ".join(f"{c.stored:,} != {c.sent:,}" for c in contenders if _collector(c) and c.stored != c.sent),
             str(errors),
         )
         for error in [e for c in contenders for e in c.errors][:5]:
@@ -280,7 +348,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="collector processes on PostgreSQL (SQLite always runs one)")
+    parser.add_argument("--against", type=Path, metavar="CHECKOUT", help="also run the collector of this other checkout (e.g. a `git worktree` of an older commit)")
     args = parser.parse_args()
+    if args.against and not (args.against / "server" / "cli.py").is_file():
+        parser.error(f"--against {args.against}: not a checkout of this project")
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     with ScratchPostgres() as scratch:
         results = {backend: bench_backend(backend, args, scratch) for backend in backends}
