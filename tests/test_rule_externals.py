@@ -22,6 +22,7 @@ from tests.conftest import run_cli
 from tests.waiting import wait_for
 
 OWNER = pwd.getpwuid(os.geteuid()).pw_name
+MD5_HINT = '(LOKI\'s md5 variable is not defined by the agent: use hash.md5(0, filesize) with import "hash")'
 
 EXTERNALS_PACK = f"""
 rule by_name {{ condition: filename == "budget.txt" }}
@@ -190,7 +191,7 @@ def test_check_reports_every_broken_file_and_what_the_set_uses(tmp_path: Path) -
     assert lines == [
         f"{rules / 'bad_field.yar'}:4: invalid field name \"no_such_field\"",
         f"{rules / 'bad_identifier.yar'}:4: undefined identifier \"nosuchthing\"",
-        f"{rules / 'bad_md5.yar'}:1: undefined identifier \"md5\"",
+        f"{rules / 'bad_md5.yar'}:1: undefined identifier \"md5\" {MD5_HINT}",
     ]
     assert "3 of 6 rule file(s) compile" in proc.stderr
     assert "modules used: pe (2 files)" in proc.stderr
@@ -221,7 +222,7 @@ def test_scan_is_strict_by_default_and_skip_broken_names_what_it_left_out(tmp_pa
         assert left_out == [
             f"dlp-agent: rules: left out: {rules / 'bad_field.yar'}:4: invalid field name \"no_such_field\"",
             f"dlp-agent: rules: left out: {rules / 'bad_identifier.yar'}:4: undefined identifier \"nosuchthing\"",
-            f"dlp-agent: rules: left out: {rules / 'bad_md5.yar'}:1: undefined identifier \"md5\"",
+            f"dlp-agent: rules: left out: {rules / 'bad_md5.yar'}:1: undefined identifier \"md5\" {MD5_HINT}",
         ], attempt
         assert "3 rule file(s) left out, 3 loaded" in lenient.stderr
 

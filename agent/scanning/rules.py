@@ -376,4 +376,7 @@ def _located(message: str) -> RuleError:
     found = _YARA_LOCATION.match(message)
     if not found:
         return RuleError(message)
-    return RuleError(found["message"], path=found["path"], line=int(found["line"]))
+    text = found["message"]
+    if text == 'undefined identifier "md5"':
+        text += ' (LOKI\'s md5 variable is not defined by the agent: use hash.md5(0, filesize) with import "hash")'
+    return RuleError(text, path=found["path"], line=int(found["line"]))
