@@ -1,13 +1,15 @@
 """Ingest throughput: `dlp-server serve` against a bare FastAPI + SQLAlchemy app with the collector's schema.
 
 Usage: python bench/ingest.py [--backend sqlite|postgresql|both] [--clients 8] [--seconds 10] [--rounds 3]
-                              [--workers N] [--against CHECKOUT]
+                              [--workers N] [--max-in-flight N] [--against CHECKOUT]
 
 Each client is one enrolled agent posting 100-event batches (gzip JSON, as an agent sends
 them, built before the clock starts) back to back on a kept-alive connection; a 429 (the
 collector's admission bound, ``[ingest] max_in_flight``) is followed as the agent follows it:
-the same batch again after Retry-After. Every server runs in its own process for the whole
-run; rounds rotate which one goes first, and a ratio reported is the median of the per-round
+the same batch again after Retry-After. The collectors' admission bound is set to the number of
+clients unless ``--max-in-flight`` says otherwise: this measures what one collector can store
+(bench/drain.py measures admission under a returning fleet). Every server runs in its own
+process for the whole run; rounds rotate which one goes first, and a ratio reported is the median of the per-round
 ratios (this machine is noisy, so only ratios within one run mean much).
 
 Baseline (bench/baseline_ingest.py --indexes): the same batches into a table with the
@@ -208,9 +210,11 @@ def enroll_agents(base_url: str, token: str, count: int) -> list[str]:
     return credentials
 
 
-def start_ours(work: Path, database_url: str | None, clients: int, *, name: str = OURS, code: Path = HERE.parent, workers: int = 1) -> Contender:
+def start_ours(
+    work: Path, database_url: str | None, clients: int, *, max_in_flight: int, name: str = OURS, code: Path = HERE.parent, workers: int = 1
+) -> Contender:
     data_dir = work / name.replace(" ", "-").replace("/", "-")
-    init_collector(data_dir, database_url, code=code)
+    init_collector(data_dir, database_url, code=code, max_in_flight=max_in_flight)
     server = serve_collector(data_dir, log_path=data_dir.with_suffix(".log"), workers=workers, code=code)
     token = dlp_server_of(code, "token", "create", "--vendor", "bench", "--uses", str(clients), data_dir=data_dir)["token"]
     credentials = enroll_agents(server.base_url, token, clients)
@@ -226,11 +230,15 @@ def dlp_server_of(code: Path, *args: str, data_dir: Path) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def init_collector(data_dir: Path, database_url: str | None, *, code: Path) -> None:
+def init_collector(data_dir: Path, database_url: str | None, *, code: Path, max_in_flight: int) -> None:
+    """``dlp-server init``; the admission bound (where that checkout has one) set to ``max_in_flight``."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if database_url:
         (data_dir / "server.toml").write_text(f'database_url = "{database_url}"\n')
     dlp_server_of(code, "init", data_dir=data_dir)
+    if "max_in_flight" in (code / "server" / "settings.py").read_text():
+        with open(data_dir / "server.toml", "a") as settings:
+            settings.write(f"\n[ingest]\nmax_in_flight = {max_in_flight}\n")
 
 
 def start_baseline(work: Path, database_url: str, clients: int, *, indexes: bool = False) -> Contender:
@@ -258,13 +266,16 @@ def bench_backend(backend: str, args: argparse.Namespace, scratch: ScratchPostgr
     indexed_url = scratch.create("indexed") if backend == "postgresql" else sqlite_url(work / "indexed.db")
     workers = args.workers if backend == "postgresql" else 1
     contenders = [
-        start_ours(work, ours_url, args.clients, workers=workers),
+        start_ours(work, ours_url, args.clients, max_in_flight=args.max_in_flight or args.clients, workers=workers),
         start_baseline(work, indexed_url, args.clients, indexes=True),
         start_baseline(work, base_url, args.clients),
     ]
     if args.against:
         against_url = scratch.create("against") if backend == "postgresql" else None
-        contenders.append(start_ours(work, against_url, args.clients, name=f"{OURS} ({args.against.name})", code=args.against.resolve(), workers=workers))
+        against = start_ours(
+            work, against_url, args.clients, max_in_flight=args.max_in_flight or args.clients, name=f"{OURS} ({args.against.name})", code=args.against.resolve(), workers=workers
+        )
+        contenders.append(against)
     ours, indexed, baseline = contenders[:3]
     try:
         warm_up_batches = int(WARM_UP_RATE_CAP * WARM_UP_SECONDS / BATCH_EVENTS / args.clients) + 1
@@ -348,6 +359,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--max-in-flight", type=int, default=0, metavar="N",
+        help="the collectors' admission bound ([ingest] max_in_flight; default: --clients, so no client is refused and the figure is the collector's capacity)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="collector processes on PostgreSQL (SQLite always runs one)")
     parser.add_argument("--against", type=Path, metavar="CHECKOUT", help="also run the collector of this other checkout (e.g. a `git worktree` of an older commit)")
     args = parser.parse_args()
