@@ -1,9 +1,14 @@
-"""Collector fixtures: one suite, run against SQLite and PostgreSQL.
+"""Collector fixtures: one suite, run against SQLite, PostgreSQL and two collectors over one PostgreSQL.
 
-``backend`` is parametrised, so every test that uses ``collector`` runs on both. PostgreSQL
-tests share one scratch database per session (created beside the ``test`` database and
-dropped at the end) and start each test from empty tables; SQLite tests get a fresh file
-copied from a migrated template.
+``backend`` is parametrised, so every test that uses ``collector`` runs on SQLite and on
+PostgreSQL, and every test that talks to it through ``client`` also runs on ``PAIR``: two
+collectors (two ``Collector`` objects and two apps, each with its own caches, confirmed
+credentials and denylist, as two ``dlp-server serve`` processes behind a load balancer would
+be) over one PostgreSQL database, with the client's requests alternating between them. The
+``collector`` fixture is the first of the two; store calls a test makes through it reach the
+same database. PostgreSQL tests share one scratch database per session (created beside the
+``test`` database and dropped at the end) and start each test from empty tables; SQLite tests
+get a fresh file copied from a migrated template.
 """
 
 from __future__ import annotations
@@ -91,14 +96,51 @@ def _truncate_all(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+PAIR = "postgresql-pair"
+"""Two collectors over one PostgreSQL database, requests alternating between them (round robin)."""
+PAIR_SUITES = frozenset(
+    f"tests.test_{name}"
+    for name in (
+        "collector_agents", "collector_ingest", "collector_auth_ingest", "collector_auth_logins", "collector_auth_metrics", "collector_review",
+        "collector_signatures", "collector_devices", "collector_quarantine", "collector_alerts", "cases", "ip_records",
+    )
+)
+"""The suites that run on ``PAIR`` too: what agents, reviewers and admins change and read (82
+more tests); the others (UI pages, marks, egress, the fuzzer) reach the same
+stores through the same routes."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "one_collector: the test checks one collector process's own memory (a cache), so it does not run on the pair")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that takes ``backend`` runs on SQLite and PostgreSQL; one of ``PAIR_SUITES``
+    that reaches the collector through ``client`` also runs on ``PAIR`` (tests/conftest.py
+    imports this hook)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    if any("backend" in _parametrized_names(marker) for marker in metafunc.definition.iter_markers("parametrize")):
+        return  # a test's own "backend" (the agent's file watcher), not the collector's
+    on_pair = (
+        "client" in metafunc.fixturenames and metafunc.module.__name__ in PAIR_SUITES and metafunc.definition.get_closest_marker("one_collector") is None
+    )
+    metafunc.parametrize("backend", ["sqlite", "postgresql", *([PAIR] if on_pair else [])], indirect=True)
+
+
+def _parametrized_names(marker: pytest.Mark) -> list[str]:
+    names = marker.args[0] if marker.args else marker.kwargs.get("argnames", "")
+    return [name.strip() for name in names.split(",")] if isinstance(names, str) else list(names)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if backend == "postgresql":
+    if backend in ("postgresql", PAIR):
         url = request.getfixturevalue("pg_url")
         _truncate_all(url)
         return url
@@ -126,28 +168,101 @@ def settings_toml() -> str:
 
 
 @pytest.fixture
-def collector(database_url: str, tmp_path: Path, clock: FakeClock, settings_toml: str) -> Iterator[Any]:
+def collectors(backend: str, database_url: str, tmp_path: Path, clock: FakeClock, settings_toml: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """The collectors serving the test: one, or two over one database on ``PAIR``.
+
+    The pair shares the data directory, as the deployment guide asks of collectors behind one
+    load balancer (the same settings and keys), and the clock, as machines kept in time do.
+    The copies that docs/deployment.md says other collectors see within 5 s (denied networks,
+    the watchlist) are read afresh on every use here: the pair then shows whether the other
+    collector reads the database at all, without a test waiting out the window.
+    """
     from server.collector import Collector
     from server.keys import create_signing_key
     from server.settings import load_settings
+    from server.store import watchlist
+    from server.store.denylist import Matcher
 
     data_dir = tmp_path / "data"
     write_settings(data_dir, settings_toml)
     create_signing_key(data_dir / "signing.key")
     settings = load_settings(data_dir, environ={"DLP_DATABASE_URL": database_url})
-    instance = Collector(settings, clock=clock)
-    yield instance
-    instance.close()
+    instances = [Collector(settings, clock=clock) for _ in range(2 if backend == PAIR else 1)]
+    if backend == PAIR:
+        monkeypatch.setattr(watchlist, "CACHE_SECONDS", 0.0)
+        for instance in instances:
+            instance.denied = Matcher(refresh_s=0.0)
+    yield instances
+    for instance in instances:
+        instance.close()
 
 
 @pytest.fixture
-def client(collector: Any) -> Iterator[Any]:
+def collector(collectors: list[Any]) -> Any:
+    """The collector, as the test's own calls (store functions, sweeps) see it: on ``PAIR``,
+    the first collector, with what the test sets on it (a lookup, a setting) set on both."""
+    return collectors[0] if len(collectors) == 1 else BothCollectors(collectors)
+
+
+class BothCollectors:
+    """Two collectors as one: attributes are read from the first and written to both."""
+
+    def __init__(self, collectors: list[Any]) -> None:
+        object.__setattr__(self, "collectors", collectors)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.collectors[0], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        for instance in self.collectors:
+            setattr(instance, name, value)
+
+
+@pytest.fixture
+def client(collectors: list[Any]) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
     from server.api.app import create_app
 
-    with TestClient(create_app(collector), client=("127.0.0.1", 50000)) as test_client:
+    apps = [create_app(instance) for instance in collectors]
+    app = apps[0] if len(apps) == 1 else RoundRobin(apps)
+    with TestClient(app, client=("127.0.0.1", 50000)) as test_client:
         yield test_client
+
+
+class RoundRobin:
+    """A load balancer in front of several apps: each HTTP request goes to the next one in turn.
+
+    One ``TestClient`` over it keeps one cookie jar, as a browser behind the balancer does.
+    Lifespan events reach every app. ``state`` is the first app's (``state.collector``).
+    """
+
+    def __init__(self, apps: list[Any]) -> None:
+        self.apps = apps
+        self.state = apps[0].state
+        self.served = [0] * len(apps)
+        """Requests each app has answered."""
+        self._next = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        index = self._next
+        self._next = (index + 1) % len(self.apps)
+        self.served[index] += 1
+        await self.apps[index](scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        from contextlib import AsyncExitStack
+
+        await receive()  # lifespan.startup
+        async with AsyncExitStack() as stack:
+            for app in self.apps:
+                await stack.enter_async_context(app.router.lifespan_context(app))
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+        await send({"type": "lifespan.shutdown.complete"})
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 from contextlib import contextmanager
 
+import pytest
+
 from server.store import agents
 from tests.collector_env import event_record
 
@@ -40,6 +42,7 @@ def test_a_strangers_gzip_body_is_never_decompressed(client, collector):
     assert answer.status_code == 401, answer.text
 
 
+@pytest.mark.one_collector
 def test_a_busy_agent_costs_no_extra_read_and_a_revoked_one_is_forgotten(client, collector, enroll, monkeypatch):
     agent = enroll()
     reads = []
