@@ -167,6 +167,8 @@ class Results:
     """Request sent to full reply."""
     lags: list[float] = field(default_factory=list)
     """Due time to the load generator starting the request: its own lateness."""
+    first: list[bool] = field(default_factory=list)
+    """Per latency: the agent's first heartbeat to this server (the first interval of the run)."""
     errors: Counter[str] = field(default_factory=Counter)
     ok_agents: set[int] = field(default_factory=set)
     sent: int = 0
@@ -250,7 +252,9 @@ class HttpxClient:
         await self._client.aclose()
 
 
-async def beat(client: KeptAlive | HttpxClient, slots: asyncio.Semaphore, agent: int, credential: str, body: bytes, due: float, results: Results) -> None:
+async def beat(
+    client: KeptAlive | HttpxClient, slots: asyncio.Semaphore, agent: int, credential: str, body: bytes, due: float, first: bool, results: Results
+) -> None:
     results.lags.append(time.perf_counter() - due)
     async with slots:
         sent = time.perf_counter()
@@ -262,6 +266,7 @@ async def beat(client: KeptAlive | HttpxClient, slots: asyncio.Semaphore, agent:
     done = time.perf_counter()
     results.on_wire.append(done - sent)
     results.latencies.append(done - due)
+    results.first.append(first)
     if status == 200:
         results.ok_agents.add(agent)
     else:
@@ -275,13 +280,16 @@ async def run_load(base_url: str, credentials: list[str], firings: list[tuple[fl
     client = KeptAlive(host, int(port)) if kind == "raw" else HttpxClient(base_url, connections)
     slots = asyncio.Semaphore(connections)
     tasks = []
+    met: set[int] = set()
     start = results.started = time.perf_counter()
     try:
         for offset, agent in firings:
             delay = start + offset - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(beat(client, slots, agent, credentials[agent], bodies[agent], start + offset, results)))
+            first = agent not in met
+            met.add(agent)
+            tasks.append(asyncio.create_task(beat(client, slots, agent, credentials[agent], bodies[agent], start + offset, first, results)))
             results.sent += 1
         await asyncio.gather(*tasks)
     finally:
@@ -313,9 +321,13 @@ class Run:
 
 
 def copy_fleet(scratch: ScratchPostgres, data_dir: Path, pg_url: str | None, into: Path) -> tuple[Path, str]:
-    """A second data directory holding the fleet as enrolled (its own database), for a second server."""
+    """A second data directory holding the fleet as enrolled (its own database), for a second server.
+
+    Its server.toml names the database alone: the other checkout may not know this one's settings.
+    """
     shutil.copytree(data_dir, into)
     if pg_url is None:
+        (into / "server.toml").write_text("")
         return into, collector_database_url(into, None)
     copied = scratch.copy(pg_url, "heartbeat")
     (into / "server.toml").write_text(f'database_url = "{copied}"\n')
@@ -398,6 +410,7 @@ def figures(args: argparse.Namespace, run: Run) -> dict[str, tuple[str, float]]:
         "latency p95": (f"{percentile(ms, 0.95):.1f} ms", percentile(ms, 0.95)),
         "latency p99 (target < 100 ms)": (f"{p99:.1f} ms " + ("met" if p99 < 100 else "MISSED"), p99),
         "latency max": (f"{max(ms):.1f} ms", max(ms)),
+        **split_latencies(results),
         "send to reply p50 / p99 (no wait for a connection)": (f"{statistics.median(wire):.1f} / {percentile(wire, 0.99):.1f} ms", 0.0),
         "load generator lateness p99 / max (in latency)": (f"{percentile(lags, 0.99):.1f} / {max(lags):.1f} ms", 0.0),
         "agents with this run's heartbeat stored": (f"{run.recorded:,} of {len(results.ok_agents):,} answered 200", 0.0),
@@ -408,6 +421,19 @@ def figures(args: argparse.Namespace, run: Run) -> dict[str, tuple[str, float]]:
             run.db_cpu / answered,
         ),
         "load generator CPU": (f"{100 * run.client_cpu / wall:.0f}% of a core", 0.0),
+    }
+
+
+def split_latencies(results: Results) -> dict[str, tuple[str, float]]:
+    """p50 / p99 of each agent's first heartbeat to this server (the first interval: a collector
+    just started meets every agent) and of the later ones, when the run is longer than an interval."""
+    first = [v * 1000 for v, f in zip(results.latencies, results.first, strict=True) if f]
+    later = [v * 1000 for v, f in zip(results.latencies, results.first, strict=True) if not f]
+    if not first or not later:
+        return {}
+    return {
+        "first heartbeat to this server p50 / p99": (f"{statistics.median(first):.1f} / {percentile(first, 0.99):.1f} ms", percentile(first, 0.99)),
+        "later heartbeats p50 / p99": (f"{statistics.median(later):.1f} / {percentile(later, 0.99):.1f} ms", percentile(later, 0.99)),
     }
 
 
@@ -430,9 +456,9 @@ def report(args: argparse.Namespace, runs: list[Run], enroll_s: float) -> None:
     if len(runs) == 2:
         table.add_column("ratio (this / against)", justify="right")
     for name in columns[0]:
-        row = [name, *(column[name][0] for column in columns)]
+        row = [name, *(column.get(name, ("-", 0.0))[0] for column in columns)]
         if len(runs) == 2:
-            before, after = columns[0][name][1], columns[1][name][1]
+            before, after = columns[0].get(name, ("", 0.0))[1], columns[1].get(name, ("", 0.0))[1]
             row.append(f"{after / before:.2f}" if before and after else "")
         table.add_row(*row)
     console.print(table)

@@ -17,6 +17,7 @@ from server import metrics_access
 from server.credentials import AGENT_KIND, ConfirmedTokens
 from server.db.engine import Database
 from server.keys import load_signing_key, public_key_hex
+from server.liveness import Liveness
 from server.metrics import Metrics
 from server.netaddr import Asn, CountryLookup, default_lookup, parse_networks
 from server.pseudonyms import Pseudonyms
@@ -63,6 +64,9 @@ class Collector:
         """Set after a commit that queued alerts, so this process's forwarder sends at once."""
         self.denied = Matcher()
         """Denied networks in memory, reloaded from the database every few seconds (server/store/denylist.py)."""
+        self.liveness = Liveness(self.db, clock=clock, offline_after_s=settings.agents.offline_after_s)
+        """Agents served lately and their liveness not yet written (server/liveness.py): flushed
+        every ``agents.liveness_flush_s`` by the maintenance thread and on close."""
 
     def country(self, address: str | None) -> str | None:
         return self.countries.country(address) if address else None
@@ -72,4 +76,5 @@ class Collector:
         return self.countries.asn(address) if address and self.settings.network.asn_lookup else None
 
     def close(self) -> None:
+        self.liveness.close()
         self.db.dispose()

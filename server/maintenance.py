@@ -30,7 +30,13 @@ STATS_CHUNKS_PER_ROUND = 50
 
 
 def sweep_offline(collector: Collector) -> int:
-    """Mark silent agents offline and raise one ``agent.offline`` event for each."""
+    """Mark silent agents offline and raise one ``agent.offline`` event for each.
+
+    This process's buffered liveness is written first, so an agent it heard from is not taken for
+    silent; other collectors' buffers are at most ``agents.liveness_flush_s`` behind, far below
+    ``offline_after_s``.
+    """
+    collector.liveness.flush()
     now = collector.clock()
     silent_since = now - timedelta(seconds=collector.settings.agents.offline_after_s)
     with collector.db.write() as conn:
@@ -49,12 +55,30 @@ def sweep_offline(collector: Collector) -> int:
                 alert_min_rank=collector.alert_min_rank,
             )
     if gone:
+        collector.liveness.forget([agent["id"] for agent in gone])
         log.info("%d agent(s) went offline", len(gone))
         collector.alerts_pending.set()
     return len(gone)
 
 
+def keep_liveness(collector: Collector) -> None:
+    """Write the liveness buffered in memory, and reread what answering from memory relies on
+    (revocations, ranges, policy versions, pending commands, denied networks) when due; the first
+    run learns every online agent (``Liveness.preload``)."""
+    memory = collector.liveness
+    memory.flush()
+    # Reread a little before memory would be out of date, so heartbeats never wait for it.
+    ahead = collector.settings.agents.liveness_flush_s + 1.0
+    if memory.refresh_due(ahead) or collector.denied.due(ahead) or not memory.preloaded:
+        with collector.db.read() as conn:
+            if not memory.preloaded:
+                log.info("%d online agent(s) answered from memory from now on", memory.preload(conn))
+            memory.refresh(conn)
+            collector.denied.reload(conn)
+
+
 def purge_expired_addresses(collector: Collector) -> dict[str, int]:
+    collector.liveness.flush()  # what is buffered is erased with the rest, not written back after it
     cutoff = collector.clock() - timedelta(days=collector.settings.network.ip_retention_days)
     with collector.db.write() as conn:
         counts = addresses.purge(conn, older_than=cutoff)
@@ -132,6 +156,7 @@ class Maintenance:
         sweep_every = max(5.0, min(30.0, collector.settings.agents.offline_after_s / 4))
         self._threads: list[StoppableThread] = [
             _Periodic("liveness-sweep", sweep_every, lambda: sweep_offline(collector)),
+            _Periodic("liveness-flush", collector.settings.agents.liveness_flush_s, lambda: keep_liveness(collector)),
             _Periodic("address-retention", RETENTION_INTERVAL_S, lambda: purge_expired_addresses(collector)),
             _Periodic("stats-rollup", STATS_INTERVAL_S, lambda: roll_up_stats(collector)),
             _Periodic("audit-checkpoint", AUDIT_CHECKPOINT_INTERVAL_S, lambda: checkpoint_audit(collector)),

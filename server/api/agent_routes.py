@@ -1,11 +1,14 @@
 """The agent API: enrollment and heartbeats, and what every authenticated agent call records
-(``record_agent_call``). Event ingest is server/api/ingest_routes.py."""
+(``record_agent_call``). Event ingest is server/api/ingest_routes.py. Heartbeats that change
+nothing but liveness are answered from memory and written in batches (server/liveness.py)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection
 
 from agent.events import AGENT_ONLINE, AGENT_UNEXPECTED_IP
@@ -14,6 +17,7 @@ from server.api.schemas import EnrollIn, EnrollOut, HeartbeatOut
 from server.api.signature_schemas import HeartbeatWithIndexesIn
 from server.collector import Collector
 from server.keys import quarantine_key
+from server.liveness import report_state
 from server.netaddr import in_networks, parse_networks
 from server.store import addresses, agents, enrollment, quarantine
 from server.store import ingest as event_ingest
@@ -51,40 +55,73 @@ def enroll(body: EnrollIn, collector: CollectorDep, address: AddressDep) -> Enro
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut, summary="Report agent health; the reply names the device policy version and pending commands")
-def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token: TokenDep, address: AddressDep) -> HeartbeatOut:
+async def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token: TokenDep, address: AddressDep) -> Response:
+    """A coroutine, so a heartbeat answered from memory (server/liveness.py) costs no hop to the
+    thread pool and no database; any other takes the synchronous path on a worker thread."""
     now = collector.clock()
-    with collector.db.write() as conn:
-        identity = agents.authenticate(conn, value=token)
-        record_agent_call(conn, collector, identity, address, touch=False)
-        agents.heartbeat(conn, agent_id=identity.id, report=body.model_dump(), address=address, now=now)
-        policy_version, commands = quarantine.heartbeat_reply(
-            conn, agent_id=identity.id, vendor_id=identity.vendor_id, private_key=lambda: quarantine_key(collector.settings.data_dir), now=now
-        )
+    report = body.model_dump()
+    state = report_state(report)
+    memory = collector.liveness
+    answered = None if collector.denied.due() else memory.answer(token, address, state, now)
+    if answered is None:
+        policy_version, commands = await run_in_threadpool(_heartbeat, collector, token, address, report, state, now)
+    else:
+        identity, policy_version = answered
+        collector.denied.check(None, kind="agent", address=address, vendor_ids=(identity.vendor_id,))
+        memory.heartbeat(identity.id, address=address, report=report, now=now)
+        commands = []
     collector.metrics.heartbeats.inc()
-    return HeartbeatOut(
+    reply = HeartbeatOut(
         server_time=iso(now) or "",
         heartbeat_interval_s=collector.settings.agents.heartbeat_interval_s,
         status="online",
         device_policy_version=policy_version,
         commands=commands,
     )
+    # Serialized here: the model is the declared response_model, so FastAPI's own validation pass would only repeat it.
+    return Response(reply.model_dump_json(), media_type="application/json")
+
+
+def _heartbeat(
+    collector: Collector, token: str | None, address: str | None, report: dict[str, Any], state: tuple[Any, ...], now: datetime
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """The synchronous path: authenticate, record the call and the report, read the reply, in one transaction."""
+    memory = collector.liveness
+    memory.refresh_if_due()
+    with collector.db.write() as conn:
+        identity = agents.authenticate(conn, value=token)
+        record_agent_call(conn, collector, identity, address, touch=False)
+        agents.heartbeat(conn, agent_id=identity.id, report=report, address=address, now=now)
+        policy_version, commands = quarantine.heartbeat_reply(
+            conn, agent_id=identity.id, vendor_id=identity.vendor_id, private_key=lambda: quarantine_key(collector.settings.data_dir), now=now
+        )
+        memory.learn(conn, identity=identity, token=token or "", state=state, now=now, commands=bool(commands))
+    return policy_version, commands
 
 
 def record_agent_call(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None, *, touch: bool = True) -> None:
     """Every authenticated agent call: seen now (``touch=False`` when the caller's own UPDATE
     of the agent row says so), from this address, which may be out of range. An address in a
     denied network (collector-wide, or the agent's vendor's) is refused first: DeniedNetwork, which
-    rolls the call's transaction back and is recorded by the app's handler (server/api/access_routes.py)."""
+    rolls the call's transaction back and is recorded by the app's handler (server/api/access_routes.py).
+
+    What only adds to liveness is buffered and written with the next flush (server/liveness.py):
+    an online agent's last-seen time, and a call from an address already recorded under the
+    vendor's current ranges. Coming back online and a new address are written at once."""
     collector.denied.check(conn, kind="agent", address=address, vendor_ids=(identity.vendor_id,))
     now = collector.clock()
-    if touch:
-        agents.touch(conn, agent_id=identity.id, address=address, now=now)
+    memory = collector.liveness
     if identity.status == "offline":
+        if touch:
+            agents.touch(conn, agent_id=identity.id, address=address, now=now)
         _raise(conn, collector, identity, AGENT_ONLINE, {"reason": "the agent called again after going offline"}, None, address)
-    if not address:
+    elif touch and not memory.call(conn, identity.id, address=address, now=now):
+        agents.touch(conn, agent_id=identity.id, address=address, now=now)
+    if not address or memory.counts_address(conn, identity.id, address, identity.allowed_cidrs, now):
         return
     expected = in_networks(address, parse_networks(identity.allowed_cidrs)) if identity.allowed_cidrs else None
     sighting = addresses.record_agent(conn, agent_id=identity.id, address=address, country=collector.country(address), expected=expected, now=now)
+    memory.address_recorded(conn, identity.id, address, identity.allowed_cidrs)
     if sighting.first_time and expected is False:
         details = {"address": address, "country": sighting.country, "allowed_cidrs": list(identity.allowed_cidrs)}
         _raise(conn, collector, identity, AGENT_UNEXPECTED_IP, details, "high", address)

@@ -132,12 +132,14 @@ def list_agents(
     vendor: _Filter = None,
     status: Annotated[str | None, Query(pattern="^(online|offline|revoked)$")] = None,
 ) -> dict[str, Any]:
+    collector.liveness.flush()  # this collector's own buffered liveness shows at once (server/liveness.py)
     with collector.db.read() as conn:
         return {"items": agents.list_agents(conn, vendor=vendor, status=status, scope=user.scope)}
 
 
 @router.get("/agents/{agent_id}", response_model=AgentWithIndexesPublic, summary="One agent")
 def get_agent(agent_id: _AgentId, collector: CollectorDep, user: UserDep) -> dict[str, Any]:
+    collector.liveness.flush()
     with collector.db.read() as conn:
         return agents.get(conn, agent_id=agent_id, scope=user.scope)
 

@@ -6,18 +6,23 @@ scope is neither listed nor found (404), so a scoped reviewer cannot learn it ex
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, select
 
 from server import credentials
-from server.db.tables import agents, vendors
+from server.db.tables import agent_addresses, agents, vendors
 from server.errors import Forbidden, NotFound, Unauthorized
 from server.store import addresses
 from server.store.scope import Scope
 from server.store.sql import iso
+
+REVOKED_NOTE = "dlp.revoked"
+"""Key in a connection's ``info`` naming the agents its transaction revokes: each process's memory
+of agents (server/liveness.py) forgets them when it commits."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,34 @@ def revoke(conn: Connection, *, agent_id: str, now: datetime) -> None:
     result = conn.execute(agents.update().where(agents.c.id == agent_id).values(status="revoked", revoked_at=now))
     if result.rowcount == 0:
         raise NotFound(f"no agent {agent_id!r}")
+    conn.info.setdefault(REVOKED_NOTE, set()).add(agent_id)
+
+
+def revoked_since(conn: Connection, *, since: datetime) -> list[str]:
+    """Agents revoked at or after ``since``."""
+    return list(conn.execute(select(agents.c.id).where(agents.c.status == "revoked", agents.c.revoked_at >= since)).scalars())
+
+
+def online_agents(conn: Connection) -> Iterator[Any]:
+    """Every online agent with what answering its heartbeats from memory needs (server/liveness.py):
+    its identity, when it was last seen, its stored report, and the record of its last address."""
+    return iter(
+        conn.execute(
+            select(
+                agents.c.id, agents.c.secret_hash, agents.c.vendor_id, agents.c.hostname, vendors.c.name, vendors.c.allowed_cidrs,
+                agents.c.last_seen_at, agents.c.agent_version, agents.c.ruleset_version, agents.c.bundle_version, agents.c.ruleset_error,
+                agents.c.fingerprints, agents.c.sources, agent_addresses.c.address, agent_addresses.c.expected,
+            )  # fmt: skip
+            .join(vendors, vendors.c.id == agents.c.vendor_id)
+            .outerjoin(agent_addresses, and_(agent_addresses.c.agent_id == agents.c.id, agent_addresses.c.address == agents.c.last_ip))
+            .where(agents.c.status == "online")
+        )
+    )
+
+
+def office_ranges(conn: Connection) -> dict[int, tuple[str, ...]]:
+    """Each vendor's office ranges (empty: none configured), against which agents' addresses are judged."""
+    return {row.id: tuple(row.allowed_cidrs or ()) for row in conn.execute(select(vendors.c.id, vendors.c.allowed_cidrs))}
 
 
 def list_agents(

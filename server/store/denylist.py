@@ -151,13 +151,21 @@ class Matcher:
         self._loaded_at = None
         self._stamp = None
 
-    def lists_holding(self, conn: Connection, address: str | None) -> frozenset[int | None]:
-        """The lists whose ranges hold ``address``: vendor ids, and None for the collector-wide list."""
+    def due(self, within: float = 0.0) -> bool:
+        """Whether the next check with a connection rereads the list (one without checks what is
+        loaded), or will within ``within`` seconds."""
+        loaded_at = self._loaded_at
+        return loaded_at is None or self._monotonic() + within - loaded_at >= self._refresh_s
+
+    def lists_holding(self, conn: Connection | None, address: str | None) -> frozenset[int | None]:
+        """The lists whose ranges hold ``address``: vendor ids, and None for the collector-wide list.
+
+        ``conn`` None: as loaded, without rereading (a heartbeat answered from memory, server/liveness.py,
+        which rereads when ``due``)."""
+        if conn is not None and self.due():
+            self._reload(conn)
         if not address:
             return frozenset()
-        loaded_at = self._loaded_at
-        if loaded_at is None or self._monotonic() - loaded_at >= self._refresh_s:
-            self._reload(conn)
         table = self._table
         if not table:
             return frozenset()
@@ -174,7 +182,7 @@ class Matcher:
                     found = found | held
         return found
 
-    def check(self, conn: Connection, *, kind: str, address: str | None, vendor_ids: Iterable[int] | None = None) -> None:
+    def check(self, conn: Connection | None, *, kind: str, address: str | None, vendor_ids: Iterable[int] | None = None) -> None:
         """Raise DeniedNetwork when ``address`` is in the collector-wide list or in the list of one of ``vendor_ids``.
 
         ``vendor_ids`` are the lists that apply beside the collector's: the agent's vendor, or a
@@ -188,6 +196,10 @@ class Matcher:
         for vendor_id in vendor_ids or ():
             if vendor_id in held:
                 raise DeniedNetwork(kind=kind, address=address, vendor_id=vendor_id)
+
+    def reload(self, conn: Connection) -> None:
+        """Reread the list now (when it changed) rather than at the next check that finds it due."""
+        self._reload(conn)
 
     def _reload(self, conn: Connection) -> None:
         # The check runs inside agents' write transactions: an unchanged list costs one aggregate

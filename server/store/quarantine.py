@@ -238,6 +238,15 @@ def heartbeat_reply(
     return version, commands
 
 
+def reply_state(conn: Connection) -> tuple[dict[int, int], set[str]]:
+    """What heartbeat replies of agents without commands need, for all agents at once (collectors keep
+    it in memory, server/liveness.py): each vendor's device policy version, and the agents that have
+    commands not yet reported done (their heartbeats read them with ``heartbeat_reply``)."""
+    versions = {row.vendor: row.version for row in conn.execute(select(device_policies.c.vendor, device_policies.c.version))}
+    pending = set(conn.execute(select(agent_commands.c.agent_id).where(agent_commands.c.done_at.is_(None)).distinct()).scalars())
+    return versions, pending
+
+
 def _give_up(conn: Connection, command_id: int, quarantine_id: str, detail: str, *, now: datetime) -> None:
     conn.execute(agent_commands.update().where(agent_commands.c.id == command_id).values(done_at=now))
     conn.execute(quarantine_items.update().where(quarantine_items.c.quarantine_id == quarantine_id).values(state="failed", detail=detail, updated_at=now))

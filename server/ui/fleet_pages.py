@@ -30,6 +30,7 @@ def agent_list(
     vendor: Annotated[str | None, Query(max_length=128)] = None,
     status: Annotated[str | None, Query(pattern="^(online|offline|revoked)?$")] = None,
 ) -> Response:
+    collector.liveness.flush()  # this collector's own buffered liveness shows at once (server/liveness.py)
     with collector.db.read() as conn:
         items = agents.list_agents(conn, vendor=vendor or None, status=status or None, scope=viewer.user.scope)
         vendor_names = [v["name"] for v in vendors.list_visible(conn, scope=viewer.user.scope)]

@@ -1,0 +1,402 @@
+"""Agents' liveness in memory: heartbeats answered without the database, liveness written in batches.
+
+Each collector process remembers the agents it served lately. A heartbeat is answered from
+memory when nothing but liveness changed: the agent is one this process saw online within
+half of ``offline_after_s``, it calls from the address this process last recorded for it (judged
+against its vendor's current office ranges), its report's state (versions, rule errors, each
+source's state) is the one stored, no command waits for it and what memory relies on is fresh.
+Its last-seen time, the report's counters (spool depth, drops, source messages) and the
+address's count are then buffered here, and ``flush`` writes them in one transaction every
+``agents.liveness_flush_s`` (the maintenance thread; also before each offline sweep, before this
+collector's agent pages read, and on stop). Everything else takes the synchronous path, which
+writes at once: first contact in this process, offline to online, a new or re-judged address, a
+changed state, a pending command. So what review pages show is exact at once on every collector;
+only last-seen times, counters and address counts lag, by at most the flush interval, and a
+crash loses at most that much of them.
+
+Collectors over one database agree on who is offline because a buffered write never changes
+an agent's status: it lands only on a row still ``online`` and not seen later by another
+collector. An agent that went offline meanwhile (swept by any collector) is forgotten here, so its
+next call takes the synchronous path, which brings it back online and raises ``agent.online``
+once. ``offline_after_s`` (at least 30 s) is far above the flush interval (at most 10 s).
+
+What memory relies on is reread every ``REFRESH_S`` by every process: revocations, vendors'
+office ranges, each vendor's device policy version and the agents with commands pending. So a
+revoked agent is refused, and a command or policy made on another collector reaches the agent,
+within ``REFRESH_S``; on the collector that made the change at once, since this process's writes
+to those tables (seen by engine events) send the next heartbeats the synchronous way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Delete, Insert, Update, bindparam, case, event, select
+
+from server import credentials
+from server.db.engine import Database
+from server.db.tables import agent_addresses, agents
+from server.netaddr import in_networks, parse_networks
+from server.store import agents as agent_store
+from server.store import quarantine
+from server.store.agents import AgentIdentity
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 5.0
+"""Revocations, office ranges, policy versions and pending commands are reread this often."""
+CLOCK_SKEW_S = 60.0
+"""Revocations are reread from this long before the previous read, for clocks of collectors that differ."""
+_WATCHED = frozenset({"agent_commands", "device_policies", "vendors"})
+"""Tables whose writes in this process make memory's copy stale at once."""
+_NOTES = "dlp.liveness"
+"""Key in a connection's ``info`` of what to apply to memory once its transaction commits."""
+
+_seen = bindparam("b_seen", type_=agents.c.last_seen_at.type)
+_online_row = (agents.c.id == bindparam("b_id"), agents.c.status == "online", agents.c.last_seen_at <= _seen)
+_TOUCH = agents.update().where(*_online_row).values(last_seen_at=_seen, last_ip=bindparam("b_ip"))
+_STATE_COLUMNS = ("agent_version", "ruleset_version", "bundle_version", "ruleset_error", "fingerprints", "sources")
+"""The stored report's columns ``report_state`` reads."""
+_REPORT_COLUMNS = ("agent_version", "ruleset_version", "bundle_version", "fingerprints", "ruleset_error", "spool_depth", "dropped", "sources")
+_BEAT = (
+    agents.update()
+    .where(*_online_row)
+    .values(
+        last_seen_at=_seen,
+        last_ip=bindparam("b_ip"),
+        last_heartbeat_at=_seen,
+        **{name: bindparam(f"b_{name}", type_=agents.c[name].type) for name in _REPORT_COLUMNS},
+    )
+)
+_address_seen = bindparam("b_seen", type_=agent_addresses.c.last_seen_at.type)
+_CALLS = (
+    agent_addresses.update()
+    .where(agent_addresses.c.agent_id == bindparam("b_agent"), agent_addresses.c.address == bindparam("b_address"))
+    .values(
+        count=agent_addresses.c.count + bindparam("b_count", type_=agent_addresses.c.count.type),
+        last_seen_at=case((agent_addresses.c.last_seen_at < _address_seen, _address_seen), else_=agent_addresses.c.last_seen_at),
+    )
+)
+
+
+def report_state(report: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a heartbeat's report is written at once when it changes: versions, the rule error,
+    the fingerprint indexes and each source's state. The rest (spool depth, drops, sources'
+    messages) are counters that may wait for the next flush."""
+    sources = report.get("sources") or {}
+    return (
+        report.get("agent_version"),
+        report.get("ruleset_version"),
+        report.get("bundle_version"),
+        report.get("ruleset_error"),
+        json.dumps(report.get("fingerprints"), sort_keys=True),
+        tuple(sorted((name, value.get("state") if isinstance(value, dict) else json.dumps(value, sort_keys=True)) for name, value in sources.items())),
+    )
+
+
+@dataclass(frozen=True)
+class _Known:
+    identity: AgentIdentity
+    secret_hash: str
+    state: tuple[Any, ...]
+    seen: datetime
+
+
+@dataclass
+class _Row:
+    """An agent row's pending write: seen then from that address, with that report (None: a call, not a heartbeat)."""
+
+    seen: datetime
+    address: str | None
+    report: dict[str, Any] | None
+
+
+class Liveness:
+    """One collector process's memory of the agents it served, and their liveness not yet written."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], datetime],
+        offline_after_s: float,
+        refresh_s: float = REFRESH_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._monotonic = monotonic
+        self._refresh_s = refresh_s
+        self._stale_after = timedelta(seconds=offline_after_s / 2)
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._known: dict[str, _Known] = {}
+        self._addresses: dict[str, tuple[str, tuple[str, ...]]] = {}
+        """Agent -> the address whose record this process wrote or counted, and the ranges it was judged against."""
+        self._rows: dict[str, _Row] = {}
+        self._calls: dict[tuple[str, str], list[Any]] = {}
+        """(agent, address) -> [calls not yet counted, last of them]."""
+        self._ranges: dict[int, tuple[str, ...]] = {}
+        self._versions: dict[int, int] = {}
+        self._pending: set[str] = set()
+        self._fresh_until = 0.0
+        self._generation = 0
+        self._revoked_since = clock() - timedelta(seconds=CLOCK_SKEW_S)
+        self._preloaded = False
+        self._remember = True
+        event.listen(db.engine, "after_execute", self._on_execute)
+        event.listen(db.engine, "commit", self._on_commit)
+        event.listen(db.engine, "rollback", self._on_rollback)
+
+    # --- the heartbeat's memory path -------------------------------------------------------
+
+    def answer(self, token: str | None, address: str | None, state: tuple[Any, ...], now: datetime) -> tuple[AgentIdentity, int | None] | None:
+        """The agent and its vendor's device policy version when memory can answer this heartbeat
+        (``heartbeat`` then buffers it); None: take the synchronous path."""
+        parsed = credentials.parse_token(token, credentials.AGENT_KIND)
+        if parsed is None or not self._remember or self._monotonic() >= self._fresh_until:
+            return None
+        known = self._known.get(parsed.id)
+        if known is None or known.state != state or now - known.seen >= self._stale_after:
+            return None
+        identity = known.identity
+        if identity.id in self._pending or self._ranges.get(identity.vendor_id) != identity.allowed_cidrs:
+            return None
+        recorded = self._addresses.get(identity.id)
+        if (recorded[0] if recorded else None) != address or (recorded and recorded[1] != identity.allowed_cidrs):
+            return None
+        if not credentials.secret_matches(parsed.secret, known.secret_hash):
+            return None
+        return identity, self._versions.get(identity.vendor_id)
+
+    def heartbeat(self, agent_id: str, *, address: str | None, report: dict[str, Any], now: datetime) -> None:
+        """Buffer a heartbeat ``answer`` accepted: its report's counters, last seen, the address's count."""
+        with self._lock:
+            known = self._known.get(agent_id)
+            if known is not None and known.seen < now:
+                self._known[agent_id] = replace(known, seen=now)
+            self._buffer(agent_id, address, now, report)
+            if address:
+                self._count(agent_id, address, now)
+
+    def learn(self, conn: Connection, *, identity: AgentIdentity, token: str, state: tuple[Any, ...], now: datetime, commands: bool) -> None:
+        """Once ``conn`` commits a synchronous heartbeat: the agent is online with this state,
+        its write supersedes what was buffered, and it has commands pending or not."""
+        parsed = credentials.parse_token(token, credentials.AGENT_KIND)
+        assert parsed is not None, "authenticated"
+        known = _Known(replace(identity, status="online"), credentials.hash_secret(parsed.secret), state, now)
+
+        def apply() -> None:
+            with self._lock:
+                self._known[identity.id] = known
+                row = self._rows.get(identity.id)
+                if row is not None and row.seen <= now:
+                    del self._rows[identity.id]
+                if commands:
+                    self._pending.add(identity.id)
+                else:
+                    self._pending.discard(identity.id)
+
+        self.after_commit(conn, apply)
+
+    # --- every agent call (record_agent_call) ----------------------------------------------
+
+    def call(self, conn: Connection, agent_id: str, *, address: str | None, now: datetime) -> bool:
+        """An online agent called: seen now, written with the next flush (if ``conn`` commits).
+        False: nothing buffered (``write_through``), the caller writes it now."""
+        if not self._remember:
+            return False
+        self.after_commit(conn, lambda: self._locked(self._buffer, agent_id, address, now, None))
+        return True
+
+    def counts_address(self, conn: Connection, agent_id: str, address: str, ranges: tuple[str, ...], now: datetime) -> bool:
+        """Whether the agent's record of ``address`` exists as judged against ``ranges``; if so the
+        call is counted with the next flush, and nothing need be written now."""
+        if not self._remember or self._addresses.get(agent_id) != (address, ranges):
+            return False
+        self.after_commit(conn, lambda: self._locked(self._count, agent_id, address, now))
+        return True
+
+    def address_recorded(self, conn: Connection, agent_id: str, address: str, ranges: tuple[str, ...]) -> None:
+        """``conn`` wrote the agent's record of ``address``, judged against ``ranges``."""
+        self.after_commit(conn, lambda: self._locked(self._addresses.__setitem__, agent_id, (address, ranges)))
+
+    def write_through(self) -> None:
+        """Answer nothing from memory and buffer nothing from now on: every call is written at once,
+        so collectors agree at once, at the synchronous path's cost (tests of several collectors
+        that check agreement through the database rather than the documented windows)."""
+        self.flush()
+        with self._lock:
+            self._remember = False
+
+    def forget(self, agent_ids: list[str]) -> None:
+        """These agents' next calls take the synchronous path (offline, revoked, or written elsewhere)."""
+        with self._lock:
+            for agent_id in agent_ids:
+                self._known.pop(agent_id, None)
+                self._addresses.pop(agent_id, None)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write what is buffered in one transaction; returns how many rows it touched."""
+        with self._flushing:
+            with self._lock:
+                rows, calls = self._rows, self._calls
+                self._rows, self._calls = {}, {}
+            if not rows and not calls:
+                return 0
+            try:
+                with self._db.write() as conn:
+                    lost = _write(conn, rows, calls)
+            except Exception:
+                with self._lock:
+                    for agent_id, row in rows.items():
+                        newer = self._rows.get(agent_id)
+                        if newer is None or newer.seen < row.seen:
+                            self._rows[agent_id] = row
+                    for key, (count, seen) in calls.items():
+                        self._count(key[0], key[1], seen, count)
+                raise
+        if lost:
+            self.forget(lost)
+        return len(rows) + len(calls)
+
+    def close(self) -> None:
+        """Flush on stop; a database that is gone by then costs what was buffered, said in the log."""
+        try:
+            self.flush()
+        except Exception:
+            log.exception("liveness not written on stop")
+
+    # --- what memory relies on -------------------------------------------------------------
+
+    @property
+    def preloaded(self) -> bool:
+        return self._preloaded
+
+    def preload(self, conn: Connection) -> int:
+        """Learn every online agent from the database, so a collector just started answers the
+        fleet's heartbeats from memory at once rather than each agent's first one the synchronous
+        way. Agents seen before (a heartbeat got in first) keep what this process saw."""
+        known: dict[str, _Known] = {}
+        recorded: dict[str, tuple[str, tuple[str, ...]]] = {}
+        judged: dict[tuple[str, ...], Any] = {}
+        for row in agent_store.online_agents(conn):
+            ranges = tuple(row.allowed_cidrs or ())
+            identity = AgentIdentity(row.id, row.vendor_id, row.name, row.hostname, ranges, "online")
+            report = {name: getattr(row, name) for name in _STATE_COLUMNS}
+            known[row.id] = _Known(identity, row.secret_hash, report_state(report), row.last_seen_at)
+            if row.address is not None:
+                networks = judged.get(ranges) or judged.setdefault(ranges, parse_networks(ranges))
+                if (in_networks(row.address, networks) if ranges else None) == row.expected:
+                    recorded[row.id] = (row.address, ranges)
+        with self._lock:
+            for agent_id, entry in known.items():
+                self._known.setdefault(agent_id, entry)
+            for agent_id, address in recorded.items():
+                self._addresses.setdefault(agent_id, address)
+            self._preloaded = True
+        return len(known)
+
+    def refresh_due(self, within: float = 0.0) -> bool:
+        """Whether memory's copy is out of date, or will be within ``within`` seconds."""
+        return self._monotonic() + within >= self._fresh_until
+
+    def refresh(self, conn: Connection) -> None:
+        """Reread revocations, office ranges, policy versions and pending commands."""
+        generation, started = self._generation, self._clock()
+        revoked = agent_store.revoked_since(conn, since=self._revoked_since)
+        ranges = agent_store.office_ranges(conn)
+        versions, pending = quarantine.reply_state(conn)
+        with self._lock:
+            for agent_id in revoked:
+                self._known.pop(agent_id, None)
+            self._ranges, self._versions, self._pending = ranges, versions, pending
+            self._revoked_since = started - timedelta(seconds=CLOCK_SKEW_S)
+            if generation == self._generation:
+                self._fresh_until = self._monotonic() + self._refresh_s
+
+    def refresh_if_due(self) -> None:
+        if self.refresh_due():
+            with self._db.read() as conn:
+                self.refresh(conn)
+
+    def stale(self) -> None:
+        """Memory's copy is out of date: heartbeats take the synchronous path until the next refresh."""
+        with self._lock:
+            self._generation += 1
+            self._fresh_until = 0.0
+
+    # --- transactions ----------------------------------------------------------------------
+
+    def after_commit(self, conn: Connection, apply: Callable[[], None]) -> None:
+        conn.info.setdefault(_NOTES, []).append(apply)
+
+    def _on_execute(self, conn: Connection, statement: Any, *_args: Any) -> None:
+        if isinstance(statement, Insert | Update | Delete) and getattr(statement.table, "name", None) in _WATCHED:
+            self.after_commit(conn, self.stale)
+
+    def _on_commit(self, conn: Connection) -> None:
+        revoked = conn.info.pop(agent_store.REVOKED_NOTE, None)
+        if revoked:
+            self.forget(list(revoked))
+        for apply in conn.info.pop(_NOTES, ()):
+            apply()
+
+    def _on_rollback(self, conn: Connection) -> None:
+        conn.info.pop(_NOTES, None)
+        conn.info.pop(agent_store.REVOKED_NOTE, None)
+
+    # --- the buffer (callers hold ``_lock``) -----------------------------------------------
+
+    def _locked(self, step: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            step(*args)
+
+    def _buffer(self, agent_id: str, address: str | None, now: datetime, report: dict[str, Any] | None) -> None:
+        row = self._rows.get(agent_id)
+        if row is None:
+            self._rows[agent_id] = _Row(now, address, report)
+        elif row.seen <= now:
+            row.seen, row.address = now, address
+            if report is not None:
+                row.report = report
+
+    def _count(self, agent_id: str, address: str, now: datetime, calls: int = 1) -> None:
+        counted = self._calls.get((agent_id, address))
+        if counted is None:
+            self._calls[(agent_id, address)] = [calls, now]
+        else:
+            counted[0] += calls
+            counted[1] = max(counted[1], now)
+
+
+def _write(conn: Connection, rows: dict[str, _Row], calls: dict[tuple[str, str], list[Any]]) -> list[str]:
+    """The buffered writes; returns the agents whose row took none (no longer online, or seen
+    later by another collector)."""
+    beats, touches = [], []
+    for agent_id, row in rows.items():
+        values = {"b_id": agent_id, "b_seen": row.seen, "b_ip": row.address}
+        if row.report is None:
+            touches.append(values)
+        else:
+            beats.append(values | {f"b_{name}": row.report.get(name) for name in _REPORT_COLUMNS})
+    written = 0
+    if beats:
+        written += conn.execute(_BEAT, beats).rowcount
+    if touches:
+        written += conn.execute(_TOUCH, touches).rowcount
+    if calls:
+        conn.execute(_CALLS, [{"b_agent": agent, "b_address": address, "b_count": count, "b_seen": seen} for (agent, address), (count, seen) in calls.items()])
+    if written == len(rows):
+        return []
+    stored = conn.execute(select(agents.c.id, agents.c.status, agents.c.last_seen_at).where(agents.c.id.in_(list(rows)))).all()
+    return [row.id for row in stored if row.status != "online" or row.last_seen_at != rows[row.id].seen]

@@ -1,0 +1,265 @@
+"""Liveness in memory (server/liveness.py): two collectors over one database, on SQLite and PostgreSQL.
+
+Each test drives two ``Collector`` objects (two apps, as two ``dlp-server serve`` processes behind
+a load balancer would be) over one database and one clock, and sends each request to the one
+it names.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from server.db.tables import agent_addresses, agents, events
+from server.liveness import REFRESH_S
+from server.maintenance import keep_liveness, sweep_offline
+from tests.collector_env import FakeClock, Person, add_user, enrollment_token, write_settings
+from tests.waiting import wait_for
+
+REPORT = {"agent_version": "0.3.0", "ruleset_version": "r1", "spool_depth": 0, "dropped": 0, "sources": {"files": {"state": "ok", "message": "0 item(s)"}}}
+OFFICE = {"X-Forwarded-For": "198.51.100.7"}
+
+
+@dataclass
+class Node:
+    """One collector and a client talking to it alone."""
+
+    collector: Any
+    client: Any
+
+    def beat(self, agent: dict[str, str], report: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
+        return self.client.post("/api/v1/heartbeat", json=report or REPORT, headers={**agent, **(headers or {})})
+
+
+@pytest.fixture
+def nodes(database_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[list[Node]]:
+    from fastapi.testclient import TestClient
+
+    from server.api.app import create_app
+    from server.collector import Collector
+    from server.keys import create_signing_key
+    from server.settings import load_settings
+
+    data_dir = tmp_path / "data"
+    write_settings(data_dir, '[network]\ntrusted_proxies = ["127.0.0.0/8"]\n')
+    create_signing_key(data_dir / "signing.key")
+    settings = load_settings(data_dir, environ={"DLP_DATABASE_URL": database_url})
+    collectors = [Collector(settings, clock=clock) for _ in range(2)]
+    clients = [TestClient(create_app(c), client=("127.0.0.1", 50000)) for c in collectors]
+    for client in clients:
+        client.__enter__()
+    yield [Node(c, client) for c, client in zip(collectors, clients, strict=True)]
+    for client in clients:
+        client.__exit__(None, None, None)
+    for collector in collectors:
+        collector.close()
+
+
+@pytest.fixture
+def admin_of(nodes: list[Node]) -> Person:
+    return add_user(nodes[0].collector, "alice", "admin")
+
+
+def _enroll(node: Node, hostname: str = "ws-1") -> dict[str, str]:
+    token = enrollment_token(node.collector)
+    answer = node.client.post("/api/v1/enroll", json={"token": token, "hostname": hostname, "os": "linux", "agent_version": "0.1.0"}, headers=OFFICE)
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['credential']}"}
+
+
+def _row(node: Node, agent: dict[str, str]) -> Any:
+    agent_id = agent["Authorization"].split("_")[1]
+    with node.collector.db.read() as conn:
+        return conn.execute(select(agents).where(agents.c.id == agent_id)).one()
+
+
+def _address_count(node: Node, agent: dict[str, str], address: str = "198.51.100.7") -> int:
+    agent_id = agent["Authorization"].split("_")[1]
+    with node.collector.db.read() as conn:
+        return conn.execute(select(agent_addresses.c.count).where(agent_addresses.c.agent_id == agent_id, agent_addresses.c.address == address)).scalar_one()
+
+
+def _events(node: Node, kind: str) -> int:
+    with node.collector.db.read() as conn:
+        return conn.execute(select(func.count()).select_from(events).where(events.c.type == kind)).scalar_one()
+
+
+def _in_memory(node: Node, agent: dict[str, str], clock: FakeClock) -> None:
+    """Make ``node`` answer this agent's heartbeats from memory: one synchronous heartbeat, memory fresh."""
+    assert node.beat(agent, headers=OFFICE).status_code == 200
+    keep_liveness(node.collector)
+    seen = _row(node, agent).last_seen_at
+    clock.advance(seconds=60)
+    assert node.beat(agent, headers=OFFICE).status_code == 200
+    assert _row(node, agent).last_seen_at == seen, "a heartbeat answered from memory is not written at once"
+
+
+def test_liveness_is_written_in_batches_with_the_address_counts(nodes, clock):
+    a, b = nodes
+    agent = _enroll(a)
+    _in_memory(a, agent, clock)
+    clock.advance(seconds=60)
+    a.beat(agent, headers=OFFICE)
+    assert _address_count(a, agent) == 2, "enrollment and the synchronous heartbeat; two more in memory"
+    assert a.collector.liveness.flush() == 2, "one agent row and one address record"
+    row = _row(b, agent)
+    assert row.last_seen_at == clock() and row.last_heartbeat_at == clock() and row.status == "online"
+    assert _address_count(b, agent) == 4
+    assert a.collector.liveness.flush() == 0
+
+    a.beat(agent, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert _address_count(b, agent, "203.0.113.9") == 1, "a new address is recorded at once"
+
+
+def test_a_changed_report_is_stored_at_once_and_counters_with_the_next_flush(nodes, clock):
+    a, b = nodes
+    agent = _enroll(a)
+    _in_memory(a, agent, clock)
+    a.beat(agent, {**REPORT, "spool_depth": 40, "sources": {"files": {"state": "ok", "message": "9 item(s)"}}}, OFFICE)
+    assert _row(b, agent).spool_depth == 0, "counters and messages wait for the flush"
+    a.collector.liveness.flush()
+    row = _row(b, agent)
+    assert row.spool_depth == 40 and row.sources == {"files": {"state": "ok", "message": "9 item(s)"}}
+
+    a.beat(agent, {**REPORT, "ruleset_version": "r2", "ruleset_error": "pack x.yar: syntax error"}, OFFICE)
+    row = _row(b, agent)
+    assert (row.ruleset_version, row.ruleset_error) == ("r2", "pack x.yar: syntax error"), "a changed state is written at once"
+    a.beat(agent, {**REPORT, "sources": {"files": {"state": "error", "message": "inotify limit"}}}, OFFICE)
+    assert _row(b, agent).sources == {"files": {"state": "error", "message": "inotify limit"}}
+
+
+def test_an_agent_goes_offline_once_across_collectors_and_comes_back_once(nodes, clock):
+    a, b = nodes
+    quiet, chatty = _enroll(a, "quiet"), _enroll(a, "chatty")
+    _in_memory(a, chatty, clock)
+    _in_memory(a, quiet, clock)
+    a.collector.liveness.flush()
+    clock.advance(seconds=100)
+    a.beat(chatty, headers=OFFICE)
+    clock.advance(seconds=100)
+    a.beat(chatty, headers=OFFICE)  # still from memory: seen 100 s ago by this collector
+    clock.advance(seconds=150)
+    assert sweep_offline(b.collector) == 1, "quiet only: chatty's last write is 250 s old, its latest heartbeat in a's memory"
+    assert sweep_offline(a.collector) == 0, "a writes its buffer first; quiet is already offline"
+    assert _events(b, "agent.offline") == 1
+    assert (_row(b, quiet).status, _row(b, chatty).status) == ("offline", "online")
+
+    assert a.beat(quiet, headers=OFFICE).json()["status"] == "online"
+    assert _row(b, quiet).status == "online" and _events(b, "agent.online") == 1
+    b.beat(quiet, headers=OFFICE)
+    a.beat(quiet, headers=OFFICE)
+    assert _events(b, "agent.online") == 1
+
+
+def test_a_buffered_heartbeat_never_brings_an_offline_agent_back(nodes, clock):
+    """The race the flush interval makes rare: another collector sweeps an agent whose heartbeats
+    this one still holds. The buffered write leaves it offline; its next heartbeat comes back once."""
+    a, b = nodes
+    agent = _enroll(a)
+    _in_memory(a, agent, clock)
+    for _ in range(4):
+        clock.advance(seconds=100)
+        a.beat(agent, headers=OFFICE)  # each from memory: a saw the agent 100 s before
+    assert _row(b, agent).last_seen_at < clock() - timedelta(seconds=a.collector.settings.agents.offline_after_s)
+    assert sweep_offline(b.collector) == 1
+    a.collector.liveness.flush()
+    assert _row(b, agent).status == "offline", "the buffered write does not flip it back"
+    assert _events(b, "agent.online") == 0
+    a.beat(agent, headers=OFFICE)
+    assert _row(b, agent).status == "online" and _events(b, "agent.online") == 1
+
+
+def test_a_revoked_agent_is_refused_at_once_where_revoked_and_within_the_refresh_elsewhere(nodes, clock, admin_of):
+    a, b = nodes
+    first, second = _enroll(a, "ws-1"), _enroll(a, "ws-2")
+    _in_memory(a, first, clock)
+    _in_memory(b, second, clock)
+    _in_memory(a, second, clock)
+    first_id, second_id = (h["Authorization"].split("_")[1] for h in (first, second))
+    assert a.client.post(f"/api/v1/agents/{first_id}/revoke", headers=admin_of.headers).status_code == 200
+    assert a.beat(first, headers=OFFICE).status_code == 403, "refused at once by the collector that revoked it"
+    assert b.client.post(f"/api/v1/agents/{second_id}/revoke", headers=admin_of.headers).status_code == 200
+    assert b.beat(second, headers=OFFICE).status_code == 403
+    wait_for(lambda: a.beat(second, headers=OFFICE).status_code == 403, timeout=REFRESH_S + 30, interval=0.5, message="refused by the other collector")
+
+
+def test_commands_and_policy_versions_reach_agents_answered_from_memory(nodes, clock, admin_of):
+    a, b = nodes
+    agent = _enroll(a)
+    _in_memory(a, agent, clock)
+    assert a.beat(agent, headers=OFFICE).json()["device_policy_version"] is None
+    assert a.client.put("/api/v1/vendors/acme-bpo/device-policy", json={"action": "block", "allowed": []}, headers=admin_of.headers).status_code == 200
+    assert a.beat(agent, headers=OFFICE).json()["device_policy_version"] == 1, "at once where it was set"
+    _in_memory(b, agent, clock)
+    assert b.client.put("/api/v1/vendors/acme-bpo/device-policy", json={"action": "audit", "allowed": []}, headers=admin_of.headers).status_code == 200
+    wait_for(lambda: a.beat(agent, headers=OFFICE).json()["device_policy_version"] == 2, timeout=REFRESH_S + 30, interval=0.5, message="policy version")
+
+    quarantine_id = str(uuid.uuid4())
+    agent_id = agent["Authorization"].split("_")[1]
+    _hold(b, agent_id, quarantine_id)
+    assert b.client.post(f"/api/v1/quarantine/{quarantine_id}/delete", headers=admin_of.headers).status_code == 202
+    expected = [{"id": 1, "op": "delete", "quarantine_id": quarantine_id}]
+    assert b.beat(agent, headers=OFFICE).json()["commands"] == expected, "at once where it was made"
+    wait_for(lambda: a.beat(agent, headers=OFFICE).json()["commands"] == expected, timeout=REFRESH_S + 30, interval=0.5, message="command")
+    assert a.beat(agent, headers=OFFICE).json()["commands"] == expected, "sent again until reported"
+
+
+def _hold(node: Node, agent_id: str, quarantine_id: str) -> None:
+    from server.db.tables import quarantine_items
+
+    now = node.collector.clock()
+    with node.collector.db.write() as conn:
+        vendor = conn.execute(select(agents.c.vendor_id).where(agents.c.id == agent_id)).scalar_one()
+        conn.execute(
+            quarantine_items.insert().values(
+                quarantine_id=quarantine_id, agent_id=agent_id, vendor=vendor, event_id=str(uuid.uuid4()), original_path="/media/x/a.txt",
+                size=1, sha256="0" * 64, ephemeral_key="1" * 64, state="held", created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+
+
+def test_stopping_a_collector_writes_what_it_holds(nodes, clock):
+    a, b = nodes
+    agent = _enroll(a)
+    _in_memory(a, agent, clock)
+    a.collector.close()
+    assert _row(b, agent).last_seen_at == clock() and _address_count(b, agent) == 3
+
+
+def test_a_collector_just_started_answers_the_online_fleet_from_memory(nodes, clock):
+    a, b = nodes
+    agent, other = _enroll(a, "ws-1"), _enroll(a, "ws-2")
+    a.beat(agent, headers=OFFICE)
+    a.beat(other, {**REPORT, "agent_version": "0.4.0"}, OFFICE)
+    a.collector.liveness.flush()
+    keep_liveness(b.collector)  # the maintenance thread's first run learns every online agent
+    seen = _row(b, agent).last_seen_at
+    clock.advance(seconds=30)
+    assert b.beat(agent, headers=OFFICE).status_code == 200
+    assert _row(b, agent).last_seen_at == seen, "answered from memory"
+    b.beat(other, headers=OFFICE)
+    assert _row(b, other).agent_version == "0.3.0", "a report that differs from the stored one is written at once"
+    b.collector.liveness.flush()
+    assert _row(a, agent).last_seen_at == clock() and _address_count(a, agent) == 3
+
+
+def test_written_through_two_collectors_agree_at_once(nodes, clock):
+    a, b = nodes
+    for node in nodes:
+        node.collector.liveness.write_through()
+    agent = _enroll(a)
+    _enroll_seen = _row(b, agent).last_seen_at
+    clock.advance(seconds=60)
+    a.beat(agent, headers=OFFICE)
+    keep_liveness(a.collector)
+    clock.advance(seconds=60)
+    a.beat(agent, headers=OFFICE)
+    row = _row(b, agent)
+    assert row.last_seen_at == clock() > _enroll_seen and _address_count(b, agent) == 3
