@@ -7,7 +7,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, TextIO
 
 from agent.display import echo, visible
@@ -15,6 +15,7 @@ from agent.events import worst_severity
 from agent.scanning import (
     ProtectedIndex,
     RuleError,
+    ScanError,
     ScanLimits,
     Scanner,
     ScanResult,
@@ -23,6 +24,7 @@ from agent.scanning import (
 )
 from agent.scanning.batch import scan_targets
 from agent.scanning.cache import ResultCache
+from agent.scanning.heap import keep_freed_memory
 from agent.scanning.rulecache import default_dir as rules_cache_dir
 from agent.scanning.rules import starter_packs_dir
 from agent.scanning.walk import iter_targets
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if rules_location is None:
         print("dlp-agent: no rules: pass --rules DIR", file=sys.stderr)
         return EXIT_ERROR
+    keep_freed_memory()
     try:
         ruleset = load_rules(rules_location, skip_broken=args.skip_broken, cache_dir=rules_cache_dir())
         if ruleset.skipped:
@@ -86,18 +89,27 @@ def run(args: argparse.Namespace) -> int:
     protected = ProtectedIndex.build(args.protected, exclude=args.exclude) if args.protected else None
     scanner = Scanner(ruleset, limits=limits, cache=ResultCache(), protected=protected)
     targets = iter_targets(args.paths, exclude=args.exclude)
-    results = scan_targets(scanner, targets, jobs=args.jobs)
+    scanned = scan_targets(scanner, targets, jobs=args.jobs)
+    results = scanned
     show_progress = not args.no_progress and sys.stderr.isatty()
     summary = _Summary()
     if show_progress:
         results = _with_progress(results, args.paths, args.exclude)
-    for result in results:
-        summary.add(result)
-        # sys.stdout is looked up each time: the progress bar redirects it while shown.
-        if args.json:
-            sys.stdout.write(json.dumps(result.to_dict()) + "\n")
-        else:
-            _print_text(result, sys.stdout)
+    try:
+        for result in results:
+            summary.add(result)
+            # sys.stdout is looked up each time: the progress bar redirects it while shown.
+            if args.json:
+                sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+            else:
+                _print_text(result, sys.stdout)
+    except ScanError as exc:
+        sys.stdout.flush()
+        echo(*f"dlp-agent: {exc}".split("\n"), file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        results.close()
+        scanned.close()  # with --jobs N: stops and reaps the workers on Ctrl-C or a closed pipe too
     if not args.json:
         print(summary.render(ruleset.version, ruleset.rule_count))
     elif show_progress:
@@ -160,7 +172,7 @@ class _Summary:
         )
 
 
-def _with_progress(results: Iterator[ScanResult], roots: list[str], exclude: list[str]) -> Iterator[ScanResult]:
+def _with_progress(results: Iterator[ScanResult], roots: list[str], exclude: list[str]) -> Generator[ScanResult, None, None]:
     """A progress bar on stderr; the total is counted by a second walk in the background."""
     from rich.console import Console
     from rich.progress import (
