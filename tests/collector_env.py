@@ -175,7 +175,9 @@ def collectors(backend: str, database_url: str, tmp_path: Path, clock: FakeClock
     load balancer (the same settings and keys), and the clock, as machines kept in time do.
     The copies that docs/deployment.md says other collectors see within 5 s (denied networks,
     the watchlist) are read afresh on every use here: the pair then shows whether the other
-    collector reads the database at all, without a test waiting out the window.
+    collector reads the database at all, without a test waiting out the window. Likewise agents'
+    liveness is written through, not held in memory (tests/test_liveness.py covers that across two
+    collectors).
     """
     from server.collector import Collector
     from server.keys import create_signing_key
@@ -192,6 +194,7 @@ def collectors(backend: str, database_url: str, tmp_path: Path, clock: FakeClock
         monkeypatch.setattr(watchlist, "CACHE_SECONDS", 0.0)
         for instance in instances:
             instance.denied = Matcher(refresh_s=0.0)
+            instance.liveness.write_through()
     yield instances
     for instance in instances:
         instance.close()
