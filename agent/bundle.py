@@ -42,9 +42,6 @@ import re
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from agent.private import create_private_file
 from agent.strict_tar import StrictTar, TarError
 
@@ -225,6 +222,11 @@ def _expect(archive: StrictTar, name: str, limit: int) -> bytes:
 
 
 def _verify_signature(manifest: bytes, signature_hex: bytes, public_key_hex: str) -> None:
+    # cryptography (about 6 MB of RSS with its Rust library) is imported at the first bundle checked, not with
+    # this module: an idle agent without a signed bundle never loads it (issue 22).
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex))
         signature = bytes.fromhex(signature_hex.decode("ascii").strip())

@@ -20,9 +20,6 @@ import os
 import threading
 from typing import Any, Literal, cast
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from agent.atomic import write_atomically
 from agent.private import tighten_file
 from agent.sources.work import Device
@@ -118,6 +115,11 @@ def verify(document: str, signature: str, *, public_key_hex: str, vendor: str | 
         raise DevicePolicyError("device policy is not valid UTF-8 text") from None
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise DevicePolicyError(f"device policy of {len(raw)} bytes is larger than {MAX_DOCUMENT_BYTES}")
+    # cryptography (about 6 MB of RSS with its Rust library) is imported at the first policy checked, not with
+    # this module: an idle agent without a signed device policy never loads it (issue 22).
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex)).verify(bytes.fromhex(signature), raw)
     except (InvalidSignature, ValueError, TypeError):

@@ -31,18 +31,15 @@ import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from typing import IO, Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import IO, TYPE_CHECKING, Any
 
 from agent import events as contract
 from agent.private import DIR_MODE, FILE_MODE, make_private_dir
-from agent.quarantine_key import data_key
 from agent.scanning.results import ScanResult
 from agent.sources.work import FileWork, QuarantineReport
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +51,13 @@ MAX_HEADER_BYTES = 64 * 1024
 FREE_MARGIN_BYTES = 64 << 20
 """Room left on the quarantine's disk after a copy: the spool and the system need it more."""
 _RELEASED_KEPT = 1000
+
+
+def data_key(private_key: X25519PrivateKey, public_key_hex: str, quarantine_id: str) -> bytes:
+    """agent.quarantine_key.data_key, imported at the first use (it brings in cryptography)."""
+    from agent.quarantine_key import data_key as derive
+
+    return derive(private_key, public_key_hex, quarantine_id)
 
 
 class QuarantineError(Exception):
@@ -174,6 +178,11 @@ class Quarantine:
                 sha256 = _hash(source)
                 source.seek(0)
                 quarantine_id = str(uuid.uuid4())
+                # Imported here: cryptography costs about 6 MB of RSS that an idle agent which never
+                # quarantines does not need (issue 22); the same in _write and _decrypt.
+                from cryptography.hazmat.primitives import serialization
+                from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
                 ephemeral = X25519PrivateKey.generate()
                 header = Header(
                     id=quarantine_id, original_path=path, size=before.st_size, sha256=sha256,
@@ -208,6 +217,8 @@ class Quarantine:
         )
 
     def _write(self, source: IO[bytes], header: Header, key: bytes, temporary: str) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         aes = AESGCM(key)
         prefix = bytes.fromhex(header.nonce_prefix)
         digest = hashlib.sha256()
@@ -241,6 +252,9 @@ class Quarantine:
         except BaseException:
             handle.close()
             raise
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         aes = AESGCM(key)
         prefix = bytes.fromhex(header.nonce_prefix)
 

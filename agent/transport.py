@@ -7,19 +7,22 @@ against ``[server] ca_file`` or, without one, certifi's Mozilla CAs (REQUESTS_CA
 
 from __future__ import annotations
 
-import email.utils
 import gzip
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import requests
+from typing import TYPE_CHECKING, Any, Literal
 
 from agent import __version__
 from agent.private import create_private_file
+
+if TYPE_CHECKING:
+    # requests (with urllib3, charset_normalizer and idna) is imported at the first call to the
+    # collector, not with this module: about 7 MB of RSS an agent not yet enrolled never needs (issue 22).
+    import requests
 
 ReplyKind = Literal["ok", "retry", "too_large", "rejected", "auth", "unchanged", "none"]
 _MAX_RETRY_AFTER_S = 3600.0
@@ -60,23 +63,44 @@ class CollectorClient:
             raise TransportError(f"collector URL must start with https:// or http://, not {base_url[:40]!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = (min(10.0, timeout_s), timeout_s)
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = f"dlp-agent/{__version__}"
         # Passed with every request: a session-level verify loses to REQUESTS_CA_BUNDLE in the
         # environment, and the configured CA must win.
         self._verify: str | bool = ca_file or True
-        if client_cert:
-            self.session.cert = (client_cert, client_key) if client_key else client_cert
-        self.set_credential(credential)
+        self._cert: str | tuple[str, str] | None = ((client_cert, client_key) if client_key else client_cert) if client_cert else None
+        self._credential = credential
+        self._session: requests.Session | None = None
+        self._session_lock = threading.Lock()
+
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session, made at the first call (see the import note at the top)."""
+        with self._session_lock:
+            if self._session is None:
+                import requests
+
+                session = requests.Session()
+                session.headers["User-Agent"] = f"dlp-agent/{__version__}"
+                if self._cert is not None:
+                    session.cert = self._cert
+                if self._credential:
+                    session.headers["Authorization"] = f"Bearer {self._credential}"
+                self._session = session
+            return self._session
 
     def set_credential(self, credential: str) -> None:
-        if credential:
-            self.session.headers["Authorization"] = f"Bearer {credential}"
-        else:
-            self.session.headers.pop("Authorization", None)
+        with self._session_lock:
+            self._credential = credential
+            if self._session is None:
+                return
+            if credential:
+                self._session.headers["Authorization"] = f"Bearer {credential}"
+            else:
+                self._session.headers.pop("Authorization", None)
 
     def close(self) -> None:
-        self.session.close()
+        with self._session_lock:
+            if self._session is not None:
+                self._session.close()
 
     def enroll(self, token: str, facts: dict[str, str]) -> dict[str, Any]:
         reply = self._post("/api/v1/enroll", json.dumps({"token": token, **facts}).encode(), gzipped=False)
@@ -133,6 +157,8 @@ class CollectorClient:
 
     def _fetch(self, path: str, etag: str | None, what: str, take: Callable[[requests.Response], Reply]) -> Reply:
         """A conditional GET: ``unchanged`` (304), ``none`` (404), ``take(response)`` for a 200, else classified."""
+        import requests
+
         headers = {"If-None-Match": f'"{etag}"'} if etag else {}
         try:
             with self.session.get(
@@ -149,6 +175,8 @@ class CollectorClient:
             return Reply("retry", f"cannot fetch {what} from {self.base_url} ({_reason(exc)})")
 
     def _post(self, path: str, body: bytes, *, gzipped: bool) -> Reply:
+        import requests
+
         headers = {"Content-Type": "application/json"}
         if gzipped:
             headers["Content-Encoding"] = "gzip"
@@ -242,6 +270,8 @@ def _retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
+        import email.utils
+
         try:
             seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError):
