@@ -212,6 +212,11 @@ def _load(body: memoryview) -> Any:
     return yara.load(file=io.BytesIO(body))
 
 
+def compact(rules: Any) -> Any:
+    """``rules`` saved and loaded back: the same rules in exact-size memory (see rules._compile)."""
+    return _load(memoryview(_save(rules)))
+
+
 def _unpack(blob: bytes, key: bytes, digest: str) -> tuple[str | None, Any]:
     head = len(MAGIC) + 32
     if len(blob) < head + 4 or not blob.startswith(MAGIC):
