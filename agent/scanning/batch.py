@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import collections
-import concurrent.futures
+import os
 from collections.abc import Generator, Iterable
+from typing import TYPE_CHECKING
 
-from agent.scanning.engine import Scanner
-from agent.scanning.pool import can_fork, scan_in_processes
 from agent.scanning.results import ScanResult, Status
 from agent.scanning.walk import Target
+
+if TYPE_CHECKING:
+    from agent.scanning.engine import Scanner
 
 
 def scan_targets(scanner: Scanner, targets: Iterable[Target], *, jobs: int = 1) -> Generator[ScanResult, None, None]:
@@ -21,13 +23,17 @@ def scan_targets(scanner: Scanner, targets: Iterable[Target], *, jobs: int = 1) 
     """
     if jobs <= 1:
         return (_scan(scanner, target) for target in targets)
-    if can_fork():
+    if hasattr(os, "fork"):
+        from agent.scanning.pool import scan_in_processes  # loaded only for several jobs
+
         return scan_in_processes(scanner, targets, jobs=jobs)
     return _threads(scanner, targets, jobs)
 
 
 def _threads(scanner: Scanner, targets: Iterable[Target], jobs: int) -> Generator[ScanResult, None, None]:
     """At most ``jobs * 4`` files in flight, so memory stays bounded on any tree."""
+    import concurrent.futures
+
     window = jobs * 4
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="scan") as pool:
         pending: collections.deque[concurrent.futures.Future[ScanResult]] = collections.deque()

@@ -3,7 +3,7 @@
 Threads share one interpreter, so every file's Python work (open, hash, decode passes, result)
 waited for the GIL and two jobs ran 1.14 times as fast as one. Here N forked processes each
 scan with the parent's ``Scanner`` (its compiled rules inherited, never compiled again); the
-parent walks the tree, hands files out in batches of about a MiB, and yields the results in
+parent walks the tree, hands files out in batches of about half a MiB, and yields the results in
 walk order. Each worker keeps the per-file deadline and the limits as one job does, and reads
 huge files in the same flat buffers.
 
@@ -25,7 +25,6 @@ import signal
 import struct
 import sys
 import time
-import traceback
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
@@ -34,8 +33,8 @@ from agent.scanning.errors import ScanError
 from agent.scanning.results import ScanResult, Status
 from agent.scanning.walk import Target
 
-BATCH_BYTES = 1 << 20
-BATCH_FILES = 32
+BATCH_BYTES = 512 << 10
+BATCH_FILES = 16
 """A batch ends at this many bytes or files: big enough that handing it out costs little next to
 scanning it, small enough that the last batches keep every worker busy to the end."""
 IN_FLIGHT = 2
@@ -51,11 +50,6 @@ _HEADER = struct.Struct("<I")
 _SLOT = struct.Struct("<qd")
 """Per worker, in memory shared with the parent: the index of the file it is scanning (-1: none)
 and when it started on it (``time.monotonic``, one clock for all processes)."""
-
-
-def can_fork() -> bool:
-    """Worker processes need ``fork`` (they inherit the compiled rules); elsewhere threads scan."""
-    return hasattr(os, "fork")
 
 
 def scan_in_processes(
@@ -322,6 +316,8 @@ def _work(scanner: Scanner, tasks: int, results: int, board: mmap.mmap, slot: in
                     _SLOT.pack_into(board, offset, -1, 0.0)
                 message: tuple[str, Any] = ("results", out)
             except Exception:
+                import traceback
+
                 message = ("error", f"{path}: {traceback.format_exc()}")
             payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
             _write_all(results, _HEADER.pack(len(payload)) + payload)
