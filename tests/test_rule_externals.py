@@ -105,10 +105,11 @@ def test_each_variable_matches_the_right_files_and_members(tmp_path: Path, exter
     assert _matches(scanner.scan_path(str(unnamed))) == set()
 
 
-def test_scan_command_sets_the_variables(tmp_path: Path, externals_rules: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_scan_command_sets_the_variables(tmp_path: Path, externals_rules: Path, monkeypatch, jobs: str) -> None:
     monkeypatch.setenv("DLP_AGENT_RULES_CACHE", str(tmp_path / "cache"))
     files = _files(tmp_path / "files")
-    proc = run_cli("scan", "--rules", str(externals_rules), "--json", str(tmp_path / "files"), text=True)
+    proc = run_cli("scan", "--rules", str(externals_rules), "--json", "--jobs", jobs, str(tmp_path / "files"), text=True)
     assert proc.returncode == 1, proc.stderr
     results = {Path(r["path"]).relative_to(tmp_path / "files").as_posix(): r for r in map(json.loads, proc.stdout.splitlines())}
     matched = {name: {(m["rule"], m.get("member")) for m in r.get("matches", [])} for name, r in results.items()}
