@@ -38,14 +38,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Delete, Insert, Update, bindparam, case, event, select
+from sqlalchemy import Connection, Delete, Insert, Update, event
 
 from server import credentials
 from server.db.engine import Database
-from server.db.tables import agent_addresses, agents
 from server.netaddr import in_networks, parse_networks
+from server.store import addresses, quarantine
 from server.store import agents as agent_store
-from server.store import quarantine
 from server.store.agents import AgentIdentity
 
 log = logging.getLogger(__name__)
@@ -59,31 +58,8 @@ _WATCHED = frozenset({"agent_commands", "device_policies", "vendors"})
 _NOTES = "dlp.liveness"
 """Key in a connection's ``info`` of what to apply to memory once its transaction commits."""
 
-_seen = bindparam("b_seen", type_=agents.c.last_seen_at.type)
-_online_row = (agents.c.id == bindparam("b_id"), agents.c.status == "online", agents.c.last_seen_at <= _seen)
-_TOUCH = agents.update().where(*_online_row).values(last_seen_at=_seen, last_ip=bindparam("b_ip"))
 _STATE_COLUMNS = ("agent_version", "ruleset_version", "bundle_version", "ruleset_error", "fingerprints", "sources")
 """The stored report's columns ``report_state`` reads."""
-_REPORT_COLUMNS = ("agent_version", "ruleset_version", "bundle_version", "fingerprints", "ruleset_error", "spool_depth", "dropped", "sources")
-_BEAT = (
-    agents.update()
-    .where(*_online_row)
-    .values(
-        last_seen_at=_seen,
-        last_ip=bindparam("b_ip"),
-        last_heartbeat_at=_seen,
-        **{name: bindparam(f"b_{name}", type_=agents.c[name].type) for name in _REPORT_COLUMNS},
-    )
-)
-_address_seen = bindparam("b_seen", type_=agent_addresses.c.last_seen_at.type)
-_CALLS = (
-    agent_addresses.update()
-    .where(agent_addresses.c.agent_id == bindparam("b_agent"), agent_addresses.c.address == bindparam("b_address"))
-    .values(
-        count=agent_addresses.c.count + bindparam("b_count", type_=agent_addresses.c.count.type),
-        last_seen_at=case((agent_addresses.c.last_seen_at < _address_seen, _address_seen), else_=agent_addresses.c.last_seen_at),
-    )
-)
 
 
 def report_state(report: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -255,7 +231,8 @@ class Liveness:
                 return 0
             try:
                 with self._db.write() as conn:
-                    lost = _write(conn, rows, calls)
+                    lost = agent_store.write_liveness(conn, seen=[(agent_id, row.seen, row.address, row.report) for agent_id, row in rows.items()])
+                    addresses.count_agent_calls(conn, calls=[(agent, address, count, seen) for (agent, address), (count, seen) in calls.items()])
             except Exception:
                 with self._lock:
                     for agent_id, row in rows.items():
@@ -377,26 +354,3 @@ class Liveness:
         else:
             counted[0] += calls
             counted[1] = max(counted[1], now)
-
-
-def _write(conn: Connection, rows: dict[str, _Row], calls: dict[tuple[str, str], list[Any]]) -> list[str]:
-    """The buffered writes; returns the agents whose row took none (no longer online, or seen
-    later by another collector)."""
-    beats, touches = [], []
-    for agent_id, row in rows.items():
-        values = {"b_id": agent_id, "b_seen": row.seen, "b_ip": row.address}
-        if row.report is None:
-            touches.append(values)
-        else:
-            beats.append(values | {f"b_{name}": row.report.get(name) for name in _REPORT_COLUMNS})
-    written = 0
-    if beats:
-        written += conn.execute(_BEAT, beats).rowcount
-    if touches:
-        written += conn.execute(_TOUCH, touches).rowcount
-    if calls:
-        conn.execute(_CALLS, [{"b_agent": agent, "b_address": address, "b_count": count, "b_seen": seen} for (agent, address), (count, seen) in calls.items()])
-    if written == len(rows):
-        return []
-    stored = conn.execute(select(agents.c.id, agents.c.status, agents.c.last_seen_at).where(agents.c.id.in_(list(rows)))).all()
-    return [row.id for row in stored if row.status != "online" or row.last_seen_at != rows[row.id].seen]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, case, func, select
 
 from server.db.tables import (
     agent_addresses,
@@ -46,6 +46,24 @@ def record_agent(conn: Connection, *, agent_id: str, address: str, country: str 
     ).returning(agent_addresses.c.count)
     count = conn.execute(stmt).scalar_one()
     return Sighting(address, country, expected, count == 1)
+
+
+_call_seen = bindparam("b_seen", type_=agent_addresses.c.last_seen_at.type)
+_COUNT_CALLS = (
+    agent_addresses.update()
+    .where(agent_addresses.c.agent_id == bindparam("b_agent"), agent_addresses.c.address == bindparam("b_address"))
+    .values(
+        count=agent_addresses.c.count + bindparam("b_count", type_=agent_addresses.c.count.type),
+        last_seen_at=case((agent_addresses.c.last_seen_at < _call_seen, _call_seen), else_=agent_addresses.c.last_seen_at),
+    )
+)
+
+
+def count_agent_calls(conn: Connection, *, calls: list[tuple[str, str, int, datetime]]) -> None:
+    """Calls counted in memory (server/liveness.py) on records ``record_agent`` made: each (agent,
+    address, calls, last of them). A record erased meanwhile (retention) stays erased."""
+    if calls:
+        conn.execute(_COUNT_CALLS, [{"b_agent": agent, "b_address": address, "b_count": count, "b_seen": seen} for agent, address, count, seen in calls])
 
 
 def record_user(conn: Connection, *, user_id: int, address: str, country: str | None, now: datetime) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, bindparam, select
 
 from server import credentials
 from server.db.tables import agent_addresses, agents, vendors
@@ -79,6 +79,42 @@ def heartbeat(conn: Connection, *, agent_id: str, report: dict[str, Any], addres
             last_heartbeat_at=now,
         )
     )
+
+
+_seen = bindparam("b_seen", type_=agents.c.last_seen_at.type)
+_online_row = (agents.c.id == bindparam("b_id"), agents.c.status == "online", agents.c.last_seen_at <= _seen)
+_REPORT_COLUMNS = ("agent_version", "ruleset_version", "bundle_version", "fingerprints", "ruleset_error", "spool_depth", "dropped", "sources")
+_SEEN = agents.update().where(*_online_row).values(last_seen_at=_seen, last_ip=bindparam("b_ip"))
+_SEEN_WITH_REPORT = (
+    agents.update()
+    .where(*_online_row)
+    .values(
+        last_seen_at=_seen,
+        last_ip=bindparam("b_ip"),
+        last_heartbeat_at=_seen,
+        **{name: bindparam(f"b_{name}", type_=agents.c[name].type) for name in _REPORT_COLUMNS},
+    )
+)
+
+
+def write_liveness(conn: Connection, *, seen: list[tuple[str, datetime, str | None, dict[str, Any] | None]]) -> list[str]:
+    """Liveness buffered in memory (server/liveness.py), in two statements: each (agent, seen at,
+    from address, heartbeat report or None for another call). A row takes it only while the agent
+    is online and not seen later: it never brings an agent back from offline (nor undoes a
+    revocation), and another collector's later write wins. Returns the agents whose row took none."""
+    beats, calls = [], []
+    for agent_id, at, address, report in seen:
+        values = {"b_id": agent_id, "b_seen": at, "b_ip": address}
+        if report is None:
+            calls.append(values)
+        else:
+            beats.append(values | {f"b_{name}": report.get(name) for name in _REPORT_COLUMNS})
+    written = (conn.execute(_SEEN_WITH_REPORT, beats).rowcount if beats else 0) + (conn.execute(_SEEN, calls).rowcount if calls else 0)
+    if written == len(seen):
+        return []
+    wanted = {agent_id: at for agent_id, at, _, _ in seen}
+    stored = conn.execute(select(agents.c.id, agents.c.status, agents.c.last_seen_at).where(agents.c.id.in_(list(wanted)))).all()
+    return [row.id for row in stored if row.status != "online" or row.last_seen_at != wanted[row.id]]
 
 
 def mark_offline(conn: Connection, *, silent_since: datetime) -> list[dict[str, Any]]:
