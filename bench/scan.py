@@ -48,13 +48,14 @@ class Contender:
     """The contender its ratio is taken against."""
     one_job: str
     """The same tool with one job, for the scaling column."""
-    env: dict[str, str] | None = None
+    cwd: str = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """Where ``python -m agent...`` finds the agent package: this checkout, or the one --against names."""
     walls: list[float] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
 
     def run(self) -> None:
         start = time.perf_counter()
-        proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
+        proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.cwd)
         assert proc.stderr is not None
         err = proc.stderr.read()
         _, status, usage = os.wait4(proc.pid, 0)  # the child's resources and its reaped children's
@@ -150,9 +151,9 @@ def main() -> None:
         contenders.append(Contender(peer, yara_argv(rules_dir, root, jobs), peer, "yara -p 1 -r"))
         contenders.append(Contender(f"dlp-agent scan --jobs {jobs}", scan_argv(rules_dir, root, jobs), peer, "dlp-agent scan --jobs 1"))
         if args.against:
-            # The other checkout's agent package first on the path (its cwd would do for -m, not for imports it makes lazily).
-            env = dict(os.environ, PYTHONPATH=os.path.abspath(args.against))
-            contenders.append(Contender(f"before: scan --jobs {jobs}", scan_argv(rules_dir, root, jobs), peer, "before: scan --jobs 1", env=env))
+            before = Contender(f"before: scan --jobs {jobs}", scan_argv(rules_dir, root, jobs), peer, "before: scan --jobs 1")
+            before.cwd = os.path.abspath(args.against)  # python -m puts the working directory first on the path
+            contenders.append(before)
     for round_no in range(args.rounds):
         # Interleaved, the order reversed every other round: the ratios within a round share
         # the machine's state, and no contender always runs first (or right after another).
