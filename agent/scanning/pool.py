@@ -147,7 +147,11 @@ class _Pool:
                 return worker
         if len(self.workers) < self.jobs:
             used = {w.slot for w in self.workers.values()}
-            return self._spawn(min(set(range(self.jobs)) - used))
+            try:
+                return self._spawn(min(set(range(self.jobs)) - used))
+            except OSError as exc:  # out of processes or memory: go on with the workers there are
+                if not self.workers:
+                    raise ScanError(f"cannot start a scan worker: {exc.strerror or exc}") from exc
         return None
 
     def _send(self, worker: _Worker, batch: list[tuple[int, str]]) -> None:
@@ -180,11 +184,13 @@ class _Pool:
         self._watch()
 
     def _receive(self, worker: _Worker) -> None:
+        ended = False
         try:
             while chunk := os.read(worker.results, 1 << 20):
                 worker.inbox += chunk
+            ended = True
         except BlockingIOError:
-            chunk = b"-"
+            pass  # all there is for now
         while len(worker.inbox) >= _HEADER.size:
             (length,) = _HEADER.unpack_from(worker.inbox)
             if len(worker.inbox) < _HEADER.size + length:
@@ -198,7 +204,7 @@ class _Pool:
                 del self.paths[index]
             worker.batches.popleft()
             self.deaths = 0
-        if not chunk:
+        if ended:
             self._buried(worker)
 
     def _watch(self) -> None:
@@ -243,7 +249,12 @@ class _Pool:
             _LIBC.append(ctypes.CDLL(None, use_errno=True))
         parent = os.getpid()
         gc.freeze()  # the objects the workers inherit stay shared pages: collection would write to them
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (tasks_read, tasks_write, results_read, results_write):
+                os.close(fd)
+            raise
         if pid == 0:
             code = 0
             try:
