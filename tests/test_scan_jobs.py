@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.scanning import ScanLimits, Scanner, ScanResult, Status
+from agent.scanning import ScanError, ScanLimits, Scanner, ScanResult, Status
 from agent.scanning.pool import scan_in_processes
 from agent.scanning.walk import iter_targets
 from tests import factories
@@ -111,6 +111,8 @@ class _Faulty(Scanner):
         if path == self.victim:
             if self.fault == "die":
                 os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does; a crashing parser is SIGSEGV
+            if self.fault == "raise":
+                raise RuntimeError("a bug in the scanner")
             time.sleep(3600)
         return super().scan_path(path)
 
@@ -135,6 +137,17 @@ def test_a_worker_dying_or_stuck_costs_only_its_file(tmp_path: Path, make_scanne
     else:
         assert victim.status is Status.TIMEOUT and "its process was stopped" in (victim.reason or "")
     assert [r.to_dict() for r in got[:17] + got[18:]] == [r.to_dict() for r in expected[:17] + expected[18:]]
+
+
+def test_a_worker_error_stops_the_scan(tmp_path: Path, make_scanner) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(40):
+        (tree / f"f{i:02d}.txt").write_bytes(b"plain\n")
+    faulty = _Faulty(make_scanner().ruleset)
+    faulty.fault, faulty.victim = "raise", str(tree / "f30.txt")
+    with pytest.raises(ScanError, match="(?s)f30.txt: Traceback .*RuntimeError: a bug in the scanner"):
+        list(scan_in_processes(faulty, iter_targets([str(tree)]), jobs=2))
 
 
 def test_an_abandoned_scan_reaps_its_workers(tmp_path: Path, make_scanner) -> None:
