@@ -64,8 +64,8 @@ from serving import (  # noqa: E402
 )
 
 from server.db.engine import Database  # noqa: E402
+from server.db.tables import agent_addresses, denied_networks  # noqa: E402
 from server.db.tables import agents as agents_table  # noqa: E402
-from server.db.tables import denied_networks  # noqa: E402
 from server.store import addresses, agents, enrollment  # noqa: E402
 from server.store.sql import utcnow  # noqa: E402
 
@@ -334,8 +334,24 @@ def copy_fleet(scratch: ScratchPostgres, data_dir: Path, pg_url: str | None, int
     return into, copied
 
 
+def seen_just_now(database_url: str) -> None:
+    """The fleet as a server starting under it finds it: every agent seen (and, in steady state,
+    heartbeating) within the last interval, however long enrolling it and earlier runs took, so
+    none is near ``offline_after_s``. One statement each, not the per-agent store calls."""
+    db = Database(database_url)
+    now = utcnow()
+    try:
+        with db.write() as conn:
+            conn.execute(agents_table.update().values(last_seen_at=now))
+            conn.execute(agents_table.update().where(agents_table.c.last_heartbeat_at.is_not(None)).values(last_heartbeat_at=now))
+            conn.execute(agent_addresses.update().values(last_seen_at=now))
+    finally:
+        db.dispose()
+
+
 def run_one(label: str, code: Path, data_dir: Path, database_url: str, credentials: list[str], args: argparse.Namespace, log_path: Path) -> Run:
     firings = schedule(args.agents, args.interval, args.seconds)
+    seen_just_now(database_url)
     server = serve_collector(data_dir, log_path=log_path, workers=args.workers, code=code)
     run_started = utcnow()
     try:
