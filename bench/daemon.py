@@ -2,12 +2,17 @@
 
 Usage: python bench/daemon.py [--files 10000] [--folders 1000] [--latency-samples 200] [--idle-folders 10000 ...]
        [--idle-seconds 60] [--backend fanotify|inotify|both] [--parts burst,latency,idle,attribution]
-       [--attribution-events 2000]
+       [--attribution-events 2000] [--clipboard-samples 50] [--against OTHER_CHECKOUT]
 Runs a real `dlp-agent run` on a temporary tree (every write made an event with
 `report_clean = true`, so the spool counts what was scanned) and prints a table. With
 ``--backend both`` latency and idle figures are measured on fanotify and on inotify side by side;
 ``attribution`` measures the fanotify hub in this process (root only): CPU per event of the read
 path with the writer's /proc read, and how often a short-lived ``cp`` is named.
+The idle part, with the clipboard on (Xvfb), then copies ``--clipboard-samples`` texts to
+CLIPBOARD and as many to PRIMARY with xclip, one at a time: copy-to-event is from xclip's return
+(the selection is owned) to the spooled event, and RSS is read again after those scans.
+``--against DIR`` runs the latency and idle parts on another checkout's agent too (its
+``agent`` package, this interpreter and bench), alternating, with after/before ratios.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from agent.spool import Spool, SpoolError  # noqa: E402
 INOTIFY_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
 
 
-def start_agent(work: str, watch: str, *, clipboard: bool, backend: str = "auto") -> subprocess.Popen:
+def start_agent(work: str, watch: str, *, clipboard: bool, backend: str = "auto", tree: str = ROOT) -> subprocess.Popen:
     config = os.path.join(work, "agent.toml")
     with open(config, "w") as f:
         f.write(
@@ -45,7 +50,9 @@ def start_agent(work: str, watch: str, *, clipboard: bool, backend: str = "auto"
             f'[spool]\npath = "spool.db"\nmax_bytes = 1073741824\n[scan]\nnice = 0\n'
         )
     log = open(os.path.join(work, "agent.log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "run", "--config", config], stdout=log, stderr=log, cwd=ROOT)
+    # cwd first on sys.path (-m): the agent package of ``tree``, before the editable install's.
+    env = {**os.environ, "PYTHONPATH": tree}
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "run", "--config", config], stdout=log, stderr=log, cwd=tree, env=env)
     wait(lambda: depth(work) is not None and watching(work), 600)
     return proc
 
@@ -110,11 +117,11 @@ def burst(files: int, folders: int) -> dict[str, float]:
             proc.wait(30)
 
 
-def latency(samples: int, size: int, backend: str = "auto") -> list[float]:
+def latency(samples: int, size: int, backend: str = "auto", tree: str = ROOT) -> list[float]:
     with tempfile.TemporaryDirectory() as work:
         watch = os.path.join(work, "watched")
         os.makedirs(watch)
-        proc = start_agent(work, watch, clipboard=False, backend=backend)
+        proc = start_agent(work, watch, clipboard=False, backend=backend, tree=tree)
         try:
             body = (b"x" * 63 + b"\n") * (size // 64)
             out = []
@@ -134,7 +141,7 @@ def latency(samples: int, size: int, backend: str = "auto") -> list[float]:
             proc.wait(30)
 
 
-def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str = "auto") -> dict[str, float]:
+def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str = "auto", tree: str = ROOT, copies: int = 0) -> dict[str, Any]:
     display = _xvfb() if clipboard else None
     with tempfile.TemporaryDirectory() as work:
         watch = os.path.join(work, "watched")
@@ -143,7 +150,7 @@ def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str =
         if display:
             os.environ["DISPLAY"] = display[0]
         started = time.monotonic()
-        proc = start_agent(work, watch, clipboard=clipboard, backend=backend)
+        proc = start_agent(work, watch, clipboard=clipboard, backend=backend, tree=tree)
         up_s = time.monotonic() - started
         try:
             p = psutil.Process(proc.pid)
@@ -151,10 +158,15 @@ def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str =
             cpu0 = sum(p.cpu_times()[:2])
             time.sleep(seconds)
             cpu = sum(p.cpu_times()[:2]) - cpu0
-            return {
+            out: dict[str, Any] = {
                 "cpu_pct": 100 * cpu / seconds, "rss_mb": p.memory_info().rss / 1e6, "clipboard": bool(display),
                 "up_s": up_s, "watches": _inotify_watches(proc.pid), "message": _files_message(work),
+                "smaps": _smaps_rollup(proc.pid), "clipboard_mode": _clipboard_mode(work),
             }  # fmt: skip
+            if display and copies:
+                out["copy_ms"] = {selection: [1000 * t for t in copy_to_event(work, copies, selection)] for selection in ("clipboard", "primary")}
+                out["rss_after_mb"] = p.memory_info().rss / 1e6
+            return out
         finally:
             proc.terminate()
             proc.wait(30)
@@ -164,6 +176,43 @@ def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str =
                     os.environ.pop("DISPLAY", None)
                 else:
                     os.environ["DISPLAY"] = env_display
+
+
+def copy_to_event(work: str, samples: int, selection: str) -> list[float]:
+    """Seconds from each copy (xclip returned: the selection is owned) to its spooled event (the
+    text matches a starter rule: a clean copy makes no event)."""
+    out = []
+    for i in range(samples):
+        before = depth(work) or 0
+        # A file, not a pipe, for stderr: xclip forks a child that keeps owning the selection.
+        with tempfile.TemporaryFile() as err:
+            subprocess.run(["xclip", "-selection", selection], input=f"STRICTLY CONFIDENTIAL bench copy {selection} {i} {time.time()}".encode(), stderr=err, check=True)
+        copied = time.monotonic()
+        while (depth(work) or 0) <= before:
+            if time.monotonic() - copied > 30:
+                raise SystemExit(f"no event 30 s after copy {i} to {selection}")
+            time.sleep(0.001)
+        out.append(time.monotonic() - copied)
+        time.sleep(0.1)
+    return out
+
+
+def _smaps_rollup(pid: int) -> dict[str, float]:
+    """MB by kind (Rss, Pss, Anonymous, Shared_Clean, ...) from /proc/PID/smaps_rollup."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return {p[0].rstrip(":"): int(p[1]) / 1024 for p in (line.split() for line in f) if len(p) == 3 and p[2] == "kB"}
+    except OSError:
+        return {}
+
+
+def _clipboard_mode(work: str) -> str:
+    reader = Spool.open_readonly(os.path.join(work, "spool.db"))
+    try:
+        sources = reader.get_state("sources") or {}
+        return "; ".join(f"{name}: {h.get('message', h.get('state', ''))}" for name, h in sources.items() if "clipboard" in name or "primary" in name)
+    finally:
+        reader.close()
 
 
 def _inotify_watches(pid: int) -> int:
@@ -283,9 +332,14 @@ def main() -> None:
     parser.add_argument("--parts", default="burst,latency,idle", help="comma-separated: burst, latency, idle, attribution")
     parser.add_argument("--attribution-events", type=int, default=2000)
     parser.add_argument("--attribution-cps", type=int, default=200)
+    parser.add_argument("--clipboard-samples", type=int, default=50, help="copies per selection after the idle window (clipboard on)")
+    parser.add_argument("--against", metavar="DIR", help="another checkout: latency and idle measured on its agent too, alternating")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     backends = ["fanotify", "inotify"] if args.backend == "both" else [args.backend]
+    trees = [("this", ROOT)] + ([("against", os.path.abspath(args.against))] if args.against else [])
+    if args.against:
+        print(f"this = {ROOT} ({_head(ROOT)}), against = {os.path.abspath(args.against)} ({_head(args.against)})")
 
     if "burst" in parts:
         b = burst(args.files, args.folders)
@@ -293,22 +347,44 @@ def main() -> None:
         print(f"  written in {b['written_s']:.1f}s; all spooled after {b['spooled_s']:.1f}s; spooled {b['spooled']} (missed {b['files'] - b['spooled']})")
     if "latency" in parts:
         print("\nclose-write to spooled event (ms)")
-        print(f"{'backend':<10}{'size':<8}{'n':>6}{'p50':>8}{'p99':>8}{'max':>8}")
+        print(f"{'tree':<9}{'backend':<10}{'size':<8}{'n':>6}{'p50':>8}{'p99':>8}{'max':>8}")
+        p50: dict[tuple[str, str, str], float] = {}
         for backend in backends:
-            small = latency(args.latency_samples, 1024, backend)
-            large = latency(max(20, args.latency_samples // 4), 1 << 20, backend)
-            for name, values in (("1 KB", small), ("1 MB", large)):
-                ms = [v * 1000 for v in values]
-                print(f"{backend:<10}{name:<8}{len(ms):>6}{statistics.median(ms):>8.1f}{pct(ms, 0.99):>8.1f}{max(ms):>8.1f}")
+            for size, name, samples in ((1024, "1 KB", args.latency_samples), (1 << 20, "1 MB", max(20, args.latency_samples // 4))):
+                for label, tree in trees:
+                    ms = [v * 1000 for v in latency(samples, size, backend, tree)]
+                    p50[label, backend, name] = statistics.median(ms)
+                    print(f"{label:<9}{backend:<10}{name:<8}{len(ms):>6}{statistics.median(ms):>8.1f}{pct(ms, 0.99):>8.1f}{max(ms):>8.1f}")
+                if args.against:
+                    print(f"{'ratio':<9}{backend:<10}{name:<8}{'':>6}{p50['this', backend, name] / p50['against', backend, name]:>8.2f}  (p50, this / against)")
     if "idle" in parts:
         clipboard = args.backend == "auto"  # the backend comparison leaves the clipboard out
         _raise_inotify_watches(max(args.idle_folders) if "inotify" in backends or "auto" in backends else 0)
         print(f"\nidle over {args.idle_seconds:.0f}s, clipboard {'on' if clipboard else 'off'}")
-        print(f"{'backend':<10}{'folders':>9}{'CPU % core':>12}{'RSS MB':>8}{'watches':>9}{'up (s)':>8}  status")
+        print(f"{'tree':<9}{'backend':<10}{'folders':>9}{'CPU % core':>12}{'RSS MB':>8}{'anon':>6}{'watches':>9}{'up (s)':>8}  status")
+        copies: list[tuple[str, dict[str, Any]]] = []
         for folders in args.idle_folders:
             for backend in backends:
-                i = idle(folders, args.idle_seconds, clipboard=clipboard, backend=backend)
-                print(f"{backend:<10}{folders:>9}{i['cpu_pct']:>12.2f}{i['rss_mb']:>8.0f}{i['watches']:>9}{i['up_s']:>8.1f}  {i['message']}")
+                seen: dict[str, dict[str, Any]] = {}
+                for label, tree in trees:
+                    i = idle(folders, args.idle_seconds, clipboard=clipboard, backend=backend, tree=tree, copies=args.clipboard_samples)
+                    seen[label] = i
+                    anon = i["smaps"].get("Anonymous", 0.0)
+                    print(f"{label:<9}{backend:<10}{folders:>9}{i['cpu_pct']:>12.2f}{i['rss_mb']:>8.1f}{anon:>6.0f}{i['watches']:>9}{i['up_s']:>8.1f}  {i['message']}")
+                    if i["clipboard"]:
+                        print(f"{'':<19}clipboard: {i['clipboard_mode']}")
+                    if "copy_ms" in i:
+                        copies.append((label, i))
+                if args.against:
+                    this, other = seen["this"], seen["against"]
+                    cpu_ratio = this["cpu_pct"] / other["cpu_pct"] if other["cpu_pct"] else float("nan")
+                    print(f"{'ratio':<9}{backend:<10}{folders:>9}{cpu_ratio:>12.2f}{this['rss_mb'] / other['rss_mb']:>8.2f}  (this / against)")
+        if copies:
+            print(f"\ncopy to spooled event (ms), {args.clipboard_samples} copies per selection after the idle window")
+            print(f"{'tree':<9}{'selection':<11}{'p50':>8}{'p99':>8}{'max':>8}{'RSS after':>11}")
+            for label, i in copies:
+                for selection, ms in i["copy_ms"].items():
+                    print(f"{label:<9}{selection:<11}{statistics.median(ms):>8.1f}{pct(ms, 0.99):>8.1f}{max(ms):>8.1f}{i['rss_after_mb']:>10.1f}M")
     if "attribution" in parts:
         a = attribution(args.attribution_events, args.attribution_cps)
         print(f"\nwriter attribution (fanotify hub in this process, {a['events']} files by one writer)")
@@ -316,6 +392,12 @@ def main() -> None:
         print(f"  writer() with 4 parents: {a['uncached_us']:.1f} us uncached, {a['cached_us']:.1f} us cached")
         print(f"  cp of 1 KB named with its executable: {a['named']} of {a['cps']}")
     print(f"\n(max RSS of this bench process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+
+
+def _head(tree: str) -> str:
+    done = subprocess.run(["git", "-C", tree, "log", "-1", "--format=%h"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", tree, "status", "--porcelain", "--untracked-files=no", "agent"], capture_output=True, text=True)
+    return (done.stdout.strip() or "?") + (" with uncommitted agent changes" if dirty.stdout.strip() else "")
 
 
 def _raise_inotify_watches(folders: int) -> None:
