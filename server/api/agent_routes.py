@@ -56,8 +56,8 @@ def enroll(body: EnrollIn, collector: CollectorDep, address: AddressDep) -> Enro
 
 @router.post("/heartbeat", response_model=HeartbeatOut, summary="Report agent health; the reply names the device policy version and pending commands")
 async def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token: TokenDep, address: AddressDep) -> Response:
-    """A coroutine, so a heartbeat answered from memory (server/liveness.py) costs no hop to the
-    thread pool and no database; any other takes the synchronous path on a worker thread."""
+    # A coroutine, so a heartbeat answered from memory (server/liveness.py) costs no hop to the
+    # thread pool and no database; any other takes the synchronous path on a worker thread.
     now = collector.clock()
     report = body.model_dump()
     state = report_state(report)
