@@ -2,7 +2,7 @@
 
 Usage: python bench/daemon.py [--files 10000] [--folders 1000] [--latency-samples 200] [--idle-folders 10000 ...]
        [--idle-seconds 60] [--backend fanotify|inotify|both] [--parts burst,latency,idle,attribution]
-       [--attribution-events 2000] [--clipboard-samples 50] [--against OTHER_CHECKOUT]
+       [--attribution-events 2000] [--clipboard-samples 50] [--against OTHER_CHECKOUT] [--binary dist/dlp-agent]
 Runs a real `dlp-agent run` on a temporary tree (every write made an event with
 `report_clean = true`, so the spool counts what was scanned) and prints a table. With
 ``--backend both`` latency and idle figures are measured on fanotify and on inotify side by side;
@@ -13,6 +13,8 @@ CLIPBOARD and as many to PRIMARY with xclip, one at a time: copy-to-event is fro
 (the selection is owned) to the spooled event, and RSS is read again after those scans.
 ``--against DIR`` runs the latency and idle parts on another checkout's agent too (its
 ``agent`` package, this interpreter and bench), alternating, with after/before ratios.
+``--binary PATH`` adds the one-file binary (installer/dlp-agent.spec) to the idle part: PyInstaller's
+bootloader runs the agent as its child, and both processes are reported (RSS each, CPU summed).
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def start_agent(work: str, watch: str, *, clipboard: bool, backend: str = "auto"
     log = open(os.path.join(work, "agent.log"), "wb")
     # cwd first on sys.path (-m): the agent package of ``tree``, before the editable install's.
     env = {**os.environ, "PYTHONPATH": tree}
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "run", "--config", config], stdout=log, stderr=log, cwd=tree, env=env)
+    argv = [tree] if os.path.isfile(tree) else [sys.executable, "-m", "agent.cli.main"]
+    cwd = work if os.path.isfile(tree) else tree
+    proc = subprocess.Popen([*argv, "run", "--config", config], stdout=log, stderr=log, cwd=cwd, env=env)
     wait(lambda: depth(work) is not None and watching(work), 600)
     return proc
 
@@ -153,15 +157,19 @@ def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str =
         proc = start_agent(work, watch, clipboard=clipboard, backend=backend, tree=tree)
         up_s = time.monotonic() - started
         try:
-            p = psutil.Process(proc.pid)
+            boot = psutil.Process(proc.pid)
+            # A one-file binary: PyInstaller's bootloader (proc) unpacks and runs the agent as its child.
+            p = boot.children()[0] if os.path.isfile(tree) else boot
+            everyone = [boot, p] if p is not boot else [p]
             time.sleep(3)
-            cpu0 = sum(p.cpu_times()[:2])
+            cpu0 = sum(sum(q.cpu_times()[:2]) for q in everyone)
             time.sleep(seconds)
-            cpu = sum(p.cpu_times()[:2]) - cpu0
+            cpu = sum(sum(q.cpu_times()[:2]) for q in everyone) - cpu0
             out: dict[str, Any] = {
                 "cpu_pct": 100 * cpu / seconds, "rss_mb": p.memory_info().rss / 1e6, "clipboard": bool(display),
-                "up_s": up_s, "watches": _inotify_watches(proc.pid), "message": _files_message(work),
-                "smaps": _smaps_rollup(proc.pid), "clipboard_mode": _clipboard_mode(work),
+                "up_s": up_s, "watches": _inotify_watches(p.pid), "message": _files_message(work),
+                "smaps": _smaps_rollup(p.pid), "clipboard_mode": _clipboard_mode(work),
+                "boot_rss_mb": boot.memory_info().rss / 1e6 if p is not boot else None,
             }  # fmt: skip
             if display and copies:
                 out["copy_ms"] = {selection: [1000 * t for t in copy_to_event(work, copies, selection)] for selection in ("clipboard", "primary")}
@@ -334,6 +342,7 @@ def main() -> None:
     parser.add_argument("--attribution-cps", type=int, default=200)
     parser.add_argument("--clipboard-samples", type=int, default=50, help="copies per selection after the idle window (clipboard on)")
     parser.add_argument("--against", metavar="DIR", help="another checkout: latency and idle measured on its agent too, alternating")
+    parser.add_argument("--binary", metavar="PATH", help="the one-file agent binary, measured idle beside the virtualenv's")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     backends = ["fanotify", "inotify"] if args.backend == "both" else [args.backend]
@@ -366,11 +375,13 @@ def main() -> None:
         for folders in args.idle_folders:
             for backend in backends:
                 seen: dict[str, dict[str, Any]] = {}
-                for label, tree in trees:
+                for label, tree in trees + ([("binary", os.path.abspath(args.binary))] if args.binary else []):
                     i = idle(folders, args.idle_seconds, clipboard=clipboard, backend=backend, tree=tree, copies=args.clipboard_samples)
                     seen[label] = i
                     anon = i["smaps"].get("Anonymous", 0.0)
                     print(f"{label:<9}{backend:<10}{folders:>9}{i['cpu_pct']:>12.2f}{i['rss_mb']:>8.1f}{anon:>6.0f}{i['watches']:>9}{i['up_s']:>8.1f}  {i['message']}")
+                    if i["boot_rss_mb"] is not None:
+                        print(f"{'':<19}bootloader parent process: RSS {i['boot_rss_mb']:.1f} MB (CPU above is both processes)")
                     if i["clipboard"]:
                         print(f"{'':<19}clipboard: {i['clipboard_mode']}")
                     if "copy_ms" in i:
