@@ -105,9 +105,11 @@ PAIR_SUITES = frozenset(
         "collector_signatures", "collector_devices", "collector_quarantine", "collector_alerts", "cases", "ip_records",
     )
 )
-"""The suites that run on ``PAIR`` too: what agents, reviewers and admins change and read (82
-more tests); the others (UI pages, marks, egress, the fuzzer) reach the same
-stores through the same routes."""
+"""The suites that run on ``PAIR`` too: what agents, reviewers and admins change and read. That
+is 82 more tests, which take as long as the same suites' PostgreSQL runs (307 s of test time
+against 336 s, at load 8.5 on 2 cores). The others (UI pages, marks, egress, the fuzzer) reach
+the same stores through the same routes; ``DLP_TEST_PAIR=all`` runs their client tests on the
+pair too (160 more tests, about 12 minutes there, 2.5 of them the fuzzer's)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -123,7 +125,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if any("backend" in _parametrized_names(marker) for marker in metafunc.definition.iter_markers("parametrize")):
         return  # a test's own "backend" (the agent's file watcher), not the collector's
     on_pair = (
-        "client" in metafunc.fixturenames and metafunc.module.__name__ in PAIR_SUITES and metafunc.definition.get_closest_marker("one_collector") is None
+        "client" in metafunc.fixturenames
+        and (metafunc.module.__name__ in PAIR_SUITES or os.environ.get("DLP_TEST_PAIR") == "all")
+        and metafunc.definition.get_closest_marker("one_collector") is None
     )
     metafunc.parametrize("backend", ["sqlite", "postgresql", *([PAIR] if on_pair else [])], indirect=True)
 
