@@ -445,7 +445,9 @@ def main() -> None:
         )
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for round_no in range(args.rounds):
-        for name, run in contenders.items():
+        # Interleaved, and in the reverse order every other round: neither side always goes first.
+        order = list(contenders.items())
+        for name, run in order if round_no % 2 == 0 else reversed(order):
             warm_pages(files)
             times[name].append(run())
         print(f"round {round_no + 1}: " + ", ".join(f"{n} {t[-1]:.1f}s" for n, t in times.items()), flush=True)
