@@ -1,7 +1,7 @@
 """Heartbeat latency: 10,000 simulated agents, each calling `POST /api/v1/heartbeat` once a minute.
 
 Usage: python bench/heartbeat.py [--backend sqlite|postgresql] [--agents 10000] [--seconds 60] [--interval 60]
-                                 [--workers N] [--cold] [--denied 1000]
+                                 [--workers N[,N...]] [--cold] [--denied 1000] [--against CHECKOUT]
 
 The agents are enrolled first by the store functions the enrollment route calls (one token,
 then `enrollment.enroll`, `agents.touch` and `addresses.record_agent` per agent, 1,000 agents
@@ -24,6 +24,11 @@ own. Target: p99 < 100 ms. The load generator and the server share this machine'
 Server CPU is that of the whole `serve` process tree (``--workers N``: the workers too); on
 PostgreSQL the backends' CPU is shown beside it. After the server stops (which writes what it
 holds in memory), every agent answered must have its heartbeat of this run stored.
+
+``--against CHECKOUT`` serves a copy of the same enrolled fleet with another checkout's collector
+first (a `git worktree` of an older commit) and prints both with their ratio; ``--workers 1,2``
+measures each worker count on its own copy. The first heartbeat of each agent to a server and
+the later ones are also shown apart (a server just started meets every agent once).
 
 ``--denied N`` puts N denied networks (none holding the loopback address) in the database first,
 so the run shows what checking every heartbeat against a denylist costs (server/store/denylist.py).
@@ -349,10 +354,12 @@ def seen_just_now(database_url: str) -> None:
         db.dispose()
 
 
-def run_one(label: str, code: Path, data_dir: Path, database_url: str, credentials: list[str], args: argparse.Namespace, log_path: Path) -> Run:
+def run_one(
+    label: str, code: Path, data_dir: Path, database_url: str, credentials: list[str], args: argparse.Namespace, workers: int, log_path: Path
+) -> Run:
     firings = schedule(args.agents, args.interval, args.seconds)
     seen_just_now(database_url)
-    server = serve_collector(data_dir, log_path=log_path, workers=args.workers, code=code)
+    server = serve_collector(data_dir, log_path=log_path, workers=workers, code=code)
     run_started = utcnow()
     try:
         server_cpu, db_cpu, client_cpu = server.cpu_seconds(), postgres_backend_cpu_seconds(database_url), time.process_time()
@@ -373,7 +380,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
     parser.add_argument("--connections", type=int, default=100, help="most HTTP connections the load generator keeps open (default 100)")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="asyncio streams (default) or httpx.AsyncClient")
-    parser.add_argument("--workers", type=int, default=1, help="collector worker processes (PostgreSQL only: SQLite takes one writer process)")
+    parser.add_argument(
+        "--workers", type=lambda text: [int(n) for n in text.split(",")], default=[1],
+        help="collector worker processes (PostgreSQL only: SQLite takes one writer process); a list such as 1,2 measures each on copies of one enrolled fleet",
+    )  # fmt: skip
     parser.add_argument("--cold", action="store_true", help="no previous heartbeat stored: each agent's first of the run is its first contact")
     parser.add_argument("--denied", type=int, default=0, metavar="N", help="denied networks in the database during the run (default none)")
     parser.add_argument(
@@ -381,7 +391,7 @@ def main() -> None:
         help="first serve a copy of the same fleet with the collector of this other checkout (e.g. a `git worktree` of an older commit), then compare",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.workers > 1 and args.backend != "postgresql":
+    if max(args.workers) > 1 and args.backend != "postgresql":
         parser.error("--workers needs --backend postgresql (dlp-server serve refuses several SQLite writer processes)")
     if args.against and not (args.against / "server" / "cli.py").is_file():
         parser.error(f"--against {args.against}: not a checkout of this project")
@@ -399,13 +409,19 @@ def main() -> None:
         console.print(f"enrolled {len(credentials):,} agents through the store functions in {enroll_s:.1f} s")
         if args.denied:
             deny_ranges(database_url, args.denied)
-        if args.against:
-            other_dir, other_url = copy_fleet(scratch, data_dir, pg_url, work / "against")
-            runs.append(run_one(f"{args.against.name} (--against)", args.against.resolve(), other_dir, other_url, credentials, args, work / "against.log"))
-            console.print(f"{runs[-1].label}: done")
-        runs.append(run_one("this checkout", HERE.parent, data_dir, database_url, credentials, args, work / "collector.log"))
+        tables: list[tuple[int, list[Run]]] = []
+        for workers in args.workers:
+            runs = []
+            for label, code in ([(f"{args.against.name} (--against)", args.against.resolve())] if args.against else []) + [("this checkout", HERE.parent)]:
+                name = f"{'against' if code != HERE.parent else 'this'}-{workers}"
+                fleet_dir, fleet_url = copy_fleet(scratch, data_dir, pg_url, work / name)
+                runs.append(run_one(label, code, fleet_dir, fleet_url, credentials, args, workers, work / f"{name}.log"))
+                console.print(f"{label}, {workers} worker(s): done")
+            tables.append((workers, runs))
     shutil.rmtree(work, ignore_errors=True)
-    report(args, runs, enroll_s)
+    for workers, runs in tables:
+        report(args, workers, runs, enroll_s)
+    sys.exit(0 if all(passed(runs[-1]) for _, runs in tables) else 1)
 
 
 def figures(args: argparse.Namespace, run: Run) -> dict[str, tuple[str, float]]:
@@ -459,9 +475,9 @@ def passed(run: Run) -> bool:
     return percentile(ms, 0.99) < 100 and not results.errors and run.recorded == len(results.ok_agents)
 
 
-def report(args: argparse.Namespace, runs: list[Run], enroll_s: float) -> None:
+def report(args: argparse.Namespace, workers_count: int, runs: list[Run], enroll_s: float) -> None:
     state = "cold (first contact)" if args.cold else "steady state"
-    workers = f", {args.workers} workers" if args.workers > 1 else ""
+    workers = f", {workers_count} workers" if workers_count > 1 else ""
     title = f"Heartbeats: {args.agents:,} agents every {args.interval:g} s ({args.agents / args.interval:,.1f}/s) for {args.seconds:g} s, {args.backend}{workers}, {state}"
     extra = f", {args.denied:,} denied ranges" if args.denied else ""
     table = Table(title=f"{title}{extra}, {args.client} client, up to {args.connections} kept-alive connections; enrolled {args.agents:,} in {enroll_s:.0f} s")
@@ -478,7 +494,6 @@ def report(args: argparse.Namespace, runs: list[Run], enroll_s: float) -> None:
             row.append(f"{after / before:.2f}" if before and after else "")
         table.add_row(*row)
     console.print(table)
-    sys.exit(0 if passed(runs[-1]) else 1)
 
 
 if __name__ == "__main__":
