@@ -12,7 +12,7 @@ from server.collector import Collector
 from server.db.engine import Database
 from server.db.migrate import current_revision, head_revision, upgrade
 from server.db.tables import users
-from server.keys import create_signing_key
+from server.keys import create_keys
 from server.settings import (
     DEFAULT_SETTINGS_TOML,
     SETTINGS_FILE,
@@ -49,7 +49,7 @@ def initialize(data_dir: str | Path | None) -> InitResult:
     settings = load_settings(root)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(settings.data_dir, 0o700)
-    create_signing_key(settings.signing_key_path)
+    create_keys(settings.data_dir, settings.signing_key_path)
     db = Database(settings.effective_database_url)
     try:
         upgrade(db)

@@ -1,8 +1,10 @@
-"""The collector's keys: the Ed25519 signing key (created at init) and the X25519 quarantine key (on first use).
+"""The collector's keys: the Ed25519 signing key, the X25519 quarantine key and the marks and pseudonyms keys.
 
 Rule bundles and device policies are signed with the signing key and agents receive its public
 half at enrollment, so an agent can refuse rules that did not come from its collector. Private
-parts never leave the data directory.
+parts never leave the data directory. ``dlp-server init`` creates them all (``create_keys``), so a
+copy of the data directory made after it gives another collector over the same database the same
+keys; one missing later (a directory from before) is created on first use.
 """
 
 from __future__ import annotations
@@ -110,3 +112,12 @@ Collectors sharing a database must share this file, or one lead would see two na
 def pseudonyms_key(data_dir: Path) -> bytes:
     """The pseudonyms key in ``data_dir``, created (mode 0600) on first use."""
     return _data_key(data_dir, PSEUDONYMS_KEY_FILE)
+
+
+def create_keys(data_dir: Path, signing_key_path: Path) -> None:
+    """Every key of the collector, each unless it exists: collectors sharing a database must share
+    them all, and a key one collector made on first use would be unknown to the others."""
+    create_signing_key(signing_key_path)
+    quarantine_key(data_dir)
+    marks_key(data_dir)
+    pseudonyms_key(data_dir)

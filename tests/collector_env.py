@@ -175,8 +175,12 @@ def settings_toml() -> str:
 def collectors(backend: str, database_url: str, tmp_path: Path, clock: FakeClock, settings_toml: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
     """The collectors serving the test: one, or two over one database on ``PAIR``.
 
-    The pair shares the data directory, as the deployment guide asks of collectors behind one
-    load balancer (the same settings and keys), and the clock, as machines kept in time do.
+    The data directory is made as ``dlp-server init`` makes it (settings and every key). The
+    pair's second collector has its own, copied from the first, as the deployment guide asks of
+    collectors on several machines (the same settings and keys: a key one of them made on first
+    use would be unknown to the other); its settings are the first's with that directory, so a
+    test that changes a setting changes it for both. The two share the clock, as machines kept in
+    time do.
     The copies that docs/deployment.md says other collectors see within 5 s (denied networks,
     the watchlist) are read afresh on every use here: the pair then shows whether the other
     collector reads the database at all, without a test waiting out the window. Likewise agents'
@@ -184,17 +188,20 @@ def collectors(backend: str, database_url: str, tmp_path: Path, clock: FakeClock
     collectors).
     """
     from server.collector import Collector
-    from server.keys import create_signing_key
+    from server.keys import create_keys
     from server.settings import load_settings
     from server.store import watchlist
     from server.store.denylist import Matcher
 
     data_dir = tmp_path / "data"
     write_settings(data_dir, settings_toml)
-    create_signing_key(data_dir / "signing.key")
+    create_keys(data_dir, data_dir / "signing.key")
     settings = load_settings(data_dir, environ={"DLP_DATABASE_URL": database_url})
-    instances = [Collector(settings, clock=clock) for _ in range(2 if backend == PAIR else 1)]
+    instances = [Collector(settings, clock=clock)]
     if backend == PAIR:
+        second_dir = tmp_path / "data-2"
+        shutil.copytree(data_dir, second_dir)
+        instances.append(Collector(settings.model_copy(update={"data_dir": second_dir}), clock=clock))
         monkeypatch.setattr(watchlist, "CACHE_SECONDS", 0.0)
         for instance in instances:
             instance.denied = Matcher(refresh_s=0.0)

@@ -39,10 +39,13 @@ def initialised(tmp_path: Path, env: dict[str, str]) -> tuple[Path, dict]:
 def test_init_creates_keys_and_an_admin_once(initialised, env):
     data_dir, first = initialised
     assert set(first) == {"admin_user", "admin_password", "api_token"} and first["admin_password"]
-    assert (data_dir / "signing.key").stat().st_mode & 0o777 == 0o600
+    # Every key, so a copy of the directory gives a second collector over the database the same ones.
+    keys = {name: (data_dir / name).read_bytes() for name in ("signing.key", "quarantine.key", "marks.key", "pseudonyms.key")}
+    assert all((data_dir / name).stat().st_mode & 0o777 == 0o600 for name in keys)
     assert data_dir.stat().st_mode & 0o777 == 0o700
     again = dlp_server("init", "--data-dir", str(data_dir), "--json", env=env)
     assert again.returncode == 0 and json.loads(again.stdout)["admin_password"] is None
+    assert {name: (data_dir / name).read_bytes() for name in keys} == keys, "init again keeps the keys"
 
 
 def test_commands_before_init_fail_clearly(tmp_path, env):
