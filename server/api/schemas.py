@@ -77,10 +77,15 @@ def check_json_values(value: Any, what: str, *, depth: int = 1) -> None:
         if level > MAX_NESTING:
             raise ValueError(f"{what} nests deeper than {MAX_NESTING} levels")
         for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, (dict, list)):
+            kind = type(child)
+            # JSON's own types by identity first: strings and nulls, most values, cost one test.
+            if kind is str or child is None or kind is bool:
+                continue
+            if kind is dict or kind is list or isinstance(child, (dict, list)):
                 pending.append((child, level + 1))
-            elif isinstance(child, float) and not math.isfinite(child):
-                raise ValueError(f"{what} holds NaN or Infinity, which JSON cannot carry")
+            elif isinstance(child, float):
+                if not math.isfinite(child):
+                    raise ValueError(f"{what} holds NaN or Infinity, which JSON cannot carry")
             elif isinstance(child, int) and abs(child) >= _INT_LIMIT:
                 raise ValueError(f"{what} holds a number longer than {MAX_INT_DIGITS} digits")
 
@@ -315,14 +320,26 @@ class BatchIn(_In):
             expected = contract.AGENT_TYPES.get(event.type)
             if expected is not None and event.channel != expected:
                 raise ValueError(f"events[{index}] (id {event.id}) has type {event.type!r} in channel {event.channel!r}; its channel is {expected!r}")
-            extras = [
-                event.model_extra, *(m.model_extra for m in event.matches), event.device.model_extra if event.device else None,
-                *_process_extras(event.process), *_enforcement_extras(event.enforcement),
-                *(part.model_extra for part in (event.destination, event.repository, event.transfer) if part is not None),
-            ]
-            if any(extras):
-                check_json_values([values for values in extras if values], f"events[{index}]", depth=0)
+            extras = [extra for extra in _extras(event) if extra]
+            if extras:
+                check_json_values(extras, f"events[{index}]", depth=0)
         return self
+
+
+def _extras(event: EventIn) -> list[dict[str, Any] | None]:
+    """The unknown fields kept at every level of an event (``None`` where a part has none)."""
+    extras = [event.model_extra]
+    extras.extend(m.model_extra for m in event.matches)
+    if event.device is not None:
+        extras.append(event.device.model_extra)
+    if event.process is not None:
+        extras.extend(_process_extras(event.process))
+    if event.enforcement is not None:
+        extras.extend(_enforcement_extras(event.enforcement))
+    for part in (event.destination, event.repository, event.transfer):
+        if part is not None:
+            extras.append(part.model_extra)
+    return extras
 
 
 def _process_extras(process: ProcessIn | None) -> list[dict[str, Any] | None]:

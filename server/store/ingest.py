@@ -20,6 +20,7 @@ is stored; only batches holding mark matches pay for that.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -149,10 +150,10 @@ def ingest(
         _row(r, body=b, agent=agent, received_at=now, occurred_at=t, address=address, country=country, origin=origin)
         for r, t, b in unique.values()
     ]
-    inserted = _insert_new(conn, rows)
+    rules = {record["id"]: _rules(record) for record in records}
+    inserted = _insert_new(conn, rows, rules)
     missing = [row[0] for row in rows if row[0] not in inserted]
     owners = dict(conn.execute(select(events.c.id, events.c.agent_id).where(events.c.id.in_(missing))).all()) if missing else {}
-    rule_rows: list[tuple[int, str]] = []
     outbox_rows: list[dict[str, Any]] = []
     watch = watch_min_rank is not None and watch_min_rank < alert_min_rank
     watched_users = watchlist.watched(conn, now=now) if watch else set()
@@ -163,14 +164,10 @@ def ingest(
             continue
         seq, severity_rank = inserted[event_id]
         result.accepted.append(event_id)
-        rules = {_clean(m.get("rule"), 255) for m in record.get("matches") or [] if m.get("rule")}
-        rule_rows.extend((seq, rule) for rule in sorted(rule for rule in rules if rule))
         watched = watch and severity_rank >= (watch_min_rank or 0) and watchlist.is_watched(watched_users, agent.vendor_id, _clean(record.get("user"), 255))
         if severity_rank >= alert_min_rank or watched:
             result.alert_seqs.append(seq)
             outbox_rows.extend({"event_seq": seq, "target": t, "attempts": 0, "next_attempt_at": now, "failed": False} for t in alert_targets)
-    if rule_rows:
-        _insert_rules(conn, rule_rows)
     if outbox_rows:
         conn.execute(alert_outbox.insert(), outbox_rows)
     enforced = [record for record in records if "enforcement" in record and record["id"] in inserted]
@@ -196,41 +193,97 @@ def ingest(
     return result
 
 
-def _insert_new(conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, tuple[int, int]]:
-    """Insert ``rows`` (``_COLUMNS`` order) unless their id is stored; ``{id: (seq, severity_rank)}`` of those inserted.
+def _rules(record: Mapping[str, Any]) -> list[str]:
+    """The event's rule index entries: each matched rule's name once."""
+    names = {_clean(m.get("rule"), 255) for m in record.get("matches") or () if m.get("rule")}
+    return sorted(name for name in names if name)
+
+
+def _insert_new(conn: Connection, rows: list[tuple[Any, ...]], rules: Mapping[str, Sequence[str]]) -> dict[str, tuple[int, int]]:
+    """Insert ``rows`` (``_COLUMNS`` order) unless their id is stored, and the rule index (``rules``
+    by event id) of those inserted; ``{id: (seq, severity_rank)}`` of those inserted.
 
     Written as driver SQL because this is the collector's hottest statement: SQLAlchemy's
     compiled INSERT ... RETURNING of 100 rows costs several milliseconds of Python per batch
     (parameter processing per value), and on PostgreSQL its 1,900 placeholders defeat psycopg's
     statement cache. PostgreSQL gets one short statement over per-column arrays (``unnest``),
     which it prepares once, passed in binary (``%b``: psycopg's text format escapes every string
-    of an array in Python, 40 ms for a batch of event bodies). SQLite gets a plain executemany; the rows inserted are then those
-    above the highest ``seq`` before it, which holds because ``Database.write`` has taken
-    SQLite's write lock (BEGIN IMMEDIATE) and new rowids only grow past the current maximum.
+    of an array in Python, 40 ms for a batch of event bodies); the rule index is inserted by the
+    same statement (a second one cost a round trip and its own arrays). SQLite gets one multi-row
+    INSERT per chunk of rows rather than an executemany: the driver releases the GIL around each
+    step of a statement, and an executemany's step per row let the threads parsing other batches
+    take the GIL back a hundred times inside the writer's lock.
     """
-    columns = ", ".join(_COLUMNS)
     if conn.dialect.name == "postgresql":
-        arrays = ", ".join(f"%b::{_PG_ARRAY_TYPES[c]}[]" for c in _COLUMNS)
-        sql = f"INSERT INTO events ({columns}) SELECT * FROM unnest({arrays}) ON CONFLICT (id) DO NOTHING RETURNING seq, id, severity_rank"
-        found = conn.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows))).all()
-        return {row.id: (row.seq, row.severity_rank) for row in found}
-    to_db = _sqlite_time_processor(conn)
-    before = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM events").scalar_one()
-    first, second = _TIME_COLUMNS
-    prepared = [(*row[:first], to_db(row[first]), to_db(row[second]), *row[second + 1 :]) for row in rows]
-    placeholders = ", ".join("?" for _ in _COLUMNS)
-    conn.exec_driver_sql(f"INSERT INTO events ({columns}) VALUES ({placeholders}) ON CONFLICT (id) DO NOTHING", prepared)
-    found = conn.exec_driver_sql("SELECT seq, id, severity_rank FROM events WHERE seq > ?", (before,)).all()
+        return _insert_new_postgresql(conn, rows, rules)
+    inserted = _insert_new_sqlite(conn, rows)
+    _insert_rules(conn, [(inserted[event_id][0], rule) for event_id, names in rules.items() if event_id in inserted for rule in names])
+    return inserted
+
+
+def _insert_new_postgresql(conn: Connection, rows: list[tuple[Any, ...]], rules: Mapping[str, Sequence[str]]) -> dict[str, tuple[int, int]]:
+    columns = ", ".join(_COLUMNS)
+    arrays = ", ".join(f"%b::{_PG_ARRAY_TYPES[c]}[]" for c in _COLUMNS)
+    rule_ids = [event_id for event_id, names in rules.items() for _ in names]
+    rule_names = [name for names in rules.values() for name in names]
+    sql = (
+        f"WITH new AS (INSERT INTO events ({columns}) SELECT * FROM unnest({arrays}) ON CONFLICT (id) DO NOTHING RETURNING seq, id, severity_rank), "
+        "indexed AS (INSERT INTO event_rules (event_seq, rule) SELECT new.seq, r.rule FROM new JOIN unnest(%b::varchar[], %b::varchar[]) AS r(id, rule) ON r.id = new.id) "
+        "SELECT seq, id, severity_rank FROM new"
+    )
+    found = conn.exec_driver_sql(sql, (*(list(column) for column in zip(*rows)), rule_ids, rule_names)).all()
     return {row.id: (row.seq, row.severity_rank) for row in found}
 
 
+# Rows per SQLite INSERT: 22 values a row stays far below SQLite's 32,766 variables per statement.
+_SQLITE_CHUNK_ROWS = 500
+_SEVERITY_RANK_AT = _COLUMNS.index("severity_rank")
+
+
+def _insert_new_sqlite(conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, tuple[int, int]]:
+    """One multi-row INSERT per chunk. New rowids (``seq``) are one above the largest so far, in
+    row order, and ``Database.write`` holds SQLite's write lock (BEGIN IMMEDIATE), so a chunk whose
+    every row went in holds the ``changes()`` seqs up to ``last_insert_rowid()``; only a chunk with
+    ids already stored (a retried batch) reads back which of its rows went in."""
+    first, second = _TIME_COLUMNS
+    received: dict[datetime, str] = {}  # one arrival time for a whole batch: converted once
+    inserted: dict[str, tuple[int, int]] = {}
+    for start in range(0, len(rows), _SQLITE_CHUNK_ROWS):
+        chunk = rows[start : start + _SQLITE_CHUNK_ROWS]
+        values: list[Any] = []
+        for row in chunk:
+            values.extend(row[:first])
+            values.append(_sqlite_time(row[first]))
+            values.append(received.get(row[second]) or received.setdefault(row[second], _sqlite_time(row[second])))
+            values.extend(row[second + 1 :])
+        conn.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(values))
+        count, last = conn.exec_driver_sql("SELECT changes(), last_insert_rowid()").one()
+        if count == len(chunk):
+            inserted.update((row[0], (last - count + 1 + n, row[_SEVERITY_RANK_AT])) for n, row in enumerate(chunk))
+        elif count:
+            found = conn.exec_driver_sql("SELECT seq, id, severity_rank FROM events WHERE seq > ?", (last - count,)).all()
+            inserted.update((row.id, (row.seq, row.severity_rank)) for row in found)
+    return inserted
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert_sql(rows: int) -> str:
+    one = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
+    return f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES {', '.join(one for _ in range(rows))} ON CONFLICT (id) DO NOTHING"
+
+
+def _sqlite_time(value: datetime) -> str:
+    """A UTC datetime as the events table stores it on SQLite (``UtcDateTime`` through SQLAlchemy's
+    SQLite DATETIME: naive UTC, microseconds always written), without a processor call per value."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 def _insert_rules(conn: Connection, rows: list[tuple[int, str]]) -> None:
-    """The rule index of the events just inserted, by driver SQL for the reasons ``_insert_new`` gives."""
-    if conn.dialect.name == "postgresql":
-        seqs, rules = zip(*rows)
-        conn.exec_driver_sql("INSERT INTO event_rules (event_seq, rule) SELECT * FROM unnest(%b::bigint[], %b::varchar[])", (list(seqs), list(rules)))
-    else:
-        conn.exec_driver_sql("INSERT INTO event_rules (event_seq, rule) VALUES (?, ?)", rows)
+    """The rule index of the events just inserted on SQLite, one multi-row INSERT per chunk (see ``_insert_new``)."""
+    for start in range(0, len(rows), 10 * _SQLITE_CHUNK_ROWS):
+        chunk = rows[start : start + 10 * _SQLITE_CHUNK_ROWS]
+        placeholders = ", ".join("(?, ?)" for _ in chunk)
+        conn.exec_driver_sql(f"INSERT INTO event_rules (event_seq, rule) VALUES {placeholders}", tuple(value for row in chunk for value in row))
 
 
 _PG_ARRAY_TYPES = {
@@ -241,11 +294,6 @@ _PG_ARRAY_TYPES = {
     **{c: "text" for c in ("path", "body")},
 }
 _PG_ARRAY_TYPES.update({c: "varchar" for c in _COLUMNS if c not in _PG_ARRAY_TYPES})
-
-
-def _sqlite_time_processor(conn: Connection) -> Any:
-    """The events table's own conversion of a UTC datetime to its SQLite storage form."""
-    return events.c.occurred_at.type.bind_processor(conn.dialect) or (lambda value: value)
 
 
 def raise_agent_event(
@@ -346,7 +394,7 @@ def raise_access_event(
         "occurred_at": iso(now), "severity": severity, "matches": [],
     }  # fmt: skip
     row = _row(record, body=None, agent=None, received_at=now, occurred_at=now, address=address, country=country, origin="collector")
-    seq, rank = _insert_new(conn, [row])[record["id"]]
+    seq, rank = _insert_new(conn, [row], {})[record["id"]]
     if rank < alert_min_rank or not alert_targets:
         return record["id"], None
     conn.execute(alert_outbox.insert(), [{"event_seq": seq, "target": t, "attempts": 0, "next_attempt_at": now, "failed": False} for t in alert_targets])
