@@ -6,10 +6,10 @@ Usage: python bench/ingest.py [--backend sqlite|postgresql|both] [--clients 8] [
 Each client is one enrolled agent posting 100-event batches (gzip JSON, as an agent sends
 them, built before the clock starts) back to back on a kept-alive connection; a 429 (the
 collector's admission bound, ``[ingest] max_in_flight``) is followed as the agent follows it:
-the same batch again after Retry-After. The collectors' admission bound is set to the number of
-clients unless ``--max-in-flight`` says otherwise: this measures what one collector can store
-(bench/drain.py measures admission under a returning fleet). Every server runs in its own
-process for the whole run; rounds rotate which one goes first, and a ratio reported is the median of the per-round
+the same batch again after Retry-After. The collectors run with their own default admission
+bound (``--max-in-flight N`` sets another): on SQLite two batches in flight store faster than
+eight, whose threads spend the writer's turn waiting for the GIL while others parse. Every
+server runs in its own process for the whole run; rounds rotate which one goes first, and a ratio reported is the median of the per-round
 ratios (this machine is noisy, so only ratios within one run mean much).
 
 Baseline (bench/baseline_ingest.py --indexes): the same batches into a table with the
@@ -231,12 +231,12 @@ def dlp_server_of(code: Path, *args: str, data_dir: Path) -> dict[str, Any]:
 
 
 def init_collector(data_dir: Path, database_url: str | None, *, code: Path, max_in_flight: int) -> None:
-    """``dlp-server init``; the admission bound (where that checkout has one) set to ``max_in_flight``."""
+    """``dlp-server init``; the admission bound (where that checkout has one) set to ``max_in_flight`` unless 0."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if database_url:
         (data_dir / "server.toml").write_text(f'database_url = "{database_url}"\n')
     dlp_server_of(code, "init", data_dir=data_dir)
-    if "max_in_flight" in (code / "server" / "settings.py").read_text():
+    if max_in_flight and "max_in_flight" in (code / "server" / "settings.py").read_text():
         with open(data_dir / "server.toml", "a") as settings:
             settings.write(f"\n[ingest]\nmax_in_flight = {max_in_flight}\n")
 
@@ -266,14 +266,14 @@ def bench_backend(backend: str, args: argparse.Namespace, scratch: ScratchPostgr
     indexed_url = scratch.create("indexed") if backend == "postgresql" else sqlite_url(work / "indexed.db")
     workers = args.workers if backend == "postgresql" else 1
     contenders = [
-        start_ours(work, ours_url, args.clients, max_in_flight=args.max_in_flight or args.clients, workers=workers),
+        start_ours(work, ours_url, args.clients, max_in_flight=args.max_in_flight, workers=workers),
         start_baseline(work, indexed_url, args.clients, indexes=True),
         start_baseline(work, base_url, args.clients),
     ]
     if args.against:
         against_url = scratch.create("against") if backend == "postgresql" else None
         against = start_ours(
-            work, against_url, args.clients, max_in_flight=args.max_in_flight or args.clients, name=f"{OURS} ({args.against.name})", code=args.against.resolve(), workers=workers
+            work, against_url, args.clients, max_in_flight=args.max_in_flight, name=f"{OURS} ({args.against.name})", code=args.against.resolve(), workers=workers
         )
         contenders.append(against)
     ours, indexed, baseline = contenders[:3]
@@ -361,7 +361,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--max-in-flight", type=int, default=0, metavar="N",
-        help="the collectors' admission bound ([ingest] max_in_flight; default: --clients, so no client is refused and the figure is the collector's capacity)",
+        help="the collectors' admission bound ([ingest] max_in_flight; default: the collector's own default)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="collector processes on PostgreSQL (SQLite always runs one)")
     parser.add_argument("--against", type=Path, metavar="CHECKOUT", help="also run the collector of this other checkout (e.g. a `git worktree` of an older commit)")
