@@ -1,6 +1,7 @@
 """PostgreSQL's own cost per heartbeat and per event, with one and with two collector processes over one database.
 
 Usage: python bench/pg_cost.py [--agents 10000] [--interval 30] [--seconds 30] [--events 60000] [--clients 4] [--collectors 1,2]
+                             [--lock FILE]
 
 One scratch PostgreSQL database, one data directory, and ``dlp-server serve`` processes on their
 own loopback ports over that database, as stateless collectors behind a load balancer are. The
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import os
 import shutil
 import statistics
@@ -257,21 +259,28 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000, help="events each event load posts (default 60,000)")
     parser.add_argument("--clients", type=int, default=4, help="event-posting connections per collector (default 4)")
     parser.add_argument("--collectors", default="1,2", help="numbers of collector processes to measure, in order (default 1,2)")
+    parser.add_argument("--lock", type=Path, default=None, metavar="FILE", help="take this flock after enrolling the agents, for the measured part only")
     parser.add_argument("--pg-cores", type=int, default=os.cpu_count() or 1, help="cores to size PostgreSQL with in the extrapolation (default this machine's)")
     args = parser.parse_args()
     counts = [int(n) for n in args.collectors.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="dlp-pgcost-"))
-    load_before = os.getloadavg()
     measures: list[Measure] = []
     with ScratchPostgres() as scratch:
         url = scratch.create("pgcost")
         database = url.rsplit("/", 1)[1]
         data_dir = work / "collector"
         init_collector(data_dir, url)
+        with open(data_dir / "server.toml", "a") as settings:
+            settings.write(f"\n[ingest]\nmax_in_flight = {args.clients}\n")  # every client's batch admitted, none waits out a 429
         began = time.perf_counter()
         credentials = enroll_directly(url, args.agents, steady=True)
         console.print(f"enrolled {len(credentials):,} agents (previous heartbeat stored) in {time.perf_counter() - began:.1f} s")
+        lock = open(args.lock, "a") if args.lock else None  # noqa: SIM115 (held until the process ends)
+        if lock is not None:
+            console.print(f"waiting for {args.lock}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        load_before = os.getloadavg()
         with BackendCpu(database) as backends:
             for n in counts:
                 servers = [serve_collector(data_dir, log_path=work / f"collector-{n}-{i}.log") for i in range(n)]
