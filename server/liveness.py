@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 REFRESH_S = 5.0
 """Revocations, office ranges, policy versions and pending commands are reread this often."""
+PRELOAD_CHUNK = 250
+PRELOAD_PAUSE_S = 0.02
+"""Learning the online agents at start: this many at a time (about 10 ms of CPU), then a pause."""
 CLOCK_SKEW_S = 60.0
 """Revocations are reread from this long before the previous read, for clocks of collectors that differ."""
 _WATCHED = frozenset({"agent_commands", "device_policies", "vendors"})
@@ -82,7 +85,6 @@ class _Known:
     identity: AgentIdentity
     secret_hash: str
     state: tuple[Any, ...]
-    seen: datetime
 
 
 @dataclass
@@ -114,6 +116,8 @@ class Liveness:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._known: dict[str, _Known] = {}
+        self._seen: dict[str, datetime] = {}
+        """When this process last saw each known agent (apart, so a heartbeat allocates no object the garbage collector tracks)."""
         self._addresses: dict[str, tuple[str, tuple[str, ...]]] = {}
         """Agent -> the address whose record this process wrote or counted, and the ranges it was judged against."""
         self._rows: dict[str, _Row] = {}
@@ -139,8 +143,8 @@ class Liveness:
         parsed = credentials.parse_token(token, credentials.AGENT_KIND)
         if parsed is None or not self._remember or self._monotonic() >= self._fresh_until:
             return None
-        known = self._known.get(parsed.id)
-        if known is None or known.state != state or now - known.seen >= self._stale_after:
+        known, seen = self._known.get(parsed.id), self._seen.get(parsed.id)
+        if known is None or seen is None or known.state != state or now - seen >= self._stale_after:
             return None
         identity = known.identity
         if identity.id in self._pending or self._ranges.get(identity.vendor_id) != identity.allowed_cidrs:
@@ -155,9 +159,9 @@ class Liveness:
     def heartbeat(self, agent_id: str, *, address: str | None, report: dict[str, Any], now: datetime) -> None:
         """Buffer a heartbeat ``answer`` accepted: its report's counters, last seen, the address's count."""
         with self._lock:
-            known = self._known.get(agent_id)
-            if known is not None and known.seen < now:
-                self._known[agent_id] = replace(known, seen=now)
+            seen = self._seen.get(agent_id)
+            if seen is not None and seen < now:
+                self._seen[agent_id] = now
             self._buffer(agent_id, address, now, report)
             if address:
                 self._count(agent_id, address, now)
@@ -167,11 +171,12 @@ class Liveness:
         its write supersedes what was buffered, and it has commands pending or not."""
         parsed = credentials.parse_token(token, credentials.AGENT_KIND)
         assert parsed is not None, "authenticated"
-        known = _Known(replace(identity, status="online"), credentials.hash_secret(parsed.secret), state, now)
+        known = _Known(replace(identity, status="online"), credentials.hash_secret(parsed.secret), state)
 
         def apply() -> None:
             with self._lock:
                 self._known[identity.id] = known
+                self._seen[identity.id] = now
                 row = self._rows.get(identity.id)
                 if row is not None and row.seen <= now:
                     del self._rows[identity.id]
@@ -217,6 +222,7 @@ class Liveness:
         with self._lock:
             for agent_id in agent_ids:
                 self._known.pop(agent_id, None)
+                self._seen.pop(agent_id, None)
                 self._addresses.pop(agent_id, None)
 
     # --- writing ---------------------------------------------------------------------------
@@ -262,26 +268,34 @@ class Liveness:
     def preload(self, conn: Connection) -> int:
         """Learn every online agent from the database, so a collector just started answers the
         fleet's heartbeats from memory at once rather than each agent's first one the synchronous
-        way. Agents seen before (a heartbeat got in first) keep what this process saw."""
-        known: dict[str, _Known] = {}
-        recorded: dict[str, tuple[str, tuple[str, ...]]] = {}
+        way. Agents seen before (a heartbeat got in first) keep what this process saw.
+
+        In chunks with a pause after each: learning 20,000 agents costs about 0.7 s of CPU, which
+        in one go held the interpreter from the requests arriving meanwhile (p99 0.5 s at start)."""
         judged: dict[tuple[str, ...], Any] = {}
-        for row in agent_store.online_agents(conn):
-            ranges = tuple(row.allowed_cidrs or ())
-            identity = AgentIdentity(row.id, row.vendor_id, row.name, row.hostname, ranges, "online")
-            report = {name: getattr(row, name) for name in _STATE_COLUMNS}
-            known[row.id] = _Known(identity, row.secret_hash, report_state(report), row.last_seen_at)
-            if row.address is not None:
-                networks = judged.get(ranges) or judged.setdefault(ranges, parse_networks(ranges))
-                if (in_networks(row.address, networks) if ranges else None) == row.expected:
-                    recorded[row.id] = (row.address, ranges)
-        with self._lock:
-            for agent_id, entry in known.items():
-                self._known.setdefault(agent_id, entry)
-            for agent_id, address in recorded.items():
-                self._addresses.setdefault(agent_id, address)
-            self._preloaded = True
-        return len(known)
+        learned = 0
+        for rows in agent_store.online_agents(conn).partitions(PRELOAD_CHUNK):
+            known: dict[str, tuple[_Known, datetime]] = {}
+            recorded: dict[str, tuple[str, tuple[str, ...]]] = {}
+            for row in rows:
+                ranges = tuple(row.allowed_cidrs or ())
+                identity = AgentIdentity(row.id, row.vendor_id, row.name, row.hostname, ranges, "online")
+                report = {name: getattr(row, name) for name in _STATE_COLUMNS}
+                known[row.id] = (_Known(identity, row.secret_hash, report_state(report)), row.last_seen_at)
+                if row.address is not None:
+                    networks = judged.get(ranges) or judged.setdefault(ranges, parse_networks(ranges))
+                    if (in_networks(row.address, networks) if ranges else None) == row.expected:
+                        recorded[row.id] = (row.address, ranges)
+            with self._lock:
+                for agent_id, (entry, seen) in known.items():
+                    if agent_id not in self._known:
+                        self._known[agent_id], self._seen[agent_id] = entry, seen
+                for agent_id, address in recorded.items():
+                    self._addresses.setdefault(agent_id, address)
+            learned += len(known)
+            time.sleep(PRELOAD_PAUSE_S)
+        self._preloaded = True
+        return learned
 
     def refresh_due(self, within: float = 0.0) -> bool:
         """Whether memory's copy is out of date, or will be within ``within`` seconds."""

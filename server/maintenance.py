@@ -7,6 +7,7 @@ alert is sent by one process.
 
 from __future__ import annotations
 
+import gc
 import logging
 from datetime import timedelta
 
@@ -73,6 +74,8 @@ def keep_liveness(collector: Collector) -> None:
         with collector.db.read() as conn:
             if not memory.preloaded:
                 log.info("%d online agent(s) answered from memory from now on", memory.preload(conn))
+                # They live as long as the process: keep full collections from walking them again and again (as serve does at start).
+                gc.freeze()
             memory.refresh(conn)
             collector.denied.reload(conn)
 

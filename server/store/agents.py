@@ -6,12 +6,11 @@ scope is neither listed nor found (404), so a scoped reviewer cannot learn it ex
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy import Connection, CursorResult, and_, bindparam, select
 
 from server import credentials
 from server.db.tables import agent_addresses, agents, vendors
@@ -144,20 +143,18 @@ def revoked_since(conn: Connection, *, since: datetime) -> list[str]:
     return list(conn.execute(select(agents.c.id).where(agents.c.status == "revoked", agents.c.revoked_at >= since)).scalars())
 
 
-def online_agents(conn: Connection) -> Iterator[Any]:
+def online_agents(conn: Connection) -> CursorResult[Any]:
     """Every online agent with what answering its heartbeats from memory needs (server/liveness.py):
     its identity, when it was last seen, its stored report, and the record of its last address."""
-    return iter(
-        conn.execute(
-            select(
-                agents.c.id, agents.c.secret_hash, agents.c.vendor_id, agents.c.hostname, vendors.c.name, vendors.c.allowed_cidrs,
-                agents.c.last_seen_at, agents.c.agent_version, agents.c.ruleset_version, agents.c.bundle_version, agents.c.ruleset_error,
-                agents.c.fingerprints, agents.c.sources, agent_addresses.c.address, agent_addresses.c.expected,
-            )  # fmt: skip
-            .join(vendors, vendors.c.id == agents.c.vendor_id)
-            .outerjoin(agent_addresses, and_(agent_addresses.c.agent_id == agents.c.id, agent_addresses.c.address == agents.c.last_ip))
-            .where(agents.c.status == "online")
-        )
+    return conn.execute(
+        select(
+            agents.c.id, agents.c.secret_hash, agents.c.vendor_id, agents.c.hostname, vendors.c.name, vendors.c.allowed_cidrs,
+            agents.c.last_seen_at, agents.c.agent_version, agents.c.ruleset_version, agents.c.bundle_version, agents.c.ruleset_error,
+            agents.c.fingerprints, agents.c.sources, agent_addresses.c.address, agent_addresses.c.expected,
+        )  # fmt: skip
+        .join(vendors, vendors.c.id == agents.c.vendor_id)
+        .outerjoin(agent_addresses, and_(agent_addresses.c.agent_id == agents.c.id, agent_addresses.c.address == agents.c.last_ip))
+        .where(agents.c.status == "online")
     )
 
 
