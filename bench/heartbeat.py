@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
+import os
 import random
 import shutil
 import statistics
@@ -386,6 +388,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--cold", action="store_true", help="no previous heartbeat stored: each agent's first of the run is its first contact")
     parser.add_argument("--denied", type=int, default=0, metavar="N", help="denied networks in the database during the run (default none)")
+    parser.add_argument("--lock", type=Path, metavar="FILE", help="hold this lock file (flock) while serving, not while enrolling, so benchmarks sharing it do not measure each other")
     parser.add_argument(
         "--against", type=Path, metavar="CHECKOUT",
         help="first serve a copy of the same fleet with the collector of this other checkout (e.g. a `git worktree` of an older commit), then compare",
@@ -410,6 +413,10 @@ def main() -> None:
         if args.denied:
             deny_ranges(database_url, args.denied)
         tables: list[tuple[int, list[Run]]] = []
+        lock = open(args.lock, "a") if args.lock else None  # noqa: SIM115 - held until the runs end
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            console.print(f"holding {args.lock} from {utcnow():%H:%M:%S}, load {os.getloadavg()[0]:.2f}")
         for workers in args.workers:
             runs = []
             for label, code in ([(f"{args.against.name} (--against)", args.against.resolve())] if args.against else []) + [("this checkout", HERE.parent)]:
@@ -418,6 +425,9 @@ def main() -> None:
                 runs.append(run_one(label, code, fleet_dir, fleet_url, credentials, args, workers, work / f"{name}.log"))
                 console.print(f"{label}, {workers} worker(s): done")
             tables.append((workers, runs))
+        if lock is not None:
+            console.print(f"released {args.lock} at {utcnow():%H:%M:%S}, load {os.getloadavg()[0]:.2f}")
+            lock.close()
     shutil.rmtree(work, ignore_errors=True)
     for workers, runs in tables:
         report(args, workers, runs, enroll_s)
