@@ -24,7 +24,6 @@ from agent.scanning import (
 )
 from agent.scanning.batch import scan_targets
 from agent.scanning.cache import ResultCache
-from agent.scanning.heap import keep_freed_memory
 from agent.scanning.rulecache import default_dir as rules_cache_dir
 from agent.scanning.rules import starter_packs_dir
 from agent.scanning.walk import iter_targets
@@ -74,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
     if rules_location is None:
         print("dlp-agent: no rules: pass --rules DIR", file=sys.stderr)
         return EXIT_ERROR
-    keep_freed_memory()
     try:
         ruleset = load_rules(rules_location, skip_broken=args.skip_broken, cache_dir=rules_cache_dir())
         if ruleset.skipped:
