@@ -222,3 +222,12 @@ def test_memory_stays_flat_per_worker(tmp_path: Path, rules_dir: Path) -> None:
     code, maxrss_kb, matched = (int(v) for v in proc.stdout.split())
     assert (code, matched) == (1, 3), proc.stderr
     assert maxrss_kb / 1024 < 200, f"peak RSS {maxrss_kb / 1024:.0f} MB"
+
+
+def test_threads_where_there_is_no_fork_give_the_same_results(tmp_path: Path, make_scanner) -> None:
+    from agent.scanning import batch
+
+    tree = mixed_tree(tmp_path / "tree")
+    scanner = make_scanner(limits=ScanLimits(max_file_bytes=9_000_000))
+    one = [r.to_dict() for r in batch.scan_targets(scanner, iter_targets([str(tree)]))]
+    assert [r.to_dict() for r in batch._threads(scanner, iter_targets([str(tree)]), 3)] == one
