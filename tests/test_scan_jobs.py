@@ -231,3 +231,18 @@ def test_threads_where_there_is_no_fork_give_the_same_results(tmp_path: Path, ma
     scanner = make_scanner(limits=ScanLimits(max_file_bytes=9_000_000))
     one = [r.to_dict() for r in batch.scan_targets(scanner, iter_targets([str(tree)]))]
     assert [r.to_dict() for r in batch._threads(scanner, iter_targets([str(tree)]), 3)] == one
+
+
+def test_batches_larger_than_a_pipe_are_written_in_parts(tmp_path: Path, make_scanner) -> None:
+    # 16 paths of about 4,000 bytes: a batch outgrows the 64 KiB pipe buffer, so the parent
+    # must wait for room and write the rest.
+    tree = tmp_path / "tree"
+    deep = tree.joinpath(*[f"{i:02d}" + "d" * 248 for i in range(15)])
+    deep.mkdir(parents=True)
+    room = 4000 - len(str(deep))
+    for i in range(40):
+        (deep / (f"{i:02d}" + "f" * (room - 2))).write_bytes(b"plain\n" + (WORD if i % 4 == 0 else b""))
+    scanner = make_scanner()
+    one = [r.to_dict() for r in scan_in_processes(scanner, iter_targets([str(tree)]), jobs=1)]
+    assert len(one) == 40 and sum(r["status"] == "match" for r in one) == 10
+    assert [r.to_dict() for r in scan_in_processes(scanner, iter_targets([str(tree)]), jobs=2)] == one

@@ -84,6 +84,8 @@ class _Worker:
         self.batches: collections.deque[list[int]] = collections.deque()
         self.killed_on: int | None = None
         """The file the parent killed this worker over (stuck past its deadline)."""
+        self.writing = False
+        """Whether the parent waits for room in the tasks pipe (a batch written in part)."""
 
 
 class _Pool:
@@ -171,15 +173,20 @@ class _Pool:
             pass
         except BrokenPipeError:
             worker.outbox.clear()  # it died: its results pipe says so
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if worker.outbox else 0)
-        self.selector.modify(worker.results, events, worker)
+        if worker.outbox and not worker.writing:
+            self.selector.register(worker.tasks, selectors.EVENT_WRITE, worker)
+        elif worker.writing and not worker.outbox:
+            self.selector.unregister(worker.tasks)
+        worker.writing = bool(worker.outbox)
 
     def _wait(self) -> None:
-        for key, events in self.selector.select(WATCH_S):
-            worker = key.data
-            if events & selectors.EVENT_READ:
+        for key, _events in self.selector.select(WATCH_S):
+            worker: _Worker = key.data
+            if self.workers.get(worker.results) is not worker:
+                continue  # buried while handling an earlier event of this round
+            if key.fd == worker.results:
                 self._receive(worker)
-            elif worker.results in self.workers and events & selectors.EVENT_WRITE:
+            else:
                 self._flush(worker)
         self._watch()
 
@@ -280,6 +287,8 @@ class _Pool:
 
     def _forget(self, worker: _Worker) -> None:
         self.selector.unregister(worker.results)
+        if worker.writing:
+            self.selector.unregister(worker.tasks)
         del self.workers[worker.results]
         os.close(worker.tasks)
         os.close(worker.results)
@@ -294,7 +303,6 @@ class _Pool:
                 _kill(worker.pid)
         for worker in workers:
             _reap(worker.pid)
-            self.selector.unregister(worker.results)
             os.close(worker.results)
         self.workers.clear()
         self.selector.close()
