@@ -177,7 +177,9 @@ async def _heartbeats(servers: list[ServerProcess], credentials: list[str], mete
     latencies: list[float] = []
     errors: list[str] = []
 
-    async def beat(which: int, agent: int, due: float, measured: bool) -> None:
+    async def beat(which: int, agent: int, due: float, measured: bool, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await previous  # an agent sends its next heartbeat once the last one is answered
         async with slots[which]:
             try:
                 status = await clients[which].post("/api/v1/heartbeat", bodies[agent], credentials[agent])
@@ -191,6 +193,7 @@ async def _heartbeats(servers: list[ServerProcess], credentials: list[str], mete
 
     tasks = []
     beats = [0] * len(credentials)
+    last: dict[int, asyncio.Task[None]] = {}
     start = time.perf_counter()
     metered = False
     try:
@@ -203,7 +206,8 @@ async def _heartbeats(servers: list[ServerProcess], credentials: list[str], mete
                 await asyncio.sleep(delay)
             which = (agent + beats[agent]) % len(servers)
             beats[agent] += 1
-            tasks.append(asyncio.create_task(beat(which, agent, start + offset, metered)))
+            last[agent] = asyncio.create_task(beat(which, agent, start + offset, metered, last.get(agent)))
+            tasks.append(last[agent])
         await asyncio.gather(*tasks)
     finally:
         for client in clients:
