@@ -270,33 +270,35 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="dlp-pgcost-"))
     measures: list[Measure] = []
-    with ScratchPostgres() as scratch:
-        url = scratch.create("pgcost")
-        database = url.rsplit("/", 1)[1]
-        data_dir = work / "collector"
-        init_collector(data_dir, url)
-        with open(data_dir / "server.toml", "a") as settings:
-            settings.write(f"\n[ingest]\nmax_in_flight = {args.clients}\n")  # every client's batch admitted, none waits out a 429
-        began = time.perf_counter()
-        credentials = enroll_directly(url, args.agents, steady=True)
-        console.print(f"enrolled {len(credentials):,} agents (previous heartbeat stored) in {time.perf_counter() - began:.1f} s")
-        lock = open(args.lock, "a") if args.lock else None  # noqa: SIM115 (held until the process ends)
-        if lock is not None:
-            console.print(f"waiting for {args.lock}")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        load_before = os.getloadavg()
-        with BackendCpu(database) as backends:
-            for n in counts:
-                servers = [serve_collector(data_dir, log_path=work / f"collector-{n}-{i}.log") for i in range(n)]
-                try:
-                    measures.append(heartbeat_load(servers, backends, database, credentials, args))
-                    console.print(f"{n} collector(s): heartbeats done")
-                    measures.append(event_load(servers, backends, database, credentials, args))
-                    console.print(f"{n} collector(s): events done")
-                finally:
-                    for server in servers:
-                        server.stop()
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with ScratchPostgres() as scratch:
+            url = scratch.create("pgcost")
+            database = url.rsplit("/", 1)[1]
+            data_dir = work / "collector"
+            init_collector(data_dir, url)
+            with open(data_dir / "server.toml", "a") as settings:
+                settings.write(f"\n[ingest]\nmax_in_flight = {args.clients}\n")  # every client's batch admitted, none waits out a 429
+            began = time.perf_counter()
+            credentials = enroll_directly(url, args.agents, steady=True)
+            console.print(f"enrolled {len(credentials):,} agents (previous heartbeat stored) in {time.perf_counter() - began:.1f} s")
+            lock = open(args.lock, "a") if args.lock else None  # noqa: SIM115 (held until the process ends)
+            if lock is not None:
+                console.print(f"waiting for {args.lock}")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            load_before = os.getloadavg()
+            with BackendCpu(database) as backends:
+                for n in counts:
+                    servers = [serve_collector(data_dir, log_path=work / f"collector-{n}-{i}.log") for i in range(n)]
+                    try:
+                        measures.append(heartbeat_load(servers, backends, database, credentials, args))
+                        console.print(f"{n} collector(s): heartbeats done")
+                        measures.append(event_load(servers, backends, database, credentials, args))
+                        console.print(f"{n} collector(s): events done")
+                    finally:
+                        for server in servers:
+                            server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     report(measures, args, load_before)
 
 
