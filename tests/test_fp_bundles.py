@@ -400,21 +400,22 @@ def test_the_agent_verifies_unpacks_swaps_and_reports_an_index_and_keeps_it_over
         wait_for(lambda: any(b.get("fingerprints") == [{"name": "acme-code", "version": loaded.version, "fingerprints": loaded.count}] for b in collector.heartbeats),
                  timeout=15, message="the index in a heartbeat")  # fmt: skip
         stored = Path(config.rules.bundle_dir)
-        assert sorted(p.name for p in stored.iterdir()) == ["bundle.json", "bundle.tar.gz", "packs-1"]
+        # Beside the bundle and its unpacked packs, only the compiled-rules cache (agent/scanning/rulecache.py).
+        assert sorted(p.name for p in stored.iterdir()) == ["bundle.json", "bundle.tar.gz", "compiled", "packs-1"]
 
         # Version 2 is signed but its index does not load: the agent keeps version 1 and says why.
         collector.bundle = _bundle_file(tmp_path, key, version=2, indexes={"acme": indexes["flipped"]})
         assert not daemon.rules_updater.check_once(*_link(daemon))
         assert daemon.rules_updater.version == 1 and "acme.fp" in (daemon.rules_updater.error or "")
         assert daemon.scanner.ruleset.fingerprints == (loaded,)
-        assert sorted(p.name for p in stored.iterdir()) == ["bundle.json", "bundle.tar.gz", "packs-1"]
+        assert sorted(p.name for p in stored.iterdir()) == ["bundle.json", "bundle.tar.gz", "compiled", "packs-1"]
 
         # Version 3 drops the index: swapped out, and heartbeats stop naming it.
         collector.bundle = _bundle_file(tmp_path, key, version=3, indexes={})
         assert daemon.rules_updater.check_once(*_link(daemon))
         assert daemon.scanner.ruleset.fingerprints == () and daemon.rules_updater.error is None
         assert "fingerprints" not in daemon._heartbeat_report()
-        assert sorted(p.name for p in stored.iterdir()) == ["bundle.json", "bundle.tar.gz", "packs-3"]
+        assert sorted(p.name for p in stored.iterdir()) == ["bundle.json", "bundle.tar.gz", "compiled", "packs-3"]
     finally:
         daemon.stop()
 
