@@ -10,9 +10,10 @@ the batch size of ``[server] batch_events``, JSON gzipped at level 5 as agent/tr
 before a real ``dlp-server serve`` starts. Then one asyncio process plays the fleet the moment
 the collector is back, each agent as the real one behaves after an outage:
 
-- its heartbeat thread retried every ``RETRY_S`` (15 s) while the collector was down, so its first
-  heartbeat lands at a random point of the first ``--window`` seconds, then every ``--interval``
-  seconds after each answer (15 s after a failed one), as agent/heartbeat.py does;
+- its heartbeat thread retried about every ``RETRY_S`` (15 s, jittered) while the collector was down,
+  so its first heartbeat lands at a random point of the first ``--window`` seconds; after the first
+  answer it takes a new random phase within ``--interval`` and then beats every ``--interval``
+  seconds after each answer (a jittered 15 s after a failed one), as agent/heartbeat.py does;
 - its shipper was backed off at the cap (agent/shipper.py's ``Backoff``: 22.5-45 s). It ships when
   that delay runs out or when a heartbeat gets through after a failed one (``collector_back``),
   whichever comes first, then posts its batches back to back; a 429 or 503 (or a timeout, a
@@ -71,7 +72,7 @@ from serving import (  # noqa: E402
 )
 
 from agent.config import ServerSection  # noqa: E402
-from agent.heartbeat import RETRY_S  # noqa: E402
+from agent.heartbeat import RETRY_S, first_delay_back, retry_delay  # noqa: E402
 from agent.shipper import Backoff  # noqa: E402
 from tests.collector_env import event_record  # noqa: E402
 
@@ -284,10 +285,11 @@ class Simulation:
             if status == 200:
                 if failed:
                     os.write(back_fd, struct.pack("<i", agent))  # the shipper's collector_back(), in the other process
-                failed, due = False, done + self.args.interval
+                due = done + (first_delay_back(self.args.interval, self.rng.random) if failed else self.args.interval)
+                failed = False
             else:
                 fleet.beat_errors[reason] += 1
-                failed, due = True, done + RETRY_S
+                failed, due = True, done + retry_delay(self.rng.random)
 
     async def shipper(self, agent: int, back: asyncio.Event, start: float) -> None:
         """agent/shipper.py after an outage: backed off at the cap until the delay ends or a heartbeat gets through."""
@@ -338,7 +340,7 @@ class Simulation:
                 await asyncio.sleep(0.2)
             self.on_shipped(shipped.recv())
             fleet.stop_beats = time.perf_counter() + args.after
-            await asyncio.wait(beating, timeout=args.after + AGENT_TIMEOUT_S + args.interval + RETRY_S)
+            await asyncio.wait(beating, timeout=args.after + AGENT_TIMEOUT_S + args.interval + 1.5 * RETRY_S)
         finally:
             for task in [*beating, progress]:
                 task.cancel()
@@ -421,7 +423,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=20_000)
     parser.add_argument("--events-per-agent", type=int, default=100)
     parser.add_argument("--batch-events", type=int, default=AGENT_BATCH_EVENTS, help=f"the agent's [server] batch_events (default {AGENT_BATCH_EVENTS})")
-    parser.add_argument("--window", type=float, default=RETRY_S, help=f"seconds over which the first heartbeats land (default {RETRY_S:g}, the agent's retry)")
+    parser.add_argument("--window", type=float, default=1.5 * RETRY_S, help=f"seconds over which the first heartbeats land (default {1.5 * RETRY_S:g}, the agent's longest retry)")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between one agent's heartbeats (default 60)")
     parser.add_argument("--after", type=float, default=60.0, help="seconds of heartbeats after the drain, the peer figure (default 60)")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="give up on the drain after this long (default 600)")
