@@ -73,7 +73,7 @@ def collect(packs_dir: str = PACKS_DIR, samples_dir: str | None = None) -> tuple
         with open(path, encoding="utf-8", errors="replace") as f:
             source = f.read()
         sources[pack] = source
-        problems.extend(Problem(path, finding.line, finding.message) for finding in lint_source(source, ruleset.rules))
+        problems.extend(Problem(path, finding.line, finding.message) for finding in lint_source(source, ruleset.rules, ruleset.warnings))
         for rule in ruleset.rules:
             if rule.meta.get("corpus"):
                 continue  # built from a corpus by `dlp-signatures build`, which measures it on the corpus itself

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import yara
@@ -34,9 +35,10 @@ class Finding:
     message: str
 
 
-def lint_source(source: str, rules: yara.Rules) -> list[Finding]:
-    """Findings for one compiled pack whose text is ``source``."""
-    findings = [_warning(w) for w in getattr(rules, "warnings", None) or []]
+def lint_source(source: str, rules: yara.Rules, warnings: Sequence[str] = ()) -> list[Finding]:
+    """Findings for one compiled pack whose text is ``source``; ``warnings`` are libyara's from its
+    compile (``Ruleset.warnings``: compacted or cached rules no longer carry them)."""
+    findings = [_warning(w) for w in [*warnings, *(getattr(rules, "warnings", None) or [])]]
     for rule in rules:
         line = _line_of_rule(source, rule.identifier)
         severity, category = rule.meta.get("severity"), rule.meta.get("category")

@@ -248,6 +248,17 @@ def _rule_names(ruleset) -> list[str]:
     return sorted(f"{r.identifier}" for r in ruleset.rules)
 
 
+def test_libyara_warnings_outlive_compaction_and_the_cache(tmp_path: Path) -> None:
+    """`dlp-signatures check` reports libyara's warnings; compacted and cached rules no longer carry them."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "slow.yar").write_text('rule slow { meta: severity = "low" strings: $a = /BEGIN.*END/ condition: $a }\n')
+    cold = load_rules(rules, cache_dir=str(tmp_path / "cache"))
+    warm = load_rules(rules, cache_dir=str(tmp_path / "cache"))
+    assert warm.cached and cold.warnings and warm.warnings == cold.warnings
+    assert "slow" in " ".join(cold.warnings).lower()
+
+
 def test_warm_load_equals_cold(tmp_path: Path, externals_rules: Path) -> None:
     cache = tmp_path / "cache"
     files = _files(tmp_path / "files")

@@ -67,6 +67,8 @@ class Ruleset:
         skipped: the rule files left out because they do not compile (``skip_broken``).
         cached: the compiled rules came from the compiled-rules cache (rulecache.py).
         compile_s: seconds spent compiling or loading the YARA rules.
+        warnings: libyara's compile warnings (slow strings and the like), which the compacted or
+            cached rules no longer carry; `dlp-signatures check` reports them.
     """
 
     rules: Any
@@ -79,6 +81,7 @@ class Ruleset:
     skipped: tuple[RuleError, ...] = ()
     cached: bool = False
     compile_s: float = 0.0
+    warnings: tuple[str, ...] = ()
 
     @staticmethod
     def rule_info(meta: dict[str, Any]) -> RuleInfo:
@@ -218,8 +221,10 @@ def _compile(files: dict[str, str], *, source: str, skip_broken: bool = False, c
         skipped = tuple(RuleError(m, path=p, line=n) for p, n, m in header.get("skipped", []))
         rule_count = int(header.get("rule_count", 0))
         kept = tuple(header.get("namespaces", ()))
+        warnings = tuple(str(w) for w in header.get("warnings", ()))
     else:
         rules, skipped = _compile_yara(rule_paths, skip_broken=skip_broken)
+        warnings = tuple(str(w) for w in getattr(rules, "warnings", None) or ())
         # Saved and loaded back: freshly compiled rules keep libyara's growable compile arenas (8 MB
         # of RSS for the 13 starter rules, 0.1 MB loaded), which an agent would hold for as long as
         # it runs (issue 22); about 0.1 s for 6,000 rules.
@@ -228,7 +233,8 @@ def _compile(files: dict[str, str], *, source: str, skip_broken: bool = False, c
         dropped = {files_ns for files_ns, path in rule_paths.items() if any(e.path == path for e in skipped)}
         kept = tuple(sorted(set(rule_paths) - dropped))
         if cache is not None:
-            header = {"rule_count": rule_count, "namespaces": list(kept), "skipped": [[e.path, e.line, rule_error_message(e)] for e in skipped]}
+            header = {"rule_count": rule_count, "namespaces": list(kept), "skipped": [[e.path, e.line, rule_error_message(e)] for e in skipped],
+                      "warnings": list(warnings)}
             cache.store(cache_key.hexdigest(), rules, header)
     elapsed = time.perf_counter() - started
     how = "loaded from the compiled-rules cache" if found is not None else "compiled"
@@ -244,6 +250,7 @@ def _compile(files: dict[str, str], *, source: str, skip_broken: bool = False, c
         skipped=skipped,
         cached=found is not None,
         compile_s=elapsed,
+        warnings=warnings,
     )
 
 
