@@ -428,7 +428,9 @@ def test_outside_the_initial_namespaces_it_says_why() -> None:
         done.set()
         others.join()
     assert out.startswith("False {'state': 'off'")
-    assert "did not answer (not the initial pid or user namespace?)" in out
+    # Depending on the kernel, joining the connector's group from a user namespace is refused
+    # outright or accepted without an answer; either way the health says why.
+    assert "did not answer (not the initial pid or user namespace?)" in out or "was refused (EPERM: needs CAP_NET_ADMIN)" in out
 
 
 # Exit watcher -------------------------------------------------------------

@@ -91,7 +91,8 @@ def test_slow_collector_and_500s_lose_and_double_nothing(stack, fault_proxy_fact
     agent = stack.agent(config)
     ids = produce(agent.spool, 300)
     wait_for(lambda: stack.stored() >= 100, timeout=30, message="a batch committed behind a timed-out request")
-    assert "did not answer" in agent.read_log()
+    # The collector may commit before the agent's 1 s timeout fires: wait for the agent to give up.
+    wait_for(lambda: "did not answer" in agent.read_log(), timeout=30, message="the agent gave up on the held reply")
     proxy.hold_replies(0)
     proxy.release()
     proxy.fail_next(4, 500)
