@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.credentials import Credentials
 from agent.spool import Spool
+from agent.transport import CollectorClient
 from tests.agent_process import Agent, write_config
 from tests.collector_env import ServeProcess
 from tests.waiting import wait_for
@@ -156,3 +158,17 @@ def spool_depth(spool_path: Path) -> int:
 
 def delivered(stack: Stack, expected: int, *, timeout: float = 120) -> None:
     wait_for(lambda: stack.stored() >= expected, timeout=timeout, interval=0.2, message=f"{expected} events at the collector")
+
+
+class FixedLink:
+    """One client, no credentials file: the shipper's view of an enrolled agent."""
+
+    def __init__(self, client: CollectorClient) -> None:
+        self.identity = None
+        self._client = client
+
+    def current(self) -> tuple[CollectorClient, Credentials | None]:
+        return self._client, None
+
+    def close(self) -> None:
+        self._client.close()

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import requests
 
-from agent.credentials import Credentials
 from agent.shipper import Shipper
 from agent.spool import Spool
 from agent.transport import CollectorClient, Reply
 from server.api.admission import RETRY_AFTER_S
 from tests.collector_env import ServeProcess, event_record
+from tests.stack import FixedLink
 from tests.waiting import wait_for
 
 
@@ -163,27 +163,13 @@ class _RecordingClient(CollectorClient):
         return reply
 
 
-class _FixedLink:
-    """One client, no credentials file: the shipper's view of an enrolled agent."""
-
-    def __init__(self, client: CollectorClient) -> None:
-        self.identity = None
-        self._client = client
-
-    def current(self) -> tuple[CollectorClient, Credentials | None]:
-        return self._client, None
-
-    def close(self) -> None:
-        self._client.close()
-
-
 def test_the_agents_shipper_waits_out_a_429_and_delivers_every_event_once(collector: Collector, tmp_path: Path) -> None:
     spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
     records = [event_record() for _ in range(40)]
     for record in records:
         spool.put(record, matched=True)
     client = _RecordingClient(collector.url, collector.agent_credential)
-    shipper = Shipper(spool, _FixedLink(client), batch_events=10)  # type: ignore[arg-type]
+    shipper = Shipper(spool, FixedLink(client), batch_events=10)  # type: ignore[arg-type]
     held_record = event_record()
     held = HeldBatch(collector, [held_record])
     try:

@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 
-from agent.credentials import Credentials
 from agent.heartbeat import Heartbeat
 from agent.shipper import BACKOFF_MAX_S, Backoff, Shipper
 from agent.spool import Spool
 from agent.transport import CollectorClient, Reply
 from tests.collector_env import free_port
 from tests.conftest import SECRET_WORD
-from tests.stack import Stack, delivery_faults, produce, spool_depth
+from tests.stack import FixedLink, Stack, delivery_faults, produce, spool_depth
 from tests.waiting import wait_for
 
 
@@ -34,25 +33,11 @@ class _CountingClient(CollectorClient):
         return super().post_events(events)
 
 
-class _FixedLink:
-    """One client, no credentials file: the shipper's view of an enrolled agent."""
-
-    def __init__(self, client: CollectorClient) -> None:
-        self.identity = None
-        self._client = client
-
-    def current(self) -> tuple[CollectorClient, Credentials | None]:
-        return self._client, None
-
-    def close(self) -> None:
-        self._client.close()
-
-
 def test_a_wake_during_backoff_does_not_bring_the_retry_forward(tmp_path: Path) -> None:
     spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
     spool.put({"id": "e1", "type": "file.write"}, matched=True)
     client = _CountingClient(f"http://127.0.0.1:{free_port()}")  # nothing listens: refused at once
-    shipper = Shipper(spool, _FixedLink(client), backoff=Backoff(start=3.0, rand=lambda: 1.0))  # type: ignore[arg-type]
+    shipper = Shipper(spool, FixedLink(client), backoff=Backoff(start=3.0, rand=lambda: 1.0))  # type: ignore[arg-type]
     shipper.start()
     try:
         wait_for(lambda: client.posts == 1, timeout=5, message="the first attempt")
@@ -137,10 +122,10 @@ def test_a_heartbeat_getting_through_again_ends_the_shippers_backoff(tmp_path: P
     spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
     spool.put({"id": "e1", "type": "file.write"}, matched=True)
     client = _CountingClient(f"http://127.0.0.1:{free_port()}")
-    shipper = Shipper(spool, _FixedLink(client), backoff=Backoff(start=30.0, rand=lambda: 1.0))  # type: ignore[arg-type]
+    shipper = Shipper(spool, FixedLink(client), backoff=Backoff(start=30.0, rand=lambda: 1.0))  # type: ignore[arg-type]
     replies = iter([Reply("retry", "down"), Reply("ok", body={"heartbeat_interval_s": 60})])
     beats = _ScriptedHeartbeats(replies)
-    heartbeat = Heartbeat(_FixedLink(beats), dict, on_back=shipper.collector_back)  # type: ignore[arg-type]
+    heartbeat = Heartbeat(FixedLink(beats), dict, on_back=shipper.collector_back)  # type: ignore[arg-type]
     shipper.start()
     try:
         wait_for(lambda: client.posts == 1, timeout=5, message="the first attempt, then a 30 s backoff")
@@ -174,7 +159,7 @@ class _CountingIdentity:
 
 def test_events_spooled_while_refused_do_not_spin_the_shipper(tmp_path: Path) -> None:
     spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
-    link = _FixedLink(CollectorClient(f"http://127.0.0.1:{free_port()}", timeout_s=2))
+    link = FixedLink(CollectorClient(f"http://127.0.0.1:{free_port()}", timeout_s=2))
     shipper = Shipper(spool, link)  # type: ignore[arg-type]
     identity = _CountingIdentity()
     shipper._identity = identity  # type: ignore[assignment]
