@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from typing import NoReturn
 
 import pytest
 
+from agent.sources import mounts
 from agent.sources.mounts import Mount, MountChange, MountWatcher, parse_mounts, read_proc_mounts
 from agent.sources.removable import RemovablePolicy, SysfsProbe
 from agent.sources.usb import UsbSource
@@ -129,6 +131,55 @@ def test_watcher_is_woken_by_the_kernel_not_the_fallback(loop_mounts: LoopMounts
         watcher.close()
 
 
+class RecordingPoll:
+    """``select.poll`` that keeps what each ``poll()`` returned and the timeout it was given."""
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self.timeouts: list[float | None] = []
+        self.signals = 0  # returns that carried the mount table's POLLPRI
+
+    def register(self, fd: int, eventmask: int = select.POLLIN) -> None:
+        self._poll.register(fd, eventmask)
+
+    def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+        self.timeouts.append(timeout)
+        ready = self._poll.poll(timeout)
+        self.signals += any(event & select.POLLPRI for _, event in ready)
+        return ready
+
+
+def test_watcher_reads_the_table_only_when_the_kernel_signals(
+    loop_mounts: LoopMounts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fallback interval this short would re-read the table dozens of times during the mount below.
+    polls: list[RecordingPoll] = []
+    reads: list[str] = []
+    real_read = mounts.read_proc_mounts
+
+    def counting_read(path: str = mounts.PROC_MOUNTS) -> list[Mount]:
+        reads.append(path)
+        return real_read(path)
+
+    def recording_poll() -> RecordingPoll:
+        polls.append(RecordingPoll())
+        return polls[-1]
+
+    monkeypatch.setattr(mounts, "read_proc_mounts", counting_read)
+    watcher = WatcherThread(MountWatcher(interval=0.01, poll_factory=recording_poll))
+    try:
+        health = watcher.watcher.health()
+        assert health["state"] == "ok" and "no timed re-read" in health["message"], health
+        target = loop_mounts.mount_tmpfs(tmp_path / "signalled only")
+        wait_for(lambda: watcher.saw_added(target), message="POLLPRI on the mount table")
+        (poll,) = polls
+        assert set(poll.timeouts) == {None}, "the watcher set a timeout on its wait for the kernel"
+        # The first read, then one per signal (other mounts on this machine may signal too): none timed.
+        wait_for(lambda: len(reads) == 1 + poll.signals, message="a read for every signal and no other")
+    finally:
+        watcher.close()
+
+
 def test_watcher_falls_back_to_periodic_reads_when_it_cannot_poll(loop_mounts: LoopMounts, tmp_path: Path) -> None:
     def no_poll() -> NoReturn:
         raise OSError(38, "Function not implemented")
@@ -137,6 +188,7 @@ def test_watcher_falls_back_to_periodic_reads_when_it_cannot_poll(loop_mounts: L
     try:
         health = watcher.watcher.health()
         assert health["state"] == "degraded" and "cannot poll /proc/self/mounts" in health["message"]
+        assert "re-reading every 0.05s" in health["message"]
         target = loop_mounts.mount_tmpfs(tmp_path / "periodic")
         wait_for(lambda: watcher.saw_added(target), message="the periodic re-read")
     finally:

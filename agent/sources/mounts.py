@@ -90,12 +90,14 @@ class MountWatcher:
     """Yields what changed in the mount table, to one reader, until ``close()`` is called from any thread.
 
     On Linux the kernel marks an open ``/proc/self/mounts`` with POLLPRI|POLLERR when the table changes, so
-    a change is seen at once; the table is also re-read every ``interval`` seconds in case a signal is
-    missed. Where that cannot work (another OS, or a path or poll that fails) only the periodic re-read
-    remains, and ``health()`` says so when it was meant to be otherwise.
+    a change is seen at once and the table is read only then: an idle agent does not wake for it. No
+    change can slip between two signals, since the kernel compares the table's change counter with the
+    one this descriptor saw at its last poll (a change while the table is being read signals the next
+    poll). Where that cannot work (another OS, or a path or poll that fails) the table is re-read every
+    ``interval`` seconds instead, and ``health()`` says which is in use.
 
     Args:
-        interval: seconds between re-reads that do not wait for a kernel signal.
+        interval: seconds between re-reads where the kernel cannot signal changes.
         path: the mount table file; None reads the table through psutil (the default off Linux).
         poll_factory: builds the poll object; None means periodic re-reads only.
     """
@@ -181,17 +183,18 @@ class MountWatcher:
             self._wake_w = wake_w
         self._notify_health = {
             "state": "ok",
-            "message": f"kernel signals changes to {self._path}; also re-read every {self.interval:g}s",
+            "message": f"kernel signals changes to {self._path} (no timed re-read)",
         }
         return poll, fds
 
     def _wait(self, poll: Poll | None) -> Poll | None:
-        """Wait for a kernel signal, the periodic re-read or ``close()``; returns the poll still usable."""
+        """Wait for a kernel signal or ``close()`` (without a poll: the next periodic re-read); returns
+        the poll still usable."""
         if poll is None:
             self._closed.wait(self.interval)
             return None
         try:
-            poll.poll(self.interval * 1000)
+            poll.poll(None)
         except OSError as e:
             self._degrade(f"polling {self._path} failed ({e})")
             return None

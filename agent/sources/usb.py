@@ -37,7 +37,7 @@ class UsbSource(StoppableThread):
     Args:
         emit: where the ``DeviceChange`` items go.
         policy: decides which mounts are removable and identifies them.
-        watcher: the mount table watcher; a default one (Linux: kernel signals, 1 s fallback) if None.
+        watcher: the mount table watcher; a default one (Linux: kernel signals; elsewhere re-read every 1 s) if None.
         on_mount: called with each removable volume that is or becomes mounted.
         on_unmount: called with each removable volume that went away.
         admit: device control, asked about each volume before ``on_mount`` (volumes present at start too).
