@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, effective, load_config
+from agent.config import AgentConfig, ConfigError, ServerSection, effective, load_config
 from tests.conftest import run_cli
 
 CONTRACT_EXAMPLE = """
@@ -83,3 +83,38 @@ def test_check_config_command(tmp_path: Path) -> None:
 
 def test_effective_hides_internal_fields() -> None:
     assert set(effective(load_config(None, environ={}))) == {"agent", "server", "files", "usb", "clipboard", "protected", "rules", "egress", "spool", "scan"}
+
+
+def test_every_problem_is_listed_with_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[files]\nwatch = ["/a", 2]\nbackend = "dnotify"\n[usb]\nenabled = "maybe"\n[scan]\nthreads = 2.5\ntimeout_s = 0\n[nosuch]\n[clipboard]\nintervall_ms = 5\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), environ={})
+    lines = str(caught.value).splitlines()
+    assert all(line.startswith(f"{path}: ") for line in lines)
+    assert sorted(line.split(": ")[1] for line in lines) == sorted(["files.watch.1", "files.backend", "usb.enabled", "scan.threads", "scan.timeout_s", "nosuch", "clipboard.intervall_ms"])
+    assert f"{path}: files.backend: Input should be 'auto', 'fanotify' or 'inotify'" in lines
+    assert f"{path}: scan.timeout_s: Input should be greater than 0" in lines
+
+
+def test_values_are_taken_as_their_type_as_before(tmp_path: Path) -> None:
+    """Strings of numbers and flags, and whole floats, load as they did when pydantic read the file."""
+    path = tmp_path / "agent.toml"
+    path.write_text('[spool]\nmax_bytes = "2097152"\n[usb]\nenabled = "no"\n[scan]\nthreads = 4.0\ntimeout_s = 5\n')
+    config = load_config(str(path), environ={"DLP_AGENT_CLIPBOARD_PRIMARY": "off", "DLP_AGENT_SERVER_TIMEOUT_S": "2.5"})
+    assert (config.spool.max_bytes, config.usb.enabled, config.scan.threads, config.clipboard.primary) == (2097152, False, 4, False)
+    assert isinstance(config.scan.timeout_s, float) and config.scan.timeout_s == 5.0 and config.server.timeout_s == 2.5
+    assert isinstance(config.scan.threads, int)
+
+
+def test_a_section_that_is_no_table_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("usb = 5\n")
+    with pytest.raises(ConfigError, match="usb: Input should be a valid dictionary"):
+        load_config(str(path), environ={})
+
+
+def test_sections_made_in_code_are_checked_too() -> None:
+    with pytest.raises(ConfigError, match="timeout_s: Input should be less than or equal to 600"):
+        ServerSection(timeout_s=601)
+    assert AgentConfig(server=ServerSection(timeout_s="5")).server.timeout_s == 5.0

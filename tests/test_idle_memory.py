@@ -1,8 +1,10 @@
-"""Idle memory (issue 22): what an idle daemon leaves unloaded until first use, and compacted rules."""
+"""Idle memory (issue 22): what an idle daemon leaves unloaded until first use, what it never loads
+(pydantic: the collector's, not the agent's), and compacted rules."""
 
 from __future__ import annotations
 
 import io
+import json
 import signal
 import zipfile
 from pathlib import Path
@@ -12,13 +14,18 @@ import yara
 
 from agent.scanning import rulecache
 from agent.scanning.rules import compile_rule_files, rule_files
+from agent.spool import Spool
 from tests.agent_process import Agent, write_config
 from tests.conftest import SECRET_WORD
+from tests.stack import Stack, cli, stack  # noqa: F401  (the collector-and-agent fixture)
 from tests.waiting import wait_for
 
 # Shared objects an agent that is not enrolled and has quarantined nothing never needs: cryptography's
 # Rust library (bundle and device-policy signatures, quarantine) and Python's TLS module (requests).
 DEFERRED = ("cryptography/hazmat/bindings/_rust", "/_ssl.cpython")
+# pydantic's compiled core, about 9 MB of an idle agent until the configuration was read without it:
+# a daemon maps it neither idle nor once it has talked to its collector and verified a bundle.
+NEVER = "pydantic_core/_pydantic_core"
 
 
 def mapped(pid: int) -> set[str]:
@@ -35,7 +42,7 @@ def agent(tmp_path: Path, rules_dir: Path):
 
 def test_idle_daemon_loads_no_network_or_crypto_and_its_first_scans_work(agent: Agent, tmp_path: Path) -> None:
     wait_for(lambda: agent.status().get("running") is True, timeout=30, message="daemon running")
-    assert not [path for path in mapped(agent.proc.pid) if any(part in path for part in DEFERRED)]
+    assert not [path for path in mapped(agent.proc.pid) if any(part in path for part in (*DEFERRED, NEVER))]
     desktop = tmp_path / "Desktop"
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
@@ -48,6 +55,32 @@ def test_idle_daemon_loads_no_network_or_crypto_and_its_first_scans_work(agent: 
     assert all(event["status"] == "match" and event["matches"][0]["rule"] == "secret_word" for event in by_path.values())
     zipped = by_path[str(desktop / "bundle.zip")]["matches"][0]
     assert "inner/notes.txt" in str(zipped), zipped
+
+
+def test_an_enrolled_daemon_that_verified_a_bundle_has_no_pydantic(stack: Stack, tmp_path: Path) -> None:  # noqa: F811
+    """The first heartbeat (requests, TLS) and the bundle's signature check (cryptography) load
+    what they need, and none of it brings pydantic in (nor does anything the agent shares with the collector)."""
+    published = cli("server.cli", "signatures", "publish", str(stack.rules_dir), "--data-dir", str(stack.data_dir), "--json")
+    assert published.returncode == 0, published.stderr
+    version = json.loads(published.stdout)["version"]
+    serve = stack.collector()
+    config = stack.agent_config()
+    stack.enroll(config, serve.url)
+    agent = stack.agent(config)
+
+    def heard() -> bool:
+        listed = cli("server.cli", "agent", "list", "--data-dir", str(stack.data_dir), "--json")
+        return bool(listed.returncode == 0 and [a for a in json.loads(listed.stdout)["items"] if a.get("last_heartbeat_at")])
+
+    def running_version() -> object:
+        with Spool.open_readonly(str(agent.spool)) as reader:
+            return reader.get_state("bundle_version")
+
+    wait_for(lambda: running_version() == version, timeout=60, interval=0.5, message="the bundle verified and running")
+    wait_for(heard, timeout=60, interval=0.5, message="a heartbeat at the collector")
+    loaded = mapped(agent.proc.pid)
+    assert [path for path in loaded if DEFERRED[0] in path], "the bundle's check loaded no cryptography: nothing was verified"
+    assert not [path for path in loaded if NEVER in path]
 
 
 def test_compacted_rules_match_as_compiled(rules_dir: Path) -> None:

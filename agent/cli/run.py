@@ -27,7 +27,7 @@ def register(commands: Any) -> None:
 
 
 def load_or_report(path: str | None) -> AgentConfig | None:
-    # Imported here: pydantic costs start-up time and ~10 MB that `dlp-agent scan` does not need.
+    # Imported here: the configuration reaches the rule loading (yara), which `dlp-agent version` does without.
     from agent.config import ConfigError, load_config
 
     try:
