@@ -1,11 +1,13 @@
 """Draining a backlog after an outage: 20,000 agents, each holding 100 spooled events, come back at once.
 
 Usage: python bench/drain.py [--backend sqlite|postgresql] [--workers N] [--agents 20000] [--events-per-agent 100]
-                             [--window 15] [--interval 60] [--after 60] [--max-seconds 600]
+                             [--outage 600] [--window 15] [--interval 60] [--after 60] [--max-seconds 600]
                              [--max-in-flight N] [--code CHECKOUT]
 
 The agents are enrolled straight on the database (bench/heartbeat.py's ``enroll_directly``, not
-timed) and each agent's backlog is built as the real agent sends it (``event_record()`` bodies,
+timed), then the outage is written as the collector's sweeps leave it: every agent last seen
+``--outage`` seconds ago, and offline when that is longer than ``agents.offline_after_s`` (the
+default, 600 s, is: each agent's first heartbeat back is an offline -> online transition). Each agent's backlog is built as the real agent sends it (``event_record()`` bodies,
 the batch size of ``[server] batch_events``, JSON gzipped at level 5 as agent/transport.py does),
 before a real ``dlp-server serve`` starts. Then one asyncio process plays the fleet the moment
 the collector is back, each agent as the real one behaves after an outage:
@@ -50,12 +52,13 @@ import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, text, update
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -74,11 +77,15 @@ from serving import (  # noqa: E402
 from agent.config import ServerSection  # noqa: E402
 from agent.heartbeat import RETRY_S, first_delay_back, retry_delay  # noqa: E402
 from agent.shipper import Backoff  # noqa: E402
+from server.db.engine import Database  # noqa: E402
+from server.db.tables import agents as agents_table  # noqa: E402
+from server.settings import AgentsSection  # noqa: E402
+from server.store.sql import utcnow  # noqa: E402
 from tests.collector_env import event_record  # noqa: E402
 
 SEVERITIES = ("low", "medium", "high", "critical")
-AGENT_BATCH_EVENTS = ServerSection.model_fields["batch_events"].default
-AGENT_TIMEOUT_S = ServerSection.model_fields["timeout_s"].default
+AGENT_BATCH_EVENTS = ServerSection().batch_events
+AGENT_TIMEOUT_S = ServerSection().timeout_s
 console = Console(width=160)
 
 
@@ -407,6 +414,20 @@ def ship_process(simulation: Simulation, start: float, back_fd: int, results: Co
         results.send(f"{type(exc).__name__}: {exc}")
 
 
+def write_outage(database_url: str, seconds: float) -> str:
+    """Every agent last seen ``seconds`` ago, and offline if that is past ``agents.offline_after_s``
+    (the sweeps that ran while the agents could not reach the collector). Returns the status set."""
+    status = "offline" if seconds > AgentsSection.model_fields["offline_after_s"].default else "online"
+    seen = utcnow() - timedelta(seconds=seconds)
+    db = Database(database_url)
+    try:
+        with db.write() as conn:
+            conn.execute(update(agents_table).values(last_seen_at=seen, last_heartbeat_at=seen, status=status))
+    finally:
+        db.dispose()
+    return status
+
+
 def count_events(database_url: str) -> int:
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
@@ -423,6 +444,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=20_000)
     parser.add_argument("--events-per-agent", type=int, default=100)
     parser.add_argument("--batch-events", type=int, default=AGENT_BATCH_EVENTS, help=f"the agent's [server] batch_events (default {AGENT_BATCH_EVENTS})")
+    parser.add_argument("--outage", type=float, default=600.0, help="seconds the agents were cut off; past agents.offline_after_s (300) they are offline (default 600)")
     parser.add_argument("--window", type=float, default=1.5 * RETRY_S, help=f"seconds over which the first heartbeats land (default {1.5 * RETRY_S:g}, the agent's longest retry)")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between one agent's heartbeats (default 60)")
     parser.add_argument("--after", type=float, default=60.0, help="seconds of heartbeats after the drain, the peer figure (default 60)")
@@ -446,12 +468,13 @@ def main() -> None:
         began = time.perf_counter()
         credentials = enroll_directly(database_url, args.agents, steady=True)
         enroll_s = time.perf_counter() - began
+        status = write_outage(database_url, args.outage)
         began = time.perf_counter()
         backlogs = build_backlogs(args.agents, args.events_per_agent, args.batch_events, args.seed)
         build_s = time.perf_counter() - began
         body_bytes = sum(len(b) for batches in backlogs for b in batches)
         console.print(
-            f"enrolled {args.agents:,} agents in {enroll_s:.0f} s; built {sum(len(b) for b in backlogs):,} batches "
+            f"enrolled {args.agents:,} agents in {enroll_s:.0f} s, {status} after a {args.outage:g} s outage; built {sum(len(b) for b in backlogs):,} batches "
             f"({body_bytes / 1e6:,.0f} MB gzipped) in {build_s:.0f} s"
         )
         lock = open(args.lock, "a") if args.lock else None  # noqa: SIM115 (held until the process ends)
@@ -519,7 +542,7 @@ def report(args: argparse.Namespace, simulation: Simulation, stored: int, cpu: t
     refusals = fleet.answers["HTTP 429"] + fleet.answers["HTTP 503"]
     title = (
         f"Drain after an outage: {args.agents:,} agents x {args.events_per_agent} events, {args.backend}, {args.workers} process(es), "
-        f"ingest.max_in_flight {args.max_in_flight or 'default'}; "
+        f"ingest.max_in_flight {args.max_in_flight or 'default'}; after a {args.outage:g} s outage; "
         f"first heartbeats within {args.window:g} s, then every {args.interval:g} s"
     )
     table = Table(title=title)

@@ -64,7 +64,7 @@ class Collector:
         """Set after a commit that queued alerts, so this process's forwarder sends at once."""
         self.denied = Matcher()
         """Denied networks in memory, reloaded from the database every few seconds (server/store/denylist.py)."""
-        self.liveness = Liveness(self.db, clock=clock, offline_after_s=settings.agents.offline_after_s)
+        self.liveness = Liveness(self.db, clock=clock, offline_after_s=settings.agents.offline_after_s, country=self.country)
         """Agents served lately and their liveness not yet written (server/liveness.py): flushed
         every ``agents.liveness_flush_s`` by the maintenance thread and on close."""
 

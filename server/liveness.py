@@ -1,24 +1,38 @@
 """Agents' liveness in memory: heartbeats answered without the database, liveness written in batches.
 
-Each collector process remembers the agents it served lately. A heartbeat is answered from
-memory when nothing but liveness changed: the agent is one this process saw online within
-half of ``offline_after_s``, it calls from the address this process last recorded for it (judged
-against its vendor's current office ranges), its report's state (versions, rule errors, each
-source's state) is the one stored, no command waits for it and what memory relies on is fresh.
-Its last-seen time, the report's counters (spool depth, drops, source messages) and the
-address's count are then buffered here, and ``flush`` writes them in one transaction every
-``agents.liveness_flush_s`` (the maintenance thread; also before each offline sweep, before this
-collector's agent pages read, and on stop). Everything else takes the synchronous path, which
-writes at once: first contact in this process, offline to online, a new or re-judged address, a
-changed state, a pending command. So what review pages show is exact at once on every collector;
-only last-seen times, counters and address counts lag, by at most the flush interval, and a
-crash loses at most that much of them.
+Each collector process remembers every agent not revoked (learned at start, about 1 KiB each:
+20 MiB for 20,000) and the ones it served since. A heartbeat is answered from memory when nothing
+but liveness changed: the credential matches the hash memory holds, the agent calls from the
+address this process last recorded for it (judged against its vendor's current office ranges), its
+report's state (versions, rule errors, each source's state) is the one stored, no command waits
+for it and what memory relies on is fresh. Its last-seen time, the report's counters (spool
+depth, drops, source messages) and the address's count are then buffered here, and ``flush``
+writes them in one transaction every ``agents.liveness_flush_s`` (the maintenance thread; also
+before each offline sweep, before this collector's agent pages read, and on stop). Everything else
+takes the synchronous path, which writes at once: first contact in this process, a new or
+re-judged address, a changed state, a pending command. So what review pages show is exact at
+once on the collector that serves them; elsewhere last-seen times, counters, address counts and
+agents coming back online lag by at most the flush interval, and a crash loses at most that much.
 
-Collectors over one database agree on who is offline because a buffered write never changes
-an agent's status: it lands only on a row still ``online`` and not seen later by another
-collector. An agent that went offline meanwhile (swept by any collector) is forgotten here, so its
-next call takes the synchronous path, which brings it back online and raises ``agent.online``
-once. ``offline_after_s`` (at least 30 s) is far above the flush interval (at most 10 s).
+Coming back is buffered too. After an outage longer than ``offline_after_s`` the whole fleet is
+offline and calls again within a minute; one synchronous transaction and an ``agent.online`` event
+each (about 3 ms of CPU) is what kept 20,000 returning agents' heartbeats from being answered in
+time (docs/performance.md, issue 20). So an agent memory holds as offline, or that this process
+has not seen within half of ``offline_after_s`` (another collector may have swept it meanwhile),
+is answered from memory as well, its heartbeat marked a return; the flush first brings the
+returns back with one conditional UPDATE (``status = 'offline'``, ``agents.bring_back``) and raises
+``agent.online`` for exactly the agents that statement flipped, in the same transaction as their
+last-seen times.
+
+Collectors over one database agree on who is offline because only two statements change an
+agent's status, both conditional and atomic: the sweep flips ``online`` rows silent for
+``offline_after_s`` to offline, ``bring_back`` flips ``offline`` rows to online. So an agent goes
+offline once and comes back once, whichever collectors sweep it and hear it again, and each flip
+raises its one event. Any other buffered write lands only on a row still ``online`` and not seen
+later by another collector: it never changes a status. An agent whose buffered write found it
+offline (swept by another collector before this one wrote what it heard) is held as offline here,
+so its next heartbeat is a return. ``offline_after_s`` (at least 30 s) is far above the flush
+interval (at most 10 s), so a return written by the flush is never older than a sweep could count.
 
 What memory relies on is reread every ``REFRESH_S`` by every process: revocations, vendors'
 office ranges, each vendor's device policy version and the agents with commands pending. So a
@@ -40,11 +54,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Delete, Insert, Update, event
 
+from agent.events import AGENT_ONLINE
 from server import credentials
 from server.db.engine import Database
 from server.netaddr import in_networks, parse_networks
 from server.store import addresses, quarantine
 from server.store import agents as agent_store
+from server.store import ingest as event_ingest
 from server.store.agents import AgentIdentity
 
 log = logging.getLogger(__name__)
@@ -53,13 +69,16 @@ REFRESH_S = 5.0
 """Revocations, office ranges, policy versions and pending commands are reread this often."""
 PRELOAD_CHUNK = 250
 PRELOAD_PAUSE_S = 0.02
-"""Learning the online agents at start: this many at a time (about 10 ms of CPU), then a pause."""
+"""Learning the agents at start: this many at a time (about 10 ms of CPU), then a pause."""
 CLOCK_SKEW_S = 60.0
 """Revocations are reread from this long before the previous read, for clocks of collectors that differ."""
 _WATCHED = frozenset({"agent_commands", "device_policies", "vendors"})
 """Tables whose writes in this process make memory's copy stale at once."""
 _NOTES = "dlp.liveness"
 """Key in a connection's ``info`` of what to apply to memory once its transaction commits."""
+
+RETURN_DETAILS = {"reason": "the agent called again after going offline"}
+"""The details of every ``agent.online`` event, raised at once or by the flush."""
 
 _STATE_COLUMNS = ("agent_version", "ruleset_version", "bundle_version", "ruleset_error", "fingerprints", "sources")
 """The stored report's columns ``report_state`` reads."""
@@ -87,13 +106,24 @@ class _Known:
     state: tuple[Any, ...]
 
 
+@dataclass(frozen=True)
+class _Return:
+    """A heartbeat that may bring its agent back online: who, from where, when (the ``agent.online`` event's)."""
+
+    identity: AgentIdentity
+    address: str | None
+    at: datetime
+
+
 @dataclass
 class _Row:
-    """An agent row's pending write: seen then from that address, with that report (None: a call, not a heartbeat)."""
+    """An agent row's pending write: seen then from that address, with that report (None: a call,
+    not a heartbeat), and the first heartbeat since memory held the agent as offline or unseen."""
 
     seen: datetime
     address: str | None
     report: dict[str, Any] | None
+    returned: _Return | None = None
 
 
 class Liveness:
@@ -107,8 +137,10 @@ class Liveness:
         offline_after_s: float,
         refresh_s: float = REFRESH_S,
         monotonic: Callable[[], float] = time.monotonic,
+        country: Callable[[str | None], str | None] = lambda _address: None,
     ) -> None:
         self._db = db
+        self._country = country
         self._clock = clock
         self._monotonic = monotonic
         self._refresh_s = refresh_s
@@ -118,6 +150,8 @@ class Liveness:
         self._known: dict[str, _Known] = {}
         self._seen: dict[str, datetime] = {}
         """When this process last saw each known agent (apart, so a heartbeat allocates no object the garbage collector tracks)."""
+        self._offline: set[str] = set()
+        """Known agents memory holds as offline: their next heartbeat is a return."""
         self._addresses: dict[str, tuple[str, tuple[str, ...]]] = {}
         """Agent -> the address whose record this process wrote or counted, and the ranges it was judged against."""
         self._rows: dict[str, _Row] = {}
@@ -143,8 +177,8 @@ class Liveness:
         parsed = credentials.parse_token(token, credentials.AGENT_KIND)
         if parsed is None or not self._remember or self._monotonic() >= self._fresh_until:
             return None
-        known, seen = self._known.get(parsed.id), self._seen.get(parsed.id)
-        if known is None or seen is None or known.state != state or now - seen >= self._stale_after:
+        known = self._known.get(parsed.id)
+        if known is None or known.state != state:
             return None
         identity = known.identity
         if identity.id in self._pending or self._ranges.get(identity.vendor_id) != identity.allowed_cidrs:
@@ -156,13 +190,20 @@ class Liveness:
             return None
         return identity, self._versions.get(identity.vendor_id)
 
-    def heartbeat(self, agent_id: str, *, address: str | None, report: dict[str, Any], now: datetime) -> None:
-        """Buffer a heartbeat ``answer`` accepted: its report's counters, last seen, the address's count."""
+    def heartbeat(self, identity: AgentIdentity, *, address: str | None, report: dict[str, Any], now: datetime) -> None:
+        """Buffer a heartbeat ``answer`` accepted: its report's counters, last seen, the address's
+        count; a return (``flush`` brings the agent back) when memory holds it as offline or has
+        not seen it within half of ``offline_after_s``."""
+        agent_id = identity.id
         with self._lock:
             seen = self._seen.get(agent_id)
-            if seen is not None and seen < now:
+            returned = None
+            if agent_id in self._offline or seen is None or now - seen >= self._stale_after:
+                self._offline.discard(agent_id)
+                returned = _Return(identity, address, now)
+            if seen is None or seen < now:
                 self._seen[agent_id] = now
-            self._buffer(agent_id, address, now, report)
+            self._buffer(agent_id, address, now, report, returned)
             if address:
                 self._count(agent_id, address, now)
 
@@ -177,6 +218,7 @@ class Liveness:
             with self._lock:
                 self._known[identity.id] = known
                 self._seen[identity.id] = now
+                self._offline.discard(identity.id)
                 row = self._rows.get(identity.id)
                 if row is not None and row.seen <= now:
                     del self._rows[identity.id]
@@ -218,12 +260,18 @@ class Liveness:
             self._remember = False
 
     def forget(self, agent_ids: list[str]) -> None:
-        """These agents' next calls take the synchronous path (offline, revoked, or written elsewhere)."""
+        """These agents' next calls take the synchronous path (revoked, gone, or written elsewhere)."""
         with self._lock:
             for agent_id in agent_ids:
                 self._known.pop(agent_id, None)
                 self._seen.pop(agent_id, None)
                 self._addresses.pop(agent_id, None)
+                self._offline.discard(agent_id)
+
+    def went_offline(self, agent_ids: list[str]) -> None:
+        """These agents are offline (a sweep flipped them): each one's next heartbeat is a return."""
+        with self._lock:
+            self._offline.update(agent_id for agent_id in agent_ids if agent_id in self._known)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -237,6 +285,7 @@ class Liveness:
                 return 0
             try:
                 with self._db.write() as conn:
+                    self._bring_back(conn, [row.returned for row in rows.values() if row.returned is not None])
                     lost = agent_store.write_liveness(conn, seen=[(agent_id, row.seen, row.address, row.report) for agent_id, row in rows.items()])
                     addresses.count_agent_calls(conn, calls=[(agent, address, count, seen) for (agent, address), (count, seen) in calls.items()])
             except Exception:
@@ -244,13 +293,28 @@ class Liveness:
                     for agent_id, row in rows.items():
                         newer = self._rows.get(agent_id)
                         if newer is None or newer.seen < row.seen:
-                            self._rows[agent_id] = row
+                            self._rows[agent_id] = replace(row, returned=row.returned or (newer.returned if newer else None))
+                        elif newer.returned is None:
+                            newer.returned = row.returned
                     for key, (count, seen) in calls.items():
                         self._count(key[0], key[1], seen, count)
                 raise
         if lost:
-            self.forget(lost)
+            self.went_offline([agent_id for agent_id, status in lost.items() if status == "offline"])
+            self.forget([agent_id for agent_id, status in lost.items() if status != "offline"])
         return len(rows) + len(calls)
+
+    def _bring_back(self, conn: Connection, returns: list[_Return]) -> None:
+        """The returns this flush writes: those still offline are flipped online, once across
+        collectors, each with its ``agent.online`` event; the rest were online (or revoked) already."""
+        if not returns:
+            return
+        flipped = set(agent_store.bring_back(conn, agent_ids=[r.identity.id for r in returns]))
+        for back in returns:
+            if back.identity.id in flipped:
+                event_ingest.raise_agent_event(
+                    conn, agent=back.identity, kind=AGENT_ONLINE, details=RETURN_DETAILS, now=back.at, address=back.address, country=self._country(back.address)
+                )
 
     def close(self) -> None:
         """Flush on stop; a database that is gone by then costs what was buffered, said in the log."""
@@ -266,30 +330,35 @@ class Liveness:
         return self._preloaded
 
     def preload(self, conn: Connection) -> int:
-        """Learn every online agent from the database, so a collector just started answers the
+        """Learn every agent not revoked from the database, so a collector just started answers the
         fleet's heartbeats from memory at once rather than each agent's first one the synchronous
-        way. Agents seen before (a heartbeat got in first) keep what this process saw.
+        way, offline agents coming back included. Agents seen before (a heartbeat got in first)
+        keep what this process saw.
 
         In chunks with a pause after each: learning 20,000 agents costs about 0.7 s of CPU, which
         in one go held the interpreter from the requests arriving meanwhile (p99 0.5 s at start)."""
         judged: dict[tuple[str, ...], Any] = {}
+        states: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        """One copy of each distinct report state: a fleet mostly reports the same few."""
         learned = 0
-        for rows in agent_store.online_agents(conn).partitions(PRELOAD_CHUNK):
-            known: dict[str, tuple[_Known, datetime]] = {}
+        for rows in agent_store.known_agents(conn).partitions(PRELOAD_CHUNK):
+            known: dict[str, tuple[_Known, datetime, bool]] = {}
             recorded: dict[str, tuple[str, tuple[str, ...]]] = {}
             for row in rows:
                 ranges = tuple(row.allowed_cidrs or ())
                 identity = AgentIdentity(row.id, row.vendor_id, row.name, row.hostname, ranges, "online")
-                report = {name: getattr(row, name) for name in _STATE_COLUMNS}
-                known[row.id] = (_Known(identity, row.secret_hash, report_state(report)), row.last_seen_at)
+                state = report_state({name: getattr(row, name) for name in _STATE_COLUMNS})
+                known[row.id] = (_Known(identity, row.secret_hash, states.setdefault(state, state)), row.last_seen_at, row.status == "offline")
                 if row.address is not None:
                     networks = judged.get(ranges) or judged.setdefault(ranges, parse_networks(ranges))
                     if (in_networks(row.address, networks) if ranges else None) == row.expected:
                         recorded[row.id] = (row.address, ranges)
             with self._lock:
-                for agent_id, (entry, seen) in known.items():
+                for agent_id, (entry, seen, offline) in known.items():
                     if agent_id not in self._known:
                         self._known[agent_id], self._seen[agent_id] = entry, seen
+                        if offline:
+                            self._offline.add(agent_id)
                 for agent_id, address in recorded.items():
                     self._addresses.setdefault(agent_id, address)
             learned += len(known)
@@ -310,6 +379,7 @@ class Liveness:
         with self._lock:
             for agent_id in revoked:
                 self._known.pop(agent_id, None)
+                self._offline.discard(agent_id)
             self._ranges, self._versions, self._pending = ranges, versions, pending
             self._revoked_since = started - timedelta(seconds=CLOCK_SKEW_S)
             if generation == self._generation:
@@ -352,14 +422,17 @@ class Liveness:
         with self._lock:
             step(*args)
 
-    def _buffer(self, agent_id: str, address: str | None, now: datetime, report: dict[str, Any] | None) -> None:
+    def _buffer(self, agent_id: str, address: str | None, now: datetime, report: dict[str, Any] | None, returned: _Return | None = None) -> None:
         row = self._rows.get(agent_id)
         if row is None:
-            self._rows[agent_id] = _Row(now, address, report)
-        elif row.seen <= now:
+            self._rows[agent_id] = _Row(now, address, report, returned)
+            return
+        if row.seen <= now:
             row.seen, row.address = now, address
             if report is not None:
                 row.report = report
+        if row.returned is None:
+            row.returned = returned
 
     def _count(self, agent_id: str, address: str, now: datetime, calls: int = 1) -> None:
         counted = self._calls.get((agent_id, address))

@@ -56,7 +56,7 @@ def sweep_offline(collector: Collector) -> int:
                 alert_min_rank=collector.alert_min_rank,
             )
     if gone:
-        collector.liveness.forget([agent["id"] for agent in gone])
+        collector.liveness.went_offline([agent["id"] for agent in gone])
         log.info("%d agent(s) went offline", len(gone))
         collector.alerts_pending.set()
     return len(gone)

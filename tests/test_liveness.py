@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from server.db.tables import agent_addresses, agents, events
 from server.liveness import REFRESH_S
 from server.maintenance import keep_liveness, sweep_offline
-from tests.collector_env import FakeClock, Person, add_user, enrollment_token, write_settings
+from tests.collector_env import FakeClock, Person, add_user, enrollment_token, event_record, write_settings
 from tests.waiting import wait_for
 
 REPORT = {"agent_version": "0.3.0", "ruleset_version": "r1", "spool_depth": 0, "dropped": 0, "sources": {"files": {"state": "ok", "message": "0 item(s)"}}}
@@ -143,6 +143,7 @@ def test_an_agent_goes_offline_once_across_collectors_and_comes_back_once(nodes,
     a.collector.liveness.flush()
     clock.advance(seconds=100)
     a.beat(chatty, headers=OFFICE)
+    a.collector.liveness.flush()  # the maintenance thread's, within liveness_flush_s
     clock.advance(seconds=100)
     a.beat(chatty, headers=OFFICE)  # still from memory: seen 100 s ago by this collector
     clock.advance(seconds=150)
@@ -152,9 +153,12 @@ def test_an_agent_goes_offline_once_across_collectors_and_comes_back_once(nodes,
     assert (_row(b, quiet).status, _row(b, chatty).status) == ("offline", "online")
 
     assert a.beat(quiet, headers=OFFICE).json()["status"] == "online"
-    assert _row(b, quiet).status == "online" and _events(b, "agent.online") == 1
+    assert _row(b, quiet).status == "offline", "a return is written with the next flush"
+    a.collector.liveness.flush()
+    assert _row(b, quiet).status == "online" and _row(b, quiet).last_seen_at == clock() and _events(b, "agent.online") == 1
     b.beat(quiet, headers=OFFICE)
     a.beat(quiet, headers=OFFICE)
+    a.collector.liveness.flush()
     assert _events(b, "agent.online") == 1
 
 
@@ -173,6 +177,7 @@ def test_a_buffered_heartbeat_never_brings_an_offline_agent_back(nodes, clock):
     assert _row(b, agent).status == "offline", "the buffered write does not flip it back"
     assert _events(b, "agent.online") == 0
     a.beat(agent, headers=OFFICE)
+    a.collector.liveness.flush()
     assert _row(b, agent).status == "online" and _events(b, "agent.online") == 1
 
 
@@ -263,3 +268,84 @@ def test_written_through_two_collectors_agree_at_once(nodes, clock):
     a.beat(agent, headers=OFFICE)
     row = _row(b, agent)
     assert row.last_seen_at == clock() > _enroll_seen and _address_count(b, agent) == 3
+
+
+def _gone_offline(a: Node, b: Node, clock: FakeClock, *agents_: dict[str, str]) -> None:
+    """Every agent offline after an outage, swept by ``a``; ``b`` a collector started during the outage
+    (its maintenance thread's first run learned the fleet, offline agents included)."""
+    for agent in agents_:
+        a.beat(agent, headers=OFFICE)
+    a.collector.liveness.flush()
+    clock.advance(seconds=a.collector.settings.agents.offline_after_s + 60)
+    assert sweep_offline(a.collector) == len(agents_)
+    keep_liveness(b.collector)
+
+
+def test_a_fleet_coming_back_is_answered_from_memory_and_brought_back_in_one_flush(nodes, clock):
+    a, b = nodes
+    fleet = [_enroll(a, f"ws-{i}") for i in range(3)]
+    _gone_offline(a, b, clock, *fleet)
+    for agent in fleet:
+        assert b.beat(agent, headers=OFFICE).json()["status"] == "online"
+        assert _row(a, agent).status == "offline", "answered from memory, nothing written yet"
+    assert _events(a, "agent.online") == 0
+    assert b.collector.liveness.flush() == 6, "three agent rows and three address records"
+    for agent in fleet:
+        row = _row(a, agent)
+        assert (row.status, row.last_seen_at, row.last_heartbeat_at) == ("online", clock(), clock())
+        assert _address_count(a, agent) == 3, "enrollment, the first heartbeat and the return, counted with its flush"
+    with a.collector.db.read() as conn:
+        raised = conn.execute(select(events.c.agent_id, events.c.source_ip, events.c.origin, events.c.occurred_at).where(events.c.type == "agent.online")).all()
+    assert sorted(raised) == sorted((h["Authorization"].split("_")[1], "198.51.100.7", "collector", clock()) for h in fleet)
+
+    clock.advance(seconds=60)
+    b.beat(fleet[0], headers=OFFICE)
+    b.collector.liveness.flush()
+    assert _events(a, "agent.online") == 3, "back once"
+
+
+def test_two_collectors_hearing_an_agent_again_bring_it_back_once(nodes, clock):
+    a, b = nodes
+    agent, other = _enroll(a, "ws-1"), _enroll(a, "ws-2")
+    keep_liveness(a.collector)
+    _gone_offline(a, b, clock, agent, other)
+    assert a.beat(agent, headers=OFFICE).status_code == 200
+    assert b.beat(agent, headers=OFFICE).status_code == 200
+    b.collector.liveness.flush()
+    a.collector.liveness.flush()
+    assert _row(a, agent).status == "online" and _events(a, "agent.online") == 1, "both buffered a return; one flip, one event"
+
+    b.beat(other, headers=OFFICE)  # a return buffered on b ...
+    batch = {"events": [event_record(host="ws-2")]}
+    assert a.client.post("/api/v1/events", json=batch, headers={**other, **OFFICE}).status_code == 200  # ... and a synchronous one on a
+    assert _row(a, other).status == "online"
+    b.collector.liveness.flush()
+    assert _events(a, "agent.online") == 2, "the synchronous return raised it; the flush found the agent online"
+
+
+def test_an_agent_its_own_collector_swept_comes_back_through_memory(nodes, clock):
+    a, _ = nodes
+    agent = _enroll(a)
+    _in_memory(a, agent, clock)
+    a.collector.liveness.flush()
+    clock.advance(seconds=a.collector.settings.agents.offline_after_s + 60)
+    assert sweep_offline(a.collector) == 1
+    seen = _row(a, agent).last_seen_at
+    assert a.beat(agent, headers=OFFICE).status_code == 200
+    assert _row(a, agent).last_seen_at == seen, "answered from memory"
+    a.collector.liveness.flush()
+    assert _row(a, agent).status == "online" and _events(a, "agent.online") == 1
+
+
+def test_offline_agents_in_memory_still_show_their_credentials_and_revocations(nodes, clock, admin_of):
+    a, b = nodes
+    agent, revoked = _enroll(a, "ws-1"), _enroll(a, "ws-2")
+    _gone_offline(a, b, clock, agent, revoked)
+    forged = {"Authorization": agent["Authorization"][:-4] + ("AAAA" if not agent["Authorization"].endswith("AAAA") else "BBBB")}
+    assert b.beat(forged, headers=OFFICE).status_code == 401, "memory checks the credential against the hash it holds"
+    revoked_id = revoked["Authorization"].split("_")[1]
+    assert a.client.post(f"/api/v1/agents/{revoked_id}/revoke", headers=admin_of.headers).status_code == 200
+    wait_for(lambda: b.beat(revoked, headers=OFFICE).status_code == 403, timeout=REFRESH_S + 30, interval=0.5, message="refused by the other collector")
+    b.collector.liveness.flush()
+    assert _row(a, revoked).status == "revoked", "a return buffered before the refresh does not undo the revocation"
+    assert _events(a, "agent.online") == 0

@@ -1,6 +1,7 @@
 """The agent API: enrollment and heartbeats, and what every authenticated agent call records
 (``record_agent_call``). Event ingest is server/api/ingest_routes.py. Heartbeats that change
-nothing but liveness are answered from memory and written in batches (server/liveness.py)."""
+nothing but liveness, an agent's return from offline included, are answered from memory and
+written in batches (server/liveness.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from server.api.schemas import EnrollIn, EnrollOut, HeartbeatOut
 from server.api.signature_schemas import HeartbeatWithIndexesIn
 from server.collector import Collector
 from server.keys import quarantine_key
-from server.liveness import report_state
+from server.liveness import RETURN_DETAILS, report_state
 from server.netaddr import in_networks, parse_networks
 from server.store import addresses, agents, enrollment, quarantine
 from server.store import ingest as event_ingest
@@ -68,7 +69,7 @@ async def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token
     else:
         identity, policy_version = answered
         collector.denied.check(None, kind="agent", address=address, vendor_ids=(identity.vendor_id,))
-        memory.heartbeat(identity.id, address=address, report=report, now=now)
+        memory.heartbeat(identity, address=address, report=report, now=now)
         commands = []
     collector.metrics.heartbeats.inc()
     reply = HeartbeatOut(
@@ -107,14 +108,18 @@ def record_agent_call(conn: Connection, collector: Collector, identity: AgentIde
 
     What only adds to liveness is buffered and written with the next flush (server/liveness.py):
     an online agent's last-seen time, and a call from an address already recorded under the
-    vendor's current ranges. Coming back online and a new address are written at once."""
+    vendor's current ranges. Coming back online and a new address are written at once; coming back
+    raises ``agent.online`` only where this call's conditional flip took (``agents.bring_back``), so
+    an agent several collectors hear again at once comes back once."""
     collector.denied.check(conn, kind="agent", address=address, vendor_ids=(identity.vendor_id,))
     now = collector.clock()
     memory = collector.liveness
     if identity.status == "offline":
+        flipped = agents.bring_back(conn, agent_ids=[identity.id])
         if touch:
             agents.touch(conn, agent_id=identity.id, address=address, now=now)
-        _raise(conn, collector, identity, AGENT_ONLINE, {"reason": "the agent called again after going offline"}, None, address)
+        if flipped:
+            _raise(conn, collector, identity, AGENT_ONLINE, dict(RETURN_DETAILS), None, address)
     elif touch and not memory.call(conn, identity.id, address=address, now=now):
         agents.touch(conn, agent_id=identity.id, address=address, now=now)
     if not address or memory.counts_address(conn, identity.id, address, identity.allowed_cidrs, now):

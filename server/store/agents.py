@@ -96,11 +96,12 @@ _SEEN_WITH_REPORT = (
 )
 
 
-def write_liveness(conn: Connection, *, seen: list[tuple[str, datetime, str | None, dict[str, Any] | None]]) -> list[str]:
+def write_liveness(conn: Connection, *, seen: list[tuple[str, datetime, str | None, dict[str, Any] | None]]) -> dict[str, str]:
     """Liveness buffered in memory (server/liveness.py), in two statements: each (agent, seen at,
     from address, heartbeat report or None for another call). A row takes it only while the agent
-    is online and not seen later: it never brings an agent back from offline (nor undoes a
-    revocation), and another collector's later write wins. Returns the agents whose row took none."""
+    is online and not seen later: it never brings an agent back from offline (``bring_back`` does,
+    once) nor undoes a revocation, and another collector's later write wins. Returns the agents
+    whose row took none, with the status their row has (``"gone"``: no row)."""
     beats, calls = [], []
     for agent_id, at, address, report in seen:
         values = {"b_id": agent_id, "b_seen": at, "b_ip": address}
@@ -110,10 +111,29 @@ def write_liveness(conn: Connection, *, seen: list[tuple[str, datetime, str | No
             beats.append(values | {f"b_{name}": report.get(name) for name in _REPORT_COLUMNS})
     written = (conn.execute(_SEEN_WITH_REPORT, beats).rowcount if beats else 0) + (conn.execute(_SEEN, calls).rowcount if calls else 0)
     if written == len(seen):
-        return []
+        return {}
     wanted = {agent_id: at for agent_id, at, _, _ in seen}
-    stored = conn.execute(select(agents.c.id, agents.c.status, agents.c.last_seen_at).where(agents.c.id.in_(list(wanted)))).all()
-    return [row.id for row in stored if row.status != "online" or row.last_seen_at != wanted[row.id]]
+    stored = {row.id: row for row in conn.execute(select(agents.c.id, agents.c.status, agents.c.last_seen_at).where(agents.c.id.in_(list(wanted))))}
+    lost = {agent_id: "gone" for agent_id in wanted.keys() - stored.keys()}
+    lost.update({row.id: row.status for row in stored.values() if row.status != "online" or row.last_seen_at != wanted[row.id]})
+    return lost
+
+
+BRING_BACK_CHUNK = 500
+"""Agents per statement: well under SQLite's limit on bound parameters."""
+
+
+def bring_back(conn: Connection, *, agent_ids: list[str]) -> list[str]:
+    """Offline agents that called again are online; returns those this statement flipped. The
+    flip is conditional (``status = 'offline'``), so of several collectors (or requests) bringing
+    one agent back at once exactly one sees it flip and raises its ``agent.online``; a revoked
+    agent stays revoked. Its last-seen time is the caller's to write."""
+    flipped: list[str] = []
+    for start in range(0, len(agent_ids), BRING_BACK_CHUNK):
+        chunk = agent_ids[start : start + BRING_BACK_CHUNK]
+        rows = conn.execute(agents.update().where(agents.c.id.in_(chunk), agents.c.status == "offline").values(status="online").returning(agents.c.id))
+        flipped.extend(rows.scalars())
+    return flipped
 
 
 def mark_offline(conn: Connection, *, silent_since: datetime) -> list[dict[str, Any]]:
@@ -143,18 +163,19 @@ def revoked_since(conn: Connection, *, since: datetime) -> list[str]:
     return list(conn.execute(select(agents.c.id).where(agents.c.status == "revoked", agents.c.revoked_at >= since)).scalars())
 
 
-def online_agents(conn: Connection) -> CursorResult[Any]:
-    """Every online agent with what answering its heartbeats from memory needs (server/liveness.py):
-    its identity, when it was last seen, its stored report, and the record of its last address."""
+def known_agents(conn: Connection) -> CursorResult[Any]:
+    """Every agent not revoked (online and offline) with what answering its heartbeats from memory
+    needs (server/liveness.py): its identity and status, when it was last seen, its stored report,
+    and the record of its last address."""
     return conn.execute(
         select(
-            agents.c.id, agents.c.secret_hash, agents.c.vendor_id, agents.c.hostname, vendors.c.name, vendors.c.allowed_cidrs,
+            agents.c.id, agents.c.secret_hash, agents.c.status, agents.c.vendor_id, agents.c.hostname, vendors.c.name, vendors.c.allowed_cidrs,
             agents.c.last_seen_at, agents.c.agent_version, agents.c.ruleset_version, agents.c.bundle_version, agents.c.ruleset_error,
             agents.c.fingerprints, agents.c.sources, agent_addresses.c.address, agent_addresses.c.expected,
         )  # fmt: skip
         .join(vendors, vendors.c.id == agents.c.vendor_id)
         .outerjoin(agent_addresses, and_(agent_addresses.c.agent_id == agents.c.id, agent_addresses.c.address == agents.c.last_ip))
-        .where(agents.c.status == "online")
+        .where(agents.c.status.in_(("online", "offline")))
     )
 
 
