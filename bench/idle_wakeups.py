@@ -6,7 +6,7 @@ Runs a real `dlp-agent run` (the default configuration's sources: files on ``--f
 folders, USB, CLIPBOARD and PRIMARY under its own Xvfb), lets it settle, then measures two windows
 of ``--seconds``: quiet, and while a background writer (another process) writes ``--writes`` files a
 second outside the watched roots, each few files in a fresh temporary folder, as test suites and
-builds do. Each thread's CPU comes from /proc/PID/task/TID/stat and its wakeups from its voluntary
+builds do. CPU is the agent's and its child processes' (the process-events reader); each thread's CPU comes from /proc/PID/task/TID/stat and its wakeups from its voluntary
 context switches (each one a sleep that ended); threads are named by py-spy where it is installed
 (Python threads keep the process's name in /proc). ``--against DIR`` measures another checkout's
 agent (its ``agent`` package, this interpreter) in the same run, alternating, with after/before
@@ -106,10 +106,14 @@ def threads(pid: int) -> dict[int, tuple[float, int]]:
     return out
 
 
-def process_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+def _cpu_or_zero(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children waited for (0 once it is gone: a short-lived child)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / TICKS
 
 
 def thread_names(pid: int) -> dict[int, str]:
@@ -160,13 +164,21 @@ class BackgroundWriter:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def window(pids: list[int], seconds: float) -> dict[str, Any]:
-    """CPU (% of a core) of ``pids`` together over ``seconds``, and per thread of the first (the agent)."""
-    agent = pids[0]
+def descendants(pid: int) -> list[int]:
+    out = []
+    for child in _children(pid):
+        out += [child, *descendants(child)]
+    return out
+
+
+def window(top: int, agent: int, seconds: float) -> dict[str, Any]:
+    """CPU (% of a core) over ``seconds`` of ``top`` and every process under it (the process-events
+    reader, a clipboard read's helper), and per thread of ``agent``."""
+    pids = [top, *descendants(top)]
     before = threads(agent)
-    cpu0 = sum(process_cpu(p) for p in pids)
+    cpu0 = {p: _cpu_or_zero(p) for p in pids}
     time.sleep(seconds)
-    cpu = sum(process_cpu(p) for p in pids) - cpu0
+    cpu = sum(_cpu_or_zero(p) - cpu0.get(p, 0.0) for p in {*pids, *descendants(top)})
     after = threads(agent)
     per = {}
     for tid, (cpu_s, switches) in after.items():
@@ -186,10 +198,9 @@ def measure(tree: str, folders: int, seconds: float, rate: int, display: str) ->
         try:
             time.sleep(5)  # start-up's last work (first clipboard reads, health writes)
             names = thread_names(pid)
-            pids = [pid] if pid == proc.pid else [pid, proc.pid]
-            quiet = window(pids, seconds)
+            quiet = window(proc.pid, pid, seconds)
             with tempfile.TemporaryDirectory(prefix="idle-bg-") as base, BackgroundWriter(rate, base) as writer:
-                busy = window(pids, seconds)
+                busy = window(proc.pid, pid, seconds)
             return {
                 "quiet": quiet, "busy": busy, "names": names, "written": writer.written,
                 "status": sources_status(work), "load": os.getloadavg()[0],

@@ -173,8 +173,9 @@ class Fanotify:
         return parse(self.read_raw(timeout))
 
     def read_raw(self, timeout: float | None) -> bytes:
-        """At most ``READ_BYTES`` of whole events, or nothing once ``timeout`` passed without any."""
-        if not ready([self.fd], timeout):
+        """At most ``READ_BYTES`` of whole events, or nothing once ``timeout`` passed without any
+        (0: no wait, and no poll either: the descriptor does not block)."""
+        if timeout != 0 and not ready([self.fd], timeout):
             return b""
         try:
             return os.read(self.fd, READ_BYTES)

@@ -19,9 +19,11 @@ import dataclasses
 import errno
 import logging
 import os
+import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.procinfo import WriterCache
@@ -45,7 +47,11 @@ _HOT_EVENTS = 32  # events in one folder outside every root before the kernel is
 _HOT_MAX = 4096  # folders counted at once
 _IGNORED_MAX = 1024  # folders ignored at once (each pins its inode in the kernel)
 _IGNORE_MASK = fan.FAN_CLOSE_WRITE | fan.FAN_CREATE | fan.FAN_MOVED_TO | fan.FAN_MODIFY
-_POLL_S = 0.5  # how soon the reader notices a stop
+BATCH_S = 0.05
+"""After a read with nothing under a root, events are left to gather this long before the next read:
+other programs' writes (a test suite, a build) then cost one wakeup and read per batch instead of one
+per event or two. An event under a root that comes meanwhile waits at most this long; nothing is lost
+(the kernel queues 16,384 events, and an overflow rescans the roots)."""
 _CAP_DAC_READ_SEARCH = 2
 _CAP_SYS_ADMIN = 21
 
@@ -89,21 +95,30 @@ class _Watch:
 class FanotifyHub(StoppableThread):
     """The one fanotify reader of the daemon; ``watch`` roots for sources, ``stop`` then ``close``.
 
+    The thread sleeps in ``poll`` with no timeout (``stop`` and a new group wake it through a pipe),
+    so it wakes only for events.
+
     Args:
         attribution: turns a pid into the event's ``process`` (cached /proc reads).
         own_pid: events of this process are never this agent's business.
+        settle: how the reader lets events gather after a read with nothing under a root; returns True
+            when the hub is stopping. The default waits ``BATCH_S`` (a test holds it to see a batch).
 
     Raises:
         FanotifyUnavailable: fanotify (FID mode) is not permitted here.
     """
 
-    def __init__(self, *, attribution: WriterCache | None = None, own_pid: int | None = None):
+    def __init__(
+        self, *, attribution: WriterCache | None = None, own_pid: int | None = None, settle: Callable[[], bool] | None = None
+    ):
         super().__init__(name="fanotify")
         if not _has_capability(_CAP_SYS_ADMIN):
             # fanotify_init itself is allowed without it (FID mode), but not one filesystem or mount mark.
             raise FanotifyUnavailable(errno.EPERM, "fanotify filesystem marks need CAP_SYS_ADMIN")
         self._fid_group = fan.Fanotify(fid=True)
         self._fd_group: fan.Fanotify | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._settle = settle if settle is not None else (lambda: self.wait(BATCH_S))
         # Without CAP_DAC_READ_SEARCH no handle can be opened back into a path: descriptors only.
         self._handles_ok = _has_capability(_CAP_DAC_READ_SEARCH)
         self._writers = Writers(attribution)
@@ -121,6 +136,7 @@ class FanotifyHub(StoppableThread):
         self._ignored: set[str] = set()
         self._ignore_lock = threading.Lock()  # taken inside ``_lock`` (a new root), never around it
         self.events = 0  # events read (every filesystem marked, any process)
+        self.reads = 0  # reads that returned events
         self.dispatched = 0  # events handed to a source
         self.busy_s = 0.0  # this thread's CPU time spent on events, writer reads included
 
@@ -222,29 +238,63 @@ class FanotifyHub(StoppableThread):
             return self._fid_group
         if self._fd_group is None:
             self._fd_group = fan.Fanotify(fid=False)
+            self._wake()  # the reader polls the new group from now on
         return self._fd_group
 
     # Reading --------------------------------------------------------------
 
     def run_loop(self) -> None:
+        poller: select.poll | None = None
+        groups: list[fan.Fanotify] = []
         while not self.stopping:
-            groups = [g for g in (self._fid_group, self._fd_group) if g is not None and g.fd >= 0]
-            if not groups:
+            current = [g for g in (self._fid_group, self._fd_group) if g is not None and g.fd >= 0]
+            if not current:
                 return
-            ready = fan.ready([g.fd for g in groups], _POLL_S)
+            if poller is None or current != groups:
+                groups, poller = current, select.poll()
+                for fd in (self._wake_r, *(g.fd for g in groups)):
+                    poller.register(fd, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll()}
+            if self._wake_r in ready:
+                self._drain_wake()
+            handed = self.dispatched
+            read = False
             for group in groups:
                 if group.fd in ready:
-                    self.drain(group)
+                    read = self.drain(group) or read
+            if read and self.dispatched == handed and self._settle():
+                return
 
-    def drain(self, group: fan.Fanotify) -> None:
-        """Handle one read's worth of events of ``group`` (bounded: at most ``fan.READ_BYTES``)."""
+    def on_stop(self) -> None:
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already woken (a full pipe), or closed after the hub ended
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def drain(self, group: fan.Fanotify) -> bool:
+        """Handle one read's worth of events of ``group`` (bounded: at most ``fan.READ_BYTES``); False when
+        there was none."""
         started = time.thread_time()
         data = group.read_raw(0)
+        if not data:
+            return False
+        self.reads += 1
         if group.fid:
             self._handle_fid(fan.parse_fid(data))
         else:
             self._handle_descriptors(fan.parse(data))
         self.busy_s += time.thread_time() - started
+        return True
 
     def _handle_fid(self, events: list[fan.FidEvent]) -> None:
         mount_fds: dict[int, int | None] = {}
@@ -391,10 +441,14 @@ class FanotifyHub(StoppableThread):
             watch.sink.events_lost(watch.root)
 
     def close(self) -> None:
-        """Close both groups (after ``stop``); every mark goes with them."""
+        """Close both groups (after ``stop``); every mark goes with them. Harmless twice."""
         for group in (self._fid_group, self._fd_group):
             if group is not None:
                 group.close()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
 
 def open_hub(backend: str) -> tuple[FanotifyHub | None, str]:
