@@ -7,7 +7,10 @@ with jitter (so a fleet does not return in lockstep after an outage) and honour 
 collector's Retry-After. While backing off, new events do not bring the retry forward (each
 would be one more failed attempt at a collector that is down, and one more doubling of the
 delay); the delay is capped low enough that every agent is back within a minute of the
-collector's return, still spread by the jitter. A batch the collector finds too large or invalid is split until
+collector's return, still spread by the jitter. A Retry-After longer than the back-off is the
+collector's own pacing of a backlog (server/api/admission.py: up to 15 minutes while it drains a
+fleet's spools), so it is waited out whole: a heartbeat getting through again does not end it,
+since the collector that asked for it is the one answering. A batch the collector finds too large or invalid is split until
 the offending event is alone; that one event is set aside (logged and counted) so one bad
 record never blocks the events behind it.
 """
@@ -78,6 +81,7 @@ class Shipper(StoppableThread):
         self._back = threading.Event()
         self._backoff = backoff or Backoff()
         self._backing_off = False
+        self._told_to_wait = False
         self._last_problem = ""
         self._auth_blocked = False
         self.health_state = {"state": "ok", "message": "starting"}
@@ -104,6 +108,8 @@ class Shipper(StoppableThread):
                 continue
             if self._auth_blocked:
                 self._wait_for_new_credentials(delay)
+            elif self._told_to_wait:
+                self.wait(delay)
             elif self._backing_off:
                 # Only a stop or the collector's return ends a backoff early: wake() is for an idle shipper.
                 self._back.wait(delay)
@@ -130,6 +136,7 @@ class Shipper(StoppableThread):
         """Send one batch. Returns None to go on at once, else seconds to wait first."""
         self._auth_blocked = False
         self._backing_off = False
+        self._told_to_wait = False
         try:
             client, _ = self._link.current()
         except CredentialsError as exc:
@@ -173,7 +180,10 @@ class Shipper(StoppableThread):
         self._problem(reply.detail)
         self._backing_off = True
         delay = self._backoff.next()
-        return max(delay, reply.retry_after) if reply.retry_after is not None else delay
+        if reply.retry_after is not None and reply.retry_after > delay:
+            self._told_to_wait = True
+            return reply.retry_after
+        return delay
 
     def _set_aside(self, reply: Reply) -> None:
         """Delete the one event the collector will never take, and count it."""

@@ -20,7 +20,8 @@ the collector is back, each agent as the real one behaves after an outage:
   that delay runs out or when a heartbeat gets through after a failed one (``collector_back``),
   whichever comes first, then posts its batches back to back; a 429 or 503 (or a timeout, a
   refused connection) waits the next backoff delay or the Retry-After, whichever is longer, and a
-  heartbeat getting through after a failed one ends that wait, exactly as the shipper does;
+  heartbeat getting through after a failed one ends a back-off's wait (not a longer Retry-After's),
+  exactly as the shipper does;
 - every request has the agent's 30 s timeout. Shipping opens a connection per batch; heartbeats
   go over a pool of kept-alive connections (``--heartbeat-connections``), as bench/heartbeat.py.
 
@@ -331,9 +332,11 @@ class Simulation:
             if answer.status in (429, 503):
                 fleet.refused_latencies.append(done - began)
             delay = backoff.next()
-            if answer.retry_after is not None:
-                delay = max(delay, answer.retry_after)
-            await wait_back(back, done + delay)
+            if answer.retry_after is not None and answer.retry_after > delay:
+                await sleep_until(done + answer.retry_after)  # the collector's pacing: waited out whole, as the shipper does
+                back.clear()
+            else:
+                await wait_back(back, done + delay)
         fleet.agents_done += 1
 
     async def beat_all(self, start: float, back_fd: int, shipped: Connection) -> None:

@@ -14,6 +14,17 @@ shipper keeps the batch and tries again after the longer of its own back-off and
 (agent/shipper.py), so a backlog drains at the pace the collector sets and heartbeats, which are
 never held or refused here, keep theirs.
 
+The Retry-After grows with the backlog. A fixed one (2-10 s) is shorter than the agent's own
+back-off after an outage (22.5-45 s), so every refused agent came back every half minute: at
+20,000 agents some 600 attempts a second against 50 batches a second stored, each costing this
+process's event loop (the one that answers heartbeats) a connection and an HTTP parse. So the
+refused agents are counted (by their Authorization header, not checked: a count, never a grant,
+forgotten when admitted or once their retry is long overdue), and the expected drain time is
+that count over the batches finished a second lately: a refused agent is told to retry at a
+uniformly drawn moment within it (at least ``RETRY_AFTER_S``, at most ``MAX_RETRY_AFTER_S``). The
+retries then arrive about twice as fast as batches are finished: enough to keep the line fed,
+not the whole fleet every half minute.
+
 The bound is per process (each ``--workers`` process holds its own) and counts a request from
 admission until its answer is sent. Everything runs on the process's event loop, so the counts
 need no lock.
@@ -23,7 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -34,7 +47,17 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RETRY_AFTER_S = (2, 10)
-"""Whole seconds (HTTP's delay-seconds), drawn uniformly in this range so refused agents spread out."""
+"""Whole seconds (HTTP's delay-seconds), drawn uniformly in this range so refused agents spread out,
+when the backlog is short; longer backlogs widen the upper end to the expected drain time."""
+MAX_RETRY_AFTER_S = 900
+"""The longest Retry-After: an agent refused at the start of the longest backlog still tries again within 15 minutes."""
+RATE_WINDOW_S = 30.0
+"""Batches finished within this long make the drain rate."""
+OVERDUE_S = 60.0
+"""A refused agent not back this long after its Retry-After (and the agent's back-off, at most 45 s) no longer counts."""
+MAX_COUNTED = 1_000_000
+"""Refused agents counted at most (memory: about 150 bytes each)."""
+_PRUNE_EVERY_S = 5.0
 QUEUE_PER_SLOT = 16
 MAX_WAIT_S = 5.0
 """Well under the agent's request timeout (30 s): a batch waits this long for a slot, then gets 429."""
@@ -52,6 +75,7 @@ class Admission:
         limit: int,
         on_refusal: Callable[[], object] | None = None,
         rand: Callable[[int, int], int] = random.randint,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.routes = frozenset(routes)
@@ -61,19 +85,29 @@ class Admission:
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._on_refusal = on_refusal
         self._rand = rand
+        self._monotonic = monotonic
+        self._refused: dict[bytes, float] = {}
+        """Refused agents (their Authorization header) -> when they stop counting."""
+        self._finished: deque[float] = deque()
+        """When each batch of the last ``RATE_WINDOW_S`` was answered."""
+        self._busy_since: float | None = None
+        self._pruned = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (scope["method"], scope["path"]) not in self.routes:
             await self.app(scope, receive, send)
             return
+        caller = _authorization(scope)
         if not await self._admit():
             if self._on_refusal is not None:
                 self._on_refusal()
-            await self._refuse(send)
+            await self._refuse(send, caller)
             return
+        self._refused.pop(caller, None)
         try:
             await self.app(scope, receive, send)
         finally:
+            self._finish()
             self._release()
 
     async def _admit(self) -> bool:
@@ -110,8 +144,38 @@ class Admission:
         else:
             self.in_flight -= 1
 
-    async def _refuse(self, send: Send) -> None:
-        retry_after = self._rand(*RETRY_AFTER_S)
+    def retry_after(self, caller: bytes) -> int:
+        """Seconds this refused agent is told to wait: drawn within the expected drain time of the
+        agents refused lately (``RETRY_AFTER_S`` when that is short), and it counts among them."""
+        now = self._monotonic()
+        if now >= self._pruned + _PRUNE_EVERY_S:
+            self._refused = {key: until for key, until in self._refused.items() if until > now}
+            self._pruned = now
+        if self._busy_since is None:
+            self._busy_since = now
+        self._trim(now)
+        # Over the window, or since the collector got busy when that is shorter; at least one batch a second a slot until measured.
+        rate = max(len(self._finished) / max(1.0, min(RATE_WINDOW_S, now - self._busy_since)), float(self.limit) if not self._finished else 0.1)
+        drain_s = len(self._refused) / rate
+        upper = max(RETRY_AFTER_S[1], min(MAX_RETRY_AFTER_S, math.ceil(drain_s)))
+        delay = self._rand(RETRY_AFTER_S[0], upper)
+        if caller and (caller in self._refused or len(self._refused) < MAX_COUNTED):
+            self._refused[caller] = now + delay + OVERDUE_S
+        return delay
+
+    def _finish(self) -> None:
+        now = self._monotonic()
+        self._finished.append(now)
+        self._trim(now)
+        if not self._refused and not self._waiting:
+            self._busy_since = None
+
+    def _trim(self, now: float) -> None:
+        while self._finished and self._finished[0] < now - RATE_WINDOW_S:
+            self._finished.popleft()
+
+    async def _refuse(self, send: Send, caller: bytes) -> None:
+        retry_after = self.retry_after(caller)
         body = json.dumps({"detail": f"the collector is busy with other agents' batches; retry in {retry_after} s"}).encode()
         headers = [
             (b"content-type", b"application/json"),
@@ -120,3 +184,11 @@ class Admission:
         ]
         await send({"type": "http.response.start", "status": 429, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _authorization(scope: Scope) -> bytes:
+    """The request's Authorization header (empty when none): which agent, for counting only."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return bytes(value)
+    return b""
