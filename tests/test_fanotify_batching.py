@@ -1,4 +1,4 @@
-"""The fanotify hub at idle: asleep until an event, other programs' writes read in batches, none under a root lost."""
+"""The fanotify hub at idle: asleep until an event, other programs' writes read in batches and dropped cheaply, none under a root lost."""
 
 from __future__ import annotations
 
@@ -104,3 +104,28 @@ def test_an_idle_hub_sleeps_until_stopped_and_stops_at_once(tmp_path: Path) -> N
         hub.close()
         hub.close()  # harmless twice
     assert not hub.is_alive(), "the hub's reader did not end on stop()"
+
+
+def test_a_folder_known_to_be_outside_every_root_is_reported_once_it_becomes_one(tmp_path: Path) -> None:
+    """Files of a folder under no root are dropped before a path is made; a root added there (or a
+    folder moved) ends that at once. Three writes: far fewer than an ignore mark in the kernel takes."""
+    hub = FanotifyHub(own_pid=0)
+    root, outside = tmp_path / "Documents", tmp_path / "scratch"
+    root.mkdir()
+    outside.mkdir()
+    first, later = Sink(hub), Sink(hub)
+    hub.watch(str(root), first)
+    hub.start()
+    try:
+        for i in range(3):
+            (outside / f"draft{i}.txt").write_text("under no root yet")
+        (root / "marker.txt").write_text("read after the drafts")
+        wait_for(lambda: str(root / "marker.txt") in first.closed, message="the write under the root")
+        hub.watch(str(outside), later)
+        (outside / "kept.txt").write_text("under a root now")
+        wait_for(lambda: str(outside / "kept.txt") in later.closed, message="the write in the folder that became a root")
+        assert not hub.ignoring(str(outside))
+        assert list(first.closed) == [str(root / "marker.txt")]
+    finally:
+        hub.stop()
+        hub.close()

@@ -127,6 +127,9 @@ class FanotifyHub(StoppableThread):
         self._watches: list[_Watch] = []
         self._masks: dict[_Mark, tuple[str, int]] = {}  # mark -> (a path on it, the mask it has now)
         self._dirs: dict[tuple[int, bytes], str] = {}
+        # Folders under no root and holding none, by handle: a file event there needs no path. Cleared
+        # by every folder move and every root added or removed, as ignore marks are.
+        self._far: dict[tuple[int, bytes], str] = {}
         # Each root's own handle, known before any event: a stick pulled before its first event was
         # read cannot be opened any more, and the files at its top still need a path.
         self._root_handles: dict[tuple[int, bytes], str] = {}
@@ -182,6 +185,7 @@ class FanotifyHub(StoppableThread):
             self._watches = [w for w in self._watches if not (w.root == root and w.sink is sink)]
             for watch in gone:
                 self._shrink(watch.mark)
+            self._far.clear()
             kept = {w.root for w in self._watches}
             self._root_handles = {key: path for key, path in self._root_handles.items() if path in kept}
 
@@ -204,6 +208,7 @@ class FanotifyHub(StoppableThread):
                 group.mark(watch.root, watch.mask, filesystem=watch.mark.filesystem)
             self._masks[watch.mark] = (watch.root, mask | watch.mask)
             self._watches.append(watch)
+            self._far.clear()
             self._unignore()  # the new root may hold a folder ignored until now
             handle = fan.handle_of(watch.root) if watch.mark.fid else None
             if handle is not None:
@@ -306,11 +311,18 @@ class FanotifyHub(StoppableThread):
                     continue
                 if event.pid == self._own_pid:
                     continue
-                if event.mask & fan.FAN_MOVED_TO and event.mask & fan.FAN_ONDIR:
+                mask = event.mask
+                if mask & fan.FAN_MOVED_TO and mask & fan.FAN_ONDIR:
                     # A folder renamed: cached paths below it are wrong now, and an ignored folder
                     # may have moved into a root with it.
                     self._dirs.clear()
+                    self._far.clear()
                     self._unignore()
+                elif not mask & (fan.FAN_ONDIR | fan.FAN_OPEN_EXEC):
+                    far = self._far.get((event.fsid, event.handle))
+                    if far is not None:  # another program's file, in a folder known to be under no root
+                        self._outside(event, far)
+                        continue
                 folder = self._folder(event, mount_fds)
                 if folder is None:
                     continue
@@ -321,6 +333,7 @@ class FanotifyHub(StoppableThread):
                         continue
                 if not self._dispatch(path, event.mask, event.pid) and not event.mask & fan.FAN_ONDIR:
                     self._outside(event, folder)
+                    self._remember_far(event, folder)
         finally:
             for fd in mount_fds.values():
                 if fd is not None:
@@ -362,6 +375,19 @@ class FanotifyHub(StoppableThread):
             except OSError:
                 continue
         return None
+
+    def _remember_far(self, event: fan.FidEvent, folder: str) -> None:
+        """Note ``folder`` as holding no root and lying under none: its files' next events are dropped
+        before any path is made. Decided under the lock ``watch`` and ``unwatch`` clear the notes under."""
+        prefix = folder.rstrip("/") + "/"
+        with self._lock:
+            for watch in self._watches:
+                root = watch.root
+                if root == folder or root.startswith(prefix) or folder.startswith(root.rstrip("/") + "/"):
+                    return
+            if len(self._far) >= _DIR_CACHE_MAX:
+                self._far.clear()
+            self._far[(event.fsid, event.handle)] = folder
 
     def _outside(self, event: fan.FidEvent, folder: str) -> None:
         """A file event under no root: after a few in one folder, have the kernel drop them there."""
