@@ -42,6 +42,7 @@ import re
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
+from agent import ed25519
 from agent.private import create_private_file
 from agent.strict_tar import StrictTar, TarError
 
@@ -222,20 +223,15 @@ def _expect(archive: StrictTar, name: str, limit: int) -> bytes:
 
 
 def _verify_signature(manifest: bytes, signature_hex: bytes, public_key_hex: str) -> None:
-    # cryptography (about 6 MB of RSS with its Rust library) is imported at the first bundle checked, not with
-    # this module: an idle agent without a signed bundle never loads it (issue 22).
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     try:
-        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex))
+        key = bytes.fromhex(public_key_hex)
         signature = bytes.fromhex(signature_hex.decode("ascii").strip())
     except (ValueError, UnicodeDecodeError):
         raise BundleError("signature or public key is malformed") from None
-    try:
-        key.verify(signature, manifest)
-    except InvalidSignature:
-        raise BundleError("signature does not verify with this collector's key") from None
+    if len(key) != ed25519.KEY_BYTES:
+        raise BundleError("signature or public key is malformed")
+    if not ed25519.verify(key, signature, manifest):
+        raise BundleError("signature does not verify with this collector's key")
 
 
 def _entries_ok(entries: Any, *, most: int, each: int, total: int) -> bool:

@@ -20,6 +20,7 @@ import os
 import threading
 from typing import Any, Literal, cast
 
+from agent import ed25519
 from agent.atomic import write_atomically
 from agent.private import tighten_file
 from agent.sources.work import Device
@@ -115,15 +116,12 @@ def verify(document: str, signature: str, *, public_key_hex: str, vendor: str | 
         raise DevicePolicyError("device policy is not valid UTF-8 text") from None
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise DevicePolicyError(f"device policy of {len(raw)} bytes is larger than {MAX_DOCUMENT_BYTES}")
-    # cryptography (about 6 MB of RSS with its Rust library) is imported at the first policy checked, not with
-    # this module: an idle agent without a signed device policy never loads it (issue 22).
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     try:
-        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex)).verify(bytes.fromhex(signature), raw)
-    except (InvalidSignature, ValueError, TypeError):
-        raise DevicePolicyError("device policy signature does not verify with the collector's signing key") from None
+        verified = ed25519.verify(bytes.fromhex(public_key_hex), bytes.fromhex(signature), raw)
+    except (ValueError, TypeError):
+        verified = False
+    if not verified:
+        raise DevicePolicyError("device policy signature does not verify with the collector's signing key")
     try:
         data = json.loads(raw)
     except ValueError as exc:

@@ -2,7 +2,7 @@
 
 Usage: python bench/daemon.py [--files 10000] [--folders 1000] [--latency-samples 200] [--idle-folders 10000 ...]
        [--idle-seconds 60] [--backend fanotify|inotify|both] [--parts burst,latency,idle,attribution]
-       [--attribution-events 2000] [--clipboard-samples 50] [--against OTHER_CHECKOUT] [--binary dist/dlp-agent]
+       [--attribution-events 2000] [--clipboard-samples 50] [--against OTHER_CHECKOUT] [--binary dist/dlp-agent] [--enrolled]
 Runs a real `dlp-agent run` on a temporary tree (every write made an event with
 `report_clean = true`, so the spool counts what was scanned) and prints a table. With
 ``--backend both`` latency and idle figures are measured on fanotify and on inotify side by side;
@@ -15,6 +15,11 @@ CLIPBOARD and as many to PRIMARY with xclip, one at a time: copy-to-event is fro
 ``agent`` package, this interpreter and bench), alternating, with after/before ratios.
 ``--binary PATH`` adds the one-file binary (installer/dlp-agent.spec) to the idle part: PyInstaller's
 bootloader runs the agent as its child, and both processes are reported (RSS each, CPU summed).
+``--enrolled`` runs the idle part as deployed agents run: each agent is enrolled (by its own
+``dlp-agent enroll``) to a ``dlp-server serve`` started on a loopback port over TLS with the
+starter packs published as a signed bundle (bench/enrolled.py), and the idle window starts once
+the collector has its first heartbeat and the agent runs the verified bundle. The collector is
+stopped after the idle window, so the clipboard's events stay in the spool where the copies are timed.
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ from agent import procinfo  # noqa: E402
 from agent.sources.fanotify_hub import FanotifyHub  # noqa: E402
 from agent.sources.losses import LossTracker  # noqa: E402
 from agent.spool import Spool, SpoolError  # noqa: E402
+from bench.enrolled import LocalCollector  # noqa: E402
 
 INOTIFY_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
 
 
-def start_agent(work: str, watch: str, *, clipboard: bool, backend: str = "auto", tree: str = ROOT) -> subprocess.Popen:
+def start_agent(work: str, watch: str, *, clipboard: bool, backend: str = "auto", tree: str = ROOT, collector: LocalCollector | None = None) -> subprocess.Popen:
+    """``dlp-agent run`` of ``tree`` (a checkout, or the one-file binary), enrolled to ``collector`` first when given."""
     config = os.path.join(work, "agent.toml")
     with open(config, "w") as f:
         f.write(
@@ -56,9 +63,25 @@ def start_agent(work: str, watch: str, *, clipboard: bool, backend: str = "auto"
     env = {**os.environ, "PYTHONPATH": tree}
     argv = [tree] if os.path.isfile(tree) else [sys.executable, "-m", "agent.cli.main"]
     cwd = work if os.path.isfile(tree) else tree
+    if collector is not None:
+        collector.enroll(argv, config, cwd=cwd, env=env)
     proc = subprocess.Popen([*argv, "run", "--config", config], stdout=log, stderr=log, cwd=cwd, env=env)
     wait(lambda: depth(work) is not None and watching(work), 600)
+    if collector is not None:
+        wait(lambda: state(work, "bundle_version") == collector.bundle_version and collector.heartbeats() > 0, 300, 0.2)
     return proc
+
+
+def state(work: str, key: str) -> Any:
+    """One value the agent keeps in its spool's state table (None before the spool exists)."""
+    try:
+        reader = Spool.open_readonly(os.path.join(work, "spool.db"))
+    except SpoolError:
+        return None
+    try:
+        return reader.get_state(key)
+    finally:
+        reader.close()
 
 
 def depth(work: str) -> int | None:
@@ -145,7 +168,7 @@ def latency(samples: int, size: int, backend: str = "auto", tree: str = ROOT) ->
             proc.wait(30)
 
 
-def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str = "auto", tree: str = ROOT, copies: int = 0) -> dict[str, Any]:
+def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str = "auto", tree: str = ROOT, copies: int = 0, enrolled: bool = False) -> dict[str, Any]:
     display = _xvfb() if clipboard else None
     with tempfile.TemporaryDirectory() as work:
         watch = os.path.join(work, "watched")
@@ -153,14 +176,17 @@ def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str =
         env_display = os.environ.get("DISPLAY")
         if display:
             os.environ["DISPLAY"] = display[0]
-        started = time.monotonic()
-        proc = start_agent(work, watch, clipboard=clipboard, backend=backend, tree=tree)
-        up_s = time.monotonic() - started
+        collector = LocalCollector(work) if enrolled else None
+        proc: subprocess.Popen | None = None
         try:
+            started = time.monotonic()
+            proc = start_agent(work, watch, clipboard=clipboard, backend=backend, tree=tree, collector=collector)
+            up_s = time.monotonic() - started
             boot = psutil.Process(proc.pid)
             # A one-file binary: PyInstaller's bootloader (proc) unpacks and runs the agent as its child.
             p = boot.children()[0] if os.path.isfile(tree) else boot
             everyone = [boot, p] if p is not boot else [p]
+            ready_rss_mb = p.memory_info().rss / 1e6
             time.sleep(3)
             cpu0 = sum(sum(q.cpu_times()[:2]) for q in everyone)
             time.sleep(seconds)
@@ -170,14 +196,20 @@ def idle(folders: int, seconds: float, *, clipboard: bool = True, backend: str =
                 "up_s": up_s, "watches": _inotify_watches(p.pid), "message": _files_message(work),
                 "smaps": _smaps_rollup(p.pid), "clipboard_mode": _clipboard_mode(work),
                 "boot_rss_mb": boot.memory_info().rss / 1e6 if p is not boot else None,
+                "enrolled": collector is not None, "ready_rss_mb": ready_rss_mb, "loaded": _loaded(p.pid),
             }  # fmt: skip
+            if collector is not None:
+                collector.stop()  # from here the spool only grows: copy_to_event counts its depth
             if display and copies:
                 out["copy_ms"] = {selection: [1000 * t for t in copy_to_event(work, copies, selection)] for selection in ("clipboard", "primary")}
                 out["rss_after_mb"] = p.memory_info().rss / 1e6
             return out
         finally:
-            proc.terminate()
-            proc.wait(30)
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+            if collector is not None:
+                collector.stop()
             if display:
                 display[1].terminate()
                 if env_display is None:
@@ -212,6 +244,18 @@ def _smaps_rollup(pid: int) -> dict[str, float]:
             return {p[0].rstrip(":"): int(p[1]) / 1024 for p in (line.split() for line in f) if len(p) == 3 and p[2] == "kB"}
     except OSError:
         return {}
+
+
+# What an enrolled agent has loaded by now and an unenrolled one never does: TLS (requests, at the
+# first heartbeat) and cryptography's library (the bundle's signature check).
+LATE_LIBRARIES = {"ssl": "/_ssl.cpython", "cryptography": "cryptography/hazmat/bindings/_rust", "pydantic": "pydantic_core/_pydantic_core"}
+
+
+def _loaded(pid: int) -> list[str]:
+    """Which of LATE_LIBRARIES the process maps."""
+    with open(f"/proc/{pid}/maps") as f:
+        paths = {line.split()[-1] for line in f if len(line.split()) >= 6}
+    return [name for name, part in LATE_LIBRARIES.items() if any(part in path for path in paths)]
 
 
 def _clipboard_mode(work: str) -> str:
@@ -343,6 +387,7 @@ def main() -> None:
     parser.add_argument("--clipboard-samples", type=int, default=50, help="copies per selection after the idle window (clipboard on)")
     parser.add_argument("--against", metavar="DIR", help="another checkout: latency and idle measured on its agent too, alternating")
     parser.add_argument("--binary", metavar="PATH", help="the one-file agent binary, measured idle beside the virtualenv's")
+    parser.add_argument("--enrolled", action="store_true", help="idle agents enrolled to a local collector, after their first heartbeat and bundle check")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     backends = ["fanotify", "inotify"] if args.backend == "both" else [args.backend]
@@ -369,19 +414,22 @@ def main() -> None:
     if "idle" in parts:
         clipboard = args.backend == "auto"  # the backend comparison leaves the clipboard out
         _raise_inotify_watches(max(args.idle_folders) if "inotify" in backends or "auto" in backends else 0)
-        print(f"\nidle over {args.idle_seconds:.0f}s, clipboard {'on' if clipboard else 'off'}")
+        print(f"\nidle over {args.idle_seconds:.0f}s, clipboard {'on' if clipboard else 'off'}, {'enrolled' if args.enrolled else 'not enrolled'}")
         print(f"{'tree':<9}{'backend':<10}{'folders':>9}{'CPU % core':>12}{'RSS MB':>8}{'anon':>6}{'watches':>9}{'up (s)':>8}  status")
         copies: list[tuple[str, dict[str, Any]]] = []
         for folders in args.idle_folders:
             for backend in backends:
                 seen: dict[str, dict[str, Any]] = {}
                 for label, tree in trees + ([("binary", os.path.abspath(args.binary))] if args.binary else []):
-                    i = idle(folders, args.idle_seconds, clipboard=clipboard, backend=backend, tree=tree, copies=args.clipboard_samples)
+                    i = idle(folders, args.idle_seconds, clipboard=clipboard, backend=backend, tree=tree, copies=args.clipboard_samples, enrolled=args.enrolled)
                     seen[label] = i
                     anon = i["smaps"].get("Anonymous", 0.0)
                     print(f"{label:<9}{backend:<10}{folders:>9}{i['cpu_pct']:>12.2f}{i['rss_mb']:>8.1f}{anon:>6.0f}{i['watches']:>9}{i['up_s']:>8.1f}  {i['message']}")
                     if i["boot_rss_mb"] is not None:
                         print(f"{'':<19}bootloader parent process: RSS {i['boot_rss_mb']:.1f} MB (CPU above is both processes)")
+                    if i["enrolled"]:
+                        print(f"{'':<19}enrolled: RSS {i['ready_rss_mb']:.1f} MB at the first heartbeat and bundle check")
+                    print(f"{'':<19}loaded: {', '.join(i['loaded']) or 'none'} of {', '.join(LATE_LIBRARIES)}")
                     if i["clipboard"]:
                         print(f"{'':<19}clipboard: {i['clipboard_mode']}")
                     if "copy_ms" in i:
