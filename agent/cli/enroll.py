@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import socket
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from agent.display import echo
@@ -35,6 +32,12 @@ def _machine_id() -> str:
 
 
 def enroll(args: argparse.Namespace) -> int:
+    # Imported here, as every command's own needs are: `dlp-agent scan` builds the same parser
+    # and should not pay for the host facts (platform alone compiles nine regular expressions).
+    import platform
+    import socket
+    from datetime import UTC, datetime
+
     from agent import __version__
     from agent.cli.run import load_or_report
     from agent.credentials import Credentials, save

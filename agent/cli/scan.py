@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import threading
@@ -86,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     protected = ProtectedIndex.build(args.protected, exclude=args.exclude) if args.protected else None
     scanner = Scanner(ruleset, limits=limits, cache=ResultCache(), protected=protected)
+    # What start-up made (modules, the rules' metadata) lives as long as the scan: frozen, the
+    # collections that the scan's own garbage triggers no longer walk it (about 1 % of a scan of
+    # small files), and forked workers (pool.py) keep sharing its pages.
+    gc.freeze()
     targets = iter_targets(args.paths, exclude=args.exclude)
     scanned = scan_targets(scanner, targets, jobs=args.jobs)
     results = scanned

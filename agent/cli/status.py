@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import shutil
 import sys
 from typing import Any
 
@@ -83,6 +81,8 @@ def status(args: argparse.Namespace) -> int:
 def _disk_free(path: str) -> int | None:
     """Free bytes where the spool lives: when that disk is full the daemon cannot record it."""
     try:
+        import shutil
+
         return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     except OSError:
         return None
@@ -98,4 +98,6 @@ def _alive(pid: int) -> bool:
 def _iso(timestamp: Any) -> str | None:
     if not isinstance(timestamp, (int, float)):
         return None
+    import datetime as dt  # here, as shutil above: `dlp-agent scan` builds the same parser
+
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")

@@ -105,7 +105,8 @@ def _blobs(data: bytes) -> Iterator[Decoded]:
         return  # too few letters in all the content for any blob of it to encode text
     marks = data.translate(_B64_MARKS)
     # Half a run first: CPython finds 16 bytes far faster than 32 (measured: 1 us against 44 us per 33 KB).
-    if marks.find(_B64_HALF_RUN) < 0 or marks.find(_B64_RUN) < 0:
+    at = marks.find(_B64_HALF_RUN)
+    if at < 0 or marks.find(_B64_RUN, at) < 0:
         return
     for found in _BLOB.finditer(data):
         if not _varied(found.group()):
@@ -206,9 +207,12 @@ def _looks_rot13(data: bytes) -> bool:
     # Measured on this repository's code and docs: plain text 0.2-0.83, rotated 1.2 and up.
     if rotated < 40 or rotated * 10 <= plain * 11:
         return False
-    said = sum(head.count(word) for word in _EVERYDAY)
+    # The rotated words first: plain text has almost none, so their count alone mostly decides.
     rotated_words = sum(head.count(word) for word in _EVERYDAY_ROT13)
-    return rotated_words >= 3 and rotated_words > 2 * said
+    if rotated_words < 3:
+        return False
+    said = sum(head.count(word) for word in _EVERYDAY)
+    return rotated_words > 2 * said
 
 
 def _wide(data: bytes, head: bytes) -> Decoded | None:

@@ -11,25 +11,20 @@ import hashlib
 import io
 import math
 import os
-import shutil
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import yara
 
 from agent.marks.payload import CANARY, TOKEN_PREFIX
-from agent.marks.text import might_carry, read_text
 from agent.scanning.budget import Budget
 from agent.scanning.cache import ResultCache
 from agent.scanning.decode import decoded_parts
-from agent.scanning.doctext import xml_to_text
 from agent.scanning.errors import LimitHit, ScanTimeout
 from agent.scanning.externals import FileFacts
-from agent.scanning.extract import READ_ERRORS, Member, members
 from agent.scanning.job import Job
 from agent.scanning.limits import ScanLimits
 from agent.scanning.protected import ProtectedIndex
@@ -37,11 +32,20 @@ from agent.scanning.results import ScanResult, Status
 from agent.scanning.rules import Ruleset
 from agent.scanning.sniff import CONTAINERS, SNIFF_BYTES, Kind, sniff
 
+if TYPE_CHECKING:
+    from agent.scanning.extract import Member
+
+# The extractors (archives, documents: tarfile, zstandard, the git pack reader, html) and the mark
+# reader (homoglyph and zero-width tables) are imported where a file first needs them: most files
+# are plain text, and ``dlp-agent scan`` paid 20 ms of start-up for modules a tree of source files
+# never uses.
+
 BINARY_PROBE_BYTES = 8192
+"""A NUL byte in this much of the content marks it binary: no code to fingerprint."""
 MARK_SLICE = 4 << 20
 MARK_OVERLAP = 64 << 10
 """Watermarks are read in slices this large, overlapping this much (a frame spans a few KiB)."""
-"""A NUL byte in this much of the content marks it binary: no code to fingerprint."""
+_TOKEN_PREFIX = TOKEN_PREFIX.encode()
 
 
 class Scanner:
@@ -78,16 +82,20 @@ class Scanner:
         opened = self._open(path)
         if isinstance(opened, ScanResult):
             return opened
-        with opened as f:
+        raw, owner = opened
+        with raw:
             try:
                 # The external variables rules may read (externals.py): name, path, type and owner.
-                facts = FileFacts(path, os.fstat(f.fileno()).st_uid) if self.ruleset.uses_externals else None
+                facts = FileFacts(path, owner) if self.ruleset.uses_externals else None
                 buffer = self._buffer()
-                count = _fill(f, buffer)
+                count = _fill(raw, buffer)
                 if count < len(buffer):
-                    head = buffer[:count]
+                    # One copy out of the reused buffer: the decode and mark passes read bytes.
+                    head = bytes(buffer[:count])
                     return self._scan_whole(path, head, hashlib.sha256(head).hexdigest(), exclude_path=path, facts=facts)
-                return self._scan_chunked(path, f, exclude_path=path, facts=facts)
+                # Larger than a chunk: the extractors may read it in small pieces, so buffered.
+                with io.BufferedReader(raw) as f:
+                    return self._scan_chunked(path, f, exclude_path=path, facts=facts)
             except OSError as exc:
                 return ScanResult.problem(path, Status.UNREADABLE, f"read error: {exc.strerror or exc}")
 
@@ -111,8 +119,10 @@ class Scanner:
 
     # One file ------------------------------------------------------------
 
-    def _open(self, path: str) -> BinaryIO | ScanResult:
-        """An open regular file, or the result that says why there is none."""
+    def _open(self, path: str) -> tuple[io.FileIO, int] | ScanResult:
+        """An open regular file and its owner, or the result that says why there is none.
+
+        Unbuffered: most files are read whole, in one call, into the reused buffer."""
         try:
             info = os.stat(path)
         except FileNotFoundError:
@@ -129,10 +139,15 @@ class Scanner:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             return ScanResult.problem(path, Status.UNREADABLE, exc.strerror or str(exc), size=info.st_size)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        try:
+            opened = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            return ScanResult.problem(path, Status.UNREADABLE, exc.strerror or str(exc), size=info.st_size)
+        if not stat.S_ISREG(opened.st_mode):
             os.close(fd)
             return ScanResult.problem(path, Status.SKIPPED, "not a regular file")
-        return os.fdopen(fd, "rb")
+        return io.FileIO(fd, "rb"), opened.st_uid
 
     def _scan_whole(self, path: str, data: bytes | memoryview, sha: str, *, exclude_path: str | None, facts: FileFacts | None) -> ScanResult:
         """Content that fits in one chunk, already hashed."""
@@ -265,6 +280,8 @@ class Scanner:
         return LimitHit(Status.SKIPPED, reason, fatal=False, uninspected=True)
 
     def _extract(self, job: Job, kind: Kind, f: BinaryIO, size: int, prefix: str | None, depth: int) -> None:
+        from agent.scanning.extract import READ_ERRORS, members
+
         if depth >= self.limits.max_depth:
             job.problem(self._too_deep(prefix))
             return
@@ -299,6 +316,9 @@ class Scanner:
             assert item.stream is not None
             data = item.stream.read(chunk + 1)
             if len(data) > chunk:
+                import shutil
+                import tempfile
+
                 # Too big for memory: spill to an unlinked temporary file, scan it in chunks.
                 with tempfile.TemporaryFile() as spill:
                     spill.write(data)
@@ -307,6 +327,8 @@ class Scanner:
                     self._scan_large(job, spill, name, depth)
                 return
         if item.is_xml or item.is_text:
+            from agent.scanning.doctext import xml_to_text
+
             job.externals(name, data)  # the part's type is its own bytes', not its text's
             text = xml_to_text(data) if item.is_xml else data
             self._match(job, text, name, 0)
@@ -350,14 +372,18 @@ class Scanner:
             return  # binary content (an image, a compiled file) holds no text to carry a mark
         start = 0
         while True:
-            piece = bytes(view[start : start + MARK_SLICE])
+            # Content of one slice (most files) is read as it is; the bytes of a larger one are copied.
+            piece = data if start == 0 and len(view) <= MARK_SLICE and isinstance(data, bytes) else bytes(view[start : start + MARK_SLICE])
             # Most code is ASCII, which holds no zero-width or look-alike letter: two C-speed passes
             # (several GB/s) spare those texts the reader's prefilter (a few hundred MB/s).
-            if not (piece.isascii() and TOKEN_PREFIX.encode() not in piece) and might_carry(piece):
-                job.budget.remaining()
-                for found in read_text(piece.decode("utf-8", errors="replace")):
-                    if found.carrier != CANARY:
-                        job.add_mark(found, member)
+            if not (piece.isascii() and _TOKEN_PREFIX not in piece):
+                from agent.marks.text import might_carry, read_text
+
+                if might_carry(piece):
+                    job.budget.remaining()
+                    for found in read_text(piece.decode("utf-8", errors="replace")):
+                        if found.carrier != CANARY:
+                            job.add_mark(found, member)
             if start + MARK_SLICE >= len(view):
                 return
             start += MARK_SLICE - MARK_OVERLAP

@@ -28,7 +28,6 @@ import os
 import stat
 import struct
 import sys
-import tempfile
 from typing import Any
 
 import yara
@@ -116,6 +115,8 @@ class CompiledCache:
         signed = struct.pack(">I", len(meta)) + meta + compiled
         blob = MAGIC + hmac.new(key, signed, hashlib.sha256).digest() + signed
         try:
+            import tempfile  # only when compiling: loading the cache (every scan) does without
+
             fd, scratch = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=self.directory)
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -263,6 +264,8 @@ def _read_key(path: str) -> bytes | None:
 
 def _new_key(path: str, directory: str) -> bytes | None:
     """A fresh key, unless another process made one first (then that one)."""
+    import tempfile
+
     fd, scratch = tempfile.mkstemp(prefix=".key-", dir=directory)  # 0600
     try:
         with os.fdopen(fd, "wb") as f:
