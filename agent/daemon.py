@@ -30,6 +30,7 @@ from agent.device_policy import DevicePolicyError, PolicyHolder, PolicyStore
 from agent.device_updater import DeviceUpdater
 from agent.egress.scan import EgressScanner
 from agent.egress.tracker import EgressTracker
+from agent.heap import release_free_heap
 from agent.heartbeat import Heartbeat
 from agent.identity import Identity, Link
 from agent.pipeline import Pipeline
@@ -307,6 +308,8 @@ class Daemon:
         self.spool.set_state("ruleset_version", ruleset.version)
         self.spool.set_state("fingerprints", _index_summary(ruleset))
         self.spool.set_state("bundle_version", bundle.version)
+        # The download, the compile and the ruleset just dropped leave free heap that an idle agent keeps otherwise.
+        release_free_heap()
 
     def _stored_device_policy(self, identity: Identity) -> PolicyStore:
         """The last device policy the collector gave (verified again): enforced from the start, offline too."""
