@@ -178,13 +178,15 @@ def window(top: int, agent: int, seconds: float) -> dict[str, Any]:
     before = threads(agent)
     cpu0 = {p: _cpu_or_zero(p) for p in pids}
     time.sleep(seconds)
-    cpu = sum(_cpu_or_zero(p) - cpu0.get(p, 0.0) for p in {*pids, *descendants(top)})
+    spent = {p: _cpu_or_zero(p) - cpu0.get(p, 0.0) for p in {*pids, *descendants(top)}}
+    cpu = sum(spent.values())
     after = threads(agent)
+    others = sum(c for p, c in spent.items() if p not in (top, agent))
     per = {}
     for tid, (cpu_s, switches) in after.items():
         cpu_b, switches_b = before.get(tid, (0.0, 0))
         per[tid] = (100 * (cpu_s - cpu_b) / seconds, (switches - switches_b) * 60 / seconds)
-    return {"cpu_pct": 100 * cpu / seconds, "threads": per}
+    return {"cpu_pct": 100 * cpu / seconds, "threads": per, "children_pct": 100 * others / seconds}
 
 
 def measure(tree: str, folders: int, seconds: float, rate: int, display: str) -> dict[str, Any]:
@@ -222,6 +224,7 @@ def table(label: str, result: dict[str, Any], rate: int, seconds: float) -> None
         if q[1] == 0 and b[1] == 0 and q[0] == 0 and b[0] == 0:
             continue
         print(f"  {names.get(tid, str(tid))[:28]:<28} {q[0]:>12.3f} {q[1]:>12.1f} {b[0]:>13.3f} {b[1]:>12.1f}")
+    print(f"  {'(child processes)':<28} {result['quiet']['children_pct']:>12.3f} {'':>12} {result['busy']['children_pct']:>13.3f}")
     for name, message in sorted(result["status"].items()):
         if name in ("usb", "files") or "clipboard" in name or "primary" in name:
             print(f"  status {name}: {message}")
