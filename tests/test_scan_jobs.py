@@ -246,3 +246,38 @@ def test_batches_larger_than_a_pipe_are_written_in_parts(tmp_path: Path, make_sc
     one = [r.to_dict() for r in scan_in_processes(scanner, iter_targets([str(tree)]), jobs=1)]
     assert len(one) == 40 and sum(r["status"] == "match" for r in one) == 10
     assert [r.to_dict() for r in scan_in_processes(scanner, iter_targets([str(tree)]), jobs=2)] == one
+
+
+def test_the_tail_goes_out_largest_first_in_shrinking_batches(tmp_path: Path, make_scanner, monkeypatch) -> None:
+    # Once the walk has ended, what is left goes out largest first, in batches that shrink down to one
+    # file, so that no worker scans a last big file (or two last batches) while the others wait.
+    from agent.scanning import pool
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(200):
+        (tree / f"f{i:03d}.txt").write_bytes(b"plain text\n" * (100 + (i * 37) % 600) + (WORD if i % 9 == 0 else b""))
+    (tree / "zz-last.log").write_bytes(b"a larger file the walk finds last\n" * 4000)
+    handed: list[list[tuple[int, str]]] = []
+    send = pool._Pool._send
+
+    def recording(self: pool._Pool, worker: pool._Worker, batch: list[tuple[int, str]]) -> None:
+        handed.append(list(batch))
+        send(self, worker, batch)
+
+    monkeypatch.setattr(pool._Pool, "_send", recording)
+    scanner = make_scanner()
+    expected = [r.to_dict() for r in scan_in_processes(scanner, iter_targets([str(tree)]), jobs=1)]
+    handed.clear()
+
+    got = [r.to_dict() for r in scan_in_processes(scanner, iter_targets([str(tree)]), jobs=2)]
+
+    assert got == expected, "results in walk order, the same as one job's"
+    order = [path for batch in handed for _, path in batch]
+    assert sorted(order) == sorted(r["path"] for r in expected), "every file handed out once"
+    largest = str(tree / "zz-last.log")
+    assert order.index(largest) < order.index(str(tree / "f199.txt")), "the largest file left goes out before smaller ones walked earlier"
+    sizes = [sum(os.path.getsize(path) for _, path in batch) for batch in handed]
+    tail = handed[-3:]
+    assert all(len(batch) == 1 for batch in tail), f"the last batches hold one file each: {[len(b) for b in handed]}"
+    assert max(sizes[-3:]) < max(sizes[:4]), "and are smaller than the first"

@@ -4,7 +4,8 @@ Threads share one interpreter, so every file's Python work (open, hash, decode p
 waited for the GIL and two jobs ran 1.14 times as fast as one. Here N forked processes each
 scan with the parent's ``Scanner`` (its compiled rules inherited, never compiled again); the
 parent walks the tree, hands files out in batches of about half a MiB, and yields the results in
-walk order. Each worker keeps the per-file deadline and the limits as one job does, and reads
+walk order. The end of a scan is handed out largest file first in ever smaller batches, so the
+workers finish together. Each worker keeps the per-file deadline and the limits as one job does, and reads
 huge files in the same flat buffers.
 
 The parent also watches: a worker still on one file long past its deadline (a parser that does
@@ -36,11 +37,15 @@ from agent.scanning.walk import Target
 BATCH_BYTES = 512 << 10
 BATCH_FILES = 16
 """A batch ends at this many bytes or files: big enough that handing it out costs little next to
-scanning it, small enough that the last batches keep every worker busy to the end."""
+scanning it."""
 IN_FLIGHT = 2
 """Batches a worker holds: one it scans and the next, so it never waits for the parent."""
 WINDOW = 4096
 """Files handed out but not yet yielded: results wait in order behind a slow file up to this many."""
+LOOKAHEAD = 512
+"""Files the parent walks and sizes ahead of the hand-out. Once the walk has ended, these are all
+that is left: the largest go out first, and the batches shrink with what remains, so that the
+workers finish together instead of one scanning its last two batches while the others wait."""
 WATCH_S = 1.0
 """How often the parent looks for a worker stuck on one file."""
 MAX_DEATHS = 3
@@ -101,46 +106,76 @@ class _Pool:
         self.retry: collections.deque[int] = collections.deque()
         self.deaths = 0
         self.finished = False
+        self.targets: Iterator[Target] = iter(())
+        self.ahead: collections.deque[tuple[int, str, int]] = collections.deque()
+        """Walked, not yet handed out: index, path and size."""
+        self.ahead_bytes = 0
+        self.exhausted = False
+        """Whether the walk has ended."""
+        self.next_in = 0
+        """The index the next walked path gets."""
+        self.next_out = 0
+        """The index of the next result to yield."""
         for slot in range(jobs):
             _SLOT.pack_into(self.board, slot * _SLOT.size, -1, 0.0)
 
     # The parent's loop ---------------------------------------------------
 
     def run(self, targets: Iterator[Target]) -> Iterator[ScanResult]:
-        next_in = next_out = 0
-        exhausted = False
+        self.targets = targets
         while True:
-            while self.retry or (not exhausted and next_in - next_out < WINDOW):
+            while self.retry or self._read_ahead(1):
                 worker = self._idle_worker()
                 if worker is None:
                     break
-                batch: list[tuple[int, str]] = []
-                size = 0
-                while self.retry and len(batch) < BATCH_FILES:
-                    index = self.retry.popleft()
-                    batch.append((index, self.paths[index]))
-                while not exhausted and size < BATCH_BYTES and len(batch) < BATCH_FILES and next_in - next_out < WINDOW:
-                    target = next(targets, None)
-                    if target is None:
-                        exhausted = True
-                        break
-                    index, next_in = next_in, next_in + 1
-                    if target.error is not None:
-                        self.done[index] = ScanResult.problem(target.path, Status.UNREADABLE, target.error)
-                        continue
-                    batch.append((index, target.path))
-                    size += _size(target.path)
-                if not batch:
-                    break
-                self._send(worker, batch)
-            while next_out in self.done:
-                result = self.done.pop(next_out)
-                next_out += 1
+                self._send(worker, self._batch())
+            self._read_ahead(LOOKAHEAD)  # while the workers scan
+            while self.next_out in self.done:
+                result = self.done.pop(self.next_out)
+                self.next_out += 1
                 yield result
-            if exhausted and next_out == next_in:
+            if self.exhausted and self.next_out == self.next_in:
                 self.finished = True
                 return
             self._wait()
+
+    def _read_ahead(self, count: int) -> bool:
+        """Walk until ``count`` files wait to be handed out (or the walk or the window ends);
+        whether any wait. Paths the walk could not list are results at once."""
+        while len(self.ahead) < count and not self.exhausted and self.next_in - self.next_out < WINDOW:
+            target = next(self.targets, None)
+            if target is None:
+                self.exhausted = True
+                # The tail is known: largest first, so the last batches are the smallest files.
+                self.ahead = collections.deque(sorted(self.ahead, key=lambda entry: -entry[2]))
+                break
+            index = self.next_in
+            self.next_in += 1
+            if target.error is not None:
+                self.done[index] = ScanResult.problem(target.path, Status.UNREADABLE, target.error)
+                continue
+            size = _size(target.path)
+            self.ahead.append((index, target.path, size))
+            self.ahead_bytes += size
+        return bool(self.ahead)
+
+    def _batch(self) -> list[tuple[int, str]]:
+        """Files handed back after a worker died first, then the walk's, up to a batch's size;
+        once the walk has ended, a share of what is left (down to one file a batch)."""
+        batch: list[tuple[int, str]] = []
+        while self.retry and len(batch) < BATCH_FILES:
+            index = self.retry.popleft()
+            batch.append((index, self.paths[index]))
+        limit = BATCH_BYTES
+        if self.exhausted:
+            limit = min(limit, self.ahead_bytes // (2 * self.jobs))
+        size = 0
+        while len(batch) < BATCH_FILES and (not batch or size < limit) and self._read_ahead(1):
+            index, path, length = self.ahead.popleft()
+            self.ahead_bytes -= length
+            batch.append((index, path))
+            size += length
+        return batch
 
     def _idle_worker(self) -> _Worker | None:
         """A worker that can take a batch, forking one while fewer than ``jobs`` run."""
