@@ -1,4 +1,4 @@
-"""Background duties of a collector process: liveness sweep, address retention, alert delivery, stats.
+"""Background duties of a collector process: liveness sweep, address retention, alert delivery, stats, WAL checkpoints.
 
 Each duty is one atomic statement or a leased claim in the database, so running them in
 every collector process behind a load balancer is safe: an agent goes offline once, and an
@@ -21,6 +21,8 @@ from server.store.agents import AgentIdentity
 log = logging.getLogger(__name__)
 
 OFFLINE_SEVERITY = "medium"
+REREAD_CHECK_S = 1.0
+"""How often the liveness reread checks whether it is due."""
 RETENTION_INTERVAL_S = 3600.0
 ALERT_POLL_S = 5.0
 STATS_INTERVAL_S = 30.0
@@ -28,6 +30,8 @@ AUDIT_CHECKPOINT_INTERVAL_S = 3600.0
 """A full walk of the audit chain this often; case evidence files check only what came after the last one."""
 # Chunks per round: a collector upgraded with a million events catches up in a few rounds.
 STATS_CHUNKS_PER_ROUND = 50
+CHECKPOINT_PAUSE_S = 0.05
+"""Between two SQLite checkpoints under writes: each copies what this many seconds of ingest wrote (hundreds of pages)."""
 
 
 def sweep_offline(collector: Collector) -> int:
@@ -63,17 +67,26 @@ def sweep_offline(collector: Collector) -> int:
 
 
 def keep_liveness(collector: Collector) -> None:
-    """Write the liveness buffered in memory, and reread what answering from memory relies on
-    (revocations, ranges, policy versions, pending commands, denied networks) when due; the first
-    run learns every online agent (``Liveness.preload``)."""
+    """Reread what answering from memory relies on when due (``reread_liveness``), then write the
+    liveness buffered in memory."""
+    reread_liveness(collector)
+    collector.liveness.flush()
+
+
+def reread_liveness(collector: Collector) -> None:
+    """Reread what answering from memory relies on (revocations, ranges, policy versions, pending
+    commands, denied networks) when due; the first run learns every agent (``Liveness.preload``).
+
+    Its own thread, apart from the flush: a flush waits for the database's writer, which a backlog
+    of event batches can hold for seconds, and memory left stale meanwhile sent every heartbeat the
+    synchronous way, into the same wait (heartbeat p99 of seconds while a fleet drained)."""
     memory = collector.liveness
-    memory.flush()
     # Reread a little before memory would be out of date, so heartbeats never wait for it.
     ahead = collector.settings.agents.liveness_flush_s + 1.0
     if memory.refresh_due(ahead) or collector.denied.due(ahead) or not memory.preloaded:
         with collector.db.read() as conn:
             if not memory.preloaded:
-                log.info("%d online agent(s) answered from memory from now on", memory.preload(conn))
+                log.info("%d agent(s) answered from memory from now on", memory.preload(conn))
                 # They live as long as the process: keep full collections from walking them again and again (as serve does at start).
                 gc.freeze()
             memory.refresh(conn)
@@ -152,6 +165,36 @@ class _AlertForwarder(StoppableThread):
             sender.close()
 
 
+class _Checkpointer(StoppableThread):
+    """SQLite's WAL copied into the database file after writes, outside the writers' turn
+    (server/db/engine.py says why); asleep while nothing is written."""
+
+    def __init__(self, collector: Collector) -> None:
+        super().__init__("wal-checkpoint")
+        self._db = collector.db
+
+    def on_stop(self) -> None:
+        self._db.wrote.set()
+
+    def run_loop(self) -> None:
+        wrote = self._db.wrote
+        self._db.checkpoint_in_background()
+        try:
+            while not self.stopping:
+                wrote.wait()
+                wrote.clear()
+                if self.stopping:
+                    return
+                try:
+                    self._db.checkpoint()
+                except Exception:
+                    log.exception("WAL checkpoint failed; writers' own checkpoints bound the WAL meanwhile")
+                if self.wait(CHECKPOINT_PAUSE_S):
+                    return
+        finally:
+            self._db.checkpoint_in_background(False)
+
+
 class Maintenance:
     """Starts and stops the background duties of one collector process."""
 
@@ -159,11 +202,14 @@ class Maintenance:
         sweep_every = max(5.0, min(30.0, collector.settings.agents.offline_after_s / 4))
         self._threads: list[StoppableThread] = [
             _Periodic("liveness-sweep", sweep_every, lambda: sweep_offline(collector)),
-            _Periodic("liveness-flush", collector.settings.agents.liveness_flush_s, lambda: keep_liveness(collector)),
+            _Periodic("liveness-reread", REREAD_CHECK_S, lambda: reread_liveness(collector)),
+            _Periodic("liveness-flush", collector.settings.agents.liveness_flush_s, lambda: collector.liveness.flush()),
             _Periodic("address-retention", RETENTION_INTERVAL_S, lambda: purge_expired_addresses(collector)),
             _Periodic("stats-rollup", STATS_INTERVAL_S, lambda: roll_up_stats(collector)),
             _Periodic("audit-checkpoint", AUDIT_CHECKPOINT_INTERVAL_S, lambda: checkpoint_audit(collector)),
         ]
+        if collector.db.is_sqlite:
+            self._threads.append(_Checkpointer(collector))
         senders = build_senders(collector.settings.alerts)
         if senders:
             self._threads.append(_AlertForwarder(collector, senders))

@@ -9,6 +9,17 @@ busy handler sleeps in steps growing to 100 ms and is not woken when the lock fr
 concurrent calls the database sat idle between transactions and throughput collapsed (see
 docs/performance.md); the thread lock hands over at once. Other processes still queue on
 ``busy_timeout``. Reads use plain deferred transactions and never block writers in WAL mode.
+
+Copying the WAL back into the database file (a checkpoint) is SQLite's autocheckpoint by
+default: the writer whose commit takes the WAL past 1,000 pages copies it, inside its commit and
+so inside the thread lock, and every other writer of the process waits for the copy (and its
+fsyncs) too. A collector that serves runs ``checkpoint`` from a thread of its own instead
+(server/maintenance.py calls ``checkpoint_in_background``): a PASSIVE checkpoint takes no write
+lock, so writers go on committing while it copies. Writers keep an autocheckpoint at
+``WAL_BACKSTOP_PAGES``, which bounds the WAL if that thread falls behind or stops, and which under
+unbroken writing restarts the WAL from its beginning (a WAL restarts only once every page in it
+was copied, which a writer's own checkpoint, holding the thread lock, ensures; the background
+thread has copied nearly all of it by then, so that writer's share is small).
 """
 
 from __future__ import annotations
@@ -23,6 +34,10 @@ from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_MMAP_BYTES = 256 << 20
+SQLITE_AUTOCHECKPOINT_PAGES = 1_000
+"""SQLite's own default: what writers copy at when no thread checkpoints in the background."""
+WAL_BACKSTOP_PAGES = 10_000
+"""Writers' autocheckpoint while a thread checkpoints in the background: about 40 MB of WAL."""
 
 
 def normalize_url(url: str) -> str:
@@ -41,9 +56,12 @@ class Database:
         self.dialect = make_url(self.url).get_backend_name()
         # Re-entrant, so a nested write in one thread still waits on busy_timeout as before.
         self._writer_turn: AbstractContextManager[Any] = threading.RLock() if self.dialect == "sqlite" else nullcontext()
+        self.wrote = threading.Event()
+        """Set when a SQLite write transaction commits: the background checkpoint waits for it."""
+        self._autocheckpoint = SQLITE_AUTOCHECKPOINT_PAGES
         if self.dialect == "sqlite":
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, self)
         else:
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
 
@@ -62,12 +80,30 @@ class Database:
         with self._writer_turn, self.engine.connect().execution_options(dlp_write=True) as conn:
             with conn.begin():
                 yield conn
+        self.wrote.set()
+
+    def checkpoint_in_background(self, running: bool = True) -> None:
+        """While ``running``, writers leave the WAL's copying to ``checkpoint``, which the caller
+        runs from a thread of its own after writes (``wrote``), down to the backstop (module docstring)."""
+        self._autocheckpoint = WAL_BACKSTOP_PAGES if running else SQLITE_AUTOCHECKPOINT_PAGES
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the WAL's committed pages into the database file now (PASSIVE: no lock
+        that writers or readers wait for). Nothing to do on PostgreSQL."""
+        if not self.is_sqlite:
+            return
+        with self.engine.connect() as conn:
+            # On the driver's connection, which runs it outside a transaction (pysqlite's
+            # isolation_level is None here); SQLAlchemy's would first begin one.
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, db: Database) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below emit BEGIN itself (pysqlite's own is deferred only).
@@ -84,4 +120,14 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("dlp_write") else "BEGIN")
+        if not conn.get_execution_options().get("dlp_write"):
+            conn.exec_driver_sql("BEGIN")
+            return
+        # Per pooled connection, so a connection opened before ``checkpoint_in_background`` follows it too.
+        if conn.info.get(_AUTOCHECKPOINT) != db._autocheckpoint:
+            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={db._autocheckpoint}")
+            conn.info[_AUTOCHECKPOINT] = db._autocheckpoint
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_AUTOCHECKPOINT = "dlp.autocheckpoint"
