@@ -10,13 +10,15 @@ builds do. CPU is the agent's and its child processes' (the process-events reade
 context switches (each one a sleep that ended); threads are named by py-spy where it is installed
 (Python threads keep the process's name in /proc). ``--against DIR`` measures another checkout's
 agent (its ``agent`` package, this interpreter) in the same run, alternating, with after/before
-ratios; ``--binary PATH`` adds the one-file binary (its bootloader and agent processes summed).
+ratios. After the second window, with the writer still going, ``--latency-samples`` files are written
+under a root at random moments and timed from their close to their spooled event. ``--binary PATH`` adds the one-file binary (its bootloader and agent processes summed).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -38,7 +40,8 @@ FILES_PER_FOLDER = 4  # fewer than the hub's 32 events before it has the kernel 
 def write_config(work: str, watch: str) -> str:
     config = os.path.join(work, "agent.toml")
     with open(config, "w") as f:
-        f.write(f'[files]\nwatch = ["{watch}"]\n[spool]\npath = "spool.db"\n')
+        # report_clean: every file written under the roots becomes an event, so the spool times the latency samples.
+        f.write(f'[files]\nwatch = ["{watch}"]\nreport_clean = true\n[spool]\npath = "spool.db"\n')
     return config
 
 
@@ -189,7 +192,36 @@ def window(top: int, agent: int, seconds: float) -> dict[str, Any]:
     return {"cpu_pct": 100 * cpu / seconds, "threads": per, "children_pct": 100 * others / seconds}
 
 
-def measure(tree: str, folders: int, seconds: float, rate: int, display: str) -> dict[str, Any]:
+def depth(work: str) -> int:
+    try:
+        reader = Spool.open_readonly(os.path.join(work, "spool.db"))
+    except SpoolError:
+        return 0
+    try:
+        return int(reader.stats()["depth"])
+    finally:
+        reader.close()
+
+
+def latency(work: str, folder: str, samples: int) -> list[float]:
+    """Seconds from each close of a file written under a root to its spooled event, at random moments
+    (a sample may fall in the fanotify reader's wait for other programs' events to gather)."""
+    out = []
+    for i in range(samples):
+        before = depth(work)
+        with open(os.path.join(folder, f"latency{i}.txt"), "w") as f:
+            f.write("a latency sample\n")
+        closed = time.monotonic()
+        while depth(work) <= before:
+            if time.monotonic() - closed > 30:
+                raise SystemExit(f"no event 30 s after latency sample {i}")
+            time.sleep(0.001)
+        out.append(time.monotonic() - closed)
+        time.sleep(random.uniform(0.1, 0.4))
+    return out
+
+
+def measure(tree: str, folders: int, seconds: float, rate: int, display: str, samples: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as work:
         watch = os.path.join(work, "watched")
         for i in range(folders):
@@ -203,8 +235,10 @@ def measure(tree: str, folders: int, seconds: float, rate: int, display: str) ->
             quiet = window(proc.pid, pid, seconds)
             with tempfile.TemporaryDirectory(prefix="idle-bg-") as base, BackgroundWriter(rate, base) as writer:
                 busy = window(proc.pid, pid, seconds)
+                written = writer.written
+                lat = latency(work, os.path.join(watch, "team00", "proj0000"), samples)
             return {
-                "quiet": quiet, "busy": busy, "names": names, "written": writer.written,
+                "quiet": quiet, "busy": busy, "names": names, "written": written, "latency": lat,
                 "status": sources_status(work), "load": os.getloadavg()[0],
             }  # fmt: skip
         finally:
@@ -225,6 +259,10 @@ def table(label: str, result: dict[str, Any], rate: int, seconds: float) -> None
             continue
         print(f"  {names.get(tid, str(tid))[:28]:<28} {q[0]:>12.3f} {q[1]:>12.1f} {b[0]:>13.3f} {b[1]:>12.1f}")
     print(f"  {'(child processes)':<28} {result['quiet']['children_pct']:>12.3f} {'':>12} {result['busy']['children_pct']:>13.3f}")
+    if result["latency"]:
+        lat = sorted(result["latency"])
+        pick = [1000 * lat[min(len(lat) - 1, int(q * len(lat)))] for q in (0.5, 0.9, 0.99)]
+        print(f"  close to spooled event under the roots during the writes ({len(lat)}): p50 {pick[0]:.1f} ms, p90 {pick[1]:.1f} ms, p99 {pick[2]:.1f} ms")
     for name, message in sorted(result["status"].items()):
         if name in ("usb", "files") or "clipboard" in name or "primary" in name:
             print(f"  status {name}: {message}")
@@ -251,6 +289,7 @@ def main() -> None:
     parser.add_argument("--against", metavar="DIR", help="another checkout, measured alternately in the same run")
     parser.add_argument("--binary", metavar="PATH", help="the one-file agent binary, measured too")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--latency-samples", type=int, default=40, help="files written under a root during the writes, after the busy window")
     args = parser.parse_args()
     display, server = xvfb()
     trees = [("after", ROOT)] + ([("before", os.path.abspath(args.against))] if args.against else [])
@@ -262,7 +301,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             order = trees if round_ % 2 == 0 else list(reversed(trees))
             for label, tree in order:
-                result = measure(tree, args.folders, args.seconds, args.writes, display)
+                result = measure(tree, args.folders, args.seconds, args.writes, display, args.latency_samples)
                 table(f"{label} (round {round_ + 1})", result, args.writes, args.seconds)
                 totals[label].append((result["quiet"]["cpu_pct"], result["busy"]["cpu_pct"]))
         print("\nsummary (CPU, % of a core: quiet / with writes)")
