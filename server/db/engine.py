@@ -25,12 +25,14 @@ thread has copied nearly all of it by then, so that writer's share is small).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_MMAP_BYTES = 256 << 20
@@ -38,6 +40,8 @@ SQLITE_AUTOCHECKPOINT_PAGES = 1_000
 """SQLite's own default: what writers copy at when no thread checkpoints in the background."""
 WAL_BACKSTOP_PAGES = 10_000
 """Writers' autocheckpoint while a thread checkpoints in the background: about 40 MB of WAL."""
+PING_IDLE_S = 2.0
+"""PostgreSQL: pooled connections idle this long are pinged before use (``_ping_when_idle``)."""
 
 
 def normalize_url(url: str) -> str:
@@ -63,7 +67,8 @@ class Database:
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             _configure_sqlite(self.engine, self)
         else:
-            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20)
+            _ping_when_idle(self.engine)
 
     @property
     def is_sqlite(self) -> bool:
@@ -101,6 +106,32 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """PostgreSQL: a pooled connection idle for ``PING_IDLE_S`` or more is pinged before use and
+    replaced if the server dropped it (a restart, an idle timeout, a proxy); one used within that
+    time is handed out as it is. SQLAlchemy's ``pool_pre_ping`` pinged on every checkout: a round
+    trip in every transaction, a sixth of an ingest batch's (docs/performance.md). A connection
+    that died within the window fails its statement instead; SQLAlchemy then drops every pooled
+    connection as old as it, and the caller's retry (an agent's batch or heartbeat) gets a new one."""
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_RETURNED_AT, 0.0) < PING_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"pooled connection dropped while idle: {exc}") from exc
+
+
+_RETURNED_AT = "dlp.returned_at"
 
 
 def _configure_sqlite(engine: Engine, db: Database) -> None:
