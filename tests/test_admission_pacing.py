@@ -156,3 +156,12 @@ def test_a_retry_after_shorter_than_the_backoff_still_ends_with_the_collectors_r
     finally:
         shipper.stop()
         spool.close()
+
+
+def test_a_long_authorization_header_is_counted_by_its_start_only():
+    from server.api.admission import _authorization
+
+    long = b"Bearer dlpa_" + b"0" * 32 + b"_" + b"x" * 10_000
+    caller = _authorization({"headers": [(b"host", b"x"), (b"authorization", long)]})
+    assert long.startswith(caller) and len(caller) <= 64 and caller.startswith(b"Bearer dlpa_" + b"0" * 32)
+    assert _authorization({"headers": [(b"host", b"x")]}) == b""

@@ -55,8 +55,10 @@ RATE_WINDOW_S = 30.0
 """Batches finished within this long make the drain rate."""
 OVERDUE_S = 60.0
 """A refused agent not back this long after its Retry-After (and the agent's back-off, at most 45 s) no longer counts."""
-MAX_COUNTED = 1_000_000
-"""Refused agents counted at most (memory: about 150 bytes each)."""
+MAX_COUNTED = 100_000
+"""Refused agents counted at most: about 200 bytes each, 20 MB at most whatever strangers send."""
+_KEY_BYTES = 64
+"""Of the Authorization header, enough to hold ``Bearer`` and an agent credential's id."""
 _PRUNE_EVERY_S = 5.0
 QUEUE_PER_SLOT = 16
 MAX_WAIT_S = 5.0
@@ -187,8 +189,9 @@ class Admission:
 
 
 def _authorization(scope: Scope) -> bytes:
-    """The request's Authorization header (empty when none): which agent, for counting only."""
+    """The start of the request's Authorization header (empty when none): which agent, for counting
+    only, and bounded, so a stranger's long header costs no more memory than an agent's."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            return bytes(value)
+            return bytes(value[:_KEY_BYTES])
     return b""
