@@ -61,7 +61,7 @@ class Database:
         # Re-entrant, so a nested write in one thread still waits on busy_timeout as before.
         self._writer_turn: AbstractContextManager[Any] = threading.RLock() if self.dialect == "sqlite" else nullcontext()
         self.wrote = threading.Event()
-        """Set when a SQLite write transaction commits: the background checkpoint waits for it."""
+        """Set when a write transaction commits: a SQLite collector's background checkpoint waits for it."""
         self._autocheckpoint = SQLITE_AUTOCHECKPOINT_PAGES
         if self.dialect == "sqlite":
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
