@@ -61,7 +61,8 @@ class Pipeline:
         self.spool = spool
         self.context = context
         self._clock = clock
-        self._queue: queue.Queue[Work] = queue.Queue(maxsize=queue_size)
+        # None wakes a stopping worker (``stop``): the workers sleep in ``get`` with no timeout.
+        self._queue: queue.Queue[Work | None] = queue.Queue(maxsize=queue_size)
         self._workers = [_Worker(self, i) for i in range(threads)]
         self._lock = threading.Lock()
         self.overflowed = 0
@@ -97,6 +98,15 @@ class Pipeline:
         deadline = time.monotonic() + drain_s
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.02)
+        # Every worker is told first, then woken: a wake-up taken by a worker not yet stopping would
+        # leave another asleep. A full queue takes no wake-up and needs none (no worker waits on it).
+        for worker in self._workers:
+            worker.stop(timeout=0)
+        for _ in self._workers:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                break
         for worker in self._workers:
             worker.stop()
         with self._lock:
@@ -104,9 +114,11 @@ class Pipeline:
             self._unspooled.clear()
         while True:
             try:
-                left.append(self._queue.get_nowait())
+                work = self._queue.get_nowait()
             except queue.Empty:
                 return left
+            if work is not None:
+                left.append(work)
 
     def health(self) -> dict[str, str]:
         if self.spool_error:
@@ -229,9 +241,9 @@ class _Worker(StoppableThread):
     def run_loop(self) -> None:
         q = self._pipeline._queue
         while not self.stopping:
-            try:
-                work = q.get(timeout=1.0)
-            except queue.Empty:
+            work = q.get()  # no timeout: an idle scanner sleeps until work or ``Pipeline.stop``'s wake-up
+            if work is None:
+                q.task_done()
                 continue
             try:
                 self._pipeline.process(work, self.wait)

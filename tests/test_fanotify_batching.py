@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent.sources.fanotify_hub import FanotifyHub
+from agent.sources.fanotify_hub import BATCH_S, FanotifyHub, ForeignRate
 from agent.sources.losses import LossTracker
 from tests.waiting import wait_for
 
@@ -24,7 +24,8 @@ class Gate:
         self.opened = threading.Event()
         self.calls = 0
 
-    def settle(self) -> bool:
+    def settle(self, seconds: float) -> bool:
+        assert 0 < seconds <= BATCH_S
         self.calls += 1
         self.held.set()
         self.opened.wait(30)
@@ -60,8 +61,8 @@ class Sink:
 
 def test_writes_outside_the_roots_are_read_in_one_batch_with_the_write_under_a_root(tmp_path: Path) -> None:
     gate = Gate()
-    # own_pid 0: this test's own writes count as another program's.
-    hub = FanotifyHub(own_pid=0, settle=gate.settle)
+    # own_pid 0: this test's own writes count as another program's; quiet 0: gathering from the first.
+    hub = FanotifyHub(own_pid=0, settle=gate.settle, foreign=ForeignRate(quiet=0.0))
     root, outside = tmp_path / "Documents", tmp_path / "builds"
     root.mkdir()
     outside.mkdir()

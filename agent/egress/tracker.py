@@ -142,9 +142,8 @@ class EgressTracker(StoppableThread):
             self._learn_protected()
             self._learnt.set()
         while not self.stopping:
-            timeout = 1.0
-            if self._due:
-                timeout = max(0.0, min(timeout, self._due[0][0] - time.monotonic()))
+            # No timeout but the next push to record: an idle tracker sleeps until an exec, an exit or ``stop``.
+            timeout = max(0.0, self._due[0][0] - time.monotonic()) if self._due else None
             try:
                 kind, item, extra = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -171,7 +170,7 @@ class EgressTracker(StoppableThread):
 
     def on_stop(self) -> None:
         try:
-            self._queue.put_nowait(("", None, None))  # wakes the loop now rather than at its next timeout
+            self._queue.put_nowait(("", None, None))  # wakes the loop, asleep in ``get`` with no timeout
         except queue.Full:
             pass
 

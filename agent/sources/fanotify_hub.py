@@ -48,14 +48,64 @@ _HOT_MAX = 4096  # folders counted at once
 _IGNORED_MAX = 1024  # folders ignored at once (each pins its inode in the kernel)
 _IGNORE_MASK = fan.FAN_CLOSE_WRITE | fan.FAN_CREATE | fan.FAN_MOVED_TO | fan.FAN_MODIFY
 BATCH_S = 0.05
-"""After a read with nothing under a root, events are left to gather this long before the next read:
-other programs' writes (a test suite, a build) then cost one wakeup and read per batch instead of one
-per event or two. Measured with 50 writes a second in fresh folders outside the roots, the reader's CPU
-was 1.0-1.3% of a core reading at once, 0.33-0.40% with 50 ms, 0.20-0.27% with 100 ms and 0.13-0.27%
-with 200 ms (each read costs far more than each event in it). An event under a root that comes meanwhile
-waits at most this long, which is why it is not longer: with 100 ms, writes under a root during those
-50 writes a second took 46 ms to their event at p50 against 4 ms reading at once. Nothing is lost (the
-kernel queues 16,384 events, and an overflow rescans the roots)."""
+"""The longest the reader lets other programs' events gather after a read with nothing under a root:
+they then cost one wakeup and read per batch instead of one per event or two. Measured with 50 writes a
+second in fresh folders outside the roots, the reader's CPU was 1.0-1.3% of a core reading at once,
+0.33-0.40% with 50 ms, 0.20-0.27% with 100 ms and 0.13-0.27% with 200 ms (each read costs far more than
+each event in it). An event under a root that comes meanwhile waits at most this long, which is why it is
+not longer: with 100 ms, writes under a root during those 50 writes a second took 46 ms to their event at
+p50 against 4 ms reading at once. Nothing is lost (the kernel queues 16,384 events, and an overflow
+rescans the roots)."""
+QUIET_RATE = 20.0
+"""Other programs' events a second below which the reader reads at once (no gathering): a few reads a
+second cost little CPU, while any wait is paid in full by a write under a root that comes during it."""
+BUSY_RATE = 100.0
+"""Other programs' events a second from which the reader gathers the whole ``BATCH_S`` (about what 50
+file writes a second in fresh folders make: a creation and a close each); between the two, the wait
+grows in proportion."""
+
+
+class ForeignRate:
+    """How many events handed to no source (other programs' outside the roots, this agent's own) came in
+    the last second, and so how long the reader lets the next ones gather (``gather_s``).
+
+    Events are counted, not reads: gathering makes fewer reads of the same events, so a count of reads
+    would fall as soon as the reader gathered and switch it back. Two one-second buckets, the previous
+    one weighted by how much of it the last second still covers: two additions and a multiplication a
+    read, no clock beyond the one the reader already takes.
+    """
+
+    def __init__(self, quiet: float = QUIET_RATE, busy: float = BUSY_RATE, longest_s: float = BATCH_S):
+        self.quiet, self.busy, self.longest_s = quiet, busy, longest_s
+        self._second = 0  # which whole second of the monotonic clock ``_count`` is for
+        self._count = 0
+        self._previous = 0
+
+    def note(self, now: float, events: int) -> None:
+        """``events`` of other programs read at ``now`` (``time.monotonic()``)."""
+        self._roll(now)
+        self._count += events
+
+    def rate(self, now: float) -> float:
+        """Events a second over the second before ``now``."""
+        self._roll(now)
+        return self._count + self._previous * (1.0 - (now - self._second))
+
+    def gather_s(self, now: float) -> float:
+        """0 while other programs' events are rare; up to ``longest_s`` in proportion beyond ``quiet``."""
+        rate = self.rate(now)
+        if rate < self.quiet:
+            return 0.0
+        return self.longest_s * min(1.0, (rate - self.quiet) / max(self.busy - self.quiet, 1e-9))
+
+    def _roll(self, now: float) -> None:
+        second = int(now)
+        if second != self._second:
+            self._previous = self._count if second == self._second + 1 else 0
+            self._count = 0
+            self._second = second
+
+
 _CAP_DAC_READ_SEARCH = 2
 _CAP_SYS_ADMIN = 21
 
@@ -105,15 +155,22 @@ class FanotifyHub(StoppableThread):
     Args:
         attribution: turns a pid into the event's ``process`` (cached /proc reads).
         own_pid: events of this process are never this agent's business.
-        settle: how the reader lets events gather after a read with nothing under a root; returns True
-            when the hub is stopping. The default waits ``BATCH_S`` (a test holds it to see a batch).
+        settle: how the reader lets events gather after a read with nothing under a root, given how long
+            (``ForeignRate.gather_s``, never 0); returns True when the hub is stopping. The default waits that
+            long (a test holds it to see a batch).
+        foreign: the estimate of other programs' events that decides whether and how long to gather.
 
     Raises:
         FanotifyUnavailable: fanotify (FID mode) is not permitted here.
     """
 
     def __init__(
-        self, *, attribution: WriterCache | None = None, own_pid: int | None = None, settle: Callable[[], bool] | None = None
+        self,
+        *,
+        attribution: WriterCache | None = None,
+        own_pid: int | None = None,
+        settle: Callable[[float], bool] | None = None,
+        foreign: ForeignRate | None = None,
     ):
         super().__init__(name="fanotify")
         if not _has_capability(_CAP_SYS_ADMIN):
@@ -122,7 +179,8 @@ class FanotifyHub(StoppableThread):
         self._fid_group = fan.Fanotify(fid=True)
         self._fd_group: fan.Fanotify | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._settle = settle if settle is not None else (lambda: self.wait(BATCH_S))
+        self._settle = settle if settle is not None else self.wait
+        self._foreign = foreign if foreign is not None else ForeignRate()
         # Without CAP_DAC_READ_SEARCH no handle can be opened back into a path: descriptors only.
         self._handles_ok = _has_capability(_CAP_DAC_READ_SEARCH)
         self._writers = Writers(attribution)
@@ -266,13 +324,19 @@ class FanotifyHub(StoppableThread):
             ready = {fd for fd, _ in poller.poll()}
             if self._wake_r in ready:
                 self._drain_wake()
-            handed = self.dispatched
+            handed, seen = self.dispatched, self.events
             read = False
             for group in groups:
                 if group.fd in ready:
                     read = self.drain(group) or read
-            if read and self.dispatched == handed and self._settle():
-                return
+            if not read:
+                continue
+            now = time.monotonic()
+            self._foreign.note(now, (self.events - seen) - (self.dispatched - handed))
+            if self.dispatched == handed:
+                gather = self._foreign.gather_s(now)
+                if gather > 0 and self._settle(gather):
+                    return
 
     def on_stop(self) -> None:
         self._wake()
