@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,21 +65,19 @@ def _to_bool(value: Any) -> bool:
     raise ValueError("Input should be a valid boolean, unable to interpret input")
 
 
+_INTEGER_TEXT = re.compile(r"([+-]?[0-9]+)(?:\.0+)?", re.ASCII)
+
+
 def _to_int(value: Any) -> int:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, str):
-        text = value.strip()
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                number = float(text)
-            except ValueError:
-                raise ValueError("Input should be a valid integer, unable to parse string as an integer") from None
-            if not number.is_integer():
-                raise ValueError("Input should be a valid integer, unable to parse string as an integer") from None
-            return int(number)
+        # ASCII digits, optionally a whole ".0": what pydantic took. Python's int() and float()
+        # would also take "1e3", "1." and other scripts' digits, which no config means.
+        match = _INTEGER_TEXT.fullmatch(value.strip())
+        if match is None:
+            raise ValueError("Input should be a valid integer, unable to parse string as an integer")
+        return int(match.group(1))
     if isinstance(value, float):
         if math.isinf(value):
             raise ValueError("Input should be a finite number")
@@ -92,8 +91,11 @@ def _to_float(value: Any) -> float:
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
+        text = value.strip()
         try:
-            return float(value.strip())
+            if not text.isascii():
+                raise ValueError(text)
+            return float(text)
         except ValueError:
             raise ValueError("Input should be a valid number, unable to parse string as a number") from None
     raise ValueError("Input should be a valid number")

@@ -23,6 +23,18 @@ KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 _EVP_PKEY_ED25519 = 1087  # NID_ED25519, the same in OpenSSL 1.1.1 and 3.x
 
+_SELF_TEST = (
+    bytes.fromhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"),
+    bytes.fromhex(
+        "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+        "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
+    ),
+    b"\x72",
+)
+"""RFC 8032, section 7.1, TEST 2: key, signature, message. The library must accept it and refuse it
+with one bit flipped before it is trusted: one that loads but cannot do Ed25519 (a FIPS-only
+provider, another NID numbering) would otherwise refuse every bundle instead of falling back."""
+
 _lock = threading.Lock()
 _openssl: Any = None
 _chosen = False
@@ -50,6 +62,11 @@ def _load_openssl() -> Any:
     except (ImportError, OSError, AttributeError, TypeError) as exc:
         log.info("Ed25519 checks use cryptography (about 10 MB more memory): hashlib's OpenSSL is not reachable (%s)", exc)
         return None
+    key, signature, message = _SELF_TEST
+    forged = bytes([signature[0] ^ 1]) + signature[1:]
+    if (_verify_with(lib, key, signature, message), _verify_with(lib, key, forged, message)) != (True, False):
+        log.warning("Ed25519 checks use cryptography: hashlib's OpenSSL failed the RFC 8032 self-test")
+        return None
     return lib
 
 
@@ -68,11 +85,17 @@ def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
 
     A key or signature of the wrong length, or a key that is no curve point, is simply not a valid signature.
     """
+    public_key, signature, message = bytes(public_key), bytes(signature), bytes(message)
     if len(public_key) != KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     lib = _backend()
     if lib is None:
         return _verify_with_cryptography(public_key, signature, message)
+    return _verify_with(lib, public_key, signature, message)
+
+
+def _verify_with(lib: Any, public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """The check through OpenSSL; anything but 1 from either call is a refusal."""
     key = lib.EVP_PKEY_new_raw_public_key(_EVP_PKEY_ED25519, None, public_key, KEY_BYTES)
     if not key:
         lib.ERR_clear_error()

@@ -118,3 +118,13 @@ def test_sections_made_in_code_are_checked_too() -> None:
     with pytest.raises(ConfigError, match="timeout_s: Input should be less than or equal to 600"):
         ServerSection(timeout_s=601)
     assert AgentConfig(server=ServerSection(timeout_s="5")).server.timeout_s == 5.0
+
+
+@pytest.mark.parametrize("text", ["1e3", "1.", "1.5", "\u0661\u0662", "\uff11\uff12", "0x10"])
+def test_numbers_are_ascii_digits_only(text: str) -> None:
+    """Python's int() and float() take these; a config number never means them (pydantic refused them too)."""
+    with pytest.raises(ConfigError, match="scan.threads: Input should be a valid integer"):
+        load_config(None, environ={"DLP_AGENT_SCAN_THREADS": text})
+    if text not in ("1e3", "1.", "1.5"):
+        with pytest.raises(ConfigError, match="scan.timeout_s: Input should be a valid number"):
+            load_config(None, environ={"DLP_AGENT_SCAN_TIMEOUT_S": text})

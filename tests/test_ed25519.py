@@ -43,7 +43,23 @@ def checker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_this_machine_checks_through_openssl() -> None:
-    assert ed25519._backend() is not None
+    lib = ed25519._backend()
+    assert lib is not None
+    key, signature, message = ed25519._SELF_TEST
+    assert ed25519._verify_with(lib, key, signature, message)
+    assert not ed25519._verify_with(lib, key, signature[:-1] + bytes([signature[-1] ^ 0x80]), message)
+
+
+def test_a_library_failing_the_self_test_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A library that loads but refuses every signature (as under a FIPS-only provider) falls back.
+    monkeypatch.setattr(ed25519, "_verify_with", lambda lib, key, sig, message: False)
+    assert ed25519._load_openssl() is None
+
+
+def test_bytes_like_arguments_give_the_same_answer(checker: str) -> None:
+    key_hex, message_hex, sig_hex = RFC_VECTORS[1]
+    key, message, sig = bytes.fromhex(key_hex), bytes.fromhex(message_hex), bytes.fromhex(sig_hex)
+    assert ed25519.verify(bytearray(key), memoryview(sig), bytearray(message))
 
 
 @pytest.mark.parametrize("key_hex, message_hex, sig_hex", RFC_VECTORS)
