@@ -30,6 +30,9 @@ from agent.threads import StoppableThread
 log = logging.getLogger(__name__)
 
 SUBMIT_TIMEOUT_S = 5.0
+STOP_WAKE_S = 0.5
+"""How long ``stop`` tries to queue the idle scanners' wake-ups: long enough for sleepers to take them
+from a small queue, short for a queue full of work, where no scanner sleeps."""
 
 Enforce = Callable[[Work, ScanResult], "dict[str, Any] | None"]
 """Opt-in enforcement on content (clipboard clear, USB quarantine): called on a scanner thread for
@@ -98,13 +101,15 @@ class Pipeline:
         deadline = time.monotonic() + drain_s
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.02)
-        # Every worker is told first, then woken: a wake-up taken by a worker not yet stopping would
-        # leave another asleep. A full queue takes no wake-up and needs none (no worker waits on it).
+        # Every worker is told first, then woken, one wake-up each: one taken by a worker not yet
+        # stopping would leave another asleep. A queue full of wake-ups empties as the sleepers take
+        # them; one full of work needs none (no worker waits on it), and is given up on after a moment.
         for worker in self._workers:
             worker.stop(timeout=0)
+        wake_by = time.monotonic() + STOP_WAKE_S
         for _ in self._workers:
             try:
-                self._queue.put_nowait(None)
+                self._queue.put(None, timeout=max(0.0, wake_by - time.monotonic()))
             except queue.Full:
                 break
         for worker in self._workers:

@@ -117,3 +117,16 @@ def test_work_the_spool_could_not_take_is_handed_back_at_stop(tmp_path: Path, ru
     wait_for(lambda: FullSpool.attempts >= 2 and pipeline.health()["message"] == "spool: disk full")
     left = pipeline.stop(drain_s=0.1)
     assert [w.path for w in left] == [str(leak)]
+
+
+def test_idle_scanners_sleep_until_stop_wakes_every_one(tmp_path: Path, rules_dir: Path, start_pipeline) -> None:
+    """The workers wait for work with no timeout: ``stop`` wakes each one, none is left asleep in the queue."""
+    spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 20)
+    pipeline = start_pipeline(Pipeline(Scanner(load_rules(rules_dir)), spool, CONTEXT, threads=3, queue_size=2))
+    try:
+        wait_for(lambda: all(w.is_alive() for w in pipeline._workers), message="the scanners running")
+        assert pipeline.stop(drain_s=0) == []
+        assert not any(w.is_alive() for w in pipeline._workers), "a scanner was left asleep by stop()"
+        assert pipeline._queue.unfinished_tasks == 0
+    finally:
+        spool.close()
