@@ -7,10 +7,17 @@ with jitter (so a fleet does not return in lockstep after an outage) and honour 
 collector's Retry-After. While backing off, new events do not bring the retry forward (each
 would be one more failed attempt at a collector that is down, and one more doubling of the
 delay); the delay is capped low enough that every agent is back within a minute of the
-collector's return, still spread by the jitter. A Retry-After longer than the back-off is the
-collector's own pacing of a backlog (server/api/admission.py: up to 15 minutes while it drains a
-fleet's spools), so it is waited out whole: a heartbeat getting through again does not end it,
-since the collector that asked for it is the one answering. A batch the collector finds too large or invalid is split until
+collector's return, still spread by the jitter. A 429's Retry-After longer than the back-off and
+at most ``PACED_RETRY_AFTER_S`` is the collector's own pacing of a backlog (server/api/admission.py:
+up to 15 minutes while it drains a fleet's spools), so it is waited out whole: a heartbeat getting
+through again does not end it, since the collector that asked for it is the one answering. A 503's
+Retry-After, or a longer one, may come from a proxy or load balancer in front of a collector that
+is down (a 503 with Retry-After: 3600 would stall shipping for an hour), so it is waited like a
+back-off: a heartbeat getting through ends it. When a heartbeat ends a back-off, the first post
+still waits a random ``RETURN_JITTER_S`` at most: after an outage the whole fleet's heartbeats are
+answered within seconds of each other, and every shipper posting at once made some 1,600 requests
+a second at 20,000 agents, the collector's event loop saturated for the first 40 s
+(docs/performance.md, "Draining a backlog after an outage"). A batch the collector finds too large or invalid is split until
 the offending event is alone; that one event is set aside (logged and counted) so one bad
 record never blocks the events behind it.
 """
@@ -39,6 +46,13 @@ BACKOFF_START_S = 1.0
 # again within 45 s of the collector's return, and a fleet's retries stay spread over that window.
 BACKOFF_MAX_S = 45.0
 AUTH_BACKOFF_S = 60.0
+PACED_RETRY_AFTER_S = 900.0
+"""The longest 429 Retry-After waited out whole (the collector's own longest, server/api/admission.py);
+longer ones, which no collector sends, end when a heartbeat gets through."""
+RETURN_JITTER_S = 30.0
+"""After a heartbeat ends a back-off, the first post waits uniformly up to this long, so a fleet back
+from an outage spreads its backlogs' first batches over half a minute rather than one second; well
+under the back-off's cap (45 s) that the same agents would otherwise wait."""
 CREDENTIALS_CHECK_S = 1.0
 
 
@@ -69,6 +83,7 @@ class Shipper(StoppableThread):
         batch_events: int = 500,
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
+        return_delay: Callable[[], float] = lambda: random.uniform(0.0, RETURN_JITTER_S),
     ) -> None:
         super().__init__(name="shipper")
         self._spool = spool
@@ -80,6 +95,7 @@ class Shipper(StoppableThread):
         self._wake = threading.Event()
         self._back = threading.Event()
         self._backoff = backoff or Backoff()
+        self._return_delay = return_delay
         self._backing_off = False
         self._told_to_wait = False
         self._last_problem = ""
@@ -112,7 +128,8 @@ class Shipper(StoppableThread):
                 self.wait(delay)
             elif self._backing_off:
                 # Only a stop or the collector's return ends a backoff early: wake() is for an idle shipper.
-                self._back.wait(delay)
+                if self._back.wait(delay) and not self.stopping:
+                    self.wait(self._return_delay())
             else:
                 self._wake.wait(delay)
             self._wake.clear()
@@ -181,7 +198,7 @@ class Shipper(StoppableThread):
         self._backing_off = True
         delay = self._backoff.next()
         if reply.retry_after is not None and reply.retry_after > delay:
-            self._told_to_wait = True
+            self._told_to_wait = reply.status == 429 and reply.retry_after <= PACED_RETRY_AFTER_S
             return reply.retry_after
         return delay
 

@@ -39,6 +39,9 @@ class Reply:
     detail: str = ""
     retry_after: float | None = None
     """Seconds the collector asked us to wait (429/503 Retry-After)."""
+    status: int | None = None
+    """The HTTP status of a retry with a Retry-After: the shipper waits out only a 429's in full
+    (the collector pacing a backlog), never a 503's, which a proxy or load balancer may send."""
     body: dict[str, Any] | None = None
     content: bytes = b""
     etag: str = ""
@@ -212,7 +215,7 @@ def _classify(response: requests.Response) -> Reply:
     if status in (400, 422):
         return Reply("rejected", detail)
     if status in (429, 503):
-        return Reply("retry", detail, retry_after=_retry_after(response.headers.get("Retry-After")))
+        return Reply("retry", detail, retry_after=_retry_after(response.headers.get("Retry-After")), status=status)
     return Reply("retry", detail)
 
 

@@ -8,7 +8,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agent.shipper import Backoff, Shipper
+import pytest
+
+from agent.shipper import RETURN_JITTER_S, Backoff, Shipper
 from agent.spool import Spool
 from agent.transport import CollectorClient, Reply
 from server.api.admission import MAX_RETRY_AFTER_S, OVERDUE_S, RETRY_AFTER_S, Admission
@@ -108,7 +110,7 @@ class _PacedClient(CollectorClient):
         self.posts += 1
         self.posted.set()
         if self.posts == 1:
-            return Reply("retry", "HTTP 429: busy", retry_after=30.0)
+            return Reply("retry", "HTTP 429: busy", retry_after=30.0, status=429)
         return Reply("ok", body={"accepted": len(events), "duplicates": []})
 
 
@@ -147,7 +149,7 @@ def test_a_retry_after_shorter_than_the_backoff_still_ends_with_the_collectors_r
     spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
     spool.put({"id": "e1", "type": "file.write"}, matched=True)
     client = _DownClient()
-    shipper = Shipper(spool, FixedLink(client), backoff=Backoff(start=30.0, rand=lambda: 1.0))  # type: ignore[arg-type]
+    shipper = Shipper(spool, FixedLink(client), backoff=Backoff(start=30.0, rand=lambda: 1.0), return_delay=lambda: 0.0)  # type: ignore[arg-type]
     shipper.start()
     try:
         wait_for(lambda: client.posts == 1, timeout=5, message="the first attempt, then a 30 s back-off")
@@ -165,3 +167,66 @@ def test_a_long_authorization_header_is_counted_by_its_start_only():
     caller = _authorization({"headers": [(b"host", b"x"), (b"authorization", long)]})
     assert long.startswith(caller) and len(caller) <= 64 and caller.startswith(b"Bearer dlpa_" + b"0" * 32)
     assert _authorization({"headers": [(b"host", b"x")]}) == b""
+
+
+class _ProxyClient(CollectorClient):
+    """Refuses the first batch with ``status`` and a long Retry-After, takes the next."""
+
+    def __init__(self, status: int, retry_after: float) -> None:
+        super().__init__("http://127.0.0.1:9")
+        self.status, self.retry_after = status, retry_after
+        self.posts = 0
+
+    def post_events(self, events: list[dict[str, Any]]) -> Reply:
+        self.posts += 1
+        if self.posts == 1:
+            return Reply("retry", f"HTTP {self.status}: unavailable", retry_after=self.retry_after, status=self.status)
+        return Reply("ok", body={"accepted": len(events), "duplicates": []})
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(503, 3600.0), (503, 30.0), (429, 3600.0)])
+def test_a_503_or_an_overlong_retry_after_ends_when_a_heartbeat_gets_through(tmp_path: Path, status: int, retry_after: float):
+    """Only a 429 of at most PACED_RETRY_AFTER_S is the collector's pacing: a proxy's 503 Retry-After: 3600 must not stall shipping."""
+    spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
+    spool.put({"id": "e1", "type": "file.write"}, matched=True)
+    client = _ProxyClient(status, retry_after)
+    shipper = Shipper(spool, FixedLink(client), backoff=Backoff(start=1.0, rand=lambda: 0.0), return_delay=lambda: 0.0)  # type: ignore[arg-type]
+    shipper.start()
+    try:
+        wait_for(lambda: client.posts == 1, timeout=5, message="the first attempt, refused")
+        shipper.collector_back()
+        wait_for(lambda: spool.depth() == 0, timeout=5, message="delivered once a heartbeat got through")
+    finally:
+        shipper.stop()
+        spool.close()
+
+
+def test_the_first_post_after_the_collectors_return_waits_a_random_delay(tmp_path: Path):
+    """A fleet back from an outage does not post all at once: the shipper draws a delay (RETURN_JITTER_S at most) first."""
+    spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
+    spool.put({"id": "e1", "type": "file.write"}, matched=True)
+    client = _DownClient()
+    drawn: list[float] = []
+
+    def delay() -> float:
+        drawn.append(3600.0)
+        return drawn[-1]
+
+    shipper = Shipper(spool, FixedLink(client), backoff=Backoff(start=30.0, rand=lambda: 1.0), return_delay=delay)  # type: ignore[arg-type]
+    shipper.start()
+    try:
+        wait_for(lambda: client.posts == 1, timeout=5, message="the first attempt, then a 30 s back-off")
+        shipper.collector_back()
+        wait_for(lambda: drawn == [3600.0], timeout=5, message="the return's delay drawn")
+        assert client.posts == 1 and spool.depth() == 1, "no post before the drawn delay ran out"
+    finally:
+        shipper.stop()  # ends the delay; one flush attempt at stop
+        spool.close()
+    assert 0.0 <= min(random_delays := [_default_return_delay() for _ in range(200)]) and max(random_delays) <= RETURN_JITTER_S
+
+
+def _default_return_delay() -> float:
+    import inspect
+
+    default = inspect.signature(Shipper).parameters["return_delay"].default
+    return float(default())

@@ -122,7 +122,7 @@ def test_a_heartbeat_getting_through_again_ends_the_shippers_backoff(tmp_path: P
     spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
     spool.put({"id": "e1", "type": "file.write"}, matched=True)
     client = _CountingClient(f"http://127.0.0.1:{free_port()}")
-    shipper = Shipper(spool, FixedLink(client), backoff=Backoff(start=30.0, rand=lambda: 1.0))  # type: ignore[arg-type]
+    shipper = Shipper(spool, FixedLink(client), backoff=Backoff(start=30.0, rand=lambda: 1.0), return_delay=lambda: 0.0)  # type: ignore[arg-type]
     replies = iter([Reply("retry", "down"), Reply("ok", body={"heartbeat_interval_s": 60})])
     beats = _ScriptedHeartbeats(replies)
     heartbeat = Heartbeat(FixedLink(beats), dict, on_back=shipper.collector_back)  # type: ignore[arg-type]
