@@ -1,7 +1,8 @@
 """Agents' liveness in memory: heartbeats answered without the database, liveness written in batches.
 
-Each collector process remembers every agent not revoked (learned at start, about 1 KiB each:
-20 MiB for 20,000) and the ones it served since. A heartbeat is answered from memory when nothing
+Each collector process remembers every agent not revoked and not offline for longer than
+``OFFLINE_HORIZON`` (learned at start, about 1 KiB each: 20 MiB for 20,000) and the ones it served
+since; agents it has not seen within that horizon are forgotten by the reread. A heartbeat is answered from memory when nothing
 but liveness changed: the credential matches the hash memory holds, the agent calls from the
 address this process last recorded for it (judged against its vendor's current office ranges), its
 report's state (versions, rule errors, each source's state) is the one stored, no command waits
@@ -77,6 +78,18 @@ _WATCHED = frozenset({"agent_commands", "device_policies", "vendors"})
 _NOTES = "dlp.liveness"
 """Key in a connection's ``info`` of what to apply to memory once its transaction commits."""
 
+OFFLINE_HORIZON = timedelta(days=7)
+"""Offline agents last seen longer ago than this are not held in memory: not learned at start and
+forgotten by the reread (``EVICT_EVERY_S``). Every agent not revoked was once held forever, so
+machines decommissioned without being revoked, left offline, accumulated in every collector
+process (about 1 KiB each). One that does come back after this long takes the synchronous path
+for its first heartbeat (one transaction and its ``agent.online``) and is held again from then.
+A week keeps a fleet back from a long weekend or a holiday week on the cheap path. A module
+constant, not a setting: it trades memory for one transaction per long-absent agent, nothing an
+operator needs to tune."""
+EVICT_EVERY_S = 600.0
+"""How often the reread looks for agents unseen for ``OFFLINE_HORIZON`` (a pass over memory, about 5 ms at 20,000 agents)."""
+
 RETURN_DETAILS = {"reason": "the agent called again after going offline"}
 """The details of every ``agent.online`` event, raised at once or by the flush."""
 
@@ -148,7 +161,7 @@ class Liveness:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._known: dict[str, _Known] = {}
-        self._seen: dict[str, datetime] = {}
+        self._seen: dict[str, datetime | None] = {}
         """When this process last saw each known agent (apart, so a heartbeat allocates no object the garbage collector tracks)."""
         self._offline: set[str] = set()
         """Known agents memory holds as offline: their next heartbeat is a return."""
@@ -164,6 +177,7 @@ class Liveness:
         self._generation = 0
         self._revoked_since = clock() - timedelta(seconds=CLOCK_SKEW_S)
         self._preloaded = False
+        self._evicted = monotonic()
         self._remember = True
         event.listen(db.engine, "after_execute", self._on_execute)
         event.listen(db.engine, "commit", self._on_commit)
@@ -189,6 +203,16 @@ class Liveness:
         if not credentials.secret_matches(parsed.secret, known.secret_hash):
             return None
         return identity, self._versions.get(identity.vendor_id)
+
+    def vouch(self, token: str) -> str | None:
+        """The agent's id when ``token`` is the credential of an agent memory holds, else None
+        (admission's count of refused agents, server/api/admission.py: a dictionary lookup and
+        one SHA-256, never the database, so a stranger costs nothing and counts nowhere)."""
+        parsed = credentials.parse_token(token, credentials.AGENT_KIND)
+        known = self._known.get(parsed.id) if parsed is not None else None
+        if known is None or parsed is None or not credentials.secret_matches(parsed.secret, known.secret_hash):
+            return None
+        return parsed.id
 
     def heartbeat(self, identity: AgentIdentity, *, address: str | None, report: dict[str, Any], now: datetime) -> None:
         """Buffer a heartbeat ``answer`` accepted: its report's counters, last seen, the address's
@@ -306,15 +330,35 @@ class Liveness:
 
     def _bring_back(self, conn: Connection, returns: list[_Return]) -> None:
         """The returns this flush writes: those still offline are flipped online, once across
-        collectors, each with its ``agent.online`` event; the rest were online (or revoked) already."""
+        collectors, each with its ``agent.online`` event; the rest were online (or revoked) already.
+
+        The events are raised inside a savepoint, in the flush's one transaction, rather than in a
+        second transaction after it: a flip and its event commit together, so no crash between two
+        commits can lose an event whose flip took (and no retry can raise it twice). One failing
+        event must not roll back every agent's liveness, though, so when the savepoint of them all
+        fails they are raised again one savepoint each, and only the one that fails alone is lost,
+        logged; the common case costs one SAVEPOINT, not one per returning agent."""
         if not returns:
             return
         flipped = set(agent_store.bring_back(conn, agent_ids=[r.identity.id for r in returns]))
-        for back in returns:
-            if back.identity.id in flipped:
-                event_ingest.raise_agent_event(
-                    conn, agent=back.identity, kind=AGENT_ONLINE, details=RETURN_DETAILS, now=back.at, address=back.address, country=self._country(back.address)
-                )
+        came_back = [back for back in returns if back.identity.id in flipped]
+        try:
+            with conn.begin_nested():
+                for back in came_back:
+                    self._raise_online(conn, back)
+        except Exception:
+            log.exception("agent.online events failed together; raising them one at a time")
+            for back in came_back:
+                try:
+                    with conn.begin_nested():
+                        self._raise_online(conn, back)
+                except Exception:
+                    log.exception("agent.online for agent %s not raised; its return and everyone's liveness are written", back.identity.id)
+
+    def _raise_online(self, conn: Connection, back: _Return) -> None:
+        event_ingest.raise_agent_event(
+            conn, agent=back.identity, kind=AGENT_ONLINE, details=RETURN_DETAILS, now=back.at, address=back.address, country=self._country(back.address)
+        )
 
     def close(self) -> None:
         """Flush on stop; a database that is gone by then costs what was buffered, said in the log."""
@@ -330,7 +374,7 @@ class Liveness:
         return self._preloaded
 
     def preload(self, conn: Connection) -> int:
-        """Learn every agent not revoked from the database, so a collector just started answers the
+        """Learn every agent not revoked (offline ones only if seen within ``OFFLINE_HORIZON``) from the database, so a collector just started answers the
         fleet's heartbeats from memory at once rather than each agent's first one the synchronous
         way, offline agents coming back included. Agents seen before (a heartbeat got in first)
         keep what this process saw.
@@ -341,10 +385,13 @@ class Liveness:
         states: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         """One copy of each distinct report state: a fleet mostly reports the same few."""
         learned = 0
+        horizon = self._clock() - OFFLINE_HORIZON
         for rows in agent_store.known_agents(conn).partitions(PRELOAD_CHUNK):
             known: dict[str, tuple[_Known, datetime, bool]] = {}
             recorded: dict[str, tuple[str, tuple[str, ...]]] = {}
             for row in rows:
+                if row.status == "offline" and (row.last_seen_at is None or row.last_seen_at < horizon):
+                    continue  # long gone (OFFLINE_HORIZON): the synchronous path if it ever returns
                 ranges = tuple(row.allowed_cidrs or ())
                 identity = AgentIdentity(row.id, row.vendor_id, row.name, row.hostname, ranges, "online")
                 state = report_state({name: getattr(row, name) for name in _STATE_COLUMNS})
@@ -382,8 +429,20 @@ class Liveness:
                 self._offline.discard(agent_id)
             self._ranges, self._versions, self._pending = ranges, versions, pending
             self._revoked_since = started - timedelta(seconds=CLOCK_SKEW_S)
+            if self._monotonic() >= self._evicted + EVICT_EVERY_S:
+                self._evicted = self._monotonic()
+                self._evict(started - OFFLINE_HORIZON)
             if generation == self._generation:
                 self._fresh_until = self._monotonic() + self._refresh_s
+
+    def _evict(self, horizon: datetime) -> None:
+        """Forget agents this process has not seen since ``horizon`` (``OFFLINE_HORIZON``; caller holds ``_lock``).
+        An agent with liveness still buffered was seen lately, so nothing buffered is lost."""
+        for agent_id in [agent_id for agent_id, seen in self._seen.items() if seen is None or seen < horizon]:
+            self._known.pop(agent_id, None)
+            self._seen.pop(agent_id, None)
+            self._addresses.pop(agent_id, None)
+            self._offline.discard(agent_id)
 
     def refresh_if_due(self) -> None:
         if self.refresh_due():

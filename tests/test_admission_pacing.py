@@ -13,6 +13,7 @@ import pytest
 from agent.shipper import RETURN_JITTER_S, Backoff, Shipper
 from agent.spool import Spool
 from agent.transport import CollectorClient, Reply
+from server import credentials
 from server.api.admission import MAX_RETRY_AFTER_S, OVERDUE_S, RETRY_AFTER_S, Admission
 from tests.stack import FixedLink
 from tests.waiting import wait_for
@@ -36,11 +37,21 @@ def _admission(clock: _Clock, app: Any = None, rand: Any = _highest) -> Admissio
     async def nothing(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return None
 
-    return Admission(app or nothing, routes={ROUTE}, limit=2, rand=rand, monotonic=clock)
+    return Admission(app or nothing, routes={ROUTE}, limit=2, rand=rand, monotonic=clock, vouch=_vouch)
 
 
-def _agent(n: int) -> bytes:
-    return f"Bearer dlpa_{n:032x}_secret".encode()
+def _vouch(token: str) -> str | None:
+    """Known agents here: any id with the secret ``secret`` (the collector's is server/liveness.py ``Liveness.vouch``)."""
+    parsed = credentials.parse_token(token, credentials.AGENT_KIND)
+    return parsed.id if parsed is not None and parsed.secret == "secret" else None
+
+
+def _agent(n: int) -> str:
+    return f"{n:032x}"
+
+
+def _header(agent_id: str, secret: str = "secret") -> bytes:
+    return f"Bearer {credentials.AGENT_KIND}_{agent_id}_{secret}".encode()
 
 
 def test_a_short_backlog_keeps_the_short_retry_after():
@@ -71,15 +82,15 @@ def test_refused_agents_stop_counting_when_admitted_or_long_overdue():
     admitted: list[bytes] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        admitted.append(dict(scope["headers"])[b"authorization"])
+        admitted.append(dict(scope["headers"])[b"authorization"].decode())
 
     admission = _admission(clock, app)
     for n in range(100):
         admission.retry_after(_agent(n))
     assert admission.retry_after(_agent(100)) == 50
 
-    async def post(agent: bytes) -> None:
-        await admission({"type": "http", "method": "POST", "path": "/api/v1/events", "headers": [(b"authorization", agent)]}, _no_body, _discard)
+    async def post(agent: str) -> None:
+        await admission({"type": "http", "method": "POST", "path": "/api/v1/events", "headers": [(b"authorization", _header(agent))]}, _no_body, _discard)
 
     for n in range(60):
         clock.now += 0.5
@@ -160,13 +171,29 @@ def test_a_retry_after_shorter_than_the_backoff_still_ends_with_the_collectors_r
         spool.close()
 
 
-def test_a_long_authorization_header_is_counted_by_its_start_only():
-    from server.api.admission import _authorization
+def test_callers_not_known_get_the_plain_retry_after_and_do_not_lengthen_the_agents():
+    """Refusal comes before authentication: strangers' headers, however many, must not push known agents' Retry-After up."""
+    admission = _admission(_Clock())
+    sent: list[dict[str, Any]] = []
 
-    long = b"Bearer dlpa_" + b"0" * 32 + b"_" + b"x" * 10_000
-    caller = _authorization({"headers": [(b"host", b"x"), (b"authorization", long)]})
-    assert long.startswith(caller) and len(caller) <= 64 and caller.startswith(b"Bearer dlpa_" + b"0" * 32)
-    assert _authorization({"headers": [(b"host", b"x")]}) == b""
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def refuse(header: bytes | None) -> int:
+        headers = [(b"authorization", header)] if header is not None else []
+        await admission._refuse(send, admission._agent({"headers": headers}))
+        return int(dict(sent[-2]["headers"])[b"retry-after"])
+
+    strangers = [_header(_agent(n), secret="guessed") for n in range(2000)]  # real-looking ids, wrong secret
+    strangers += [b"Bearer " + b"x" * n for n in range(0, 2000, 10)] + [b"Basic dXNlcjpwYXNz", f"Token {credentials.AGENT_KIND}_{_agent(1)}_secret".encode(), None]
+    assert {asyncio.run(refuse(header)) for header in strangers} == {RETRY_AFTER_S[1]}, "the plain Retry-After"
+    assert admission._refused == {}, "no stranger counted"
+    assert asyncio.run(refuse(_header(_agent(0)))) == RETRY_AFTER_S[1], "a known agent's Retry-After is as short as with nobody waiting"
+    for n in range(1, 1000):
+        asyncio.run(refuse(_header(_agent(n))))
+    assert asyncio.run(refuse(_header(_agent(1000)))) == 500, "known agents are counted, by id"
+    assert set(admission._refused) == {_agent(n) for n in range(1001)}
+
 
 
 class _ProxyClient(CollectorClient):

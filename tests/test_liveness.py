@@ -349,3 +349,101 @@ def test_offline_agents_in_memory_still_show_their_credentials_and_revocations(n
     b.collector.liveness.flush()
     assert _row(a, revoked).status == "revoked", "a return buffered before the refresh does not undo the revocation"
     assert _events(a, "agent.online") == 0
+
+
+def _id(agent: dict[str, str]) -> str:
+    return agent["Authorization"].split("_")[1]
+
+
+def test_memory_vouches_only_for_the_credentials_of_agents_it_holds(nodes, clock):
+    """Admission counts refused batches by the agent memory vouches for (server/api/admission.py), never by what a stranger sends."""
+    a, _ = nodes
+    agent, unheard = _enroll(a, "ws-1"), _enroll(a, "ws-2")
+    a.beat(agent, headers=OFFICE)
+    memory = a.collector.liveness
+    token = agent["Authorization"].removeprefix("Bearer ")
+    assert memory.vouch(token) == _id(agent)
+    assert memory.vouch(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")) is None, "a wrong secret"
+    assert memory.vouch(unheard["Authorization"].removeprefix("Bearer ")) is None, "an agent this process does not hold"
+    assert memory.vouch("") is None and memory.vouch("x" * 5000) is None
+
+
+def test_agents_offline_beyond_the_horizon_are_neither_learned_nor_kept(nodes, clock, monkeypatch):
+    from server import liveness as liveness_module
+
+    a, b = nodes
+    gone, recent = _enroll(a, "ws-gone"), _enroll(a, "ws-recent")
+    _gone_offline(a, a, clock, gone, recent)
+    a.beat(recent, headers=OFFICE)
+    a.collector.liveness.flush()
+    clock.advance(seconds=a.collector.settings.agents.offline_after_s + 60)
+    assert sweep_offline(a.collector) == 1
+    clock.advance(seconds=liveness_module.OFFLINE_HORIZON.total_seconds() - a.collector.settings.agents.offline_after_s - 120)
+    keep_liveness(b.collector)  # b starts now: ws-gone was last seen over the horizon ago, ws-recent 60 s under it
+    assert _id(recent) in b.collector.liveness._known and _id(gone) not in b.collector.liveness._known
+
+    monkeypatch.setattr(liveness_module, "EVICT_EVERY_S", 0.0)
+    clock.advance(seconds=600)  # now ws-recent is past the horizon too
+    with a.collector.db.read() as conn:
+        a.collector.liveness.refresh(conn)
+        b.collector.liveness.refresh(conn)
+    assert not {_id(gone), _id(recent)} & (a.collector.liveness._known.keys() | b.collector.liveness._known.keys()), "forgotten by the reread"
+    assert not {_id(gone), _id(recent)} & (a.collector.liveness._seen.keys() | a.collector.liveness._offline)
+
+    assert b.beat(gone, headers=OFFICE).status_code == 200, "the synchronous path when it returns"
+    assert _row(a, gone).status == "online" and _events(a, "agent.online") == 2, "ws-recent's earlier return, and ws-gone's now"
+    assert _id(gone) in b.collector.liveness._known, "held again"
+
+
+def test_one_failing_agent_online_event_loses_no_one_elses_liveness(nodes, clock, monkeypatch):
+    from server import liveness as liveness_module
+
+    a, b = nodes
+    fleet = [_enroll(a, f"ws-{i}") for i in range(3)]
+    _gone_offline(a, b, clock, *fleet)
+    for agent in fleet:
+        assert b.beat(agent, headers=OFFICE).status_code == 200
+    real = liveness_module.event_ingest.raise_agent_event
+
+    def failing(conn: Any, *, agent: Any, **kwargs: Any) -> Any:
+        if agent.id == _id(fleet[1]):
+            raise RuntimeError("this event cannot be stored")
+        return real(conn, agent=agent, **kwargs)
+
+    monkeypatch.setattr(liveness_module.event_ingest, "raise_agent_event", failing)
+    b.collector.liveness.flush()
+    for agent in fleet:
+        row = _row(a, agent)
+        assert (row.status, row.last_seen_at) == ("online", clock()), "every agent's return and liveness written"
+    with a.collector.db.read() as conn:
+        raised = set(conn.execute(select(events.c.agent_id).where(events.c.type == "agent.online")).scalars())
+    assert raised == {_id(fleet[0]), _id(fleet[2])}, "the others' events kept"
+
+
+def test_an_agent_swept_by_another_collector_after_it_authenticated_comes_back_with_its_event(nodes, clock, monkeypatch):
+    """Read as online, then swept offline by another collector (PostgreSQL, read committed) before this
+    heartbeat's UPDATE: the write is conditional, so the agent comes back through the flip, with one agent.online."""
+    from server.api import agent_routes
+
+    a, _ = nodes
+    a.collector.liveness.write_through()  # every heartbeat the synchronous way
+    agent, other = _enroll(a, "ws-1"), _enroll(a, "ws-2")
+    real = agent_routes.agents.authenticate
+
+    def swept_meanwhile(conn: Any, *, value: str | None) -> Any:
+        identity = real(conn, value=value)
+        conn.execute(agents.update().where(agents.c.id == identity.id).values(status="offline"))  # the other collector's sweep
+        return identity
+
+    monkeypatch.setattr(agent_routes.agents, "authenticate", swept_meanwhile)
+    assert a.beat(agent, headers=OFFICE).status_code == 200
+    assert _row(a, agent).status == "online" and _row(a, agent).last_heartbeat_at == clock()
+    assert _events(a, "agent.online") == 1
+
+    monkeypatch.setattr(agent_routes.agents, "authenticate", real)
+    with a.collector.db.write() as conn:  # an agent call that only touches (ingest, signatures)
+        identity = real(conn, value=other["Authorization"].removeprefix("Bearer "))
+        conn.execute(agents.update().where(agents.c.id == identity.id).values(status="offline"))
+        agent_routes.record_agent_call(conn, a.collector, identity, "198.51.100.7")
+    assert _row(a, other).status == "online" and _row(a, other).last_seen_at == clock()
+    assert _events(a, "agent.online") == 2

@@ -18,12 +18,19 @@ The Retry-After grows with the backlog. A fixed one (2-10 s) is shorter than the
 back-off after an outage (22.5-45 s), so every refused agent came back every half minute: at
 20,000 agents some 600 attempts a second against 50 batches a second stored, each costing this
 process's event loop (the one that answers heartbeats) a connection and an HTTP parse. So the
-refused agents are counted (by their Authorization header, not checked: a count, never a grant,
-forgotten when admitted or once their retry is long overdue), and the expected drain time is
-that count over the batches finished a second lately: a refused agent is told to retry at a
-uniformly drawn moment within it (at least ``RETRY_AFTER_S``, at most ``MAX_RETRY_AFTER_S``). The
-retries then arrive about twice as fast as batches are finished: enough to keep the line fed,
-not the whole fleet every half minute.
+refused agents are counted, and the expected drain time is that count over the batches finished a
+second lately: a refused agent is told to retry at a uniformly drawn moment within it (at least
+``RETRY_AFTER_S``, at most ``MAX_RETRY_AFTER_S``). The retries then arrive about twice as fast as
+batches are finished: enough to keep the line fed, not the whole fleet every half minute.
+
+Only agents this process knows are counted, by agent id: the request's credential must be one
+this collector's memory of agents holds (server/liveness.py ``Liveness.vouch``: a dictionary
+lookup and one SHA-256, no database). Refusal happens before authentication, so counting any
+caller (as the raw Authorization header once was) let anyone without a credential grow the count
+and push every agent's Retry-After to its 15-minute maximum. A caller memory does not vouch for
+(a stranger, or an agent this process has not heard from since it started) is told the plain
+``RETRY_AFTER_S`` and changes nothing here. An agent is forgotten when admitted or once its
+retry is long overdue, so the count is at most the fleet this process serves.
 
 The bound is per process (each ``--workers`` process holds its own) and counts a request from
 admission until its answer is sent. Everything runs on the process's event loop, so the counts
@@ -56,9 +63,7 @@ RATE_WINDOW_S = 30.0
 OVERDUE_S = 60.0
 """A refused agent not back this long after its Retry-After (and the agent's back-off, at most 45 s) no longer counts."""
 MAX_COUNTED = 100_000
-"""Refused agents counted at most: about 200 bytes each, 20 MB at most whatever strangers send."""
-_KEY_BYTES = 64
-"""Of the Authorization header, enough to hold ``Bearer`` and an agent credential's id."""
+"""Refused agents counted at most (about 200 bytes each): a backstop, since only known agents count."""
 _PRUNE_EVERY_S = 5.0
 QUEUE_PER_SLOT = 16
 MAX_WAIT_S = 5.0
@@ -76,6 +81,7 @@ class Admission:
         routes: Collection[tuple[str, str]],
         limit: int,
         on_refusal: Callable[[], object] | None = None,
+        vouch: Callable[[str], str | None] = lambda _token: None,
         rand: Callable[[int, int], int] = random.randint,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -87,9 +93,11 @@ class Admission:
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._on_refusal = on_refusal
         self._rand = rand
+        self._vouch = vouch
+        """A bearer token -> its agent's id when this process knows the agent and the secret matches, else None."""
         self._monotonic = monotonic
-        self._refused: dict[bytes, float] = {}
-        """Refused agents (their Authorization header) -> when they stop counting."""
+        self._refused: dict[str, float] = {}
+        """Refused known agents (their id) -> when they stop counting."""
         self._finished: deque[float] = deque()
         """When each batch of the last ``RATE_WINDOW_S`` was answered."""
         self._busy_since: float | None = None
@@ -99,13 +107,15 @@ class Admission:
         if scope["type"] != "http" or (scope["method"], scope["path"]) not in self.routes:
             await self.app(scope, receive, send)
             return
-        caller = _authorization(scope)
         if not await self._admit():
             if self._on_refusal is not None:
                 self._on_refusal()
-            await self._refuse(send, caller)
+            await self._refuse(send, self._agent(scope))
             return
-        self._refused.pop(caller, None)
+        if self._refused:
+            agent_id = self._agent(scope)
+            if agent_id is not None:
+                self._refused.pop(agent_id, None)
         try:
             await self.app(scope, receive, send)
         finally:
@@ -146,9 +156,20 @@ class Admission:
         else:
             self.in_flight -= 1
 
-    def retry_after(self, caller: bytes) -> int:
+    def _agent(self, scope: Scope) -> str | None:
+        """The id of the known agent whose credential the request bears, else None."""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                return self._vouch(token.strip()) if scheme.lower() == "bearer" else None
+        return None
+
+    def retry_after(self, agent_id: str | None) -> int:
         """Seconds this refused agent is told to wait: drawn within the expected drain time of the
-        agents refused lately (``RETRY_AFTER_S`` when that is short), and it counts among them."""
+        agents refused lately (``RETRY_AFTER_S`` when that is short), and it counts among them.
+        A caller not known (None) gets ``RETRY_AFTER_S`` and counts nowhere."""
+        if agent_id is None:
+            return self._rand(*RETRY_AFTER_S)
         now = self._monotonic()
         if now >= self._pruned + _PRUNE_EVERY_S:
             self._refused = {key: until for key, until in self._refused.items() if until > now}
@@ -161,8 +182,8 @@ class Admission:
         drain_s = len(self._refused) / rate
         upper = max(RETRY_AFTER_S[1], min(MAX_RETRY_AFTER_S, math.ceil(drain_s)))
         delay = self._rand(RETRY_AFTER_S[0], upper)
-        if caller and (caller in self._refused or len(self._refused) < MAX_COUNTED):
-            self._refused[caller] = now + delay + OVERDUE_S
+        if agent_id in self._refused or len(self._refused) < MAX_COUNTED:
+            self._refused[agent_id] = now + delay + OVERDUE_S
         return delay
 
     def _finish(self) -> None:
@@ -176,8 +197,8 @@ class Admission:
         while self._finished and self._finished[0] < now - RATE_WINDOW_S:
             self._finished.popleft()
 
-    async def _refuse(self, send: Send, caller: bytes) -> None:
-        retry_after = self.retry_after(caller)
+    async def _refuse(self, send: Send, agent_id: str | None) -> None:
+        retry_after = self.retry_after(agent_id)
         body = json.dumps({"detail": f"the collector is busy with other agents' batches; retry in {retry_after} s"}).encode()
         headers = [
             (b"content-type", b"application/json"),
@@ -187,11 +208,3 @@ class Admission:
         await send({"type": "http.response.start", "status": 429, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-
-def _authorization(scope: Scope) -> bytes:
-    """The start of the request's Authorization header (empty when none): which agent, for counting
-    only, and bounded, so a stranger's long header costs no more memory than an agent's."""
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            return bytes(value[:_KEY_BYTES])
-    return b""

@@ -92,7 +92,8 @@ def _heartbeat(
     with collector.db.write() as conn:
         identity = agents.authenticate(conn, value=token)
         record_agent_call(conn, collector, identity, address, touch=False)
-        agents.heartbeat(conn, agent_id=identity.id, report=report, address=address, now=now)
+        if not agents.heartbeat(conn, agent_id=identity.id, report=report, address=address, now=now) and _bring_back(conn, collector, identity, address):
+            agents.heartbeat(conn, agent_id=identity.id, report=report, address=address, now=now)
         policy_version, commands = quarantine.heartbeat_reply(
             conn, agent_id=identity.id, vendor_id=identity.vendor_id, private_key=lambda: quarantine_key(collector.settings.data_dir), now=now
         )
@@ -115,13 +116,13 @@ def record_agent_call(conn: Connection, collector: Collector, identity: AgentIde
     now = collector.clock()
     memory = collector.liveness
     if identity.status == "offline":
-        flipped = agents.bring_back(conn, agent_ids=[identity.id])
+        _bring_back(conn, collector, identity, address)
         if touch:
             agents.touch(conn, agent_id=identity.id, address=address, now=now)
-        if flipped:
-            _raise(conn, collector, identity, AGENT_ONLINE, dict(RETURN_DETAILS), None, address)
-    elif touch and not memory.call(conn, identity.id, address=address, now=now):
-        agents.touch(conn, agent_id=identity.id, address=address, now=now)
+    elif touch and not memory.call(conn, identity.id, address=address, now=now) and not agents.touch(conn, agent_id=identity.id, address=address, now=now):
+        # Read as online, swept offline by another collector since: back through the conditional flip.
+        if _bring_back(conn, collector, identity, address):
+            agents.touch(conn, agent_id=identity.id, address=address, now=now)
     if not address or memory.counts_address(conn, identity.id, address, identity.allowed_cidrs, now):
         return
     expected = in_networks(address, parse_networks(identity.allowed_cidrs)) if identity.allowed_cidrs else None
@@ -130,6 +131,16 @@ def record_agent_call(conn: Connection, collector: Collector, identity: AgentIde
     if sighting.first_time and expected is False:
         details = {"address": address, "country": sighting.country, "allowed_cidrs": list(identity.allowed_cidrs)}
         _raise(conn, collector, identity, AGENT_UNEXPECTED_IP, details, "high", address)
+
+
+def _bring_back(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None) -> bool:
+    """Flip an offline agent online (``agents.bring_back``, conditional) and raise its one
+    ``agent.online`` when this call's flip took; False when the agent is neither offline nor
+    online now (revoked or gone since it authenticated), so nothing is to be written for it."""
+    if agents.bring_back(conn, agent_ids=[identity.id]):
+        _raise(conn, collector, identity, AGENT_ONLINE, dict(RETURN_DETAILS), None, address)
+        return True
+    return agents.status(conn, agent_id=identity.id) == "online"
 
 
 def _raise(conn: Connection, collector: Collector, identity: AgentIdentity, kind: str, details: dict[str, Any], severity: str | None, address: str | None) -> None:

@@ -73,7 +73,13 @@ def create_app(collector: Collector) -> FastAPI:
         streamed={("POST", signature_routes.INDEX_UPLOAD_PATH): MAX_INDEX_BYTES},
     )
     # Added last, so outermost: a batch beyond the bound is refused before BoundedBodies reads it.
-    app.add_middleware(Admission, routes={("POST", "/api/v1/events")}, limit=ingest.max_in_flight, on_refusal=collector.metrics.batches.labels("429").inc)
+    app.add_middleware(
+        Admission,
+        routes={("POST", "/api/v1/events")},
+        limit=ingest.max_in_flight,
+        on_refusal=collector.metrics.batches.labels("429").inc,
+        vouch=collector.liveness.vouch,
+    )
     return app
 
 

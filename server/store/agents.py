@@ -51,22 +51,25 @@ def authenticate(conn: Connection, *, value: str | None) -> AgentIdentity:
     return AgentIdentity(row.id, row.vendor_id, row.name, row.hostname, tuple(row.allowed_cidrs or ()), row.status)
 
 
-def touch(conn: Connection, *, agent_id: str, address: str | None, now: datetime) -> None:
-    """Mark the agent seen now (and online again if it had gone quiet)."""
-    conn.execute(
-        agents.update().where(agents.c.id == agent_id, agents.c.status != "revoked").values(last_seen_at=now, last_ip=address, status="online")
-    )
+def touch(conn: Connection, *, agent_id: str, address: str | None, now: datetime) -> bool:
+    """Mark an online agent seen now. Conditional on ``status = 'online'``, like the sweep and
+    ``bring_back``: False when the row took nothing (offline, revoked or gone), and the caller
+    brings an offline agent back with ``bring_back`` (its one ``agent.online``) and touches again.
+    Setting ``online`` unconditionally raced another collector's sweep on PostgreSQL: an agent
+    went offline, with its event, and came back without one."""
+    result = conn.execute(agents.update().where(agents.c.id == agent_id, agents.c.status == "online").values(last_seen_at=now, last_ip=address))
+    return result.rowcount > 0
 
 
-def heartbeat(conn: Connection, *, agent_id: str, report: dict[str, Any], address: str | None, now: datetime) -> None:
-    """Record a health report; it also marks the agent seen (one UPDATE instead of two)."""
-    conn.execute(
+def heartbeat(conn: Connection, *, agent_id: str, report: dict[str, Any], address: str | None, now: datetime) -> bool:
+    """Record a health report; it also marks the agent seen (one UPDATE instead of two). Like
+    ``touch``, only while the agent is online: False when the row took nothing."""
+    result = conn.execute(
         agents.update()
-        .where(agents.c.id == agent_id, agents.c.status != "revoked")
+        .where(agents.c.id == agent_id, agents.c.status == "online")
         .values(
             last_seen_at=now,
             last_ip=address,
-            status="online",
             agent_version=report["agent_version"],
             ruleset_version=report.get("ruleset_version"),
             bundle_version=report.get("bundle_version"),
@@ -78,6 +81,12 @@ def heartbeat(conn: Connection, *, agent_id: str, report: dict[str, Any], addres
             last_heartbeat_at=now,
         )
     )
+    return result.rowcount > 0
+
+
+def status(conn: Connection, *, agent_id: str) -> str | None:
+    """The agent's status as stored now (None: no such agent)."""
+    return conn.execute(select(agents.c.status).where(agents.c.id == agent_id)).scalar()
 
 
 _seen = bindparam("b_seen", type_=agents.c.last_seen_at.type)
