@@ -18,10 +18,12 @@ the collector is back, each agent as the real one behaves after an outage:
   seconds after each answer (a jittered 15 s after a failed one), as agent/heartbeat.py does;
 - its shipper was backed off at the cap (agent/shipper.py's ``Backoff``: 22.5-45 s). It ships when
   that delay runs out or when a heartbeat gets through after a failed one (``collector_back``),
-  whichever comes first, then posts its batches back to back; a 429 or 503 (or a timeout, a
-  refused connection) waits the next backoff delay or the Retry-After, whichever is longer, and a
-  heartbeat getting through after a failed one ends a back-off's wait (not a longer Retry-After's),
-  exactly as the shipper does;
+  whichever comes first; a wait a heartbeat ended is followed by the shipper's random
+  ``RETURN_JITTER_S`` at most before it posts; then it posts its batches back to back; a 429 or 503
+  (or a timeout, a refused connection) waits the next backoff delay or the Retry-After, whichever
+  is longer, and a heartbeat getting through after a failed one ends a back-off's wait (not a 429's
+  longer Retry-After of at most ``PACED_RETRY_AFTER_S``, which is waited out whole), exactly as
+  the shipper does;
 - every request has the agent's 30 s timeout. Shipping opens a connection per batch; heartbeats
   go over a pool of kept-alive connections (``--heartbeat-connections``), as bench/heartbeat.py.
 
@@ -77,7 +79,7 @@ from serving import (  # noqa: E402
 
 from agent.config import ServerSection  # noqa: E402
 from agent.heartbeat import RETRY_S, first_delay_back, retry_delay  # noqa: E402
-from agent.shipper import Backoff  # noqa: E402
+from agent.shipper import PACED_RETRY_AFTER_S, RETURN_JITTER_S, Backoff  # noqa: E402
 from server.db.engine import Database  # noqa: E402
 from server.db.tables import agents as agents_table  # noqa: E402
 from server.settings import AgentsSection  # noqa: E402
@@ -246,15 +248,20 @@ async def sleep_until(moment: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def wait_back(back: asyncio.Event, until: float) -> None:
-    """The shipper's ``self._back.wait(delay)``: the delay, or sooner when a heartbeat gets through again."""
+async def wait_back(back: asyncio.Event, until: float, rng: random.Random) -> None:
+    """The shipper's ``self._back.wait(delay)``: the delay, or sooner when a heartbeat gets through
+    again, and then the shipper's random delay of ``RETURN_JITTER_S`` at most before it posts."""
     delay = until - time.perf_counter()
-    if delay > 0 and not back.is_set():
+    ended = back.is_set()
+    if delay > 0 and not ended:
         try:
             await asyncio.wait_for(back.wait(), delay)
+            ended = True
         except TimeoutError:
             pass
     back.clear()
+    if ended:
+        await asyncio.sleep(rng.uniform(0.0, RETURN_JITTER_S))
 
 
 class Simulation:
@@ -307,7 +314,7 @@ class Simulation:
         pending = start - 4 * backoff.next()
         while pending < start:
             pending += backoff.next()
-        await wait_back(back, pending)
+        await wait_back(back, pending, self.rng)
         sent = 0
         while sent < len(batches):
             began = time.perf_counter()
@@ -333,10 +340,13 @@ class Simulation:
                 fleet.refused_latencies.append(done - began)
             delay = backoff.next()
             if answer.retry_after is not None and answer.retry_after > delay:
-                await sleep_until(done + answer.retry_after)  # the collector's pacing: waited out whole, as the shipper does
-                back.clear()
+                if answer.status == 429 and answer.retry_after <= PACED_RETRY_AFTER_S:
+                    await sleep_until(done + answer.retry_after)  # the collector's pacing: waited out whole, as the shipper does
+                    back.clear()
+                else:
+                    await wait_back(back, done + answer.retry_after, self.rng)
             else:
-                await wait_back(back, done + delay)
+                await wait_back(back, done + delay, self.rng)
         fleet.agents_done += 1
 
     async def beat_all(self, start: float, back_fd: int, shipped: Connection) -> None:
