@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,24 @@ def test_names_from_disk_show_controls_as_marks(tmp_path: Path, rules_dir: Path)
     as_json = run_cli("scan", str(tree), "--rules", str(rules_dir), "--json")
     assert re.search(RAW_CONTROL, as_json.stdout.decode()) is None and "invoice\\u202egpj.exe" in as_json.stdout.decode()
     assert str(tree / "invoice\u202egpj.exe") in {row["path"] for row in json_lines(as_json)}, "JSON escapes, the value is unchanged"
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path: Path, jobs: str) -> None:
+    """`dlp-agent scan --json | head -1`: the scan ends as `yes | head` does (141), quietly, workers included."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(1500):  # about 200 bytes of JSON each: more than a pipe holds
+        (tree / f"f{i:04d}.txt").write_text(f"line {i}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli.main", "scan", "--json", "--jobs", jobs, str(tree)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert json.loads(proc.stdout.readline())["status"] == "clean"
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode(errors="replace")

@@ -14,6 +14,7 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--dlp-agent-proc-reader"]:
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from agent import __version__  # noqa: E402
@@ -25,6 +26,8 @@ from agent.cli import status as status_command  # noqa: E402
 from agent.display import TerminalFormatter  # noqa: E402
 
 EXIT_ERROR = 2
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a program its pipe's reader left, as for `yes | head`."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dlp-agent: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`dlp-agent scan --json | head`): what it wanted was written, so
+        # no traceback. Output still buffered would fail again when Python flushes it at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":
