@@ -59,10 +59,12 @@ rescans the roots)."""
 QUIET_RATE = 20.0
 """Other programs' events a second below which the reader reads at once (no gathering): a few reads a
 second cost little CPU, while any wait is paid in full by a write under a root that comes during it."""
-BUSY_RATE = 100.0
-"""Other programs' events a second from which the reader gathers the whole ``BATCH_S`` (about what 50
-file writes a second in fresh folders make: a creation and a close each); between the two, the wait
-grows in proportion."""
+BUSY_RATE = 50.0
+"""Other programs' events a second from which the reader gathers the whole ``BATCH_S``; between the two,
+the wait grows in proportion. At 100, 50 file writes a second in fresh folders (the kernel merges a
+file's creation and close into one event when nothing came between) still woke the reader 24 times a
+second against 16 with a fixed 50 ms (bench/idle_wakeups.py, 2026-12-03): they make about 50-80 events
+a second, so from 50 they get the whole batch."""
 
 
 class ForeignRate:
