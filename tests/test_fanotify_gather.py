@@ -17,9 +17,10 @@ def test_rare_events_elsewhere_are_read_at_once() -> None:
 
 def test_frequent_events_elsewhere_are_gathered_longer_as_they_grow_up_to_the_batch() -> None:
     rate = ForeignRate()
-    rate.note(200.1, int(QUIET_RATE) + 20)
+    step = int(BUSY_RATE - QUIET_RATE) // 4
+    rate.note(200.1, int(QUIET_RATE) + step)
     some = rate.gather_s(200.2)
-    rate.note(200.3, int(BUSY_RATE) // 2)
+    rate.note(200.3, step)
     more = rate.gather_s(200.4)
     rate.note(200.5, int(BUSY_RATE) * 10)
     most = rate.gather_s(200.6)
