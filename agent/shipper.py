@@ -198,8 +198,14 @@ class Shipper(StoppableThread):
         self._backing_off = True
         delay = self._backoff.next()
         if reply.retry_after is not None and reply.retry_after > delay:
-            self._told_to_wait = reply.status == 429 and reply.retry_after <= PACED_RETRY_AFTER_S
-            return reply.retry_after
+            paced = reply.status == 429 and reply.retry_after <= PACED_RETRY_AFTER_S
+            self._told_to_wait = paced
+            if paced:
+                return reply.retry_after
+            # Anything else (a proxy's 503, an overlong value) is honoured up to the back-off's own
+            # cap: only a heartbeat that failed first ends a back-off early, and a proxy that refuses
+            # just the events route lets every heartbeat through.
+            return max(delay, min(reply.retry_after, BACKOFF_MAX_S))
         return delay
 
     def _set_aside(self, reply: Reply) -> None:

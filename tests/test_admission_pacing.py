@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.shipper import RETURN_JITTER_S, Backoff, Shipper
+from agent.shipper import BACKOFF_MAX_S, RETURN_JITTER_S, Backoff, Shipper
 from agent.spool import Spool
 from agent.transport import CollectorClient, Reply
 from server import credentials
@@ -225,6 +225,25 @@ def test_a_503_or_an_overlong_retry_after_ends_when_a_heartbeat_gets_through(tmp
         wait_for(lambda: spool.depth() == 0, timeout=5, message="delivered once a heartbeat got through")
     finally:
         shipper.stop()
+        spool.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected", "whole"),
+    [(503, 3600.0, BACKOFF_MAX_S, False), (429, 3600.0, BACKOFF_MAX_S, False), (503, 30.0, 30.0, False), (429, 600.0, 600.0, True)],
+)
+def test_only_the_collectors_pacing_is_waited_beyond_the_back_off_cap(
+    tmp_path: Path, status: int, retry_after: float, expected: float, whole: bool
+) -> None:
+    """With no heartbeat failing (a proxy refusing only the events route), nothing would end a long wait early."""
+    spool = Spool(str(tmp_path / "spool.db"), max_bytes=1 << 30)
+    spool.put({"id": "e1", "type": "file.write"}, matched=True)
+    shipper = Shipper(spool, FixedLink(_ProxyClient(status, retry_after)), backoff=Backoff(start=1.0, rand=lambda: 0.0))  # type: ignore[arg-type]
+    try:
+        assert shipper.ship_once() == expected
+        assert shipper._told_to_wait is whole
+        assert spool.depth() == 1, "the batch stays in the spool"
+    finally:
         spool.close()
 
 
