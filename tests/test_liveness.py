@@ -447,3 +447,28 @@ def test_an_agent_swept_by_another_collector_after_it_authenticated_comes_back_w
         agent_routes.record_agent_call(conn, a.collector, identity, "198.51.100.7")
     assert _row(a, other).status == "online" and _row(a, other).last_seen_at == clock()
     assert _events(a, "agent.online") == 2
+
+
+def test_an_agent_revoked_by_another_collector_after_it_authenticated_is_refused(nodes, clock, monkeypatch):
+    """Read as online, then revoked on another collector before this heartbeat's conditional UPDATE:
+    refused as authenticate would refuse it now, nothing written, and memory does not learn it."""
+    from server.api import agent_routes
+
+    a, _ = nodes
+    a.collector.liveness.write_through()
+    agent = _enroll(a, "ws-1")
+    real = agent_routes.agents.authenticate
+    revoked: list[str] = []
+
+    def revoked_meanwhile(conn: Any, *, value: str | None) -> Any:
+        identity = real(conn, value=value)
+        conn.execute(agents.update().where(agents.c.id == identity.id).values(status="revoked"))  # the other collector's revocation
+        revoked.append(identity.id)
+        return identity
+
+    monkeypatch.setattr(agent_routes.agents, "authenticate", revoked_meanwhile)
+    assert a.beat(agent, headers=OFFICE).status_code == 403
+    assert revoked and _row(a, agent).status == "online", "the refused call's transaction rolled back (the revocation was the test's own write in it)"
+    assert _row(a, agent).last_heartbeat_at is None
+    assert _events(a, "agent.online") == 0
+    assert not a.collector.liveness.vouch(agent["Authorization"].removeprefix("Bearer "))

@@ -17,6 +17,7 @@ from server.api.deps import AddressDep, CollectorDep, TokenDep
 from server.api.schemas import EnrollIn, EnrollOut, HeartbeatOut
 from server.api.signature_schemas import HeartbeatWithIndexesIn
 from server.collector import Collector
+from server.errors import Forbidden
 from server.keys import quarantine_key
 from server.liveness import RETURN_DETAILS, report_state
 from server.netaddr import in_networks, parse_networks
@@ -135,12 +136,19 @@ def record_agent_call(conn: Connection, collector: Collector, identity: AgentIde
 
 def _bring_back(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None) -> bool:
     """Flip an offline agent online (``agents.bring_back``, conditional) and raise its one
-    ``agent.online`` when this call's flip took; False when the agent is neither offline nor
-    online now (revoked or gone since it authenticated), so nothing is to be written for it."""
+    ``agent.online`` when this call's flip took; True when the agent is online now either way.
+
+    Raises:
+        Forbidden: the agent was revoked (or removed) since it authenticated, in another
+            collector's transaction: the call is refused as ``authenticate`` would refuse it now,
+            its transaction rolled back, and memory does not learn it.
+    """
     if agents.bring_back(conn, agent_ids=[identity.id]):
         _raise(conn, collector, identity, AGENT_ONLINE, dict(RETURN_DETAILS), None, address)
         return True
-    return agents.status(conn, agent_id=identity.id) == "online"
+    if agents.status(conn, agent_id=identity.id) != "online":
+        raise Forbidden("this agent has been revoked; enroll it again")
+    return True
 
 
 def _raise(conn: Connection, collector: Collector, identity: AgentIdentity, kind: str, details: dict[str, Any], severity: str | None, address: str | None) -> None:
