@@ -336,8 +336,9 @@ class Liveness:
         second transaction after it: a flip and its event commit together, so no crash between two
         commits can lose an event whose flip took (and no retry can raise it twice). One failing
         event must not roll back every agent's liveness, though, so when the savepoint of them all
-        fails they are raised again one savepoint each, and only the one that fails alone is lost,
-        logged; the common case costs one SAVEPOINT, not one per returning agent."""
+        fails they are raised again one savepoint each, and an agent whose event fails alone is put
+        back offline (logged), so its next heartbeat retries the return; the common case costs one
+        SAVEPOINT, not one per returning agent."""
         if not returns:
             return
         flipped = set(agent_store.bring_back(conn, agent_ids=[r.identity.id for r in returns]))
@@ -353,7 +354,10 @@ class Liveness:
                     with conn.begin_nested():
                         self._raise_online(conn, back)
                 except Exception:
-                    log.exception("agent.online for agent %s not raised; its return and everyone's liveness are written", back.identity.id)
+                    # Offline again: the liveness write then finds it so (went_offline), and its next
+                    # heartbeat is a return that raises the event, instead of an online agent with none.
+                    agent_store.undo_return(conn, agent_id=back.identity.id)
+                    log.exception("agent.online for agent %s not raised; left offline until its next call, everyone else's liveness written", back.identity.id)
 
     def _raise_online(self, conn: Connection, back: _Return) -> None:
         event_ingest.raise_agent_event(

@@ -412,12 +412,22 @@ def test_one_failing_agent_online_event_loses_no_one_elses_liveness(nodes, clock
 
     monkeypatch.setattr(liveness_module.event_ingest, "raise_agent_event", failing)
     b.collector.liveness.flush()
-    for agent in fleet:
+    for agent in (fleet[0], fleet[2]):
         row = _row(a, agent)
-        assert (row.status, row.last_seen_at) == ("online", clock()), "every agent's return and liveness written"
-    with a.collector.db.read() as conn:
-        raised = set(conn.execute(select(events.c.agent_id).where(events.c.type == "agent.online")).scalars())
-    assert raised == {_id(fleet[0]), _id(fleet[2])}, "the others' events kept"
+        assert (row.status, row.last_seen_at) == ("online", clock()), "the others' returns and liveness written"
+    assert _row(a, fleet[1]).status == "offline", "no agent online without its agent.online"
+
+    def raised() -> list[str]:
+        with a.collector.db.read() as conn:
+            return sorted(conn.execute(select(events.c.agent_id).where(events.c.type == "agent.online")).scalars())
+
+    assert raised() == sorted([_id(fleet[0]), _id(fleet[2])]), "the others' events kept"
+    monkeypatch.setattr(liveness_module.event_ingest, "raise_agent_event", real)
+    clock.advance(seconds=60)
+    assert b.beat(fleet[1], headers=OFFICE).status_code == 200
+    b.collector.liveness.flush()
+    assert _row(a, fleet[1]).status == "online"
+    assert raised() == sorted(_id(agent) for agent in fleet), "its next heartbeat came back with the event, once"
 
 
 def test_an_agent_swept_by_another_collector_after_it_authenticated_comes_back_with_its_event(nodes, clock, monkeypatch):

@@ -145,6 +145,13 @@ def bring_back(conn: Connection, *, agent_ids: list[str]) -> list[str]:
     return flipped
 
 
+def undo_return(conn: Connection, *, agent_id: str) -> None:
+    """Put back offline an agent this transaction flipped online (``bring_back``) whose
+    ``agent.online`` could not be stored: its next call is a return again and raises the event
+    then, rather than leaving an agent online with no event saying it came back."""
+    conn.execute(agents.update().where(agents.c.id == agent_id, agents.c.status == "online").values(status="offline"))
+
+
 def mark_offline(conn: Connection, *, silent_since: datetime) -> list[dict[str, Any]]:
     """Flip agents silent since ``silent_since`` to offline and return them.
 
