@@ -33,7 +33,7 @@ from agent.egress.tracker import EgressTracker
 from agent.heap import release_free_heap
 from agent.heartbeat import Heartbeat
 from agent.identity import Identity, Link
-from agent.pipeline import Pipeline
+from agent.pipeline import STOP_WAKE_S, Pipeline
 from agent.policy import Context
 from agent.quarantine import Quarantine
 from agent.rules_updater import RulesUpdater
@@ -75,12 +75,12 @@ _THREAD_JOIN_S = 5.0  # StoppableThread.stop's default wait, for the sources and
 
 
 def stop_budget_s(config: AgentConfig) -> float:
-    """The longest ``Daemon.stop()`` takes: the queue drains, then the shipper and the heartbeat each
+    """The longest ``Daemon.stop()`` takes: the queue drains (and idle scanners are woken), then the shipper and the heartbeat each
     finish the request in flight (up to two timeouts apiece), then the sources and updater are joined.
 
     A service manager that must be told how long a stop may take (Windows' SCM wait hint) uses this.
     """
-    return DRAIN_S + 2 * (2 * config.server.timeout_s) + 2 * _THREAD_JOIN_S
+    return DRAIN_S + STOP_WAKE_S + 2 * (2 * config.server.timeout_s) + 2 * _THREAD_JOIN_S
 
 
 class Daemon:

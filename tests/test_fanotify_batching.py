@@ -23,13 +23,19 @@ class Gate:
         self.held = threading.Event()
         self.opened = threading.Event()
         self.calls = 0
+        self.waits: list[float] = []
 
     def settle(self, seconds: float) -> bool:
-        assert 0 < seconds <= BATCH_S
+        # Runs on the hub's thread, where a failed assert would only kill the reader: kept for
+        # the test's thread to check (see check_waits).
+        self.waits.append(seconds)
         self.calls += 1
         self.held.set()
         self.opened.wait(30)
         return False
+
+    def check_waits(self) -> None:
+        assert all(0 < seconds <= BATCH_S for seconds in self.waits), self.waits
 
 
 class Sink:
@@ -90,6 +96,7 @@ def test_writes_outside_the_roots_are_read_in_one_batch_with_the_write_under_a_r
         hub.stop()
         hub.close()
     assert not hub.is_alive()
+    gate.check_waits()
 
 
 def test_an_idle_hub_sleeps_until_stopped_and_stops_at_once(tmp_path: Path) -> None:
