@@ -155,8 +155,14 @@ class Daemon:
             on_change=self._redecide_volumes, quarantine=self.quarantine, report=pipeline.submit, spool=spool,
         )  # fmt: skip
         self.sources["device-policy"] = updater
+        shipper = self.shipper
+
+        def heard(body: dict[str, Any]) -> None:
+            shipper.heard(body)
+            updater.heard(body)
+
         self.heartbeat = Heartbeat(
-            Link(identity, self._client_for), self._heartbeat_report, on_back=self.shipper.collector_back, on_reply=updater.heard
+            Link(identity, self._client_for), self._heartbeat_report, on_back=shipper.collector_back, on_lost=shipper.collector_lost, on_reply=heard
         )
         for worker in pipeline.workers:
             self.supervisor.watch(worker)

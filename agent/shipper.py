@@ -17,19 +17,31 @@ back-off: a heartbeat getting through ends it. When a heartbeat ends a back-off,
 still waits a random ``RETURN_JITTER_S`` at most: after an outage the whole fleet's heartbeats are
 answered within seconds of each other, and every shipper posting at once made some 1,600 requests
 a second at 20,000 agents, the collector's event loop saturated for the first 40 s
-(docs/performance.md, "Draining a backlog after an outage"). A batch the collector finds too large or invalid is split until
-the offending event is alone; that one event is set aside (logged and counted) so one bad
-record never blocks the events behind it.
+(docs/performance.md, "Draining a backlog after an outage").
+
+The collector also says when to post. While it drains backlogs it queues the agents that report
+one and names each one's turn in the heartbeat reply (``ship_after_s``, server/pacing.py); the
+shipper waits for it (``heard``), the latest word winning, so a fleet back from an outage posts
+over the drain at the pace the collector can store rather than all in its first minute, refused
+one connection at a time. And while heartbeats fail too (``collector_lost``), the collector is
+down, not just busy: a back-off then lasts ``LOST_WAIT_S`` at least, so that after an outage it
+is the heartbeat getting through, and the turn it brings, that starts shipping again, not 20,000
+timers running out in the same 45 s.
+
+A batch the collector finds too large or invalid is split until the offending event is alone;
+that one event is set aside (logged and counted) so one bad record never blocks the events behind it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from agent.credentials import CredentialsError
 from agent.identity import Link
@@ -53,7 +65,16 @@ RETURN_JITTER_S = 30.0
 """After a heartbeat ends a back-off, the first post waits uniformly up to this long, so a fleet back
 from an outage spreads its backlogs' first batches over half a minute rather than one second; well
 under the back-off's cap (45 s) that the same agents would otherwise wait."""
+LOST_WAIT_S = 300.0
+"""While heartbeats fail too, a back-off lasts at least half to all of this (``lost_wait``), ended
+early by a heartbeat getting through: the shipper's own probes of a collector that is down add
+nothing the heartbeat's do not, and after an outage they would all land in the same minute."""
 CREDENTIALS_CHECK_S = 1.0
+
+
+def lost_wait(delay: float, rand: Callable[[], float] = random.random) -> float:
+    """A back-off's wait while heartbeats fail too: ``delay``, or half to all of ``LOST_WAIT_S`` when longer."""
+    return max(delay, LOST_WAIT_S * (0.5 + rand() / 2))
 
 
 class Backoff:
@@ -98,6 +119,12 @@ class Shipper(StoppableThread):
         self._return_delay = return_delay
         self._backing_off = False
         self._told_to_wait = False
+        self._lost = False
+        self._not_before = 0.0
+        """Monotonic time before which the collector asked for no post (its turn for us, or a 429)."""
+        self._turn_told = False
+        """The last heartbeat reply named our turn, which then replaces the return jitter."""
+        self._repaced = threading.Event()
         self._last_problem = ""
         self._auth_blocked = False
         self.health_state = {"state": "ok", "message": "starting"}
@@ -108,11 +135,26 @@ class Shipper(StoppableThread):
 
     def collector_back(self) -> None:
         """The collector answers again (a heartbeat got through after failing): end a backoff now."""
+        self._lost = False
         self._back.set()
+
+    def collector_lost(self) -> None:
+        """A heartbeat failed: back-offs wait for its return (``LOST_WAIT_S`` at most) rather than probe."""
+        self._lost = True
+
+    def heard(self, body: dict[str, Any]) -> None:
+        """A heartbeat reply (on the heartbeat's thread): the turn it names replaces any wait the
+        collector asked for before, sooner or later (0: post now)."""
+        turn = body.get("ship_after_s")
+        self._turn_told = isinstance(turn, int | float) and not isinstance(turn, bool) and 0 <= turn < math.inf
+        if isinstance(turn, int | float) and self._turn_told:
+            self._not_before = time.monotonic() + min(float(turn), PACED_RETRY_AFTER_S)
+            self._repaced.set()
 
     def on_stop(self) -> None:
         self._wake.set()
         self._back.set()
+        self._repaced.set()
 
     def health(self) -> dict[str, str]:
         return self.health_state
@@ -125,15 +167,17 @@ class Shipper(StoppableThread):
             if self._auth_blocked:
                 self._wait_for_new_credentials(delay)
             elif self._told_to_wait:
-                self.wait(delay)
+                # The collector's word: a heartbeat naming another turn ends the wait, to wait anew for it.
+                self._repaced.wait(delay)
             elif self._backing_off:
                 # Only a stop or the collector's return ends a backoff early: wake() is for an idle shipper.
-                if self._back.wait(delay) and not self.stopping:
+                if self._back.wait(lost_wait(delay) if self._lost else delay) and not self.stopping and not self._turn_told:
                     self.wait(self._return_delay())
             else:
                 self._wake.wait(delay)
             self._wake.clear()
             self._back.clear()
+            self._repaced.clear()
         self.ship_once()  # one flush attempt at shutdown
         self._link.close()
 
@@ -160,6 +204,9 @@ class Shipper(StoppableThread):
             self._problem(str(exc))
             self._auth_blocked = True
             return AUTH_BACKOFF_S
+        if (turn := self._not_before - time.monotonic()) > 0:
+            self._told_to_wait = True
+            return turn
         try:
             lease = self._spool.lease(self._limit, lease_seconds=LEASE_SECONDS)
         except SpoolError as exc:
@@ -201,6 +248,7 @@ class Shipper(StoppableThread):
             paced = reply.status == 429 and reply.retry_after <= PACED_RETRY_AFTER_S
             self._told_to_wait = paced
             if paced:
+                self._not_before = time.monotonic() + reply.retry_after
                 return reply.retry_after
             # Anything else (a proxy's 503, an overlong value) is honoured up to the back-off's own
             # cap: only a heartbeat that failed first ends a back-off early, and a proxy that refuses

@@ -1,8 +1,8 @@
 """Draining a backlog after an outage: 20,000 agents, each holding 100 spooled events, come back at once.
 
 Usage: python bench/drain.py [--backend sqlite|postgresql] [--workers N] [--agents 20000] [--events-per-agent 100]
-                             [--outage 600] [--window 15] [--interval 60] [--after 60] [--max-seconds 600]
-                             [--max-in-flight N] [--code CHECKOUT]
+                             [--backlog-agents N] [--outage 600] [--interval 60] [--after 60] [--max-seconds 600]
+                             [--max-in-flight N] [--code CHECKOUT] [--lock FILE]
 
 The agents are enrolled straight on the database (bench/heartbeat.py's ``enroll_directly``, not
 timed), then the outage is written as the collector's sweeps leave it: every agent last seen
@@ -12,18 +12,19 @@ the batch size of ``[server] batch_events``, JSON gzipped at level 5 as agent/tr
 before a real ``dlp-server serve`` starts. Then one asyncio process plays the fleet the moment
 the collector is back, each agent as the real one behaves after an outage:
 
-- its heartbeat thread retried about every ``RETRY_S`` (15 s, jittered) while the collector was down,
-  so its first heartbeat lands at a random point of the first ``--window`` seconds; after the first
-  answer it takes a new random phase within ``--interval`` and then beats every ``--interval``
-  seconds after each answer (a jittered 15 s after a failed one), as agent/heartbeat.py does;
-- its shipper was backed off at the cap (agent/shipper.py's ``Backoff``: 22.5-45 s). It ships when
-  that delay runs out or when a heartbeat gets through after a failed one (``collector_back``),
-  whichever comes first; a wait a heartbeat ended is followed by the shipper's random
-  ``RETURN_JITTER_S`` at most before it posts; then it posts its batches back to back; a 429 or 503
-  (or a timeout, a refused connection) waits the next backoff delay or the Retry-After, whichever
-  is longer, and a heartbeat getting through after a failed one ends a back-off's wait (not a 429's
-  longer Retry-After of at most ``PACED_RETRY_AFTER_S``, which is waited out whole), exactly as
-  the shipper does;
+- its heartbeat thread failed through the outage, retrying every 15 s three times, then after 30 s and
+  then about once an interval (agent/heartbeat.py ``retry_delay``, jittered), so its first heartbeat back lands
+  somewhere in the first one and a half intervals; after the first answer it takes a new random
+  phase within ``--interval`` and then beats every ``--interval`` seconds after each answer;
+- its shipper was backed off, and since its heartbeats failed too (``collector_lost``) each wait
+  lasted ``LOST_WAIT_S`` at least (agent/shipper.py ``lost_wait``). It ships when that wait runs out
+  or when a heartbeat gets through after a failed one (``collector_back``); a heartbeat reply that
+  names its turn (``ship_after_s``, server/pacing.py) makes it wait for that turn, the latest reply
+  winning, and without one it waits the random ``RETURN_JITTER_S`` at most; then it posts its
+  batches back to back; a 429 or 503 (or a timeout, a refused connection) waits the next backoff
+  delay or the Retry-After, whichever is longer (a 429's Retry-After of at most
+  ``PACED_RETRY_AFTER_S`` waited out whole, unless a heartbeat names another turn), exactly as the
+  shipper does;
 - every request has the agent's 30 s timeout. Shipping opens a connection per batch; heartbeats
   go over a pool of kept-alive connections (``--heartbeat-connections``), as bench/heartbeat.py.
 
@@ -78,8 +79,8 @@ from serving import (  # noqa: E402
 )
 
 from agent.config import ServerSection  # noqa: E402
-from agent.heartbeat import RETRY_S, first_delay_back, retry_delay  # noqa: E402
-from agent.shipper import PACED_RETRY_AFTER_S, RETURN_JITTER_S, Backoff  # noqa: E402
+from agent.heartbeat import LOST_AFTER, first_delay_back, retry_delay  # noqa: E402
+from agent.shipper import BACKOFF_MAX_S, LOST_WAIT_S, PACED_RETRY_AFTER_S, RETURN_JITTER_S, Backoff, lost_wait  # noqa: E402
 from server.db.engine import Database  # noqa: E402
 from server.db.tables import agents as agents_table  # noqa: E402
 from server.settings import AgentsSection  # noqa: E402
@@ -161,7 +162,7 @@ class HeartbeatPool:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._slots = asyncio.Semaphore(size)
 
-    async def post(self, body: bytes, credential: str) -> int:
+    async def post(self, body: bytes, credential: str) -> tuple[int, bytes]:
         request = _request(self._host, "/api/v1/heartbeat", body, credential, gzipped=False)
         async with self._slots:
             while self._idle:
@@ -173,9 +174,9 @@ class HeartbeatPool:
             reader, writer = await asyncio.open_connection(self._host, self._port)
             return await self._use(reader, writer, request)
 
-    async def _use(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    async def _use(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
         try:
-            status, headers, _ = await _exchange(reader, writer, request)
+            status, headers, content = await _exchange(reader, writer, request)
         except BaseException:
             writer.close()
             raise
@@ -183,7 +184,7 @@ class HeartbeatPool:
             self._idle.append((reader, writer))
         else:
             writer.close()
-        return status
+        return status, content
 
     def close(self) -> None:
         for _, writer in self._idle:
@@ -248,19 +249,70 @@ async def sleep_until(moment: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def wait_back(back: asyncio.Event, until: float, rng: random.Random) -> None:
-    """The shipper's ``self._back.wait(delay)``: the delay, or sooner when a heartbeat gets through
-    again, and then the shipper's random delay of ``RETURN_JITTER_S`` at most before it posts."""
+NO_TURN = -1
+BACK, LOST = 1, 2
+_MESSAGE = struct.Struct("<iib")
+"""Heartbeat process -> shipping process: agent, the turn a reply named (``NO_TURN``: none), BACK/LOST/0."""
+
+
+def ship_after(content: bytes) -> int:
+    """The reply's ``ship_after_s``, or ``NO_TURN``."""
+    if b'"ship_after_s":' not in content:
+        return NO_TURN
+    turn = json.loads(content).get("ship_after_s")
+    return int(turn) if isinstance(turn, int | float) and turn >= 0 else NO_TURN
+
+
+@dataclass
+class ShipperState:
+    """What agent/shipper.py keeps between its waits, set from the heartbeat process's messages."""
+
+    back: asyncio.Event = field(default_factory=asyncio.Event)
+    repaced: asyncio.Event = field(default_factory=asyncio.Event)
+    not_before: float = 0.0
+    turn_told: bool = False
+    lost: bool = True
+
+    def heard(self, turn: int, signal: int) -> None:
+        """``Shipper.heard`` (first), then ``collector_back`` / ``collector_lost``."""
+        if signal != LOST:
+            self.turn_told = turn != NO_TURN
+            if self.turn_told:
+                self.not_before = time.perf_counter() + min(turn, PACED_RETRY_AFTER_S)
+                self.repaced.set()
+        if signal == BACK:
+            self.lost = False
+            self.back.set()
+        elif signal == LOST:
+            self.lost = True
+
+
+async def wait_event(event: asyncio.Event, until: float) -> bool:
+    """``event.wait(delay)``: True when set before ``until``; the event is cleared after."""
     delay = until - time.perf_counter()
-    ended = back.is_set()
+    ended = event.is_set()
     if delay > 0 and not ended:
         try:
-            await asyncio.wait_for(back.wait(), delay)
+            await asyncio.wait_for(event.wait(), delay)
             ended = True
         except TimeoutError:
             pass
-    back.clear()
-    if ended:
+    event.clear()
+    return ended
+
+
+async def wait_turn(state: ShipperState) -> None:
+    """The shipper's ``ship_once`` check: while the collector's named moment is ahead, wait for it (a new turn re-times the wait)."""
+    while state.not_before > time.perf_counter():
+        await wait_event(state.repaced, state.not_before)
+
+
+async def wait_back(state: ShipperState, delay: float, rng: random.Random) -> None:
+    """The shipper's back-off: the delay (``lost_wait`` of it while heartbeats fail), or sooner when a
+    heartbeat gets through again; then its random ``RETURN_JITTER_S`` unless the reply named a turn."""
+    if state.lost:
+        delay = lost_wait(delay, rng.random)
+    if await wait_event(state.back, time.perf_counter() + delay) and not state.turn_told:
         await asyncio.sleep(rng.uniform(0.0, RETURN_JITTER_S))
 
 
@@ -274,23 +326,34 @@ class Simulation:
         self.fleet = Fleet()
         self.rng = random.Random(args.seed)
         self.bodies = [heartbeat_body(agent) for agent in range(len(credentials))]
-        self.expected = sum(args.events_per_agent for _ in credentials)
+        self.expected = sum(args.events_per_agent for batches in backlogs if batches)
 
     def _mark_first(self, now: float) -> None:
         if not self.fleet.first_request:
             self.fleet.first_request = now
 
+    def first_beat(self, start: float) -> tuple[float, int]:
+        """When an agent's first heartbeat after the outage is due, and how many had failed before it:
+        its last one before the outage at a random point of an interval, then agent/heartbeat.py's retries."""
+        due, failures = start - self.args.outage - self.rng.uniform(0, self.args.interval), 0
+        while due < start:
+            failures += 1
+            due += retry_delay(failures, self.args.interval, self.rng.random)
+        return due, failures
+
     async def heartbeats(self, agent: int, pool: HeartbeatPool, back_fd: int, start: float) -> None:
-        """agent/heartbeat.py after an outage: the first beat within the retry window, then every interval after an answer."""
-        fleet, due, failed = self.fleet, start + self.rng.uniform(0, self.args.window), True
+        """agent/heartbeat.py after an outage: the first beat where its retries fall, then every interval after an answer."""
+        fleet = self.fleet
+        due, failures = self.first_beat(start)
         while due < fleet.stop_beats:
             await sleep_until(due)
             began = time.perf_counter()
             fleet.lateness.append(began - due)
             self._mark_first(began)
+            content = b""
             try:
                 async with asyncio.timeout(AGENT_TIMEOUT_S):
-                    status = await pool.post(self.bodies[agent], self.credentials[agent])
+                    status, content = await pool.post(self.bodies[agent], self.credentials[agent])
             except (OSError, HttpError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 status, reason = 0, type(exc).__name__
             else:
@@ -298,25 +361,33 @@ class Simulation:
             done = time.perf_counter()
             fleet.beats.append(Beat(due, done - due, status == 200))
             if status == 200:
-                if failed:
-                    os.write(back_fd, struct.pack("<i", agent))  # the shipper's collector_back(), in the other process
-                due = done + (first_delay_back(self.args.interval, self.rng.random) if failed else self.args.interval)
-                failed = False
+                turn = ship_after(content)
+                if failures or turn != NO_TURN:
+                    os.write(back_fd, _MESSAGE.pack(agent, turn, BACK if failures else 0))  # the shipper's heard() and collector_back()
+                due = done + (first_delay_back(self.args.interval, self.rng.random) if failures else self.args.interval)
+                failures = 0
             else:
                 fleet.beat_errors[reason] += 1
-                failed, due = True, done + retry_delay(self.rng.random)
+                failures += 1
+                if failures == LOST_AFTER:
+                    os.write(back_fd, _MESSAGE.pack(agent, NO_TURN, LOST))
+                due = done + retry_delay(failures, self.args.interval, self.rng.random)
 
-    async def shipper(self, agent: int, back: asyncio.Event, start: float) -> None:
-        """agent/shipper.py after an outage: backed off at the cap until the delay ends or a heartbeat gets through."""
+    async def shipper(self, agent: int, state: ShipperState, start: float) -> None:
+        """agent/shipper.py after an outage: backed off (``lost_wait``) until the delay ends or a heartbeat gets through."""
         fleet, batches = self.fleet, self.backlogs[agent]
+        if not batches:
+            fleet.agents_done += 1
+            return
         backoff = Backoff(rand=self.rng.random)
-        # Where the agent is in its cycle of capped retries when the collector comes back.
-        pending = start - 4 * backoff.next()
+        # Where the agent is in its cycle of retries when the collector comes back (heartbeats failing too).
+        pending = start - 2 * LOST_WAIT_S
         while pending < start:
-            pending += backoff.next()
-        await wait_back(back, pending, self.rng)
+            pending += lost_wait(backoff.next(), self.rng.random)
+        await wait_back(state, pending - time.perf_counter(), self.rng)
         sent = 0
         while sent < len(batches):
+            await wait_turn(state)
             began = time.perf_counter()
             self._mark_first(began)
             try:
@@ -341,12 +412,10 @@ class Simulation:
             delay = backoff.next()
             if answer.retry_after is not None and answer.retry_after > delay:
                 if answer.status == 429 and answer.retry_after <= PACED_RETRY_AFTER_S:
-                    await sleep_until(done + answer.retry_after)  # the collector's pacing: waited out whole, as the shipper does
-                    back.clear()
-                else:
-                    await wait_back(back, done + answer.retry_after, self.rng)
-            else:
-                await wait_back(back, done + delay, self.rng)
+                    state.not_before = done + answer.retry_after  # the collector's pacing: waited out, as the shipper does
+                    continue
+                delay = max(delay, min(answer.retry_after, BACKOFF_MAX_S))
+            await wait_back(state, delay, self.rng)
         fleet.agents_done += 1
 
     async def beat_all(self, start: float, back_fd: int, shipped: Connection) -> None:
@@ -360,7 +429,7 @@ class Simulation:
                 await asyncio.sleep(0.2)
             self.on_shipped(shipped.recv())
             fleet.stop_beats = time.perf_counter() + args.after
-            await asyncio.wait(beating, timeout=args.after + AGENT_TIMEOUT_S + args.interval + 1.5 * RETRY_S)
+            await asyncio.wait(beating, timeout=args.after + AGENT_TIMEOUT_S + 2 * args.interval)
         finally:
             for task in [*beating, progress]:
                 task.cancel()
@@ -378,19 +447,19 @@ class Simulation:
 
     async def ship_all(self, start: float, back_fd: int) -> None:
         """The shipping process: every agent's shipper, woken by the heartbeat process through ``back_fd``."""
-        backs = [asyncio.Event() for _ in self.credentials]
+        states = [ShipperState() for _ in self.credentials]
         pending = b""
 
-        def on_back() -> None:
+        def on_message() -> None:
             nonlocal pending
-            pending += os.read(back_fd, 4096)
-            whole = len(pending) - len(pending) % 4
-            for (agent,) in struct.iter_unpack("<i", pending[:whole]):
-                backs[agent].set()
+            pending += os.read(back_fd, 65536)
+            whole = len(pending) - len(pending) % _MESSAGE.size
+            for agent, turn, signal in _MESSAGE.iter_unpack(pending[:whole]):
+                states[agent].heard(turn, signal)
             pending = pending[whole:]
 
-        asyncio.get_running_loop().add_reader(back_fd, on_back)
-        shipping = [asyncio.create_task(self.shipper(a, backs[a], start)) for a in range(len(self.credentials))]
+        asyncio.get_running_loop().add_reader(back_fd, on_message)
+        shipping = [asyncio.create_task(self.shipper(a, states[a], start)) for a in range(len(self.credentials))]
         progress = asyncio.create_task(self.ship_progress(start))
         try:
             await asyncio.wait(shipping, timeout=self.args.max_seconds + start - time.perf_counter())
@@ -456,9 +525,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="collector worker processes (PostgreSQL only)")
     parser.add_argument("--agents", type=int, default=20_000)
     parser.add_argument("--events-per-agent", type=int, default=100)
+    parser.add_argument("--backlog-agents", type=int, default=None, metavar="N", help="only the first N agents hold a backlog (default: all); the rest only beat")
     parser.add_argument("--batch-events", type=int, default=AGENT_BATCH_EVENTS, help=f"the agent's [server] batch_events (default {AGENT_BATCH_EVENTS})")
     parser.add_argument("--outage", type=float, default=600.0, help="seconds the agents were cut off; past agents.offline_after_s (300) they are offline (default 600)")
-    parser.add_argument("--window", type=float, default=1.5 * RETRY_S, help=f"seconds over which the first heartbeats land (default {1.5 * RETRY_S:g}, the agent's longest retry)")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between one agent's heartbeats (default 60)")
     parser.add_argument("--after", type=float, default=60.0, help="seconds of heartbeats after the drain, the peer figure (default 60)")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="give up on the drain after this long (default 600)")
@@ -483,7 +552,8 @@ def main() -> None:
         enroll_s = time.perf_counter() - began
         status = write_outage(database_url, args.outage)
         began = time.perf_counter()
-        backlogs = build_backlogs(args.agents, args.events_per_agent, args.batch_events, args.seed)
+        holders = args.agents if args.backlog_agents is None else min(args.agents, args.backlog_agents)
+        backlogs = build_backlogs(holders, args.events_per_agent, args.batch_events, args.seed) + [[] for _ in range(args.agents - holders)]
         build_s = time.perf_counter() - began
         body_bytes = sum(len(b) for batches in backlogs for b in batches)
         console.print(
@@ -556,7 +626,7 @@ def report(args: argparse.Namespace, simulation: Simulation, stored: int, cpu: t
     title = (
         f"Drain after an outage: {args.agents:,} agents x {args.events_per_agent} events, {args.backend}, {args.workers} process(es), "
         f"ingest.max_in_flight {args.max_in_flight or 'default'}; after a {args.outage:g} s outage; "
-        f"first heartbeats within {args.window:g} s, then every {args.interval:g} s"
+        f"heartbeats every {args.interval:g} s" + (f"; {args.backlog_agents:,} agents with a backlog" if args.backlog_agents is not None else "")
     )
     table = Table(title=title)
     for column, justify in (("figure", "left"), ("result", "right"), ("note", "left")):

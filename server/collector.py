@@ -20,6 +20,7 @@ from server.keys import load_signing_key, public_key_hex
 from server.liveness import Liveness
 from server.metrics import Metrics
 from server.netaddr import Asn, CountryLookup, default_lookup, parse_networks
+from server.pacing import Pacer
 from server.pseudonyms import Pseudonyms
 from server.settings import ServerSettings
 from server.signing import BuiltBundle
@@ -64,6 +65,8 @@ class Collector:
         """Set after a commit that queued alerts, so this process's forwarder sends at once."""
         self.denied = Matcher()
         """Denied networks in memory, reloaded from the database every few seconds (server/store/denylist.py)."""
+        self.pacer = Pacer()
+        """Turns for agents with a backlog, told in heartbeat replies (server/pacing.py)."""
         self.liveness = Liveness(self.db, clock=clock, offline_after_s=settings.agents.offline_after_s, country=self.country)
         """Agents served lately and their liveness not yet written (server/liveness.py): flushed
         every ``agents.liveness_flush_s`` by the maintenance thread and on close."""

@@ -48,6 +48,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+from server.pacing import Pacer
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -82,6 +84,7 @@ class Admission:
         limit: int,
         on_refusal: Callable[[], object] | None = None,
         vouch: Callable[[str], str | None] = lambda _token: None,
+        pacer: Pacer | None = None,
         rand: Callable[[int, int], int] = random.randint,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -94,6 +97,8 @@ class Admission:
         self._on_refusal = on_refusal
         self._rand = rand
         self._vouch = vouch
+        self._pacer = pacer
+        """Told when a batch starts and ends: the busy time its rate is measured over (server/pacing.py)."""
         """A bearer token -> its agent's id when this process knows the agent and the secret matches, else None."""
         self._monotonic = monotonic
         self._refused: dict[str, float] = {}
@@ -116,9 +121,13 @@ class Admission:
             agent_id = self._agent(scope)
             if agent_id is not None:
                 self._refused.pop(agent_id, None)
+        if self._pacer is not None:
+            self._pacer.started()
         try:
             await self.app(scope, receive, send)
         finally:
+            if self._pacer is not None:
+                self._pacer.finished()
             self._finish()
             self._release()
 

@@ -66,12 +66,12 @@ async def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token
     memory = collector.liveness
     answered = None if collector.denied.due() else memory.answer(token, address, state, now)
     if answered is None:
-        policy_version, commands = await run_in_threadpool(_heartbeat, collector, token, address, report, state, now)
+        agent_id, policy_version, commands = await run_in_threadpool(_heartbeat, collector, token, address, report, state, now)
     else:
         identity, policy_version = answered
         collector.denied.check(None, kind="agent", address=address, vendor_ids=(identity.vendor_id,))
         memory.heartbeat(identity, address=address, report=report, now=now)
-        commands = []
+        agent_id, commands = identity.id, []
     collector.metrics.heartbeats.inc()
     reply = HeartbeatOut(
         server_time=iso(now) or "",
@@ -79,6 +79,7 @@ async def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token
         status="online",
         device_policy_version=policy_version,
         commands=commands,
+        ship_after_s=collector.pacer.ship_after(agent_id, body.spool_depth),
     )
     # Serialized here: the model is the declared response_model, so FastAPI's own validation pass would only repeat it.
     return Response(reply.model_dump_json(), media_type="application/json")
@@ -86,8 +87,9 @@ async def heartbeat(body: HeartbeatWithIndexesIn, collector: CollectorDep, token
 
 def _heartbeat(
     collector: Collector, token: str | None, address: str | None, report: dict[str, Any], state: tuple[Any, ...], now: datetime
-) -> tuple[int | None, list[dict[str, Any]]]:
-    """The synchronous path: authenticate, record the call and the report, read the reply, in one transaction."""
+) -> tuple[str, int | None, list[dict[str, Any]]]:
+    """The synchronous path: authenticate, record the call and the report, read the reply, in one
+    transaction. Returns the agent's id, its vendor's device policy version and its commands."""
     memory = collector.liveness
     memory.refresh_if_due()
     with collector.db.write() as conn:
@@ -99,7 +101,7 @@ def _heartbeat(
             conn, agent_id=identity.id, vendor_id=identity.vendor_id, private_key=lambda: quarantine_key(collector.settings.data_dir), now=now
         )
         memory.learn(conn, identity=identity, token=token or "", state=state, now=now, commands=bool(commands))
-    return policy_version, commands
+    return identity.id, policy_version, commands
 
 
 def record_agent_call(conn: Connection, collector: Collector, identity: AgentIdentity, address: str | None, *, touch: bool = True) -> None:

@@ -79,6 +79,7 @@ def create_app(collector: Collector) -> FastAPI:
         limit=ingest.max_in_flight,
         on_refusal=collector.metrics.batches.labels("429").inc,
         vouch=collector.liveness.vouch,
+        pacer=collector.pacer,
     )
     return app
 

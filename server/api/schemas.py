@@ -396,6 +396,11 @@ class HeartbeatOut(BaseModel):
     commands: list[dict[str, Any]] = Field(
         default_factory=list, description='Quarantine commands for this agent until it reports them: {"id", "op": "release"|"delete", "quarantine_id", "key"?}.'
     )
+    ship_after_s: int | None = Field(
+        default=None,
+        description="Present when the report's spool_depth is above 0: seconds to wait before posting the backlog (0: now), "
+        "the agent's turn in this collector's queue while it drains backlogs (server/pacing.py).",
+    )
 
 
 # --- review API ------------------------------------------------------------------------------
