@@ -253,6 +253,72 @@ class Liveness:
 
         self.after_commit(conn, apply)
 
+    # --- event ingest: the batch's agent from memory ----------------------------------------
+
+    def identify(self, conn: Connection, token: str | None, now: datetime) -> AgentIdentity | None:
+        """The agent whose credential ``token`` is, from memory, for a call that writes in ``conn``
+        (an event batch), instead of ``agents.authenticate``'s read: a round trip and the
+        database's CPU on every batch on PostgreSQL. None: authenticate by that read (memory does
+        not hold the agent or not with this secret, is not fresh, or the vendor's office ranges
+        changed since it learned the agent).
+
+        Memory holds no revoked agent: a revocation through this process is forgotten as it
+        commits, one through another collector within ``REFRESH_S``, the bound heartbeats
+        answered from memory have. The status is ``offline`` when memory holds the agent offline or
+        has not seen it within half of ``offline_after_s`` (another collector may have swept it):
+        ``record_agent_call`` then takes the synchronous return, whose conditional flip refuses an
+        agent revoked meanwhile (Forbidden) and raises ``agent.online`` only where it took. Otherwise
+        ``online``, and the call's last-seen time is buffered as a heartbeat's is: a write that never
+        changes a status, so an agent swept meanwhile is found offline by the flush and its next call
+        is a return. Once ``conn`` commits, this process saw the agent now (and a return is back)."""
+        parsed = credentials.parse_token(token, credentials.AGENT_KIND)
+        if parsed is None or not self._remember or self._monotonic() >= self._fresh_until:
+            return None
+        known = self._known.get(parsed.id)
+        if known is None or self._ranges.get(known.identity.vendor_id) != known.identity.allowed_cidrs:
+            return None
+        if not credentials.secret_matches(parsed.secret, known.secret_hash):
+            return None
+        agent_id = parsed.id
+        seen = self._seen.get(agent_id)
+        returning = agent_id in self._offline or seen is None or now - seen >= self._stale_after
+        self.after_commit(conn, lambda: self._locked(self._saw, agent_id, now, returning))
+        return replace(known.identity, status="offline") if returning else known.identity
+
+    def authenticated(self, conn: Connection, identity: AgentIdentity, token: str, now: datetime) -> None:
+        """``conn`` read this agent's credential and wrote its row as ``online`` (a conditional
+        UPDATE, or the return's flip): once it commits, memory holds the agent, seen now, so
+        ``identify`` answers for its next batches. An agent memory did not hold is learned with no
+        report state, so its first heartbeat here still takes the synchronous path (``learn``).
+
+        Only after such a write: on PostgreSQL it holds the row until the commit, so no revocation
+        commits between the read and this, and a revocation after it is forgotten when it commits
+        (here) or by the reread (elsewhere)."""
+        if not self._remember:
+            return
+        parsed = credentials.parse_token(token, credentials.AGENT_KIND)
+        assert parsed is not None, "authenticated"
+        online, secret_hash = replace(identity, status="online"), credentials.hash_secret(parsed.secret)
+
+        def apply() -> None:
+            with self._lock:
+                known = self._known.get(identity.id)
+                self._known[identity.id] = _Known(online, secret_hash, known.state if known is not None else ())
+                self._saw(identity.id, now, True)
+
+        self.after_commit(conn, apply)
+
+    def _saw(self, agent_id: str, now: datetime, back: bool) -> None:
+        """A call of this agent committed (caller holds ``_lock``); ``back``: it is online now. An
+        agent forgotten meanwhile (revoked) stays forgotten."""
+        if agent_id not in self._known:
+            return
+        seen = self._seen.get(agent_id)
+        if seen is None or seen < now:
+            self._seen[agent_id] = now
+        if back:
+            self._offline.discard(agent_id)
+
     # --- every agent call (record_agent_call) ----------------------------------------------
 
     def call(self, conn: Connection, agent_id: str, *, address: str | None, now: datetime) -> bool:

@@ -5,12 +5,14 @@ Thin: limits and authentication here, storage in server/store/ingest.py.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Connection
 
 from server import credentials
 from server.api.agent_routes import record_agent_call
@@ -22,6 +24,7 @@ from server.errors import Forbidden, TooLarge, Unauthorized
 from server.keys import marks_key
 from server.store import agents
 from server.store import ingest as event_ingest
+from server.store.agents import AgentIdentity
 
 router = APIRouter(prefix="/api/v1", tags=["agent"])
 
@@ -30,8 +33,9 @@ def credential_guard(collector: Collector) -> Guard:
     """The ingest body's guard (``BoundedBodies``): a caller without a valid agent credential is
     refused before the collector reads or gunzips a byte of its body, let alone parses it.
 
-    A credential is confirmed from this process's memory of credentials confirmed lately, else by
-    one read. The ingest transaction still authenticates, so a busy agent costs no second
+    A credential is confirmed from this process's memory of credentials confirmed lately, or of
+    agents (``Liveness.vouch``), else by one read. The ingest transaction still authenticates
+    (from memory where it is fresh, ``Liveness.identify``), so a busy agent costs no second
     transaction, and a stranger costs one indexed read at most, never decompression or parsing.
     """
 
@@ -40,7 +44,7 @@ def credential_guard(collector: Collector) -> Guard:
         token = value.strip()
         if scheme.lower() != "bearer" or credentials.parse_token(token, credentials.AGENT_KIND) is None:
             return Unauthorized.status_code, "missing or malformed agent credential"
-        if token in collector.confirmed_agents:
+        if token in collector.confirmed_agents or collector.liveness.vouch(token):
             return None
 
         def confirm() -> None:
@@ -111,15 +115,19 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
     now = collector.clock()
     country = collector.country(address)
     with collector.db.write() as conn:
-        try:
-            identity = agents.authenticate(conn, value=token)
-        except (Unauthorized, Forbidden):
-            collector.confirmed_agents.discard(token)
-            raise
+        # From memory when it holds the agent (server/liveness.py ``identify``), inside the
+        # transaction: on SQLite its lock orders this after any revocation through this process.
+        identity = collector.liveness.identify(conn, token, now)
+        remembered = identity is not None
+        if identity is None:
+            identity = _authenticate(conn, collector, token)
         for index, claimed in claims:
             if claimed != identity.id:
                 raise Forbidden(f"events[{index}] claims agent {str(claimed)[:64]!r}; an agent may only submit its own events")
-        record_agent_call(conn, collector, identity, address)
+        if remembered:
+            record_agent_call(conn, collector, identity, address)
+        else:
+            identity = _record_and_remember(conn, collector, identity, token, address, now)
         result = event_ingest.ingest(
             conn,
             agent=identity,
@@ -147,6 +155,37 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
     reply = BatchOut(accepted=accepted, duplicates=result.duplicates, conflicts=result.conflicts, suppressed=len(result.suppressed))
     # Serialized here: BatchOut is the declared response_model, so FastAPI's own validation pass would only repeat it.
     return Response(reply.model_dump_json(), media_type="application/json")
+
+
+def _authenticate(conn: Connection, collector: Collector, token: str | None) -> AgentIdentity:
+    """``agents.authenticate``'s read; a refused credential is forgotten by the body guard too."""
+    try:
+        return agents.authenticate(conn, value=token)
+    except (Unauthorized, Forbidden):
+        collector.confirmed_agents.discard(token)
+        raise
+
+
+def _record_and_remember(conn: Connection, collector: Collector, identity: AgentIdentity, token: str | None, address: str | None, now: datetime) -> AgentIdentity:
+    """Record the call of an agent authenticated by a read, and have memory hold it for its next
+    batches once this commits (``Liveness.authenticated``).
+
+    Memory learns it only after a write that finds the row online: the touch is written now
+    (conditional on ``online``, not buffered), after the return's flip for an agent read as
+    offline. On PostgreSQL that UPDATE holds the row until the commit, so a revocation cannot
+    commit between it and what memory learns. An agent the touch finds revoked or offline (since
+    the read, through another transaction) is read again and refused or brought back as
+    ``authenticate`` sees it now, and not learned."""
+    if identity.status != "online":
+        record_agent_call(conn, collector, identity, address, touch=False)  # the return: Forbidden if revoked since the read
+    if not agents.touch(conn, agent_id=identity.id, address=address, now=now):
+        identity = _authenticate(conn, collector, token)
+        record_agent_call(conn, collector, identity, address)
+        return identity
+    if identity.status == "online":
+        record_agent_call(conn, collector, identity, address, touch=False)
+    collector.liveness.authenticated(conn, identity, token or "", now)
+    return identity
 
 
 # ``model_dump_json`` without its Python wrapper, called once per event.
