@@ -186,12 +186,17 @@ class Job:
 
     def copy(self) -> Job:
         """An independent copy (the cache hands these out to many threads)."""
-        twin = copy.copy(self)
+        # Its attributes as they are, without copy.copy's generic protocol (a few us on every file the
+        # cache stores); the findings and problems are then copied in their turn.
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
         twin._found = {k: _copied(v) for k, v in self._found.items()}
         twin.problems = list(self.problems)
         return twin
 
     def result(self, path: str, *, sha256: str | None, size: int | None, cached: bool = False) -> ScanResult:
+        if not self._found and not self.problems:
+            return ScanResult(path, Status.CLEAN, sha256, size, (), None, cached, False)  # most files
         matches = tuple(f.freeze(self.max_offsets) for f in self._found.values())
         status = Status.MATCH if matches else self._problem_status()
         return ScanResult(
