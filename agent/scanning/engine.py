@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import mmap
 import os
 import stat
 import threading
@@ -111,11 +112,14 @@ class Scanner:
         """This thread's read buffer, one chunk plus a byte (to tell "fits" from "larger").
 
         Reusing it spares an allocation, and the kernel's zeroing of fresh pages,
-        for every file: on small files that costs as much as hashing them.
+        for every file: on small files that costs as much as hashing them. An anonymous
+        mapping rather than a bytearray: the kernel hands its pages over zeroed as reads first
+        touch them, so a tree of small files touches a few of them, where the bytearray zeroed
+        all 16 MiB up front (44 ms of CPU on this VM, in each worker of ``--jobs N``).
         """
         buffer = getattr(self._local, "buffer", None)
         if buffer is None:
-            buffer = self._local.buffer = memoryview(bytearray(self.limits.chunk_bytes + 1))
+            buffer = self._local.buffer = memoryview(mmap.mmap(-1, self.limits.chunk_bytes + 1))
         return buffer
 
     # One file ------------------------------------------------------------
