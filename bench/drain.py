@@ -325,7 +325,9 @@ class Simulation:
         self.backlogs = backlogs
         self.fleet = Fleet()
         self.rng = random.Random(args.seed)
-        self.bodies = [heartbeat_body(agent) for agent in range(len(credentials))]
+        self.bodies = [heartbeat_body(agent, 0) for agent in range(len(credentials))]
+        self.depths = multiprocessing.RawArray("i", [args.events_per_agent if batches else 0 for batches in backlogs])
+        """Each agent's spool depth as its heartbeat reports it: written by the shipping process, shared (forked) with the heartbeat one."""
         self.expected = sum(args.events_per_agent for batches in backlogs if batches)
 
     def _mark_first(self, now: float) -> None:
@@ -353,7 +355,9 @@ class Simulation:
             content = b""
             try:
                 async with asyncio.timeout(AGENT_TIMEOUT_S):
-                    status, content = await pool.post(self.bodies[agent], self.credentials[agent])
+                    depth = self.depths[agent]
+                    body = heartbeat_body(agent, depth) if depth else self.bodies[agent]
+                    status, content = await pool.post(body, self.credentials[agent])
             except (OSError, HttpError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 status, reason = 0, type(exc).__name__
             else:
@@ -405,6 +409,7 @@ class Simulation:
                 fleet.duplicates += answer.duplicates
                 fleet.last_stored = done
                 sent += 1
+                self.depths[agent] = max(0, self.args.events_per_agent - sent * self.args.batch_events)
                 backoff.reset()
                 continue
             if answer.status in (429, 503):

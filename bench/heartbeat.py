@@ -130,14 +130,14 @@ def deny_ranges(database_url: str, count: int) -> None:
         db.dispose()
 
 
-def heartbeat_body(agent: int) -> bytes:
-    """What an agent reports: versions, spool state and each source's health."""
+def heartbeat_body(agent: int, spool_depth: int | None = None) -> bytes:
+    """What an agent reports: versions, spool state (``spool_depth``, or a small number that varies by agent) and each source's health."""
     return json.dumps(
         {
             "agent_version": "0.1.0",
             "ruleset_version": "148583d2a3f6984c",
             "ruleset_error": None,
-            "spool_depth": agent % 7,
+            "spool_depth": agent % 7 if spool_depth is None else spool_depth,
             "dropped": 0,
             "sources": {
                 "files": {"state": "ok", "message": "watching 412 folder(s)"},

@@ -144,6 +144,7 @@ def ingest(batch: Annotated[BatchIn, Depends(batch_body)], collector: CollectorD
         )
     if result.alert_seqs and collector.alert_targets:
         collector.alerts_pending.set()
+    collector.pacer.stored(identity.id, len(batch.events))
     metrics = collector.metrics
     metrics.batches.labels("200").inc()
     metrics.events.labels("accepted").inc(len(result.accepted))
