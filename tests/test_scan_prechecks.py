@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import os
 import quopri
 import random
 
@@ -108,3 +109,19 @@ def test_the_result_cache_forgets_the_least_recently_used_entry() -> None:
     cache.put("c", "C")
     assert (cache.get("b"), cache.get("a"), cache.get("c"), len(cache)) == (None, "A", "C", 2)
     assert (cache.hits, cache.misses) == (3, 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_the_read_buffer_is_not_shared_with_a_forked_worker(make_scanner, tmp_path) -> None:
+    """The buffer is mapped memory: a worker forked after the parent scanned must write its own copy."""
+    scanner = make_scanner()
+    (tmp_path / "parent.txt").write_bytes(b"p" * 4096)
+    (tmp_path / "child.txt").write_bytes(b"c" * 4096)
+    scanner.scan_path(str(tmp_path / "parent.txt"))
+    pid = os.fork()
+    if pid == 0:  # the child reads another file into the buffer it inherited
+        scanner.scan_path(str(tmp_path / "child.txt"))
+        os._exit(0 if bytes(scanner._buffer()[:4]) == b"cccc" else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert bytes(scanner._buffer()[:4]) == b"pppp"

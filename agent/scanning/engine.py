@@ -119,7 +119,7 @@ class Scanner:
         """
         buffer = getattr(self._local, "buffer", None)
         if buffer is None:
-            buffer = self._local.buffer = memoryview(mmap.mmap(-1, self.limits.chunk_bytes + 1))
+            buffer = self._local.buffer = memoryview(_private_pages(self.limits.chunk_bytes + 1))
         return buffer
 
     # One file ------------------------------------------------------------
@@ -401,6 +401,15 @@ class Scanner:
         original = self.protected.lookup(sha, exclude=exclude_path)
         if original is not None:
             job.add_protected(original, member)
+
+
+def _private_pages(size: int) -> mmap.mmap:
+    """Zeroed memory the kernel maps in as it is first touched. Private, not the module's default
+    shared mapping: a process forked after this one read into it (``--jobs N``) gets a copy of
+    each page it writes, never the same pages to read into at once."""
+    if hasattr(mmap, "MAP_PRIVATE"):
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    return mmap.mmap(-1, size)  # Windows: an unnamed mapping is this process's own, and no fork
 
 
 def _has_nul(data: bytes | memoryview, view: memoryview) -> bool:
