@@ -94,7 +94,11 @@ class Heartbeat(StoppableThread):
                 else:
                     self._note(reply.detail)
             except CredentialsError as exc:
+                # Not enrolled (yet), or refused: nothing to say about the collector, so no lost
+                # signal and no slowing down; the retry picks up new credentials within RETRY_S.
                 self._note(str(exc))
+                self._failures = max(self._failures, 1)
+                delay = retry_delay(1, float(self._interval_override or self._interval_s))
             if delay is None:
                 self._failed()
                 delay = retry_delay(self._failures, float(self._interval_override or self._interval_s))

@@ -10,7 +10,8 @@ delay); the delay is capped low enough that every agent is back within a minute 
 collector's return, still spread by the jitter. A 429's Retry-After longer than the back-off and
 at most ``PACED_RETRY_AFTER_S`` is the collector's own pacing of a backlog (server/api/admission.py:
 up to 15 minutes while it drains a fleet's spools), so it is waited out whole: a heartbeat getting
-through again does not end it, since the collector that asked for it is the one answering. A 503's
+through again does not end it, since the collector that asked for it is the one answering; only a
+heartbeat reply naming this agent's turn (below) replaces it, as the collector's later word. A 503's
 Retry-After, or a longer one, may come from a proxy or load balancer in front of a collector that
 is down (a 503 with Retry-After: 3600 would stall shipping for an hour), so it is waited like a
 back-off: a heartbeat getting through ends it. When a heartbeat ends a back-off, the first post

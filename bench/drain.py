@@ -307,10 +307,11 @@ async def wait_turn(state: ShipperState) -> None:
         await wait_event(state.repaced, state.not_before)
 
 
-async def wait_back(state: ShipperState, delay: float, rng: random.Random) -> None:
-    """The shipper's back-off: the delay (``lost_wait`` of it while heartbeats fail), or sooner when a
-    heartbeat gets through again; then its random ``RETURN_JITTER_S`` unless the reply named a turn."""
-    if state.lost:
+async def wait_back(state: ShipperState, delay: float, rng: random.Random, *, lengthen: bool = True) -> None:
+    """The shipper's back-off: the delay (``lost_wait`` of it while heartbeats fail, unless ``lengthen``
+    is False), or sooner when a heartbeat gets through again; then its random ``RETURN_JITTER_S``
+    unless the reply named a turn."""
+    if state.lost and lengthen:
         delay = lost_wait(delay, rng.random)
     if await wait_event(state.back, time.perf_counter() + delay) and not state.turn_told:
         await asyncio.sleep(rng.uniform(0.0, RETURN_JITTER_S))
@@ -365,9 +366,8 @@ class Simulation:
             done = time.perf_counter()
             fleet.beats.append(Beat(due, done - due, status == 200))
             if status == 200:
-                turn = ship_after(content)
-                if failures or turn != NO_TURN:
-                    os.write(back_fd, _MESSAGE.pack(agent, turn, BACK if failures else 0))  # the shipper's heard() and collector_back()
+                # The shipper's heard() (every reply: one without a turn resets it) and collector_back().
+                os.write(back_fd, _MESSAGE.pack(agent, ship_after(content), BACK if failures else 0))
                 due = done + (first_delay_back(self.args.interval, self.rng.random) if failures else self.args.interval)
                 failures = 0
             else:
@@ -388,7 +388,7 @@ class Simulation:
         pending = start - 2 * LOST_WAIT_S
         while pending < start:
             pending += lost_wait(backoff.next(), self.rng.random)
-        await wait_back(state, pending - time.perf_counter(), self.rng)
+        await wait_back(state, pending - time.perf_counter(), self.rng, lengthen=False)  # the wait under way: lost_wait already drawn
         sent = 0
         while sent < len(batches):
             await wait_turn(state)

@@ -65,7 +65,7 @@ class Collector:
         """Set after a commit that queued alerts, so this process's forwarder sends at once."""
         self.denied = Matcher()
         """Denied networks in memory, reloaded from the database every few seconds (server/store/denylist.py)."""
-        self.pacer = Pacer()
+        self.pacer = Pacer(interval_s=settings.agents.heartbeat_interval_s)
         """Turns for agents with a backlog, told in heartbeat replies (server/pacing.py)."""
         self.liveness = Liveness(self.db, clock=clock, offline_after_s=settings.agents.offline_after_s, country=self.country)
         """Agents served lately and their liveness not yet written (server/liveness.py): flushed

@@ -5,6 +5,7 @@ to them (agent/shipper.py ``collector_lost``), and the heartbeat's retries slow 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -17,10 +18,15 @@ from agent.heartbeat import LOST_AFTER, RETRY_S, STEADY_RETRIES, Heartbeat, retr
 from agent.shipper import LOST_WAIT_S, PACED_RETRY_AFTER_S, Backoff, Shipper, lost_wait
 from agent.spool import Spool
 from agent.transport import CollectorClient, Reply
-from server.pacing import FORGET_S, GRACE_S, MAX_WAIT_S, MIN_WAIT_S, PACE_SHARE, Pacer
+from server.pacing import FORGET_INTERVALS, GRACE_INTERVALS, MAX_TICKET_EVENTS, MAX_WAIT_S, MIN_WAIT_S, PACE_SHARE, Pacer
 from tests.collector_env import event_record
 from tests.stack import FixedLink
 from tests.waiting import wait_for
+
+
+INTERVAL_S = 60.0
+GRACE_S = GRACE_INTERVALS * INTERVAL_S
+FORGET_S = FORGET_INTERVALS * INTERVAL_S
 
 
 class _Clock:
@@ -33,7 +39,7 @@ class _Clock:
 
 def _pacer(rate: float = 100.0) -> tuple[Pacer, _Clock]:
     clock = _Clock()
-    return Pacer(monotonic=clock, initial_rate=rate), clock
+    return Pacer(interval_s=INTERVAL_S, monotonic=clock, initial_rate=rate), clock
 
 
 # --- the collector's queue ---------------------------------------------------------------------
@@ -61,7 +67,10 @@ def test_short_waits_are_now_and_long_ones_bounded():
     pacer.ship_after("first", int(100 * PACE_SHARE * (MIN_WAIT_S - 0.5)))
     assert pacer.ship_after("second", 1) == 0, "under MIN_WAIT_S of work ahead"
     pacer.ship_after("big", 10**9)
-    assert pacer.ship_after("behind", 1) == MAX_WAIT_S
+    assert pacer.ship_after("behind", 1) == math.ceil((MIN_WAIT_S - 0.5 + MAX_TICKET_EVENTS / (100.0 * PACE_SHARE))), "a backlog's place in the queue is bounded"
+    slow, _ = _pacer(rate=1.0)
+    slow.ship_after("first", 10**9)
+    assert slow.ship_after("behind", 1) == MAX_WAIT_S
 
 
 def test_the_rate_is_measured_over_busy_time_not_wall_time():
@@ -78,15 +87,54 @@ def test_the_rate_is_measured_over_busy_time_not_wall_time():
 
 
 def test_the_accounting_returns_to_zero_and_restarts():
-    pacer, _ = _pacer(rate=100.0)
+    pacer, _ = _pacer(rate=1.0)
     for n in range(3):
         pacer.ship_after(f"a{n}", 100)
     pacer.stored("a0", 60)
     pacer.stored("a0", 60)  # more than its backlog: the rest counts nowhere
+    pacer.stored("stranger", 10**6)  # no ticket: only the rate's count
     assert pacer.ship_after("a1", 0) is None, "reported empty: its ticket ends"
-    pacer.stored("a2", 100)
-    assert pacer.queued == 0
+    assert pacer.ship_after("a2", 100) == 0, "a0 delivered, a1 left: nothing ahead"
+    assert pacer.queued == 2, "a ticket stays until its agent reports no backlog"
+    pacer.ship_after("a0", 0)
+    pacer.ship_after("a2", 0)
+    assert pacer.queued == 0 and (pacer._registered, pacer._served) == (0, 0)
     assert pacer.ship_after("late", 100) == 0, "a new queue, nothing ahead"
+
+
+def test_one_large_backlog_does_not_hold_up_agents_in_steady_state():
+    pacer, _ = _pacer(rate=5000.0)
+    assert pacer.ship_after("laptop back from a trip", 50_000) == 0
+    assert [pacer.ship_after(f"busy-{n}", 3) for n in range(100)] == [0] * 100, "12.5 s of work queued: under CONTENDED_S"
+
+
+def test_what_a_heartbeat_no_longer_reports_was_delivered_elsewhere():
+    pacer, _ = _pacer(rate=1.0)
+    pacer.ship_after("a", 100)
+    assert pacer.ship_after("b", 100) > 0
+    pacer.ship_after("a", 40)  # 60 of its events went through another collector process
+    assert pacer.ship_after("b", 100) == math.ceil(40 / PACE_SHARE)
+
+
+def test_a_turn_lasts_while_the_agent_delivers():
+    pacer, clock = _pacer(rate=1.0)
+    assert pacer.ship_after("big", 1000) == 0
+    pacer.ship_after("behind", 100)
+    for _ in range(10):
+        clock.now += GRACE_S / 4
+        pacer.stored("big", 50)
+        assert pacer.ship_after("big", 1000) == 0, "still its turn: it delivers"
+
+
+def test_an_estimate_too_low_rises_while_agents_wait_on_an_idle_collector():
+    pacer, clock = _pacer(rate=1.0)
+    pacer.ship_after("a", 100)
+    first = pacer.ship_after("b", 100)
+    for _ in range(30):
+        clock.now += 1.0
+        pacer.ship_after("b", 100)
+    assert pacer.rate > 100.0, "nothing stored, nothing busy: the estimate, not the collector, was wrong"
+    assert first == 125 and pacer.ship_after("b", 100) == 0, "and the turn comes sooner"
 
 
 def test_a_lapsed_turn_goes_to_the_back_and_silent_agents_are_forgotten():
@@ -133,11 +181,11 @@ def test_the_shipper_waits_for_its_turn_and_a_new_turn_retimes_the_wait(spool: S
     shipper.heard({"ship_after_s": 600})
     shipper.start()
     try:
-        time.sleep(0.3)
+        wait_for(lambda: shipper._told_to_wait, timeout=5, message="waiting for its turn")
         assert collector.posts == 0, "told to wait 10 minutes"
         shipper.heard({"device_policy_version": 3})
         time.sleep(0.2)
-        assert collector.posts == 0, "a reply without a turn leaves the wait as it was"
+        assert collector.posts == 0 and shipper._told_to_wait, "a reply without a turn leaves the wait as it was"
         shipper.heard({"ship_after_s": 0})
         wait_for(lambda: collector.posts == 1 and spool.depth() == 0, timeout=5, message="posted once its turn came")
     finally:
@@ -234,10 +282,11 @@ def test_heartbeat_tells_the_shipper_lost_once_a_second_fails_and_hands_on_the_t
 # --- the collector's replies ---------------------------------------------------------------------
 
 
+@pytest.mark.one_collector  # each process queues the agents it hears (server/pacing.py)
 def test_heartbeat_replies_name_the_turn_of_agents_with_a_backlog(client, collector, enroll):
     """Agents reporting a backlog are queued in the order they report it; an event batch stored
     moves the queue on; an agent reporting none is told nothing (``ship_after_s`` null)."""
-    collector.pacer = Pacer(initial_rate=10.0)  # 100 events ahead = 12.5 s at PACE_SHARE
+    collector.pacer = Pacer(initial_rate=10.0)  # 100 events ahead = 12.5 s at PACE_SHARE (admission reports to the first pacer: no batch in flight here)
     first, second, idle = enroll(hostname="ws-1"), enroll(hostname="ws-2"), enroll(hostname="ws-3")
 
     def turn(agent: Any, depth: int) -> Any:
