@@ -23,7 +23,6 @@ from tests.collector_env import event_record
 from tests.stack import FixedLink
 from tests.waiting import wait_for
 
-
 INTERVAL_S = 60.0
 GRACE_S = GRACE_INTERVALS * INTERVAL_S
 FORGET_S = FORGET_INTERVALS * INTERVAL_S
@@ -67,7 +66,7 @@ def test_short_waits_are_now_and_long_ones_bounded():
     pacer.ship_after("first", int(100 * PACE_SHARE * (MIN_WAIT_S - 0.5)))
     assert pacer.ship_after("second", 1) == 0, "under MIN_WAIT_S of work ahead"
     pacer.ship_after("big", 10**9)
-    assert pacer.ship_after("behind", 1) == math.ceil((MIN_WAIT_S - 0.5 + MAX_TICKET_EVENTS / (100.0 * PACE_SHARE))), "a backlog's place in the queue is bounded"
+    assert pacer.ship_after("behind", 1) == math.ceil(MIN_WAIT_S - 0.5 + MAX_TICKET_EVENTS / (100.0 * PACE_SHARE)), "a backlog's place in the queue is bounded"
     slow, _ = _pacer(rate=1.0)
     slow.ship_after("first", 10**9)
     assert slow.ship_after("behind", 1) == MAX_WAIT_S
