@@ -367,15 +367,20 @@ class Simulation:
             fleet.beats.append(Beat(due, done - due, status == 200))
             if status == 200:
                 # The shipper's heard() (every reply: one without a turn resets it) and collector_back().
-                os.write(back_fd, _MESSAGE.pack(agent, ship_after(content), BACK if failures else 0))
+                self._tell_shipper(back_fd, agent, ship_after(content), BACK if failures else 0)
                 due = done + (first_delay_back(self.args.interval, self.rng.random) if failures else self.args.interval)
                 failures = 0
             else:
                 fleet.beat_errors[reason] += 1
                 failures += 1
                 if failures == LOST_AFTER:
-                    os.write(back_fd, _MESSAGE.pack(agent, NO_TURN, LOST))
+                    self._tell_shipper(back_fd, agent, NO_TURN, LOST)
                 due = done + retry_delay(failures, self.args.interval, self.rng.random)
+
+    def _tell_shipper(self, back_fd: int, agent: int, turn: int, signal: int) -> None:
+        """A message to the shipping process, until it has ended (then nothing reads the pipe, and a full one would block this loop)."""
+        if self.fleet.stop_beats == float("inf"):
+            os.write(back_fd, _MESSAGE.pack(agent, turn, signal))
 
     async def shipper(self, agent: int, state: ShipperState, start: float) -> None:
         """agent/shipper.py after an outage: backed off (``lost_wait``) until the delay ends or a heartbeat gets through."""
