@@ -76,5 +76,11 @@ def test_a_burst_that_overflows_the_kernel_queue_is_reported_and_rescanned(agent
     (lost, *_) = [e for e in agent.events() if e["type"] == "source.events_lost"]
     assert lost["channel"] == "agent" and lost["path"] == str(desktop)
     assert "events were lost" in lost["reason"]
-    files = agent.status()["sources"]["files"]
-    assert files["state"] == "degraded" and "events were lost" in files["message"]
+    # The status is written every HEALTH_INTERVAL_S (2 s): the event can be spooled before it shows.
+    files = wait_for(lambda: _degraded(agent), timeout=10, message="the files source reads degraded")
+    assert "events were lost" in files["message"]
+
+
+def _degraded(agent: Agent) -> dict | None:
+    files = agent.status().get("sources", {}).get("files", {})
+    return files if files.get("state") == "degraded" else None
