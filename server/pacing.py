@@ -32,9 +32,12 @@ two are equal whenever the queue is empty, and then both restart at zero. A tick
 agent reports no backlog, is silent for ``FORGET_INTERVALS`` heartbeat intervals, or had its turn
 ``GRACE_INTERVALS`` intervals ago and has delivered nothing since (it then queues again at the back).
 
-Per process: with ``--workers`` or several collectors each process paces the agents whose
-heartbeats it answers at its own rate (docs/deployment.md). Heartbeats run on the event loop,
-ingest in the thread pool, so a lock guards the state.
+Per process: each process queues the agents whose heartbeats it answers. Behind one port
+(``--workers N``) the kernel hands each new connection to any of the N, so every process hears
+every agent now and then, queues the whole fleet and sees a share of its batches: it paces at its
+own rate times ``processes`` (set by server/serving.py), the rate of all N. Collectors on several
+machines behind a balancer are paced at about one process's rate (docs/deployment.md). Heartbeats
+run on the event loop, ingest in the thread pool, so a lock guards the state.
 """
 
 from __future__ import annotations
@@ -112,6 +115,8 @@ class Pacer:
         self._samples: deque[tuple[float, int, float]] = deque()
         """(when, events stored, busy seconds) about once a second over ``WINDOW_S``."""
         self._swept = -math.inf
+        self.processes = 1
+        """Processes sharing the fleet's heartbeats and batches on this port (``--workers``)."""
 
     # --- what admission and ingest report -----------------------------------------------------
 
@@ -172,7 +177,7 @@ class Pacer:
                 if ticket.turn_at is None:
                     ticket.turn_at = now
                 return 0
-            pace = self._rate * PACE_SHARE
+            pace = self._rate * PACE_SHARE * self.processes
             if (self._registered - self._served) / pace < CONTENDED_S:
                 return 0
             wait = ahead / pace

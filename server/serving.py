@@ -46,6 +46,8 @@ def run_server(app: Any, **options: Any) -> None:
 
 
 DATA_DIR_ENV = "DLP_SERVER_DATA_DIR"
+WORKERS_ENV = "DLP_SERVER_WORKERS"
+"""How many worker processes share the port: each paces backlogs for its share (server/pacing.py)."""
 
 
 def app_from_environment() -> Any:
@@ -65,6 +67,7 @@ def app_from_environment() -> Any:
     from server.settings import load_settings
 
     collector = open_collector(load_settings(os.environ[DATA_DIR_ENV]))
+    collector.pacer.processes = max(1, int(os.environ.get(WORKERS_ENV, "1")))
     app = create_app(collector)
     maintenance = Maintenance(collector)
 
@@ -88,4 +91,5 @@ def run_workers(data_dir: str, *, workers: int, **options: Any) -> None:
     import os
 
     os.environ[DATA_DIR_ENV] = data_dir
+    os.environ[WORKERS_ENV] = str(workers)
     uvicorn.run("server.serving:app_from_environment", factory=True, workers=workers, **_options(**options))

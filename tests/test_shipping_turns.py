@@ -61,6 +61,12 @@ def test_turns_follow_the_events_queued_ahead_at_a_share_of_the_rate():
     assert pacer.ship_after("agent-4", 100) == waits[3]
 
 
+def test_processes_sharing_a_port_pace_at_their_combined_rate():
+    pacer, _ = _pacer(rate=10.0)
+    pacer.processes = 2  # dlp-server serve --workers 2: each process hears every agent, stores half the batches
+    assert [pacer.ship_after(f"agent-{n}", 100) for n in range(5)] == [0, 0, 13, 19, 25], "16 events a second; under 15 s of work queued: now"
+
+
 def test_short_waits_are_now_and_long_ones_bounded():
     pacer, _ = _pacer(rate=100.0)
     pacer.ship_after("first", int(100 * PACE_SHARE * (MIN_WAIT_S - 0.5)))
